@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Make sure this machine can run flowrec: a Java runtime (17+) for Flink, a
+# redis-server binary for the embedded local Redis, and (for the browser test)
+# Debian's chromium + chromedriver.  Installs Debian packages when running as
+# root with apt; otherwise prints the one command the user must run.
+#
+#   deploy/bootstrap.sh java|redis|chromium ...
+set -euo pipefail
+
+need_apt=()
+
+java_ok() {
+  local java="${JAVA_HOME:+$JAVA_HOME/bin/}java"
+  command -v "$java" >/dev/null 2>&1 || return 1
+  local v
+  v=$("$java" -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)
+  [ -n "$v" ] && [ "$v" -ge 17 ]
+}
+
+for what in "$@"; do
+  case "$what" in
+    java)
+      if ! java_ok; then need_apt+=(openjdk-17-jre-headless); fi ;;
+    redis)
+      command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server) ;;
+    chromium)
+      { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || need_apt+=(chromium chromium-driver) ;;
+    *) echo "bootstrap: unknown component '$what'" >&2; exit 2 ;;
+  esac
+done
+
+[ ${#need_apt[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "bootstrap: installing ${need_apt[*]} from Debian's packages" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  # redis-server's package starts a service on 6379 on some images; we never use it.
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  exit 0
+fi
+
+echo "bootstrap: missing ${need_apt[*]}. Run this once, then retry:" >&2
+echo "    sudo apt-get install -y ${need_apt[*]}" >&2
+exit 1

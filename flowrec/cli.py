@@ -1,0 +1,64 @@
+"""The `flowrec` command: one subcommand per module in :mod:`flowrec.commands`.
+
+Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
+``main(args) -> int``; modules are imported only when their command runs, so
+`flowrec --help` stays fast and a command's heavy imports (PyFlink, Beam,
+torch) cost nothing to the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMANDS: dict[str, str] = {
+    "generate": "flowrec.commands.generate",
+    "replay": "flowrec.commands.replay",
+    "run": "flowrec.commands.run",
+    "submit": "flowrec.commands.submit",
+    "demo": "flowrec.commands.demo",
+    "serve": "flowrec.commands.serve",
+    "evaluate": "flowrec.commands.evaluate",
+    "tune": "flowrec.commands.tune",
+    "bench": "flowrec.commands.bench",
+    "backfill": "flowrec.commands.backfill",
+    "train": "flowrec.commands.train",
+}
+
+
+def _available() -> dict[str, object]:
+    modules = {}
+    for name, path in COMMANDS.items():
+        try:
+            modules[name] = importlib.import_module(path)
+        except ModuleNotFoundError as exc:
+            if exc.name != path:
+                raise
+    return modules
+
+
+def build_parser(modules: dict[str, object]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowrec", description="Real-time recommendations for online shops on Apache Flink.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module in modules.items():
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(command)
+        command.set_defaults(_main=module.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser(_available())
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args._main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

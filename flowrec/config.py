@@ -1,0 +1,105 @@
+"""One frozen settings object for every command, from flags and environment variables.
+
+Precedence: a command-line flag, then the environment variable, then the
+default.  Nothing here is computed at import time; call :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from transforms.config import ModelConfig
+
+ENV_PREFIX = "FLOWREC_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime settings (where things are) plus the model (how to score)."""
+
+    # Redis: None means "start a private local redis-server" where a command allows it.
+    redis_url: str | None = None
+    namespace: str = "flowrec"
+    # TTLs for per-user and per-item keys in Redis, seconds.
+    user_ttl_s: int = 30 * 24 * 3600
+    item_ttl_s: int = 30 * 24 * 3600
+    # Flink.
+    parallelism: int = 1
+    execution_mode: str = "thread"  # thread | process
+    checkpoint_interval_ms: int = 10_000
+    checkpoint_dir: str | None = None
+    state_backend: str = "hashmap"  # hashmap | rocksdb
+    user_shards: int = 16
+    item_shards: int = 16
+    batch_size: int = 1000
+    batch_timeout_ms: int = 20
+    max_out_of_orderness_ms: int = 100
+    # User state TTL inside the job (inactive users are dropped), ms.
+    user_state_ttl_ms: int = 30 * 24 * 3600 * 1000
+    datasets_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent.parent / "shared" / "datasets")
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+# Flag/env name -> (field, parser).  One table so flags and env vars never drift apart.
+_FIELDS: dict[str, tuple[str, type]] = {
+    "redis-url": ("redis_url", str),
+    "namespace": ("namespace", str),
+    "user-ttl-s": ("user_ttl_s", int),
+    "item-ttl-s": ("item_ttl_s", int),
+    "parallelism": ("parallelism", int),
+    "execution-mode": ("execution_mode", str),
+    "checkpoint-interval-ms": ("checkpoint_interval_ms", int),
+    "checkpoint-dir": ("checkpoint_dir", str),
+    "state-backend": ("state_backend", str),
+    "user-shards": ("user_shards", int),
+    "item-shards": ("item_shards", int),
+    "batch-size": ("batch_size", int),
+    "batch-timeout-ms": ("batch_timeout_ms", int),
+    "max-out-of-orderness-ms": ("max_out_of_orderness_ms", int),
+    "user-state-ttl-ms": ("user_state_ttl_ms", int),
+    "datasets-dir": ("datasets_dir", Path),
+}
+# REDIS_URL is the conventional name; FLOWREC_REDIS_URL also works.
+_EXTRA_ENV = {"redis_url": "REDIS_URL"}
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    """Add the settings flags (all, or the named ones) to a command's parser."""
+    group = parser.add_argument_group("settings (flags override FLOWREC_* environment variables)")
+    for flag, (name, kind) in _FIELDS.items():
+        if only is not None and flag not in only:
+            continue
+        env = _EXTRA_ENV.get(name, ENV_PREFIX + name.upper())
+        group.add_argument(f"--{flag}", dest=name, type=kind, default=None, help=f"(env {env})")
+    if only is None or "model-config" in only:
+        group.add_argument("--model-config", type=Path, default=None, help="JSON file of model settings (env FLOWREC_MODEL_CONFIG), e.g. from `flowrec tune`")
+
+
+def load_settings(args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build the frozen settings from parsed flags and an environment mapping (default: os.environ)."""
+    env = os.environ if env is None else env
+    values: dict[str, object] = {}
+    for flag, (name, kind) in _FIELDS.items():
+        flag_value = getattr(args, name, None) if args is not None else None
+        if flag_value is not None:
+            values[name] = flag_value
+            continue
+        for env_name in (ENV_PREFIX + name.upper(), _EXTRA_ENV.get(name)):
+            if env_name and env.get(env_name):
+                values[name] = kind(env[env_name])
+                break
+    model_path = getattr(args, "model_config", None) if args is not None else None
+    model_path = model_path or (Path(env["FLOWREC_MODEL_CONFIG"]) if env.get("FLOWREC_MODEL_CONFIG") else None)
+    if model_path is not None:
+        values["model"] = ModelConfig.from_dict(json.loads(Path(model_path).read_text()))
+    settings = Settings(**values)
+    if settings.execution_mode not in ("thread", "process"):
+        raise ValueError("execution mode must be 'thread' or 'process'")
+    if settings.state_backend not in ("hashmap", "rocksdb"):
+        raise ValueError("state backend must be 'hashmap' or 'rocksdb'")
+    return settings

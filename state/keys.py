@@ -1,0 +1,88 @@
+"""The Redis key layout, version 1.  :func:`redis_key` builds every key flowrec reads or writes.
+
+Layout (``{ns}`` is the namespace, default ``flowrec``; values are UTF-8 JSON
+written by :mod:`state.store`):
+
+================================  ==========================================  =========
+key                               value                                       TTL
+================================  ==========================================  =========
+``{ns}:v1:rec:{user}``            the user's home list ``RecList``            user TTL
+``{ns}:v1:cart:{user}``           "goes with your cart" list ``RecList``      user TTL
+``{ns}:v1:profile:{user}``        top interests, cart, purchased ``Profile``  user TTL
+``{ns}:v1:sim:{item}``            collaborative neighbours ``NeighbourList``  item TTL
+``{ns}:v1:content:{item}``        content neighbours ``NeighbourList``        item TTL
+``{ns}:v1:item:{item}``           catalog item JSON                           none
+``{ns}:v1:trend:global``          global trending ``NeighbourList``           none
+``{ns}:v1:trend:cat:{category}``  trending in a top category                  none
+``{ns}:v1:stats``                 job counters (Redis hash)                   none
+``{ns}:v1:deadletter``            dead-lettered records (Redis stream)        capped
+================================  ==========================================  =========
+
+Ids are validated (length and charset, see :data:`transforms.events.ID_PATTERN`)
+before they become part of a key, so no caller can inject ``*`` patterns or
+separators.  Bump :data:`LAYOUT_VERSION` when a value's shape changes; readers
+of the old version keep working until its keys expire.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+from transforms.events import valid_id
+
+LAYOUT_VERSION = 1
+DEFAULT_NAMESPACE = "flowrec"
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_\-]{1,32}$")
+# Categories are paths of ids; only their top segment is a trending key.
+_CATEGORY = re.compile(r"^[A-Za-z0-9_.:@\- ]{1,128}$")
+
+
+class KeyKind(enum.Enum):
+    """What a key holds; the value is its segment in the key."""
+
+    USER_RECS = "rec"
+    CART_RECS = "cart"
+    PROFILE = "profile"
+    ITEM_NEIGHBOURS = "sim"
+    CONTENT_NEIGHBOURS = "content"
+    ITEM = "item"
+    TRENDING_GLOBAL = "trend:global"
+    TRENDING_CATEGORY = "trend:cat"
+    STATS = "stats"
+    DEAD_LETTER = "deadletter"
+
+
+_USER_KINDS = {KeyKind.USER_RECS, KeyKind.CART_RECS, KeyKind.PROFILE}
+_ITEM_KINDS = {KeyKind.ITEM_NEIGHBOURS, KeyKind.CONTENT_NEIGHBOURS, KeyKind.ITEM}
+_SINGLETONS = {KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER}
+
+
+class InvalidKeyPart(ValueError):
+    """An id or category that must not become part of a Redis key."""
+
+
+def redis_key(kind: KeyKind, part: str | None = None, namespace: str = DEFAULT_NAMESPACE) -> str:
+    """The one place a Redis key is built.
+
+    ``part`` is the user id, item id or category the key is about (``None`` for
+    the singleton keys).  Raises :class:`InvalidKeyPart` for anything that is not
+    a valid id, so a bad id never reaches Redis.
+    """
+    if not _NAMESPACE.match(namespace):
+        raise InvalidKeyPart(f"namespace must match {_NAMESPACE.pattern}")
+    prefix = f"{namespace}:v{LAYOUT_VERSION}:{kind.value}"
+    if kind in _SINGLETONS:
+        if part is not None:
+            raise InvalidKeyPart(f"{kind.name} takes no id")
+        return prefix
+    if kind is KeyKind.TRENDING_CATEGORY:
+        if part is None or not _CATEGORY.match(part):
+            raise InvalidKeyPart("category must be 1-128 chars of [A-Za-z0-9_.:@- ]")
+        return f"{prefix}:{part}"
+    if kind in _USER_KINDS | _ITEM_KINDS:
+        if not valid_id(part):
+            what = "user_id" if kind in _USER_KINDS else "item_id"
+            raise InvalidKeyPart(f"{what} must be 1-128 chars of [A-Za-z0-9_.:@-]")
+        return f"{prefix}:{part}"
+    raise InvalidKeyPart(f"unknown key kind {kind!r}")  # pragma: no cover - enum is closed

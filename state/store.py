@@ -1,0 +1,173 @@
+"""Values written to Redis and the batched, retrying writer every engine uses.
+
+Every value is deterministic JSON (no wall-clock fields), so replaying the same
+events after a failure overwrites each key with the same bytes: writes are
+idempotent.  Writes go out in one non-transactional pipeline per call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import orjson
+
+from state.keys import DEFAULT_NAMESPACE, KeyKind, redis_key
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    """One entry of a list: an item, its score, and (for user lists) why it is there."""
+
+    item: str
+    score: float
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"item": self.item, "score": self.score}
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+def encode_list(ts: int, items: Sequence[ScoredItem], **extra: Any) -> bytes:
+    """A ranked list as stored: ``{"ts": event-time ms, "items": [{"item", "score", "reason"?}], ...}``."""
+    return orjson.dumps({"ts": int(ts), "items": [i.to_dict() for i in items], **extra})
+
+
+def decode_list(raw: bytes | str | None) -> tuple[int, list[ScoredItem], dict[str, Any]]:
+    """Inverse of :func:`encode_list`: (ts, items, other fields); an absent key is an empty list."""
+    if raw is None:
+        return 0, [], {}
+    data = orjson.loads(raw)
+    items = [ScoredItem(d["item"], float(d["score"]), d.get("reason", "")) for d in data.pop("items")]
+    return int(data.pop("ts")), items, data
+
+
+@dataclass(frozen=True)
+class Write:
+    """One SET (with optional TTL in seconds) or DEL, built from a key kind and id."""
+
+    kind: KeyKind
+    part: str | None
+    value: bytes | None  # None deletes the key
+    ttl_s: int | None = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff for Redis writes: the sink must ride out a Redis restart."""
+
+    attempts: int = 30
+    first_delay_s: float = 0.05
+    max_delay_s: float = 2.0
+
+
+class RedisStore:
+    """Batched writer/reader over one Redis connection pool.
+
+    ``sleep`` is injected so tests of the retry loop need no real waiting.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        namespace: str = DEFAULT_NAMESPACE,
+        retry: RetryPolicy = RetryPolicy(),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.retry = retry
+        self._sleep = sleep
+
+    @classmethod
+    def from_url(cls, url: str, namespace: str = DEFAULT_NAMESPACE, **kwargs: Any) -> "RedisStore":
+        import redis
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30)
+        return cls(client, namespace=namespace, **kwargs)
+
+    def key(self, kind: KeyKind, part: str | None = None) -> str:
+        return redis_key(kind, part, self.namespace)
+
+    def _with_retry(self, what: str, action: Callable[[], Any]) -> Any:
+        import redis
+
+        delay = self.retry.first_delay_s
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                return action()
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+                if attempt == self.retry.attempts:
+                    raise
+                log.warning("redis %s failed (%s), retry %d in %.2fs", what, type(exc).__name__, attempt, delay)
+                self._sleep(delay)
+                delay = min(delay * 2, self.retry.max_delay_s)
+        raise AssertionError("unreachable")
+
+    def write(self, writes: Iterable[Write]) -> int:
+        """Apply SET/DEL writes in one pipeline (retried whole: every write is idempotent)."""
+        writes = list(writes)
+        if not writes:
+            return 0
+
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for w in writes:
+                key = self.key(w.kind, w.part)
+                if w.value is None:
+                    pipe.delete(key)
+                elif w.ttl_s:
+                    pipe.set(key, w.value, ex=w.ttl_s)
+                else:
+                    pipe.set(key, w.value)
+            pipe.execute()
+
+        self._with_retry("write", run)
+        return len(writes)
+
+    def add_stats(self, counters: dict[str, int]) -> None:
+        """Add to the job's counters hash (HINCRBY; not idempotent, so only for monitoring)."""
+        counters = {k: v for k, v in counters.items() if v}
+        if not counters:
+            return
+
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for name, value in counters.items():
+                pipe.hincrby(self.key(KeyKind.STATS), name, int(value))
+            pipe.execute()
+
+        self._with_retry("stats", run)
+
+    def dead_letter(self, entries: Iterable[bytes], max_len: int = 100_000) -> int:
+        """Append dead-lettered records (JSON with reason and raw) to the capped dead-letter stream."""
+        entries = list(entries)
+        if not entries:
+            return 0
+
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for entry in entries:
+                pipe.xadd(self.key(KeyKind.DEAD_LETTER), {"record": entry}, maxlen=max_len, approximate=True)
+            pipe.execute()
+
+        self._with_retry("dead-letter", run)
+        return len(entries)
+
+    def get_many(self, keys: Sequence[tuple[KeyKind, str | None]]) -> list[bytes | None]:
+        """MGET of several keys in one round trip."""
+        if not keys:
+            return []
+        return self.client.mget([self.key(kind, part) for kind, part in keys])
+
+    def delete_user(self, user_id: str) -> int:
+        """Remove every per-user key now (privacy); the job forgets its state on a forget event."""
+        return self.client.delete(*(self.key(kind, user_id) for kind in (KeyKind.USER_RECS, KeyKind.CART_RECS, KeyKind.PROFILE)))

@@ -1,0 +1,175 @@
+"""The catalog model: items with the content features used for content similarity and filters.
+
+Catalog changes are a stream too: every record is an upsert of one item with a
+``ts`` (epoch ms) at which it takes effect; a later upsert of the same item
+replaces the earlier one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping
+
+import orjson
+
+from transforms.events import MAX_RECORD_BYTES, Rejection, _as_int_ts, _reject, valid_id
+
+MAX_TITLE_LENGTH = 512
+MAX_TAGS = 64
+CATEGORY_SEPARATOR = "/"
+
+
+@dataclass(frozen=True)
+class CatalogItem:
+    """One sellable item.
+
+    ``category`` is a path such as ``"fashion/shoes/running"``; its first
+    segment is the top-level category used for trending and diversity.
+    ``ts`` is when this version of the item takes effect (epoch ms).
+    """
+
+    item_id: str
+    title: str = ""
+    category: str = ""
+    brand: str = ""
+    price: float = math.nan
+    tags: tuple[str, ...] = field(default_factory=tuple)
+    created_at: int = 0
+    in_stock: bool = True
+    ts: int = 0
+
+    @property
+    def top_category(self) -> str:
+        return self.category.split(CATEGORY_SEPARATOR, 1)[0] if self.category else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "item_id": self.item_id,
+            "title": self.title,
+            "category": self.category,
+            "brand": self.brand,
+            "tags": list(self.tags),
+            "created_at": self.created_at,
+            "in_stock": self.in_stock,
+            "ts": self.ts,
+        }
+        if not math.isnan(self.price):
+            out["price"] = self.price
+        return out
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+def validate_catalog_record(rec: Any, raw: Any = None) -> tuple[CatalogItem | None, Rejection | None]:
+    """Check one decoded catalog record; return the item or a rejection with its reason."""
+    raw = rec if raw is None else raw
+    if not isinstance(rec, Mapping):
+        return None, _reject("not_an_object", "a catalog item must be a JSON object", raw)
+    item_id = rec.get("item_id")
+    if isinstance(item_id, int) and not isinstance(item_id, bool):
+        item_id = str(item_id)
+    if not valid_id(item_id):
+        return None, _reject("bad_id", "item_id must be 1-128 chars of [A-Za-z0-9_.:@-]", raw)
+    strings = {}
+    for name in ("title", "category", "brand"):
+        value = rec.get(name) or ""
+        if not isinstance(value, str) or len(value) > MAX_TITLE_LENGTH:
+            return None, _reject("bad_field", f"{name} must be a string of at most {MAX_TITLE_LENGTH} chars", raw)
+        strings[name] = value
+    price = rec.get("price")
+    if price is None:
+        price = math.nan
+    elif isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price) or price < 0:
+        return None, _reject("bad_field", "price must be a finite number >= 0", raw)
+    tags = rec.get("tags") or []
+    if isinstance(tags, str):
+        tags = [t for t in tags.split(",") if t]
+    if not isinstance(tags, list) or len(tags) > MAX_TAGS or not all(isinstance(t, str) for t in tags):
+        return None, _reject("bad_field", f"tags must be a list of at most {MAX_TAGS} strings", raw)
+    created_at = _as_int_ts(rec.get("created_at", 0))
+    ts = _as_int_ts(rec.get("ts", created_at or 0))
+    if created_at is None or ts is None or created_at < 0 or ts < 0:
+        return None, _reject("bad_timestamp", "created_at and ts must be epoch milliseconds", raw)
+    in_stock = rec.get("in_stock", True)
+    if not isinstance(in_stock, bool):
+        return None, _reject("bad_field", "in_stock must be true or false", raw)
+    return (
+        CatalogItem(
+            item_id=item_id,
+            title=strings["title"],
+            category=strings["category"],
+            brand=strings["brand"],
+            price=float(price),
+            tags=tuple(tags),
+            created_at=created_at,
+            in_stock=in_stock,
+            ts=ts,
+        ),
+        None,
+    )
+
+
+def parse_catalog_lines(lines: Iterable[bytes | str]) -> tuple[list[CatalogItem], list[Rejection]]:
+    """Parse catalog JSON lines into items and rejections (never raises for bad input)."""
+    items, rejections = [], []
+    for line in lines:
+        data = line.encode("utf-8", errors="surrogateescape") if isinstance(line, str) else line
+        if not data.strip():
+            continue
+        if len(data) > MAX_RECORD_BYTES:
+            rejections.append(_reject("too_large", f"record is over {MAX_RECORD_BYTES} bytes", data))
+            continue
+        try:
+            rec = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            rejections.append(_reject("bad_json", str(exc)[:200], data))
+            continue
+        item, rejection = validate_catalog_record(rec, raw=data)
+        if item is not None:
+            items.append(item)
+        else:
+            rejections.append(rejection)
+    return items, rejections
+
+
+class Catalog:
+    """The current version of every item, updated by upserts in time order."""
+
+    def __init__(self, items: Iterable[CatalogItem] = ()) -> None:
+        self._items: dict[str, CatalogItem] = {}
+        for item in items:
+            self.upsert(item)
+
+    def upsert(self, item: CatalogItem) -> None:
+        self._items[item.item_id] = item
+
+    def get(self, item_id: str) -> CatalogItem | None:
+        return self._items.get(item_id)
+
+    def __contains__(self, item_id: str) -> bool:
+        return item_id in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self):
+        return iter(self._items.values())
+
+    def top_category(self, item_id: str) -> str:
+        item = self._items.get(item_id)
+        return item.top_category if item else ""
+
+    def category(self, item_id: str) -> str:
+        item = self._items.get(item_id)
+        return item.category if item else ""
+
+    def in_stock(self, item_id: str) -> bool:
+        item = self._items.get(item_id)
+        return item.in_stock if item else True
+
+    def with_stock(self, item_id: str, in_stock: bool) -> None:
+        item = self._items.get(item_id)
+        if item is not None:
+            self._items[item_id] = replace(item, in_stock=in_stock)

@@ -1,0 +1,147 @@
+"""Model parameters shared by every engine (reference replay, Flink job, Beam backfill).
+
+The values here are the defaults for a shop-like setting; `flowrec tune` writes
+a tuned copy as JSON, which :func:`ModelConfig.from_dict` reads back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from transforms.events import EVENT_TYPES
+
+SIMILARITY_MEASURES = ("cosine", "jaccard", "lift", "conditional", "swing")
+
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    "view": 1.0,
+    "click": 2.0,
+    "favorite": 3.0,
+    "add_to_cart": 4.0,
+    "purchase": 6.0,
+    # Negative feedback: taking an item out of the cart lowers interest in it.
+    "remove_from_cart": -2.0,
+    # Rating events are weighted by `rating * weight`; see `event_weights`.
+    "rating": 1.0,
+    "forget": 0.0,
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Every knob of the recommendation maths, with units in the names.
+
+    Times are event-time milliseconds.  ``window_ms`` is the scoring window: all
+    engines recompute neighbour lists, trending and the lists of users active in
+    a window when that window closes, so it is also the debounce interval of a
+    user's list and a lower bound on freshness.
+    """
+
+    event_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    # Interest decay: an event's weight halves every `half_life_ms`.
+    half_life_ms: int = 7 * 24 * 3600 * 1000
+    # Co-occurrence: an event pairs with at most `history_length` distinct recent
+    # items of the same user that were seen within `session_gap_ms` before it.
+    history_length: int = 20
+    session_gap_ms: int = 30 * 60 * 1000
+    # Item neighbours kept per item (collaborative and content).
+    neighbours: int = 20
+    similarity: str = "cosine"
+    # Popularity damping exponent for the "conditional" measure: c_ab / (n_a * n_b^alpha).
+    conditional_alpha: float = 0.5
+    # Swing parameters (Flink ML): 1/((|I_u|+alpha1)^beta (|I_v|+alpha1)^beta (alpha2 + |I_u ∩ I_v|)).
+    swing_alpha1: float = 5.0
+    swing_alpha2: float = 1.0
+    swing_beta: float = 0.3
+    # Pairs whose co-occurrence weight is below this are ignored when ranking neighbours.
+    min_cooccurrence: float = 1.0
+    # Scoring.
+    window_ms: int = 200
+    top_n: int = 20
+    interest_items: int = 30  # the user's strongest items used to gather candidates
+    max_user_items: int = 200  # interest entries kept per user (weakest dropped)
+    weight_cf: float = 1.0
+    weight_content: float = 0.3
+    weight_category: float = 0.2
+    weight_popularity: float = 0.05
+    exclude_purchased: bool = True
+    # Categories (top level) whose items may be bought again and so stay recommendable.
+    repeat_purchase_categories: tuple[str, ...] = ()
+    exclude_seen: bool = False
+    max_per_category: int = 0  # 0 = no cap; else at most this many items per top category
+    # Trending: positive event weight per item summed over a sliding window.
+    trending_window_ms: int = 60 * 60 * 1000
+    trending_slide_ms: int = 60 * 1000
+    trending_size: int = 50
+    # Content similarity: TF-IDF neighbours per item.
+    content_neighbours: int = 20
+
+    def __post_init__(self) -> None:
+        if self.similarity not in SIMILARITY_MEASURES:
+            raise ValueError(f"similarity must be one of {SIMILARITY_MEASURES}, got {self.similarity!r}")
+        positive = {
+            "half_life_ms": self.half_life_ms,
+            "history_length": self.history_length,
+            "session_gap_ms": self.session_gap_ms,
+            "neighbours": self.neighbours,
+            "window_ms": self.window_ms,
+            "top_n": self.top_n,
+            "interest_items": self.interest_items,
+            "max_user_items": self.max_user_items,
+            "trending_window_ms": self.trending_window_ms,
+            "trending_slide_ms": self.trending_slide_ms,
+            "trending_size": self.trending_size,
+            "content_neighbours": self.content_neighbours,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        if self.trending_window_ms % self.trending_slide_ms:
+            raise ValueError("trending_window_ms must be a multiple of trending_slide_ms")
+        unknown = set(self.event_weights) - set(EVENT_TYPES)
+        if unknown:
+            raise ValueError(f"unknown event types in event_weights: {sorted(unknown)}")
+
+    def weight_table(self) -> np.ndarray:
+        """Weights indexed by event-type code (see :data:`transforms.events.EVENT_TYPES`)."""
+        return np.array([float(self.event_weights.get(name, 0.0)) for name in EVENT_TYPES], dtype=np.float64)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["event_weights"] = dict(self.event_weights)
+        out["repeat_purchase_categories"] = list(self.repeat_purchase_categories)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown model settings: {sorted(unknown)}")
+        values = dict(data)
+        if "event_weights" in values:
+            values["event_weights"] = {**DEFAULT_EVENT_WEIGHTS, **values["event_weights"]}
+        if "repeat_purchase_categories" in values:
+            values["repeat_purchase_categories"] = tuple(values["repeat_purchase_categories"])
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def event_weights(etype: np.ndarray, rating: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """Per-event weight: the event type's weight, times the rating for rating events.
+
+    Units: interest points.  Negative weights (remove_from_cart) lower interest
+    and never form co-occurrence pairs.
+    """
+    table = config.weight_table()
+    weights = table[etype.astype(np.intp)]
+    is_rating = etype == EVENT_TYPES.index("rating")
+    if is_rating.any():
+        weights = weights.copy()
+        weights[is_rating] *= np.nan_to_num(rating[is_rating], nan=0.0)
+    return weights
