@@ -34,19 +34,27 @@ class Settings:
     checkpoint_interval_ms: int = 10_000
     checkpoint_dir: str | None = None
     state_backend: str = "hashmap"  # hashmap | rocksdb
-    user_shards: int = 16
-    item_shards: int = 16
+    user_shards: int = 8
+    item_shards: int = 4
     batch_size: int = 1000
     batch_timeout_ms: int = 20
     max_out_of_orderness_ms: int = 100
+    # Restarts after a failure before the job gives up (0: fail at once).
+    restart_attempts: int = 10
+    # Record event -> Redis lags in the freshness list (benchmarks).
+    record_freshness: bool = False
     # User state TTL inside the job (inactive users are dropped), ms.
     user_state_ttl_ms: int = 30 * 24 * 3600 * 1000
+    # Directory of JSON-lines event files the live job watches; the API writes here.
+    spool_dir: Path | None = None
+    # Bearer keys for the API's write/admin endpoints (comma-separated in FLOWREC_API_KEYS).
+    api_keys: tuple[str, ...] = ()
     datasets_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent.parent / "shared" / "datasets")
     model: ModelConfig = field(default_factory=ModelConfig)
 
 
 # Flag/env name -> (field, parser).  One table so flags and env vars never drift apart.
-_FIELDS: dict[str, tuple[str, type]] = {
+_FIELDS: dict[str, tuple[str, object]] = {
     "redis-url": ("redis_url", str),
     "namespace": ("namespace", str),
     "user-ttl-s": ("user_ttl_s", int),
@@ -62,7 +70,11 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "batch-timeout-ms": ("batch_timeout_ms", int),
     "max-out-of-orderness-ms": ("max_out_of_orderness_ms", int),
     "user-state-ttl-ms": ("user_state_ttl_ms", int),
+    "restart-attempts": ("restart_attempts", int),
+    "record-freshness": ("record_freshness", lambda text: str(text).lower() in ("1", "true", "yes")),
     "datasets-dir": ("datasets_dir", Path),
+    "spool-dir": ("spool_dir", Path),
+    "api-keys": ("api_keys", lambda text: tuple(k for k in text.split(",") if k)),
 }
 # REDIS_URL is the conventional name; FLOWREC_REDIS_URL also works.
 _EXTRA_ENV = {"redis_url": "REDIS_URL"}
@@ -91,7 +103,10 @@ def load_settings(args: argparse.Namespace | None = None, env: Mapping[str, str]
             continue
         for env_name in (ENV_PREFIX + name.upper(), _EXTRA_ENV.get(name)):
             if env_name and env.get(env_name):
-                values[name] = kind(env[env_name])
+                try:
+                    values[name] = kind(env[env_name])
+                except ValueError as exc:
+                    raise ValueError(f"{env_name}={env[env_name]!r} is not valid: {exc}") from exc
                 break
     model_path = getattr(args, "model_config", None) if args is not None else None
     model_path = model_path or (Path(env["FLOWREC_MODEL_CONFIG"]) if env.get("FLOWREC_MODEL_CONFIG") else None)

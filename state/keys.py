@@ -16,6 +16,7 @@ key                               value                                       TT
 ``{ns}:v1:trend:cat:{category}``  trending in a top category                  none
 ``{ns}:v1:stats``                 job counters (Redis hash)                   none
 ``{ns}:v1:deadletter``            dead-lettered records (Redis stream)        capped
+``{ns}:v1:freshness``             recent event->list lags in ms (Redis list)  capped
 ================================  ==========================================  =========
 
 Ids are validated (length and charset, see :data:`transforms.events.ID_PATTERN`)
@@ -33,9 +34,10 @@ from transforms.events import valid_id
 
 LAYOUT_VERSION = 1
 DEFAULT_NAMESPACE = "flowrec"
-_NAMESPACE = re.compile(r"^[A-Za-z0-9_\-]{1,32}$")
-# Categories are paths of ids; only their top segment is a trending key.
-_CATEGORY = re.compile(r"^[A-Za-z0-9_.:@\- ]{1,128}$")
+_NAMESPACE = re.compile(r"[A-Za-z0-9_\-]{1,32}")
+# Category names come from catalogs ("Children's", "Sci-Fi & Fantasy"): any
+# printable text except glob metacharacters, so a key never acts as a pattern.
+_CATEGORY = re.compile(r"[^\x00-\x1f\x7f*?\[\]\\]{1,128}")
 
 
 class KeyKind(enum.Enum):
@@ -51,11 +53,12 @@ class KeyKind(enum.Enum):
     TRENDING_CATEGORY = "trend:cat"
     STATS = "stats"
     DEAD_LETTER = "deadletter"
+    FRESHNESS = "freshness"
 
 
 _USER_KINDS = {KeyKind.USER_RECS, KeyKind.CART_RECS, KeyKind.PROFILE}
 _ITEM_KINDS = {KeyKind.ITEM_NEIGHBOURS, KeyKind.CONTENT_NEIGHBOURS, KeyKind.ITEM}
-_SINGLETONS = {KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER}
+_SINGLETONS = {KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS}
 
 
 class InvalidKeyPart(ValueError):
@@ -69,7 +72,7 @@ def redis_key(kind: KeyKind, part: str | None = None, namespace: str = DEFAULT_N
     the singleton keys).  Raises :class:`InvalidKeyPart` for anything that is not
     a valid id, so a bad id never reaches Redis.
     """
-    if not _NAMESPACE.match(namespace):
+    if not _NAMESPACE.fullmatch(namespace):
         raise InvalidKeyPart(f"namespace must match {_NAMESPACE.pattern}")
     prefix = f"{namespace}:v{LAYOUT_VERSION}:{kind.value}"
     if kind in _SINGLETONS:
@@ -77,8 +80,8 @@ def redis_key(kind: KeyKind, part: str | None = None, namespace: str = DEFAULT_N
             raise InvalidKeyPart(f"{kind.name} takes no id")
         return prefix
     if kind is KeyKind.TRENDING_CATEGORY:
-        if part is None or not _CATEGORY.match(part):
-            raise InvalidKeyPart("category must be 1-128 chars of [A-Za-z0-9_.:@- ]")
+        if not isinstance(part, str) or not _CATEGORY.fullmatch(part):
+            raise InvalidKeyPart("category must be 1-128 printable chars without * ? [ ] \\")
         return f"{prefix}:{part}"
     if kind in _USER_KINDS | _ITEM_KINDS:
         if not valid_id(part):

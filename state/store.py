@@ -15,25 +15,13 @@ from typing import Any, Callable, Iterable, Sequence
 import orjson
 
 from state.keys import DEFAULT_NAMESPACE, KeyKind, redis_key
+from transforms.scoring import ScoredItem
+
+__all__ = ["ScoredItem", "encode_list", "decode_list", "Write", "RetryPolicy", "RedisStore"]
 
 log = logging.getLogger(__name__)
 
 DAY_MS = 24 * 3600 * 1000
-
-
-@dataclass(frozen=True)
-class ScoredItem:
-    """One entry of a list: an item, its score, and (for user lists) why it is there."""
-
-    item: str
-    score: float
-    reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"item": self.item, "score": self.score}
-        if self.reason:
-            out["reason"] = self.reason
-        return out
 
 
 def encode_list(ts: int, items: Sequence[ScoredItem], **extra: Any) -> bytes:
@@ -161,6 +149,19 @@ class RedisStore:
 
         self._with_retry("dead-letter", run)
         return len(entries)
+
+    def record_freshness(self, lags_ms: list[int], keep: int = 100_000) -> None:
+        """Append event -> list lags (ms) to the capped freshness list read by `flowrec bench stream`."""
+        if not lags_ms:
+            return
+
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.rpush(self.key(KeyKind.FRESHNESS), *lags_ms)
+            pipe.ltrim(self.key(KeyKind.FRESHNESS), -keep, -1)
+            pipe.execute()
+
+        self._with_retry("freshness", run)
 
     def get_many(self, keys: Sequence[tuple[KeyKind, str | None]]) -> list[bytes | None]:
         """MGET of several keys in one round trip."""

@@ -62,6 +62,13 @@ class CatalogItem:
         return orjson.dumps(self.to_dict())
 
 
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def validate_catalog_record(rec: Any, raw: Any = None) -> tuple[CatalogItem | None, Rejection | None]:
     """Check one decoded catalog record; return the item or a rejection with its reason."""
     raw = rec if raw is None else raw
@@ -81,7 +88,7 @@ def validate_catalog_record(rec: Any, raw: Any = None) -> tuple[CatalogItem | No
     price = rec.get("price")
     if price is None:
         price = math.nan
-    elif isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price) or price < 0:
+    elif isinstance(price, bool) or not isinstance(price, (int, float)) or not _finite(price) or price < 0:
         return None, _reject("bad_field", "price must be a finite number >= 0", raw)
     tags = rec.get("tags") or []
     if isinstance(tags, str):
@@ -115,7 +122,7 @@ def parse_catalog_lines(lines: Iterable[bytes | str]) -> tuple[list[CatalogItem]
     """Parse catalog JSON lines into items and rejections (never raises for bad input)."""
     items, rejections = [], []
     for line in lines:
-        data = line.encode("utf-8", errors="surrogateescape") if isinstance(line, str) else line
+        data = line.encode("utf-8", errors="surrogatepass") if isinstance(line, str) else line
         if not data.strip():
             continue
         if len(data) > MAX_RECORD_BYTES:
@@ -124,7 +131,8 @@ def parse_catalog_lines(lines: Iterable[bytes | str]) -> tuple[list[CatalogItem]
         try:
             rec = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
-            rejections.append(_reject("bad_json", str(exc)[:200], data))
+            reason = "not_utf8" if "utf-8" in str(exc).lower() else "bad_json"
+            rejections.append(_reject(reason, str(exc)[:200], data))
             continue
         item, rejection = validate_catalog_record(rec, raw=data)
         if item is not None:

@@ -58,8 +58,13 @@ class ModelConfig:
     swing_beta: float = 0.3
     # Pairs whose co-occurrence weight is below this are ignored when ranking neighbours.
     min_cooccurrence: float = 1.0
+    # Co-occurrence entries kept per item (strongest first); bounds item state.
+    row_capacity: int = 1000
     # Scoring.
     window_ms: int = 200
+    # Neighbour lists and trending are recomputed at most once per this much event
+    # time (at the first window that closes in each refresh slot, and at the end).
+    model_refresh_ms: int = 1000
     top_n: int = 20
     interest_items: int = 30  # the user's strongest items used to gather candidates
     max_user_items: int = 200  # interest entries kept per user (weakest dropped)
@@ -67,11 +72,16 @@ class ModelConfig:
     weight_content: float = 0.3
     weight_category: float = 0.2
     weight_popularity: float = 0.05
+    weight_recent: float = 0.0
     exclude_purchased: bool = True
     # Categories (top level) whose items may be bought again and so stay recommendable.
     repeat_purchase_categories: tuple[str, ...] = ()
     exclude_seen: bool = False
     max_per_category: int = 0  # 0 = no cap; else at most this many items per top category
+    # Business filters on top categories: an empty allow list allows all.
+    allow_categories: tuple[str, ...] = ()
+    deny_categories: tuple[str, ...] = ()
+    exclude_out_of_stock: bool = True
     # Trending: positive event weight per item summed over a sliding window.
     trending_window_ms: int = 60 * 60 * 1000
     trending_slide_ms: int = 60 * 1000
@@ -87,7 +97,9 @@ class ModelConfig:
             "history_length": self.history_length,
             "session_gap_ms": self.session_gap_ms,
             "neighbours": self.neighbours,
+            "row_capacity": self.row_capacity,
             "window_ms": self.window_ms,
+            "model_refresh_ms": self.model_refresh_ms,
             "top_n": self.top_n,
             "interest_items": self.interest_items,
             "max_user_items": self.max_user_items,
@@ -112,7 +124,8 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["event_weights"] = dict(self.event_weights)
-        out["repeat_purchase_categories"] = list(self.repeat_purchase_categories)
+        for name in ("repeat_purchase_categories", "allow_categories", "deny_categories"):
+            out[name] = list(getattr(self, name))
         return out
 
     @classmethod
@@ -124,8 +137,9 @@ class ModelConfig:
         values = dict(data)
         if "event_weights" in values:
             values["event_weights"] = {**DEFAULT_EVENT_WEIGHTS, **values["event_weights"]}
-        if "repeat_purchase_categories" in values:
-            values["repeat_purchase_categories"] = tuple(values["repeat_purchase_categories"])
+        for name in ("repeat_purchase_categories", "allow_categories", "deny_categories"):
+            if name in values:
+                values[name] = tuple(values[name])
         return cls(**values)
 
     def replace(self, **changes: Any) -> "ModelConfig":

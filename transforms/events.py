@@ -39,19 +39,22 @@ VIEW, CLICK, ADD_TO_CART, REMOVE_FROM_CART, FAVORITE, PURCHASE, RATING, FORGET =
 
 # Limits applied before an id can reach a Redis key or a state entry.
 MAX_ID_LENGTH = 128
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@\-]{1,128}")
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
 MAX_QUERY_LENGTH = 512
 MAX_QUANTITY = 10_000
-# Event time must be a plausible epoch-milliseconds value: after 2000-01-01 and
+# Event time must be a plausible epoch-milliseconds value: after 1990-01-01 and
 # no further in the future than `max_future_ms` from the batch's reference time.
-MIN_TS_MS = 946_684_800_000
+MIN_TS_MS = 631_152_000_000
 MAX_TS_MS = 4_102_444_800_000  # 2100-01-01; the far-future guard.
 MAX_RECORD_BYTES = 16_384
+# A line holding a JSON array of events (a producer's batch) may be this large.
+MAX_BATCH_LINE_BYTES = 16 * 1024 * 1024
 
 
 def valid_id(value: object) -> bool:
     """True when ``value`` is a string usable as a user or item id (length and charset bounded)."""
-    return isinstance(value, str) and ID_PATTERN.match(value) is not None
+    return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,7 @@ def _as_int_ts(value: Any) -> int | None:
         return value
     if isinstance(value, float) and math.isfinite(value) and value == int(value):
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
         return int(value.strip())
     return None
 
@@ -202,9 +205,15 @@ def _optional_number(rec: Mapping[str, Any], name: str) -> tuple[float, str | No
             value = float(value)
         except ValueError:
             return math.nan, f"{name} must be a number"
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not isinstance(value, (int, float)):
         return math.nan, f"{name} must be a finite number"
-    return float(value), None
+    try:
+        number = float(value)
+    except OverflowError:
+        return math.nan, f"{name} must be a finite number"
+    if not math.isfinite(number):
+        return math.nan, f"{name} must be a finite number"
+    return number, None
 
 
 def validate_record(rec: Any, raw: Any = None) -> tuple[tuple | None, Rejection | None]:
@@ -213,7 +222,7 @@ def validate_record(rec: Any, raw: Any = None) -> tuple[tuple | None, Rejection 
     Rules (each failure names its reason): the record is an object; ``user_id``
     and ``item_id`` are ids of at most 128 characters from ``[A-Za-z0-9_.:@-]``;
     ``event_type`` is one of :data:`EVENT_TYPES`; ``ts`` is integral epoch
-    milliseconds between 2000-01-01 and 2100-01-01; ``quantity`` is 1..10,000;
+    milliseconds between 1990-01-01 and 2100-01-01; ``quantity`` is 1..10,000;
     ``price`` is >= 0; ``rating`` is required for and only meaningful with
     ``rating`` events; ``query`` is at most 512 characters.
     """
@@ -248,7 +257,7 @@ def validate_record(rec: Any, raw: Any = None) -> tuple[tuple | None, Rejection 
     if ts is None:
         return None, _reject("bad_timestamp", "ts must be an integer number of epoch milliseconds", raw)
     if ts < MIN_TS_MS or ts > MAX_TS_MS:
-        return None, _reject("timestamp_out_of_range", "ts must be epoch ms between 2000-01-01 and 2100-01-01", raw)
+        return None, _reject("timestamp_out_of_range", "ts must be epoch ms between 1990-01-01 and 2100-01-01", raw)
     numbers = {}
     for name in ("quantity", "price", "rating"):
         value, problem = _optional_number(rec, name)
@@ -262,7 +271,9 @@ def validate_record(rec: Any, raw: Any = None) -> tuple[tuple | None, Rejection 
     if code == RATING and math.isnan(numbers["rating"]):
         return None, _reject("missing_field", "rating events need a numeric rating", raw)
     session = rec.get("session_id") or ""
-    if session != "" and not valid_id(str(session)):
+    if isinstance(session, int) and not isinstance(session, bool):
+        session = str(session)
+    if session != "" and not valid_id(session):
         return None, _reject("bad_id", "session_id must be 1-128 chars of [A-Za-z0-9_.:@-]", raw)
     query = rec.get("query") or ""
     if not isinstance(query, str) or len(query) > MAX_QUERY_LENGTH:
@@ -300,7 +311,7 @@ def parse_records(records: Iterable[Any]) -> ParseResult:
 
 
 def parse_json_lines(lines: Iterable[bytes | str]) -> ParseResult:
-    """Parse JSON lines (bytes or str, one event each); blank lines are skipped.
+    """Parse JSON lines (bytes or str; each one event, or a JSON array of events); blank lines are skipped.
 
     Non-UTF-8 bytes, invalid JSON, oversized records and schema violations each
     become a :class:`Rejection`; the rest of the group is unaffected.
@@ -310,13 +321,16 @@ def parse_json_lines(lines: Iterable[bytes | str]) -> ParseResult:
         if isinstance(line, str):
             if not line.strip():
                 continue
-            data = line.encode("utf-8", errors="surrogateescape")
+            # Lone surrogates stay undecodable, so they are reported as not UTF-8.
+            data = line.encode("utf-8", errors="surrogatepass")
         else:
             if not line.strip():
                 continue
             data = line
-        if len(data) > MAX_RECORD_BYTES:
-            rejections.append(_reject("too_large", f"record is over {MAX_RECORD_BYTES} bytes", data))
+        is_array = data.lstrip()[:1] == b"["
+        limit = MAX_BATCH_LINE_BYTES if is_array else MAX_RECORD_BYTES
+        if len(data) > limit:
+            rejections.append(_reject("too_large", f"line is over {limit} bytes", data))
             continue
         try:
             data.decode("utf-8")
@@ -328,11 +342,16 @@ def parse_json_lines(lines: Iterable[bytes | str]) -> ParseResult:
         except orjson.JSONDecodeError as exc:
             rejections.append(_reject("bad_json", str(exc)[:200], data))
             continue
-        row, rejection = validate_record(rec, raw=data)
-        if rejection is None:
-            rows.append(row)
-        else:
-            rejections.append(rejection)
+        # A line may carry a JSON array of events: producers batch that way.
+        for one, raw in ((r, orjson.dumps(r)) for r in rec) if isinstance(rec, list) else ((rec, data),):
+            if len(raw) > MAX_RECORD_BYTES:
+                rejections.append(_reject("too_large", f"record is over {MAX_RECORD_BYTES} bytes", raw))
+                continue
+            row, rejection = validate_record(one, raw=raw)
+            if rejection is None:
+                rows.append(row)
+            else:
+                rejections.append(rejection)
     return ParseResult(_build(rows), rejections)
 
 
@@ -342,7 +361,14 @@ def parse_csv(text: str) -> ParseResult:
     if reader.fieldnames is None:
         return ParseResult(EventBatch.empty(), [])
     rows, rejections = [], []
-    for rec in reader:
+    while True:
+        try:
+            rec = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a field over the csv module's size limit
+            rejections.append(_reject("bad_csv", str(exc)[:200], f"line {reader.line_num}"))
+            continue
         if None in rec:  # more cells than header names
             rejections.append(_reject("bad_csv", "row has more cells than the header", ",".join(map(str, rec.values()))))
             continue

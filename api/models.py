@@ -1,0 +1,142 @@
+"""Schemas of the API's bodies, for the OpenAPI document (/openapi.json, /docs).
+
+Handlers build their JSON with orjson directly (the hot path does not pay for
+pydantic serialisation); these models describe that JSON.  Request bodies are
+validated record by record with the job's own rules (:mod:`transforms.events`,
+:mod:`transforms.catalog`), so one bad record in a batch is reported, not fatal;
+the request schemas here document those rules.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from transforms.catalog import MAX_TAGS, MAX_TITLE_LENGTH
+from transforms.events import EVENT_TYPES, MAX_QUANTITY, MAX_QUERY_LENGTH, MAX_TS_MS, MIN_TS_MS
+
+# Same rule as transforms.events.ID_PATTERN, spelled for OpenAPI/pydantic.
+ID_REGEX = r"^[A-Za-z0-9_.:@\-]{1,128}$"
+# A category path: segments of the key-safe charset joined by "/".
+CATEGORY_REGEX = r"^[A-Za-z0-9_.:@\- ]{1,128}(/[A-Za-z0-9_.:@\- ]{1,128}){0,7}$"
+MAX_CATEGORY_CHARS = 512
+
+Context = Literal["home", "cart", "item", "search"]
+EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
+
+
+class ScoredItemOut(BaseModel):
+    item: str = Field(description="item id")
+    score: float = Field(description="ranking score (higher first); comparable within one response only")
+    reason: str | None = Field(None, description="why the item is here, e.g. 'because you viewed i000123', 'trending in fashion'")
+
+
+class RecommendationsOut(BaseModel):
+    user_id: str
+    context: Context
+    ts: int = Field(description="event time (epoch ms) of the newest list used; 0 when none")
+    cold_start: bool = Field(description="true when the user has no history yet and trending was served instead")
+    items: list[ScoredItemOut]
+
+
+class SimilarOut(BaseModel):
+    item_id: str
+    ts: int = Field(description="event time (epoch ms) of the neighbour lists; 0 when none")
+    items: list[ScoredItemOut]
+
+
+class TrendingOut(BaseModel):
+    category: str | None = Field(description="the category asked for, or null for global trending")
+    ts: int
+    items: list[ScoredItemOut]
+
+
+class EventIn(BaseModel):
+    """One shopper action (the job's event schema)."""
+
+    user_id: str = Field(pattern=ID_REGEX, max_length=128)
+    item_id: str | None = Field(None, pattern=ID_REGEX, max_length=128, description="required except for 'forget' events")
+    event_type: EventType  # type: ignore[valid-type]
+    ts: int | None = Field(None, ge=MIN_TS_MS, le=MAX_TS_MS, description="event time, epoch ms; the server's receive time when omitted; at most 5 minutes ahead of the server clock")
+    session_id: str | None = Field(None, pattern=ID_REGEX, max_length=128)
+    quantity: float | None = Field(None, ge=1, le=MAX_QUANTITY)
+    price: float | None = Field(None, ge=0)
+    rating: float | None = Field(None, description="required for 'rating' events")
+    query: str | None = Field(None, max_length=MAX_QUERY_LENGTH)
+
+
+class CatalogItemIn(BaseModel):
+    """One catalog upsert (replaces the item's previous version)."""
+
+    item_id: str = Field(pattern=ID_REGEX, max_length=128)
+    title: str = Field("", max_length=MAX_TITLE_LENGTH)
+    category: str = Field("", max_length=MAX_TITLE_LENGTH, description="path such as 'fashion/shoes/running'")
+    brand: str = Field("", max_length=MAX_TITLE_LENGTH)
+    price: float | None = Field(None, ge=0)
+    tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
+    created_at: int = Field(0, ge=0, le=MAX_TS_MS)
+    in_stock: bool = True
+    ts: int | None = Field(None, ge=0, le=MAX_TS_MS, description="when this version takes effect, epoch ms; the server's receive time when omitted")
+
+
+class RejectionOut(BaseModel):
+    index: int = Field(description="position of the record in the request (0 for a single object)")
+    reason: str = Field(description="machine-readable reason, e.g. bad_id, missing_field, timestamp_out_of_range")
+    detail: str
+
+
+class IngestOut(BaseModel):
+    accepted: int
+    rejected: int
+    rejections: list[RejectionOut] = Field(description="the first 100 rejections")
+
+
+class ForgetOut(BaseModel):
+    user_id: str
+    deleted_keys: int = Field(description="per-user Redis keys removed now")
+    forget_queued: bool = Field(description="a forget event was written for the job, which clears the user's state")
+
+
+class StatsOut(BaseModel):
+    now_ms: int = Field(description="the server's clock, epoch ms")
+    freshness_ms: int | None = Field(description="now_ms - last_window_ts: how far the job's newest closed window is behind")
+    counters: dict[str, int | float | str] = Field(description="the job's counters (events, dead_letters, late_events, windows, last_window_ts, ...)")
+
+
+class CatalogPageOut(BaseModel):
+    total: int
+    offset: int
+    items: list[dict[str, Any]]
+
+
+class CategoryCountOut(BaseModel):
+    category: str
+    items: int
+
+
+class ProblemOut(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries documenting problem documents for the given statuses."""
+    return {status: {"model": ProblemOut, "content": {"application/problem+json": {}}, "description": "problem details"} for status in statuses}
+
+
+def json_body_schema(model: type[BaseModel], max_items: int) -> dict[str, Any]:
+    """OpenAPI request body: one ``model`` object or an array of up to ``max_items`` of them."""
+    schema = model.model_json_schema()
+    schema.pop("title", None)
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"oneOf": [schema, {"type": "array", "items": schema, "minItems": 1, "maxItems": max_items}]}}},
+        }
+    }

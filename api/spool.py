@@ -1,0 +1,48 @@
+"""Hand records to the live job: one new JSON-lines file per request in the spool directory.
+
+The job's file source monitors the directory and ignores names starting with
+``.`` or ``_``, so a file is written under a hidden temporary name, flushed to
+disk, and then renamed to its final name in the same directory (an atomic
+rename on POSIX): the job never sees a half-written file.  The final name
+``<kind>-<ms>-<uuid>.jsonl`` tells the job which stream the file belongs to
+(``events`` or ``catalog``) and sorts by time of writing.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Iterable
+
+SPOOL_KINDS = ("events", "catalog")
+
+
+def spool_file_name(kind: str, now_ms: int, unique: str) -> str:
+    """``events-1700000000000-<hex>.jsonl``: stream kind, writer's clock (epoch ms), a unique tag."""
+    if kind not in SPOOL_KINDS:
+        raise ValueError(f"spool kind must be one of {SPOOL_KINDS}, not {kind!r}")
+    return f"{kind}-{int(now_ms)}-{unique}.jsonl"
+
+
+def write_spool_file(spool_dir: Path, kind: str, lines: Iterable[bytes], now_ms: int) -> Path:
+    """Write ``lines`` (each ending in ``\\n``) as a new spool file; returns its final path.
+
+    The data is fsynced before the rename, so a 202 answered after this call
+    means the records survive a crash of the API process or the machine.
+    """
+    name = spool_file_name(kind, now_ms, uuid.uuid4().hex)
+    final = spool_dir / name
+    temporary = spool_dir / f".{name}.tmp"
+    data = b"".join(lines)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.rename(temporary, final)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return final

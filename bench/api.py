@@ -1,0 +1,408 @@
+"""`flowrec bench api`: latency and throughput of the recommendations endpoint, next to raw Redis GETs.
+
+One run: start a private redis-server, seed one user's list, start the API
+(``flowrec serve`` in a subprocess of the same Python, ``--workers`` uvicorn
+workers), warm it up, then drive ``GET /v1/users/{user}/recommendations`` over
+``--concurrency`` keep-alive HTTP/1.1 connections until ``--requests``
+responses arrived: closed loop (each connection sends again as soon as it has
+its answer: the most the server can do), or with ``--rate`` at a fixed
+offered load (latency counted from each request's due time, so queueing
+shows; this is how "p99 at N requests/s" is measured).  In the same run, just
+before and just after the HTTP load, redis-py GETs the very key the endpoint
+reads, one after another on one connection (the two rates are averaged);
+the ratio ``requests_per_s / redis_get_per_s`` says how much the HTTP layer
+costs compared to simply asking Redis.
+
+The closed-loop generator is ``wrk`` when installed (C, one thread; latency
+percentiles from its ``--latency`` report), else, and always for ``--rate``,
+a callback-based asyncio client (no coroutine per request, uvloop when
+available) that stays cheap next to the server.  Either way it shares the
+machine's cores with the server and Redis: on a small machine the numbers are
+a lower bound.  ``server_cpu_us_per_request`` (CPU seconds of the API
+processes per answer) is the number least disturbed by other load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+HELP = "latency and requests/s of the recommendations endpoint, with the raw redis-py GET rate of the same key"
+
+BENCH_USER = "bench-user"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--concurrency", type=int, default=32, help="open keep-alive connections, each with one request in flight")
+    parser.add_argument("--requests", type=int, default=20_000, help="responses to collect per run (after the warm-up)")
+    parser.add_argument("--warmup", type=int, default=2_000, help="requests sent before measuring")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes of the API")
+    parser.add_argument("--n", type=int, default=10, help="items asked for per request")
+    parser.add_argument("--list-size", type=int, default=20, help="items in the seeded user list")
+    parser.add_argument("--rate", type=float, default=None, help="offer this many requests/s (python client) instead of as many as the server answers; latency then counts from each request's due time")
+    parser.add_argument("--runs", type=int, default=1, help="repeat the measurement; the medians are reported")
+    parser.add_argument("--client", choices=("auto", "python", "wrk"), default="auto", help="load generator (auto: wrk when installed)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+# -- latency summary ---------------------------------------------------------------------
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The ``q``-quantile (0..1) of sorted values by linear interpolation between closest ranks."""
+    if not sorted_values:
+        return float("nan")
+    position = q * (len(sorted_values) - 1)
+    low = int(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """One load run: responses, errors (non-200 or broken), elapsed seconds and latency quantiles in ms."""
+
+    responses: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.responses / self.seconds if self.seconds > 0 else 0.0
+
+
+# -- the asyncio load generator ----------------------------------------------------------
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection: send a request, parse the response, record, send the next one."""
+
+    def __init__(self, driver: "_Driver") -> None:
+        self.driver = driver
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.due = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.send()
+
+    def send(self) -> None:
+        due = self.driver.next_due()
+        if due is None:
+            self.transport.close()
+            return
+        delay = due - time.perf_counter()
+        if delay > 0:
+            # Free before the request is due: latency counts from the actual send, so the
+            # event loop's millisecond timer granularity is not charged to the server.
+            self.driver.loop.call_later(delay, self._write_now)
+        else:
+            # Overdue (no connection was free in time): the wait counts.
+            self.due = due
+            self.transport.write(self.driver.request)
+
+    def _write_now(self) -> None:
+        self.due = time.perf_counter()
+        self.transport.write(self.driver.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            head_end = self.buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                return
+            head = bytes(self.buffer[:head_end])
+            match = re.search(rb"\r\ncontent-length:\s*(\d+)", head, re.IGNORECASE)
+            length = int(match.group(1)) if match else 0
+            total = head_end + 4 + length
+            if len(self.buffer) < total:
+                return
+            ok = head.startswith(b"HTTP/1.1 200")
+            del self.buffer[:total]
+            self.driver.record(time.perf_counter() - self.due, ok)
+            self.send()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.driver.closed()
+
+
+class _Driver:
+    """Hands out a fixed number of requests to the connections and collects latencies.
+
+    Closed loop (``rate=None``): a connection sends its next request as soon as
+    the previous answer arrived, so the load is as high as the server allows.
+    Fixed rate: request ``k`` is due at ``start + k / rate``; when no
+    connection was free at that time its latency is counted from the due time,
+    so waiting for the server counts too (no coordinated omission).
+    """
+
+    def __init__(self, request: bytes, total: int, connections: int, rate: float | None, loop: asyncio.AbstractEventLoop) -> None:
+        self.request = request
+        self.total = total
+        self.issued = 0
+        self.rate = rate
+        self.loop = loop
+        self.start = time.perf_counter()
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.open = connections
+        self.done = loop.create_future()
+
+    def next_due(self) -> float | None:
+        """When the next request should go out (perf_counter seconds), or None when all were issued."""
+        if self.issued >= self.total:
+            return None
+        ticket = self.issued
+        self.issued += 1
+        if self.rate is None:
+            return time.perf_counter()
+        return self.start + ticket / self.rate
+
+    def record(self, seconds: float, ok: bool) -> None:
+        self.latencies.append(seconds)
+        if not ok:
+            self.errors += 1
+
+    def closed(self) -> None:
+        self.open -= 1
+        if self.open == 0 and not self.done.done():
+            self.done.set_result(None)
+
+
+async def _drive(host: str, port: int, path: str, total: int, concurrency: int, rate: float | None) -> LoadResult:
+    loop = asyncio.get_running_loop()
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    connections = min(concurrency, total)
+    driver = _Driver(request, total, connections, rate, loop)
+    for _ in range(connections):
+        await loop.create_connection(lambda: _Connection(driver), host, port)
+    await driver.done
+    seconds = time.perf_counter() - driver.start
+    latencies = sorted(driver.latencies)
+    return LoadResult(len(latencies), driver.errors + (total - len(latencies)), seconds, percentile(latencies, 0.5) * 1e3, percentile(latencies, 0.99) * 1e3)
+
+
+def python_load(host: str, port: int, path: str, total: int, concurrency: int, rate: float | None = None) -> LoadResult:
+    """Drive ``total`` requests over ``concurrency`` connections, closed loop or at ``rate`` requests/s."""
+    try:
+        import uvloop
+
+        return uvloop.run(_drive(host, port, path, total, concurrency, rate))
+    except ImportError:
+        return asyncio.run(_drive(host, port, path, total, concurrency, rate))
+
+
+# -- wrk -----------------------------------------------------------------------------------
+
+_WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _wrk_ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not match:
+        raise ValueError(f"unreadable wrk latency {text!r}")
+    return float(match.group(1)) * _WRK_UNITS[match.group(2)]
+
+
+def parse_wrk(output: str) -> LoadResult:
+    """Responses, errors, seconds and p50/p99 from ``wrk --latency`` output."""
+    dist = dict(re.findall(r"^\s+(50|99)(?:\.000)?%\s+(\S+)", output, re.MULTILINE))
+    done = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", output)
+    if not done or "50" not in dist or "99" not in dist:
+        raise ValueError("unreadable wrk output:\n" + output)
+    errors = sum(int(k) for k in re.findall(r"Non-2xx or 3xx responses: (\d+)", output))
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    if socket_errors:
+        errors += sum(int(k) for k in socket_errors.groups())
+    seconds = _wrk_ms(done.group(2) + done.group(3)) / 1e3
+    return LoadResult(int(done.group(1)), errors, seconds, _wrk_ms(dist["50"]), _wrk_ms(dist["99"]))
+
+
+def wrk_load(url: str, seconds: float, concurrency: int) -> LoadResult:
+    out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--latency", url], capture_output=True, text=True, check=True)
+    return parse_wrk(out.stdout)
+
+
+# -- server CPU --------------------------------------------------------------------------
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process and its direct children (Linux /proc; None elsewhere)."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        pids = [pid]
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        if children.exists():
+            pids += [int(p) for p in children.read_text().split()]
+        total = 0
+        for p in pids:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        return total / ticks
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# -- raw redis ---------------------------------------------------------------------------
+
+
+def redis_get_rate(url: str, key: str, total: int) -> float:
+    """GETs per second of one key with redis-py (hiredis parser when installed), one connection, one at a time."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        for _ in range(min(1000, total)):
+            client.get(key)
+        started = time.perf_counter()
+        for _ in range(total):
+            client.get(key)
+        return total / (time.perf_counter() - started)
+    finally:
+        client.close()
+
+
+# -- one run -----------------------------------------------------------------------------
+
+
+def _seed(url: str, list_size: int) -> str:
+    from state.keys import KeyKind
+    from state.store import RedisStore, ScoredItem, Write, encode_list
+
+    store = RedisStore.from_url(url)
+    items = [ScoredItem(f"i{k:06d}", round(1.0 - k / (2 * list_size), 6), f"because you viewed i{k + 1000:06d}") for k in range(list_size)]
+    trending = [ScoredItem(f"t{k:06d}", float(50 - k)) for k in range(50)]
+    store.write([Write(KeyKind.USER_RECS, BENCH_USER, encode_list(1_700_000_000_000, items)), Write(KeyKind.TRENDING_GLOBAL, None, encode_list(1_700_000_000_000, trending))])
+    key = store.key(KeyKind.USER_RECS, BENCH_USER)
+    store.client.close()
+    return key
+
+
+def _wait_healthy(host: str, port: int, process: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the API exited with {process.returncode} before answering")
+        try:
+            if httpx.get(f"http://{host}:{port}/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("the API did not become ready")
+
+
+def run_once(args: argparse.Namespace, client: str) -> dict[str, Any]:
+    from flowrec.localredis import LocalRedis, free_port
+
+    host = "127.0.0.1"
+    with LocalRedis() as redis_server:
+        key = _seed(redis_server.url, args.list_size)
+        port = free_port()
+        command = [sys.executable, "-m", "flowrec.cli", "serve", "--host", host, "--port", str(port), "--workers", str(args.workers), "--redis-url", redis_server.url]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWREC_")}
+        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            _wait_healthy(host, port, server)
+            path = f"/v1/users/{BENCH_USER}/recommendations?n={args.n}"
+            python_load(host, port, path, args.warmup, args.concurrency)
+            # Raw GETs right before and right after the HTTP load, averaged: other load on a
+            # shared machine drifts, and this way it weighs on both sides of the ratio alike.
+            get_before = redis_get_rate(redis_server.url, key, args.requests)
+            cpu_before = process_cpu_seconds(server.pid)
+            if client == "wrk":
+                # wrk runs for a duration: aim at about --requests responses from a short probe's rate.
+                probe = python_load(host, port, path, min(args.requests, 2000), args.concurrency)
+                load = wrk_load(f"http://{host}:{port}{path}", args.requests / max(probe.requests_per_s, 1.0), args.concurrency)
+            else:
+                load = python_load(host, port, path, args.requests, args.concurrency, args.rate)
+            cpu_after = process_cpu_seconds(server.pid)
+            get_after = redis_get_rate(redis_server.url, key, args.requests)
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    get_rate = (get_before + get_after) / 2
+    return {
+        "requests_per_s": load.requests_per_s,
+        "latency_ms": {"p50": load.p50_ms, "p99": load.p99_ms},
+        "redis_get_per_s": get_rate,
+        "ratio_to_redis_get": load.requests_per_s / get_rate if get_rate else None,
+        "responses": load.responses,
+        "errors": load.errors,
+        # CPU the API processes spent per answered request: unlike requests/s, this barely depends on
+        # what else the machine is running.
+        "server_cpu_us_per_request": (cpu_after - cpu_before) / load.responses * 1e6 if cpu_before is not None and cpu_after is not None and load.responses else None,
+    }
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the readiness polls are not news
+    client = args.client
+    if client == "auto":
+        client = "wrk" if shutil.which("wrk") and args.rate is None else "python"
+    if args.rate is not None and client == "wrk":
+        print("--rate needs the python load generator (wrk has no fixed-rate mode)", file=sys.stderr)
+        return 2
+    elif client == "wrk" and not shutil.which("wrk"):
+        print("wrk is not installed (apt-get install wrk), use --client python", file=sys.stderr)
+        return 2
+    runs = [run_once(args, client) for _ in range(max(1, args.runs))]
+
+    def median(get) -> float:
+        return statistics.median(get(r) for r in runs)
+
+    result = {
+        "endpoint": "GET /v1/users/{user_id}/recommendations",
+        "client": client,
+        "concurrency": args.concurrency,
+        "offered_rate": args.rate,
+        "workers": args.workers,
+        "requests": args.requests,
+        "runs": len(runs),
+        "cpus": os.cpu_count(),
+        "requests_per_s": median(lambda r: r["requests_per_s"]),
+        "latency_ms": {"p50": median(lambda r: r["latency_ms"]["p50"]), "p99": median(lambda r: r["latency_ms"]["p99"])},
+        "redis_get_per_s": median(lambda r: r["redis_get_per_s"]),
+        "ratio_to_redis_get": median(lambda r: r["ratio_to_redis_get"]),
+        "server_cpu_us_per_request": median(lambda r: r["server_cpu_us_per_request"]) if all(r["server_cpu_us_per_request"] is not None for r in runs) else None,
+        "errors": sum(r["errors"] for r in runs),
+        "each_run": runs,
+    }
+    if args.json:
+        print(orjson.dumps(result).decode())
+    else:
+        load = f"offered {args.rate:.0f} requests/s" if args.rate else "closed loop"
+        print(f"recommendations endpoint, {args.concurrency} connections ({load}), {args.workers} worker(s), {client} load generator, median of {len(runs)} run(s) on {os.cpu_count()} CPUs")
+        print(f"  requests/s      {result['requests_per_s']:10.0f}")
+        print(f"  latency p50     {result['latency_ms']['p50']:10.2f} ms")
+        print(f"  latency p99     {result['latency_ms']['p99']:10.2f} ms")
+        print(f"  redis-py GET/s  {result['redis_get_per_s']:10.0f}   (same key, one connection, sequential)")
+        print(f"  ratio           {result['ratio_to_redis_get']:10.2f}x")
+        if result["server_cpu_us_per_request"] is not None:
+            print(f"  server CPU      {result['server_cpu_us_per_request']:10.0f} us/request")
+        if result["errors"]:
+            print(f"  errors          {result['errors']:10d}")
+    return 0 if result["errors"] == 0 else 1

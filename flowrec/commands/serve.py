@@ -1,0 +1,102 @@
+"""`flowrec serve`: the lookup and ingest API (and the /demo page) on uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import secrets
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+from flowrec.config import add_settings_arguments, load_settings
+
+log = logging.getLogger(__name__)
+
+HELP = "run the lookup and ingest HTTP API, with the /demo page, on uvicorn"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (metrics are per process)")
+    parser.add_argument("--catalog", type=Path, default=None, help="catalog JSON-lines file for browsing (demo shop window), loaded once")
+    parser.add_argument("--demo", action="store_true", help="accept a demo write key (generated, or --demo-key) and put it in the /demo page")
+    parser.add_argument("--demo-key", default=None, help="the demo key to use with --demo (default: a random one)")
+    parser.add_argument("--max-body-bytes", type=int, default=None, help="largest request body accepted, 413 beyond (default 1 MiB)")
+    parser.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs throughput)")
+    add_settings_arguments(parser, only=("redis-url", "namespace", "spool-dir", "api-keys", "model-config"))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import MAX_BODY_BYTES, create_app, freeze_startup_objects
+    from api.browse import BrowseCatalog
+    from flowrec.localredis import LocalRedis
+
+    settings = load_settings(args)
+    max_body_bytes = args.max_body_bytes or MAX_BODY_BYTES
+    demo_key = (args.demo_key or secrets.token_urlsafe(24)) if args.demo else None
+    if args.demo_key and not args.demo:
+        log.warning("--demo-key is ignored without --demo")
+    if demo_key and not _is_loopback(args.host):
+        log.warning("--demo puts a write key into the /demo page and %s is not a loopback address: anyone who can reach it can send events", args.host)
+    if not settings.api_keys and not demo_key:
+        log.warning("no API key configured (FLOWREC_API_KEYS / --api-keys): write endpoints will answer 503")
+    if settings.spool_dir is None:
+        log.warning("no spool directory (FLOWREC_SPOOL_DIR / --spool-dir): events cannot reach the job, write endpoints will answer 503")
+    local = None
+    if settings.redis_url is None:
+        local = LocalRedis().start()
+        settings = replace(settings, redis_url=local.url)
+        log.warning("no Redis URL given: serving from a private, empty redis-server at %s", local.url)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; with the default
+    # handler that would kill the process before the private Redis is stopped.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    uvicorn_options = dict(host=args.host, port=args.port, access_log=args.access_log, log_level="info", proxy_headers=False, server_header=False)
+    print(f"flowrec API on http://{args.host}:{args.port}  (docs /docs, demo page http://{args.host}:{args.port}/demo)", flush=True)
+    try:
+        if args.workers <= 1:
+            catalog = BrowseCatalog.from_file(args.catalog) if args.catalog else None
+            app = create_app(settings, catalog=catalog, demo_key=demo_key, max_body_bytes=max_body_bytes)
+            freeze_startup_objects()
+            uvicorn.run(app, **uvicorn_options)
+        else:
+            # Worker processes build their own app from the environment (api.app.create_app_from_env).
+            env = {
+                "REDIS_URL": settings.redis_url,
+                "FLOWREC_NAMESPACE": settings.namespace,
+                "FLOWREC_MAX_BODY_BYTES": str(max_body_bytes),
+            }
+            if settings.spool_dir is not None:
+                env["FLOWREC_SPOOL_DIR"] = str(settings.spool_dir)
+            if settings.api_keys:
+                env["FLOWREC_API_KEYS"] = ",".join(settings.api_keys)
+            if getattr(args, "model_config", None):
+                env["FLOWREC_MODEL_CONFIG"] = str(args.model_config)
+            if args.catalog:
+                env["FLOWREC_CATALOG"] = str(args.catalog)
+            if demo_key:
+                env["FLOWREC_DEMO_KEY"] = demo_key
+            os.environ.update(env)
+            uvicorn.run("api.app:create_app_from_env", factory=True, workers=args.workers, **uvicorn_options)
+    finally:
+        if local is not None:
+            local.stop()
+    return 0

@@ -1,0 +1,96 @@
+"""`flowrec tune`: choose model settings on validation data carved from the training part only.
+
+Examples::
+
+    flowrec tune --dataset ml-100k --protocol msr --out tuned-ml100k.json
+    flowrec tune --dataset taobao --protocol prequential --budget 12 --out tuned-shop.json
+    flowrec evaluate --dataset taobao --protocol prequential --model-config tuned-shop.json
+
+Prints the validation table (best candidates and the base config) and writes
+the chosen config as JSON (``ModelConfig.to_dict()``), which ``--model-config``
+of every command reads back.  The protocol's test part is never looked at;
+see :mod:`bench.tune` for the validation splits and the search.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from flowrec.config import add_settings_arguments, load_settings
+
+HELP = "tune model weights, half-life, similarity and window on validation data from the training split"
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help="ml-100k, taobao, or a CSV/JSON-lines event file")
+    parser.add_argument("--catalog", type=Path, default=None, help="catalog JSON lines for a file dataset")
+    parser.add_argument("--protocol", choices=("msr", "temporal", "prequential"), default="msr", help="whose training part to carve validation from (default msr)")
+    parser.add_argument("--k", type=int, default=10, help="list length of the objective (default 10)")
+    parser.add_argument("--budget", type=int, default=8, help="engine replays, i.e. state candidates (default 8)")
+    parser.add_argument("--scoring-trials", type=int, default=16, help="blend-weight candidates scored per replay (default 16)")
+    parser.add_argument("--seed", type=int, default=42, help="protocol split seed; use the same as `flowrec evaluate --seed` (default 42)")
+    parser.add_argument("--search-seed", type=int, default=1, help="random search seed (default 1)")
+    parser.add_argument(
+        "--space",
+        default=None,
+        help='search space replacing the default: JSON {"field": [values...]} or a file holding it, '
+        'e.g. \'{"neighbours": [50, 100], "weight_content": [0, 0.3]}\'',
+    )
+    parser.add_argument("--out", type=Path, required=True, help="where to write the chosen config (JSON)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_settings_arguments(parser, only=("datasets-dir", "model-config"))
+
+
+def main(args: argparse.Namespace) -> int:
+    from bench import evaluate as harness
+    from bench import tune as tuner
+    from transforms.datasets import DatasetMissing
+
+    if args.k <= 0 or args.budget <= 0 or args.scoring_trials <= 0:
+        print("error: --k, --budget and --scoring-trials must be positive", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings(args)
+        spaces = {}
+        if args.space is not None:
+            text = Path(args.space).read_text() if Path(args.space).is_file() else args.space
+            try:
+                spaces["state_space"], spaces["scoring_space"] = tuner.parse_space(json.loads(text))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"--space is not valid JSON: {exc}") from exc
+        dataset = harness.load_dataset(args.dataset, settings.datasets_dir, args.catalog)
+        result = tuner.tune(
+            dataset.events,
+            dataset.catalog,
+            protocol=args.protocol,
+            k=args.k,
+            base=settings.model,
+            budget=args.budget,
+            scoring_trials=args.scoring_trials,
+            seed=args.seed,
+            search_seed=args.search_seed,
+            progress=not args.no_progress,
+            **spaces,
+        )
+    except DatasetMissing as exc:
+        print(f"error: {exc} (set --datasets-dir or FLOWREC_DATASETS_DIR)", file=sys.stderr)
+        return 2
+    except (harness.EvaluationError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{dataset.name} · {args.protocol} validation (from the training part only) · {len(result.trials)} candidates · {result.runtime_s:.0f} s")
+    print()
+    print(tuner.format_trials(result, args.k))
+    print()
+    gain = result.best.score - result.base.score
+    print(f"chosen: {result.objective}@{args.k} {result.best.score:.4f} (base {result.base.score:.4f}, {gain:+.4f})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result.best.config.to_dict(), indent=2, sort_keys=True) + "\n")
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,180 @@
+"""The flowrec streaming job: one builder for every source, sink and cluster.
+
+Dataflow (element shapes in brackets)::
+
+    events [chunk str] -> parse-events [EventSlice | Tick] -> event-time (watermarks)
+        -> key by user shard -> user-state [UserSnapshot]
+             side: item-deltas [ItemDelta] -> key by item shard -> item-model [ModelUpdate]
+             side: trend-deltas [TrendDelta] ----------------------> trending [ModelUpdate]
+    catalog [chunk str] -> parse-catalog [CatalogItem] -> content [ModelUpdate]  (side: facts -> trending)
+    user-state [UserSnapshot] keyed by user shard  +  model updates broadcast -> scorer [SinkBatch]
+    every operator's SinkBatch (writes, counters, dead letters) -> its own Redis sink
+
+Each operator is documented in :mod:`pipelines.operators`; the maths is in
+:mod:`transforms`.  Operators carry stable names and uids so savepoints
+survive upgrades.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from pyflink.common import Duration, Types, WatermarkStrategy
+from pyflink.common.watermark_strategy import TimestampAssigner
+
+from flowrec.config import Settings
+from pipelines.messages import EventSlice, Tick
+from pipelines.operators import (
+    DEAD_LETTERS,
+    FACTS,
+    ITEM_DELTAS,
+    STATS,
+    TREND_DELTAS,
+    WRITES,
+    ContentOperator,
+    ItemModelOperator,
+    ParseCatalog,
+    ParseEvents,
+    RedisSink,
+    Scorer,
+    TrendingOperator,
+    UserState,
+    model_descriptor,
+)
+from pipelines.sources import JobSource
+from state.writes import Ttls
+
+log = logging.getLogger(__name__)
+
+PICKLED = Types.PICKLED_BYTE_ARRAY()
+
+
+class JobSink(Protocol):
+    """Attaches a terminal operator to a stream of SinkBatches."""
+
+    def attach(self, stream, name: str, parallelism: int = 1) -> None: ...
+
+
+@dataclass(frozen=True)
+class RedisJobSink:
+    """Every output to Redis (batched pipelines, retried, idempotent writes)."""
+
+    url: str
+    namespace: str = "flowrec"
+
+    def attach(self, stream, name: str, parallelism: int = 1) -> None:
+        stream.process(RedisSink(self.url, self.namespace)).name(f"redis-{name}").uid(f"redis-{name}").set_parallelism(parallelism)
+
+
+class _SliceTimestamps(TimestampAssigner):
+    def extract_timestamp(self, value, record_timestamp: int) -> int:
+        return value.max_ts if isinstance(value, EventSlice) else value.ts
+
+
+class _CatalogTimestamps(TimestampAssigner):
+    def extract_timestamp(self, value, record_timestamp: int) -> int:
+        return value.ts
+
+
+def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None:
+    """Add the flowrec dataflow to ``env``: ``source`` in, everything out through ``sink``.
+
+    The keyed operators (user state, item model, scorer) and their sinks run
+    at ``settings.parallelism``; everything else at 1.  The default
+    parallelism is 1 because PyFlink's ``key_by`` adds a key-extracting Python
+    operator at the default parallelism: at 1 it is fed over a forward edge and
+    keeps each user's events in order, at more it would be fed round-robin and
+    could reorder them.
+    """
+    config = settings.model
+    env.set_parallelism(1)
+    p = settings.parallelism
+    ttls = Ttls(settings.user_ttl_s, settings.item_ttl_s)
+    inputs = source.create(env)
+
+    parsed = (
+        inputs.events.process(ParseEvents(config.window_ms, settings.user_shards), output_type=PICKLED)
+        .name("parse-events")
+        .uid("parse-events")
+        .set_parallelism(inputs.parallelism)
+    )
+    # [EventSlice | Tick]; side: dead letters [SinkBatch]
+    sink.attach(parsed.get_side_output(DEAD_LETTERS), "dead-letters")
+    event_time = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(settings.max_out_of_orderness_ms)).with_timestamp_assigner(_SliceTimestamps())
+    timed = parsed.assign_timestamps_and_watermarks(event_time).name("event-time").uid("event-time").set_parallelism(inputs.parallelism)
+    slices = timed.filter(lambda r: not isinstance(r, Tick)).name("drop-heartbeats").uid("drop-heartbeats").set_parallelism(inputs.parallelism)
+    # [EventSlice] with event time
+
+    users = (
+        slices.key_by(lambda s: s.shard, key_type=Types.INT())
+        .process(UserState(config, settings.item_shards, settings.user_state_ttl_ms), output_type=PICKLED)
+        .name("user-state")
+        .uid("user-state")
+        .set_parallelism(p)
+    )
+    # [UserSnapshot]; side: [ItemDelta], [TrendDelta], counters [SinkBatch]
+    sink.attach(users.get_side_output(STATS), "job-stats")
+
+    items = (
+        users.get_side_output(ITEM_DELTAS)
+        .key_by(lambda d: d.shard, key_type=Types.INT())
+        .process(ItemModelOperator(config, settings.item_shards, ttls), output_type=PICKLED)
+        .name("item-model")
+        .uid("item-model")
+        .set_parallelism(p)
+    )
+    # [ModelUpdate: neighbours]; side: writes [SinkBatch]
+    # Side outputs pass through a PyFlink extraction operator at the default
+    # parallelism (1), so their sinks run at 1 too: a forward edge that keeps
+    # each key's writes in order.
+    sink.attach(items.get_side_output(WRITES), "item-neighbours")
+    model_updates = items
+    trend_input = users.get_side_output(TREND_DELTAS)
+
+    if inputs.catalog is not None:
+        catalog = inputs.catalog.process(ParseCatalog(), output_type=PICKLED).name("parse-catalog").uid("parse-catalog").set_parallelism(1)
+        # [CatalogItem]; side: dead letters
+        sink.attach(catalog.get_side_output(DEAD_LETTERS), "catalog-dead-letters")
+        catalog_time = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(0)).with_timestamp_assigner(_CatalogTimestamps())
+        if inputs.live:
+            # An idle catalog stream must not hold back event time.
+            catalog_time = catalog_time.with_idleness(Duration.of_millis(200))
+        content = (
+            catalog.assign_timestamps_and_watermarks(catalog_time)
+            .name("catalog-time")
+            .uid("catalog-time")
+            .set_parallelism(1)
+            .key_by(lambda item: 0, key_type=Types.INT())
+            .process(ContentOperator(config), output_type=PICKLED)
+            .name("content")
+            .uid("content")
+            .set_parallelism(1)
+        )
+        # [ModelUpdate: content, facts]; side: [FactsUpdate], writes
+        sink.attach(content.get_side_output(WRITES), "catalog")
+        trend_input = trend_input.union(content.get_side_output(FACTS))
+        model_updates = model_updates.union(content)
+
+    trending = (
+        trend_input.key_by(lambda m: 0, key_type=Types.INT())
+        .process(TrendingOperator(config), output_type=PICKLED)
+        .name("trending")
+        .uid("trending")
+        .set_parallelism(1)
+    )
+    # [ModelUpdate: trending]; side: writes
+    sink.attach(trending.get_side_output(WRITES), "trending")
+    model_updates = model_updates.union(trending)
+
+    scored = (
+        users.key_by(lambda s: s.shard, key_type=Types.INT())
+        .connect(model_updates.broadcast(model_descriptor()))
+        .process(Scorer(config, ttls, record_freshness=settings.record_freshness), output_type=PICKLED)
+        .name("scorer")
+        .uid("scorer")
+        .set_parallelism(p)
+    )
+    # [SinkBatch: user lists]
+    sink.attach(scored, "user-lists", p)

@@ -1,0 +1,112 @@
+"""Records that flow between the job's operators, and their encodings when held in state.
+
+In-flight records are Python objects (PyFlink pickles them between
+operators; they never outlive a checkpoint barrier).  Whatever an operator
+keeps in managed state is encoded with an explicit, versioned JSON layout
+(``encode_*``/``decode_*`` below, and :mod:`state.schemas`).
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import NamedTuple
+
+import orjson
+
+from state.schemas import SchemaError
+from state.store import Write
+from transforms.events import EventBatch
+
+PENDING_VERSION = 1
+
+
+def shard_of(key: str, shards: int) -> int:
+    """Stable shard of a user or item id (CRC-32; the same in every process and release)."""
+    return zlib.crc32(key.encode()) % shards
+
+
+class EventSlice(NamedTuple):
+    """Validated events of one window and one user shard, in event-time order."""
+
+    window: int
+    shard: int
+    events: EventBatch
+    max_ts: int
+
+
+class Tick(NamedTuple):
+    """A heartbeat that advances event time on a live source when no events arrive."""
+
+    ts: int
+
+
+class ItemDelta(NamedTuple):
+    """One window's item-model contribution for one item shard.
+
+    Occurrence weights cover all items (every shard keeps every count, since
+    similarity needs ``n_b`` of any neighbour); pairs only those whose first
+    item belongs to the shard.
+    """
+
+    window: int
+    shard: int
+    events: int
+    items: list
+    item_weights: list
+    pair_a: list
+    pair_b: list
+    pair_weights: list
+
+
+class TrendDelta(NamedTuple):
+    """One window's positive event weights for trending (and its event count)."""
+
+    window: int
+    events: int
+    items: list
+    ts: list
+    weights: list
+
+
+class FactsUpdate(NamedTuple):
+    """Catalog facts (top category, in stock) that take effect when ``window`` closes."""
+
+    window: int
+    facts: dict
+
+
+class UserSnapshot(NamedTuple):
+    """Profiles after a user shard's events of one window (``None``: forgotten)."""
+
+    window: int
+    shard: int
+    profiles: dict  # user -> encoded profile bytes or None
+    last_ts: dict  # user -> latest event time, for freshness
+
+
+class ModelUpdate(NamedTuple):
+    """Versioned model entries for the scorer: key -> encoded value, produced by ``window``."""
+
+    window: int
+    entries: list  # [(key, bytes)]
+
+
+class SinkBatch(NamedTuple):
+    """Everything one operator call writes: Redis writes, counters, dead letters, lags."""
+
+    writes: list[Write] = []
+    stats: dict = {}
+    dead_letters: list = []
+    lags_ms: list = []
+
+
+def encode_pending(kind: str, window: int, payload: dict) -> bytes:
+    """A message held in state until its window closes (versioned JSON)."""
+    return orjson.dumps({"v": PENDING_VERSION, "k": kind, "w": window, "p": payload})
+
+
+def decode_pending(raw: bytes) -> tuple[str, int, dict]:
+    data = orjson.loads(raw)
+    if data.get("v") != PENDING_VERSION:
+        raise SchemaError(f"unsupported pending message version {data.get('v')}")
+    return data["k"], data["w"], data["p"]

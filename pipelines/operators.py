@@ -1,0 +1,664 @@
+"""The job's Flink functions.  Each is thin: read state, call a pure function from
+:mod:`transforms`, write state, emit.
+
+Windows: a window ``w`` covers event time ``[w*W, (w+1)*W)``.  Operators that
+act at window close hold the window's input in managed state and register an
+event-time timer at ``(w+1)*W - 1``; Flink fires it once the watermark has
+passed, emits what the timer produced, and only then forwards the watermark,
+so the next operator's timer for ``w`` sees everything of ``w``.  That is what
+makes the job compute exactly what :mod:`transforms.engine` computes.
+
+State is managed (checkpointed).  Operators also keep a decoded copy of their
+state in memory, written through on every change: after a restore or
+rescale the copy is empty and is rebuilt from managed state on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterable
+
+import numpy as np
+import orjson
+from pyflink.common import Types
+from pyflink.datastream import OutputTag
+from pyflink.datastream.functions import KeyedBroadcastProcessFunction, KeyedProcessFunction, ProcessFunction
+from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+
+from pipelines.messages import (
+    EventSlice,
+    FactsUpdate,
+    ItemDelta,
+    ModelUpdate,
+    SinkBatch,
+    Tick,
+    TrendDelta,
+    UserSnapshot,
+    decode_pending,
+    encode_pending,
+    shard_of,
+)
+from state.keys import KeyKind
+from state.schemas import (
+    decode_facts,
+    decode_profile,
+    decode_row,
+    decode_scored,
+    decode_versions,
+    encode_facts,
+    encode_profile,
+    encode_row,
+    encode_scored,
+    encode_versions,
+)
+from state.writes import Ttls, catalog_write, neighbour_write, trending_write, user_writes
+from transforms.catalog import CatalogItem, parse_catalog_lines, validate_catalog_record
+from transforms.config import ModelConfig, event_weights
+from transforms.content import ContentIndex
+from transforms.cooccurrence import ItemModel, sum_by_key
+from transforms.engine import content_neighbours
+from transforms.events import EventBatch, parse_json_lines
+from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user
+from transforms.scoring import ScoringModel, score_user
+from transforms.trending import TrendingModel
+
+log = logging.getLogger(__name__)
+
+LONG_MAX = 2**63 - 1
+TICK_PREFIX = "\x00tick:"
+
+DEAD_LETTERS = OutputTag("dead-letters", Types.PICKLED_BYTE_ARRAY())
+ITEM_DELTAS = OutputTag("item-deltas", Types.PICKLED_BYTE_ARRAY())
+TREND_DELTAS = OutputTag("trend-deltas", Types.PICKLED_BYTE_ARRAY())
+FACTS = OutputTag("facts", Types.PICKLED_BYTE_ARRAY())
+WRITES = OutputTag("writes", Types.PICKLED_BYTE_ARRAY())
+STATS = OutputTag("stats", Types.PICKLED_BYTE_ARRAY())
+
+
+def model_descriptor() -> MapStateDescriptor:
+    """The scorer's broadcast state (made by a function: descriptors do not pickle)."""
+    return MapStateDescriptor("model", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+
+
+def _bytes_map(ctx, name: str):
+    return ctx.get_map_state(MapStateDescriptor(name, Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
+
+
+def _bytes_value(ctx, name: str):
+    return ctx.get_state(ValueStateDescriptor(name, Types.PICKLED_BYTE_ARRAY()))
+
+
+def _dead_letter_batch(rejections) -> SinkBatch:
+    stats = {"dead_letters": len(rejections)}
+    for r in rejections:
+        stats[f"dead_letters:{r.reason}"] = stats.get(f"dead_letters:{r.reason}", 0) + 1
+    return SinkBatch(dead_letters=[r.to_json() for r in rejections], stats=stats)
+
+
+class PendingByWindow:
+    """Messages kept in a MapState until the timer of their window fires.
+
+    Keys sort by window, then arrival; the arrival counter starts from the
+    clock at open so entries restored from a checkpoint sort before new ones.
+    """
+
+    def __init__(self, state) -> None:
+        self.state = state
+        self.counter = time.time_ns()
+
+    def add(self, window: int, raw: bytes) -> None:
+        self.counter += 1
+        self.state.put(f"{window:020d}:{self.counter:020d}", raw)
+
+    def take(self, up_to_window: int) -> list[bytes]:
+        due = sorted(k for k in self.state.keys() if int(k[:20]) <= up_to_window)
+        out = [self.state.get(k) for k in due]
+        for k in due:
+            self.state.remove(k)
+        return out
+
+
+def split_chunk(chunk: str) -> list[str]:
+    """Records of a chunk: separated by newlines or by the record separator (see pipelines.sources)."""
+    return chunk.replace("\x1e", "\n").split("\n")
+
+
+def window_timer(window: int, window_ms: int) -> int:
+    return (window + 1) * window_ms - 1
+
+
+def timer_window(timestamp: int, window_ms: int) -> int:
+    return (timestamp + 1) // window_ms - 1
+
+
+# -- parsing -------------------------------------------------------------------
+
+
+class ParseEvents(ProcessFunction):
+    """Chunk of JSON lines -> EventSlices per (window, user shard); bad records -> dead letters."""
+
+    def __init__(self, window_ms: int, user_shards: int) -> None:
+        self.window_ms = window_ms
+        self.user_shards = user_shards
+
+    def open(self, runtime_context) -> None:
+        metrics = runtime_context.get_metrics_group()
+        self.events_in = metrics.counter("events_in")
+        self.dead_letters = metrics.counter("dead_letters")
+
+    def process_element(self, chunk: str, ctx) -> Iterable:
+        if chunk.startswith(TICK_PREFIX):
+            yield Tick(int(chunk[len(TICK_PREFIX):]))
+            return
+        result = parse_json_lines(split_chunk(chunk))
+        if result.rejections:
+            self.dead_letters.inc(len(result.rejections))
+            yield DEAD_LETTERS, _dead_letter_batch(result.rejections)
+        events = result.events
+        if not len(events):
+            return
+        self.events_in.inc(len(events))
+        events = events.sorted_by_time()
+        windows = events.ts // self.window_ms
+        shards = np.fromiter((shard_of(u, self.user_shards) for u in events.user.tolist()), dtype=np.int64, count=len(events))
+        key = windows * self.user_shards + shards
+        order = np.argsort(key, kind="stable")
+        sorted_key = key[order]
+        bounds = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1], True])
+        for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            rows = order[s:e]
+            part = events.take(rows)
+            yield EventSlice(int(windows[rows[0]]), int(shards[rows[0]]), part, int(part.ts.max()))
+
+
+class ParseCatalog(ProcessFunction):
+    """Chunk of catalog JSON lines -> CatalogItems; bad records -> dead letters."""
+
+    def process_element(self, chunk: str, ctx) -> Iterable:
+        items, rejections = parse_catalog_lines(split_chunk(chunk))
+        if rejections:
+            yield DEAD_LETTERS, _dead_letter_batch(rejections)
+        yield from items
+
+
+# -- user state ------------------------------------------------------------------
+
+
+class UserState(KeyedProcessFunction):
+    """Keyed by user shard: applies events to profiles (managed MapState user -> profile).
+
+    Emits per slice: a UserSnapshot (to the scorer), ItemDeltas (one per item
+    shard), a TrendDelta, and counters.  Late events — whose window the
+    watermark has already closed — are counted and folded into the open window.
+    Users inactive for ``user_ttl_ms`` of event time are dropped by a sweep.
+    """
+
+    def __init__(self, config: ModelConfig, item_shards: int, user_ttl_ms: int, sweep_every_ms: int = 3_600_000) -> None:
+        self.config = config
+        self.item_shards = item_shards
+        self.user_ttl_ms = user_ttl_ms
+        self.sweep_every_ms = sweep_every_ms
+
+    def open(self, runtime_context) -> None:
+        self.profiles = _bytes_map(runtime_context, "profiles")
+        self.last_seen = runtime_context.get_map_state(MapStateDescriptor("last_seen", Types.STRING(), Types.LONG()))
+        self.last_sweep = runtime_context.get_state(ValueStateDescriptor("last_sweep", Types.LONG()))
+        self.cache: dict[str, UserProfile] = {}
+        metrics = runtime_context.get_metrics_group()
+        self.late_counter = metrics.counter("late_events")
+        self.users_counter = metrics.counter("profiles_updated")
+
+    def _profile(self, user: str) -> UserProfile | None:
+        profile = self.cache.get(user)
+        if profile is None and self.profiles.contains(user):
+            profile = decode_profile(self.profiles.get(user))
+        return profile
+
+    def process_element(self, value: EventSlice, ctx) -> Iterable:
+        window_ms = self.config.window_ms
+        window = value.window
+        watermark = ctx.timer_service().current_watermark()
+        late = 0
+        if window_timer(window, window_ms) <= watermark:
+            late = len(value.events)
+            self.late_counter.inc(late)
+            window = (watermark + 1) // window_ms
+        events = value.events
+        weights = event_weights(events.etype, events.rating, self.config)
+        contribution = ItemContribution()
+        snapshots: dict[str, bytes | None] = {}
+        last_ts: dict[str, int] = {}
+        for user, rows in group_by_user(events.user):
+            profile = apply_user_events(
+                self._profile(user),
+                events.item[rows].tolist(),
+                events.etype[rows].tolist(),
+                events.ts[rows].tolist(),
+                weights[rows].tolist(),
+                self.config,
+                contribution,
+            )
+            if profile is None:
+                self.cache.pop(user, None)
+                self.profiles.remove(user)
+                self.last_seen.remove(user)
+                snapshots[user] = None
+            else:
+                raw = encode_profile(profile)
+                self.profiles.put(user, raw)
+                self.last_seen.put(user, profile.last_ts)
+                self.cache[user] = profile
+                snapshots[user] = raw
+            last_ts[user] = int(events.ts[rows].max())
+        self.users_counter.inc(len(snapshots))
+        if len(self.cache) > 200_000:
+            self.cache.clear()
+        yield UserSnapshot(window, value.shard, snapshots, last_ts)
+        counts = sum_by_key(contribution.items, contribution.item_weights)
+        by_shard: dict[int, tuple[list, list, list]] = {s: ([], [], []) for s in range(self.item_shards)}
+        for a, b, w in zip(contribution.pair_a, contribution.pair_b, contribution.pair_weights):
+            part = by_shard[shard_of(a, self.item_shards)]
+            part[0].append(a)
+            part[1].append(b)
+            part[2].append(w)
+        items, item_weights = list(counts.keys()), list(counts.values())
+        for shard, (pa, pb, pw) in by_shard.items():
+            yield ITEM_DELTAS, ItemDelta(window, shard, len(events), items, item_weights, pa, pb, pw)
+        yield TREND_DELTAS, TrendDelta(window, len(events), contribution.trend_items, contribution.trend_ts, contribution.trend_weights)
+        yield STATS, SinkBatch(stats={"events": len(events), "late_events": late})
+        self._sweep(value.max_ts)
+
+    def _sweep(self, now_ms: int) -> None:
+        """Drop users not seen for ``user_ttl_ms`` of event time (at most once per sweep interval)."""
+        last = self.last_sweep.value()
+        if last is not None and now_ms - last < self.sweep_every_ms:
+            return
+        self.last_sweep.update(now_ms)
+        if last is None:
+            return
+        expired = [u for u, seen in self.last_seen.items() if now_ms - seen > self.user_ttl_ms]
+        for user in expired:
+            self.profiles.remove(user)
+            self.last_seen.remove(user)
+            self.cache.pop(user, None)
+
+
+# -- item model --------------------------------------------------------------------
+
+
+class ItemModelOperator(KeyedProcessFunction):
+    """Keyed by item shard: co-occurrence rows of the shard's items, counts of all items.
+
+    At each window close: apply the window's deltas; at the first close of each
+    refresh slot (and at the end of a bounded input), recompute the neighbours
+    of changed items and emit them to the scorer and to Redis.
+    """
+
+    def __init__(self, config: ModelConfig, item_shards: int, ttls: Ttls) -> None:
+        self.config = config
+        self.item_shards = item_shards
+        self.ttls = ttls
+
+    def open(self, runtime_context) -> None:
+        self.pending = PendingByWindow(_bytes_map(runtime_context, "pending"))
+        self.rows = _bytes_map(runtime_context, "rows")
+        self.counts = runtime_context.get_map_state(MapStateDescriptor("counts", Types.STRING(), Types.DOUBLE()))
+        self.meta = _bytes_value(runtime_context, "meta")
+        self.models: dict[int, ItemModel] = {}
+
+    def process_element(self, delta: ItemDelta, ctx) -> Iterable:
+        payload = {"e": delta.events, "i": delta.items, "n": delta.item_weights, "a": delta.pair_a, "b": delta.pair_b, "w": delta.pair_weights}
+        self.pending.add(delta.window, encode_pending("item", delta.window, payload))
+        ctx.timer_service().register_event_time_timer(window_timer(delta.window, self.config.window_ms))
+        ctx.timer_service().register_event_time_timer(LONG_MAX)
+        return ()
+
+    def _meta(self) -> dict:
+        raw = self.meta.value()
+        return orjson.loads(raw) if raw else {"v": 1, "slot": None, "end": 0, "dirty": []}
+
+    def _model(self, shard: int) -> ItemModel:
+        model = self.models.get(shard)
+        if model is None:
+            shards = self.item_shards
+            model = ItemModel(self.config, owns=lambda item: shard_of(item, shards) == shard)
+            counted = list(self.counts.items())
+            if counted:
+                codes = model.vocab.encode([item for item, _ in counted])
+                model._grow()
+                model.counts[codes] = [count for _, count in counted]
+            for item, raw in self.rows.items():
+                others, weights = decode_row(raw)
+                order = np.argsort(codes_of := model.vocab.encode(others), kind="stable")
+                model._grow()
+                model.rows[int(model.vocab.encode([item])[0])] = (codes_of[order], np.asarray(weights, dtype=np.float64)[order])
+            model.dirty = set(model.vocab.encode(self._meta()["dirty"]).tolist())
+            self.models[shard] = model
+        return model
+
+    def on_timer(self, timestamp: int, ctx) -> Iterable:
+        model = self._model(ctx.get_current_key())
+        meta = self._meta()
+        window_ms = self.config.window_ms
+        if timestamp == LONG_MAX:
+            yield from self._refresh(model, meta, meta["end"])
+        else:
+            window = timer_window(timestamp, window_ms)
+            end = (window + 1) * window_ms
+            deltas = [decode_pending(raw)[2] for raw in self.pending.take(window)]
+            items = [i for d in deltas for i in d["i"]]
+            pair_a = [a for d in deltas for a in d["a"]]
+            model.apply_window(
+                items,
+                [w for d in deltas for w in d["n"]],
+                pair_a,
+                [b for d in deltas for b in d["b"]],
+                [w for d in deltas for w in d["w"]],
+            )
+            for item in set(items):
+                self.counts.put(item, model.count_of(item))
+            ids = model.vocab.array()
+            for item in set(pair_a):
+                codes, weights = model.rows[model.vocab.code[item]]
+                self.rows.put(item, encode_row(ids[codes].tolist(), weights.tolist()))
+            meta["end"] = end
+            slot = (end - 1) // self.config.model_refresh_ms
+            if slot != meta["slot"]:
+                meta["slot"] = slot
+                yield from self._refresh(model, meta, end)
+        meta["dirty"] = [model.vocab.ids[c] for c in sorted(model.dirty)]
+        self.meta.update(orjson.dumps(meta))
+
+    def _refresh(self, model: ItemModel, meta: dict, end: int) -> Iterable:
+        changed = model.refresh()
+        if not changed:
+            return
+        window = end // self.config.window_ms - 1
+        yield ModelUpdate(window, [("n:" + item, encode_scored(ids, sims)) for item, (ids, sims) in changed.items()])
+        writes = [neighbour_write(KeyKind.ITEM_NEIGHBOURS, item, end, nb, self.ttls.item_s) for item, nb in changed.items()]
+        yield WRITES, SinkBatch(writes=writes)
+
+
+# -- catalog and content -------------------------------------------------------------
+
+
+class ContentOperator(KeyedProcessFunction):
+    """Single key: the catalog and its TF-IDF index; content neighbours of changed items per window."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+
+    def open(self, runtime_context) -> None:
+        self.pending = PendingByWindow(_bytes_map(runtime_context, "pending"))
+        self.items = _bytes_map(runtime_context, "catalog")
+        self.catalog: dict[str, CatalogItem] | None = None
+
+    def process_element(self, item: CatalogItem, ctx) -> Iterable:
+        window = item.ts // self.config.window_ms
+        self.pending.add(window, encode_pending("catalog", window, item.to_dict()))
+        ctx.timer_service().register_event_time_timer(window_timer(window, self.config.window_ms))
+        return ()
+
+    def on_timer(self, timestamp: int, ctx) -> Iterable:
+        if self.catalog is None:
+            self.catalog = {}
+            for _, raw in self.items.items():
+                item, _ = validate_catalog_record(orjson.loads(raw))
+                self.catalog[item.item_id] = item
+        window = timer_window(timestamp, self.config.window_ms)
+        end = (window + 1) * self.config.window_ms
+        due = [validate_catalog_record(decode_pending(raw)[2])[0] for raw in self.pending.take(window)]
+        for item in due:
+            self.catalog[item.item_id] = item
+            self.items.put(item.item_id, item.to_json())
+        index = ContentIndex.build(list(self.catalog.values()))
+        changed = sorted({i.item_id for i in due})
+        content = content_neighbours(index, changed, self.config.content_neighbours)
+        facts = {i.item_id: (i.top_category, i.in_stock) for i in due}
+        entries = [("c:" + item, encode_scored(ids, sims)) for item, (ids, sims) in content.items()]
+        entries += [("f:" + item, encode_facts(*fact)) for item, fact in facts.items()]
+        yield ModelUpdate(window, entries)
+        yield FACTS, FactsUpdate(window, facts)
+        writes = [catalog_write(i) for i in due]
+        writes += [neighbour_write(KeyKind.CONTENT_NEIGHBOURS, item, end, nb) for item, nb in content.items()]
+        yield WRITES, SinkBatch(writes=writes)
+
+
+# -- trending --------------------------------------------------------------------------
+
+
+class TrendingOperator(KeyedProcessFunction):
+    """Single key: sliding-window trending, global and per top category."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+
+    def open(self, runtime_context) -> None:
+        self.pending = PendingByWindow(_bytes_map(runtime_context, "pending"))
+        self.buckets = _bytes_map(runtime_context, "buckets")
+        self.facts = _bytes_map(runtime_context, "facts")
+        self.meta = _bytes_value(runtime_context, "meta")
+        self.model: TrendingModel | None = None
+        self.categories: dict[str, str] = {}
+
+    def process_element(self, message, ctx) -> Iterable:
+        if isinstance(message, FactsUpdate):
+            raw = encode_pending("facts", message.window, {"f": message.facts})
+        else:
+            raw = encode_pending("trend", message.window, {"e": message.events, "i": message.items, "t": message.ts, "w": message.weights})
+        self.pending.add(message.window, raw)
+        ctx.timer_service().register_event_time_timer(window_timer(message.window, self.config.window_ms))
+        if isinstance(message, TrendDelta):
+            ctx.timer_service().register_event_time_timer(LONG_MAX)
+        return ()
+
+    def _meta(self) -> dict:
+        raw = self.meta.value()
+        return orjson.loads(raw) if raw else {"v": 1, "slot": None, "end": 0, "since": 0, "changed": []}
+
+    def _load(self) -> TrendingModel:
+        if self.model is None:
+            model = TrendingModel(self.config)
+            for bucket, raw in self.buckets.items():
+                ids, weights = decode_scored(raw)
+                model.add(ids.tolist(), [int(bucket) * self.config.trending_slide_ms] * len(ids), weights.tolist())
+            model.changed = set(self._meta()["changed"])
+            self.categories = {item: decode_facts(raw)[0] for item, raw in self.facts.items()}
+            for item in model.totals:
+                category = self.categories.get(item, "")
+                model.category[item] = category
+                model.members.setdefault(category, set()).add(item)
+            self.model = model
+        return self.model
+
+    def on_timer(self, timestamp: int, ctx) -> Iterable:
+        model = self._load()
+        meta = self._meta()
+        if timestamp == LONG_MAX:
+            yield from self._lists(model, meta, meta["end"])
+        else:
+            window = timer_window(timestamp, self.config.window_ms)
+            end = (window + 1) * self.config.window_ms
+            events_window = False
+            slide = self.config.trending_slide_ms
+            for raw in self.pending.take(window):
+                kind, _, p = decode_pending(raw)
+                if kind == "facts":
+                    for item, (category, in_stock) in p["f"].items():
+                        self.categories[item] = category
+                        self.facts.put(item, encode_facts(category, in_stock))
+                    continue
+                events_window = True
+                meta["since"] += p["e"]
+                model.add(p["i"], p["t"], p["w"])
+                for bucket in {t // slide for t in p["t"]}:
+                    values = model.buckets[bucket]
+                    self.buckets.put(str(bucket), encode_scored(list(values.keys()), list(values.values())))
+            if events_window:
+                meta["end"] = end
+                slot = (end - 1) // self.config.model_refresh_ms
+                if slot != meta["slot"]:
+                    meta["slot"] = slot
+                    yield from self._lists(model, meta, end)
+        meta["changed"] = sorted(model.changed)
+        self.meta.update(orjson.dumps(meta))
+
+    def _lists(self, model: TrendingModel, meta: dict, end: int) -> Iterable:
+        if not meta["since"]:
+            return
+        meta["since"] = 0
+        slide = self.config.trending_slide_ms
+        live = set(model.buckets)
+        global_list, per_category = model.lists(end, lambda item: self.categories.get(item, ""))
+        for bucket in [int(b) for b in self.buckets.keys()]:
+            if bucket not in live or bucket not in model.buckets:
+                self.buckets.remove(str(bucket))
+        window = end // self.config.window_ms - 1
+        entries = [("t:", encode_scored(*global_list))] + [("tc:" + c, encode_scored(*tl)) for c, tl in per_category.items()]
+        yield ModelUpdate(window, entries)
+        writes = [trending_write(None, end, global_list)] + [trending_write(c, end, tl) for c, tl in per_category.items()]
+        yield WRITES, SinkBatch(writes=writes)
+
+
+# -- scoring -----------------------------------------------------------------------------
+
+
+class _VersionedView:
+    """``get(name)`` -> the latest value of ``prefix + name`` produced in a window <= ``window``."""
+
+    def __init__(self, mirror: dict, prefix: str, window: int) -> None:
+        self.mirror = mirror
+        self.prefix = prefix
+        self.window = window
+
+    def get(self, name: str, default=None):
+        versions = self.mirror.get(self.prefix + name)
+        if versions:
+            for w, _, value in reversed(versions):
+                if w <= self.window:
+                    return value
+        return default
+
+
+def _decode_model_value(key: str, raw: bytes):
+    return decode_facts(raw) if key.startswith("f:") else decode_scored(raw)
+
+
+class Scorer(KeyedBroadcastProcessFunction):
+    """Keyed by user shard, with the item-side model as broadcast state.
+
+    Broadcast state keeps every model entry with the window that produced it
+    (``n:`` neighbours, ``c:`` content, ``f:`` facts, ``t:`` global trending,
+    ``tc:`` category trending), so a window is scored with the model exactly as
+    of its close, whatever order the inputs arrive in.
+    """
+
+    def __init__(self, config: ModelConfig, ttls: Ttls, record_freshness: bool) -> None:
+        self.config = config
+        self.ttls = ttls
+        self.record_freshness = record_freshness
+
+    def open(self, runtime_context) -> None:
+        self.pending = PendingByWindow(_bytes_map(runtime_context, "pending-users"))
+        self.mirror: dict | None = None
+        self.closed_window = -1
+        self.windows_counter = runtime_context.get_metrics_group().counter("user_lists_written")
+
+    def _mirror(self, ctx) -> dict:
+        if self.mirror is None:
+            self.mirror = {}
+            for key, raw in ctx.get_broadcast_state(model_descriptor()).items():
+                self.mirror[key] = [(w, p, _decode_model_value(key, p)) for w, p in decode_versions(raw)]
+        return self.mirror
+
+    def process_broadcast_element(self, update: ModelUpdate, ctx) -> None:
+        mirror = self._mirror(ctx)
+        state = ctx.get_broadcast_state(model_descriptor())
+        # The broadcast context's current_watermark() fails in thread mode
+        # (PyFlink 2.3), so the last window whose timer fired stands in for it.
+        closed = self.closed_window
+        for key, raw in update.entries:
+            versions = mirror.get(key, [])
+            versions.append((update.window, raw, _decode_model_value(key, raw)))
+            versions.sort(key=lambda v: v[0])
+            # Versions older than the newest one already visible to every open window are dead.
+            visible = [i for i, v in enumerate(versions) if v[0] <= closed]
+            if visible:
+                versions = versions[visible[-1]:]
+            mirror[key] = versions
+            state.put(key, encode_versions([(w, p) for w, p, _ in versions]))
+
+    def process_element(self, snapshot: UserSnapshot, ctx) -> Iterable:
+        payload = {"p": {u: (None if raw is None else raw.decode()) for u, raw in snapshot.profiles.items()}, "t": snapshot.last_ts}
+        self.pending.add(snapshot.window, encode_pending("users", snapshot.window, payload))
+        ctx.timer_service().register_event_time_timer(window_timer(snapshot.window, self.config.window_ms))
+        return ()
+
+    def on_timer(self, timestamp: int, ctx) -> Iterable:
+        window = timer_window(timestamp, self.config.window_ms)
+        end = (window + 1) * self.config.window_ms
+        self.closed_window = max(self.closed_window, window)
+        latest: dict[str, str | None] = {}
+        last_ts: dict[str, int] = {}
+        for raw in self.pending.take(window):
+            _, _, p = decode_pending(raw)
+            latest.update(p["p"])
+            last_ts.update(p["t"])
+        if not latest:
+            return
+        mirror = self._mirror(ctx)
+        view = _VersionedView(mirror, "", window)
+        model = ScoringModel(
+            neighbours=_VersionedView(mirror, "n:", window),
+            content=_VersionedView(mirror, "c:", window),
+            trending_global=view.get("t:", (np.empty(0, dtype=object), np.empty(0))),
+            trending_by_category=_VersionedView(mirror, "tc:", window),
+            facts=_VersionedView(mirror, "f:", window),
+        )
+        writes = []
+        for user in sorted(latest):
+            raw = latest[user]
+            lists = None if raw is None else score_user(decode_profile(raw.encode()), end, model, self.config)
+            writes += user_writes(user, end, lists, self.ttls)
+        self.windows_counter.inc(len(latest))
+        now_ms = time.time_ns() // 1_000_000
+        lags = [now_ms - t for t in last_ts.values()] if self.record_freshness else []
+        yield SinkBatch(writes=writes, stats={"user_lists": len(latest), "last_window_ts": end}, lags_ms=lags)
+
+
+# -- sink ----------------------------------------------------------------------------------
+
+
+class RedisSink(ProcessFunction):
+    """Writes SinkBatches to Redis in one pipeline each (retried with backoff; idempotent)."""
+
+    def __init__(self, url: str, namespace: str) -> None:
+        self.url = url
+        self.namespace = namespace
+
+    def open(self, runtime_context) -> None:
+        from state.store import RedisStore
+
+        self.store = RedisStore.from_url(self.url, namespace=self.namespace)
+        metrics = runtime_context.get_metrics_group()
+        self.writes_counter = metrics.counter("redis_writes")
+        self.latency_ms = 0
+        metrics.gauge("redis_write_latency_ms", lambda: self.latency_ms)
+
+    def close(self) -> None:
+        self.store.client.close()
+
+    def process_element(self, batch: SinkBatch, ctx) -> Iterable:
+        started = time.perf_counter()
+        self.store.write(batch.writes)
+        self.store.dead_letter(batch.dead_letters)
+        stats = dict(batch.stats)
+        last_window = stats.pop("last_window_ts", None)
+        self.store.add_stats(stats)
+        if last_window is not None:
+            self.store.client.hset(self.store.key(KeyKind.STATS), "last_window_ts", last_window)
+        self.store.record_freshness(batch.lags_ms)
+        self.latency_ms = int((time.perf_counter() - started) * 1000)
+        self.writes_counter.inc(len(batch.writes))
+        return ()

@@ -1,0 +1,243 @@
+"""Where events and catalog records come from.  Only entry points pick one; the job
+builder takes any :class:`JobSource`.
+
+Every source yields *chunks*: strings of JSON records separated by newlines or
+by the ASCII record separator ``\\x1e`` (which valid JSON text never contains
+unescaped), so one Flink record carries many events — per-record Python
+overhead is paid per chunk, not per event.  A line may also hold a JSON array
+of events.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Protocol, Sequence
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+RECORD_SEPARATOR = "\x1e"
+
+
+@dataclass
+class JobInput:
+    """The job's input streams (DataStreams of chunk strings); ``catalog`` may be absent."""
+
+    events: object
+    catalog: object | None = None
+    live: bool = False  # unbounded: event time also advances with heartbeats
+    # Parallelism of parsing: a user's events must reach the user state in
+    # order, so parsing runs at the source's parallelism over forward edges
+    # (1 for files, sockets and collections).
+    parallelism: int = 1
+
+
+class JobSource(Protocol):
+    def create(self, env) -> JobInput: ...
+
+
+def pack_chunks(lines: Iterable[str], chunk_size: int) -> Iterator[str]:
+    """Group lines into chunks joined by the record separator."""
+    chunk: list[str] = []
+    for line in lines:
+        line = line.rstrip("\n")
+        if not line:
+            continue
+        chunk.append(line)
+        if len(chunk) >= chunk_size:
+            yield RECORD_SEPARATOR.join(chunk)
+            chunk = []
+    if chunk:
+        yield RECORD_SEPARATOR.join(chunk)
+
+
+def _event_time(line: str) -> int:
+    """The ts of a JSON event line for ordering; lines without one sort first (they are dead-lettered)."""
+    try:
+        ts = orjson.loads(line).get("ts")
+        return int(ts) if isinstance(ts, (int, float)) and not isinstance(ts, bool) else -1
+    except (orjson.JSONDecodeError, AttributeError, ValueError, OverflowError):
+        return -1
+
+
+def read_event_lines(path: Path) -> list[str]:
+    """Event records of a JSON-lines, CSV or Parquet file as JSON lines (CSV/Parquet rows converted)."""
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            return [line.rstrip("\n") for line in f if line.strip()]
+    if suffix == ".csv":
+        import csv
+
+        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+            return [orjson.dumps({k: v for k, v in row.items() if v not in ("", None)}).decode() for row in csv.DictReader(f)]
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        return [orjson.dumps({k: v for k, v in row.items() if v is not None}).decode() for row in table.to_pylist()]
+    raise ValueError(f"unsupported event file type {path.suffix!r} (use .jsonl, .csv or .parquet)")
+
+
+def _text_file_source(env, path: Path, name: str, monitor_ms: int | None = None):
+    from pyflink.common import Duration, WatermarkStrategy
+    from pyflink.datastream.connectors.file_system import FileSource, StreamFormat
+
+    builder = FileSource.for_record_stream_format(StreamFormat.text_line_format(), str(path))
+    if monitor_ms is not None:
+        builder = builder.monitor_continuously(Duration.of_millis(monitor_ms))
+    return env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), name).uid(name).set_parallelism(1)
+
+
+@dataclass
+class CollectionSource:
+    """Chunks held in memory (tests)."""
+
+    event_chunks: Sequence[str]
+    catalog_chunks: Sequence[str] = ()
+
+    def create(self, env) -> JobInput:
+        events = env.from_collection(list(self.event_chunks)).name("events").uid("events").set_parallelism(1)
+        catalog = env.from_collection(list(self.catalog_chunks)).name("catalog").uid("catalog").set_parallelism(1) if self.catalog_chunks else None
+        return JobInput(events, catalog)
+
+
+@dataclass
+class FileReplaySource:
+    """Bounded replay of event files in event-time order (and an optional catalog file).
+
+    The files are read once at start-up, ordered by ``ts`` (stable) and packed
+    into chunk lines in a temporary directory that Flink's FileSource reads.
+    """
+
+    event_paths: Sequence[Path]
+    catalog_path: Path | None = None
+    chunk_size: int = 1000
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="flowrec-replay-")))
+
+    def create(self, env) -> JobInput:
+        lines: list[str] = []
+        for path in self.event_paths:
+            lines.extend(read_event_lines(Path(path)))
+        lines.sort(key=_event_time)
+        packed = self.workdir / "events.chunks"
+        with open(packed, "w", encoding="utf-8", errors="surrogateescape") as f:
+            for chunk in pack_chunks(lines, self.chunk_size):
+                f.write(chunk + "\n")
+        log.info("replaying %d event records from %s", len(lines), ", ".join(map(str, self.event_paths)))
+        events = _text_file_source(env, packed, "events")
+        catalog = None
+        if self.catalog_path is not None:
+            with open(self.catalog_path, encoding="utf-8", errors="surrogateescape") as f:
+                catalog_lines = [line for line in f if line.strip()]
+            packed_catalog = self.workdir / "catalog.chunks"
+            with open(packed_catalog, "w", encoding="utf-8", errors="surrogateescape") as f:
+                for chunk in pack_chunks(catalog_lines, self.chunk_size):
+                    f.write(chunk + "\n")
+            catalog = _text_file_source(env, packed_catalog, "catalog")
+        return JobInput(events, catalog)
+
+
+def _with_heartbeat(env, events, interval_ms: int):
+    """Union live events with heartbeat chunks so event time advances while input is idle.
+
+    A live source's watermark moves only with new events; the heartbeat (wall
+    clock, every ``interval_ms``) closes windows during lulls.  It assumes live
+    events carry ``ts`` close to the wall clock.
+    """
+    from pipelines.operators import TICK_PREFIX
+
+    def tick(_: int) -> str:
+        time.sleep(interval_ms / 1000)
+        return f"{TICK_PREFIX}{time.time_ns() // 1_000_000}"
+
+    from pyflink.common import Types
+
+    ticks = env.from_sequence(0, 2**62).name("heartbeat-sequence").uid("heartbeat-sequence").set_parallelism(1)
+    ticks = ticks.map(tick, output_type=Types.STRING()).name("heartbeat").uid("heartbeat").set_parallelism(1)
+    return events.union(ticks)
+
+
+@dataclass
+class DirectorySource:
+    """A spool directory watched continuously: ``events/`` and ``catalog/`` subfolders of JSON-lines files.
+
+    Files must appear atomically (write a hidden ``.name`` then rename): Flink's
+    file source skips names starting with ``.`` or ``_``.
+    """
+
+    spool_dir: Path
+    poll_ms: int = 100
+    heartbeat_ms: int = 50
+
+    def create(self, env) -> JobInput:
+        for sub in ("events", "catalog"):
+            (Path(self.spool_dir) / sub).mkdir(parents=True, exist_ok=True)
+        events = _text_file_source(env, Path(self.spool_dir) / "events", "spool-events", self.poll_ms)
+        catalog = _text_file_source(env, Path(self.spool_dir) / "catalog", "spool-catalog", self.poll_ms)
+        return JobInput(_with_heartbeat(env, events, self.heartbeat_ms), catalog, live=True)
+
+
+@dataclass
+class SocketSource:
+    """Newline-delimited events from a TCP server (live demos), via Flink's socket source."""
+
+    host: str
+    port: int
+    heartbeat_ms: int = 50
+
+    def create(self, env) -> JobInput:
+        from pyflink.common import Types
+        from pyflink.datastream.functions import SourceFunction
+        from pyflink.java_gateway import get_gateway
+
+        jvm = get_gateway().jvm
+        function = jvm.org.apache.flink.streaming.api.functions.source.legacy.SocketTextStreamFunction(self.host, self.port, "\n", 0)
+        events = env.add_source(SourceFunction(function), "socket-events", Types.STRING()).uid("socket-events").set_parallelism(1)
+        return JobInput(_with_heartbeat(env, events, self.heartbeat_ms), None, live=True)
+
+
+KAFKA_JAR_HINT = "flink-sql-connector-kafka-<version>.jar (Maven Central: org.apache.flink:flink-sql-connector-kafka, a release for Flink 2.x)"
+
+
+@dataclass
+class KafkaEventSource:
+    """Events from a Kafka topic (values are JSON lines or arrays); needs the Kafka connector jar.
+
+    The jar is not bundled with PyFlink; pass it with ``--jar``.  Without it the
+    job stops at start-up with a message naming the jar.
+    """
+
+    brokers: str
+    topic: str
+    jars: Sequence[Path] = ()
+    group_id: str = "flowrec"
+    heartbeat_ms: int = 50
+
+    def create(self, env) -> JobInput:
+        if not any("kafka" in Path(j).name for j in self.jars):
+            raise RuntimeError(f"the Kafka source needs the Kafka connector jar; pass --jar /path/to/{KAFKA_JAR_HINT}")
+        for jar in self.jars:
+            if not Path(jar).is_file():
+                raise RuntimeError(f"jar not found: {jar}")
+        env.add_jars(*[Path(j).resolve().as_uri() for j in self.jars])
+        from pyflink.common import WatermarkStrategy
+        from pyflink.common.serialization import SimpleStringSchema
+        from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
+
+        source = (
+            KafkaSource.builder()
+            .set_bootstrap_servers(self.brokers)
+            .set_topics(self.topic)
+            .set_group_id(self.group_id)
+            .set_starting_offsets(KafkaOffsetsInitializer.committed_offsets())
+            .set_value_only_deserializer(SimpleStringSchema())
+            .build()
+        )
+        events = env.from_source(source, WatermarkStrategy.no_watermarks(), "kafka-events").uid("kafka-events")
+        return JobInput(_with_heartbeat(env, events, self.heartbeat_ms), None, live=True)

@@ -1,0 +1,143 @@
+"""Versioned encodings of everything flowrec keeps in Flink managed state.
+
+Each value is UTF-8 JSON (orjson: floats round-trip exactly) whose first field
+``"v"`` is the schema version.  Decoders accept every version they know and
+reject others with :class:`SchemaError`, so a savepoint taken by one release
+restores in the next.  Nothing here pickles Python objects.
+
+==========================  ==========================================================
+value                       fields (version 1)
+==========================  ==========================================================
+user profile                L landmark ms, t last ts, i [item], s [interest], a [action],
+                            h [[item, ts, weight]], c [[item, ts]], p [[item, ts]]
+co-occurrence row           o [other item], w [weight]
+neighbour list              i [item], s [score]
+trending bucket             i [item], w [weight]
+id list                     i [item]
+versioned value             x [[window, payload]]  (payload: another encoded value)
+catalog facts               k top category, s in stock
+==========================  ==========================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+import orjson
+
+from transforms.profile import UserProfile
+
+PROFILE_VERSION = 1
+ROW_VERSION = 1
+LIST_VERSION = 1
+
+
+class SchemaError(ValueError):
+    """A stored value with an unknown version or shape."""
+
+
+def _load(raw: bytes, versions: Iterable[int]) -> dict[str, Any]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise SchemaError(f"state value is not JSON: {exc}") from exc
+    if not isinstance(data, dict) or data.get("v") not in set(versions):
+        raise SchemaError(f"unsupported state value version {data.get('v') if isinstance(data, dict) else '?'}")
+    return data
+
+
+def _shape_checked(decode):
+    """Report a known version with missing or mistyped fields as a SchemaError."""
+
+    def checked(raw: bytes):
+        try:
+            return decode(raw)
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            if isinstance(exc, SchemaError):
+                raise
+            raise SchemaError(f"malformed state value: {type(exc).__name__}: {exc}") from exc
+
+    checked.__name__ = decode.__name__
+    checked.__doc__ = decode.__doc__
+    return checked
+
+
+def encode_profile(profile: UserProfile) -> bytes:
+    return orjson.dumps(
+        {
+            "v": PROFILE_VERSION,
+            "L": profile.landmark_ms,
+            "t": profile.last_ts,
+            "i": list(profile.interests.keys()),
+            "s": list(profile.interests.values()),
+            "a": [profile.last_action.get(i, -1) for i in profile.interests],
+            "h": [list(h) for h in profile.history],
+            "c": [[k, v] for k, v in profile.cart.items()],
+            "p": [[k, v] for k, v in profile.purchased.items()],
+        }
+    )
+
+
+@_shape_checked
+def decode_profile(raw: bytes) -> UserProfile:
+    d = _load(raw, (PROFILE_VERSION,))
+    return UserProfile(
+        landmark_ms=d["L"],
+        last_ts=d["t"],
+        interests=dict(zip(d["i"], d["s"])),
+        last_action={i: a for i, a in zip(d["i"], d["a"]) if a >= 0},
+        history=[(h[0], h[1], h[2]) for h in d["h"]],
+        cart={k: v for k, v in d["c"]},
+        purchased={k: v for k, v in d["p"]},
+    )
+
+
+def encode_row(others: Iterable[str], weights: Iterable[float]) -> bytes:
+    return orjson.dumps({"v": ROW_VERSION, "o": list(others), "w": [float(w) for w in weights]})
+
+
+@_shape_checked
+def decode_row(raw: bytes) -> tuple[list[str], list[float]]:
+    d = _load(raw, (ROW_VERSION,))
+    return d["o"], d["w"]
+
+
+def encode_scored(ids: np.ndarray | list, scores: np.ndarray | list) -> bytes:
+    """A ranked list (neighbours, trending) as stored in state."""
+    return orjson.dumps({"v": LIST_VERSION, "i": list(ids), "s": [float(s) for s in scores]})
+
+
+@_shape_checked
+def decode_scored(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+    d = _load(raw, (LIST_VERSION,))
+    return np.array(d["i"], dtype=object), np.array(d["s"], dtype=np.float64)
+
+
+def encode_ids(ids: Iterable[str]) -> bytes:
+    return orjson.dumps({"v": LIST_VERSION, "i": list(ids)})
+
+
+@_shape_checked
+def decode_ids(raw: bytes) -> list[str]:
+    return _load(raw, (LIST_VERSION,))["i"]
+
+
+def encode_versions(versions: list[tuple[int, bytes]]) -> bytes:
+    """Values of one key by the window that produced them (oldest first)."""
+    return orjson.dumps({"v": LIST_VERSION, "x": [[w, p.decode()] for w, p in versions]})
+
+
+@_shape_checked
+def decode_versions(raw: bytes) -> list[tuple[int, bytes]]:
+    return [(w, p.encode()) for w, p in _load(raw, (LIST_VERSION,))["x"]]
+
+
+def encode_facts(top_category: str, in_stock: bool) -> bytes:
+    return orjson.dumps({"v": LIST_VERSION, "k": top_category, "s": in_stock})
+
+
+@_shape_checked
+def decode_facts(raw: bytes) -> tuple[str, bool]:
+    d = _load(raw, (LIST_VERSION,))
+    return d["k"], d["s"]

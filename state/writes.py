@@ -1,0 +1,84 @@
+"""Turning engine outputs into Redis writes: the one mapping from results to the key layout.
+
+Shared by the reference replay (`flowrec replay`), the Flink job's sinks and
+the Beam backfill, so every engine writes byte-identical values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from state.keys import KeyKind
+from state.store import Write, encode_list
+from transforms.catalog import CatalogItem
+from transforms.engine import FinalState, WindowOutput
+from transforms.scoring import Neighbours, ScoredItem, UserLists
+
+
+@dataclass(frozen=True)
+class Ttls:
+    """Expiry of per-user and per-item keys, seconds (0 = none)."""
+
+    user_s: int = 30 * 24 * 3600
+    item_s: int = 30 * 24 * 3600
+
+
+def user_writes(user: str, ts: int, lists: UserLists | None, ttls: Ttls) -> list[Write]:
+    """The user's home list, cart list and profile; a forgotten user's keys are deleted."""
+    if lists is None:
+        return [Write(kind, user, None) for kind in (KeyKind.USER_RECS, KeyKind.CART_RECS, KeyKind.PROFILE)]
+    profile = encode_list(
+        ts,
+        [ScoredItem(item, value) for item, value in lists.interests],
+        categories=lists.categories,
+        cart=lists.in_cart,
+        purchased=lists.purchased,
+    )
+    return [
+        Write(KeyKind.USER_RECS, user, encode_list(ts, lists.home), ttls.user_s or None),
+        Write(KeyKind.CART_RECS, user, encode_list(ts, lists.cart), ttls.user_s or None)
+        if lists.cart
+        else Write(KeyKind.CART_RECS, user, None),
+        Write(KeyKind.PROFILE, user, profile, ttls.user_s or None),
+    ]
+
+
+def neighbour_write(kind: KeyKind, item: str, ts: int, neighbours: Neighbours, ttl_s: int = 0) -> Write:
+    ids, scores = neighbours
+    return Write(kind, item, encode_list(ts, [ScoredItem(i, float(s)) for i, s in zip(ids.tolist(), scores.tolist())]), ttl_s or None)
+
+
+def trending_write(category: str | None, ts: int, trend: Neighbours) -> Write:
+    kind = KeyKind.TRENDING_GLOBAL if category is None else KeyKind.TRENDING_CATEGORY
+    return neighbour_write(kind, category, ts, trend)  # type: ignore[arg-type]
+
+
+def catalog_write(item: CatalogItem) -> Write:
+    return Write(KeyKind.ITEM, item.item_id, item.to_json())
+
+
+def window_writes(out: WindowOutput, ttls: Ttls) -> list[Write]:
+    """Every write one closed window causes."""
+    t = out.window_end_ms
+    writes = [catalog_write(item) for item in out.catalog]
+    writes += [neighbour_write(KeyKind.CONTENT_NEIGHBOURS, i, t, nb, ttls.item_s) for i, nb in out.content.items()]
+    writes += [neighbour_write(KeyKind.ITEM_NEIGHBOURS, i, t, nb, ttls.item_s) for i, nb in out.neighbours.items()]
+    if out.trending_global is not None:
+        writes.append(trending_write(None, t, out.trending_global))
+    writes += [trending_write(c, t, tl) for c, tl in out.trending_by_category.items()]
+    for user, lists in out.users.items():
+        writes += user_writes(user, t, lists, ttls)
+    return writes
+
+
+def final_writes(final: FinalState, ttls: Ttls) -> list[Write]:
+    """The writes that leave Redis holding a bounded replay's final state."""
+    writes = [catalog_write(item) for item in final.catalog.values()]
+    writes += [neighbour_write(KeyKind.CONTENT_NEIGHBOURS, i, t, nb, ttls.item_s) for i, (t, nb) in final.content.items()]
+    writes += [neighbour_write(KeyKind.ITEM_NEIGHBOURS, i, t, nb, ttls.item_s) for i, (t, nb) in final.neighbours.items()]
+    if final.trending_global is not None:
+        writes.append(trending_write(None, *final.trending_global))
+    writes += [trending_write(c, t, tl) for c, (t, tl) in final.trending_by_category.items()]
+    for user, (t, lists) in final.users.items():
+        writes += user_writes(user, t, lists, ttls)
+    return writes

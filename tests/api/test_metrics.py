@@ -1,0 +1,43 @@
+"""Prometheus exposition: counts and latency histograms per route template, never per raw path."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from state.keys import KeyKind
+
+from .conftest import put_list
+
+
+def samples(api) -> dict[tuple[str, tuple], float]:
+    response = api.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    out = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def test_requests_are_counted_by_route_template(api, store, auth):
+    put_list(store, KeyKind.USER_RECS, "alice", 1, [("i1", 1.0)])
+    api.get("/v1/users/alice/recommendations")  # shortcut path
+    api.get("/v1/users/bob/recommendations", params={"context": "cart"})  # full route
+    api.get("/v1/users/b*b/recommendations")  # 422
+    api.get("/v1/no/such/route/for/carol")  # 404
+    api.post("/v1/events", json={"user_id": "u1", "item_id": "i1", "event_type": "click"}, headers=auth)
+    got = samples(api)
+    route = "/v1/users/{user_id}/recommendations"
+    assert got[("flowrec_api_requests_total", (("method", "GET"), ("route", route), ("status", "200")))] == 2
+    assert got[("flowrec_api_requests_total", (("method", "GET"), ("route", route), ("status", "422")))] == 1
+    assert got[("flowrec_api_requests_total", (("method", "GET"), ("route", "<unmatched>"), ("status", "404")))] == 1
+    assert got[("flowrec_api_requests_total", (("method", "POST"), ("route", "/v1/events"), ("status", "202")))] == 1
+    assert got[("flowrec_api_request_duration_seconds_count", (("method", "GET"), ("route", route)))] == 3
+    buckets = [v for (name, labels), v in got.items() if name == "flowrec_api_request_duration_seconds_bucket" and ("route", route) in labels]
+    assert len(buckets) > 5 and max(buckets) == 3
+    assert got[("flowrec_api_ingested_records_total", (("kind", "event"), ("outcome", "accepted")))] == 1
+    # No raw path or user id leaks into a label value.
+    text = api.get("/metrics").text
+    for raw in ("alice", "bob", "carol", "b*b"):
+        assert raw not in text

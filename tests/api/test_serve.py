@@ -1,0 +1,76 @@
+"""`flowrec serve` as a user runs it: a subprocess with flags, a catalog file and --demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import orjson
+
+from api.app import create_app_from_env
+from flowrec.localredis import free_port
+from transforms.catalog import CatalogItem
+
+from .conftest import running
+
+
+def test_flowrec_serve_demo_mode(tmp_path, redis_url):
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_bytes(b"".join(CatalogItem(f"i{k}", title=f"Product {k}", category="toys").to_json() + b"\n" for k in range(3)) + b"not json\n")
+    spool = tmp_path / "spool"
+    port = free_port()
+    command = [sys.executable, "-m", "flowrec.cli", "serve", "--port", str(port), "--redis-url", redis_url, "--spool-dir", str(spool), "--catalog", str(catalog), "--demo", "--demo-key", "the-demo-key"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.stdout.read().decode()
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "flowrec serve did not become ready"
+            time.sleep(0.1)
+        page = httpx.get(f"{base}/demo").text
+        assert '"apiKey":"the-demo-key"' in page
+        assert httpx.get(f"{base}/v1/catalog").json()["total"] == 3  # the bad line is skipped
+        event = {"user_id": "u1", "item_id": "i1", "event_type": "click"}
+        assert httpx.post(f"{base}/v1/events", json=event, headers={"Authorization": "Bearer the-demo-key"}).status_code == 202
+        assert httpx.post(f"{base}/v1/events", json=event, headers={"Authorization": "Bearer other"}).status_code == 401
+        [spooled] = spool.glob("events-*.jsonl")
+        assert orjson.loads(spooled.read_bytes())["item_id"] == "i1"
+        assert httpx.get(f"{base}/openapi.json").json()["info"]["title"] == "flowrec API"
+        assert httpx.get(f"{base}/docs").status_code == 200
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=15)[0].decode()
+    assert f"http://127.0.0.1:{port}/demo" in output
+    # A graceful shutdown on SIGTERM, exiting with the conventional 128 + signal number.
+    assert "Application shutdown complete" in output
+    assert server.returncode == 128 + signal.SIGTERM, output
+
+
+def test_worker_factory_reads_the_environment(monkeypatch, tmp_path, redis_url, stopping_servers):
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_bytes(CatalogItem("w1", category="garden").to_json() + b"\n")
+    for name in [n for n in os.environ if n.startswith("FLOWREC_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("FLOWREC_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("FLOWREC_API_KEYS", "k1,k2")
+    monkeypatch.setenv("FLOWREC_CATALOG", str(catalog))
+    monkeypatch.setenv("FLOWREC_DEMO_KEY", "demo")
+    monkeypatch.setenv("FLOWREC_MAX_BODY_BYTES", "200")
+    with running(create_app_from_env(), stopping_servers) as base, httpx.Client(base_url=base) as client:
+        assert client.get("/v1/catalog/categories").json() == [{"category": "garden", "items": 1}]
+        assert '"apiKey":"demo"' in client.get("/demo").text
+        event = {"user_id": "u1", "item_id": "i1", "event_type": "click"}
+        for key in ("k1", "k2", "demo"):
+            assert client.post("/v1/events", json=event, headers={"Authorization": f"Bearer {key}"}).status_code == 202
+        assert client.post("/v1/events", json=[event] * 5, headers={"Authorization": "Bearer k1"}).status_code == 413

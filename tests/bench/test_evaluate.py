@@ -1,0 +1,221 @@
+"""The evaluation harness end to end on tiny made-up data sets (seconds, no shared data needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import evaluate as harness
+from bench.baselines import Interactions, Popularity, SAR
+from flowrec.cli import main as cli
+from transforms.catalog import CatalogItem
+from transforms.events import batch_from_columns
+from transforms.metrics import ALL_METRICS, ranking_metrics
+from transforms.splits import stratified_random_split
+
+DAY_MS = 24 * 3600 * 1000
+T0 = 1_700_000_000_000 - (1_700_000_000_000 % DAY_MS)  # a UTC midnight, epoch ms
+
+
+def two_taste_events(users: int = 24, seed: int = 5) -> list[dict]:
+    """Users of taste a rate a-items, users of taste b rate b-items, plus a little noise; 3 days of ratings."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for u in range(users):
+        taste = "a" if u % 2 == 0 else "b"
+        items = [f"{taste}{i}" for i in rng.choice(8, size=6, replace=False)] + [f"{'b' if taste == 'a' else 'a'}{rng.integers(8)}"]
+        for position, item in enumerate(items):
+            ts = T0 + int(rng.integers(3 * DAY_MS))
+            records.append({"user_id": f"u{u}", "item_id": item, "event_type": "rating", "rating": float(1 + (u + position) % 5), "ts": ts})
+    return records
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli(["evaluate", *argv, "--no-progress"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_msr_json_shape_and_numbers_match_a_direct_computation(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "events.jsonl", two_taste_events())
+    code, out, _ = run_cli(capsys, "--dataset", str(path), "--protocol", "msr", "--algorithms", "popularity,sar", "--k", "3", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["dataset"] == str(path)
+    assert report["protocol"] == "msr"
+    assert report["k"] == 3
+    assert list(report["results"]) == ["popularity", "sar"]
+    for result in report["results"].values():
+        assert set(ALL_METRICS) <= set(result)
+        for metric in ("precision", "recall", "f1", "ndcg", "map", "hr", "mrr", "coverage", "diversity"):
+            assert result[metric] is None or 0.0 <= result[metric] <= 1.0
+        assert set(result["latency_ms"]) == {"p50", "p95", "p99"}
+
+    # The same split, models and metrics by hand: the harness must add nothing and lose nothing.
+    records = two_taste_events()
+    users = np.array([r["user_id"] for r in records], dtype=object)
+    items = np.array([r["item_id"] for r in records], dtype=object)
+    ts = np.array([r["ts"] for r in records], dtype=np.int64)
+    ratings = np.array([r["rating"] for r in records])
+    split = stratified_random_split(users, items, ratio=0.75, seed=42)
+    train = Interactions(users[split.train], items[split.train], ratings[split.train], ts[split.train])
+    seen: dict[str, set[str]] = {}
+    for u, i in zip(train.user, train.item):
+        seen.setdefault(u, set()).add(i)
+    relevant: dict[str, set[str]] = {}
+    for u, i in zip(users[split.test], items[split.test]):
+        if i not in seen.get(u, set()):
+            relevant.setdefault(u, set()).add(i)
+    for name, model in (("popularity", Popularity()), ("sar", SAR())):
+        lists = model.fit(train).recommend(sorted(relevant), 20)
+        expected = ranking_metrics(lists, relevant, 3)
+        for metric in ("precision", "recall", "f1", "ndcg", "map", "hr", "mrr"):
+            assert report["results"][name][metric] == pytest.approx(expected[metric]), (name, metric)
+    assert report["users"] == len(relevant)
+
+
+def test_prequential_by_hand_with_daily_retraining(capsys, tmp_path):
+    # Day 0: u1 a, u2 b, u1 b.  Day 1: u3 a, u3 b, u4 c.
+    rows = [("u1", "a", 0), ("u2", "b", 1), ("u1", "b", 2), ("u3", "a", DAY_MS + 1), ("u3", "b", DAY_MS + 2), ("u4", "c", DAY_MS + 3)]
+    events = batch_from_columns([r[0] for r in rows], [r[1] for r in rows], ["view"] * 6, [T0 + r[2] for r in rows])
+    dataset = harness.Dataset(name="tiny", events=events, catalog=[CatalogItem("a", category="x"), CatalogItem("b", category="y"), CatalogItem("c", category="x")])
+    report = harness.evaluate(dataset, "prequential", k=10, algorithms=["popularity"])
+    result = report.results["popularity"]
+    # Day 0 has no model yet: 3 misses.  At day 1 popularity is fitted on day 0: b (2 users), a (1).
+    # u3 -> a: list [b, a], hit at rank 2.  u3 -> b: a is seen, list [b], hit at rank 1.  u4 -> c: miss.
+    assert result.evaluated == 6
+    assert result.metrics["hr"] == pytest.approx(2 / 6)
+    assert result.metrics["mrr"] == pytest.approx((1 / 2 + 1) / 6)
+    assert result.metrics["precision"] == pytest.approx(2 / 6 / 10)
+    assert [(w["evaluated"], w["hr"]) for w in result.windows] == [(3, 0.0), (3, pytest.approx(2 / 3))]
+    assert result.windows[1]["start_ms"] - result.windows[0]["start_ms"] == DAY_MS
+    # Lists shown: [b, a] twice and [b] -> coverage {a, b} of {a, b, c}; diversity of [b, a] is 1 (y vs x).
+    assert result.metrics["coverage"] == pytest.approx(2 / 3)
+    assert result.metrics["diversity"] == pytest.approx(1.0)
+    assert report.info["evaluated_events"] == 6
+    # Re-touching an item is not evaluated.
+    again = batch_from_columns(["u1", "u1"], ["a", "a"], ["view", "purchase"], [T0, T0 + 5])
+    assert harness.evaluable_events(again).tolist() == [True, False]
+
+
+def test_fixed_train_and_test_files_from_another_tool(tmp_path, capsys):
+    train = tmp_path / "train.csv"
+    test = tmp_path / "test.csv"
+    seconds = T0 // 1000
+    train.write_text("userID,itemID,rating,timestamp\n1,10,5,%d\n1,11,4,%d\n2,10,3,%d\n2,12,4,%d\n3,11,2,%d\n" % tuple(seconds + i for i in range(5)))
+    test.write_text("userID,itemID,rating,timestamp\n1,12,5,%d\n3,10,4,%d\n" % (seconds + 10, seconds + 11))
+    code, out, _ = run_cli(capsys, "--train", str(train), "--test", str(test), "--algorithms", "popularity", "--k", "1", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["protocol"] == "fixed"
+    # Popularity: 10 (2 users), 11 (2), 12 (1).  User 1 saw 10, 11 -> [12]: hit.  User 3 saw 11 -> [10]: hit.
+    assert report["results"]["popularity"]["precision"] == pytest.approx(1.0)
+    assert report["train_events"] == 5
+
+
+def test_out_folder_gets_json_markdown_and_plots(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "events.jsonl", two_taste_events())
+    out_dir = tmp_path / "out"
+    code, out, _ = run_cli(capsys, "--dataset", str(path), "--protocol", "temporal", "--algorithms", "popularity,ease", "--out", str(out_dir))
+    assert code == 0
+    assert "nDCG@10" in out and "ease" in out
+    saved = json.loads((out_dir / "results.json").read_text())
+    assert saved["protocol"] == "temporal" and set(saved["results"]) == {"popularity", "ease"}
+    markdown = (out_dir / "results.md").read_text()
+    assert "| algorithm |" in markdown and "| ease |" in markdown
+    assert (out_dir / "metrics_vs_k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_prequential_writes_the_hr_over_time_plot(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "events.jsonl", two_taste_events(users=10))
+    out_dir = tmp_path / "out"
+    code, out, _ = run_cli(capsys, "--dataset", str(path), "--protocol", "prequential", "--algorithms", "popularity", "--out", str(out_dir))
+    assert code == 0
+    assert "HR@10 per window" in out
+    assert (out_dir / "hr_over_time.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dataset", "ml-100k", "--algorithms", "nope"], "unknown algorithms"),
+        (["--dataset", "/no/such/file.csv"], "neither ml-100k"),
+        (["--train", "x.csv"], "go together"),
+        ([], "give --dataset"),
+        (["--dataset", "x", "--k", "0"], "--k must be positive"),
+    ],
+)
+def test_bad_input_exits_2_with_a_reason(capsys, argv, message):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert message in err
+
+
+def test_file_without_valid_rows_is_a_clear_error(tmp_path, capsys):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"user_id": "u1"}\nnot json\n')
+    code, _, err = run_cli(capsys, "--dataset", str(path))
+    assert code == 2 and "no valid event" in err
+
+
+def test_engine_parts_share_one_replay_but_score_differently(tmp_path):
+    pytest.importorskip("transforms.engine")
+    events = harness.read_event_file(write_jsonl(tmp_path / "events.jsonl", two_taste_events()))
+    catalog = [CatalogItem(f"{t}{i}", title=f"{t} item {i}", category=t, tags=(t,)) for t in "ab" for i in range(8)]
+    dataset = harness.Dataset(name="tiny", events=events, catalog=catalog)
+    algorithms = ["flowrec", "flowrec-cf", "flowrec-content", "flowrec-trending", "flowrec-usercf"]
+    report = harness.evaluate(dataset, "msr", k=3, algorithms=algorithms)
+    data = report.to_json()
+    assert list(data["results"]) == algorithms
+    for result in data["results"].values():
+        assert 0.0 <= result["ndcg"] <= 1.0
+    # One replay: the engine rows report the same fit time.
+    assert len({data["results"][n]["fit_s"] for n in algorithms[:4]}) == 1
+    learners = harness.make_learners(algorithms, harness.ModelConfig(), catalog)
+    assert [learner.names for learner in learners] == [algorithms[:4], ["flowrec-usercf"]]
+    with pytest.raises(ValueError):
+        harness.EngineLearner({"x": harness.ModelConfig(half_life_ms=1000)}, harness.ModelConfig(), catalog)
+
+
+def test_engine_part_configs_zero_the_other_weights():
+    base = harness.ModelConfig()
+    cf = harness.engine_part_config("flowrec-cf", base)
+    assert (cf.weight_cf, cf.weight_content, cf.weight_category, cf.weight_popularity, cf.weight_recent) == (1.0, 0.0, 0.0, 0.0, 0.0)
+    trending = harness.engine_part_config("flowrec-trending", base)
+    assert (trending.weight_cf, trending.weight_content) == (0.0, 0.0)
+    assert (trending.weight_category, trending.weight_popularity) == (base.weight_category, base.weight_popularity)
+    assert harness.engine_part_config("flowrec", base) is base
+
+
+class _BrokenLearner(harness.Learner):
+    """A learner whose lists fail, to check that one failure does not lose the other rows."""
+
+    names = ["broken"]
+
+    def fit(self, train):
+        pass
+
+    def recommend(self, name, user_ids, n, now_ms, exclude):
+        raise KeyError("missing reason")
+
+
+def test_a_failing_algorithm_keeps_the_table_and_reports_its_error(tmp_path):
+    events = harness.read_event_file(write_jsonl(tmp_path / "events.jsonl", two_taste_events()))
+    split = harness.split_for_protocol(events, "msr")
+    popularity = harness.make_learners(["popularity"], harness.ModelConfig(), [])
+    results = harness.evaluate_static(split, [_BrokenLearner(), *popularity], 5, [], set(events.item.tolist()))
+    assert results["broken"].error == "KeyError: 'missing reason'"
+    assert results["popularity"].error is None and results["popularity"].metrics["hr"] > 0
+    report = harness.Report("tiny", "msr", 5, results, {"train_events": 1, "test_events": 1, "users": 1, "runtime_s": 0.0})
+    assert report.to_json()["results"]["broken"]["error"] == "KeyError: 'missing reason'"
+    assert "broken FAILED: KeyError" in harness.format_table(report)
+    preq, _ = harness.evaluate_prequential(events, [_BrokenLearner(), *harness.make_learners(["popularity"], harness.ModelConfig(), [])], 5, [])
+    assert preq["broken"].error is not None and preq["popularity"].evaluated > 0

@@ -1,0 +1,88 @@
+"""The Redis key layout: every key kind, namespaces, and ids that must never become part of a key."""
+
+from __future__ import annotations
+
+import pytest
+
+from state.keys import DEFAULT_NAMESPACE, LAYOUT_VERSION, InvalidKeyPart, KeyKind, redis_key
+
+EXPECTED = {
+    KeyKind.USER_RECS: ("u-1", "flowrec:v1:rec:u-1"),
+    KeyKind.CART_RECS: ("u-1", "flowrec:v1:cart:u-1"),
+    KeyKind.PROFILE: ("u-1", "flowrec:v1:profile:u-1"),
+    KeyKind.ITEM_NEIGHBOURS: ("sku.9", "flowrec:v1:sim:sku.9"),
+    KeyKind.CONTENT_NEIGHBOURS: ("sku.9", "flowrec:v1:content:sku.9"),
+    KeyKind.ITEM: ("sku.9", "flowrec:v1:item:sku.9"),
+    KeyKind.TRENDING_GLOBAL: (None, "flowrec:v1:trend:global"),
+    KeyKind.TRENDING_CATEGORY: ("Home Garden", "flowrec:v1:trend:cat:Home Garden"),
+    KeyKind.STATS: (None, "flowrec:v1:stats"),
+    KeyKind.DEAD_LETTER: (None, "flowrec:v1:deadletter"),
+    KeyKind.FRESHNESS: (None, "flowrec:v1:freshness"),
+}
+USER_KINDS = [KeyKind.USER_RECS, KeyKind.CART_RECS, KeyKind.PROFILE]
+ITEM_KINDS = [KeyKind.ITEM_NEIGHBOURS, KeyKind.CONTENT_NEIGHBOURS, KeyKind.ITEM]
+SINGLETONS = [KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS]
+
+
+def test_every_kind_is_covered():
+    assert set(EXPECTED) == set(KeyKind)  # a new kind needs a line here
+    assert (DEFAULT_NAMESPACE, LAYOUT_VERSION) == ("flowrec", 1)
+
+
+@pytest.mark.parametrize("kind", list(KeyKind), ids=lambda k: k.name)
+def test_key_of_every_kind(kind):
+    part, key = EXPECTED[kind]
+    assert redis_key(kind, part) == key
+    assert redis_key(kind, part, namespace="shop_2-eu") == "shop_2-eu" + key[len("flowrec"):]
+
+
+@pytest.mark.parametrize("namespace", ["", "a:b", "a b", "ns*", "x" * 33, "ns/1", "é"])
+def test_bad_namespace(namespace):
+    with pytest.raises(InvalidKeyPart, match="namespace"):
+        redis_key(KeyKind.STATS, namespace=namespace)
+
+
+def test_longest_namespace():
+    assert redis_key(KeyKind.STATS, namespace="n" * 32) == "n" * 32 + ":v1:stats"
+
+
+BAD_IDS = [None, "", "a b", "a*", "u?", "[u]", "x" * 129, "é", "a/b", "\nu", "u\r\n", 5]
+
+
+@pytest.mark.parametrize("kind", USER_KINDS + ITEM_KINDS, ids=lambda k: k.name)
+@pytest.mark.parametrize("part", BAD_IDS, ids=repr)
+def test_bad_ids_raise(kind, part):
+    what = "user_id" if kind in USER_KINDS else "item_id"
+    with pytest.raises(InvalidKeyPart, match=what):
+        redis_key(kind, part)
+
+
+def test_longest_id_and_full_charset():
+    assert redis_key(KeyKind.USER_RECS, "x" * 128) == "flowrec:v1:rec:" + "x" * 128
+    assert redis_key(KeyKind.ITEM, "aZ09_.:@-") == "flowrec:v1:item:aZ09_.:@-"
+
+
+@pytest.mark.parametrize("kind", SINGLETONS, ids=lambda k: k.name)
+def test_singletons_take_no_id(kind):
+    with pytest.raises(InvalidKeyPart, match="takes no id"):
+        redis_key(kind, "u1")
+
+
+@pytest.mark.parametrize("category", [None, "", "a*b", "a?b", "a[b]", "a\\b", "tab\there", "x" * 129])
+def test_bad_categories(category):
+    with pytest.raises(InvalidKeyPart, match="category"):
+        redis_key(KeyKind.TRENDING_CATEGORY, category)
+
+
+def test_invalid_key_part_is_a_value_error():
+    assert issubclass(InvalidKeyPart, ValueError)
+
+
+@pytest.mark.parametrize(
+    "kind, part, namespace",
+    [(KeyKind.USER_RECS, "u1\n", "flowrec"), (KeyKind.TRENDING_CATEGORY, "toys\n", "flowrec"), (KeyKind.STATS, None, "flowrec\n")],
+    ids=["id", "category", "namespace"],
+)
+def test_trailing_newline_never_reaches_a_key(kind, part, namespace):
+    with pytest.raises(InvalidKeyPart):
+        redis_key(kind, part, namespace=namespace)

@@ -1,0 +1,90 @@
+"""Versioned state encodings: exact round trips and refusal of unknown versions."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from state.schemas import (
+    SchemaError,
+    decode_facts,
+    decode_ids,
+    decode_profile,
+    decode_row,
+    decode_scored,
+    decode_versions,
+    encode_facts,
+    encode_ids,
+    encode_profile,
+    encode_row,
+    encode_scored,
+    encode_versions,
+)
+from transforms.config import ModelConfig
+from transforms.events import ADD_TO_CART, PURCHASE, VIEW
+from transforms.profile import ItemContribution, UserProfile, apply_user_events
+
+
+def test_profile_round_trip_is_exact():
+    profile = UserProfile(
+        landmark_ms=1_699_999_200_000,
+        last_ts=1_700_000_000_123,
+        interests={"a": 0.1 + 0.2, "b": 1e-300, "c": -2.0, "d": 2.0**60 + 1.5e3},
+        last_action={"a": VIEW, "b": PURCHASE, "d": ADD_TO_CART},  # c was only removed: no action
+        history=[("a", 1_700_000_000_000, 1.0), ("b", 1_700_000_000_100, 6.0)],
+        cart={"d": 1_700_000_000_050},
+        purchased={"b": 1_700_000_000_100},
+    )
+    raw = encode_profile(profile)
+    assert orjson.loads(raw)["v"] == 1
+    assert decode_profile(raw) == profile
+    assert encode_profile(decode_profile(raw)) == raw  # stable bytes
+
+
+def test_profile_from_real_events_round_trips():
+    out = ItemContribution()
+    config = ModelConfig(half_life_ms=1000)
+    profile = apply_user_events(None, ["a", "b", "a", "c"], [VIEW, ADD_TO_CART, PURCHASE, 3], [0, 10, 5000, 6000], [1.0, 4.0, 6.0, -2.0], config, out)
+    assert decode_profile(encode_profile(profile)) == profile
+    assert decode_profile(encode_profile(UserProfile())) == UserProfile()
+
+
+def test_row_scored_ids_facts_round_trips():
+    assert decode_row(encode_row(["x", "y"], np.array([1.0, 0.1 + 0.2]))) == (["x", "y"], [1.0, 0.1 + 0.2])
+    ids, scores = decode_scored(encode_scored(np.array(["x", "y"], dtype=object), np.array([0.5, 0.25])))
+    assert ids.dtype == object and ids.tolist() == ["x", "y"]
+    assert scores.dtype == np.float64 and scores.tolist() == [0.5, 0.25]
+    empty_ids, empty_scores = decode_scored(encode_scored([], []))
+    assert len(empty_ids) == 0 and len(empty_scores) == 0
+    assert decode_ids(encode_ids(["u1", "u2"])) == ["u1", "u2"]
+    assert decode_facts(encode_facts("books", False)) == ("books", False)
+    assert decode_facts(encode_facts("", True)) == ("", True)
+
+
+def test_versions_round_trip():
+    versions = [(17, encode_scored(["a"], [1.0])), (18, encode_facts("toys", True))]
+    decoded = decode_versions(encode_versions(versions))
+    assert decoded == versions
+    assert decode_facts(decoded[1][1]) == ("toys", True)  # payloads stay decodable values
+    assert decode_versions(encode_versions([])) == []
+
+
+@pytest.mark.parametrize(
+    "decode",
+    [decode_profile, decode_row, decode_scored, decode_ids, decode_versions, decode_facts],
+    ids=lambda f: f.__name__,
+)
+@pytest.mark.parametrize("raw", [b'{"v": 2, "i": [], "s": []}', b'{"i": []}', b"[1, 2]", b'"text"', b'{"v": "1"}'], ids=["v2", "no-v", "list", "string", "v-as-string"])
+def test_unknown_versions_are_refused(decode, raw):
+    with pytest.raises(SchemaError, match="unsupported state value version"):
+        decode(raw)
+
+
+def test_schema_error_is_a_value_error():
+    assert issubclass(SchemaError, ValueError)
+
+
+def test_wrong_shape_is_a_schema_error():
+    with pytest.raises(SchemaError):
+        decode_profile(b'{"v": 1}')

@@ -1,0 +1,173 @@
+"""RedisStore against a real private redis-server; the retry policy with a tiny fake client."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import redis
+
+from state.keys import InvalidKeyPart, KeyKind
+from state.store import RedisStore, RetryPolicy, ScoredItem, Write, decode_list, encode_list
+
+
+@pytest.fixture
+def store(redis_url):
+    s = RedisStore.from_url(redis_url)
+    yield s
+    s.client.close()
+
+
+def test_encode_decode_list_round_trip():
+    items = [ScoredItem("a", 1.5, "because you viewed b"), ScoredItem("c", 0.1 + 0.2), ScoredItem("d", 1e-300, "")]
+    raw = encode_list(1_700_000_000_123, items, categories={"books": 2.0}, cart=["x"])
+    assert orjson.loads(raw) == {
+        "ts": 1_700_000_000_123,
+        "items": [{"item": "a", "score": 1.5, "reason": "because you viewed b"}, {"item": "c", "score": 0.1 + 0.2}, {"item": "d", "score": 1e-300}],
+        "categories": {"books": 2.0},
+        "cart": ["x"],
+    }
+    ts, decoded, extra = decode_list(raw)
+    assert ts == 1_700_000_000_123 and decoded == items and extra == {"categories": {"books": 2.0}, "cart": ["x"]}
+    assert decode_list(raw.decode()) == (ts, items, extra)  # str works too
+    assert decode_list(None) == (0, [], {})  # an absent key is an empty list
+    assert encode_list(5, items) == encode_list(5, items)  # deterministic bytes
+
+
+def test_write_set_ttl_and_delete(store, redis_client):
+    count = store.write(
+        [
+            Write(KeyKind.USER_RECS, "u1", b"home", ttl_s=3600),
+            Write(KeyKind.ITEM, "i1", b"item"),
+            Write(KeyKind.TRENDING_GLOBAL, None, b"trend"),
+            Write(KeyKind.PROFILE, "u1", b"profile", ttl_s=0),  # 0 = no expiry
+        ]
+    )
+    assert count == 4
+    assert redis_client.get("flowrec:v1:rec:u1") == b"home"
+    assert 3590 <= redis_client.ttl("flowrec:v1:rec:u1") <= 3600
+    assert redis_client.ttl("flowrec:v1:item:i1") == -1 and redis_client.ttl("flowrec:v1:profile:u1") == -1
+    assert redis_client.get("flowrec:v1:trend:global") == b"trend"
+    assert store.write([Write(KeyKind.USER_RECS, "u1", None)]) == 1
+    assert redis_client.exists("flowrec:v1:rec:u1") == 0
+    assert store.write([]) == 0
+
+
+def test_bad_id_stops_the_whole_batch_before_redis(store, redis_client):
+    with pytest.raises(InvalidKeyPart):
+        store.write([Write(KeyKind.USER_RECS, "u1", b"x"), Write(KeyKind.USER_RECS, "bad id", b"y")])
+    assert redis_client.dbsize() == 0
+
+
+def test_get_many(store):
+    store.write([Write(KeyKind.USER_RECS, "u1", b"a"), Write(KeyKind.ITEM_NEIGHBOURS, "i1", b"b")])
+    assert store.get_many([(KeyKind.ITEM_NEIGHBOURS, "i1"), (KeyKind.USER_RECS, "nobody"), (KeyKind.USER_RECS, "u1")]) == [b"b", None, b"a"]
+    assert store.get_many([]) == []
+
+
+def test_delete_user(store, redis_client):
+    store.write([Write(k, "u1", b"x") for k in (KeyKind.USER_RECS, KeyKind.CART_RECS, KeyKind.PROFILE)] + [Write(KeyKind.USER_RECS, "u2", b"x"), Write(KeyKind.ITEM, "u1", b"x")])
+    assert store.delete_user("u1") == 3
+    assert sorted(redis_client.keys()) == [b"flowrec:v1:item:u1", b"flowrec:v1:rec:u2"]  # other users and items stay
+    assert store.delete_user("u1") == 0
+
+
+def test_dead_letter_stream(store, redis_client):
+    assert store.dead_letter([b'{"reason":"bad_id"}', b'{"reason":"bad_json"}']) == 2
+    entries = redis_client.xrange("flowrec:v1:deadletter")
+    assert [fields[b"record"] for _, fields in entries] == [b'{"reason":"bad_id"}', b'{"reason":"bad_json"}']
+    assert store.dead_letter([]) == 0 and redis_client.xlen("flowrec:v1:deadletter") == 2
+
+
+def test_add_stats(store, redis_client):
+    store.add_stats({"events": 5, "rejected": 0, "windows": 1})
+    store.add_stats({"events": 2})
+    assert redis_client.hgetall("flowrec:v1:stats") == {b"events": b"7", b"windows": b"1"}  # zero counters skipped
+    store.add_stats({"rejected": 0})
+    assert redis_client.hgetall("flowrec:v1:stats") == {b"events": b"7", b"windows": b"1"}
+
+
+def test_record_freshness_is_capped(store, redis_client):
+    store.record_freshness([5, 6, 7], keep=4)
+    store.record_freshness([8, 9], keep=4)
+    store.record_freshness([], keep=4)
+    assert redis_client.lrange("flowrec:v1:freshness", 0, -1) == [b"6", b"7", b"8", b"9"]
+
+
+def test_namespace(redis_url, redis_client):
+    other = RedisStore.from_url(redis_url, namespace="shop2")
+    other.write([Write(KeyKind.USER_RECS, "u1", b"x")])
+    assert redis_client.keys() == [b"shop2:v1:rec:u1"]
+    other.client.close()
+
+
+# -- the retry policy (pure unit test: a tiny fake client) ---------------------------------
+
+
+class FlakyClient:
+    """A client whose pipelines fail with ``errors`` (one per execute) before succeeding."""
+
+    def __init__(self, errors):
+        self.errors = list(errors)
+        self.executed: list[list[tuple]] = []
+
+    def pipeline(self, transaction=False):
+        return FlakyPipeline(self)
+
+
+class FlakyPipeline:
+    def __init__(self, client):
+        self.client = client
+        self.commands: list[tuple] = []
+
+    def set(self, key, value, ex=None):
+        self.commands.append(("set", key, value, ex))
+
+    def delete(self, key):
+        self.commands.append(("delete", key))
+
+    def hincrby(self, key, name, value):
+        self.commands.append(("hincrby", key, name, value))
+
+    def xadd(self, key, fields, maxlen=None, approximate=True):
+        self.commands.append(("xadd", key, fields["record"]))
+
+    def execute(self):
+        if self.client.errors:
+            raise self.client.errors.pop(0)
+        self.client.executed.append(self.commands)
+
+
+def make(errors, policy=RetryPolicy()):
+    sleeps: list[float] = []
+    client = FlakyClient(errors)
+    return RedisStore(client, retry=policy, sleep=sleeps.append), client, sleeps
+
+
+def test_retry_backoff_then_success():
+    store, client, sleeps = make([redis.ConnectionError("down")] * 3)
+    assert store.write([Write(KeyKind.ITEM, "i1", b"x", ttl_s=10), Write(KeyKind.ITEM, "i2", None)]) == 2
+    assert sleeps == [0.05, 0.1, 0.2]  # doubling from first_delay_s
+    # The whole batch is sent once, after the failures.
+    assert client.executed == [[("set", "flowrec:v1:item:i1", b"x", 10), ("delete", "flowrec:v1:item:i2")]]
+
+
+def test_retry_delay_is_capped_and_attempts_are_bounded():
+    store, client, sleeps = make([redis.ConnectionError("down")] * 10, RetryPolicy(attempts=6, first_delay_s=0.5, max_delay_s=1.0))
+    with pytest.raises(redis.ConnectionError):
+        store.write([Write(KeyKind.ITEM, "i1", b"x")])
+    assert sleeps == [0.5, 1.0, 1.0, 1.0, 1.0]  # 6 attempts, 5 waits
+    assert client.executed == [] and len(client.errors) == 4
+
+
+@pytest.mark.parametrize("error", [redis.TimeoutError("slow"), redis.BusyLoadingError("loading")], ids=["timeout", "loading"])
+def test_transient_errors_are_retried(error):
+    store, client, sleeps = make([error])
+    store.add_stats({"events": 1})
+    assert sleeps == [0.05] and client.executed == [[("hincrby", "flowrec:v1:stats", "events", 1)]]
+
+
+def test_other_errors_are_not_retried():
+    store, client, sleeps = make([redis.ResponseError("WRONGTYPE")])
+    with pytest.raises(redis.ResponseError):
+        store.dead_letter([b"x"])
+    assert sleeps == [] and client.executed == []

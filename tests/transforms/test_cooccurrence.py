@@ -1,0 +1,241 @@
+"""The collaborative item model: vocabulary order keys, sparse row arithmetic, windows and neighbour refresh."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from transforms.config import ModelConfig
+from transforms.cooccurrence import ItemModel, Vocabulary, batch_top_k, group_starts, merge_row, sum_pair_codes
+from transforms.similarity import pair_similarity
+
+ID_CHARS = "ABCZabcz0129_.:@-"
+# Ids in the id charset, many longer than 16 bytes and sharing long prefixes.
+ids_strategy = st.one_of(
+    st.text(alphabet=ID_CHARS, min_size=1, max_size=20),
+    st.builds(lambda p, s: p + s, st.sampled_from(["item-0000000000000", "item-00000000000000000", "x" * 16]), st.text(alphabet=ID_CHARS, max_size=4)),
+)
+
+
+# -- Vocabulary ------------------------------------------------------------------
+
+
+def test_vocabulary_codes():
+    vocab = Vocabulary(["b", "a"])
+    assert vocab.encode(["a", "c", "b", "c"]).tolist() == [1, 2, 0, 2]
+    assert vocab.ids == ["b", "a", "c"] and vocab.code == {"b": 0, "a": 1, "c": 2} and len(vocab) == 3
+    first = vocab.array()
+    assert first.tolist() == ["b", "a", "c"] and vocab.array() is first  # cached
+    vocab.encode(["d"])
+    assert vocab.array().tolist() == ["b", "a", "c", "d"]  # refreshed after growth
+    assert vocab.encode([]).tolist() == []
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(ids_strategy, min_size=1, max_size=25, unique=True), st.integers(0, 25))
+def test_sort_keys_follow_string_order(ids, split):
+    vocab = Vocabulary(ids[:split])
+    vocab.sort_keys()  # computed for the first part, then extended
+    vocab.encode(ids[split:])
+    k1, k2 = vocab.sort_keys()
+    assert len(k1) == len(ids)
+    for x in range(len(ids)):
+        for y in range(len(ids)):
+            kx, ky = (int(k1[x]), int(k2[x])), (int(k1[y]), int(k2[y]))
+            if kx < ky:
+                assert vocab.ids[x] < vocab.ids[y]
+            elif kx == ky:
+                assert vocab.ids[x][:16] == vocab.ids[y][:16]  # only a shared 16-byte prefix ties
+    fresh = Vocabulary(vocab.ids).sort_keys()
+    assert np.array_equal(fresh[0], k1) and np.array_equal(fresh[1], k2)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.lists(ids_strategy, min_size=1, max_size=12, unique=True), st.data())
+def test_batch_top_k_matches_reference(ids, data):
+    vocab = Vocabulary(ids)
+    n = data.draw(st.integers(0, 30))
+    row = np.array(data.draw(st.lists(st.integers(0, 2), min_size=n, max_size=n)), dtype=np.int64)
+    candidates = np.array(data.draw(st.lists(st.integers(0, len(ids) - 1), min_size=n, max_size=n)), dtype=np.int64)
+    scores = np.array(data.draw(st.lists(st.sampled_from([0.5, 1.0, 2.0]), min_size=n, max_size=n)), dtype=np.float64)
+    k = data.draw(st.integers(1, 5))
+    got = {r: idx.tolist() for r, idx in batch_top_k(row, candidates, scores, k, vocab)}
+    expected = {}
+    for r in sorted(set(row.tolist())):
+        positions = [p for p in range(n) if row[p] == r]
+        positions.sort(key=lambda p: (-scores[p], ids[candidates[p]]))
+        expected[r] = [(scores[p], ids[candidates[p]]) for p in positions[:k]]
+    # Compare (score, id): positions of duplicate candidates are interchangeable.
+    assert {r: [(scores[p], ids[candidates[p]]) for p in idx] for r, idx in got.items()} == expected
+
+
+# -- row arithmetic ------------------------------------------------------------------
+
+
+def test_group_starts():
+    assert group_starts(np.array([1, 1, 2, 5, 5, 5])).tolist() == [0, 2, 3, 6]
+    assert group_starts(np.array([], dtype=np.int64)).tolist() == [0]
+
+
+def test_sum_pair_codes_by_hand():
+    a = np.array([2, 0, 2, 1, 0])
+    b = np.array([1, 3, 1, 0, 3])
+    w = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    sa, sb, sw = sum_pair_codes(a, b, w)
+    assert list(zip(sa.tolist(), sb.tolist(), sw.tolist())) == [(0, 3, 7.0), (1, 0, 4.0), (2, 1, 4.0)]
+    empty = sum_pair_codes(np.array([], dtype=np.int64), np.array([], dtype=np.int64), np.array([]))
+    assert [len(x) for x in empty] == [0, 0, 0]
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1), st.integers(-5, 5)), max_size=40))
+def test_sum_pair_codes_vs_dict(triples):
+    reference: dict[tuple[int, int], float] = {}
+    for a, b, w in triples:
+        reference[(a, b)] = reference.get((a, b), 0.0) + w
+    a = np.array([t[0] for t in triples], dtype=np.int64)
+    b = np.array([t[1] for t in triples], dtype=np.int64)
+    w = np.array([t[2] for t in triples], dtype=np.float64)
+    sa, sb, sw = sum_pair_codes(a, b, w)
+    assert list(zip(sa.tolist(), sb.tolist(), sw.tolist())) == [(x, y, v) for (x, y), v in sorted(reference.items())]
+
+
+def test_merge_row_by_hand():
+    codes, weights = merge_row(np.array([1, 4, 7]), np.array([1.0, 1.0, 1.0]), np.array([0, 4, 5, 9]), np.array([2.0, 3.0, 4.0, 5.0]))
+    assert codes.tolist() == [0, 1, 4, 5, 7, 9] and weights.tolist() == [2.0, 1.0, 4.0, 4.0, 1.0, 5.0]
+    old_w = np.array([1.0])
+    codes, weights = merge_row(np.array([3]), old_w, np.array([3]), np.array([2.0]))
+    assert codes.tolist() == [3] and weights.tolist() == [3.0] and old_w.tolist() == [1.0]  # input not mutated
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.dictionaries(st.integers(0, 60), st.integers(-3, 9), max_size=15), st.dictionaries(st.integers(0, 60), st.integers(-3, 9), max_size=15))
+def test_merge_row_vs_dict(old, new):
+    codes, weights = merge_row(
+        np.array(sorted(old), dtype=np.int64), np.array([old[c] for c in sorted(old)], dtype=np.float64),
+        np.array(sorted(new), dtype=np.int64), np.array([new[c] for c in sorted(new)], dtype=np.float64),
+    )
+    reference = dict(old)
+    for c, w in new.items():
+        reference[c] = reference.get(c, 0) + w
+    assert codes.tolist() == sorted(reference)
+    assert weights.tolist() == [float(reference[c]) for c in sorted(reference)]
+
+
+# -- ItemModel on a hand board ---------------------------------------------------------------
+
+CONFIG = ModelConfig(similarity="cosine", neighbours=5, min_cooccurrence=1.0)
+
+
+def as_lists(neighbours):
+    return {item: [(j, pytest.approx(s, rel=1e-12)) for j, s in zip(ids.tolist(), sims.tolist())] for item, (ids, sims) in neighbours.items()}
+
+
+def test_windows_and_refresh_on_a_hand_board():
+    model = ItemModel(CONFIG)
+    # Window 1: occurrences A 1, B 2, C 1; pairs A-B 1 and B-C 1 (both directions).
+    model.apply_window(["A", "B", "C", "B"], [1.0, 1.0, 1.0, 1.0], ["A", "B", "B", "C"], ["B", "A", "C", "B"], [1.0, 1.0, 1.0, 1.0])
+    assert (model.count_of("A"), model.count_of("B"), model.count_of("C"), model.count_of("nope")) == (1.0, 2.0, 1.0, 0.0)
+    first = model.refresh()
+    # cosine: A-B = 1 / sqrt(1 * 2), B-C = 1 / sqrt(2 * 1); B's two neighbours tie -> by id.
+    r = 1 / math.sqrt(2)
+    assert as_lists(first) == {"A": [("B", r)], "B": [("A", r), ("C", r)], "C": [("B", r)]}
+    assert model.refresh() == {}  # nothing changed since
+    # Window 2: occurrences C +2, D +1; pair C-D 1.
+    model.apply_window(["C", "D"], [2.0, 1.0], ["C", "D"], ["D", "C"], [1.0, 1.0])
+    second = model.refresh()
+    # Only rows that changed are recomputed: C (n_C = 3): D = 1/sqrt(3 * 1) = 0.577, B = 1/sqrt(3 * 2) = 0.408.
+    assert as_lists(second) == {"C": [("D", 1 / math.sqrt(3)), ("B", 1 / math.sqrt(6))], "D": [("C", 1 / math.sqrt(3))]}
+    assert as_lists(model.neighbours)["B"] == [("A", r), ("C", r)]  # B's list is kept from the first refresh
+
+
+def test_min_cooccurrence_and_self_pairs():
+    model = ItemModel(CONFIG.replace(min_cooccurrence=2.0))
+    model.apply_window(["A", "B", "C"], [4.0, 4.0, 4.0], ["A", "A", "A"], ["B", "C", "A"], [1.0, 2.0, 5.0])
+    # A-B (1.0) is below min_cooccurrence; A-A is never a neighbour.
+    assert as_lists(model.refresh()) == {"A": [("C", 2 / 4)]}
+
+
+def test_rows_only_for_owned_items_counts_for_all():
+    model = ItemModel(CONFIG, owns=lambda item: item in {"A", "B"})
+    model.apply_window(["A", "B", "C"], [1.0, 1.0, 1.0], ["A", "C", "B", "C"], ["C", "A", "C", "B"], [1.0, 1.0, 1.0, 1.0])
+    assert {model.vocab.ids[c] for c in model.rows} == {"A", "B"}
+    assert model.count_of("C") == 1.0
+    assert set(model.refresh()) == {"A", "B"}
+
+
+def test_row_capacity_keeps_the_strongest_with_id_tie_break():
+    model = ItemModel(CONFIG.replace(row_capacity=4))  # prune when a row exceeds 4 + 4 // 4 = 5 entries
+    others = ["o1", "o2", "o3", "o4", "o5", "o6"]
+    weights = [1.0, 5.0, 3.0, 2.0, 3.0, 2.0]
+    model.apply_window(others + ["X"], [1.0] * 7, ["X"] * 5, others[:5], weights[:5])
+    code_x = model.vocab.code["X"]
+    assert len(model.rows[code_x][0]) == 5  # at the threshold: kept whole
+    model.apply_window([], [], ["X"], ["o6"], [2.0])
+    codes, kept = model.rows[code_x]
+    # Ranked: o2 5, o3 3, o5 3, then o4 and o6 tie at 2 -> o4 (smaller id) kept; o1 dropped.
+    assert sorted(zip([model.vocab.ids[c] for c in codes.tolist()], kept.tolist())) == [("o2", 5.0), ("o3", 3.0), ("o4", 2.0), ("o5", 3.0)]
+    assert codes.tolist() == sorted(codes.tolist())  # the row stays sorted by code
+
+
+def test_growth_beyond_initial_counts():
+    model = ItemModel(CONFIG)
+    many = [f"i{k}" for k in range(3000)]
+    model.apply_window(many, [1.0] * 3000, [], [], [])
+    assert len(model.counts) >= 3000 and model.count_of("i2999") == 1.0 and model.count_of("i0") == 1.0
+
+
+def reference_neighbours(item_w, pairs, config):
+    """Plain-dict model: counts, rows, then the measure and (score desc, id asc) order."""
+    counts: dict[str, float] = {}
+    for i, w in item_w:
+        counts[i] = counts.get(i, 0.0) + w
+    rows: dict[str, dict[str, float]] = {}
+    for a, b, w in pairs:
+        rows.setdefault(a, {})[b] = rows.setdefault(a, {}).get(b, 0.0) + w
+    out = {}
+    for a, row in rows.items():
+        scored = []
+        for b, c in row.items():
+            if c < config.min_cooccurrence or a == b:
+                continue
+            s = float(pair_similarity(config.similarity, np.array([c]), counts.get(a, 0.0), np.array([counts.get(b, 0.0)]), config.conditional_alpha)[0])
+            if s > 0:
+                scored.append((b, s))
+        scored.sort(key=lambda kv: (-kv[1], kv[0]))
+        out[a] = scored[: config.neighbours]
+    return out
+
+
+item_names = st.sampled_from(["A", "B", "C", "D", "E", "long-id-prefix-0000-x", "long-id-prefix-0000-a"])
+
+
+@settings(max_examples=120, deadline=None, derandomize=True)
+@given(
+    st.lists(st.tuples(item_names, st.integers(1, 3)), min_size=1, max_size=20),
+    st.lists(st.tuples(item_names, item_names, st.integers(1, 3)), max_size=25),
+    st.sampled_from(["cosine", "jaccard", "lift", "conditional"]),
+    st.randoms(use_true_random=False),
+    st.integers(0, 25),
+)
+def test_order_and_window_split_do_not_matter(item_w, pairs, measure, rng, cut):
+    config = CONFIG.replace(similarity=measure, neighbours=3)
+    one = ItemModel(config)
+    one.apply_window([i for i, _ in item_w], [float(w) for _, w in item_w], [a for a, _, _ in pairs], [b for _, b, _ in pairs], [float(w) for _, _, w in pairs])
+    shuffled_items, shuffled_pairs = list(item_w), list(pairs)
+    rng.shuffle(shuffled_items)
+    rng.shuffle(shuffled_pairs)
+    two = ItemModel(config)
+    for part_items, part_pairs in ((shuffled_items[:cut], shuffled_pairs[:cut]), (shuffled_items[cut:], shuffled_pairs[cut:])):
+        two.apply_window([i for i, _ in part_items], [float(w) for _, w in part_items], [a for a, _, _ in part_pairs], [b for _, b, _ in part_pairs], [float(w) for _, _, w in part_pairs])
+    got_one = {k: (v[0].tolist(), v[1].tolist()) for k, v in one.refresh().items()}
+    got_two = {k: (v[0].tolist(), v[1].tolist()) for k, v in two.refresh().items()}
+    assert got_one == got_two  # bit-identical
+    reference = reference_neighbours(item_w, pairs, config)
+    for item, (ids, sims) in got_one.items():
+        assert ids == [b for b, _ in reference.get(item, [])]
+        assert sims == pytest.approx([s for _, s in reference.get(item, [])], rel=1e-12)

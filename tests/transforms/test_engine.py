@@ -1,0 +1,260 @@
+"""The reference engine: window semantics on a hand-made stream, and replay() against scoring every window.
+
+The hand stream (T0 = 1_700_000_000_000, a multiple of the 100 ms window and the 200 ms refresh slot):
+
+    window 0 [T0, T0+100):     u1 view A @10, u1 view B @20, u2 view A @30
+    window 1 [T0+100, T0+200): u2 view B @110, u3 view C @150
+    window 2 [T0+200, T0+300): u3 view D @210, u1 forget @250
+
+Catalog (ts T0 - 1000, so a catalog-only window ending T0 - 900 closes first): A, B books; C, D toys.
+Refresh slots of 200 ms: window 0 (slot of T0+99) refreshes, window 1 (T0+199: same slot) does not,
+window 2 (T0+299: next slot) does.
+
+By hand (cosine; counts are occurrence weights, view = 1):
+    after window 0: n_A = 2, n_B = 1, c_AB = 1 (u1)      -> A-B = 1/sqrt(2);  trending A 2, B 1
+    after window 2: n_A = 2, n_B = 2, c_AB = 2 (u1, u2)  -> A-B = 2/sqrt(4) = 1
+                    n_C = n_D = 1, c_CD = 1 (u3)         -> C-D = 1;          trending A 2, B 2, C 1, D 1
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from transforms.catalog import CatalogItem
+from transforms.config import ModelConfig
+from transforms.engine import FinalState, ReferenceEngine, WindowOutput, last_windows, replay
+from transforms.events import EventBatch, batch_from_columns
+from transforms.synthetic import generate_shop
+
+T0 = 1_700_000_000_000
+CONFIG = ModelConfig(window_ms=100, model_refresh_ms=200, half_life_ms=10**12, trending_window_ms=10_000, trending_slide_ms=100)
+CATALOG = [
+    CatalogItem("A", title="alpha book", category="books", ts=T0 - 1000),
+    CatalogItem("B", title="beta book", category="books", ts=T0 - 1000),
+    CatalogItem("C", title="gamma toy", category="toys", ts=T0 - 1000),
+    CatalogItem("D", title="delta toy", category="toys", ts=T0 - 1000),
+]
+STREAM = [  # (user, item, event type, ms after T0)
+    ("u1", "A", "view", 10),
+    ("u1", "B", "view", 20),
+    ("u2", "A", "view", 30),
+    ("u2", "B", "view", 110),
+    ("u3", "C", "view", 150),
+    ("u3", "D", "view", 210),
+    ("u1", "", "forget", 250),
+]
+
+
+def batch(rows) -> EventBatch:
+    return batch_from_columns([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [T0 + r[3] for r in rows])
+
+
+def run(rows, config=CONFIG, catalog=CATALOG, calls=None, score_users=True):
+    outputs: list[WindowOutput] = []
+    engine = ReferenceEngine(config, catalog, on_window=outputs.append, score_users=score_users)
+    for part in calls or [rows]:
+        engine.process(batch(part))
+    engine.finish()
+    return engine, outputs
+
+
+def lists(nb):
+    ids, sims = nb
+    return list(zip(ids.tolist(), [pytest.approx(s, rel=1e-12) for s in sims.tolist()]))
+
+
+def home(out: WindowOutput, user: str) -> list[tuple[str, float, str]]:
+    return [(i.item, round(i.score, 6), i.reason) for i in out.users[user].home]
+
+
+def by_end(outputs) -> dict[int, WindowOutput]:
+    return {o.window_end_ms - T0: o for o in outputs}
+
+
+def test_window_sequence_and_what_each_window_sees():
+    engine, outputs = run(STREAM)
+    assert [o.window_end_ms - T0 for o in outputs] == [-900, 100, 200, 300]  # nothing more at finish: no changes
+    catalog_only, w0, w1, w2 = outputs
+
+    # The catalog-only window: catalog and content, no events, no users.
+    assert [c.item_id for c in catalog_only.catalog] == ["A", "B", "C", "D"]
+    assert set(catalog_only.content) == {"A", "B", "C", "D"} and catalog_only.users == {} and catalog_only.events == 0
+    assert catalog_only.content["A"][0].tolist() == ["B"]  # shares "book" and the category
+
+    # Window 0: refresh (first slot); only A and B exist so far.
+    assert w0.events == 3
+    assert {k: lists(v) for k, v in w0.neighbours.items()} == {"A": [("B", 1 / math.sqrt(2))], "B": [("A", 1 / math.sqrt(2))]}
+    assert lists(w0.trending_global) == [("A", 2.0), ("B", 1.0)]
+    assert {k: v[0].tolist() for k, v in w0.trending_by_category.items()} == {"books": ["A", "B"]}
+    assert sorted(w0.users) == ["u1", "u2"]
+    # u1 (A, B ~ equal interest): A = cf 1 + content 0.3 + category 0.2 * 1 + popularity 0.05 * 1 = 1.55,
+    #                              B = 1 + 0.3 + 0.2 * 0.5 + 0.05 * 0.5 = 1.425
+    assert home(w0, "u1") == [("A", 1.55, "because you viewed B"), ("B", 1.425, "because you viewed A")]
+    # u2 (A only): B = 1.425 as above; A = category 0.2 + popularity 0.05 = 0.25.
+    assert home(w0, "u2") == [("B", 1.425, "because you viewed A"), ("A", 0.25, "trending in books")]
+
+    # Window 1: same refresh slot -> no neighbour or trending output; users scored on window 0's model.
+    assert w1.events == 2 and w1.neighbours == {} and w1.trending_global is None and w1.trending_by_category == {}
+    assert sorted(w1.users) == ["u2", "u3"]
+    assert home(w1, "u2") == [("A", 1.55, "because you viewed B"), ("B", 1.425, "because you viewed A")]
+    # u3 viewed C: C has no neighbours and no trending yet; D via content only, A and B as popular items.
+    assert home(w1, "u3") == [("D", 0.3, "similar to C"), ("A", 0.05, "popular now"), ("B", 0.025, "popular now")]
+
+    # Window 2: next slot -> refresh of every row changed since window 0 (A, B by u2; C, D by u3).
+    assert {k: lists(v) for k, v in w2.neighbours.items()} == {"A": [("B", 1.0)], "B": [("A", 1.0)], "C": [("D", 1.0)], "D": [("C", 1.0)]}
+    assert lists(w2.trending_global) == [("A", 2.0), ("B", 2.0), ("C", 1.0), ("D", 1.0)]
+    assert {k: v[0].tolist() for k, v in w2.trending_by_category.items()} == {"books": ["A", "B"], "toys": ["C", "D"]}
+    assert w2.users["u1"] is None  # forgotten
+    # u3: C = cf 1 + content 0.3 + toys trend 0.2 + popularity 0.05 * 1/2 = 1.525 (D the same up to decay).
+    assert home(w2, "u3") == [("C", 1.525, "because you viewed D"), ("D", 1.525, "because you viewed C"), ("A", 0.05, "popular now"), ("B", 0.05, "popular now")]
+
+    assert sorted(engine.profiles) == ["u2", "u3"] and engine.events_applied == 7
+
+
+def test_refresh_every_window_when_slots_are_windows():
+    _, outputs = run(STREAM, config=CONFIG.replace(model_refresh_ms=100))
+    w1 = by_end(outputs)[200]
+    # Refreshed at window 1 now: A-B = 2/sqrt(2*2) = 1 (u2 paired them), C has no pair yet.
+    assert {k: lists(v) for k, v in w1.neighbours.items()} == {"A": [("B", 1.0)], "B": [("A", 1.0)]}
+    assert lists(w1.trending_global) == [("A", 2.0), ("B", 2.0), ("C", 1.0)]
+
+
+def test_final_refresh_at_finish():
+    # A refresh slot of 1000 ms: only window 0 refreshes while running; finish() refreshes the rest.
+    _, outputs = run(STREAM, config=CONFIG.replace(model_refresh_ms=1000))
+    assert [o.window_end_ms - T0 for o in outputs] == [-900, 100, 200, 300, 300]
+    last = outputs[-1]
+    assert last.users == {} and last.catalog == []
+    assert set(last.neighbours) == {"A", "B", "C", "D"}
+    assert lists(last.trending_global) == [("A", 2.0), ("B", 2.0), ("C", 1.0), ("D", 1.0)]
+
+
+def test_late_events_fold_into_the_open_window():
+    first = STREAM[:5]  # windows 0 and 1; window 1 stays open
+    late = [("u4", "B", "view", 50)]  # window 0 is closed: applied in window 1
+    _, outputs = run(None, calls=[first, late + STREAM[5:]])
+    w = by_end(outputs)
+    assert "u4" not in w[100].users and w[100].events == 3
+    assert sorted(w[200].users) == ["u2", "u3", "u4"] and w[200].events == 3
+    assert lists(w[300].trending_global)[:2] == [("B", 3.0), ("A", 2.0)]  # the late view counts for B
+
+
+def test_catalog_updates_and_catalog_only_windows():
+    engine = None
+    outputs: list[WindowOutput] = []
+    engine = ReferenceEngine(CONFIG, CATALOG, on_window=outputs.append)
+    engine.upsert_catalog([CatalogItem("C", title="gamma toy", category="toys", in_stock=False, ts=T0 + 120)])
+    engine.upsert_catalog([CatalogItem("E", title="epsilon toy", category="toys", ts=T0 + 450)])
+    # Events in windows 0 and 5 only, and a catalog change in window 2 between them.
+    engine.upsert_catalog([CatalogItem("F", title="phi book", category="books", ts=T0 + 250)])
+    engine.process(batch([("u1", "A", "view", 10), ("u1", "C", "view", 20)]))
+    engine.process(batch([("u1", "D", "view", 520)]))
+    engine.finish()
+    ends = [o.window_end_ms - T0 for o in outputs]
+    # catalog-only T0-900; window 0; catalog-only windows 1 (C), 2 (F), 4 (E) close before window 5.
+    assert ends == [-900, 100, 200, 300, 500, 600]
+    w = by_end(outputs)
+    assert [c.item_id for c in w[200].catalog] == ["C"] and w[200].users == {} and w[200].events == 0
+    assert [c.item_id for c in w[300].catalog] == ["F"] and [c.item_id for c in w[500].catalog] == ["E"]
+    assert set(w[500].content) == {"E"}  # only changed items' content neighbours are recomputed
+    assert engine.model.facts["C"] == ("toys", False)
+    # Out of stock since window 1: C is no longer recommended to u1.
+    assert "C" in [i.item for i in w[100].users["u1"].home]
+    assert "C" not in [i.item for i in w[600].users["u1"].home]
+
+
+def test_score_users_false_builds_the_same_profiles():
+    full, _ = run(STREAM)
+    fast, outputs = run(STREAM, score_users=False)
+    assert fast.profiles == full.profiles
+    assert [o.window_end_ms for o in outputs if o.users] == []  # nothing is scored
+    # The item model holds the same sums; neighbours are computed once at the end.
+    for item in "ABCD":
+        assert fast.items.count_of(item) == full.items.count_of(item)
+    assert {k: lists(v) for k, v in fast.items.neighbours.items()} == {"A": [("B", 1.0)], "B": [("A", 1.0)], "C": [("D", 1.0)], "D": [("C", 1.0)]}
+    assert fast.model.trending_global[0].tolist() == ["A", "B", "C", "D"]
+
+
+def test_recommend_after_finish():
+    engine, _ = run(STREAM)
+    got = engine.recommend(["u2", "nobody"], n=1, now_ms=T0 + 300)
+    assert [i.item for i in got["u2"]] == ["A"]  # A = cf 1 + content 0.3 + category 0.2 + popularity 0.05
+    assert [(i.item, i.reason) for i in got["nobody"]] == [("A", "trending now")]
+    excluded = engine.recommend(["u2"], n=1, now_ms=T0 + 300, exclude={"u2": {"A"}})
+    assert [i.item for i in excluded["u2"]] == ["B"]
+
+
+def test_last_windows_and_final_state_merge():
+    assert last_windows(batch(STREAM), 100) == {"u1": (T0 + 250) // 100, "u2": (T0 + 110) // 100, "u3": (T0 + 210) // 100}
+    final = FinalState()
+    _, outputs = run(STREAM)
+    for out in outputs:
+        final.merge(out)
+    assert final.users["u1"] == (T0 + 300, None)
+    assert final.users["u2"][0] == T0 + 200 and final.users["u3"][0] == T0 + 300
+    assert {k: t - T0 for k, (t, _) in final.neighbours.items()} == {"A": 300, "B": 300, "C": 300, "D": 300}
+    assert final.trending_global[0] == T0 + 300 and sorted(final.catalog) == ["A", "B", "C", "D"]
+    assert {k: t for k, (t, _) in final.content.items()} == {k: T0 - 900 for k in "ABCD"}
+
+
+# -- replay() against scoring in every window, on a synthetic shop ------------------------
+
+
+def synthetic_shop():
+    catalog, chunks = generate_shop(users=50, items=40, events=2000, seed=1)
+    events = EventBatch.concat(list(chunks))
+    # A few privacy deletions in the middle (two users come back afterwards, one does not).
+    users = sorted(set(events.user.tolist()))[:3]
+    middle = int(np.median(events.ts))
+    forgets = batch_from_columns(users, [""] * 3, ["forget"] * 3, [middle, middle + 1, int(events.ts.max())])
+    return catalog, EventBatch.concat([events, forgets]).sorted_by_time()
+
+
+def comparable(final: FinalState):
+    nb = lambda d: {k: (t, v[0].tolist(), v[1].tolist()) for k, (t, v) in d.items()}  # noqa: E731
+    return {
+        "users": final.users,
+        "neighbours": nb(final.neighbours),
+        "content": nb(final.content),
+        "catalog": final.catalog,
+        "trending_global": (final.trending_global[0], final.trending_global[1][0].tolist(), final.trending_global[1][1].tolist()),
+        "trending_by_category": nb(final.trending_by_category),
+    }
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        ModelConfig(),
+        # Wide windows and a slow refresh: many events per window, stale neighbours between refreshes.
+        ModelConfig(window_ms=60_000, model_refresh_ms=3_600_000, history_length=5, similarity="jaccard", max_per_category=2),
+    ],
+    ids=["defaults", "wide-windows"],
+)
+def test_replay_equals_scoring_every_window(config):
+    catalog, events = synthetic_shop()
+    engine, final = replay(events, config, catalog, chunk=700)
+    every = FinalState()
+    full = ReferenceEngine(config, catalog, on_window=every.merge, score_users=True)
+    for start in range(0, len(events), 500):  # different chunking as well
+        full.process(events.take(slice(start, start + 500)))
+    full.finish()
+    assert comparable(final) == comparable(every)
+    assert engine.profiles == full.profiles
+    assert sum(v is None for _, v in final.users.values()) >= 1  # the user forgotten last stays deleted
+    assert len(final.users) == len(set(events.user.tolist()))
+    # The offline fast path builds the same user state.
+    fast = ReferenceEngine(config, catalog, score_users=False)
+    fast.process(events)
+    fast.finish()
+    assert fast.profiles == full.profiles
+
+
+def test_swing_similarity_in_the_engine_is_refused_clearly():
+    """Swing needs whole user histories: the incremental engine refuses it with a reason."""
+    config = CONFIG.replace(similarity="swing")
+    with pytest.raises(ValueError, match="batch measure"):
+        ReferenceEngine(config)

@@ -1,0 +1,318 @@
+"""The reference engine: an in-process, event-time replay of exactly what the Flink job computes.
+
+Semantics (shared by every engine; the Flink job is tested against this):
+
+1. Event time is cut into windows ``[k*W, (k+1)*W)`` with ``W = window_ms``;
+   the model refreshes in slots of ``R = model_refresh_ms``.
+2. Each user's events are applied in event-time order to the user's profile
+   (:func:`transforms.profile.apply_user_events`) as they arrive; this yields
+   the window's item-model deltas.
+3. When window ``k`` closes (at ``T = (k+1)*W``): catalog upserts with
+   ``ts < T`` take effect (content neighbours of the changed items are
+   recomputed); the window's summed co-occurrence deltas and trending weights
+   are applied; if ``T`` is in a later refresh slot (``(T-1)//R``) than the
+   last refresh, the neighbours of every item whose row changed since then
+   are recomputed and trending is recomputed at ``T``; then every user with
+   events in the window is scored at ``T`` (so a list is recomputed at most
+   once per window: the debounce).  At the end of a bounded input a last
+   refresh runs without scoring.
+4. Outputs carry ``T`` as their timestamp; a key's final value is the one from
+   the last window that produced it.
+
+The engine is also the model behind offline evaluation (:meth:`recommend`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from transforms.catalog import CatalogItem
+from transforms.config import ModelConfig, event_weights
+from transforms.content import ContentIndex
+from transforms.cooccurrence import ItemModel
+from transforms.events import EventBatch
+from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user
+from transforms.scoring import Neighbours, ScoredItem, ScoringModel, UserLists, score_user
+from transforms.trending import TrendingModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WindowOutput:
+    """What one closed window changes; ``users[u] is None`` means the user was forgotten."""
+
+    window_end_ms: int
+    neighbours: dict[str, Neighbours] = field(default_factory=dict)
+    content: dict[str, Neighbours] = field(default_factory=dict)
+    catalog: list[CatalogItem] = field(default_factory=list)
+    trending_global: Neighbours | None = None
+    trending_by_category: dict[str, Neighbours] = field(default_factory=dict)
+    users: dict[str, UserLists | None] = field(default_factory=dict)
+    events: int = 0
+
+
+@dataclass
+class FinalState:
+    """The last value of every output key, with the window end that produced it."""
+
+    neighbours: dict[str, tuple[int, Neighbours]] = field(default_factory=dict)
+    content: dict[str, tuple[int, Neighbours]] = field(default_factory=dict)
+    catalog: dict[str, CatalogItem] = field(default_factory=dict)
+    trending_global: tuple[int, Neighbours] | None = None
+    trending_by_category: dict[str, tuple[int, Neighbours]] = field(default_factory=dict)
+    users: dict[str, tuple[int, UserLists | None]] = field(default_factory=dict)
+
+    def merge(self, out: WindowOutput) -> None:
+        t = out.window_end_ms
+        self.neighbours.update((k, (t, v)) for k, v in out.neighbours.items())
+        self.content.update((k, (t, v)) for k, v in out.content.items())
+        self.catalog.update((c.item_id, c) for c in out.catalog)
+        if out.trending_global is not None:
+            self.trending_global = (t, out.trending_global)
+        self.trending_by_category.update((k, (t, v)) for k, v in out.trending_by_category.items())
+        self.users.update((k, (t, v)) for k, v in out.users.items())
+
+
+def content_neighbours(index: ContentIndex, items: Iterable[str] | None, k: int) -> dict[str, Neighbours]:
+    """Content neighbours as (ids, similarities) arrays, for ``items`` or (None) every item."""
+    raw = index.neighbours_all(k) if items is None else index.neighbours(list(items), k)
+    return {
+        item: (np.array([j for j, _ in lst], dtype=object), np.array([s for _, s in lst], dtype=np.float64))
+        for item, lst in raw.items()
+    }
+
+
+class ReferenceEngine:
+    """Replays events in event-time order, window by window, exactly as the job does.
+
+    ``on_window`` receives every :class:`WindowOutput`; ``score_users`` may be
+    ``False`` to only build state (offline training), or a mapping user ->
+    last window index to score each user only in its last active window
+    (same final lists, much less work; see :func:`replay`).  With
+    ``score_users=False`` the model is refreshed only at :meth:`finish`, since
+    nothing observes it in between (offline training: the fast path).
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        catalog: Sequence[CatalogItem] = (),
+        on_window: Callable[[WindowOutput], None] | None = None,
+        score_users: bool | Mapping[str, int] = True,
+    ) -> None:
+        self.config = config
+        self.on_window = on_window
+        self.score_users = score_users
+        self.weights_table = config.weight_table()
+        self.profiles: dict[str, UserProfile] = {}
+        self.items = ItemModel(config)
+        self.trending = TrendingModel(config)
+        self.catalog: dict[str, CatalogItem] = {}
+        self.content_index: ContentIndex | None = None
+        self.model = ScoringModel(neighbours=self.items.neighbours, content={}, facts={})
+        self._window: int | None = None
+        self._contribution = ItemContribution()
+        self._dirty: dict[str, None] = {}
+        self._events_in_window = 0
+        self._events_since_refresh = 0
+        self._refresh_slot: int | None = None
+        self._pending_catalog: list[CatalogItem] = []
+        self.events_applied = 0
+        self._last_end = 0
+        self.upsert_catalog(list(catalog))
+
+    # -- input -------------------------------------------------------------
+    def process(self, events: EventBatch) -> None:
+        """Apply events (any order within the call; sorted by time here), closing windows as time passes."""
+        if len(events) == 0:
+            return
+        events = events.sorted_by_time()
+        weights = event_weights(events.etype, events.rating, self.config)
+        if self.score_users is False:
+            # Nothing observes the windows in between: apply the whole call as
+            # one window (same per-user state; item sums are order-free).
+            last = int(events.ts[-1] // self.config.window_ms)
+            self._window = last if self._window is None else max(self._window, last)
+            self._apply(events, weights)
+            return
+        window_ms = self.config.window_ms
+        windows = events.ts // window_ms
+        bounds = np.flatnonzero(np.r_[True, windows[1:] != windows[:-1], True])
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            window = int(windows[start])
+            if self._window is not None and window > self._window:
+                self._close()
+            if self._window is None or window > self._window:
+                self._window = window
+            self._apply(events.take(slice(start, end)), weights[start:end])
+
+    def upsert_catalog(self, items: Sequence[CatalogItem]) -> None:
+        """Catalog changes take effect when the window holding their ``ts`` closes.
+
+        A window with catalog changes but no events still closes (its output
+        holds only catalog and content changes), exactly as in the job.
+        """
+        self._pending_catalog.extend(items)
+        self._pending_catalog.sort(key=lambda c: c.ts)
+
+    def finish(self) -> None:
+        """Close the open window (end of a bounded input)."""
+        if self.score_users is False:
+            # Offline training: the whole catalog at once, then one window.
+            if self._pending_catalog:
+                self._apply_catalog(self._pending_catalog, WindowOutput(window_end_ms=0))
+                self._pending_catalog = []
+            if self._window is not None:
+                self._close()
+                self._window = None
+            self.items.refresh()
+            self.model.trending_global, by_category = self.trending.lists(self._last_end, self.model.top_category)
+            self.model.trending_by_category.update(by_category)
+            return
+        if self._window is not None:
+            self._close()
+            self._window = None
+        self._close_catalog_windows(None)
+        if self._last_end:
+            out = WindowOutput(window_end_ms=self._last_end)
+            self._refresh(out, self._last_end)
+            if self.on_window is not None and (out.neighbours or out.trending_global is not None):
+                self.on_window(out)
+
+    # -- output ------------------------------------------------------------
+    def recommend(
+        self,
+        user_ids: Sequence[str],
+        n: int,
+        now_ms: int,
+        exclude: Mapping[str, set[str]] | None = None,
+    ) -> dict[str, list[ScoredItem]]:
+        """Score users against the current state (call :meth:`finish` first for a closed model)."""
+        out = {}
+        for user in user_ids:
+            lists = score_user(self.profiles.get(user), now_ms, self.model, self.config, (exclude or {}).get(user, frozenset()), n)
+            out[user] = lists.home
+        return out
+
+    # -- internals -----------------------------------------------------------
+    def _apply(self, events: EventBatch, weights: np.ndarray) -> None:
+        for user, rows in group_by_user(events.user):
+            profile = apply_user_events(
+                self.profiles.get(user),
+                events.item[rows].tolist(),
+                events.etype[rows].tolist(),
+                events.ts[rows].tolist(),
+                weights[rows].tolist(),
+                self.config,
+                self._contribution,
+            )
+            if profile is None:
+                self.profiles.pop(user, None)
+            else:
+                self.profiles[user] = profile
+            self._dirty[user] = None
+        self._events_in_window += len(events)
+        self.events_applied += len(events)
+
+    def _apply_catalog(self, items: list[CatalogItem], out: WindowOutput) -> None:
+        """Upsert items, rebuild the content index, recompute the changed items' content neighbours."""
+        for item in items:
+            self.catalog[item.item_id] = item
+            self.model.facts[item.item_id] = (item.top_category, item.in_stock)
+        self.content_index = ContentIndex.build(list(self.catalog.values()))
+        content = content_neighbours(self.content_index, sorted({i.item_id for i in items}), self.config.content_neighbours)
+        self.model.content.update(content)
+        out.content.update(content)
+        out.catalog.extend(items)
+
+    def _close_catalog_windows(self, before_window: int | None) -> None:
+        """Close the catalog-only windows before ``before_window`` (all when None), oldest first."""
+        window_ms = self.config.window_ms
+        while self._pending_catalog:
+            window = self._pending_catalog[0].ts // window_ms
+            if before_window is not None and window >= before_window:
+                return
+            due = [c for c in self._pending_catalog if c.ts // window_ms == window]
+            self._pending_catalog = self._pending_catalog[len(due):]
+            out = WindowOutput(window_end_ms=(window + 1) * window_ms)
+            self._apply_catalog(due, out)
+            if self.on_window is not None:
+                self.on_window(out)
+
+    def _refresh(self, out: WindowOutput, end: int) -> None:
+        """Recompute changed neighbours and (after new events) trending as of ``end``."""
+        out.neighbours = self.items.refresh()
+        if self._events_since_refresh:
+            out.trending_global, out.trending_by_category = self.trending.lists(end, self.model.top_category)
+            self.model.trending_global = out.trending_global
+            self.model.trending_by_category.update(out.trending_by_category)
+            self._events_since_refresh = 0
+
+    def _close(self) -> None:
+        window = self._window
+        end = (window + 1) * self.config.window_ms
+        out = WindowOutput(window_end_ms=end, events=self._events_in_window)
+        self._close_catalog_windows(window)
+        due = [c for c in self._pending_catalog if c.ts < end]
+        if due:
+            self._pending_catalog = self._pending_catalog[len(due):]
+            self._apply_catalog(due, out)
+        c = self._contribution
+        self.items.apply_window(c.items, c.item_weights, c.pair_a, c.pair_b, c.pair_weights)
+        self.trending.add(c.trend_items, c.trend_ts, c.trend_weights)
+        self._events_since_refresh += self._events_in_window
+        slot = (end - 1) // self.config.model_refresh_ms
+        if slot != self._refresh_slot and self.score_users is not False:
+            self._refresh_slot = slot
+            self._refresh(out, end)
+        self._last_end = end
+        if self.score_users is not False:
+            last = self.score_users if isinstance(self.score_users, Mapping) else None
+            for user in sorted(self._dirty):
+                if last is not None and last.get(user) != window:
+                    continue
+                profile = self.profiles.get(user)
+                out.users[user] = None if profile is None else score_user(profile, end, self.model, self.config)
+        self._contribution = ItemContribution()
+        self._dirty = {}
+        self._events_in_window = 0
+        if self.on_window is not None:
+            self.on_window(out)
+
+
+def last_windows(events: EventBatch, window_ms: int) -> dict[str, int]:
+    """Each user's last window index in a bounded input."""
+    windows = events.ts // window_ms
+    out: dict[str, int] = {}
+    for user, window in zip(events.user.tolist(), windows.tolist()):
+        if window > out.get(user, -1):
+            out[user] = window
+    return out
+
+
+def replay(
+    events: EventBatch,
+    config: ModelConfig,
+    catalog: Sequence[CatalogItem] = (),
+    catalog_updates: Sequence[CatalogItem] = (),
+    chunk: int = 50_000,
+) -> tuple[ReferenceEngine, FinalState]:
+    """Replay a bounded input and return the engine and the final value of every output key.
+
+    ``catalog`` and ``catalog_updates`` are both upserts applied at their ``ts``.
+
+    Users are scored only in their last active window, which gives the same
+    final lists as scoring them in every window.
+    """
+    final = FinalState()
+    engine = ReferenceEngine(config, list(catalog) + list(catalog_updates), on_window=final.merge, score_users=last_windows(events, config.window_ms))
+    events = events.sorted_by_time()
+    for start in range(0, len(events), chunk):
+        engine.process(events.take(slice(start, start + chunk)))
+    engine.finish()
+    return engine, final

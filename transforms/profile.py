@@ -1,0 +1,157 @@
+"""Per-user state and its update by a user's events: decayed interests, history, cart, purchases.
+
+The update also produces the user's contribution to the item model: item
+occurrence weights and co-occurrence pairs.  An event on item ``a`` with weight
+``w > 0`` at time ``t`` pairs with each distinct item ``b != a`` among the
+user's ``history_length`` most recent items seen within ``session_gap_ms``
+before ``t``; the pair weight is ``min(w, w_b)`` (``w_b``: weight of the
+latest event on ``b``), emitted in both directions.  Events with ``w <= 0``
+(remove_from_cart) lower interest and form no pairs, so each event creates at
+most ``2 * history_length`` pair entries.
+
+Events of one user are applied one by one in event-time order, so every engine
+that applies the same events computes bit-identical state, however it batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from transforms.config import ModelConfig
+from transforms.decay import forward_factor, initial_landmark, renormalise
+from transforms.events import ADD_TO_CART, FORGET, PURCHASE, REMOVE_FROM_CART
+
+NO_ACTION = -1
+
+
+@dataclass
+class UserProfile:
+    """Everything flowrec keeps about one user.
+
+    ``interests`` are forward-decayed sums against ``landmark_ms`` (see
+    :mod:`transforms.decay`); ``last_action`` is the event code of the latest
+    positive event per item, for explanations; ``history`` holds
+    ``(item, ts, weight)`` of distinct recent items, oldest first.
+    """
+
+    landmark_ms: int = 0
+    last_ts: int = 0
+    interests: dict[str, float] = field(default_factory=dict)
+    last_action: dict[str, int] = field(default_factory=dict)
+    history: list[tuple[str, int, float]] = field(default_factory=list)
+    cart: dict[str, int] = field(default_factory=dict)
+    purchased: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.interests and not self.history and not self.cart and not self.purchased
+
+
+@dataclass
+class ItemContribution:
+    """What a group of events adds to the item model: occurrence weights and pair weights."""
+
+    items: list[str] = field(default_factory=list)
+    item_weights: list[float] = field(default_factory=list)
+    pair_a: list[str] = field(default_factory=list)
+    pair_b: list[str] = field(default_factory=list)
+    pair_weights: list[float] = field(default_factory=list)
+    # Positive event weights per item at event time, for trending.
+    trend_items: list[str] = field(default_factory=list)
+    trend_ts: list[int] = field(default_factory=list)
+    trend_weights: list[float] = field(default_factory=list)
+
+    def extend(self, other: "ItemContribution") -> None:
+        for name in self.__dataclass_fields__:
+            getattr(self, name).extend(getattr(other, name))
+
+
+def apply_user_events(
+    profile: UserProfile | None,
+    items: list[str],
+    codes: list[int],
+    ts: list[int],
+    weights: list[float],
+    config: ModelConfig,
+    out: ItemContribution,
+) -> UserProfile | None:
+    """Apply one user's events (in event-time order) to ``profile``; append item-model deltas to ``out``.
+
+    Returns the new profile, or ``None`` when a ``forget`` event leaves nothing
+    to keep (privacy deletion).  Units: weights are interest points; times ms.
+    """
+    half_life = config.half_life_ms
+    gap = config.session_gap_ms
+    history_length = config.history_length
+    for item, code, t, w in zip(items, codes, ts, weights):
+        if code == FORGET:
+            profile = None
+            continue
+        if profile is None:
+            profile = UserProfile(landmark_ms=initial_landmark(t, half_life), last_ts=t)
+        landmark, scale = renormalise(profile.landmark_ms, t, half_life)
+        if scale != 1.0:
+            profile.interests = {k: v * scale for k, v in profile.interests.items()}
+            profile.landmark_ms = landmark
+        profile.last_ts = max(profile.last_ts, t)
+        if w != 0.0:
+            profile.interests[item] = profile.interests.get(item, 0.0) + w * forward_factor(t, landmark, half_life)
+        if w > 0.0:
+            profile.last_action[item] = code
+            out.items.append(item)
+            out.item_weights.append(w)
+            out.trend_items.append(item)
+            out.trend_ts.append(t)
+            out.trend_weights.append(w)
+            history = profile.history
+            for other, other_ts, other_w in history:
+                if other != item and t - other_ts <= gap:
+                    pair_w = min(w, other_w)
+                    out.pair_a.append(item)
+                    out.pair_b.append(other)
+                    out.pair_weights.append(pair_w)
+                    out.pair_a.append(other)
+                    out.pair_b.append(item)
+                    out.pair_weights.append(pair_w)
+            history = [h for h in history if h[0] != item]
+            history.append((item, t, w))
+            profile.history = history[-history_length:]
+        if code == ADD_TO_CART:
+            profile.cart[item] = t
+        elif code in (REMOVE_FROM_CART, PURCHASE):
+            profile.cart.pop(item, None)
+        if code == PURCHASE:
+            profile.purchased[item] = t
+        if len(profile.interests) > config.max_user_items + config.max_user_items // 4:
+            _prune(profile, config.max_user_items)
+    return profile
+
+
+def _prune(profile: UserProfile, keep: int) -> None:
+    """Keep the ``keep`` strongest interests (ties: item id ascending), so state per user is bounded."""
+    ranked = sorted(profile.interests.items(), key=lambda kv: (-kv[1], kv[0]))[:keep]
+    kept = {item for item, _ in ranked}
+    profile.interests = {item: value for item, value in profile.interests.items() if item in kept}
+    profile.last_action = {item: code for item, code in profile.last_action.items() if item in kept}
+
+
+def group_by_user(users: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """Row indices per user, users in first-appearance order, rows in their original order."""
+    order = np.argsort(users, kind="stable")
+    sorted_users = users[order]
+    if len(sorted_users) == 0:
+        return []
+    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    groups = [(sorted_users[s], order[s:e]) for s, e in zip(starts, ends)]
+    groups.sort(key=lambda g: g[1][0])
+    return groups
+
+
+def top_interests(profile: UserProfile, now_ms: int, config: ModelConfig, limit: int | None = None) -> list[tuple[str, float]]:
+    """The user's strongest positive interests decayed to ``now_ms``, strongest first (ties: id)."""
+    scale = 2.0 ** ((profile.landmark_ms - now_ms) / config.half_life_ms)
+    ranked = sorted(((item, value * scale) for item, value in profile.interests.items() if value > 0), key=lambda kv: (-kv[1], kv[0]))
+    return ranked[: limit or config.interest_items]

@@ -1,0 +1,253 @@
+"""The hybrid scorer: candidates, blend, filters, diversity and explanations for one user.
+
+For user ``u`` at time ``T`` with decayed interests ``v_i`` (the
+``interest_items`` strongest, see :func:`transforms.profile.top_interests`):
+
+* collaborative  ``cf(j)  = sum_i v_i * sim(i, j)`` over the item neighbours of i
+* content        ``ct(j)  = sum_i v_i * csim(i, j)`` over the content neighbours
+* category       ``cat(j) = catint(c) * trend_c(j)`` for the user's top categories c
+* popularity     ``pop(j) = trend(j)`` from global trending
+* recent         ``rec(j) = v_j`` for the user's own interests (re-engagement)
+
+each divided by its maximum over the candidates (so components are in [0, 1]),
+then ``score = w_cf*cf + w_content*ct + w_category*cat + w_popularity*pop +
+w_recent*rec``.  A user with no positive interest gets trending (cold start).
+Purchased items (outside repeat-purchase categories), items with negative
+interest, out-of-stock items and denied categories are removed; an optional
+per-category cap adds diversity.  Each item's explanation names the component
+that contributed most: "because you viewed X", "similar to X",
+"trending in C", "popular now", "you viewed this recently".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, NamedTuple
+
+import numpy as np
+
+from transforms.config import ModelConfig
+from transforms.events import EVENT_TYPES
+from transforms.profile import UserProfile, top_interests
+from transforms.similarity import top_k
+
+Neighbours = tuple[np.ndarray, np.ndarray]  # (item ids, similarities), best first
+
+VERBS = {
+    "view": "viewed",
+    "click": "clicked",
+    "add_to_cart": "added to cart",
+    "favorite": "saved",
+    "purchase": "bought",
+    "rating": "rated",
+}
+
+
+class ScoredItem(NamedTuple):
+    """One entry of a ranked list: item, score, and why it is there."""
+
+    item: str
+    score: float
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        out = {"item": self.item, "score": self.score}
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+@dataclass
+class ScoringModel:
+    """Everything the scorer reads besides the user: a view over the current item-side state.
+
+    ``facts`` maps item -> (top category, in stock) from the catalog.
+    """
+
+    neighbours: Mapping[str, Neighbours] = field(default_factory=dict)
+    content: Mapping[str, Neighbours] = field(default_factory=dict)
+    trending_global: Neighbours = field(default_factory=lambda: (np.empty(0, dtype=object), np.empty(0)))
+    trending_by_category: Mapping[str, Neighbours] = field(default_factory=dict)
+    facts: Mapping[str, tuple[str, bool]] = field(default_factory=dict)
+
+    def top_category(self, item: str) -> str:
+        fact = self.facts.get(item)
+        return fact[0] if fact else ""
+
+
+@dataclass(frozen=True)
+class UserLists:
+    """The scorer's output for one user."""
+
+    home: list[ScoredItem]
+    cart: list[ScoredItem]
+    interests: list[tuple[str, float]]
+    categories: dict[str, float]
+    in_cart: list[str] = field(default_factory=list)
+    purchased: list[str] = field(default_factory=list)
+
+
+def _accumulate(sources: list[tuple[str, float]], table: Mapping[str, Neighbours], scores: dict, best: dict) -> None:
+    """``scores[j] += v_i * s_ij`` over the neighbours of each source item; ``best[j]`` = strongest source."""
+    for source, weight in sources:
+        entry = table.get(source)
+        if entry is None or weight <= 0:
+            continue
+        ids, sims = entry
+        for j, s in zip(ids.tolist(), sims.tolist()):
+            contribution = weight * s
+            scores[j] = scores.get(j, 0.0) + contribution
+            if contribution > best.get(j, (0.0, ""))[0]:
+                best[j] = (contribution, source)
+
+
+def _normalised(scores: dict[str, float]) -> dict[str, float]:
+    top = max(scores.values(), default=0.0)
+    if top <= 0:
+        return {}
+    return {k: v / top for k, v in scores.items() if v > 0}
+
+
+def _trend_scores(entry: Neighbours | None, scale: float = 1.0) -> dict[str, float]:
+    if entry is None or len(entry[0]) == 0:
+        return {}
+    ids, values = entry
+    top = float(values[0]) if len(values) else 0.0
+    if top <= 0:
+        return {}
+    return {i: scale * v / top for i, v in zip(ids.tolist(), values.tolist()) if v > 0}
+
+
+def category_interests(interests: list[tuple[str, float]], model: ScoringModel) -> dict[str, float]:
+    """Decayed interest per top category: the sum of the user's item interests in it."""
+    out: dict[str, float] = {}
+    for item, value in interests:
+        category = model.top_category(item)
+        if category:
+            out[category] = out.get(category, 0.0) + value
+    return out
+
+
+def _allowed(item: str, model: ScoringModel, config: ModelConfig) -> bool:
+    fact = model.facts.get(item)
+    category = fact[0] if fact else ""
+    if config.exclude_out_of_stock and fact is not None and not fact[1]:
+        return False
+    if config.allow_categories and category not in config.allow_categories:
+        return False
+    return category not in config.deny_categories
+
+
+def _rank(blend: dict[str, float], reasons: dict[str, str], model: ScoringModel, config: ModelConfig, n: int) -> list[ScoredItem]:
+    """Top ``n`` of the blended scores (argpartition cut, id tie-break), with the per-category cap."""
+    if not blend:
+        return []
+    ids = np.array(list(blend.keys()), dtype=object)
+    scores = np.fromiter(blend.values(), dtype=np.float64, count=len(ids))
+    cap = config.max_per_category
+    want = n if cap <= 0 else n * 4
+    while True:
+        idx = top_k(scores, ids, want)
+        out: list[ScoredItem] = []
+        per_category: dict[str, int] = {}
+        for i in idx.tolist():
+            item = ids[i]
+            if cap > 0:
+                category = model.top_category(item)
+                if per_category.get(category, 0) >= cap:
+                    continue
+                per_category[category] = per_category.get(category, 0) + 1
+            out.append(ScoredItem(item, float(scores[i]), reasons[item]))
+            if len(out) == n:
+                return out
+        if want >= len(ids):
+            return out
+        want *= 4
+
+
+def score_user(
+    profile: UserProfile | None,
+    now_ms: int,
+    model: ScoringModel,
+    config: ModelConfig,
+    exclude: set[str] | frozenset[str] = frozenset(),
+    n: int | None = None,
+) -> UserLists:
+    """Home list, cart-complement list and profile summary for one user at ``now_ms``.
+
+    ``exclude`` removes further items (the evaluation passes the training items).
+    """
+    n = n or config.top_n
+    interests = top_interests(profile, now_ms, config, limit=config.max_user_items) if profile else []
+    strongest = interests[: config.interest_items]
+    categories = category_interests(interests, model)
+
+    banned = set(exclude)
+    if profile is not None:
+        repeat = set(config.repeat_purchase_categories)
+        if config.exclude_purchased:
+            banned.update(i for i in profile.purchased if model.top_category(i) not in repeat)
+        banned.update(i for i, v in profile.interests.items() if v < 0)
+        if config.exclude_seen:
+            banned.update(profile.interests)
+
+    components: list[tuple[float, dict[str, float], dict[str, str]]] = []
+    if strongest:
+        cf, cf_best = {}, {}
+        _accumulate(strongest, model.neighbours, cf, cf_best)
+        verbs = {i: VERBS.get(EVENT_TYPES[profile.last_action.get(i, 0)], "viewed") for i, _ in strongest}
+        components.append((config.weight_cf, _normalised(cf), {j: f"because you {verbs[src]} {src}" for j, (_, src) in cf_best.items()}))
+        ct, ct_best = {}, {}
+        _accumulate(strongest, model.content, ct, ct_best)
+        components.append((config.weight_content, _normalised(ct), {j: f"similar to {src}" for j, (_, src) in ct_best.items()}))
+        recent = _normalised(dict(strongest))
+        components.append((config.weight_recent, recent, {j: f"you {verbs[j]} this recently" for j in recent}))
+    if categories:
+        top_cat = max(categories.values())
+        cat_scores: dict[str, float] = {}
+        cat_reason: dict[str, str] = {}
+        for category, value in sorted(categories.items(), key=lambda kv: (-kv[1], kv[0]))[:3]:
+            for j, s in _trend_scores(model.trending_by_category.get(category), value / top_cat).items():
+                if s > cat_scores.get(j, 0.0):
+                    cat_scores[j] = s
+                    cat_reason[j] = f"trending in {category}"
+        components.append((config.weight_category, cat_scores, cat_reason))
+    cold_start = not strongest
+    pop = _trend_scores(model.trending_global)
+    pop_weight = config.weight_popularity if not cold_start else 1.0
+    components.append((pop_weight, pop, {j: ("trending now" if cold_start else "popular now") for j in pop}))
+
+    blend: dict[str, float] = {}
+    reasons: dict[str, str] = {}
+    best_part: dict[str, float] = {}
+    for weight, scores, why in components:
+        if weight <= 0:
+            continue
+        for j, s in scores.items():
+            if j in banned:
+                continue
+            part = weight * s
+            blend[j] = blend.get(j, 0.0) + part
+            if part > best_part.get(j, 0.0):
+                best_part[j] = part
+                reasons[j] = why[j]
+    blend = {j: s for j, s in blend.items() if _allowed(j, model, config)}
+    home = _rank(blend, reasons, model, config, n)
+
+    cart: list[ScoredItem] = []
+    if profile is not None and profile.cart:
+        in_cart = list(profile.cart)
+        comp, comp_best = {}, {}
+        _accumulate([(i, 1.0) for i in in_cart], model.neighbours, comp, comp_best)
+        _accumulate([(i, config.weight_content) for i in in_cart], model.content, comp, comp_best)
+        skip = banned | set(in_cart)
+        comp = {j: s for j, s in comp.items() if j not in skip and _allowed(j, model, config)}
+        cart = _rank(comp, {j: f"goes with {src}" for j, (_, src) in comp_best.items()}, model, config, n)
+    return UserLists(
+        home=home,
+        cart=cart,
+        interests=interests[: config.interest_items],
+        categories=categories,
+        in_cart=list(profile.cart) if profile else [],
+        purchased=list(profile.purchased) if profile else [],
+    )
