@@ -3,9 +3,10 @@
 The job's file source monitors the directory and ignores names starting with
 ``.`` or ``_``, so a file is written under a hidden temporary name, flushed to
 disk, and then renamed to its final name in the same directory (an atomic
-rename on POSIX): the job never sees a half-written file.  The final name
-``<kind>-<ms>-<uuid>.jsonl`` tells the job which stream the file belongs to
-(``events`` or ``catalog``) and sorts by time of writing.
+rename on POSIX): the job never sees a half-written file.  Files go to the
+subfolder of their stream (``events/`` or ``catalog/``, which
+:class:`pipelines.sources.DirectorySource` watches); the name
+``<kind>-<ms>-<uuid>.jsonl`` sorts by time of writing.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ def write_spool_file(spool_dir: Path, kind: str, lines: Iterable[bytes], now_ms:
     means the records survive a crash of the API process or the machine.
     """
     name = spool_file_name(kind, now_ms, uuid.uuid4().hex)
-    final = spool_dir / name
-    temporary = spool_dir / f".{name}.tmp"
+    folder = spool_dir / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / name
+    temporary = folder / f".{name}.tmp"
     data = b"".join(lines)
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:

@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "replay": "flowrec.commands.replay",
     "run": "flowrec.commands.run",
     "submit": "flowrec.commands.submit",
+    "cluster": "flowrec.commands.cluster",
     "demo": "flowrec.commands.demo",
     "serve": "flowrec.commands.serve",
     "evaluate": "flowrec.commands.evaluate",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import site
 import sys
+import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -51,8 +52,9 @@ def flink_configuration(settings: Settings, extra: Mapping[str, str] | None = No
         "restart-strategy.exponential-delay.max-backoff": "10 s",
         "pipeline.name": "flowrec",
     }
-    if settings.checkpoint_dir:
-        conf["execution.checkpointing.dir"] = Path(settings.checkpoint_dir).resolve().as_uri()
+    # Checkpoints always go to files: the JobManager's memory storage caps state at 5 MB.
+    checkpoint_dir = settings.checkpoint_dir or os.path.join(tempfile.gettempdir(), "flowrec-checkpoints")
+    conf["execution.checkpointing.dir"] = checkpoint_dir if "://" in checkpoint_dir else Path(checkpoint_dir).resolve().as_uri()
     if extra:
         conf.update(extra)
     return conf

@@ -396,6 +396,10 @@ class ContentOperator(KeyedProcessFunction):
 
     def process_element(self, item: CatalogItem, ctx) -> Iterable:
         window = item.ts // self.config.window_ms
+        watermark = ctx.timer_service().current_watermark()
+        if window_timer(window, self.config.window_ms) <= watermark:
+            # Late upsert: like a late event, it takes effect in the open window.
+            window = (watermark + 1) // self.config.window_ms
         self.pending.add(window, encode_pending("catalog", window, item.to_dict()))
         ctx.timer_service().register_event_time_timer(window_timer(window, self.config.window_ms))
         return ()

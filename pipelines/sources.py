@@ -135,6 +135,7 @@ class FileReplaySource:
         if self.catalog_path is not None:
             with open(self.catalog_path, encoding="utf-8", errors="surrogateescape") as f:
                 catalog_lines = [line for line in f if line.strip()]
+            catalog_lines.sort(key=_event_time)  # upserts apply in ts order, as in the reference
             packed_catalog = self.workdir / "catalog.chunks"
             with open(packed_catalog, "w", encoding="utf-8", errors="surrogateescape") as f:
                 for chunk in pack_chunks(catalog_lines, self.chunk_size):

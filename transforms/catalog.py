@@ -13,10 +13,11 @@ from typing import Any, Iterable, Mapping
 
 import orjson
 
-from transforms.events import MAX_RECORD_BYTES, Rejection, _as_int_ts, _reject, valid_id
+from transforms.events import MAX_RECORD_BYTES, MAX_TS_MS, Rejection, _as_int_ts, _reject, valid_id
 
 MAX_TITLE_LENGTH = 512
 MAX_TAGS = 64
+MAX_TAG_LENGTH = 64
 CATEGORY_SEPARATOR = "/"
 
 
@@ -93,12 +94,14 @@ def validate_catalog_record(rec: Any, raw: Any = None) -> tuple[CatalogItem | No
     tags = rec.get("tags") or []
     if isinstance(tags, str):
         tags = [t for t in tags.split(",") if t]
-    if not isinstance(tags, list) or len(tags) > MAX_TAGS or not all(isinstance(t, str) for t in tags):
-        return None, _reject("bad_field", f"tags must be a list of at most {MAX_TAGS} strings", raw)
+    if not isinstance(tags, list) or len(tags) > MAX_TAGS or not all(isinstance(t, str) and len(t) <= MAX_TAG_LENGTH for t in tags):
+        return None, _reject("bad_field", f"tags must be a list of at most {MAX_TAGS} strings of at most {MAX_TAG_LENGTH} chars", raw)
     created_at = _as_int_ts(rec.get("created_at", 0))
     ts = _as_int_ts(rec.get("ts", created_at or 0))
-    if created_at is None or ts is None or created_at < 0 or ts < 0:
+    if created_at is None or ts is None:
         return None, _reject("bad_timestamp", "created_at and ts must be epoch milliseconds", raw)
+    if not (0 <= created_at <= MAX_TS_MS and 0 <= ts <= MAX_TS_MS):
+        return None, _reject("timestamp_out_of_range", "created_at and ts must be epoch ms before 2100-01-01", raw)
     in_stock = rec.get("in_stock", True)
     if not isinstance(in_stock, bool):
         return None, _reject("bad_field", "in_stock must be true or false", raw)

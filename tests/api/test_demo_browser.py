@@ -46,7 +46,7 @@ class FakeSpoolJob:
 
     def _run(self) -> None:
         while not self.stop.wait(0.05):
-            for path in sorted(self.spool_dir.glob("events-*.jsonl")):
+            for path in sorted(self.spool_dir.glob("events/events-*.jsonl")):
                 if path.name in self.seen:
                     continue
                 self.seen.add(path.name)
@@ -131,7 +131,7 @@ def test_demo_page_sends_an_event_and_shows_the_list_change(serve, store, spool_
     wait.until(lambda d: "sent add_to_cart i3" in d.find_element(By.ID, "last-post").text)
 
     # The event reached the job's live source as a spool file ...
-    spooled = [orjson.loads(line) for path in sorted(spool_dir.glob("events-*.jsonl")) for line in path.read_bytes().splitlines()]
+    spooled = [orjson.loads(line) for path in sorted(spool_dir.glob("events/events-*.jsonl")) for line in path.read_bytes().splitlines()]
     assert {"user_id": "u1", "item_id": "i3", "event_type": "add_to_cart", "ts": NOW_MS} in spooled
     # ... and once the job has processed it, the page shows the new list with its reasons.
     wait.until(lambda d: list_items(d) != before)

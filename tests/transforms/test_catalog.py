@@ -69,7 +69,7 @@ REJECTED = [
     ({"item_id": "a", "tags": {"t": 1}}, "bad_field"),
     ({"item_id": "a", "in_stock": "yes"}, "bad_field"),
     ({"item_id": "a", "in_stock": 1}, "bad_field"),
-    ({"item_id": "a", "created_at": -1}, "bad_timestamp"),
+    ({"item_id": "a", "created_at": -1}, "timestamp_out_of_range"),
     ({"item_id": "a", "created_at": "soon"}, "bad_timestamp"),
     ({"item_id": "a", "ts": 1.5}, "bad_timestamp"),
     ({"item_id": "a", "ts": True}, "bad_timestamp"),

@@ -1,0 +1,644 @@
+"""`flowrec bench stream`: throughput, freshness, memory and state size of the streaming job.
+
+Everything runs on private redis-servers and local Flink mini-clusters; each
+measured job runs in a fresh child process (``python -m bench.stream --child
+SPEC``) so the execution mode can differ between runs and the peak memory of
+one job is not mixed with another's.
+
+The shop
+    :func:`transforms.synthetic.generate_shop` with ``--users/--items/--events``.
+    Its timestamps are then *compressed* to ``--event-rate`` events per second of
+    event time (event ``k`` gets ``t0 + k * 1000 / rate`` ms, order kept): the
+    event-time density of a shop that really sends that many events per second,
+    so a window holds what it would hold live.  (The generator spreads events
+    over 14 days, where every 200 ms window would hold less than one event.)
+    The catalog is loaded once at start-up (its ``ts`` set just before the first
+    event) — loading it at each item's creation time would rebuild the content
+    index once per item, see the report in ``.scratch/bench``.
+
+Sustained events/s (``events_per_s``)
+    A bounded replay of the shop (:class:`pipelines.sources.FileReplaySource`,
+    chunks of ``--chunk`` events) through the whole job: parse -> user state ->
+    co-occurrence -> scoring -> Redis.  A thread polls the job's counters in
+    Redis every 20 ms.  The rate is counted from the *first* Redis write of the
+    job (the first user-state counters) to the *last* (the final user lists):
+    ``(events - events counted at the first write) / (t_last - t_first)``, so JVM
+    start-up, Python worker start-up and reading the input file are excluded,
+    and every event has gone through scoring and the Redis sink at ``t_last``.
+    ``scorings_per_event`` (user lists written / events) says how much scoring
+    work the shop asks for: the job scores each user once per window in which
+    the user had events.
+
+Naive design (``naive_events_per_s``)
+    :mod:`bench.naive_job` on the first ``--naive-events`` events of the same
+    replay, timed the same way from its own per-event counters.
+
+Freshness (``freshness_ms`` at ``--high-rate``, ``freshness_1k_ms`` at ``--low-rate``)
+    The job runs live with :class:`pipelines.sources.SocketSource`; this
+    process is the TCP server and sends the shop's events as JSON arrays (one
+    line every ``--send-interval-ms``) on an open-loop schedule: event ``k`` of
+    the measured phase is due at ``start + k / rate`` and carries that due time
+    as ``ts``, so time spent waiting in the sender (batching, or backpressure
+    when the job falls behind) counts as lateness.  With
+    ``Settings(record_freshness=True)`` the scorer records ``now - ts`` of each
+    user's latest event for every list it computes (Redis list
+    ``KeyKind.FRESHNESS``); the percentiles are over those lags in the measured
+    phase (after a warm-up at a low rate).  The Redis write that follows adds
+    the sink's pipeline latency (about a millisecond here), not counted.
+    Earlier events of the same user in the same window waited up to one window
+    longer than the recorded lag.
+
+Memory and state
+    ``peak_rss_mb``: the largest sum of resident set sizes over the child's
+    process tree (the Python client, the JVM and, in process mode, the Python
+    workers), sampled every 100 ms, over all runs.
+    ``state_bytes_per_user``: what the user-state operator keeps per user in
+    managed state — the encoded profile (:func:`state.schemas.encode_profile`)
+    plus the user id as key of the two MapStates and the 8-byte last-seen
+    time — averaged over the users of the replay, computed from the reference
+    engine's profiles after the same events (the job's are identical).
+    ``redis_bytes_per_user``: ``MEMORY USAGE`` of a user's keys (home list,
+    cart list, profile summary) after the replay, averaged over up to 2,000 users.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+log = logging.getLogger(__name__)
+
+HELP = "events/s, freshness at 100k and 1k events/s, memory and state size of the streaming job, next to a naive per-event design"
+
+STATS_POLL_S = 0.02
+RSS_POLL_S = 0.1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    shop = parser.add_argument_group("shop")
+    shop.add_argument("--users", type=int, default=20_000, help="shoppers in the synthetic shop (default 20000)")
+    shop.add_argument("--items", type=int, default=5_000, help="catalog items (default 5000)")
+    shop.add_argument("--events", type=int, default=200_000, help="events replayed for the throughput runs (default 200000)")
+    shop.add_argument("--seed", type=int, default=7)
+    shop.add_argument("--event-rate", type=float, default=100_000, help="event-time density of the replay, events per second of event time (default 100000)")
+    job = parser.add_argument_group("job")
+    job.add_argument("--modes", nargs="+", choices=("thread", "process"), default=["thread", "process"], help="Python execution modes to compare (default both)")
+    job.add_argument("--parallelism", type=int, default=1, help="parallelism of the keyed operators (default 1)")
+    job.add_argument("--window-ms", type=int, default=None, help="scoring window of the replay runs (default: the model default)")
+    job.add_argument("--chunk", type=int, default=1000, help="events per source record in the replay (Settings.batch_size, default 1000)")
+    job.add_argument("--naive-events", type=int, default=5_000, help="events for the naive design (default 5000)")
+    live = parser.add_argument_group("freshness (live socket runs)")
+    live.add_argument("--high-rate", type=float, default=100_000, help="offered events/s of the first freshness run (default 100000)")
+    live.add_argument("--high-seconds", type=float, default=2.0, help="seconds of offered load at --high-rate (default 2)")
+    live.add_argument("--high-window-ms", type=int, default=100, help="scoring window at --high-rate (default 100)")
+    live.add_argument("--low-rate", type=float, default=1_000, help="offered events/s of the second freshness run (default 1000)")
+    live.add_argument("--low-seconds", type=float, default=5.0, help="seconds of offered load at --low-rate (default 5)")
+    live.add_argument("--low-window-ms", type=int, default=10, help="scoring window at --low-rate (default 10)")
+    live.add_argument("--warmup-seconds", type=float, default=2.0, help="warm-up before each measured phase, at min(rate, 2000)/s (default 2)")
+    live.add_argument("--out-of-orderness-ms", type=int, default=0, help="watermark delay of the live runs (one ordered socket: 0)")
+    live.add_argument("--heartbeat-ms", type=int, default=5, help="heartbeat interval of the live source (default 5)")
+    live.add_argument("--send-interval-ms", type=float, default=2.0, help="the sender writes one JSON-array line this often (default 2)")
+    live.add_argument("--live-mode", choices=("thread", "process"), default="thread", help="execution mode of the live runs (default thread)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement; medians are reported (default 3)")
+    parser.add_argument("--live-repeats", type=int, default=None, help="runs per freshness measurement (default --repeats)")
+    parser.add_argument("--timeout-s", type=float, default=1800, help="give up on one job run after this long (default 1800)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
+
+
+# -- measurement helpers (child side) -------------------------------------------------------
+
+
+def process_tree_rss(root: int) -> int:
+    """Resident bytes of ``root`` and all its descendants (Linux /proc)."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])  # ppid (field 4 of stat)
+        rss[pid] = int(fields[21]) * page  # rss in pages (field 24)
+    total = 0
+    for pid, size in rss.items():
+        p = pid
+        while p > 1 and p != root:
+            p = parents.get(p, 0)
+        if p == root:
+            total += size
+    return total
+
+
+class PeakRss(threading.Thread):
+    """Samples :func:`process_tree_rss` of this process until stopped; ``peak`` in bytes."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.peak = max(self.peak, process_tree_rss(os.getpid()))
+            self._stop_event.wait(RSS_POLL_S)
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        return self.peak
+
+
+class StatsPoller(threading.Thread):
+    """Polls the job's counters hash in Redis; ``samples`` are ``(perf_counter s, {field: int})``."""
+
+    def __init__(self, url: str, namespace: str = "flowrec") -> None:
+        super().__init__(daemon=True)
+        import redis
+
+        from state.keys import KeyKind, redis_key
+
+        self.client = redis.Redis.from_url(url)
+        self.key = redis_key(KeyKind.STATS, None, namespace)
+        self.samples: list[tuple[float, dict[str, int]]] = []
+        self._stop_event = threading.Event()
+
+    def read(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.client.hgetall(self.key).items()}
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            now = time.perf_counter()
+            values = self.read()
+            if not self.samples or values != self.samples[-1][1]:
+                self.samples.append((now, values))
+            self._stop_event.wait(STATS_POLL_S)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+        self.samples.append((time.perf_counter(), self.read()))
+
+    def first_to_last(self, first_field: str, fields: tuple[str, ...]) -> tuple[float, int, float]:
+        """``(t_first, count at t_first, t_last)``: first sample with ``first_field`` > 0, last change of ``fields``."""
+        first = next(((t, v.get(first_field, 0)) for t, v in self.samples if v.get(first_field, 0) > 0), None)
+        if first is None:
+            raise RuntimeError(f"the job wrote no '{first_field}' counter to Redis")
+        final = {f: self.samples[-1][1].get(f, 0) for f in fields}
+        last = next(t for t, v in self.samples if all(v.get(f, 0) == final[f] for f in fields))
+        return first[0], first[1], last
+
+
+def _settings(spec: dict[str, Any], **changes: Any):
+    from flowrec.config import Settings
+    from transforms.config import ModelConfig
+
+    model = ModelConfig()
+    if spec.get("window_ms"):
+        model = model.replace(window_ms=spec["window_ms"])
+    return Settings(
+        redis_url=spec["redis_url"],
+        parallelism=spec["parallelism"],
+        execution_mode=spec["mode"],
+        restart_attempts=0,
+        checkpoint_dir=str(Path(spec["workdir"]) / "checkpoints"),
+        batch_size=spec.get("chunk", 1000),
+        model=model,
+        **changes,
+    )
+
+
+def child_replay(spec: dict[str, Any]) -> dict[str, Any]:
+    """The job over the replay files; rate from the first to the last Redis write."""
+    from pipelines.flink_env import create_environment
+    from pipelines.job import RedisJobSink, build_job
+    from pipelines.sources import FileReplaySource
+
+    settings = _settings(spec)
+    env = create_environment(settings)
+    source = FileReplaySource([Path(spec["events_path"])], Path(spec["catalog_path"]), chunk_size=settings.batch_size, workdir=Path(spec["workdir"]))
+    build_job(env, source, RedisJobSink(settings.redis_url, settings.namespace), settings)
+    rss, poller = PeakRss(), StatsPoller(settings.redis_url)
+    rss.start()
+    poller.start()
+    started = time.perf_counter()
+    env.execute("bench-stream-replay")
+    wall = time.perf_counter() - started
+    poller.stop()
+    peak = rss.stop()
+    t_first, counted_first, t_last = poller.first_to_last("events", ("events", "user_lists"))
+    final = poller.samples[-1][1]
+    events = final.get("events", 0)
+    return {
+        "events": events,
+        "user_lists": final.get("user_lists", 0),
+        "events_per_s": (events - counted_first) / (t_last - t_first) if t_last > t_first else None,
+        "measured_s": t_last - t_first,
+        "job_wall_s": wall,
+        "peak_rss_bytes": peak,
+    }
+
+
+def child_naive(spec: dict[str, Any]) -> dict[str, Any]:
+    """The naive design over the naive replay file; rate from its first to its last Redis write."""
+    from bench.naive_job import build_naive_job
+    from pipelines.flink_env import create_environment
+
+    settings = _settings(spec)
+    env = create_environment(settings)
+    build_naive_job(env, Path(spec["events_path"]), settings.redis_url, settings.model)
+    rss, poller = PeakRss(), StatsPoller(settings.redis_url)
+    rss.start()
+    poller.start()
+    started = time.perf_counter()
+    env.execute("bench-stream-naive")
+    wall = time.perf_counter() - started
+    poller.stop()
+    peak = rss.stop()
+    t_first, counted_first, t_last = poller.first_to_last("naive_events", ("naive_events", "naive_item_records"))
+    events = poller.samples[-1][1].get("naive_events", 0)
+    return {
+        "events": events,
+        "events_per_s": (events - counted_first) / (t_last - t_first) if t_last > t_first else None,
+        "measured_s": t_last - t_first,
+        "job_wall_s": wall,
+        "peak_rss_bytes": peak,
+    }
+
+
+def event_prefixes(path: Path) -> list[str]:
+    """Each event of a JSON-lines file as JSON text without ``ts``, ending in ``,"ts":`` (the sender appends it)."""
+    out = []
+    with open(path, "rb") as f:
+        for line in f:
+            record = orjson.loads(line)
+            record.pop("ts", None)
+            out.append(orjson.dumps(record).decode()[:-1] + ',"ts":')
+    return out
+
+
+class Sender:
+    """Sends events over a socket as JSON-array lines on an open-loop schedule (see the module doc)."""
+
+    def __init__(self, conn: socket.socket, prefixes: list[str], interval_s: float, max_per_line: int = 2000) -> None:
+        self.conn = conn
+        self.prefixes = prefixes
+        self.interval_s = interval_s
+        self.max_per_line = max_per_line
+        self.next_event = 0
+        self.sent_total = 0
+        self.last_ts = 0
+
+    def run(self, rate: float, seconds: float) -> dict[str, float]:
+        """Offer ``rate * seconds`` events; returns counts and the achieved send rate."""
+        total = max(1, int(rate * seconds))
+        start = time.time()
+        sent = 0
+        n_prefixes = len(self.prefixes)
+        while sent < total:
+            due = min(total, int((time.time() - start) * rate) + 1)
+            while sent < due:
+                n = min(due - sent, self.max_per_line)
+                parts = []
+                for j in range(sent, sent + n):
+                    ts = int((start + j / rate) * 1000)
+                    parts.append(self.prefixes[(self.next_event + j) % n_prefixes] + str(ts) + "}")
+                self.conn.sendall(("[" + ",".join(parts) + "]\n").encode())
+                self.last_ts = ts
+                sent += n
+            if sent < total:
+                wake = max(start + sent / rate, time.time() + self.interval_s)
+                time.sleep(max(0.0, wake - time.time()))
+        elapsed = time.time() - start
+        self.next_event += sent
+        self.sent_total += sent
+        return {"offered": total, "send_s": elapsed, "achieved_rate": sent / elapsed if elapsed > 0 else float("inf")}
+
+
+def _wait_drained(poller_read, sent: int, last_ts: int, timeout_s: float) -> bool:
+    """Until every sent event passed user state and the window of the last one was scored."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        values = poller_read()
+        if values.get("events", 0) >= sent and values.get("last_window_ts", 0) > last_ts:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def child_live(spec: dict[str, Any]) -> dict[str, Any]:
+    """The job live on a socket fed by this process; freshness lags from the scorer's records."""
+    import redis
+
+    from pipelines.flink_env import create_environment
+    from pipelines.job import RedisJobSink, build_job
+    from pipelines.sources import SocketSource
+    from state.keys import KeyKind, redis_key
+
+    settings = _settings(spec, record_freshness=True, max_out_of_orderness_ms=spec["out_of_orderness_ms"])
+    prefixes = event_prefixes(Path(spec["events_path"]))
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    env = create_environment(settings)
+    build_job(env, SocketSource("127.0.0.1", port, heartbeat_ms=spec["heartbeat_ms"]), RedisJobSink(settings.redis_url, settings.namespace), settings)
+    rss = PeakRss()
+    rss.start()
+    stats = StatsPoller(settings.redis_url)  # used for reads only
+    client = env.execute_async("bench-stream-live")
+    server.settimeout(300)
+    conn, _ = server.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    r = redis.Redis.from_url(settings.redis_url)
+    freshness_key = redis_key(KeyKind.FRESHNESS)
+    sender = Sender(conn, prefixes, spec["send_interval_ms"] / 1000)
+    try:
+        rate = spec["rate"]
+        sender.run(min(rate, 2000.0), spec["warmup_seconds"])
+        warm = _wait_drained(stats.read, sender.sent_total, sender.last_ts, spec["timeout_s"])
+        if not warm:
+            raise RuntimeError("the job did not finish the warm-up events")
+        r.delete(freshness_key)
+        before = stats.read().get("events", 0)
+        t0 = time.perf_counter()
+        sent = sender.run(rate, spec["seconds"])
+        drained = _wait_drained(stats.read, sender.sent_total, sender.last_ts, spec["timeout_s"])
+        processing_s = time.perf_counter() - t0
+        processed = stats.read().get("events", 0) - before
+        lags = sorted(int(x) for x in r.lrange(freshness_key, 0, -1))
+    finally:
+        conn.close()
+        server.close()
+        try:
+            client.cancel().result()
+        except Exception as exc:  # the job may already have failed; its error is the interesting one
+            log.warning("cancel failed: %s", exc)
+        peak = rss.stop()
+        r.close()
+    if not lags:
+        raise RuntimeError("the scorer recorded no freshness lags")
+    return {
+        "rate": rate,
+        "events": sent["offered"],
+        "achieved_send_rate": sent["achieved_rate"],
+        "processed_per_s": processed / processing_s,
+        "drained": drained,
+        "lists": len(lags),
+        "freshness_ms": {name: float(np.percentile(lags, q)) for name, q in (("p50", 50), ("p95", 95), ("p99", 99))},
+        "max_ms": lags[-1],
+        "peak_rss_bytes": peak,
+    }
+
+
+def child_main(spec_path: Path) -> int:
+    spec = orjson.loads(spec_path.read_bytes())
+    logging.basicConfig(level=logging.WARNING)
+    kind = spec["kind"]
+    result = {"replay": child_replay, "naive": child_naive, "live": child_live}[kind](spec)
+    Path(spec["result_path"]).write_bytes(orjson.dumps(result))
+    return 0
+
+
+# -- orchestration (parent side) -------------------------------------------------------------
+
+
+def compress_time(events, rate: float, t0: int | None = None):
+    """The same events (in time order) with ``ts`` rewritten to ``rate`` events per second of event time."""
+    from transforms.events import EventBatch
+
+    events: EventBatch = events.sorted_by_time()
+    start = int(events.ts[0]) if t0 is None else t0
+    ts = start + (np.arange(len(events), dtype=np.float64) * 1000.0 / rate).astype(np.int64)
+    return dataclasses.replace(events, ts=ts)
+
+
+@dataclasses.dataclass
+class Shop:
+    events: Any  # EventBatch, time-compressed
+    catalog: list
+    workdir: Path
+    events_path: Path
+    catalog_path: Path
+    naive_path: Path
+
+
+def prepare_shop(args: argparse.Namespace, workdir: Path) -> Shop:
+    """Generate the shop, compress its time, write the replay files."""
+    from transforms.events import EventBatch
+    from transforms.synthetic import events_to_jsonl, generate_shop
+
+    catalog, stream = generate_shop(users=args.users, items=args.items, events=args.events, seed=args.seed)
+    events = compress_time(EventBatch.concat(list(stream)), args.event_rate)
+    catalog = [dataclasses.replace(item, ts=int(events.ts[0]) - 1) for item in catalog]
+    events_path, catalog_path, naive_path = workdir / "events.jsonl", workdir / "catalog.jsonl", workdir / "naive.jsonl"
+    events_path.write_bytes(events_to_jsonl(events))
+    catalog_path.write_bytes(b"".join(item.to_json() + b"\n" for item in catalog))
+    naive_path.write_bytes(events_to_jsonl(events.take(slice(0, args.naive_events))))
+    return Shop(events, catalog, workdir, events_path, catalog_path, naive_path)
+
+
+def run_child(spec: dict[str, Any], workdir: Path, timeout_s: float) -> dict[str, Any]:
+    """One measured job in a fresh Python process; returns its result dict."""
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{spec['kind']}-", dir=workdir))
+    spec = {**spec, "workdir": str(run_dir), "result_path": str(run_dir / "result.json"), "timeout_s": timeout_s}
+    spec_path = run_dir / "spec.json"
+    spec_path.write_bytes(orjson.dumps(spec))
+    log_path = run_dir / "child.log"
+    with open(log_path, "wb") as out:
+        code = subprocess.run([sys.executable, "-m", "bench.stream", "--child", str(spec_path)], stdout=out, stderr=subprocess.STDOUT, timeout=timeout_s).returncode
+    if code != 0 or not Path(spec["result_path"]).exists():
+        tail = log_path.read_text(errors="replace")[-4000:]
+        raise RuntimeError(f"{spec['kind']} run failed (exit {code}):\n{tail}")
+    return orjson.loads(Path(spec["result_path"]).read_bytes())
+
+
+def state_bytes_per_user(events, catalog, config) -> dict[str, float]:
+    """Mean bytes the user-state operator keeps per user, from the reference engine's profiles after ``events``."""
+    from state.schemas import encode_profile
+    from transforms.engine import ReferenceEngine
+
+    engine = ReferenceEngine(config, catalog, score_users=False)
+    engine.process(events)
+    sizes = [len(encode_profile(p)) for p in engine.profiles.values()]
+    keys = [len(u.encode()) for u in engine.profiles]
+    if not sizes:
+        return {"state_bytes_per_user": 0.0, "profile_bytes_per_user": 0.0, "users": 0}
+    # profiles MapState (key + encoded profile) and last_seen MapState (key + 8-byte long).
+    total = [s + 2 * k + 8 for s, k in zip(sizes, keys)]
+    return {"state_bytes_per_user": float(np.mean(total)), "profile_bytes_per_user": float(np.mean(sizes)), "users": len(sizes)}
+
+
+def redis_bytes_per_user(url: str, sample: int = 2000) -> float:
+    """Mean ``MEMORY USAGE`` of a user's home list, cart list and profile keys over up to ``sample`` users."""
+    import redis
+
+    from state.keys import KeyKind, redis_key
+
+    client = redis.Redis.from_url(url)
+    try:
+        prefix = redis_key(KeyKind.USER_RECS, "x")[:-1]
+        users = []
+        for key in client.scan_iter(match=prefix + "*", count=1000):
+            users.append(key.decode()[len(prefix):])
+            if len(users) >= sample:
+                break
+        if not users:
+            return 0.0
+        pipe = client.pipeline(transaction=False)
+        for user in users:
+            for kind in (KeyKind.USER_RECS, KeyKind.CART_RECS, KeyKind.PROFILE):
+                pipe.memory_usage(redis_key(kind, user))
+        usage = pipe.execute()
+        return sum(u or 0 for u in usage) / len(users)
+    finally:
+        client.close()
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _flush(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    client.close()
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.child is not None:
+        return child_main(args.child)
+    from flowrec.localredis import LocalRedis
+    from transforms.config import ModelConfig
+
+    logging.getLogger("bench").setLevel(logging.INFO)
+    repeats = max(1, args.repeats)
+    live_repeats = max(1, args.live_repeats or repeats)
+    workdir = Path(tempfile.mkdtemp(prefix="flowrec-bench-stream-"))
+    say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else (lambda *a: print(*a, flush=True))
+    shop = prepare_shop(args, workdir)
+    config = ModelConfig() if args.window_ms is None else ModelConfig(window_ms=args.window_ms)
+    say(f"shop: {len(shop.events)} events, {args.users} users, {args.items} items, event time compressed to {args.event_rate:,.0f} events/s")
+    base = {"parallelism": args.parallelism, "chunk": args.chunk, "window_ms": config.window_ms}
+    result: dict[str, Any] = {"cpus": os.cpu_count(), "repeats": repeats, "live_repeats": live_repeats}
+    peaks: list[int] = []
+    with LocalRedis() as server:
+        by_mode: dict[str, Any] = {}
+        redis_per_user = None
+        for mode in args.modes:
+            runs = []
+            for r in range(repeats):
+                _flush(server.url)
+                run = run_child({**base, "kind": "replay", "mode": mode, "redis_url": server.url, "events_path": str(shop.events_path), "catalog_path": str(shop.catalog_path)}, workdir, args.timeout_s)
+                say(f"  replay {mode} #{r + 1}: {run['events_per_s']:,.0f} events/s ({run['events']} events, {run['user_lists']} lists, {run['measured_s']:.1f} s measured, {run['job_wall_s']:.1f} s job)")
+                runs.append(run)
+                peaks.append(run["peak_rss_bytes"])
+                if redis_per_user is None:
+                    redis_per_user = redis_bytes_per_user(server.url)
+            by_mode[mode] = {
+                "events_per_s": _median([x["events_per_s"] for x in runs]),
+                "peak_rss_mb": max(x["peak_rss_bytes"] for x in runs) / 2**20,
+                "scorings_per_event": runs[0]["user_lists"] / max(runs[0]["events"], 1),
+                "runs": runs,
+            }
+        main_mode = args.modes[0]
+        naive_runs = []
+        for r in range(repeats):
+            _flush(server.url)
+            run = run_child({**base, "kind": "naive", "mode": main_mode, "redis_url": server.url, "events_path": str(shop.naive_path)}, workdir, args.timeout_s)
+            say(f"  naive {main_mode} #{r + 1}: {run['events_per_s']:,.0f} events/s ({run['events']} events, {run['measured_s']:.1f} s measured)")
+            naive_runs.append(run)
+            peaks.append(run["peak_rss_bytes"])
+        live: dict[str, Any] = {}
+        for name, rate, seconds, window in (("high", args.high_rate, args.high_seconds, args.high_window_ms), ("low", args.low_rate, args.low_seconds, args.low_window_ms)):
+            runs = []
+            for r in range(live_repeats):
+                _flush(server.url)
+                spec = {
+                    **base, "kind": "live", "mode": args.live_mode, "redis_url": server.url, "events_path": str(shop.events_path),
+                    "window_ms": window, "rate": rate, "seconds": seconds, "warmup_seconds": args.warmup_seconds,
+                    "out_of_orderness_ms": args.out_of_orderness_ms, "heartbeat_ms": args.heartbeat_ms, "send_interval_ms": args.send_interval_ms,
+                }
+                run = run_child(spec, workdir, args.timeout_s)
+                f = run["freshness_ms"]
+                say(f"  live {rate:,.0f}/s #{r + 1}: freshness p50 {f['p50']:.0f} p95 {f['p95']:.0f} p99 {f['p99']:.0f} ms over {run['lists']} lists; sent at {run['achieved_send_rate']:,.0f}/s, processed {run['processed_per_s']:,.0f}/s{'' if run['drained'] else ' (NOT drained)'}")
+                runs.append(run)
+                peaks.append(run["peak_rss_bytes"])
+            live[name] = {
+                "rate": rate,
+                "window_ms": window,
+                "freshness_ms": {q: _median([x["freshness_ms"][q] for x in runs]) for q in ("p50", "p95", "p99")},
+                "processed_per_s": _median([x["processed_per_s"] for x in runs]),
+                "achieved_send_rate": _median([x["achieved_send_rate"] for x in runs]),
+                "runs": runs,
+            }
+    state = state_bytes_per_user(shop.events, shop.catalog, config)
+    naive = _median([x["events_per_s"] for x in naive_runs])
+    events_per_s = by_mode[main_mode]["events_per_s"]
+    result.update(
+        {
+            "events_per_s": events_per_s,
+            "mode": main_mode,
+            "events_per_s_by_mode": {m: v["events_per_s"] for m, v in by_mode.items()},
+            "naive_events_per_s": naive,
+            "ratio_to_naive": events_per_s / naive if events_per_s and naive else None,
+            "freshness_ms": live["high"]["freshness_ms"],
+            "freshness_1k_ms": live["low"]["freshness_ms"],
+            "peak_rss_mb": max(peaks) / 2**20,
+            "state_bytes_per_user": state["state_bytes_per_user"],
+            "profile_bytes_per_user": state["profile_bytes_per_user"],
+            "redis_bytes_per_user": redis_per_user,
+            "scorings_per_event": by_mode[main_mode]["scorings_per_event"],
+            "shop": {"users": args.users, "items": args.items, "events": args.events, "seed": args.seed, "event_rate": args.event_rate, "users_in_state": state["users"]},
+            "settings": {
+                "parallelism": args.parallelism, "chunk": args.chunk, "window_ms": config.window_ms, "naive_events": args.naive_events,
+                "high": {"rate": args.high_rate, "seconds": args.high_seconds, "window_ms": args.high_window_ms},
+                "low": {"rate": args.low_rate, "seconds": args.low_seconds, "window_ms": args.low_window_ms},
+                "out_of_orderness_ms": args.out_of_orderness_ms, "heartbeat_ms": args.heartbeat_ms, "send_interval_ms": args.send_interval_ms, "live_mode": args.live_mode,
+            },
+            "by_mode": by_mode,
+            "naive_runs": naive_runs,
+            "live": live,
+        }
+    )
+    if args.json:
+        print(orjson.dumps(result).decode())
+        return 0
+    print(f"flowrec stream benchmark, medians of {repeats} run(s) ({live_repeats} for freshness) on {os.cpu_count()} CPUs")
+    for mode, v in by_mode.items():
+        print(f"  whole job ({mode:7s})   {v['events_per_s']:12,.0f} events/s   ({v['scorings_per_event']:.3f} user lists per event)")
+    print(f"  naive design           {naive:12,.0f} events/s   ratio {result['ratio_to_naive']:.1f}x")
+    for name, label in (("high", "freshness_ms"), ("low", "freshness_1k_ms")):
+        v = live[name]
+        f = v["freshness_ms"]
+        print(f"  freshness @ {v['rate']:>9,.0f}/s   p50 {f['p50']:8.0f}  p95 {f['p95']:8.0f}  p99 {f['p99']:8.0f} ms   (window {v['window_ms']} ms, processed {v['processed_per_s']:,.0f}/s)")
+    print(f"  peak RSS               {result['peak_rss_mb']:12,.0f} MB")
+    print(f"  state per user         {state['state_bytes_per_user']:12,.0f} bytes   (encoded profile {state['profile_bytes_per_user']:,.0f})")
+    print(f"  Redis per user         {redis_per_user or 0:12,.0f} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    sys.exit(main(parser.parse_args()))
