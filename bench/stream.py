@@ -345,13 +345,49 @@ def _wait_drained(poller_read, sent: int, last_ts: int, timeout_s: float) -> boo
     return False
 
 
+@dataclasses.dataclass
+class BenchSocketSource:
+    """:class:`pipelines.sources.SocketSource` with its heartbeat built from ``NumberSequenceSource``.
+
+    ``SocketSource`` builds its heartbeat with ``env.from_sequence``, which
+    PyFlink 2.3 no longer has (AttributeError at job build); this is the same
+    wiring — socket lines unioned with wall-clock ``Tick`` chunks every
+    ``heartbeat_ms`` — with the sequence taken from the connector instead.
+    """
+
+    host: str
+    port: int
+    heartbeat_ms: int = 50
+
+    def create(self, env):
+        from pyflink.common import Types, WatermarkStrategy
+        from pyflink.datastream.connectors.number_seq import NumberSequenceSource
+        from pyflink.datastream.functions import SourceFunction
+        from pyflink.java_gateway import get_gateway
+
+        from pipelines.operators import TICK_PREFIX
+        from pipelines.sources import JobInput
+
+        jvm = get_gateway().jvm
+        function = jvm.org.apache.flink.streaming.api.functions.source.legacy.SocketTextStreamFunction(self.host, self.port, "\n", 0)
+        events = env.add_source(SourceFunction(function), "socket-events", Types.STRING()).uid("socket-events").set_parallelism(1)
+        interval_s = self.heartbeat_ms / 1000
+
+        def tick(_: int) -> str:
+            time.sleep(interval_s)
+            return f"{TICK_PREFIX}{time.time_ns() // 1_000_000}"
+
+        sequence = env.from_source(NumberSequenceSource(0, 2**62), WatermarkStrategy.no_watermarks(), "heartbeat-sequence").uid("heartbeat-sequence").set_parallelism(1)
+        ticks = sequence.map(tick, output_type=Types.STRING()).name("heartbeat").uid("heartbeat").set_parallelism(1)
+        return JobInput(events.union(ticks), None, live=True)
+
+
 def child_live(spec: dict[str, Any]) -> dict[str, Any]:
     """The job live on a socket fed by this process; freshness lags from the scorer's records."""
     import redis
 
     from pipelines.flink_env import create_environment
     from pipelines.job import RedisJobSink, build_job
-    from pipelines.sources import SocketSource
     from state.keys import KeyKind, redis_key
 
     settings = _settings(spec, record_freshness=True, max_out_of_orderness_ms=spec["out_of_orderness_ms"])
@@ -359,7 +395,7 @@ def child_live(spec: dict[str, Any]) -> dict[str, Any]:
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
     env = create_environment(settings)
-    build_job(env, SocketSource("127.0.0.1", port, heartbeat_ms=spec["heartbeat_ms"]), RedisJobSink(settings.redis_url, settings.namespace), settings)
+    build_job(env, BenchSocketSource("127.0.0.1", port, heartbeat_ms=spec["heartbeat_ms"]), RedisJobSink(settings.redis_url, settings.namespace), settings)
     rss = PeakRss()
     rss.start()
     stats = StatsPoller(settings.redis_url)  # used for reads only

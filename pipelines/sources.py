@@ -157,9 +157,11 @@ def _with_heartbeat(env, events, interval_ms: int):
         time.sleep(interval_ms / 1000)
         return f"{TICK_PREFIX}{time.time_ns() // 1_000_000}"
 
-    from pyflink.common import Types
+    from pyflink.common import Types, WatermarkStrategy
+    from pyflink.datastream.connectors.number_seq import NumberSequenceSource
 
-    ticks = env.from_sequence(0, 2**62).name("heartbeat-sequence").uid("heartbeat-sequence").set_parallelism(1)
+    sequence = NumberSequenceSource(0, 2**62)
+    ticks = env.from_source(sequence, WatermarkStrategy.no_watermarks(), "heartbeat-sequence").uid("heartbeat-sequence").set_parallelism(1)
     ticks = ticks.map(tick, output_type=Types.STRING()).name("heartbeat").uid("heartbeat").set_parallelism(1)
     return events.union(ticks)
 

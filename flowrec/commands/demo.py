@@ -1,0 +1,174 @@
+"""`flowrec demo`: the whole product on one machine, on its embedded defaults.
+
+1. generates a synthetic shop (catalog + shoppers' sessions);
+2. starts a private Redis unless one is configured;
+3. runs the streaming job on a local Flink mini-cluster, watching a spool directory;
+4. serves the API and the demo page (`/demo`);
+5. replays the shop's sessions live into the spool (re-timestamped to now), and
+   prints a few shoppers' lists as they change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import redis
+
+from flowrec.config import add_settings_arguments, load_settings
+from flowrec.localredis import LocalRedis, free_port
+from state.keys import KeyKind, redis_key
+from state.store import decode_list
+
+HELP = "run the job, the API and a live synthetic shop locally; prints the demo page URL"
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path(".flowrec/demo"), help="where the shop, spool and checkpoints go")
+    parser.add_argument("--users", type=int, default=400)
+    parser.add_argument("--items", type=int, default=250)
+    parser.add_argument("--events", type=int, default=60_000, help="events of the synthetic shop to replay")
+    parser.add_argument("--rate", type=float, default=300.0, help="events per second replayed live")
+    parser.add_argument("--port", type=int, default=8000, help="API port (a free one is used if taken)")
+    parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
+    parser.add_argument("--seed", type=int, default=7)
+    add_settings_arguments(parser, only=("redis-url", "namespace", "execution-mode", "model-config"))
+
+
+def _port(wanted: int) -> int:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", wanted))
+            return wanted
+        except OSError:
+            return free_port()
+
+
+def _write_spool(folder: Path, name: str, data: bytes) -> None:
+    temporary = folder / f".{name}.tmp"
+    temporary.write_bytes(data)
+    os.rename(temporary, folder / name)
+
+
+def _feed(events_path: Path, spool: Path, rate: float, stop: threading.Event) -> None:
+    """Replay the shop's events into the spool, ``rate`` per second, with ts = now."""
+    folder = spool / "events"
+    sent = 0
+    started = time.monotonic()
+    with open(events_path, "rb") as f:
+        while not stop.is_set():
+            due = int((time.monotonic() - started) * rate) - sent
+            if due <= 0:
+                time.sleep(0.05)
+                continue
+            now_ms = time.time_ns() // 1_000_000
+            batch = []
+            for _ in range(due):
+                line = f.readline()
+                if not line:
+                    return
+                record = orjson.loads(line)
+                record["ts"] = now_ms
+                batch.append(record)
+            _write_spool(folder, f"events-{now_ms}-{sent}.jsonl", orjson.dumps(batch) + b"\n")
+            sent += len(batch)
+
+
+def _first_users(events_path: Path, count: int) -> list[str]:
+    """The first shoppers to appear in the replay: their lists change first."""
+    users: list[str] = []
+    with open(events_path, "rb") as f:
+        for line in f:
+            user = orjson.loads(line)["user_id"]
+            if user not in users:
+                users.append(user)
+                if len(users) == count:
+                    break
+    return users
+
+
+def _show(client: redis.Redis, namespace: str, users: list[str], last: dict[str, list[str]]) -> None:
+    for user in users:
+        _, items, _ = decode_list(client.get(redis_key(KeyKind.USER_RECS, user, namespace)))
+        top = [i.item for i in items[:3]]
+        if top and top != last.get(user):
+            last[user] = top
+            shown = "; ".join(f"{i.item} ({i.reason})" for i in items[:3])
+            print(f"  {user}: {shown}", flush=True)
+
+
+def main(args: argparse.Namespace) -> int:
+    from pipelines.main import run_job
+    from pipelines.sources import DirectorySource
+    from transforms.synthetic import write_shop
+
+    settings = load_settings(args)
+    out = args.out.resolve()
+    shop, spool = out / "shop", out / "spool"
+    for folder in (shop, spool / "events", spool / "catalog"):
+        folder.mkdir(parents=True, exist_ok=True)
+    for old in list((spool / "events").glob("*")) + list((spool / "catalog").glob("*")):
+        old.unlink()
+    print(f"generating a synthetic shop ({args.users} shoppers, {args.items} items, {args.events} events) in {shop}", flush=True)
+    write_shop(shop, users=args.users, items=args.items, events=args.events, seed=args.seed)
+    catalog_lines = []
+    now_ms = time.time_ns() // 1_000_000
+    for line in (shop / "catalog.jsonl").read_bytes().splitlines():
+        record = orjson.loads(line)
+        record["ts"] = now_ms  # the whole catalog is known from the start of the demo
+        catalog_lines.append(orjson.dumps(record))
+    _write_spool(spool / "catalog", "catalog-0.jsonl", b"\n".join(catalog_lines) + b"\n")
+
+    local = None
+    if not settings.redis_url:
+        local = LocalRedis().start()
+        settings = dataclasses.replace(settings, redis_url=local.url)
+    settings = dataclasses.replace(settings, spool_dir=spool, record_freshness=True, checkpoint_dir=str(out / "checkpoints"))
+    port = _port(args.port)
+    api = subprocess.Popen(
+        [sys.executable, "-m", "flowrec.cli", "serve", "--demo", "--port", str(port), "--redis-url", settings.redis_url,
+         "--namespace", settings.namespace, "--spool-dir", str(spool), "--catalog", str(shop / "catalog.jsonl")],
+    )
+    job = None
+    stop = threading.Event()
+    try:
+        print("starting the streaming job on a local Flink mini-cluster ...", flush=True)
+        job = run_job(settings, DirectorySource(spool), job_name="flowrec-demo", wait=False)
+        feeder = threading.Thread(target=_feed, args=(shop / "events.jsonl", spool, args.rate, stop), daemon=True)
+        feeder.start()
+        print(f"\n  demo page:  http://127.0.0.1:{port}/demo\n  API docs:   http://127.0.0.1:{port}/docs\n  Redis:      {settings.redis_url}\n", flush=True)
+        print(f"replaying the shop live at {args.rate:.0f} events/s; shoppers' top 3 as they change (Ctrl-C stops):", flush=True)
+        client = redis.Redis.from_url(settings.redis_url)
+        users = _first_users(shop / "events.jsonl", 5)
+        last: dict[str, list[str]] = {}
+        deadline = time.monotonic() + args.duration if args.duration else None
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(1.0)
+            _show(client, settings.namespace, users, last)
+            stats = {k.decode(): v.decode() for k, v in client.hgetall(redis_key(KeyKind.STATS, None, settings.namespace)).items()}
+            lags = sorted(int(x) for x in client.lrange(redis_key(KeyKind.FRESHNESS, None, settings.namespace), -500, -1))
+            if lags:
+                print(f"  [events {stats.get('events', 0)}, lists {stats.get('user_lists', 0)}, "
+                      f"freshness p50 {lags[len(lags) // 2]} ms, p99 {lags[int(len(lags) * 0.99)]} ms]", flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        if job is not None:
+            job.cancel().result()
+        api.terminate()
+        api.wait(timeout=15)
+        if local is not None:
+            local.stop()
+    return 0
