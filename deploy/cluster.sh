@@ -5,6 +5,9 @@
 #
 #   deploy/cluster.sh start     start it (idempotent; restarts a missing TaskManager)
 #   deploy/cluster.sh stop      stop it (idempotent)
+#   deploy/cluster.sh restart   stop, then start with the same settings (after a code
+#                               upgrade: thread mode caches the job's Python modules
+#                               inside the TaskManager for its whole life)
 #   deploy/cluster.sh status    print the REST overview; exit 1 when not running
 #   deploy/cluster.sh env       print the settings in effect (shell syntax)
 #
@@ -240,6 +243,15 @@ cmd_stop() {
   say "stopped"
 }
 
+cmd_restart() {
+  load_settings yes
+  export FLOWREC_PYTHON="$PYTHON" FLOWREC_FLINK_REST_PORT="$REST_PORT" FLOWREC_FLINK_RPC_PORT="$RPC_PORT" \
+    FLOWREC_FLINK_BIND_HOST="$BIND_HOST" FLOWREC_FLINK_SLOTS="$SLOTS" FLOWREC_FLINK_TM_MEMORY="$TM_MEMORY" \
+    FLOWREC_FLINK_JM_MEMORY="$JM_MEMORY"
+  cmd_stop
+  cmd_start
+}
+
 cmd_status() {
   load_settings yes
   local jm tm overview
@@ -271,7 +283,8 @@ EOF
 case "${1:-}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
+  restart) cmd_restart ;;
   status) cmd_status ;;
   env) cmd_env ;;
-  *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|restart|status|env" >&2; exit 2 ;;
 esac

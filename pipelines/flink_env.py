@@ -68,7 +68,8 @@ def create_environment(settings: Settings, restore_from: str | None = None, extr
 
     conf = flink_configuration(settings, extra)
     if restore_from:
-        conf["execution.state-recovery.path"] = Path(restore_from).resolve().as_uri() if "://" not in restore_from else restore_from
+        is_uri = restore_from.split(":", 1)[0] in ("file", "hdfs", "s3", "s3a", "gs", "abfs", "oss") and ":" in restore_from
+        conf["execution.state-recovery.path"] = restore_from if is_uri else Path(restore_from).resolve().as_uri()
     configuration = Configuration()
     for key, value in conf.items():
         configuration.set_string(key, value)
@@ -76,3 +77,16 @@ def create_environment(settings: Settings, restore_from: str | None = None, extr
     env.set_parallelism(1)  # build_job sets the keyed operators' parallelism
     env.set_buffer_timeout(1)
     return env
+
+
+def stop_with_savepoint(job_client, directory: str, drain: bool = False) -> str:
+    """Stop a running job with a savepoint in ``directory``; returns the savepoint path.
+
+    PyFlink 2.3's ``JobClient.stop_with_savepoint`` calls a Java method that no
+    longer exists (the format type became a parameter), so this calls the Java
+    client directly with the canonical format.
+    """
+    from pyflink.java_gateway import get_gateway
+
+    format_type = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
+    return str(job_client._j_job_client.stopWithSavepoint(drain, directory, format_type).get())

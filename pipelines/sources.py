@@ -121,6 +121,7 @@ class FileReplaySource:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="flowrec-replay-")))
 
     def create(self, env) -> JobInput:
+        self.workdir.mkdir(parents=True, exist_ok=True)
         lines: list[str] = []
         for path in self.event_paths:
             lines.extend(read_event_lines(Path(path)))

@@ -1,6 +1,6 @@
 """`flowrec cluster`: the standalone Flink session cluster and the jobs on it.
 
-``start``/``stop``/``status`` run ``deploy/cluster.sh`` (a session cluster from
+``start``/``stop``/``restart``/``status`` run ``deploy/cluster.sh`` (a session cluster from
 the pip package's own Flink distribution, see deploy/README.md).  ``jobs``,
 ``savepoint`` and ``cancel`` talk to the cluster's REST API, which works for
 any Flink 2.x cluster, local or remote::
@@ -205,6 +205,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, text in (("start", "start the local session cluster (deploy/cluster.sh start; idempotent)"),
                        ("stop", "stop the local session cluster"),
+                       ("restart", "stop and start the local cluster with the same settings (needed after a code upgrade)"),
                        ("status", "show the local cluster's processes and REST overview")):
         actions.add_parser(name, help=text, description=text)
     jobs = actions.add_parser("jobs", help="list the cluster's jobs (id, state, name)")
@@ -230,7 +231,7 @@ def _script(action: str) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.action in ("start", "stop", "status"):
+    if args.action in ("start", "stop", "restart", "status"):
         return _script(args.action)
     rest = FlinkRest(rest_base_url(args.jobmanager or default_jobmanager()))
     try:

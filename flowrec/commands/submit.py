@@ -56,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     wait.add_argument("--detached", dest="wait", action="store_false", help="return once the job is accepted (default)")
     wait.add_argument("--wait", dest="wait", action="store_true", help="wait for the job to end; exit 0 only if it FINISHED (bounded inputs)")
     group.set_defaults(wait=False)
+    group.add_argument("--skip-if-running", action="store_true",
+                       help="do nothing (and print its id) when a job named --job-name is already running: makes submission idempotent")
     group.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the cluster, and with --wait for the job (default 600)")
     group.add_argument("--python-executable", default=sys.executable, help="Python interpreter on the cluster's machines (-pyexec; default: this one)")
     group.add_argument("--flink-home", type=Path, default=None, help="Flink distribution whose bin/flink submits (default: $FLINK_HOME, else the pip package's)")
@@ -168,6 +170,12 @@ def main(args: argparse.Namespace) -> int:
         print(f"flowrec submit: the cluster has {overview.get('slots-total', 0)} slots, the job needs {settings.parallelism} "
               "(raise FLOWREC_FLINK_SLOTS and restart the cluster)", file=sys.stderr)
         return 1
+    if args.skip_if_running:
+        running = [j["jid"] for j in rest.jobs() if j.get("name") == args.job_name and j.get("state") in ("RUNNING", "CREATED", "RESTARTING", "INITIALIZING")]
+        if running:
+            print(f"job '{args.job_name}' is already running as {running[0]}; not submitting", file=sys.stderr)
+            print(running[0], flush=True)
+            return 0
     home = flink_home(args.flink_home, os.environ)
     command = flink_command(home, jobmanager, job_arguments(args), args.python_executable, savepoint, args.allow_non_restored_state)
     log.info("submitting: %s", " ".join(command))
