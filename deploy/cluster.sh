@@ -9,7 +9,9 @@
 #                               upgrade: thread mode caches the job's Python modules
 #                               inside the TaskManager for its whole life)
 #   deploy/cluster.sh status    print the REST overview; exit 1 when not running
-#   deploy/cluster.sh env       print the settings in effect (shell syntax)
+#   deploy/cluster.sh env       print FLINK_HOME, FLINK_CONF_DIR, FLOWREC_CLUSTER_DIR and
+#                               FLOWREC_FLINK_REST_URL (shell syntax, for `eval`), e.g. to
+#                               run the distribution's bin/flink against this cluster
 #
 # Settings (environment; defaults in brackets):
 #   FLOWREC_CLUSTER_DIR        run directory: rendered conf, jar links, logs, pids,

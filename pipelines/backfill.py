@@ -774,6 +774,5 @@ __all__ = [
     "replay_timeline",
     "replay_users",
     "run_backfill",
-    "write_snapshot",
-    "write_users_file",
+    "write_snapshot_files",
 ]

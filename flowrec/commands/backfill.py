@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 
 from flowrec.config import add_settings_arguments, load_settings
-from state.writes import Ttls
 
 HELP = "compute the job's state from historical events on Apache Beam; write Redis and a snapshot to start the job from"
 log = logging.getLogger(__name__)
@@ -52,8 +51,9 @@ def beam_arguments(options: list[str]) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pipelines.backfill import BackfillError, BackfillJob, run_backfill, expand_inputs
+    from pipelines.backfill import BackfillError, BackfillJob, expand_inputs, run_backfill
     from pipelines.bootstrap import SnapshotError
+    from state.writes import Ttls
 
     settings = load_settings(args)
     if not settings.redis_url and args.snapshot is None:

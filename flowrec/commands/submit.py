@@ -171,7 +171,11 @@ def main(args: argparse.Namespace) -> int:
               "(raise FLOWREC_FLINK_SLOTS and restart the cluster)", file=sys.stderr)
         return 1
     if args.skip_if_running:
-        running = [j["jid"] for j in rest.jobs() if j.get("name") == args.job_name and j.get("state") in ("RUNNING", "CREATED", "RESTARTING", "INITIALIZING")]
+        try:
+            running = [j["jid"] for j in rest.jobs() if j.get("name") == args.job_name and j.get("state") not in TERMINAL_STATES]
+        except FlinkRestError as exc:
+            print(f"flowrec submit: {exc}", file=sys.stderr)
+            return 1
         if running:
             print(f"job '{args.job_name}' is already running as {running[0]}; not submitting", file=sys.stderr)
             print(running[0], flush=True)
@@ -179,8 +183,12 @@ def main(args: argparse.Namespace) -> int:
     home = flink_home(args.flink_home, os.environ)
     command = flink_command(home, jobmanager, job_arguments(args), args.python_executable, savepoint, args.allow_non_restored_state)
     log.info("submitting: %s", " ".join(command))
-    done = subprocess.run(command, env=client_environment(settings.redis_url, run_dir(), os.environ),
-                          capture_output=True, text=True, timeout=args.timeout)
+    try:
+        done = subprocess.run(command, env=client_environment(settings.redis_url, run_dir(), os.environ),
+                              capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        print(f"flowrec submit: flink run did not finish within {args.timeout:g}s", file=sys.stderr)
+        return 1
     output = done.stdout + done.stderr
     match = _SUBMITTED.search(output)
     if done.returncode != 0 or match is None:

@@ -4,8 +4,11 @@ the submitted job's Redis content equals the reference engine's."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -67,14 +70,6 @@ def test_stop_and_status_of_a_cluster_that_never_ran(tmp_path):
     assert "jobmanager:  not running" in status.stdout
 
 
-def test_submit_without_redis_is_refused(flink_cluster, tmp_path):
-    events = tmp_path / "events.jsonl"
-    events.write_text("")
-    done = flink_cluster.flowrec("submit", "--events", str(events), "--jobmanager", flink_cluster.jobmanager, timeout=120)
-    assert done.returncode != 0
-    assert "needs Redis" in done.stderr
-
-
 def _namespace(content: dict[bytes, bytes], namespace: str) -> dict[bytes, bytes]:
     prefix = f"{namespace}:".encode()
     return {k: v for k, v in content.items() if k.startswith(prefix)}
@@ -110,3 +105,22 @@ def test_bounded_replay_submitted_twice_equals_the_reference_engine(flink_cluste
         job = _namespace(content, namespace)
         assert any(b":rec:" in k for k in job) and any(b":sim:" in k for k in job) and any(b":content:" in k for k in job)
         assert differences(job, reference_content(events, catalog, Settings(namespace=namespace))) == []
+
+
+def test_start_brings_back_a_lost_taskmanager(flink_cluster):
+    (lost,) = flink_cluster.pids("taskexecutor")
+    os.kill(lost, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while flink_cluster.pids("taskexecutor") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert flink_cluster.pids("taskexecutor") == []
+    restarted = flink_cluster.script("start")
+    assert restarted.returncode == 0, restarted.stderr
+    assert "starting the missing TaskManager" in restarted.stderr
+    (replacement,) = flink_cluster.pids("taskexecutor")
+    assert replacement != lost
+    # The JobManager drops the lost TaskManager once its heartbeats fail (seconds to a minute).
+    deadline = time.monotonic() + 120
+    while (overview := flink_cluster.rest.overview())["taskmanagers"] != 1 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert overview["taskmanagers"] == 1 and overview["slots-total"] == 2 and overview["slots-available"] == 2
