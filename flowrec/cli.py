@@ -1,9 +1,9 @@
 """The `flowrec` command: one subcommand per module in :mod:`flowrec.commands`.
 
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
-``main(args) -> int``; modules are imported only when their command runs, so
-`flowrec --help` stays fast and a command's heavy imports (PyFlink, Beam,
-torch) cost nothing to the others.
+``main(args) -> int``.  Command modules keep heavy imports (PyFlink, Beam,
+torch) inside ``main``, so building the parser stays cheap; a command whose
+module is absent (an optional part) is simply not offered.
 """
 
 from __future__ import annotations
