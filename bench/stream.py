@@ -110,8 +110,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     live.add_argument("--low-window-ms", type=int, default=10, help="scoring window at --low-rate (default 10)")
     live.add_argument("--warmup-seconds", type=float, default=2.0, help="warm-up before each measured phase, at min(rate, 2000)/s (default 2)")
     live.add_argument("--out-of-orderness-ms", type=int, default=0, help="watermark delay of the live runs (one ordered socket: 0)")
-    live.add_argument("--heartbeat-ms", type=int, default=5, help="heartbeat interval of the live source (default 5)")
-    live.add_argument("--send-interval-ms", type=float, default=2.0, help="the sender writes one JSON-array line this often (default 2)")
+    live.add_argument("--heartbeat-ms", type=int, default=10, help="heartbeat interval of the live source (default 10)")
+    live.add_argument("--send-interval-ms", type=float, default=5.0, help="the sender writes one JSON-array line this often (default 5)")
     live.add_argument("--live-mode", choices=("thread", "process"), default="thread", help="execution mode of the live runs (default thread)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement; medians are reported (default 3)")
     parser.add_argument("--live-repeats", type=int, default=None, help="runs per freshness measurement (default --repeats)")
@@ -123,11 +123,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # -- measurement helpers (child side) -------------------------------------------------------
 
 
-def process_tree_rss(root: int) -> int:
-    """Resident bytes of ``root`` and all its descendants (Linux /proc)."""
+def process_tree_usage(root: int) -> tuple[int, float]:
+    """``(resident bytes, CPU seconds)`` of ``root`` and all its descendants (Linux /proc)."""
     parents: dict[int, int] = {}
-    rss: dict[int, int] = {}
+    usage: dict[int, tuple[int, int]] = {}
     page = os.sysconf("SC_PAGE_SIZE")
+    ticks = os.sysconf("SC_CLK_TCK")
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -138,34 +139,50 @@ def process_tree_rss(root: int) -> int:
             continue
         pid = int(entry.name)
         parents[pid] = int(fields[1])  # ppid (field 4 of stat)
-        rss[pid] = int(fields[21]) * page  # rss in pages (field 24)
-    total = 0
-    for pid, size in rss.items():
+        # rss in pages (field 24); utime + stime in clock ticks (fields 14, 15)
+        usage[pid] = (int(fields[21]) * page, int(fields[11]) + int(fields[12]))
+    rss, cpu = 0, 0
+    for pid, (size, used) in usage.items():
         p = pid
         while p > 1 and p != root:
             p = parents.get(p, 0)
         if p == root:
-            total += size
-    return total
+            rss += size
+            cpu += used
+    return rss, cpu / ticks
 
 
-class PeakRss(threading.Thread):
-    """Samples :func:`process_tree_rss` of this process until stopped; ``peak`` in bytes."""
+class TreeSampler(threading.Thread):
+    """Samples :func:`process_tree_usage` of this process every 100 ms: ``peak`` RSS and ``(t, cpu)`` samples."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.peak = 0
+        self.cpu: list[tuple[float, float]] = []
         self._stop_event = threading.Event()
+
+    def sample(self) -> None:
+        now = time.perf_counter()
+        rss, cpu = process_tree_usage(os.getpid())
+        self.peak = max(self.peak, rss)
+        self.cpu.append((now, cpu))
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            self.peak = max(self.peak, process_tree_rss(os.getpid()))
+            self.sample()
             self._stop_event.wait(RSS_POLL_S)
 
     def stop(self) -> int:
         self._stop_event.set()
         self.join()
+        self.sample()
         return self.peak
+
+    def cpu_between(self, t0: float, t1: float) -> float:
+        """CPU seconds used by the process tree between two perf_counter times (interpolated samples)."""
+        times = [t for t, _ in self.cpu]
+        values = [c for _, c in self.cpu]
+        return float(np.interp(t1, times, values) - np.interp(t0, times, values))
 
 
 class StatsPoller(threading.Thread):
@@ -222,6 +239,7 @@ def _settings(spec: dict[str, Any], **changes: Any):
         restart_attempts=0,
         checkpoint_dir=str(Path(spec["workdir"]) / "checkpoints"),
         batch_size=spec.get("chunk", 1000),
+        checkpoint_interval_ms=spec.get("checkpoint_interval_ms", 10_000),
         model=model,
         **changes,
     )
@@ -237,7 +255,7 @@ def child_replay(spec: dict[str, Any]) -> dict[str, Any]:
     env = create_environment(settings)
     source = FileReplaySource([Path(spec["events_path"])], Path(spec["catalog_path"]), chunk_size=settings.batch_size, workdir=Path(spec["workdir"]))
     build_job(env, source, RedisJobSink(settings.redis_url, settings.namespace), settings)
-    rss, poller = PeakRss(), StatsPoller(settings.redis_url)
+    rss, poller = TreeSampler(), StatsPoller(settings.redis_url)
     rss.start()
     poller.start()
     started = time.perf_counter()
@@ -248,10 +266,13 @@ def child_replay(spec: dict[str, Any]) -> dict[str, Any]:
     t_first, counted_first, t_last = poller.first_to_last("events", ("events", "user_lists"))
     final = poller.samples[-1][1]
     events = final.get("events", 0)
+    cpu = rss.cpu_between(t_first, t_last)
     return {
         "events": events,
         "user_lists": final.get("user_lists", 0),
         "events_per_s": (events - counted_first) / (t_last - t_first) if t_last > t_first else None,
+        "cpu_us_per_event": cpu / max(events - counted_first, 1) * 1e6,
+        "cpu_cores_used": cpu / (t_last - t_first) if t_last > t_first else None,
         "measured_s": t_last - t_first,
         "job_wall_s": wall,
         "peak_rss_bytes": peak,
@@ -266,7 +287,7 @@ def child_naive(spec: dict[str, Any]) -> dict[str, Any]:
     settings = _settings(spec)
     env = create_environment(settings)
     build_naive_job(env, Path(spec["events_path"]), settings.redis_url, settings.model)
-    rss, poller = PeakRss(), StatsPoller(settings.redis_url)
+    rss, poller = TreeSampler(), StatsPoller(settings.redis_url)
     rss.start()
     poller.start()
     started = time.perf_counter()
@@ -276,9 +297,12 @@ def child_naive(spec: dict[str, Any]) -> dict[str, Any]:
     peak = rss.stop()
     t_first, counted_first, t_last = poller.first_to_last("naive_events", ("naive_events", "naive_item_records"))
     events = poller.samples[-1][1].get("naive_events", 0)
+    cpu = rss.cpu_between(t_first, t_last)
     return {
         "events": events,
         "events_per_s": (events - counted_first) / (t_last - t_first) if t_last > t_first else None,
+        "cpu_us_per_event": cpu / max(events - counted_first, 1) * 1e6,
+        "cpu_cores_used": cpu / (t_last - t_first) if t_last > t_first else None,
         "measured_s": t_last - t_first,
         "job_wall_s": wall,
         "peak_rss_bytes": peak,
@@ -345,49 +369,13 @@ def _wait_drained(poller_read, sent: int, last_ts: int, timeout_s: float) -> boo
     return False
 
 
-@dataclasses.dataclass
-class BenchSocketSource:
-    """:class:`pipelines.sources.SocketSource` with its heartbeat built from ``NumberSequenceSource``.
-
-    ``SocketSource`` builds its heartbeat with ``env.from_sequence``, which
-    PyFlink 2.3 no longer has (AttributeError at job build); this is the same
-    wiring — socket lines unioned with wall-clock ``Tick`` chunks every
-    ``heartbeat_ms`` — with the sequence taken from the connector instead.
-    """
-
-    host: str
-    port: int
-    heartbeat_ms: int = 50
-
-    def create(self, env):
-        from pyflink.common import Types, WatermarkStrategy
-        from pyflink.datastream.connectors.number_seq import NumberSequenceSource
-        from pyflink.datastream.functions import SourceFunction
-        from pyflink.java_gateway import get_gateway
-
-        from pipelines.operators import TICK_PREFIX
-        from pipelines.sources import JobInput
-
-        jvm = get_gateway().jvm
-        function = jvm.org.apache.flink.streaming.api.functions.source.legacy.SocketTextStreamFunction(self.host, self.port, "\n", 0)
-        events = env.add_source(SourceFunction(function), "socket-events", Types.STRING()).uid("socket-events").set_parallelism(1)
-        interval_s = self.heartbeat_ms / 1000
-
-        def tick(_: int) -> str:
-            time.sleep(interval_s)
-            return f"{TICK_PREFIX}{time.time_ns() // 1_000_000}"
-
-        sequence = env.from_source(NumberSequenceSource(0, 2**62), WatermarkStrategy.no_watermarks(), "heartbeat-sequence").uid("heartbeat-sequence").set_parallelism(1)
-        ticks = sequence.map(tick, output_type=Types.STRING()).name("heartbeat").uid("heartbeat").set_parallelism(1)
-        return JobInput(events.union(ticks), None, live=True)
-
-
 def child_live(spec: dict[str, Any]) -> dict[str, Any]:
     """The job live on a socket fed by this process; freshness lags from the scorer's records."""
     import redis
 
     from pipelines.flink_env import create_environment
     from pipelines.job import RedisJobSink, build_job
+    from pipelines.sources import SocketSource
     from state.keys import KeyKind, redis_key
 
     settings = _settings(spec, record_freshness=True, max_out_of_orderness_ms=spec["out_of_orderness_ms"])
@@ -395,8 +383,8 @@ def child_live(spec: dict[str, Any]) -> dict[str, Any]:
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
     env = create_environment(settings)
-    build_job(env, BenchSocketSource("127.0.0.1", port, heartbeat_ms=spec["heartbeat_ms"]), RedisJobSink(settings.redis_url, settings.namespace), settings)
-    rss = PeakRss()
+    build_job(env, SocketSource("127.0.0.1", port, heartbeat_ms=spec["heartbeat_ms"]), RedisJobSink(settings.redis_url, settings.namespace), settings)
+    rss = TreeSampler()
     rss.start()
     stats = StatsPoller(settings.redis_url)  # used for reads only
     client = env.execute_async("bench-stream-live")
@@ -419,7 +407,8 @@ def child_live(spec: dict[str, Any]) -> dict[str, Any]:
         drained = _wait_drained(stats.read, sender.sent_total, sender.last_ts, spec["timeout_s"])
         processing_s = time.perf_counter() - t0
         processed = stats.read().get("events", 0) - before
-        lags = sorted(int(x) for x in r.lrange(freshness_key, 0, -1))
+        in_order = [int(x) for x in r.lrange(freshness_key, 0, -1)]
+        lags = sorted(in_order)
     finally:
         conn.close()
         server.close()
@@ -440,6 +429,8 @@ def child_live(spec: dict[str, Any]) -> dict[str, Any]:
         "lists": len(lags),
         "freshness_ms": {name: float(np.percentile(lags, q)) for name, q in (("p50", 50), ("p95", 95), ("p99", 99))},
         "max_ms": lags[-1],
+        # 40 lags evenly spaced in the order lists were computed: shows queueing build-up or stalls.
+        "lag_series_ms": [in_order[i] for i in np.linspace(0, len(in_order) - 1, min(40, len(in_order))).astype(int).tolist()],
         "peak_rss_bytes": peak,
     }
 
@@ -586,13 +577,14 @@ def main(args: argparse.Namespace) -> int:
             for r in range(repeats):
                 _flush(server.url)
                 run = run_child({**base, "kind": "replay", "mode": mode, "redis_url": server.url, "events_path": str(shop.events_path), "catalog_path": str(shop.catalog_path)}, workdir, args.timeout_s)
-                say(f"  replay {mode} #{r + 1}: {run['events_per_s']:,.0f} events/s ({run['events']} events, {run['user_lists']} lists, {run['measured_s']:.1f} s measured, {run['job_wall_s']:.1f} s job)")
+                say(f"  replay {mode} #{r + 1}: {run['events_per_s']:,.0f} events/s, {run['cpu_us_per_event']:,.0f} CPU us/event ({run['events']} events, {run['user_lists']} lists, {run['measured_s']:.1f} s measured, {run['job_wall_s']:.1f} s job)")
                 runs.append(run)
                 peaks.append(run["peak_rss_bytes"])
                 if redis_per_user is None:
                     redis_per_user = redis_bytes_per_user(server.url)
             by_mode[mode] = {
                 "events_per_s": _median([x["events_per_s"] for x in runs]),
+                "cpu_us_per_event": _median([x["cpu_us_per_event"] for x in runs]),
                 "peak_rss_mb": max(x["peak_rss_bytes"] for x in runs) / 2**20,
                 "scorings_per_event": runs[0]["user_lists"] / max(runs[0]["events"], 1),
                 "runs": runs,
@@ -602,7 +594,7 @@ def main(args: argparse.Namespace) -> int:
         for r in range(repeats):
             _flush(server.url)
             run = run_child({**base, "kind": "naive", "mode": main_mode, "redis_url": server.url, "events_path": str(shop.naive_path)}, workdir, args.timeout_s)
-            say(f"  naive {main_mode} #{r + 1}: {run['events_per_s']:,.0f} events/s ({run['events']} events, {run['measured_s']:.1f} s measured)")
+            say(f"  naive {main_mode} #{r + 1}: {run['events_per_s']:,.0f} events/s, {run['cpu_us_per_event']:,.0f} CPU us/event ({run['events']} events, {run['measured_s']:.1f} s measured)")
             naive_runs.append(run)
             peaks.append(run["peak_rss_bytes"])
         live: dict[str, Any] = {}
@@ -630,7 +622,9 @@ def main(args: argparse.Namespace) -> int:
             }
     state = state_bytes_per_user(shop.events, shop.catalog, config)
     naive = _median([x["events_per_s"] for x in naive_runs])
+    naive_cpu = _median([x["cpu_us_per_event"] for x in naive_runs])
     events_per_s = by_mode[main_mode]["events_per_s"]
+    job_cpu = by_mode[main_mode]["cpu_us_per_event"]
     result.update(
         {
             "events_per_s": events_per_s,
@@ -638,6 +632,10 @@ def main(args: argparse.Namespace) -> int:
             "events_per_s_by_mode": {m: v["events_per_s"] for m, v in by_mode.items()},
             "naive_events_per_s": naive,
             "ratio_to_naive": events_per_s / naive if events_per_s and naive else None,
+            # CPU time per event (whole process tree) is what other load on a shared machine disturbs least.
+            "cpu_us_per_event": job_cpu,
+            "naive_cpu_us_per_event": naive_cpu,
+            "cpu_ratio_to_naive": naive_cpu / job_cpu if naive_cpu and job_cpu else None,
             "freshness_ms": live["high"]["freshness_ms"],
             "freshness_1k_ms": live["low"]["freshness_ms"],
             "peak_rss_mb": max(peaks) / 2**20,
@@ -662,8 +660,8 @@ def main(args: argparse.Namespace) -> int:
         return 0
     print(f"flowrec stream benchmark, medians of {repeats} run(s) ({live_repeats} for freshness) on {os.cpu_count()} CPUs")
     for mode, v in by_mode.items():
-        print(f"  whole job ({mode:7s})   {v['events_per_s']:12,.0f} events/s   ({v['scorings_per_event']:.3f} user lists per event)")
-    print(f"  naive design           {naive:12,.0f} events/s   ratio {result['ratio_to_naive']:.1f}x")
+        print(f"  whole job ({mode:7s})   {v['events_per_s']:12,.0f} events/s   {v['cpu_us_per_event']:8,.0f} CPU us/event   ({v['scorings_per_event']:.3f} user lists per event)")
+    print(f"  naive design           {naive:12,.0f} events/s   {naive_cpu:8,.0f} CPU us/event   ratio {result['ratio_to_naive']:.1f}x (CPU {result['cpu_ratio_to_naive']:.1f}x)")
     for name, label in (("high", "freshness_ms"), ("low", "freshness_1k_ms")):
         v = live[name]
         f = v["freshness_ms"]

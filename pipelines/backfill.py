@@ -57,7 +57,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple, Sequence
+from typing import Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -69,7 +69,8 @@ from transforms.catalog import CatalogItem, parse_catalog_lines
 from transforms.config import ModelConfig, event_weights
 from transforms.engine import FinalState, ReferenceEngine
 from transforms.events import parse_json_lines
-from transforms.profile import ItemContribution, apply_user_events
+from transforms.cooccurrence import ItemModel
+from transforms.profile import ItemContribution, UserProfile, apply_user_events, top_interests
 
 log = logging.getLogger(__name__)
 
@@ -139,13 +140,18 @@ class EventColumns(NamedTuple):
 
 
 class ShardUsers(NamedTuple):
-    """Every user of a shard: encoded final profile (None: forgotten), last event time and last window."""
+    """Every user of a shard: encoded final profile (None: forgotten), last event time and last window.
+
+    ``reads`` lists, per user, the items whose neighbour lists scoring the
+    user at the end of the last window reads (strongest interests and cart).
+    """
 
     shard: int
     users: list
     profiles: list  # bytes | None
     last_ts: list
     last_window: list
+    reads: list
 
 
 # Columns of ShardDeltas.segments: one row per (user, window) with events.
@@ -215,7 +221,7 @@ def replay_users(shard: int, parts: Iterable[EventColumns], config: ModelConfig)
     """
     parts = [p for p in parts if len(p.ts)]
     if not parts:
-        return ShardUsers(shard, [], [], [], []), _deltas(ItemContribution(), np.zeros((0, 7), dtype=np.int64))
+        return ShardUsers(shard, [], [], [], [], []), _deltas(ItemContribution(), np.zeros((0, 7), dtype=np.int64))
     user = np.concatenate([p.user for p in parts])
     item = np.concatenate([p.item for p in parts])
     etype = np.concatenate([p.etype for p in parts])
@@ -237,6 +243,7 @@ def replay_users(shard: int, parts: Iterable[EventColumns], config: ModelConfig)
     profiles: list[bytes | None] = []
     last_ts: list[int] = []
     last_window: list[int] = []
+    reads: list[list[str]] = []
     profile = None
     for k, (s, e) in enumerate(zip(starts.tolist(), ends.tolist())):
         if s == 0 or user[s] != user[s - 1]:
@@ -249,7 +256,20 @@ def replay_users(shard: int, parts: Iterable[EventColumns], config: ModelConfig)
             profiles.append(None if profile is None else encode_profile(profile))
             last_ts.append(int(ts[s:e].max()))
             last_window.append(int(window[s]))
-    return ShardUsers(shard, users_out, profiles, last_ts, last_window), _deltas(contribution, segments)
+            reads.append(neighbour_reads(profile, (int(window[s]) + 1) * config.window_ms, config))
+    return ShardUsers(shard, users_out, profiles, last_ts, last_window, reads), _deltas(contribution, segments)
+
+
+def neighbour_reads(profile: UserProfile | None, now_ms: int, config: ModelConfig) -> list[str]:
+    """Items whose collaborative neighbours :func:`transforms.scoring.score_user` reads for this profile at ``now_ms``.
+
+    Those are the strongest ``interest_items`` interests (positive only) and
+    the items in the cart.
+    """
+    if profile is None:
+        return []
+    strongest = [item for item, _ in top_interests(profile, now_ms, config, limit=config.interest_items)]
+    return strongest + [item for item in profile.cart if item not in set(strongest)]
 
 
 def _deltas(c: ItemContribution, segments: np.ndarray) -> ShardDeltas:
@@ -367,6 +387,71 @@ def merge_deltas(shards: Sequence[ShardDeltas]) -> MergedDeltas:
     )
 
 
+class ObservedItemModel(ItemModel):
+    """An item model whose refresh recomputes only the dirty items in ``keep`` (all when ``keep`` is None).
+
+    Dropping a dirty item from a refresh is exact when nothing reads the list
+    that refresh would compute: the refresh clears the item's dirty mark
+    either way, and the item's list is read only through later refreshes.
+    """
+
+    keep: set[str] | None = None
+
+    def refresh(self):
+        if self.keep is not None:
+            ids = self.vocab.ids
+            self.dirty = {c for c in self.dirty if ids[c] in self.keep}
+        return super().refresh()
+
+
+def refresh_windows(windows: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """Which event windows refresh the model: the first window closing in each refresh slot."""
+    if len(windows) == 0:
+        return np.zeros(0, dtype=bool)
+    slots = ((windows + 1) * config.window_ms - 1) // config.model_refresh_ms
+    return np.r_[True, slots[1:] != slots[:-1]]
+
+
+def observed_refreshes(merged: MergedDeltas, config: ModelConfig, reads: Mapping[int, Iterable[str]]) -> dict[int, set[str]]:
+    """For each refresh (by its index among refreshing windows), the dirty items whose new lists are read.
+
+    An item is dirty at refresh ``r`` when its row changed in a window after
+    the previous refresh and up to ``r``.  The list computed at ``r`` is read
+    when ``r`` is the item's last refresh before the end (its final and
+    snapshot value), or when a user scored at a window ``w`` (with ``r`` the
+    item's last dirty refresh at or before ``w``) reads the item (``reads``:
+    window -> items read by the users scored there).
+    """
+    refreshing = merged.windows[refresh_windows(merged.windows, config)]
+    if len(refreshing) == 0:
+        return {}
+    pair_window = np.repeat(merged.windows, np.diff(merged.pairs))
+    at = np.searchsorted(refreshing, pair_window, side="left")  # first refresh at or after the change
+    inside = at < len(refreshing)  # later changes are refreshed at the end, unfiltered
+    codes = merged.pair_a[inside]
+    keys = np.unique(codes * len(refreshing) + at[inside])
+    item_codes, refresh_index = keys // len(refreshing), keys % len(refreshing)
+    bounds = np.flatnonzero(np.r_[True, item_codes[1:] != item_codes[:-1], True])
+    dirty_at = {int(item_codes[a]): refresh_index[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist())}
+    observed: dict[int, set[str]] = {}
+    ids = merged.ids
+    for code, indices in dirty_at.items():
+        observed.setdefault(int(indices[-1]), set()).add(ids[code])
+    code_of = {item: code for code, item in enumerate(ids.tolist())}
+    for window, items in reads.items():
+        last = int(np.searchsorted(refreshing, window, side="right")) - 1
+        if last < 0:
+            continue
+        for item in items:
+            indices = dirty_at.get(code_of.get(item, -1))
+            if indices is None:
+                continue
+            j = int(np.searchsorted(indices, last, side="right")) - 1
+            if j >= 0:
+                observed.setdefault(int(indices[j]), set()).add(item)
+    return observed
+
+
 @dataclass
 class TimelineResult:
     final: FinalState
@@ -383,6 +468,7 @@ def replay_timeline(
     cutoff_ms: int | None = None,
     counters: dict[str, int] | None = None,
     progress_every_s: float = 10.0,
+    skip_unread_refreshes: bool = True,
 ) -> TimelineResult:
     """Replay the window timeline with pre-replayed users; return the final state and the snapshot.
 
@@ -397,12 +483,14 @@ def replay_timeline(
     last_ts: dict[str, int] = {}
     last_window: dict[str, int] = {}
     by_window: dict[int, list[str]] = {}
+    reads: dict[int, set[str]] = {}
     for shard in users:
-        for user, raw, ts, window in zip(shard.users, shard.profiles, shard.last_ts, shard.last_window):
+        for user, raw, ts, window, read in zip(shard.users, shard.profiles, shard.last_ts, shard.last_window, shard.reads):
             profiles[user] = raw
             last_ts[user] = ts
             last_window[user] = window
             by_window.setdefault(window, []).append(user)
+            reads.setdefault(window, set()).update(read)
     if cutoff_ms is None:
         newest = max([*last_ts.values(), *(c.ts for c in catalog)], default=0)
         cutoff_ms = cutoff_for(newest, config)
@@ -410,9 +498,18 @@ def replay_timeline(
 
     final = FinalState()
     engine = ReferenceEngine(config, list(catalog), on_window=final.merge, score_users=last_window)
+    items = engine.items = ObservedItemModel(config)
+    engine.model.neighbours = items.neighbours
+    observed = observed_refreshes(merged, config, reads) if skip_unread_refreshes else None
+    refreshing = refresh_windows(merged.windows, config)
+    refresh_index = -1
     started = last_report = time.perf_counter()
     total = len(merged.windows)
     for k, window in enumerate(merged.windows.tolist()):
+        if refreshing[k]:
+            refresh_index += 1
+            if observed is not None:
+                items.keep = observed.get(refresh_index, set())
         engine._window = window
         engine._contribution = merged.contribution(k)
         engine._events_in_window = int(merged.events[k])
@@ -428,6 +525,7 @@ def replay_timeline(
     engine._window = None
     engine._close_catalog_windows(None)
     engine.profiles = {}
+    items.keep = None  # the end-of-input refresh recomputes every dirty item
     snapshot = capture(
         engine,
         final,

@@ -69,13 +69,10 @@ class RedisJobSink:
 
 
 class _SliceTimestamps(TimestampAssigner):
+    """Event time of a record: an EventSlice's latest event, a heartbeat's or catalog item's ``ts``."""
+
     def extract_timestamp(self, value, record_timestamp: int) -> int:
         return value.max_ts if isinstance(value, EventSlice) else value.ts
-
-
-class _CatalogTimestamps(TimestampAssigner):
-    def extract_timestamp(self, value, record_timestamp: int) -> int:
-        return value.ts
 
 
 def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None:
@@ -94,8 +91,9 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
     ttls = Ttls(settings.user_ttl_s, settings.item_ttl_s)
     inputs = source.create(env)
 
+    events_in = inputs.events if inputs.heartbeat is None else inputs.events.union(inputs.heartbeat)
     parsed = (
-        inputs.events.process(ParseEvents(config.window_ms, settings.user_shards), output_type=PICKLED)
+        events_in.process(ParseEvents(config.window_ms, settings.user_shards), output_type=PICKLED)
         .name("parse-events")
         .uid("parse-events")
         .set_parallelism(inputs.parallelism)
@@ -134,17 +132,21 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
     trend_input = users.get_side_output(TREND_DELTAS)
 
     if inputs.catalog is not None:
-        catalog = inputs.catalog.process(ParseCatalog(), output_type=PICKLED).name("parse-catalog").uid("parse-catalog").set_parallelism(1)
+        catalog_in = inputs.catalog if inputs.heartbeat is None else inputs.catalog.union(inputs.heartbeat)
+        catalog = catalog_in.process(ParseCatalog(), output_type=PICKLED).name("parse-catalog").uid("parse-catalog").set_parallelism(1)
         # [CatalogItem]; side: dead letters
         sink.attach(catalog.get_side_output(DEAD_LETTERS), "catalog-dead-letters")
-        catalog_time = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(0)).with_timestamp_assigner(_CatalogTimestamps())
-        if inputs.live:
-            # An idle catalog stream must not hold back event time.
-            catalog_time = catalog_time.with_idleness(Duration.of_millis(200))
+        # Live, the heartbeat moves the catalog's event time too, so upserts take
+        # effect (and an idle catalog never holds back the event-time of the job).
+        catalog_time = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(0)).with_timestamp_assigner(_SliceTimestamps())
         content = (
             catalog.assign_timestamps_and_watermarks(catalog_time)
             .name("catalog-time")
             .uid("catalog-time")
+            .set_parallelism(1)
+            .filter(lambda r: not isinstance(r, Tick))
+            .name("drop-catalog-heartbeats")
+            .uid("drop-catalog-heartbeats")
             .set_parallelism(1)
             .key_by(lambda item: 0, key_type=Types.INT())
             .process(ContentOperator(config), output_type=PICKLED)

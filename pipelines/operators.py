@@ -176,6 +176,9 @@ class ParseCatalog(ProcessFunction):
     """Chunk of catalog JSON lines -> CatalogItems; bad records -> dead letters."""
 
     def process_element(self, chunk: str, ctx) -> Iterable:
+        if chunk.startswith(TICK_PREFIX):
+            yield Tick(int(chunk[len(TICK_PREFIX):]))
+            return
         items, rejections = parse_catalog_lines(split_chunk(chunk))
         if rejections:
             yield DEAD_LETTERS, _dead_letter_batch(rejections)

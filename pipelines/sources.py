@@ -30,7 +30,8 @@ class JobInput:
 
     events: object
     catalog: object | None = None
-    live: bool = False  # unbounded: event time also advances with heartbeats
+    # Live inputs: heartbeat chunks that advance event time while input is idle.
+    heartbeat: object | None = None
     # Parallelism of parsing: a user's events must reach the user state in
     # order, so parsing runs at the source's parallelism over forward edges
     # (1 for files, sockets and collections).
@@ -145,10 +146,10 @@ class FileReplaySource:
         return JobInput(events, catalog)
 
 
-def _with_heartbeat(env, events, interval_ms: int):
-    """Union live events with heartbeat chunks so event time advances while input is idle.
+def heartbeat(env, interval_ms: int):
+    """Heartbeat chunks, so event time advances while a live input is idle.
 
-    A live source's watermark moves only with new events; the heartbeat (wall
+    A live source's watermark moves only with new records; the heartbeat (wall
     clock, every ``interval_ms``) closes windows during lulls.  It assumes live
     events carry ``ts`` close to the wall clock.
     """
@@ -163,8 +164,7 @@ def _with_heartbeat(env, events, interval_ms: int):
 
     sequence = NumberSequenceSource(0, 2**62)
     ticks = env.from_source(sequence, WatermarkStrategy.no_watermarks(), "heartbeat-sequence").uid("heartbeat-sequence").set_parallelism(1)
-    ticks = ticks.map(tick, output_type=Types.STRING()).name("heartbeat").uid("heartbeat").set_parallelism(1)
-    return events.union(ticks)
+    return ticks.map(tick, output_type=Types.STRING()).name("heartbeat").uid("heartbeat").set_parallelism(1)
 
 
 @dataclass
@@ -184,7 +184,7 @@ class DirectorySource:
             (Path(self.spool_dir) / sub).mkdir(parents=True, exist_ok=True)
         events = _text_file_source(env, Path(self.spool_dir) / "events", "spool-events", self.poll_ms)
         catalog = _text_file_source(env, Path(self.spool_dir) / "catalog", "spool-catalog", self.poll_ms)
-        return JobInput(_with_heartbeat(env, events, self.heartbeat_ms), catalog, live=True)
+        return JobInput(events, catalog, heartbeat(env, self.heartbeat_ms))
 
 
 @dataclass
@@ -203,7 +203,7 @@ class SocketSource:
         jvm = get_gateway().jvm
         function = jvm.org.apache.flink.streaming.api.functions.source.legacy.SocketTextStreamFunction(self.host, self.port, "\n", 0)
         events = env.add_source(SourceFunction(function), "socket-events", Types.STRING()).uid("socket-events").set_parallelism(1)
-        return JobInput(_with_heartbeat(env, events, self.heartbeat_ms), None, live=True)
+        return JobInput(events, None, heartbeat(env, self.heartbeat_ms))
 
 
 KAFKA_JAR_HINT = "flink-sql-connector-kafka-<version>.jar (Maven Central: org.apache.flink:flink-sql-connector-kafka, a release for Flink 2.x)"
@@ -244,4 +244,4 @@ class KafkaEventSource:
             .build()
         )
         events = env.from_source(source, WatermarkStrategy.no_watermarks(), "kafka-events").uid("kafka-events")
-        return JobInput(_with_heartbeat(env, events, self.heartbeat_ms), None, live=True)
+        return JobInput(events, None, heartbeat(env, self.heartbeat_ms))

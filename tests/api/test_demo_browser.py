@@ -1,24 +1,16 @@
-"""The /demo page in a real headless Chromium: pick a user, add an item to the cart, see the list change.
-
-Something must turn the page's event into a new list in Redis.  Until the
-real job runs in this test, ``fake_spool_job`` stands in for it: it watches
-the spool directory like the job's file source and, for every new events
-file, writes a new ``rec:{user}`` list through RedisStore.  Swapping in the
-real job is the one line in the ``job`` fixture.
-"""
+"""The /demo page in a real headless Chromium, with the real streaming job: pick a user,
+add an item to the cart, and see the list the job computes replace the old one."""
 
 from __future__ import annotations
 
 import shutil
-import threading
-from pathlib import Path
+import time
 
 import orjson
 import pytest
 
 from api.browse import BrowseCatalog
 from state.keys import KeyKind
-from state.store import RedisStore, ScoredItem, Write, encode_list
 from transforms.catalog import CatalogItem
 
 from .conftest import NOW_MS, put_list
@@ -29,59 +21,33 @@ DEMO_KEY = "demo-key-for-the-browser-test"
 CATALOG = [CatalogItem(f"i{k}", title=f"Product {k}", category="fashion/shoes" if k % 2 else "home", brand="acme", price=10.0 + k) for k in range(1, 7)]
 
 
-class FakeSpoolJob:
-    """Reads each new events file in the spool dir and writes ``rec:{user}`` = a complement of the last cart add.
+@pytest.fixture
+def job(spool_dir, redis_url, store, tmp_path):
+    """The real streaming job on a local mini-cluster, live on the API's spool directory.
 
-    The list it writes puts ``i4`` ("goes with <item> in your cart") in front of
-    the user's previous list, so the page has something new to show.
+    The catalog goes in through the spool like any upsert; the fixture yields
+    once the job has published its content neighbours, so it is ready for events.
     """
+    import dataclasses
 
-    def __init__(self, spool_dir: Path, store: RedisStore) -> None:
-        self.spool_dir = spool_dir
-        self.store = store
-        self.seen: set[str] = set()
-        self.processed: list[dict] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="fake-spool-job", daemon=True)
+    from flowrec.config import Settings
+    from pipelines.main import run_job
+    from pipelines.sources import DirectorySource
 
-    def _run(self) -> None:
-        while not self.stop.wait(0.05):
-            for path in sorted(self.spool_dir.glob("events/events-*.jsonl")):
-                if path.name in self.seen:
-                    continue
-                self.seen.add(path.name)
-                for line in path.read_bytes().splitlines():
-                    event = orjson.loads(line)
-                    self.processed.append(event)
-                    if event["event_type"] == "add_to_cart":
-                        self._write_list(event["user_id"], event["item_id"], event["ts"])
-
-    def _write_list(self, user: str, item: str, ts: int) -> None:
-        from state.store import decode_list
-
-        _, previous, _ = decode_list(self.store.get_many([(KeyKind.USER_RECS, user)])[0])
-        fresh = [ScoredItem("i4", 2.0, f"goes with {item} in your cart")] + [p for p in previous if p.item not in ("i4", item)]
-        self.store.write([Write(KeyKind.USER_RECS, user, encode_list(ts, fresh))])
-
-    def __enter__(self) -> "FakeSpoolJob":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=5)
-
-
-@pytest.fixture
-def fake_spool_job(spool_dir, store):
-    with FakeSpoolJob(spool_dir, store) as job:
-        yield job
-
-
-@pytest.fixture
-def job(fake_spool_job):
-    # The real PyFlink job fixture replaces this line once it exists.
-    return fake_spool_job
+    catalog_dir = spool_dir / "catalog"
+    catalog_dir.mkdir(parents=True, exist_ok=True)
+    (catalog_dir / ".catalog-0.tmp").write_bytes(b"".join(item.to_json() + b"\n" for item in CATALOG))
+    (catalog_dir / ".catalog-0.tmp").rename(catalog_dir / "catalog-0.jsonl")
+    settings = Settings(redis_url=redis_url, spool_dir=spool_dir, restart_attempts=0, checkpoint_dir=str(tmp_path / "checkpoints"))
+    client = run_job(dataclasses.replace(settings), DirectorySource(spool_dir), job_name="flowrec-browser-test", wait=False)
+    try:
+        deadline = time.monotonic() + 120
+        while store.get_many([(KeyKind.CONTENT_NEIGHBOURS, "i3")])[0] is None:
+            assert time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.2)
+        yield client
+    finally:
+        client.cancel().result()
 
 
 @pytest.fixture
@@ -103,9 +69,12 @@ def browser(tmp_path):
     driver.quit()
 
 
-def test_demo_page_sends_an_event_and_shows_the_list_change(serve, store, spool_dir, job, browser):
+@pytest.mark.flink
+def test_demo_page_sends_an_event_and_shows_the_list_change(serve, store, spool_dir, clock, job, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
+
+    clock.now_ms = time.time_ns() // 1_000_000  # live events: the job's event time follows the wall clock
 
     put_list(store, KeyKind.USER_RECS, "u1", NOW_MS - 60_000, [("i1", 0.9, "because you viewed i2"), ("i2", 0.5, "similar to i6")])
     put_list(store, KeyKind.TRENDING_GLOBAL, None, NOW_MS - 60_000, [("i5", 3.0), ("i6", 2.0)])
@@ -132,9 +101,9 @@ def test_demo_page_sends_an_event_and_shows_the_list_change(serve, store, spool_
 
     # The event reached the job's live source as a spool file ...
     spooled = [orjson.loads(line) for path in sorted(spool_dir.glob("events/events-*.jsonl")) for line in path.read_bytes().splitlines()]
-    assert {"user_id": "u1", "item_id": "i3", "event_type": "add_to_cart", "ts": NOW_MS} in spooled
+    assert {"user_id": "u1", "item_id": "i3", "event_type": "add_to_cart", "ts": clock.now_ms} in spooled
     # ... and once the job has processed it, the page shows the new list with its reasons.
-    wait.until(lambda d: list_items(d) != before)
+    WebDriverWait(browser, 30, poll_frequency=0.1).until(lambda d: list_items(d) not in ([], before))
     reasons = browser.execute_script("return [...document.querySelectorAll('#recs li .reason')].map(r => r.textContent)")
     assert reasons and all(reasons)
     assert browser.find_element(By.ID, "c-sent").text == "1"

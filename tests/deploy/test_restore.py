@@ -10,8 +10,9 @@ would make it late).  Windows then close only by the events' own watermark,
 and the final stop drains (advances event time to the end), closing the rest
 exactly as the end of a bounded replay does.  The catalog is written in ``ts``
 order and ends with one re-upsert dated after the last event, so every real
-catalog window closes before the first event arrives instead of waiting for
-the drain.
+catalog window (some are dated inside the events' future period: sell-outs)
+closes before the first event arrives, instead of when the heartbeat's wall
+clock reaches it or at the drain.
 """
 
 from __future__ import annotations
@@ -88,6 +89,12 @@ def test_stop_with_savepoint_and_resume_equals_an_uninterrupted_replay(flink_clu
     wait_for("the first half counted", lambda: events_counted(redis_client) == half)
     wait_for("some user lists", lambda: redis_client.keys("flowrec:v1:rec:*"))
 
+    # A savepoint without stopping leaves the job running.
+    kept = flink_cluster.flowrec("cluster", "savepoint", first_job, "--dir", str(tmp_path / "kept"), "--jobmanager", flink_cluster.jobmanager)
+    assert kept.returncode == 0, kept.stderr[-4000:]
+    assert Path(kept.stdout.strip().removeprefix("file:")).is_dir()
+    assert flink_cluster.rest.job(first_job)["state"] == "RUNNING"
+
     stopped = flink_cluster.flowrec("cluster", "savepoint", first_job, "--stop", "--dir", str(tmp_path / "savepoints"),
                                     "--jobmanager", flink_cluster.jobmanager)
     assert stopped.returncode == 0, stopped.stderr[-4000:]
@@ -107,6 +114,10 @@ def test_stop_with_savepoint_and_resume_equals_an_uninterrupted_replay(flink_clu
     drained = flink_cluster.flowrec("cluster", "savepoint", second_job, "--stop", "--drain", "--jobmanager", flink_cluster.jobmanager)
     assert drained.returncode == 0, drained.stderr[-4000:]
     assert flink_cluster.rest.job(second_job)["state"] == "FINISHED"
+
+    listed = flink_cluster.flowrec("cluster", "jobs", "--jobmanager", flink_cluster.jobmanager)
+    states = dict(line.split()[:2] for line in listed.stdout.splitlines())
+    assert states[first_job] == states[second_job] == "FINISHED"
 
     stats = {k.decode(): v.decode() for k, v in redis_client.hgetall("flowrec:v1:stats").items()}
     assert int(stats["events"]) == len(events), "no event lost or counted twice"

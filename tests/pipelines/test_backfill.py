@@ -368,3 +368,30 @@ def test_taobao_sample_equals_reference(tmp_path: Path, redis_url: str, referenc
 
     assert result.summary()["events"] == len(events)
     assert differences(results(redis_url), reference_content(final, reference_redis.url)) == []
+
+
+def test_skipping_unread_refreshes_changes_nothing_but_the_work():
+    """The timeline recomputes only neighbour lists that are read later; the output is identical."""
+    from pipelines.backfill import merge_deltas, observed_refreshes, parse_chunk, refresh_windows, replay_timeline, replay_users
+
+    events, catalog = shop(events=4000, users=60, seed=4)
+    by_shard, _, _ = parse_chunk(0, 0, [line.decode() for line in events.to_jsonl().splitlines()], CONFIG, 4, None)
+    shards = [replay_users(s, [columns], CONFIG) for s, columns in by_shard.items()]
+    users, deltas = [u for u, _ in shards], [d for _, d in shards]
+    fast = replay_timeline(CONFIG, catalog, deltas, users, skip_unread_refreshes=True)
+    full = replay_timeline(CONFIG, catalog, deltas, users, skip_unread_refreshes=False)
+    assert {(w.kind, w.part): w.value for w in final_writes(fast.final, Ttls())} == {(w.kind, w.part): w.value for w in final_writes(full.final, Ttls())}
+    assert fast.snapshot.counts == full.snapshot.counts and fast.snapshot.dirty == full.snapshot.dirty
+    assert {i: v[0] for i, v in fast.snapshot.neighbours.items()} == {i: v[0] for i, v in full.snapshot.neighbours.items()}
+
+    merged = merge_deltas(deltas)
+    reads: dict[int, set[str]] = {}
+    for shard in users:
+        for window, read in zip(shard.last_window, shard.reads):
+            reads.setdefault(window, set()).update(read)
+    refreshing = merged.windows[refresh_windows(merged.windows, CONFIG)]
+    changes = np.repeat(merged.windows, np.diff(merged.pairs))
+    at = np.searchsorted(refreshing, changes)
+    dirty_pairs = len({(a, r) for a, r in zip(merged.pair_a.tolist(), at.tolist()) if r < len(refreshing)})
+    observed = sum(len(v) for v in observed_refreshes(merged, CONFIG, reads).values())
+    assert 0 < observed < dirty_pairs
