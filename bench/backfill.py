@@ -113,6 +113,21 @@ def measure(name: str, events_path: Path, catalog_path: Path, runner: str, beam_
     }
 
 
+def _report(row: dict, as_json: bool) -> dict:
+    """Print one input's result as soon as it is measured."""
+    if as_json:
+        print(json.dumps(row), flush=True)
+    else:
+        print(
+            f"{row['input']:>14}: {row['events']} events, {row['windows']} windows, {row['users']} users | "
+            f"reference {row['reference_events_per_s']:.0f} ev/s ({row['reference_seconds']} s, engine {row['reference_engine_seconds']} s) | "
+            f"beam {row['runner']} {row['beam_events_per_s']:.0f} ev/s ({row['beam_seconds']} s) | ratio {row['beam_over_reference']} | "
+            f"redis equal: {row['redis_equal']}",
+            flush=True,
+        )
+    return row
+
+
 def main(args: argparse.Namespace) -> int:
     from flowrec.commands.backfill import beam_arguments
     from flowrec.config import load_settings
@@ -131,19 +146,9 @@ def main(args: argparse.Namespace) -> int:
         else:
             events, catalog = load_movielens_100k(folder)
             paths = _write_inputs(workdir / "ml-100k", events, catalog)
-            rows.append(measure("ml-100k", *paths, args.runner, beam_args, workdir))
+            rows.append(_report(measure("ml-100k", *paths, args.runner, beam_args, workdir), args.json))
     if "shop" not in args.skip:
         catalog, stream = generate_shop(users=args.users, items=args.items, events=args.events, seed=args.seed, days=args.days)
         paths = _write_inputs(workdir / "shop", EventBatch.concat(list(stream)), catalog)
-        rows.append(measure(f"shop-{args.events}", *paths, args.runner, beam_args, workdir))
-    for row in rows:
-        if args.json:
-            print(json.dumps(row))
-        else:
-            print(
-                f"{row['input']:>14}: {row['events']} events, {row['windows']} windows, {row['users']} users | "
-                f"reference {row['reference_events_per_s']:.0f} ev/s ({row['reference_seconds']} s, engine {row['reference_engine_seconds']} s) | "
-                f"beam {row['runner']} {row['beam_events_per_s']:.0f} ev/s ({row['beam_seconds']} s) | ratio {row['beam_over_reference']} | "
-                f"redis equal: {row['redis_equal']}"
-            )
+        rows.append(_report(measure(f"shop-{args.events}", *paths, args.runner, beam_args, workdir), args.json))
     return 0 if all(row["redis_equal"] for row in rows) else 1

@@ -358,15 +358,26 @@ class Sender:
         return {"offered": total, "send_s": elapsed, "achieved_rate": sent / elapsed if elapsed > 0 else float("inf")}
 
 
-def _wait_drained(poller_read, sent: int, last_ts: int, timeout_s: float) -> bool:
-    """Until every sent event passed user state and the window of the last one was scored."""
+def _wait_drained(read_stats, sent: int, timeout_s: float) -> bool:
+    """Until every sent event has passed user state and every list those events changed is written.
+
+    Two steps: first the events counter reaches ``sent``; then a window that
+    ends after that moment is scored.  Events processed after the heartbeat
+    moved event time past their window are late and are folded into the open
+    window (the job's documented rule), so waiting for the window of the last
+    event's ``ts`` is not enough when the job is behind.
+    """
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        values = poller_read()
-        if values.get("events", 0) >= sent and values.get("last_window_ts", 0) > last_ts:
-            return True
+    while read_stats().get("events", 0) < sent:
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.01)
-    return False
+    counted_at_ms = time.time_ns() // 1_000_000
+    while read_stats().get("last_window_ts", 0) <= counted_at_ms:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def child_live(spec: dict[str, Any]) -> dict[str, Any]:
@@ -397,16 +408,18 @@ def child_live(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         rate = spec["rate"]
         sender.run(min(rate, 2000.0), spec["warmup_seconds"])
-        warm = _wait_drained(stats.read, sender.sent_total, sender.last_ts, spec["timeout_s"])
+        warm = _wait_drained(stats.read, sender.sent_total, spec["timeout_s"])
         if not warm:
             raise RuntimeError("the job did not finish the warm-up events")
         r.delete(freshness_key)
-        before = stats.read().get("events", 0)
+        at_start = stats.read()
+        before = at_start.get("events", 0)
         t0 = time.perf_counter()
         sent = sender.run(rate, spec["seconds"])
-        drained = _wait_drained(stats.read, sender.sent_total, sender.last_ts, spec["timeout_s"])
+        drained = _wait_drained(stats.read, sender.sent_total, spec["timeout_s"])
         processing_s = time.perf_counter() - t0
-        processed = stats.read().get("events", 0) - before
+        at_end = stats.read()
+        processed = at_end.get("events", 0) - before
         in_order = [int(x) for x in r.lrange(freshness_key, 0, -1)]
         lags = sorted(in_order)
     finally:
@@ -426,6 +439,8 @@ def child_live(spec: dict[str, Any]) -> dict[str, Any]:
         "achieved_send_rate": sent["achieved_rate"],
         "processed_per_s": processed / processing_s,
         "drained": drained,
+        "late_events": at_end.get("late_events", 0) - at_start.get("late_events", 0),
+        "warmup_late_events": at_start.get("late_events", 0),
         "lists": len(lags),
         "freshness_ms": {name: float(np.percentile(lags, q)) for name, q in (("p50", 50), ("p95", 95), ("p99", 99))},
         "max_ms": lags[-1],

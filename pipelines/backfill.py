@@ -40,7 +40,12 @@ So the pipeline is:
    window by window with pre-replayed users): this only applies deltas,
    refreshes the model and scores each user once, at the close of the user's
    last window.  It takes the snapshot (before the end-of-input refresh, see
-   :mod:`pipelines.bootstrap`), then finishes and emits the final writes;
+   :mod:`pipelines.bootstrap`), then finishes and emits the final writes.
+   Because the whole input is known, each refresh recomputes only the
+   neighbour lists something reads later — a user scored before the item's
+   next refresh (strongest interests and cart, listed per user in step 2), or
+   the item's last refresh (its final and snapshot value); the others would
+   be overwritten unseen (:func:`observed_refreshes`);
 4. *write* (parallel): Redis writes in batches, dead letters to the
    dead-letter stream.
 
@@ -269,7 +274,8 @@ def neighbour_reads(profile: UserProfile | None, now_ms: int, config: ModelConfi
     if profile is None:
         return []
     strongest = [item for item, _ in top_interests(profile, now_ms, config, limit=config.interest_items)]
-    return strongest + [item for item in profile.cart if item not in set(strongest)]
+    seen = set(strongest)
+    return strongest + [item for item in profile.cart if item not in seen]
 
 
 def _deltas(c: ItemContribution, segments: np.ndarray) -> ShardDeltas:

@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from flowrec.cli import main as cli_main
+from flowrec.config import load_settings
 from flowrec.localredis import LocalRedis
 from pipelines.backfill import BackfillError, BackfillJob, expand_inputs, run_backfill
 from pipelines.bootstrap import (
@@ -357,7 +358,7 @@ def test_cli_prints_one_json_object(tmp_path: Path, redis_url: str, capsys):
 @pytest.mark.datasets
 def test_taobao_sample_equals_reference(tmp_path: Path, redis_url: str, reference_redis):
     try:
-        folder = dataset_path(Path(__file__).resolve().parents[3] / "shared" / "datasets", "taobao-sample")
+        folder = dataset_path(load_settings(None), "taobao-sample")
     except DatasetMissing as exc:
         pytest.skip(str(exc))
     events, catalog = load_taobao_sample(folder)
