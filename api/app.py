@@ -674,7 +674,8 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
         if len(batch) == 0:
             ctx.metrics.events.labels("event", "rejected").inc(len(rejections))
             raise ApiProblem(422, "no-records-accepted", f"none of the {len(records)} events is valid (first: {rejections[0].reason}: {rejections[0].detail})", **outcome_fields(0, rejections))
-        await run_in_threadpool(write_spool_file, spool, "events", [batch.to_jsonl()], now)
+        # One line holding the whole batch as a JSON array: the job parses it as one record.
+        await run_in_threadpool(write_spool_file, spool, "events", [orjson.dumps(batch.to_records()) + b"\n"], now)
         return _json(outcome("event", len(batch), rejections), 202)
 
     @app.post(

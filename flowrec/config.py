@@ -37,6 +37,10 @@ class Settings:
     user_shards: int = 8
     item_shards: int = 4
     batch_size: int = 1000
+    # Live inputs: a wall-clock heartbeat advances event time while input is
+    # idle, so windows close during lulls.  0 disables it, e.g. to feed dated
+    # history through a spool directory (windows then close only as data advances).
+    heartbeat_ms: int = 50
     batch_timeout_ms: int = 20
     max_out_of_orderness_ms: int = 100
     # Restarts after a failure before the job gives up (0: fail at once).
@@ -67,6 +71,7 @@ _FIELDS: dict[str, tuple[str, object]] = {
     "user-shards": ("user_shards", int),
     "item-shards": ("item_shards", int),
     "batch-size": ("batch_size", int),
+    "heartbeat-ms": ("heartbeat_ms", int),
     "batch-timeout-ms": ("batch_timeout_ms", int),
     "max-out-of-orderness-ms": ("max_out_of_orderness_ms", int),
     "user-state-ttl-ms": ("user_state_ttl_ms", int),

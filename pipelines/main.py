@@ -50,12 +50,12 @@ def choose_source(args: argparse.Namespace, settings: Settings):
         return FileReplaySource(args.events, args.catalog, chunk_size=settings.batch_size)
     if args.socket:
         host, _, port = args.socket.rpartition(":")
-        return SocketSource(host or "127.0.0.1", int(port))
+        return SocketSource(host or "127.0.0.1", int(port), heartbeat_ms=settings.heartbeat_ms)
     if args.kafka_brokers:
         if not args.kafka_topic:
             raise SystemExit("--kafka-brokers needs --kafka-topic")
-        return KafkaEventSource(args.kafka_brokers, args.kafka_topic, args.jar)
-    return DirectorySource(settings.spool_dir)
+        return KafkaEventSource(args.kafka_brokers, args.kafka_topic, args.jar, heartbeat_ms=settings.heartbeat_ms)
+    return DirectorySource(settings.spool_dir, heartbeat_ms=settings.heartbeat_ms)
 
 
 def run_job(settings: Settings, source, restore: str | None = None, job_name: str = "flowrec", wait: bool = True):

@@ -152,7 +152,10 @@ def heartbeat(env, interval_ms: int):
     A live source's watermark moves only with new records; the heartbeat (wall
     clock, every ``interval_ms``) closes windows during lulls.  It assumes live
     events carry ``ts`` close to the wall clock.
+    ``interval_ms <= 0`` means no heartbeat (returns None).
     """
+    if interval_ms <= 0:
+        return None
     from pipelines.operators import TICK_PREFIX
 
     def tick(_: int) -> str:

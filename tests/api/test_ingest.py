@@ -27,7 +27,12 @@ def spool_files(spool_dir, kind: str = "events") -> list:
 
 
 def lines(path) -> list[dict]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    """Records of a spool file: a line holds one record or a JSON array of them."""
+    out = []
+    for line in path.read_bytes().splitlines():
+        record = orjson.loads(line)
+        out.extend(record if isinstance(record, list) else [record])
+    return out
 
 
 # -- auth -------------------------------------------------------------------------------
