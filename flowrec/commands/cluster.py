@@ -146,16 +146,16 @@ class FlinkRest:
         return answer["request-id"]
 
     def wait_ready(self, timeout_s: float, min_taskmanagers: int = 1, sleep: Callable[[float], None] = time.sleep,
-                   clock: Callable[[], float] = time.monotonic) -> dict:
-        """Poll ``/overview`` until at least ``min_taskmanagers`` have registered; returns the overview."""
+                   clock: Callable[[], float] = time.monotonic, min_slots: int = 0) -> dict:
+        """Poll ``/overview`` until at least ``min_taskmanagers`` (and ``min_slots`` slots) have registered; returns the overview."""
         deadline = clock() + timeout_s
         last_error = "no answer"
         while True:
             try:
                 overview = self.overview()
-                if overview.get("taskmanagers", 0) >= min_taskmanagers:
+                if overview.get("taskmanagers", 0) >= min_taskmanagers and overview.get("slots-total", 0) >= min_slots:
                     return overview
-                last_error = f"{overview.get('taskmanagers', 0)} TaskManagers registered"
+                last_error = f"{overview.get('taskmanagers', 0)} TaskManagers with {overview.get('slots-total', 0)} slots registered"
             except FlinkRestError as exc:
                 last_error = str(exc)
             if clock() >= deadline:

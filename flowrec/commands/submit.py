@@ -162,7 +162,8 @@ def main(args: argparse.Namespace) -> int:
     jobmanager = args.jobmanager or default_jobmanager()
     rest = FlinkRest(rest_base_url(jobmanager))
     try:
-        overview = rest.wait_ready(args.timeout)
+        # A TaskManager that just started may register before its slots do: wait for both.
+        overview = rest.wait_ready(args.timeout, min_slots=settings.parallelism)
     except FlinkRestError as exc:
         print(f"flowrec submit: {exc} (start one with `flowrec cluster start`)", file=sys.stderr)
         return 1
