@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -826,6 +827,8 @@ def run_backfill(job: BackfillJob, runner: str = "DirectRunner", beam_args: Sequ
     """
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    if _pyflink_runtime_loaded():
+        return _in_fresh_process(job, runner, beam_args)
     if not job.inputs:
         raise BackfillError("no input files")
     if job.cutoff_ms is not None:
@@ -841,6 +844,22 @@ def run_backfill(job: BackfillJob, runner: str = "DirectRunner", beam_args: Sequ
     seconds = time.perf_counter() - started
     counters, cutoff = _metrics(result)
     return BackfillResult(counters=counters, cutoff_ms=cutoff if cutoff is not None else job.cutoff_ms, seconds=seconds)
+
+
+def _pyflink_runtime_loaded() -> bool:
+    """True once PyFlink's Python runtime is imported here: it replaces parts of Beam's
+    worker (its ParDo creator and compiled operations), so a Beam pipeline can no
+    longer run in this process (it fails to decode, or crashes the interpreter)."""
+    return any(name.startswith("pyflink.fn_execution.beam") for name in sys.modules)
+
+
+def _in_fresh_process(job: BackfillJob, runner: str, beam_args: Sequence[str]) -> BackfillResult:
+    """Run the backfill in a new interpreter (spawned, so it inherits no PyFlink state)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(run_backfill, job, runner, tuple(beam_args)).result()
 
 
 def _metrics(result) -> tuple[dict[str, int], int | None]:
