@@ -103,11 +103,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--naive-events", type=int, default=5_000, help="events for the naive design (default 5000)")
     live = parser.add_argument_group("freshness (live socket runs)")
     live.add_argument("--high-rate", type=float, default=100_000, help="offered events/s of the first freshness run (default 100000)")
-    live.add_argument("--high-seconds", type=float, default=2.0, help="seconds of offered load at --high-rate (default 2)")
-    live.add_argument("--high-window-ms", type=int, default=100, help="scoring window at --high-rate (default 100)")
+    live.add_argument("--high-seconds", type=float, default=1.0, help="seconds of offered load at --high-rate (default 1)")
+    live.add_argument("--high-window-ms", type=int, default=200, help="scoring window at --high-rate (default 200)")
     live.add_argument("--low-rate", type=float, default=1_000, help="offered events/s of the second freshness run (default 1000)")
     live.add_argument("--low-seconds", type=float, default=5.0, help="seconds of offered load at --low-rate (default 5)")
-    live.add_argument("--low-window-ms", type=int, default=10, help="scoring window at --low-rate (default 10)")
+    live.add_argument("--low-window-ms", type=int, default=50, help="scoring window at --low-rate (default 50)")
     live.add_argument("--warmup-seconds", type=float, default=2.0, help="warm-up before each measured phase, at min(rate, 2000)/s (default 2)")
     live.add_argument("--out-of-orderness-ms", type=int, default=0, help="watermark delay of the live runs (one ordered socket: 0)")
     live.add_argument("--heartbeat-ms", type=int, default=10, help="heartbeat interval of the live source (default 10)")
@@ -357,24 +357,43 @@ class Sender:
         self.sent_total += sent
         return {"offered": total, "send_s": elapsed, "achieved_rate": sent / elapsed if elapsed > 0 else float("inf")}
 
+    def probe(self) -> int:
+        """Send one event of a dedicated user stamped now; returns its ``ts``."""
+        ts = time.time_ns() // 1_000_000
+        self.conn.sendall(b'[{"user_id":"bench-probe","item_id":"bench-probe-item","event_type":"view","ts":%d}]\n' % ts)
+        self.sent_total += 1
+        return ts
 
-def _wait_drained(read_stats, sent: int, timeout_s: float) -> bool:
+
+def _wait_drained(read_stats, sent: int, sender: "Sender", timeout_s: float, job_running) -> bool:
     """Until every sent event has passed user state and every list those events changed is written.
 
-    Two steps: first the events counter reaches ``sent``; then a window that
-    ends after that moment is scored.  Events processed after the heartbeat
-    moved event time past their window are late and are folded into the open
-    window (the job's documented rule), so waiting for the window of the last
-    event's ``ts`` is not enough when the job is behind.
+    First the events counter reaches ``sent``; then one probe event is sent
+    and its window must be scored.  Windows are scored in order, and events
+    that user state processed after the heartbeat had moved event time past
+    their window are late and folded into the open window (the job's
+    documented rule), so the probe's window is at or after every window those
+    events went to.  ``job_running()`` is checked every second so a failed
+    job ends the wait.
     """
     deadline = time.monotonic() + timeout_s
+    next_check = time.monotonic() + 1.0
+
+    def alive() -> bool:
+        nonlocal next_check
+        if time.monotonic() >= next_check:
+            next_check = time.monotonic() + 1.0
+            if not job_running():
+                raise RuntimeError("the job stopped before the events were processed")
+        return time.monotonic() < deadline
+
     while read_stats().get("events", 0) < sent:
-        if time.monotonic() > deadline:
+        if not alive():
             return False
         time.sleep(0.01)
-    counted_at_ms = time.time_ns() // 1_000_000
-    while read_stats().get("last_window_ts", 0) <= counted_at_ms:
-        if time.monotonic() > deadline:
+    probe_ts = sender.probe()
+    while read_stats().get("last_window_ts", 0) <= probe_ts:
+        if not alive():
             return False
         time.sleep(0.01)
     return True
@@ -405,10 +424,17 @@ def child_live(spec: dict[str, Any]) -> dict[str, Any]:
     r = redis.Redis.from_url(settings.redis_url)
     freshness_key = redis_key(KeyKind.FRESHNESS)
     sender = Sender(conn, prefixes, spec["send_interval_ms"] / 1000)
+
+    def job_running() -> bool:
+        return str(client.get_job_status().result()).endswith("RUNNING")
+
+    say = lambda *a: print(*a, flush=True)  # noqa: E731 - the child's log
     try:
         rate = spec["rate"]
+        say(f"connected; warm-up at {min(rate, 2000.0):.0f}/s")
         sender.run(min(rate, 2000.0), spec["warmup_seconds"])
-        warm = _wait_drained(stats.read, sender.sent_total, spec["timeout_s"])
+        warm = _wait_drained(stats.read, sender.sent_total, sender, spec["timeout_s"] / 3, job_running)
+        say(f"warm-up drained: {stats.read()}")
         if not warm:
             raise RuntimeError("the job did not finish the warm-up events")
         r.delete(freshness_key)
@@ -416,9 +442,12 @@ def child_live(spec: dict[str, Any]) -> dict[str, Any]:
         before = at_start.get("events", 0)
         t0 = time.perf_counter()
         sent = sender.run(rate, spec["seconds"])
-        drained = _wait_drained(stats.read, sender.sent_total, spec["timeout_s"])
+        say(f"sent {sent}; draining")
+        drained = _wait_drained(stats.read, sender.sent_total, sender, spec["timeout_s"] / 3, job_running)
+        say(f"drained={drained}: {stats.read()}")
         processing_s = time.perf_counter() - t0
         at_end = stats.read()
+        t_end = time.perf_counter()
         processed = at_end.get("events", 0) - before
         in_order = [int(x) for x in r.lrange(freshness_key, 0, -1)]
         lags = sorted(in_order)
@@ -438,6 +467,8 @@ def child_live(spec: dict[str, Any]) -> dict[str, Any]:
         "events": sent["offered"],
         "achieved_send_rate": sent["achieved_rate"],
         "processed_per_s": processed / processing_s,
+        # Below 1 while the job is behind, other programs on the machine took the CPU.
+        "cpu_cores_used": rss.cpu_between(t0, t_end) / (t_end - t0),
         "drained": drained,
         "late_events": at_end.get("late_events", 0) - at_start.get("late_events", 0),
         "warmup_late_events": at_start.get("late_events", 0),

@@ -62,7 +62,6 @@ from state.schemas import (
     decode_row,
     decode_scored,
     encode_facts,
-    encode_profile,
     encode_row,
     encode_scored,
     encode_versions,
@@ -72,7 +71,6 @@ from transforms.config import ModelConfig
 from transforms.content import ContentIndex
 from transforms.cooccurrence import ItemModel, Neighbours
 from transforms.engine import FinalState, ReferenceEngine
-from transforms.profile import UserProfile
 from transforms.trending import TrendingModel
 
 log = logging.getLogger(__name__)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import importlib
 
-HELP = "speed benchmarks: engine (reference replay), stream (the Flink job), api (lookup API)"
+HELP = "speed benchmarks: engine (reference replay), stream (the Flink job), api (lookup API), backfill (Beam)"
 
 # Each benchmark module defines add_arguments(parser) and main(args) -> int.
 BENCHMARKS = {
     "engine": "bench.engine",
     "stream": "bench.stream",
     "api": "bench.api",
+    "backfill": "bench.backfill",
 }
 
 
