@@ -83,6 +83,9 @@ _FIELDS: dict[str, tuple[str, object]] = {
 }
 # REDIS_URL is the conventional name; FLOWREC_REDIS_URL also works.
 _EXTRA_ENV = {"redis_url": "REDIS_URL"}
+# `flowrec submit` hands the URL to the Flink client under this name: Flink masks
+# variables whose names contain "secret" when it logs a process environment.
+SECRET_REDIS_URL_ENV = "FLOWREC_REDIS_URL_SECRET"
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
@@ -106,7 +109,7 @@ def load_settings(args: argparse.Namespace | None = None, env: Mapping[str, str]
         if flag_value is not None:
             values[name] = flag_value
             continue
-        for env_name in (ENV_PREFIX + name.upper(), _EXTRA_ENV.get(name)):
+        for env_name in (ENV_PREFIX + name.upper(), _EXTRA_ENV.get(name), SECRET_REDIS_URL_ENV if name == "redis_url" else None):
             if env_name and env.get(env_name):
                 try:
                     values[name] = kind(env[env_name])

@@ -664,7 +664,7 @@ class RedisSink(ProcessFunction):
         last_window = stats.pop("last_window_ts", None)
         self.store.add_stats(stats)
         if last_window is not None:
-            self.store.client.hset(self.store.key(KeyKind.STATS), "last_window_ts", last_window)
+            self.store.set_stats({"last_window_ts": last_window})
         self.store.record_freshness(batch.lags_ms)
         self.latency_ms = int((time.perf_counter() - started) * 1000)
         self.writes_counter.inc(len(batch.writes))

@@ -135,6 +135,12 @@ class RedisStore:
 
         self._with_retry("stats", run)
 
+    def set_stats(self, values: dict[str, int]) -> None:
+        """Set gauges in the job's counters hash (HSET; e.g. the last closed window)."""
+        if not values:
+            return
+        self._with_retry("stats", lambda: self.client.hset(self.key(KeyKind.STATS), mapping=values))
+
     def dead_letter(self, entries: Iterable[bytes], max_len: int = 100_000) -> int:
         """Append dead-lettered records (JSON with reason and raw) to the capped dead-letter stream."""
         entries = list(entries)

@@ -33,7 +33,7 @@ from flowrec.commands.cluster import (
     rest_base_url,
     run_dir,
 )
-from flowrec.config import load_settings
+from flowrec.config import SECRET_REDIS_URL_ENV, load_settings
 from pipelines.main import add_job_arguments
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,9 @@ HELP = "submit the streaming job to a Flink cluster (flink run -py pipelines/mai
 MAIN_SCRIPT = Path(__file__).resolve().parent.parent.parent / "pipelines" / "main.py"
 _SUBMITTED = re.compile(r"JobID ([0-9a-f]{32})")
 # Job flags submit handles itself instead of passing them to pipelines/main.py.
-_NOT_FORWARDED = {"restore", "redis_url", "help"}
+# Secrets stay out of `flink run` command lines and logs: the job never reads the API keys,
+# and the Redis URL travels in the environment.
+_NOT_FORWARDED = {"restore", "redis_url", "api_keys", "help"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -138,10 +140,10 @@ def flink_command(home: Path, jobmanager: str, job_argv: list[str], python: str,
 
 def client_environment(redis_url: str, cluster_dir: Path, env: Mapping[str, str]) -> dict[str, str]:
     """The Flink client's environment: the Redis URL for pipelines/main.py, the local cluster's conf and log dirs."""
-    child = dict(env)
-    # main.py reads FLOWREC_REDIS_URL before REDIS_URL: set both to the chosen URL.
-    child["REDIS_URL"] = redis_url
-    child["FLOWREC_REDIS_URL"] = redis_url
+    # Flink logs the driver's environment, masking only names with "secret", "password",
+    # "token" or "api-key" in them: the URL goes under such a name, the plain ones are dropped.
+    child = {k: v for k, v in env.items() if k not in ("REDIS_URL", "FLOWREC_REDIS_URL", "FLOWREC_API_KEYS")}
+    child[SECRET_REDIS_URL_ENV] = redis_url
     conf = cluster_dir / "conf"
     if "FLINK_CONF_DIR" not in env and (conf / "config.yaml").is_file():
         child["FLINK_CONF_DIR"] = str(conf)

@@ -39,7 +39,7 @@ def test_job_arguments_round_trip_through_mains_parser(tmp_path: Path, monkeypat
     assert forwarded.jar == [tmp_path / "k1.jar", tmp_path / "k2.jar"]
     assert forwarded.parallelism == 2 and forwarded.namespace == "shop1" and forwarded.job_name == "recs"
     assert forwarded.record_freshness is True
-    assert forwarded.api_keys == ("x", "y")
+    assert forwarded.api_keys is None  # secrets are not forwarded to the job's command line
     assert forwarded.redis_url is None and forwarded.restore is None
 
 
@@ -64,8 +64,10 @@ def test_flink_command_restores_only_when_asked(tmp_path: Path):
 
 
 def test_client_environment_carries_the_redis_url_and_the_local_conf(tmp_path: Path):
-    env = submit.client_environment("redis://r:1/0", tmp_path, {"PATH": "/bin", "FLOWREC_REDIS_URL": "redis://other/0"})
-    assert env["REDIS_URL"] == env["FLOWREC_REDIS_URL"] == "redis://r:1/0"
+    env = submit.client_environment("redis://r:1/0", tmp_path, {"PATH": "/bin", "FLOWREC_REDIS_URL": "redis://other/0", "FLOWREC_API_KEYS": "k"})
+    # Only under a name Flink masks when it logs the driver's environment.
+    assert env["FLOWREC_REDIS_URL_SECRET"] == "redis://r:1/0"
+    assert not {"REDIS_URL", "FLOWREC_REDIS_URL", "FLOWREC_API_KEYS"} & env.keys() and env["PATH"] == "/bin"
     assert "FLINK_CONF_DIR" not in env, "no local cluster conf: Flink's default"
     assert env["FLINK_LOG_DIR"] == str(tmp_path / "log") and (tmp_path / "log").is_dir()
     (tmp_path / "conf").mkdir()
