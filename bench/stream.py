@@ -48,6 +48,20 @@ Freshness (``freshness_ms`` at ``--high-rate``, ``freshness_1k_ms`` at ``--low-r
     Earlier events of the same user in the same window waited up to one window
     longer than the recorded lag.
 
+Settings (tuned for this machine; each is a flag)
+    Parallelism 1 and as many user and item shards as the parallelism: a shard
+    is a key of the keyed operators, and at parallelism 1 the default 8 user /
+    4 item shards only multiply records (one slice per user shard, one item
+    delta per item shard per slice) and window timers — measured here, 8/4
+    shards cut the replay rate by about a third and made the job fall behind
+    at 1,000 events/s.  Replay: the model's 200 ms window, 1,000-event chunks.
+    Live at 1,000 events/s: a 50 ms window (10 and 20 ms fell behind on
+    per-window work, 100 ms waited longer), no out-of-orderness allowance
+    (one socket delivers events in order), a 10 ms heartbeat and a line every
+    5 ms (2 ms lines doubled the records and the job fell behind).  Live at
+    100,000 events/s: the 200 ms window (the job cannot keep up at that rate
+    whatever the window; a longer one only adds debounce delay).
+
 Memory and state
     ``peak_rss_mb``: the largest sum of resident set sizes over the child's
     process tree (the Python client, the JVM and, in process mode, the Python
@@ -99,6 +113,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--modes", nargs="+", choices=("thread", "process"), default=["thread", "process"], help="Python execution modes to compare (default both)")
     job.add_argument("--parallelism", type=int, default=1, help="parallelism of the keyed operators (default 1)")
     job.add_argument("--window-ms", type=int, default=None, help="scoring window of the replay runs (default: the model default)")
+    job.add_argument("--user-shards", type=int, default=None, help="Settings.user_shards (default: --parallelism; see the module doc)")
+    job.add_argument("--item-shards", type=int, default=None, help="Settings.item_shards (default: --parallelism)")
     job.add_argument("--chunk", type=int, default=1000, help="events per source record in the replay (Settings.batch_size, default 1000)")
     job.add_argument("--naive-events", type=int, default=5_000, help="events for the naive design (default 5000)")
     live = parser.add_argument_group("freshness (live socket runs)")
@@ -113,6 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     live.add_argument("--heartbeat-ms", type=int, default=10, help="heartbeat interval of the live source (default 10)")
     live.add_argument("--send-interval-ms", type=float, default=5.0, help="the sender writes one JSON-array line this often (default 5)")
     live.add_argument("--live-mode", choices=("thread", "process"), default="thread", help="execution mode of the live runs (default thread)")
+    parser.add_argument("--parts", nargs="+", choices=("replay", "naive", "high", "low"), default=["replay", "naive", "high", "low"], help="measurements to run (default all; the JSON has null for the others)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement; medians are reported (default 3)")
     parser.add_argument("--live-repeats", type=int, default=None, help="runs per freshness measurement (default --repeats)")
     parser.add_argument("--timeout-s", type=float, default=1800, help="give up on one job run after this long (default 1800)")
@@ -232,7 +249,9 @@ def _settings(spec: dict[str, Any], **changes: Any):
     model = ModelConfig()
     if spec.get("window_ms"):
         model = model.replace(window_ms=spec["window_ms"])
+    shards = {name: spec[name] for name in ("user_shards", "item_shards") if spec.get(name)}
     return Settings(
+        **shards,
         redis_url=spec["redis_url"],
         parallelism=spec["parallelism"],
         execution_mode=spec["mode"],
@@ -612,13 +631,15 @@ def main(args: argparse.Namespace) -> int:
     shop = prepare_shop(args, workdir)
     config = ModelConfig() if args.window_ms is None else ModelConfig(window_ms=args.window_ms)
     say(f"shop: {len(shop.events)} events, {args.users} users, {args.items} items, event time compressed to {args.event_rate:,.0f} events/s")
-    base = {"parallelism": args.parallelism, "chunk": args.chunk, "window_ms": config.window_ms}
+    user_shards = args.user_shards or args.parallelism
+    item_shards = args.item_shards or args.parallelism
+    base = {"parallelism": args.parallelism, "chunk": args.chunk, "window_ms": config.window_ms, "user_shards": user_shards, "item_shards": item_shards}
     result: dict[str, Any] = {"cpus": os.cpu_count(), "repeats": repeats, "live_repeats": live_repeats}
     peaks: list[int] = []
     with LocalRedis() as server:
         by_mode: dict[str, Any] = {}
         redis_per_user = None
-        for mode in args.modes:
+        for mode in args.modes if "replay" in args.parts else ():
             runs = []
             for r in range(repeats):
                 _flush(server.url)
@@ -637,7 +658,7 @@ def main(args: argparse.Namespace) -> int:
             }
         main_mode = args.modes[0]
         naive_runs = []
-        for r in range(repeats):
+        for r in range(repeats if "naive" in args.parts else 0):
             _flush(server.url)
             run = run_child({**base, "kind": "naive", "mode": main_mode, "redis_url": server.url, "events_path": str(shop.naive_path)}, workdir, args.timeout_s)
             say(f"  naive {main_mode} #{r + 1}: {run['events_per_s']:,.0f} events/s, {run['cpu_us_per_event']:,.0f} CPU us/event ({run['events']} events, {run['measured_s']:.1f} s measured)")
@@ -645,6 +666,9 @@ def main(args: argparse.Namespace) -> int:
             peaks.append(run["peak_rss_bytes"])
         live: dict[str, Any] = {}
         for name, rate, seconds, window in (("high", args.high_rate, args.high_seconds, args.high_window_ms), ("low", args.low_rate, args.low_seconds, args.low_window_ms)):
+            if name not in args.parts:
+                live[name] = {"rate": rate, "window_ms": window, "freshness_ms": None, "processed_per_s": None, "runs": []}
+                continue
             runs = []
             for r in range(live_repeats):
                 _flush(server.url)
@@ -669,8 +693,8 @@ def main(args: argparse.Namespace) -> int:
     state = state_bytes_per_user(shop.events, shop.catalog, config)
     naive = _median([x["events_per_s"] for x in naive_runs])
     naive_cpu = _median([x["cpu_us_per_event"] for x in naive_runs])
-    events_per_s = by_mode[main_mode]["events_per_s"]
-    job_cpu = by_mode[main_mode]["cpu_us_per_event"]
+    events_per_s = by_mode[main_mode]["events_per_s"] if main_mode in by_mode else None
+    job_cpu = by_mode[main_mode]["cpu_us_per_event"] if main_mode in by_mode else None
     result.update(
         {
             "events_per_s": events_per_s,
@@ -684,14 +708,14 @@ def main(args: argparse.Namespace) -> int:
             "cpu_ratio_to_naive": naive_cpu / job_cpu if naive_cpu and job_cpu else None,
             "freshness_ms": live["high"]["freshness_ms"],
             "freshness_1k_ms": live["low"]["freshness_ms"],
-            "peak_rss_mb": max(peaks) / 2**20,
+            "peak_rss_mb": max(peaks) / 2**20 if peaks else None,
             "state_bytes_per_user": state["state_bytes_per_user"],
             "profile_bytes_per_user": state["profile_bytes_per_user"],
             "redis_bytes_per_user": redis_per_user,
-            "scorings_per_event": by_mode[main_mode]["scorings_per_event"],
+            "scorings_per_event": by_mode[main_mode]["scorings_per_event"] if main_mode in by_mode else None,
             "shop": {"users": args.users, "items": args.items, "events": args.events, "seed": args.seed, "event_rate": args.event_rate, "users_in_state": state["users"]},
             "settings": {
-                "parallelism": args.parallelism, "chunk": args.chunk, "window_ms": config.window_ms, "naive_events": args.naive_events,
+                "parallelism": args.parallelism, "chunk": args.chunk, "user_shards": user_shards, "item_shards": item_shards, "window_ms": config.window_ms, "naive_events": args.naive_events,
                 "high": {"rate": args.high_rate, "seconds": args.high_seconds, "window_ms": args.high_window_ms},
                 "low": {"rate": args.low_rate, "seconds": args.low_seconds, "window_ms": args.low_window_ms},
                 "out_of_orderness_ms": args.out_of_orderness_ms, "heartbeat_ms": args.heartbeat_ms, "send_interval_ms": args.send_interval_ms, "live_mode": args.live_mode,
@@ -707,12 +731,17 @@ def main(args: argparse.Namespace) -> int:
     print(f"flowrec stream benchmark, medians of {repeats} run(s) ({live_repeats} for freshness) on {os.cpu_count()} CPUs")
     for mode, v in by_mode.items():
         print(f"  whole job ({mode:7s})   {v['events_per_s']:12,.0f} events/s   {v['cpu_us_per_event']:8,.0f} CPU us/event   ({v['scorings_per_event']:.3f} user lists per event)")
-    print(f"  naive design           {naive:12,.0f} events/s   {naive_cpu:8,.0f} CPU us/event   ratio {result['ratio_to_naive']:.1f}x (CPU {result['cpu_ratio_to_naive']:.1f}x)")
-    for name, label in (("high", "freshness_ms"), ("low", "freshness_1k_ms")):
+    if naive is not None:
+        ratio = f"ratio {result['ratio_to_naive']:.1f}x (CPU {result['cpu_ratio_to_naive']:.1f}x)" if result["ratio_to_naive"] else ""
+        print(f"  naive design           {naive:12,.0f} events/s   {naive_cpu:8,.0f} CPU us/event   {ratio}")
+    for name in ("high", "low"):
         v = live[name]
         f = v["freshness_ms"]
+        if f is None:
+            continue
         print(f"  freshness @ {v['rate']:>9,.0f}/s   p50 {f['p50']:8.0f}  p95 {f['p95']:8.0f}  p99 {f['p99']:8.0f} ms   (window {v['window_ms']} ms, processed {v['processed_per_s']:,.0f}/s)")
-    print(f"  peak RSS               {result['peak_rss_mb']:12,.0f} MB")
+    if result["peak_rss_mb"] is not None:
+        print(f"  peak RSS               {result['peak_rss_mb']:12,.0f} MB")
     print(f"  state per user         {state['state_bytes_per_user']:12,.0f} bytes   (encoded profile {state['profile_bytes_per_user']:,.0f})")
     print(f"  Redis per user         {redis_per_user or 0:12,.0f} bytes")
     return 0

@@ -1,0 +1,189 @@
+"""The versioned on-disk layout of a learned-embedding export (written by `flowrec train`).
+
+The trainer (:mod:`learn`, needs PyTorch) writes an export; the streaming job,
+the reference engine and the evaluation read it with NumPy and PyArrow only,
+so serving never needs PyTorch.  An export is a directory
+``<root>/<version>/`` holding:
+
+==========================  ==================================================================
+file                        content (schema :data:`EXPORT_SCHEMA`)
+==========================  ==================================================================
+``manifest.json``           ``schema``, ``version``, ``dim``, ``created_ms`` (passed in),
+                            ``model`` (name and hyper-parameters), ``metrics`` (validation),
+                            ``ann`` (library, parameters, measured recall), ``files``
+``items.parquet``           ``item`` (string), ``query`` and ``candidate``
+                            (fixed-size lists of ``dim`` float32): the item as part of a
+                            user's history, and as a recommendation
+``neighbours.parquet``      ``item``, ``neighbours`` (list of string), ``scores``
+                            (list of float32): item-to-item neighbours, best first
+``sequence.npz``            optional: the sequence model's weights as named float32 arrays
+                            (``numpy.savez``, no pickles); the names are the trainer's
+                            documented layout
+==========================  ==================================================================
+
+Other files (an ANN index, trainer checkpoints) may sit beside them and are
+named in ``files``.  :func:`write_export` writes into a temporary sibling and
+renames it into place, so a reader never sees a half-written version, and
+:func:`latest_version` picks the newest complete one: a running job can watch
+``root`` and switch versions without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+EXPORT_SCHEMA = 1
+MANIFEST = "manifest.json"
+ITEMS_FILE = "items.parquet"
+NEIGHBOURS_FILE = "neighbours.parquet"
+SEQUENCE_FILE = "sequence.npz"
+# Versions sort as strings; the trainer names them by training time, e.g. "20261130T051500Z".
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class ExportError(ValueError):
+    """An export directory that is missing, incomplete or of an unknown schema."""
+
+
+@dataclass(frozen=True)
+class EmbeddingExport:
+    """One version of learned item embeddings, as the job and the evaluation read it.
+
+    ``query[i]`` and ``candidate[i]`` are the vectors of ``item_ids[i]``; a
+    user's vector is built from the query vectors of the items they interacted
+    with, and scored against candidate vectors by dot product.
+    """
+
+    version: str
+    item_ids: np.ndarray  # object array of str, shape (n,)
+    query: np.ndarray  # float32, shape (n, dim)
+    candidate: np.ndarray  # float32, shape (n, dim)
+    neighbours: Mapping[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    sequence: Mapping[str, np.ndarray] | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not VERSION_PATTERN.match(self.version):
+            raise ExportError(f"bad export version {self.version!r}")
+        n = len(self.item_ids)
+        if self.query.ndim != 2 or self.query.shape[0] != n or self.candidate.shape != self.query.shape:
+            raise ExportError(f"vector shapes {self.query.shape} / {self.candidate.shape} do not match {n} items")
+
+    @property
+    def dim(self) -> int:
+        return int(self.query.shape[1])
+
+
+def _vectors(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    flat = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).ravel(), type=pa.float32())
+    return pa.FixedSizeListArray.from_arrays(flat, int(matrix.shape[1]))
+
+
+def _matrix(column: pa.ChunkedArray, dim: int) -> np.ndarray:
+    flat = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(flat, dtype=np.float32).reshape(-1, dim)
+
+
+def write_export(root: str | Path, export: EmbeddingExport, extra_files: Mapping[str, Path] = {}) -> Path:
+    """Write ``export`` as ``root/<version>/`` atomically; ``extra_files`` are copied beside it."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / export.version
+    if final.exists():
+        raise ExportError(f"export version {export.version} already exists in {root}")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{export.version}.", dir=root))
+    try:
+        items = pa.table({"item": pa.array(export.item_ids.tolist(), pa.string()), "query": _vectors(export.query), "candidate": _vectors(export.candidate)})
+        pq.write_table(items, tmp / ITEMS_FILE)
+        keys = list(export.neighbours)
+        nbrs = pa.table(
+            {
+                "item": pa.array(keys, pa.string()),
+                "neighbours": pa.array([list(export.neighbours[k][0]) for k in keys], pa.list_(pa.string())),
+                "scores": pa.array([np.asarray(export.neighbours[k][1], np.float32).tolist() for k in keys], pa.list_(pa.float32())),
+            }
+        )
+        pq.write_table(nbrs, tmp / NEIGHBOURS_FILE)
+        files = [ITEMS_FILE, NEIGHBOURS_FILE]
+        if export.sequence is not None:
+            np.savez(tmp / SEQUENCE_FILE, **{k: np.asarray(v, np.float32) for k, v in export.sequence.items()})
+            files.append(SEQUENCE_FILE)
+        for name, path in extra_files.items():
+            shutil.copyfile(path, tmp / name)
+            files.append(name)
+        manifest = {**export.meta, "schema": EXPORT_SCHEMA, "version": export.version, "dim": export.dim, "items": len(export.item_ids), "files": files}
+        (tmp / MANIFEST).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote embedding export %s (%d items, dim %d)", final, len(export.item_ids), export.dim)
+    return final
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        manifest = orjson.loads((path / MANIFEST).read_bytes())
+    except FileNotFoundError as exc:
+        raise ExportError(f"{path} is not an embedding export (no {MANIFEST})") from exc
+    except orjson.JSONDecodeError as exc:
+        raise ExportError(f"{path / MANIFEST} is not JSON: {exc}") from exc
+    if manifest.get("schema") != EXPORT_SCHEMA:
+        raise ExportError(f"{path}: unsupported export schema {manifest.get('schema')!r} (this release reads {EXPORT_SCHEMA})")
+    return manifest
+
+
+def read_export(path: str | Path) -> EmbeddingExport:
+    """Read one export version directory (``root/<version>``)."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    dim = int(manifest["dim"])
+    try:
+        items = pq.read_table(path / ITEMS_FILE)
+        nbrs = pq.read_table(path / NEIGHBOURS_FILE).to_pydict()
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ExportError(f"{path}: incomplete export: {exc}") from exc
+    neighbours = {
+        item: (np.array(ids, dtype=object), np.array(scores, dtype=np.float64))
+        for item, ids, scores in zip(nbrs["item"], nbrs["neighbours"], nbrs["scores"])
+    }
+    sequence = None
+    if SEQUENCE_FILE in manifest.get("files", ()):
+        with np.load(path / SEQUENCE_FILE, allow_pickle=False) as npz:
+            sequence = {k: npz[k] for k in npz.files}
+    meta = {k: v for k, v in manifest.items() if k not in ("schema", "version", "dim", "items", "files")}
+    return EmbeddingExport(
+        version=str(manifest["version"]),
+        item_ids=np.array(items.column("item").to_pylist(), dtype=object),
+        query=_matrix(items.column("query"), dim),
+        candidate=_matrix(items.column("candidate"), dim),
+        neighbours=neighbours,
+        sequence=sequence,
+        meta=meta,
+    )
+
+
+def latest_version(root: str | Path) -> Path | None:
+    """The newest complete export under ``root`` (versions sort as strings), or None."""
+    root = Path(root)
+    if (root / MANIFEST).exists():  # ``root`` is itself a version directory
+        return root
+    if not root.is_dir():
+        return None
+    versions = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).exists())
+    return versions[-1] if versions else None
