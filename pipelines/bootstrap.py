@@ -39,12 +39,13 @@ Starting from a snapshot
 ------------------------
 * Reference engine: :func:`restore_engine` returns a :class:`ReferenceEngine`
   whose state is the snapshot's; feed it the records with ``ts >= C``.
-* Flink job (option A, a bounded bootstrap input read before live events):
-  :func:`boot_lines` turns a snapshot into lines prefixed with
-  :data:`BOOT_PREFIX` that travel through the job's own inputs ahead of the
-  events, and :func:`decode_boot_line` plus the ``load_*`` functions below
-  turn them into each operator's managed state.  The hooks the operators need
-  are listed in ``pipelines/BACKFILL.md``.
+* Flink job (``flowrec run --bootstrap DIR``): :func:`prepare_bootstrap`
+  reads and checks a snapshot and :func:`boot_lines` turns it into lines
+  prefixed with :data:`BOOT_PREFIX` that travel through the job's own inputs
+  ahead of the events (a live input's are gated in, see
+  :class:`pipelines.operators.BootGate`); :func:`decode_boot_line` plus the
+  ``load_*`` functions below turn them into each operator's managed state.
+  ``pipelines/BACKFILL.md`` lists the hooks.
 """
 
 from __future__ import annotations
@@ -464,7 +465,7 @@ def read_snapshot(directory: Path | str) -> Snapshot:
 # operator that loads each (see pipelines/BACKFILL.md for the hooks):
 #   users    user shard  -> UserState: profiles + last_seen MapStates
 #   items    item shard  -> ItemModelOperator: rows (owned items), counts (all items), meta
-#   trending             -> TrendingOperator: buckets, facts, meta
+#   trending             -> TrendingOperator: buckets, facts, meta, listed categories
 #   catalog  (catalog input) -> ContentOperator: catalog MapState
 #   model                -> Scorer broadcast state (versioned entries), sent by whichever
 #                           operator loads the matching part
@@ -531,7 +532,8 @@ def boot_lines(snapshot: Snapshot, user_shards: int, item_shards: int, max_users
             window=window,
             buckets=buckets,
             facts={c.item_id: encode_facts(c.top_category, c.in_stock).decode() for c in snapshot.catalog},
-            meta={"v": 1, "slot": snapshot.refresh_slot, "end": snapshot.last_end_ms, "since": snapshot.events_since_refresh, "changed": snapshot.trending_changed},
+            meta={"v": 2, "slot": snapshot.refresh_slot, "end": snapshot.last_end_ms, "since": snapshot.events_since_refresh, "changed": snapshot.trending_changed},
+            category=snapshot.trending_category,
             model=trend_model,
         )
     )
@@ -541,6 +543,32 @@ def boot_lines(snapshot: Snapshot, user_shards: int, item_shards: int, max_users
         _boot_line("catalog", ts, window=window, items={c.item_id: c.to_json().decode() for c in snapshot.catalog}, model=catalog_model)
     ]
     return lines, catalog_lines
+
+
+@dataclass(frozen=True)
+class BootInput:
+    """A snapshot as the job's bootstrap input: its cutoff and its bootstrap lines for the job's shard counts."""
+
+    directory: Path
+    cutoff_ms: int
+    event_lines: list[str]
+    catalog_lines: list[str]
+
+
+def prepare_bootstrap(directory: Path | str, config: ModelConfig, user_shards: int, item_shards: int) -> BootInput:
+    """Read a snapshot, check it continues under ``config``, and make its bootstrap lines.
+
+    Raises :class:`SnapshotError` when the snapshot is missing, corrupt, or made
+    under other state-shaping settings (:func:`check_config`).
+    """
+    snapshot = read_snapshot(directory)
+    check_config(snapshot, config)
+    event_lines, catalog_lines = boot_lines(snapshot, user_shards, item_shards)
+    log.info(
+        "bootstrap from %s: cutoff %d, %d users, %d items, %d catalog items in %d + %d lines",
+        directory, snapshot.cutoff_ms, len(snapshot.profiles), len(snapshot.counts), len(snapshot.catalog), len(event_lines), len(catalog_lines),
+    )
+    return BootInput(Path(directory), snapshot.cutoff_ms, event_lines, catalog_lines)
 
 
 def _boot_line(kind: str, ts: int, **payload: Any) -> str:
@@ -595,12 +623,14 @@ def load_item_state(record: BootRecord, rows, counts, meta) -> list[tuple[int, s
     return record.model_update_entries()
 
 
-def load_trending_state(record: BootRecord, buckets, facts, meta) -> list[tuple[int, str, bytes]]:
-    """TrendingOperator: buckets, catalog facts and meta; returns the Scorer entries."""
+def load_trending_state(record: BootRecord, buckets, facts, meta, listed) -> list[tuple[int, str, bytes]]:
+    """TrendingOperator: buckets, catalog facts, meta and listed categories; returns the Scorer entries."""
     for bucket, raw in record.payload["buckets"].items():
         buckets.put(bucket, raw.encode())
     for item, raw in record.payload["facts"].items():
         facts.put(item, raw.encode())
+    for item, category in record.payload["category"].items():
+        listed.put(item, category)
     meta.update(orjson.dumps(record.payload["meta"]))
     return record.model_update_entries()
 

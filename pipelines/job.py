@@ -2,13 +2,18 @@
 
 Dataflow (element shapes in brackets)::
 
-    events [chunk str] -> parse-events [EventSlice | Tick] -> event-time (watermarks)
+    events [chunk str] -> parse-events [EventSlice | Tick | BootRecord] -> event-time (watermarks)
         -> key by user shard -> user-state [UserSnapshot]
              side: item-deltas [ItemDelta] -> key by item shard -> item-model [ModelUpdate]
              side: trend-deltas [TrendDelta] ----------------------> trending [ModelUpdate]
     catalog [chunk str] -> parse-catalog [CatalogItem] -> content [ModelUpdate]  (side: facts -> trending)
     user-state [UserSnapshot] keyed by user shard  +  model updates broadcast -> scorer [SinkBatch]
     every operator's SinkBatch (writes, counters, dead letters) -> its own Redis sink
+
+Started from a backfill snapshot, the inputs carry bootstrap lines ahead of
+every record (parsed into BootRecords that the operators load into their
+state; a live input's come from streams of their own, merged through a
+bootstrap gate: see :class:`pipelines.operators.BootGate`).
 
 Each operator is documented in :mod:`pipelines.operators`; the maths is in
 :mod:`transforms`.  Operators carry stable names and uids so savepoints
@@ -33,6 +38,7 @@ from pipelines.operators import (
     STATS,
     TREND_DELTAS,
     WRITES,
+    BootGate,
     ContentOperator,
     ItemModelOperator,
     ParseCatalog,
@@ -69,7 +75,7 @@ class RedisJobSink:
 
 
 class _SliceTimestamps(TimestampAssigner):
-    """Event time of a record: an EventSlice's latest event, a heartbeat's or catalog item's ``ts``."""
+    """Event time of a record: an EventSlice's latest event, a heartbeat's, catalog item's or bootstrap record's ``ts``."""
 
     def extract_timestamp(self, value, record_timestamp: int) -> int:
         return value.max_ts if isinstance(value, EventSlice) else value.ts
@@ -92,8 +98,10 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
     inputs = source.create(env)
 
     events_in = inputs.events if inputs.heartbeat is None else inputs.events.union(inputs.heartbeat)
+    if inputs.boot is not None:
+        events_in = _gate(events_in.union(inputs.boot.events), inputs.boot.event_lines, "bootstrap-gate")
     parsed = (
-        events_in.process(ParseEvents(config.window_ms, settings.user_shards), output_type=PICKLED)
+        events_in.process(ParseEvents(config.window_ms, settings.user_shards, accept_boot=inputs.bootstrapped), output_type=PICKLED)
         .name("parse-events")
         .uid("parse-events")
         .set_parallelism(inputs.parallelism)
@@ -103,7 +111,7 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
     event_time = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(settings.max_out_of_orderness_ms)).with_timestamp_assigner(_SliceTimestamps())
     timed = parsed.assign_timestamps_and_watermarks(event_time).name("event-time").uid("event-time").set_parallelism(inputs.parallelism)
     slices = timed.filter(lambda r: not isinstance(r, Tick)).name("drop-heartbeats").uid("drop-heartbeats").set_parallelism(inputs.parallelism)
-    # [EventSlice] with event time
+    # [EventSlice | BootRecord] with event time
 
     users = (
         slices.key_by(lambda s: s.shard, key_type=Types.INT())
@@ -131,9 +139,15 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
     model_updates = items
     trend_input = users.get_side_output(TREND_DELTAS)
 
-    if inputs.catalog is not None:
-        catalog_in = inputs.catalog if inputs.heartbeat is None else inputs.catalog.union(inputs.heartbeat)
-        catalog = catalog_in.process(ParseCatalog(), output_type=PICKLED).name("parse-catalog").uid("parse-catalog").set_parallelism(1)
+    catalog_in = inputs.catalog
+    if inputs.boot is not None:
+        # Sockets and Kafka have no catalog input: the snapshot's catalog is one all the same.
+        catalog_in = inputs.boot.catalog if catalog_in is None else catalog_in.union(inputs.boot.catalog)
+    if catalog_in is not None:
+        catalog_in = catalog_in if inputs.heartbeat is None else catalog_in.union(inputs.heartbeat)
+        if inputs.boot is not None:
+            catalog_in = _gate(catalog_in, inputs.boot.catalog_lines, "bootstrap-catalog-gate")
+        catalog = catalog_in.process(ParseCatalog(accept_boot=inputs.bootstrapped), output_type=PICKLED).name("parse-catalog").uid("parse-catalog").set_parallelism(1)
         # [CatalogItem]; side: dead letters
         sink.attach(catalog.get_side_output(DEAD_LETTERS), "catalog-dead-letters")
         # Live, the heartbeat moves the catalog's event time too, so upserts take
@@ -180,3 +194,14 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
     )
     # [SinkBatch: user lists]
     sink.attach(scored, "user-lists", p)
+
+
+def _gate(chunks, expected: int, name: str):
+    """Live input started from a snapshot: ``expected`` bootstrap lines pass before any live chunk."""
+    return (
+        chunks.key_by(lambda _: 0, key_type=Types.INT())
+        .process(BootGate(expected), output_type=Types.STRING())
+        .name(name)
+        .uid(name)
+        .set_parallelism(1)
+    )

@@ -8,6 +8,11 @@ submit`).  Exactly one input is chosen:
 * ``--spool-dir DIR``: a directory watched continuously (``events/`` and ``catalog/``);
 * ``--socket HOST:PORT``: newline-delimited events from a TCP server;
 * ``--kafka-brokers B --kafka-topic T --jar connector.jar``: Kafka.
+
+``--bootstrap SNAPSHOT_DIR`` starts any of them from a backfill snapshot
+(see pipelines/BACKFILL.md): the process that builds the job reads the
+snapshot and writes its bootstrap lines into a temporary directory (under
+``TMPDIR``) that the job's sources read.
 """
 
 from __future__ import annotations
@@ -31,6 +36,14 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--kafka-topic", help="Kafka topic of events")
     source.add_argument("--jar", action="append", type=Path, default=[], help="extra connector jar (repeatable), e.g. the Kafka connector")
     parser.add_argument("--restore", help="savepoint or retained checkpoint to start from")
+    parser.add_argument(
+        "--bootstrap",
+        type=Path,
+        metavar="SNAPSHOT_DIR",
+        help="start a new job from a backfill snapshot (flowrec backfill --snapshot); the input must deliver the records "
+        "from the snapshot's cutoff on (a file replay skips older ones). The snapshot is read where the job is built, "
+        "its bootstrap lines are written under TMPDIR, which the job's task managers must read at the same path",
+    )
     parser.add_argument("--job-name", default="flowrec")
     add_settings_arguments(parser)
 
@@ -43,29 +56,48 @@ def choose_source(args: argparse.Namespace, settings: Settings):
         chosen.append("spool_dir")
     if len(chosen) != 1:
         raise SystemExit("choose exactly one input: --events FILE, --spool-dir DIR, --socket HOST:PORT or --kafka-brokers/--kafka-topic")
+    bootstrap = load_bootstrap(args, settings)
     if args.events:
         missing = [p for p in args.events + ([args.catalog] if args.catalog else []) if not p.is_file()]
         if missing:
             raise SystemExit(f"input file not found: {missing[0]}")
-        return FileReplaySource(args.events, args.catalog, chunk_size=settings.batch_size)
+        return FileReplaySource(args.events, args.catalog, chunk_size=settings.batch_size, bootstrap=bootstrap)
     if args.socket:
         host, _, port = args.socket.rpartition(":")
-        return SocketSource(host or "127.0.0.1", int(port), heartbeat_ms=settings.heartbeat_ms)
+        return SocketSource(host or "127.0.0.1", int(port), heartbeat_ms=settings.heartbeat_ms, bootstrap=bootstrap)
     if args.kafka_brokers:
         if not args.kafka_topic:
             raise SystemExit("--kafka-brokers needs --kafka-topic")
-        return KafkaEventSource(args.kafka_brokers, args.kafka_topic, args.jar, heartbeat_ms=settings.heartbeat_ms)
-    return DirectorySource(settings.spool_dir, heartbeat_ms=settings.heartbeat_ms)
+        return KafkaEventSource(args.kafka_brokers, args.kafka_topic, args.jar, heartbeat_ms=settings.heartbeat_ms, bootstrap=bootstrap)
+    return DirectorySource(settings.spool_dir, heartbeat_ms=settings.heartbeat_ms, bootstrap=bootstrap)
 
 
-def run_job(settings: Settings, source, restore: str | None = None, job_name: str = "flowrec", wait: bool = True):
+def load_bootstrap(args: argparse.Namespace, settings: Settings):
+    """The ``--bootstrap`` snapshot as the job's bootstrap input (None without the flag); exits with the reason it cannot be used."""
+    from pipelines.bootstrap import SnapshotError, prepare_bootstrap
+
+    if getattr(args, "bootstrap", None) is None:
+        return None
+    if getattr(args, "restore", None) or getattr(args, "savepoint", None):
+        raise SystemExit("--bootstrap starts a new job; a savepoint already holds its state: drop --bootstrap to restore")
+    try:
+        return prepare_bootstrap(args.bootstrap, settings.model, settings.user_shards, settings.item_shards)
+    except SnapshotError as exc:
+        raise SystemExit(f"cannot start from snapshot {args.bootstrap}: {exc}") from exc
+
+
+# Restoring a savepoint into a job without some of its operators (e.g. the bootstrap sources).
+ALLOW_NON_RESTORED_STATE = {"execution.state-recovery.ignore-unclaimed-state": "true"}
+
+
+def run_job(settings: Settings, source, restore: str | None = None, job_name: str = "flowrec", wait: bool = True, allow_non_restored: bool = False):
     """Build and execute the job against ``settings.redis_url``; returns the JobClient when not waiting."""
     from pipelines.flink_env import create_environment
     from pipelines.job import RedisJobSink, build_job
 
     if not settings.redis_url:
         raise SystemExit("no Redis configured: pass --redis-url or set REDIS_URL")
-    env = create_environment(settings, restore_from=restore)
+    env = create_environment(settings, restore_from=restore, extra=ALLOW_NON_RESTORED_STATE if allow_non_restored else None)
     build_job(env, source, RedisJobSink(settings.redis_url, settings.namespace), settings)
     if wait:
         env.execute(job_name)

@@ -24,8 +24,17 @@ import orjson
 from pyflink.common import Types
 from pyflink.datastream import OutputTag
 from pyflink.datastream.functions import KeyedBroadcastProcessFunction, KeyedProcessFunction, ProcessFunction
-from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 
+from pipelines.bootstrap import (
+    BOOT_PREFIX,
+    BootRecord,
+    decode_boot_line,
+    load_content_state,
+    load_item_state,
+    load_trending_state,
+    load_user_state,
+)
 from pipelines.messages import (
     EventSlice,
     FactsUpdate,
@@ -119,6 +128,14 @@ class PendingByWindow:
         return out
 
 
+def boot_model_updates(entries: list[tuple[int, str, bytes]]) -> list[ModelUpdate]:
+    """A bootstrap record's Scorer entries as ModelUpdates, one per producing window (oldest first)."""
+    by_window: dict[int, list[tuple[str, bytes]]] = {}
+    for window, key, value in entries:
+        by_window.setdefault(window, []).append((key, value))
+    return [ModelUpdate(window, by_window[window]) for window in sorted(by_window)]
+
+
 def split_chunk(chunk: str) -> list[str]:
     """Records of a chunk: separated by newlines or by the record separator (see pipelines.sources)."""
     return chunk.replace("\x1e", "\n").split("\n")
@@ -136,11 +153,18 @@ def timer_window(timestamp: int, window_ms: int) -> int:
 
 
 class ParseEvents(ProcessFunction):
-    """Chunk of JSON lines -> EventSlices per (window, user shard); bad records -> dead letters."""
+    """Chunk of JSON lines -> EventSlices per (window, user shard); bad records -> dead letters.
 
-    def __init__(self, window_ms: int, user_shards: int) -> None:
+    A job started from a snapshot (``accept_boot``) also gets bootstrap lines,
+    one per chunk, ahead of every event: each becomes a :class:`BootRecord`
+    for the user state to load or route.  Otherwise such a line is no more
+    than malformed JSON (dead-lettered), so no producer can inject state.
+    """
+
+    def __init__(self, window_ms: int, user_shards: int, accept_boot: bool = False) -> None:
         self.window_ms = window_ms
         self.user_shards = user_shards
+        self.accept_boot = accept_boot
 
     def open(self, runtime_context) -> None:
         metrics = runtime_context.get_metrics_group()
@@ -150,6 +174,9 @@ class ParseEvents(ProcessFunction):
     def process_element(self, chunk: str, ctx) -> Iterable:
         if chunk.startswith(TICK_PREFIX):
             yield Tick(int(chunk[len(TICK_PREFIX):]))
+            return
+        if self.accept_boot and chunk.startswith(BOOT_PREFIX):
+            yield decode_boot_line(chunk)
             return
         result = parse_json_lines(split_chunk(chunk))
         if result.rejections:
@@ -173,16 +200,62 @@ class ParseEvents(ProcessFunction):
 
 
 class ParseCatalog(ProcessFunction):
-    """Chunk of catalog JSON lines -> CatalogItems; bad records -> dead letters."""
+    """Chunk of catalog JSON lines -> CatalogItems; bad records -> dead letters (bootstrap lines as in ParseEvents)."""
+
+    def __init__(self, accept_boot: bool = False) -> None:
+        self.accept_boot = accept_boot
 
     def process_element(self, chunk: str, ctx) -> Iterable:
         if chunk.startswith(TICK_PREFIX):
             yield Tick(int(chunk[len(TICK_PREFIX):]))
             return
+        if self.accept_boot and chunk.startswith(BOOT_PREFIX):
+            yield decode_boot_line(chunk)
+            return
         items, rejections = parse_catalog_lines(split_chunk(chunk))
         if rejections:
             yield DEAD_LETTERS, _dead_letter_batch(rejections)
         yield from items
+
+
+class BootGate(KeyedProcessFunction):
+    """Single key: a live input's bootstrap lines pass before any live record.
+
+    A live job started from a snapshot reads its bootstrap lines from a
+    bounded source of their own, and Flink does not order records across
+    sources.  The gate holds live chunks in state until all ``expected``
+    bootstrap lines have passed (they come in order, from one file), then
+    releases them in arrival order.  Heartbeats are dropped meanwhile — the
+    next one supersedes them — so event time starts only once the state is
+    loaded and no held event is late.  The gate's state is checkpointed;
+    once open it stays open, and a bootstrap line after that is dropped.
+    """
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+
+    def open(self, runtime_context) -> None:
+        self.seen = runtime_context.get_state(ValueStateDescriptor("boot_seen", Types.LONG()))
+        self.held = runtime_context.get_list_state(ListStateDescriptor("held", Types.STRING()))
+
+    def process_element(self, chunk: str, ctx) -> Iterable:
+        seen = self.seen.value() or 0
+        if chunk.startswith(BOOT_PREFIX):
+            if seen >= self.expected:
+                log.warning("dropping a bootstrap line that came after the bootstrap finished")
+                return
+            seen += 1
+            self.seen.update(seen)
+            yield chunk
+            if seen == self.expected:
+                held = list(self.held.get() or ())
+                self.held.clear()
+                log.info("bootstrap loaded (%d lines); releasing %d held chunks", seen, len(held))
+                yield from held
+        elif seen >= self.expected:
+            yield chunk
+        elif not chunk.startswith(TICK_PREFIX):
+            self.held.add(chunk)
 
 
 # -- user state ------------------------------------------------------------------
@@ -218,7 +291,10 @@ class UserState(KeyedProcessFunction):
             profile = decode_profile(self.profiles.get(user))
         return profile
 
-    def process_element(self, value: EventSlice, ctx) -> Iterable:
+    def process_element(self, value: EventSlice | BootRecord, ctx) -> Iterable:
+        if isinstance(value, BootRecord):
+            yield from self._boot(value)
+            return
         window_ms = self.config.window_ms
         window = value.window
         watermark = ctx.timer_service().current_watermark()
@@ -272,6 +348,17 @@ class UserState(KeyedProcessFunction):
         yield STATS, SinkBatch(stats={"events": len(events), "late_events": late})
         self._sweep(value.max_ts)
 
+    def _boot(self, record: BootRecord) -> Iterable:
+        """Bootstrap: load this shard's users; route item-model and trending records on."""
+        if record.kind == "users":
+            loaded = load_user_state(record, self.profiles, self.last_seen)
+            self.cache.clear()
+            log.info("user shard %d: loaded %d profiles from the snapshot", record.shard, loaded)
+        elif record.kind == "items":
+            yield ITEM_DELTAS, record
+        elif record.kind == "trending":
+            yield TREND_DELTAS, record
+
     def _sweep(self, now_ms: int) -> None:
         """Drop users not seen for ``user_ttl_ms`` of event time (at most once per sweep interval)."""
         last = self.last_sweep.value()
@@ -310,12 +397,18 @@ class ItemModelOperator(KeyedProcessFunction):
         self.meta = _bytes_value(runtime_context, "meta")
         self.models: dict[int, ItemModel] = {}
 
-    def process_element(self, delta: ItemDelta, ctx) -> Iterable:
+    def process_element(self, delta: ItemDelta | BootRecord, ctx) -> Iterable:
+        if isinstance(delta, BootRecord):
+            entries = load_item_state(delta, self.rows, self.counts, self.meta)
+            self.models.pop(ctx.get_current_key(), None)
+            # The snapshot's dirty rows still owe the end-of-input refresh of a bounded run.
+            ctx.timer_service().register_event_time_timer(LONG_MAX)
+            yield from boot_model_updates(entries)
+            return
         payload = {"e": delta.events, "i": delta.items, "n": delta.item_weights, "a": delta.pair_a, "b": delta.pair_b, "w": delta.pair_weights}
         self.pending.add(delta.window, encode_pending("item", delta.window, payload))
         ctx.timer_service().register_event_time_timer(window_timer(delta.window, self.config.window_ms))
         ctx.timer_service().register_event_time_timer(LONG_MAX)
-        return ()
 
     def _meta(self) -> dict:
         raw = self.meta.value()
@@ -397,7 +490,12 @@ class ContentOperator(KeyedProcessFunction):
         self.items = _bytes_map(runtime_context, "catalog")
         self.catalog: dict[str, CatalogItem] | None = None
 
-    def process_element(self, item: CatalogItem, ctx) -> Iterable:
+    def process_element(self, item: CatalogItem | BootRecord, ctx) -> Iterable:
+        if isinstance(item, BootRecord):
+            entries = load_content_state(item, self.items)
+            self.catalog = None
+            yield from boot_model_updates(entries)
+            return
         window = item.ts // self.config.window_ms
         watermark = ctx.timer_service().current_watermark()
         if window_timer(window, self.config.window_ms) <= watermark:
@@ -405,7 +503,6 @@ class ContentOperator(KeyedProcessFunction):
             window = (watermark + 1) // self.config.window_ms
         self.pending.add(window, encode_pending("catalog", window, item.to_dict()))
         ctx.timer_service().register_event_time_timer(window_timer(window, self.config.window_ms))
-        return ()
 
     def on_timer(self, timestamp: int, ctx) -> Iterable:
         if self.catalog is None:
@@ -436,7 +533,14 @@ class ContentOperator(KeyedProcessFunction):
 
 
 class TrendingOperator(KeyedProcessFunction):
-    """Single key: sliding-window trending, global and per top category."""
+    """Single key: sliding-window trending, global and per top category.
+
+    State: the buckets, the catalog facts, meta (refresh slot, events since
+    the last refresh, changed items) and ``listed``, each listed item's
+    category as of the last refresh (the model files an item under a new
+    category only when it next changes, as the reference does; meta ``v`` 2
+    marks state that keeps ``listed``, v1 state falls back to the facts).
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
@@ -446,10 +550,17 @@ class TrendingOperator(KeyedProcessFunction):
         self.buckets = _bytes_map(runtime_context, "buckets")
         self.facts = _bytes_map(runtime_context, "facts")
         self.meta = _bytes_value(runtime_context, "meta")
+        self.listed = runtime_context.get_map_state(MapStateDescriptor("listed", Types.STRING(), Types.STRING()))
         self.model: TrendingModel | None = None
         self.categories: dict[str, str] = {}
 
     def process_element(self, message, ctx) -> Iterable:
+        if isinstance(message, BootRecord):
+            entries = load_trending_state(message, self.buckets, self.facts, self.meta, self.listed)
+            self.model = None
+            ctx.timer_service().register_event_time_timer(LONG_MAX)
+            yield from boot_model_updates(entries)
+            return
         if isinstance(message, FactsUpdate):
             raw = encode_pending("facts", message.window, {"f": message.facts})
         else:
@@ -458,11 +569,10 @@ class TrendingOperator(KeyedProcessFunction):
         ctx.timer_service().register_event_time_timer(window_timer(message.window, self.config.window_ms))
         if isinstance(message, TrendDelta):
             ctx.timer_service().register_event_time_timer(LONG_MAX)
-        return ()
 
     def _meta(self) -> dict:
         raw = self.meta.value()
-        return orjson.loads(raw) if raw else {"v": 1, "slot": None, "end": 0, "since": 0, "changed": []}
+        return orjson.loads(raw) if raw else {"v": 2, "slot": None, "end": 0, "since": 0, "changed": []}
 
     def _load(self) -> TrendingModel:
         if self.model is None:
@@ -470,10 +580,11 @@ class TrendingOperator(KeyedProcessFunction):
             for bucket, raw in self.buckets.items():
                 ids, weights = decode_scored(raw)
                 model.add(ids.tolist(), [int(bucket) * self.config.trending_slide_ms] * len(ids), weights.tolist())
-            model.changed = set(self._meta()["changed"])
+            meta = self._meta()
+            model.changed = set(meta["changed"])
             self.categories = {item: decode_facts(raw)[0] for item, raw in self.facts.items()}
-            for item in model.totals:
-                category = self.categories.get(item, "")
+            listed = dict(self.listed.items()) if meta["v"] >= 2 else {item: self.categories.get(item, "") for item in model.totals}
+            for item, category in listed.items():
                 model.category[item] = category
                 model.members.setdefault(category, set()).add(item)
             self.model = model
@@ -516,8 +627,19 @@ class TrendingOperator(KeyedProcessFunction):
             return
         meta["since"] = 0
         slide = self.config.trending_slide_ms
+        # lists() re-files the changed items, including those whose buckets expire now.
+        model.expire(end)
+        refiled = set(model.changed)
         live = set(model.buckets)
         global_list, per_category = model.lists(end, lambda item: self.categories.get(item, ""))
+        if meta["v"] < 2:  # v1 state: record every listed item once
+            refiled |= set(model.category)
+            meta["v"] = 2
+        for item in refiled:
+            if item in model.category:
+                self.listed.put(item, model.category[item])
+            else:
+                self.listed.remove(item)
         for bucket in [int(b) for b in self.buckets.keys()]:
             if bucket not in live or bucket not in model.buckets:
                 self.buckets.remove(str(bucket))

@@ -6,6 +6,12 @@ by the ASCII record separator ``\\x1e`` (which valid JSON text never contains
 unescaped), so one Flink record carries many events — per-record Python
 overhead is paid per chunk, not per event.  A line may also hold a JSON array
 of events.
+
+Every source can start the job from a backfill snapshot (``bootstrap``, a
+:class:`pipelines.bootstrap.BootInput`): its bootstrap lines, one per chunk,
+come before any record — at the head of the replayed files for a bounded
+replay, from bounded streams of their own for a live source (the job gates
+the live records until they have passed; see :class:`BootStreams`).
 """
 
 from __future__ import annotations
@@ -19,9 +25,22 @@ from typing import Iterable, Iterator, Protocol, Sequence
 
 import orjson
 
+from pipelines.bootstrap import BootInput
+from transforms.catalog import validate_catalog_record
+
 log = logging.getLogger(__name__)
 
 RECORD_SEPARATOR = "\x1e"
+
+
+@dataclass
+class BootStreams:
+    """A live input's bootstrap: bounded streams of bootstrap lines and how many lines each holds."""
+
+    events: object
+    catalog: object
+    event_lines: int
+    catalog_lines: int
 
 
 @dataclass
@@ -36,6 +55,10 @@ class JobInput:
     # order, so parsing runs at the source's parallelism over forward edges
     # (1 for files, sockets and collections).
     parallelism: int = 1
+    # Started from a snapshot: its bootstrap lines lead ``events`` and ``catalog``
+    # (bounded replay), or come in ``boot`` streams of their own (live inputs).
+    bootstrapped: bool = False
+    boot: BootStreams | None = None
 
 
 class JobSource(Protocol):
@@ -85,6 +108,52 @@ def read_event_lines(path: Path) -> list[str]:
     raise ValueError(f"unsupported event file type {path.suffix!r} (use .jsonl, .csv or .parquet)")
 
 
+def _catalog_time(line: str) -> int:
+    """When a catalog line takes effect (its validated ``ts``); -1 for an invalid one (dead-lettered)."""
+    try:
+        item, _ = validate_catalog_record(orjson.loads(line))
+    except orjson.JSONDecodeError:
+        return -1
+    return -1 if item is None else item.ts
+
+
+def _from_cutoff(lines: list[str], time_of, cutoff_ms: int, what: str) -> list[str]:
+    """The lines a stream continuing a snapshot delivers: ``ts >= cutoff`` (the snapshot holds the rest).
+
+    Invalid lines (time -1) stay, to be dead-lettered as in any replay.
+    """
+    kept = [line for line in lines if (t := time_of(line)) < 0 or t >= cutoff_ms]
+    if len(kept) < len(lines):
+        log.info("bootstrap: skipping %d %s records before the snapshot's cutoff %d", len(lines) - len(kept), what, cutoff_ms)
+    return kept
+
+
+def _write_chunks(path: Path, head: Sequence[str], lines: Iterable[str], chunk_size: int) -> None:
+    """A chunk file: the ``head`` lines (bootstrap lines, one chunk each), then ``lines`` packed in chunks."""
+    with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
+        for line in head:
+            f.write(line + "\n")
+        for chunk in pack_chunks(lines, chunk_size):
+            f.write(chunk + "\n")
+
+
+def bootstrap_streams(env, bootstrap: BootInput, workdir: Path) -> BootStreams:
+    """Bounded file sources of a snapshot's bootstrap lines, for a live input (written into ``workdir``)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    _write_chunks(workdir / "boot-events.chunks", bootstrap.event_lines, (), 1)
+    _write_chunks(workdir / "boot-catalog.chunks", bootstrap.catalog_lines, (), 1)
+    return BootStreams(
+        _text_file_source(env, workdir / "boot-events.chunks", "bootstrap-events"),
+        _text_file_source(env, workdir / "boot-catalog.chunks", "bootstrap-catalog"),
+        len(bootstrap.event_lines),
+        len(bootstrap.catalog_lines),
+    )
+
+
+def _workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="flowrec-replay-"))
+
+
 def _text_file_source(env, path: Path, name: str, monitor_ms: int | None = None):
     from pyflink.common import Duration, WatermarkStrategy
     from pyflink.datastream.connectors.file_system import FileSource, StreamFormat
@@ -114,36 +183,43 @@ class FileReplaySource:
 
     The files are read once at start-up, ordered by ``ts`` (stable) and packed
     into chunk lines in a temporary directory that Flink's FileSource reads.
+    With a ``bootstrap`` snapshot, its bootstrap lines head the packed files
+    and only records with ``ts >= cutoff`` are replayed (the snapshot holds
+    the older ones), so the same files serve the backfill and the job.
     """
 
     event_paths: Sequence[Path]
     catalog_path: Path | None = None
     chunk_size: int = 1000
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="flowrec-replay-")))
+    workdir: Path = field(default_factory=_workdir)
+    bootstrap: BootInput | None = None
 
     def create(self, env) -> JobInput:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        boot = self.bootstrap
         lines: list[str] = []
         for path in self.event_paths:
             lines.extend(read_event_lines(Path(path)))
+        if boot is not None:
+            lines = _from_cutoff(lines, _event_time, boot.cutoff_ms, "event")
         lines.sort(key=_event_time)
         packed = self.workdir / "events.chunks"
-        with open(packed, "w", encoding="utf-8", errors="surrogateescape") as f:
-            for chunk in pack_chunks(lines, self.chunk_size):
-                f.write(chunk + "\n")
+        _write_chunks(packed, boot.event_lines if boot else (), lines, self.chunk_size)
         log.info("replaying %d event records from %s", len(lines), ", ".join(map(str, self.event_paths)))
         events = _text_file_source(env, packed, "events")
         catalog = None
-        if self.catalog_path is not None:
-            with open(self.catalog_path, encoding="utf-8", errors="surrogateescape") as f:
-                catalog_lines = [line for line in f if line.strip()]
+        if self.catalog_path is not None or boot is not None:
+            catalog_lines: list[str] = []
+            if self.catalog_path is not None:
+                with open(self.catalog_path, encoding="utf-8", errors="surrogateescape") as f:
+                    catalog_lines = [line for line in f if line.strip()]
+            if boot is not None:
+                catalog_lines = _from_cutoff(catalog_lines, _catalog_time, boot.cutoff_ms, "catalog")
             catalog_lines.sort(key=_event_time)  # upserts apply in ts order, as in the reference
             packed_catalog = self.workdir / "catalog.chunks"
-            with open(packed_catalog, "w", encoding="utf-8", errors="surrogateescape") as f:
-                for chunk in pack_chunks(catalog_lines, self.chunk_size):
-                    f.write(chunk + "\n")
+            _write_chunks(packed_catalog, boot.catalog_lines if boot else (), catalog_lines, self.chunk_size)
             catalog = _text_file_source(env, packed_catalog, "catalog")
-        return JobInput(events, catalog)
+        return JobInput(events, catalog, bootstrapped=boot is not None)
 
 
 def heartbeat(env, interval_ms: int):
@@ -170,6 +246,12 @@ def heartbeat(env, interval_ms: int):
     return ticks.map(tick, output_type=Types.STRING()).name("heartbeat").uid("heartbeat").set_parallelism(1)
 
 
+def _live_input(env, events, catalog, heartbeat_ms: int, bootstrap: BootInput | None, workdir: Path | None) -> JobInput:
+    """A live input's streams, with the bootstrap streams when it starts from a snapshot."""
+    boot = None if bootstrap is None else bootstrap_streams(env, bootstrap, workdir or _workdir())
+    return JobInput(events, catalog, heartbeat(env, heartbeat_ms), bootstrapped=boot is not None, boot=boot)
+
+
 @dataclass
 class DirectorySource:
     """A spool directory watched continuously: ``events/`` and ``catalog/`` subfolders of JSON-lines files.
@@ -181,13 +263,16 @@ class DirectorySource:
     spool_dir: Path
     poll_ms: int = 100
     heartbeat_ms: int = 50
+    bootstrap: BootInput | None = None
+    # Where the bootstrap lines are written for Flink to read (default: a new temporary directory).
+    workdir: Path | None = None
 
     def create(self, env) -> JobInput:
         for sub in ("events", "catalog"):
             (Path(self.spool_dir) / sub).mkdir(parents=True, exist_ok=True)
         events = _text_file_source(env, Path(self.spool_dir) / "events", "spool-events", self.poll_ms)
         catalog = _text_file_source(env, Path(self.spool_dir) / "catalog", "spool-catalog", self.poll_ms)
-        return JobInput(events, catalog, heartbeat(env, self.heartbeat_ms))
+        return _live_input(env, events, catalog, self.heartbeat_ms, self.bootstrap, self.workdir)
 
 
 @dataclass
@@ -197,6 +282,8 @@ class SocketSource:
     host: str
     port: int
     heartbeat_ms: int = 50
+    bootstrap: BootInput | None = None
+    workdir: Path | None = None
 
     def create(self, env) -> JobInput:
         from pyflink.common import Types
@@ -206,7 +293,7 @@ class SocketSource:
         jvm = get_gateway().jvm
         function = jvm.org.apache.flink.streaming.api.functions.source.legacy.SocketTextStreamFunction(self.host, self.port, "\n", 0)
         events = env.add_source(SourceFunction(function), "socket-events", Types.STRING()).uid("socket-events").set_parallelism(1)
-        return JobInput(events, None, heartbeat(env, self.heartbeat_ms))
+        return _live_input(env, events, None, self.heartbeat_ms, self.bootstrap, self.workdir)
 
 
 KAFKA_JAR_HINT = "flink-sql-connector-kafka-<version>.jar (Maven Central: org.apache.flink:flink-sql-connector-kafka, a release for Flink 2.x)"
@@ -225,6 +312,8 @@ class KafkaEventSource:
     jars: Sequence[Path] = ()
     group_id: str = "flowrec"
     heartbeat_ms: int = 50
+    bootstrap: BootInput | None = None
+    workdir: Path | None = None
 
     def create(self, env) -> JobInput:
         if not any("kafka" in Path(j).name for j in self.jars):
@@ -247,4 +336,4 @@ class KafkaEventSource:
             .build()
         )
         events = env.from_source(source, WatermarkStrategy.no_watermarks(), "kafka-events").uid("kafka-events")
-        return JobInput(events, None, heartbeat(env, self.heartbeat_ms))
+        return _live_input(env, events, None, self.heartbeat_ms, self.bootstrap, self.workdir)

@@ -1,11 +1,11 @@
-"""`flowrec bench engine|stream|api`: speed benchmarks that print medians and same-run ratios."""
+"""`flowrec bench engine|stream|api|backfill|bootstrap`: speed benchmarks that print medians and same-run ratios."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 
-HELP = "speed benchmarks: engine (reference replay), stream (the Flink job), api (lookup API), backfill (Beam)"
+HELP = "speed benchmarks: engine (reference replay), stream (the Flink job), api (lookup API), backfill (Beam), bootstrap (snapshot load)"
 
 # Each benchmark module defines add_arguments(parser) and main(args) -> int.
 BENCHMARKS = {
@@ -13,6 +13,7 @@ BENCHMARKS = {
     "stream": "bench.stream",
     "api": "bench.api",
     "backfill": "bench.backfill",
+    "bootstrap": "bench.bootstrap",
 }
 
 

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_job_arguments(parser)
+    parser.add_argument("--allow-non-restored-state", action="store_true",
+                        help="with --restore: skip savepoint state of operators the new job no longer has (e.g. the bootstrap sources)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -39,7 +41,7 @@ def main(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, redis_url=local.url)
         print(f"started a local Redis at {local.url} (set --redis-url or REDIS_URL to use your own)", flush=True)
     try:
-        run_job(settings, source, args.restore, args.job_name)
+        run_job(settings, source, args.restore, args.job_name, allow_non_restored=args.allow_non_restored_state)
         print(f"job finished; results are in {redacted(settings.redis_url)} under '{settings.namespace}:v1:*'", flush=True)
         if local is not None and args.events:
             input("the local Redis stops when you press Enter ... ")

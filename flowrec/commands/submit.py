@@ -11,6 +11,9 @@ By default the command returns once the job is accepted and prints its id on
 stdout; ``--wait`` also waits for the job to end (bounded inputs).  Inputs
 given as files must be readable at the same paths by the cluster's processes
 (true for deploy/cluster.sh on this machine; use shared storage otherwise).
+The same holds for ``--bootstrap SNAPSHOT_DIR``: the Flink client reads the
+snapshot here and writes its bootstrap lines under ``TMPDIR``, which the
+task managers read (point ``TMPDIR`` at shared storage for a remote cluster).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from flowrec.commands.cluster import (
     run_dir,
 )
 from flowrec.config import SECRET_REDIS_URL_ENV, load_settings
-from pipelines.main import add_job_arguments
+from pipelines.main import add_job_arguments, load_bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +164,8 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("give the savepoint once: --savepoint or --restore")
     savepoint = args.savepoint or args.restore
     check_inputs(args, settings.spool_dir)
+    # Fail before any JVM starts when the snapshot is unusable (the Flink client reads it again).
+    load_bootstrap(args, settings)
     jobmanager = args.jobmanager or default_jobmanager()
     rest = FlinkRest(rest_base_url(jobmanager))
     try:

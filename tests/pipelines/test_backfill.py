@@ -320,7 +320,7 @@ def test_boot_lines_load_into_each_operators_state(tmp_path: Path):
             maps = item_shards.setdefault(record.shard, (MapState(), MapState(), MapState()))
             model.update({key: (w, v) for w, key, v in load_item_state(record, *maps)})
         else:
-            trending = (MapState(), MapState(), MapState())
+            trending = (MapState(), MapState(), MapState(), MapState())
             model.update({key: (w, v) for w, key, v in load_trending_state(record, *trending)})
     content = MapState()
     model.update({key: (w, v) for w, key, v in load_content_state(decode_boot_line(catalog_lines[0]), content)})
@@ -339,6 +339,7 @@ def test_boot_lines_load_into_each_operators_state(tmp_path: Path):
     assert set(content) == {c.item_id for c in snapshot.catalog}
     trend_meta = orjson.loads(trending[2]["value"])
     assert trend_meta["since"] == snapshot.events_since_refresh and trend_meta["changed"] == snapshot.trending_changed
+    assert dict(trending[3]) == snapshot.trending_category
 
 
 def test_cli_prints_one_json_object(tmp_path: Path, redis_url: str, capsys):
