@@ -22,14 +22,27 @@ Protocols (see :func:`evaluate`):
 
 Algorithms: ``flowrec`` (the reference engine, i.e. exactly what the job
 computes), its parts alone (``flowrec-cf``, ``flowrec-content``,
-``flowrec-usercf``, ``flowrec-trending``), and the baselines of
-:mod:`bench.baselines`.  The engine is imported only when an engine algorithm
-runs, so the harness works with the baselines alone.
+``flowrec-usercf``, ``flowrec-trending``, ``flowrec-embedding``: the learned
+user vector alone, ``flowrec-sequence``: the sequence model alone), the hybrid
+without the two learned components (``flowrec-no-embeddings``), and the
+baselines of :mod:`bench.baselines`.  The engine is imported only when an
+engine algorithm runs, so the harness works with the baselines alone.
+
+Learned embeddings (:class:`EmbeddingSource`) are trained within the harness
+on the protocol's training data only (:mod:`learn`, needs PyTorch), or read
+from a pre-trained export (``--embeddings DIR``).  In ``prequential`` they
+are retrained on the batch baselines' schedule - at the start of each UTC day
+on all earlier events - and switched in at the day's start
+(:meth:`transforms.engine.ReferenceEngine.set_embeddings`), as a nightly
+training job feeding the streaming job would; a pre-trained export is used
+for the whole replay.  Without PyTorch the rows that need embeddings report
+the reason and the others run.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import logging
 import math
@@ -51,7 +64,15 @@ from transforms.splits import stratified_random_split, temporal_cut_time
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("msr", "temporal", "prequential")
-ENGINE_PARTS = ("flowrec", "flowrec-cf", "flowrec-content", "flowrec-trending")
+ENGINE_PARTS = (
+    "flowrec",
+    "flowrec-cf",
+    "flowrec-content",
+    "flowrec-trending",
+    "flowrec-embedding",
+    "flowrec-sequence",
+    "flowrec-no-embeddings",
+)
 ALGORITHMS: tuple[str, ...] = ENGINE_PARTS + ("flowrec-usercf",) + tuple(BASELINES)
 DAY_MS = 24 * 3600 * 1000
 # Cut-offs for the metrics-vs-k plot (the requested k is always added).
@@ -202,9 +223,15 @@ def engine_part_config(name: str, config: ModelConfig) -> ModelConfig:
     ``flowrec-trending`` keeps the two trending components (global and in the
     user's categories) at their configured weights.
     """
-    zero = {"weight_cf": 0.0, "weight_content": 0.0, "weight_category": 0.0, "weight_popularity": 0.0, "weight_recent": 0.0}
+    zero = dict.fromkeys(BLEND_FIELDS, 0.0)
     if name == "flowrec":
         return config
+    if name == "flowrec-no-embeddings":
+        return config.replace(weight_embedding=0.0, weight_sequence=0.0)
+    if name == "flowrec-embedding":
+        return config.replace(**{**zero, "weight_embedding": 1.0})
+    if name == "flowrec-sequence":
+        return config.replace(**{**zero, "weight_sequence": 1.0})
     if name == "flowrec-cf":
         return config.replace(**{**zero, "weight_cf": 1.0})
     if name == "flowrec-content":
@@ -220,12 +247,138 @@ def engine_part_config(name: str, config: ModelConfig) -> ModelConfig:
 # Settings read only when a list is scored, never while learning the state
 # (profiles, co-occurrence, content, trending): configs that differ only in
 # these share one replay (the hybrid and its parts, tuning trials).
-BLEND_FIELDS = ("weight_cf", "weight_content", "weight_category", "weight_popularity", "weight_recent")
-SCORING_FIELDS = BLEND_FIELDS + ("interest_items", "max_per_category", "exclude_seen", "top_n")
+BLEND_FIELDS = ("weight_cf", "weight_content", "weight_category", "weight_popularity", "weight_recent", "weight_embedding", "weight_sequence")
+SCORING_FIELDS = BLEND_FIELDS + ("interest_items", "max_per_category", "exclude_seen", "top_n", "embedding_candidates")
+
+
+def uses_embeddings(config: ModelConfig) -> bool:
+    """Whether lists scored with ``config`` read learned embeddings."""
+    return config.weight_embedding > 0 or config.weight_sequence > 0
 
 
 def _state_view(config: ModelConfig) -> dict[str, Any]:
     return {key: value for key, value in config.to_dict().items() if key not in SCORING_FIELDS}
+
+
+class EmbeddingUnavailable(RuntimeError):
+    """No learned embeddings could be had (no PyTorch, no readable export, training failed)."""
+
+
+class EmbeddingSource:
+    """Where the engine rows' learned embeddings come from: trained on the training part, or a given export."""
+
+    # Whether the prequential replay retrains it daily (a fixed export is not).
+    retrains: bool = False
+
+    def model_for(self, train: EventBatch):
+        """The :class:`transforms.embedding.EmbeddingModel` for training events ``train`` (None: none to learn)."""
+        raise NotImplementedError
+
+
+class PretrainedEmbeddings(EmbeddingSource):
+    """A pre-trained export (``--embeddings DIR``: a version directory, or a root whose newest version is used).
+
+    The harness cannot check what the export was trained on: it must not have
+    seen the protocol's test part.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._model = None
+
+    def model_for(self, train: EventBatch):
+        if self._model is None:
+            from state.embeddings import ExportError, latest_version, read_export
+            from transforms.embedding import EmbeddingModel
+
+            version = latest_version(self.path)
+            if version is None:
+                raise EmbeddingUnavailable(f"{self.path}: no embedding export found")
+            try:
+                self._model = EmbeddingModel(read_export(version))
+            except ExportError as exc:
+                raise EmbeddingUnavailable(str(exc)) from exc
+            log.info("embeddings: export %s (%d items, dim %d)", version, len(self._model.export.item_ids), self._model.export.dim)
+        return self._model
+
+
+class TrainedEmbeddings(EmbeddingSource):
+    """Embeddings trained by :mod:`learn` (PyTorch) on exactly the training events it is given.
+
+    The model config supplies what the job serves with (event weights,
+    half-life, history length); ``train_config`` is a ``learn.TrainConfig``
+    (default: the trainer's defaults).  The last training is kept, so
+    learners that share one training part (tuning replays) train once.
+    ``keep_dir`` keeps the exports there (else they are temporary), so a
+    later run can reuse one with ``--embeddings``.
+    """
+
+    retrains = True
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        catalog: Sequence[CatalogItem],
+        seed: int = 42,
+        train_config: Any = None,
+        keep_dir: Path | None = None,
+    ) -> None:
+        self.config = config
+        self.catalog = list(catalog)
+        self.seed = seed
+        self.train_config = train_config
+        self.keep_dir = keep_dir
+        self._trained: dict[tuple[int, ...], Any] = {}
+
+    def model_for(self, train: EventBatch):
+        if len(train) == 0:
+            return None
+        # Same events, same model: tuning replays share one training part (or
+        # one prefix per replayed day), so each is trained once.
+        key = (len(train), int(train.ts.min()), int(train.ts.max()), int(train.ts.sum()), hash(tuple(train.user[:: max(1, len(train) // 64)].tolist())))
+        if key not in self._trained:
+            self._trained[key] = train_embedding_model(train, self.catalog, self.config, self.seed, self.train_config, self.keep_dir)
+        return self._trained[key]
+
+
+def train_embedding_model(
+    train: EventBatch,
+    catalog: Sequence[CatalogItem],
+    config: ModelConfig,
+    seed: int,
+    train_config: Any = None,
+    keep_dir: Path | None = None,
+):
+    """Train with :mod:`learn` on ``train`` only and return the served model (an ``EmbeddingModel``).
+
+    The trainer writes a real export (into a temporary directory) and the
+    model is read back from it, so the evaluation scores exactly what a job
+    would load.  The trainer carves its own early-stopping validation from
+    ``train``; nothing else is seen.  The export goes to ``keep_dir`` when
+    given (named by the last training event's time), else to a temporary
+    directory.
+    """
+    import tempfile
+
+    try:
+        import faiss  # noqa: F401 - the trainer's neighbour index
+        import torch  # noqa: F401
+        from learn import TrainConfig
+        from learn.train import train_and_export
+    except ImportError as exc:
+        raise EmbeddingUnavailable(
+            f"training embeddings needs PyTorch and faiss (the learn extra: pip install '.[learn]'), or pass --embeddings DIR ({exc})"
+        ) from exc
+    from state.embeddings import read_export
+    from transforms.embedding import EmbeddingModel
+
+    settings = (train_config or TrainConfig()).replace(seed=seed)
+    with tempfile.TemporaryDirectory(prefix="flowrec-evaluate-") as scratch:
+        out = Path(keep_dir) if keep_dir is not None else Path(scratch)
+        result = train_and_export(train, catalog, out, now_ms=int(train.ts.max()), config=settings, model_config=config, checkpoint_dir=Path(scratch) / "checkpoints")
+        model = EmbeddingModel(read_export(result.path))
+    log.info("embeddings: trained on %d events in %.1f s (%s)", len(train), result.summary["train_seconds"], result.summary.get("validation"))
+    return model
 
 
 class Learner:
@@ -243,6 +396,9 @@ class Learner:
 
     def observe(self, events: EventBatch) -> None:
         raise NotImplementedError(f"{self.names} learn in batches")
+
+    def new_day(self, history: EventBatch, day_start_ms: int) -> None:
+        """A streaming learner's daily batch step (prequential replay): ``history`` is every earlier event."""
 
     def recommend(self, name: str, user_ids: Sequence[str], n: int, now_ms: int, exclude: Mapping[str, set[str]]) -> dict[str, list[str]]:
         raise NotImplementedError
@@ -267,6 +423,7 @@ class EngineLearner(Learner):
         config: ModelConfig,
         catalog: Sequence[CatalogItem],
         progress: bool = False,
+        embeddings: EmbeddingSource | None = None,
     ) -> None:
         state = _state_view(config)
         for name, candidate in scoring.items():
@@ -278,6 +435,11 @@ class EngineLearner(Learner):
         self.catalog = list(catalog)
         self.progress = progress
         self.engine = None
+        # Embeddings are learned only when a row reads them; a failure to get
+        # them fails those rows alone (see recommend).
+        self.embeddings = embeddings if any(uses_embeddings(c) for c in self.configs.values()) else None
+        self.embedding_error: EmbeddingUnavailable | None = None
+        self.embeddings_days = 0  # prequential: daily embedding steps taken
 
     def _new_engine(self, streaming: bool):
         from transforms.engine import ReferenceEngine  # lazily: optional for baseline-only runs
@@ -286,6 +448,19 @@ class EngineLearner(Learner):
         # in finish(); an empty mapping scores nobody but keeps the job's
         # refresh schedule, which a replay that asks for lists midway needs.
         return ReferenceEngine(self.config, self.catalog, score_users={} if streaming else False)
+
+    def _embeddings_for(self, train: EventBatch):
+        """The embedding model for ``train``, or None with the reason kept for the rows that need it."""
+        if self.embeddings is None:
+            return None
+        try:
+            model = self.embeddings.model_for(train)
+        except Exception as exc:  # noqa: BLE001 - only the embedding rows fail, with this reason
+            log.error("embeddings unavailable: %s", exc)
+            self.embedding_error = exc if isinstance(exc, EmbeddingUnavailable) else EmbeddingUnavailable(f"{type(exc).__name__}: {exc}")
+            return None
+        self.embedding_error = None
+        return model
 
     def fit(self, train: EventBatch) -> None:
         from tqdm import tqdm
@@ -298,6 +473,19 @@ class EngineLearner(Learner):
                 self.engine.process(part)
                 bar.update(len(part))
         self.engine.finish()
+        from transforms.engine import FROM_START_MS
+
+        self.engine.set_embeddings(self._embeddings_for(train), effective_ms=FROM_START_MS)
+
+    def new_day(self, history: EventBatch, day_start_ms: int) -> None:
+        """Retrain the embeddings on ``history`` and switch them in at the day's start (a fixed export: once)."""
+        if self.embeddings is None or (self.embeddings_days and not self.embeddings.retrains):
+            return
+        if self.engine is None:
+            self.engine = self._new_engine(streaming=True)
+        # Trained on the events before the day: in effect for every list asked at or after its start.
+        self.engine.set_embeddings(self._embeddings_for(history), effective_ms=day_start_ms - 1)
+        self.embeddings_days += 1
 
     def observe(self, events: EventBatch) -> None:
         if self.engine is None:
@@ -308,18 +496,34 @@ class EngineLearner(Learner):
         if self.engine is None:
             self.engine = self._new_engine(streaming=True)
         config = self.configs[name]
+        if self.embedding_error is not None and uses_embeddings(config):
+            raise EmbeddingUnavailable(str(self.embedding_error))  # a fresh one: no traceback piling up per call
+        # One BLAS thread, as the job's Python workers run: the scorer's small
+        # matrix-vector products stall for 10-30 ms when a second BLAS thread
+        # waits for a busy core (measured on a shared 2-core box).
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            return self._recommend(config, user_ids, n, now_ms, exclude)
+
+    def _recommend(self, config, user_ids, n, now_ms, exclude):
         if config is self.config:
             lists = self.engine.recommend(list(user_ids), n, now_ms, exclude)
             return {user: [entry.item for entry in lists.get(user, [])] for user in user_ids}
+        import dataclasses
+
         from transforms.scoring import score_user
 
+        model = dataclasses.replace(self.engine.model, embeddings=self.engine.embeddings_at(now_ms))
         return {
-            user: [
-                entry.item
-                for entry in score_user(self.engine.profiles.get(user), now_ms, self.engine.model, config, exclude.get(user, frozenset()), n).home
-            ]
+            user: [entry.item for entry in score_user(self.engine.profiles.get(user), now_ms, model, config, exclude.get(user, frozenset()), n).home]
             for user in user_ids
         }
+
+
+@functools.cache
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()  # built once: limiting through it then costs ~16 us
 
 
 class BaselineLearner(Learner):
@@ -370,14 +574,23 @@ class UserKNNLearner(Learner):
 
 
 def make_learners(
-    algorithms: Sequence[str], config: ModelConfig, catalog: Sequence[CatalogItem], seed: int = 42, progress: bool = False
+    algorithms: Sequence[str],
+    config: ModelConfig,
+    catalog: Sequence[CatalogItem],
+    seed: int = 42,
+    progress: bool = False,
+    embeddings: EmbeddingSource | None = None,
 ) -> list[Learner]:
-    """The learners behind the named table rows; all engine parts share one :class:`EngineLearner`."""
+    """The learners behind the named table rows; all engine parts share one :class:`EngineLearner`.
+
+    ``embeddings`` defaults to training them on the training part (:class:`TrainedEmbeddings`).
+    """
     learners: list[Learner] = []
     engine_names = [name for name in algorithms if name in ENGINE_PARTS]
     if engine_names:
         scoring = {name: engine_part_config(name, config) for name in engine_names}
-        learners.append(EngineLearner(scoring, config, catalog, progress=progress))
+        source = embeddings if embeddings is not None else TrainedEmbeddings(config, catalog, seed=seed)
+        learners.append(EngineLearner(scoring, config, catalog, progress=progress, embeddings=source))
     for name in algorithms:
         if name in ENGINE_PARTS:
             continue
@@ -714,10 +927,11 @@ def evaluate_prequential(
     """Replay ``events`` in time order, asking each algorithm for the user's top list before each event.
 
     Streaming learners receive every event before the next list is asked
-    for; batch learners are refitted on all earlier events whenever a new UTC
-    day starts.  Events before ``evaluate_from_ms`` are learned from but not
-    evaluated (a warm-up).  Returns per-algorithm results (with ``windows``:
-    metrics at k per time window of ``window_ms``) and run information.
+    for (and their daily batch step, :meth:`Learner.new_day`); batch learners
+    are refitted on all earlier events whenever a new UTC day starts.  Events
+    before ``evaluate_from_ms`` are learned from but not evaluated (a warm-up).
+    Returns per-algorithm results (with ``windows``: metrics at k per time
+    window of ``window_ms``) and run information.
     """
     from tqdm import tqdm
 
@@ -749,9 +963,12 @@ def evaluate_prequential(
         try:
             for row in tqdm(range(len(ordered)), desc=f"{label}: replay", unit="ev", disable=not progress, leave=False):
                 user, item = users[row], items[row]
-                if not learner.streaming and ts[row] // DAY_MS != trained_day:
+                if ts[row] // DAY_MS != trained_day:
                     started = time.perf_counter()
-                    learner.fit(ordered.take(slice(0, row)))
+                    if learner.streaming:
+                        learner.new_day(ordered.take(slice(0, row)), (ts[row] // DAY_MS) * DAY_MS)
+                    else:
+                        learner.fit(ordered.take(slice(0, row)))
                     fit_s += time.perf_counter() - started
                     trained_day = ts[row] // DAY_MS
                 if to_evaluate[row]:
@@ -791,9 +1008,17 @@ def evaluate_prequential(
         "events": len(ordered),
         "evaluated_events": int(to_evaluate.sum()),
         "window_ms": window_ms,
-        "retrain": {name: ("every event" if learner.streaming else "daily") for learner in learners for name in learner.names},
+        "retrain": {name: _retrain_schedule(learner, name) for learner in learners for name in learner.names},
     }
     return results, info
+
+
+def _retrain_schedule(learner: Learner, name: str) -> str:
+    if not learner.streaming:
+        return "daily"
+    if isinstance(learner, EngineLearner) and learner.embeddings is not None and uses_embeddings(learner.configs[name]):
+        return "every event; embeddings " + ("daily" if learner.embeddings.retrains else "fixed export")
+    return "every event"
 
 
 # ---------------------------------------------------------------------------
@@ -811,13 +1036,18 @@ def evaluate(
     window_ms: int = DAY_MS,
     max_events: int | None = None,
     fixed_split: tuple[EventBatch, EventBatch] | None = None,
+    embeddings: EmbeddingSource | None = None,
 ) -> Report:
-    """Run one protocol on one data set for every named algorithm and collect a :class:`Report`."""
+    """Run one protocol on one data set for every named algorithm and collect a :class:`Report`.
+
+    ``embeddings``: where the engine rows' learned embeddings come from
+    (default: trained on the protocol's training part, see :class:`TrainedEmbeddings`).
+    """
     if not isinstance(k, int) or k <= 0:
         raise EvaluationError("k must be a positive integer")
     config = config or ModelConfig()
     started = time.perf_counter()
-    learners = make_learners(algorithms, config, dataset.catalog, seed=seed, progress=progress)
+    learners = make_learners(algorithms, config, dataset.catalog, seed=seed, progress=progress, embeddings=embeddings)
     if fixed_split is not None:
         split = make_static_split(*fixed_split, warm_only=False)
         all_items = set(split.train.item.tolist()) | set(split.test.item.tolist()) | {c.item_id for c in dataset.catalog}

@@ -22,6 +22,15 @@ the price of scoring alone.  ``budget`` is the number of replays,
 ``scoring_trials`` the scoring candidates per replay; the base config is
 always candidate 0 at both levels, so the result is never worse than it on
 validation.
+
+Learned embeddings: the blend weights of the embedding and sequence
+components and the number of embedding candidates (:data:`EMBEDDING_SPACE`)
+are scoring settings too; :func:`tune` adds them to the default space when
+``search_embeddings`` is set.  The embeddings are trained once per tuning run
+on the fitting part (msr, temporal) - the validation part is never seen - or
+per UTC day of the replay (prequential), with the base config's event weights
+and half-life; a given export (``--embeddings DIR``) must likewise not have
+seen the validation part.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from bench.evaluate import (
+    EmbeddingSource,
     EngineLearner,
     EvaluationError,
     SCORING_FIELDS,
@@ -71,6 +81,17 @@ SCORING_SPACE: dict[str, tuple[Any, ...]] = {
     "weight_recent": (0.0, 0.05, 0.2),
     "interest_items": (10, 30, 100),
 }
+# The learned components' scoring settings (searched with ``search_embeddings``).
+EMBEDDING_SPACE: dict[str, tuple[Any, ...]] = {
+    "weight_embedding": (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
+    "weight_sequence": (0.0, 0.1, 0.25, 0.5, 1.0),
+    "embedding_candidates": (50, 100, 200),
+}
+
+
+def default_scoring_space(search_embeddings: bool) -> dict[str, tuple[Any, ...]]:
+    """:data:`SCORING_SPACE`, plus :data:`EMBEDDING_SPACE` when the learned components are searched too."""
+    return {**SCORING_SPACE, **(EMBEDDING_SPACE if search_embeddings else {})}
 
 
 @dataclass(frozen=True)
@@ -212,17 +233,28 @@ def tune(
     seed: int = 42,
     search_seed: int = 1,
     state_space: Mapping[str, Sequence[Any]] = STATE_SPACE,
-    scoring_space: Mapping[str, Sequence[Any]] = SCORING_SPACE,
+    scoring_space: Mapping[str, Sequence[Any]] | None = None,
     progress: bool = False,
+    embeddings: EmbeddingSource | None = None,
+    search_embeddings: bool = False,
 ) -> TuneResult:
     """Search model settings on validation data carved from the protocol's training part.
 
     ``seed`` is the protocol's split seed and must match the one the final
     evaluation uses (``flowrec evaluate --seed``, 42 by default), or the
     validation data could overlap that evaluation's test part;
-    ``search_seed`` drives the random search only.
+    ``search_seed`` drives the random search only.  ``scoring_space``
+    defaults to :data:`SCORING_SPACE`, plus :data:`EMBEDDING_SPACE` with
+    ``search_embeddings``; ``embeddings`` is where candidates that use the
+    learned components get them (default: trained on the fitting part).
     """
     base = base or ModelConfig()
+    if scoring_space is None:
+        scoring_space = default_scoring_space(search_embeddings)
+    if embeddings is None:
+        from bench.evaluate import TrainedEmbeddings
+
+        embeddings = TrainedEmbeddings(base, catalog, seed=seed)
     started = time.perf_counter()
     learn, validation, evaluate_from = validation_split(events, protocol, seed)
     objective = "hr" if protocol == "prequential" else "ndcg"
@@ -233,7 +265,7 @@ def tune(
         all_items = set(events.item.tolist()) | {c.item_id for c in catalog}
 
         def evaluate_replay(state_config: ModelConfig, scoring: dict[str, ModelConfig]) -> dict[str, float]:
-            learner = EngineLearner(scoring, state_config, catalog, progress=progress)
+            learner = EngineLearner(scoring, state_config, catalog, progress=progress, embeddings=embeddings)
             results = evaluate_static(split, [learner], k, catalog, all_items, progress=False)
             metrics_by_name.update({name: r.metrics for name, r in results.items()})
             return {name: _objective(r, objective) for name, r in results.items()}
@@ -241,7 +273,7 @@ def tune(
     else:
 
         def evaluate_replay(state_config: ModelConfig, scoring: dict[str, ModelConfig]) -> dict[str, float]:
-            learner = EngineLearner(scoring, state_config, catalog, progress=False)
+            learner = EngineLearner(scoring, state_config, catalog, progress=False, embeddings=embeddings)
             results, _ = evaluate_prequential(learn, [learner], k, catalog, progress=progress, evaluate_from_ms=evaluate_from)
             metrics_by_name.update({name: r.metrics for name, r in results.items()})
             return {name: _objective(r, objective) for name, r in results.items()}

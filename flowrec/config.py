@@ -53,6 +53,10 @@ class Settings:
     spool_dir: Path | None = None
     # Bearer keys for the API's write/admin endpoints (comma-separated in FLOWREC_API_KEYS).
     api_keys: tuple[str, ...] = ()
+    # Learned embeddings the scorer starts with: an export root (its newest
+    # version is used) or one version directory (`flowrec train --out`).  Later
+    # versions arrive as switches on the catalog input (`flowrec train --publish`).
+    embeddings: Path | None = None
     datasets_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent.parent / "shared" / "datasets")
     model: ModelConfig = field(default_factory=ModelConfig)
 
@@ -79,6 +83,7 @@ _FIELDS: dict[str, tuple[str, object]] = {
     "record-freshness": ("record_freshness", lambda text: str(text).lower() in ("1", "true", "yes")),
     "datasets-dir": ("datasets_dir", Path),
     "spool-dir": ("spool_dir", Path),
+    "embeddings": ("embeddings", Path),
     "api-keys": ("api_keys", lambda text: tuple(k for k in text.split(",") if k)),
 }
 # REDIS_URL is the conventional name; FLOWREC_REDIS_URL also works.

@@ -6,7 +6,7 @@ Dataflow (element shapes in brackets)::
         -> key by user shard -> user-state [UserSnapshot]
              side: item-deltas [ItemDelta] -> key by item shard -> item-model [ModelUpdate]
              side: trend-deltas [TrendDelta] ----------------------> trending [ModelUpdate]
-    catalog [chunk str] -> parse-catalog [CatalogItem] -> content [ModelUpdate]  (side: facts -> trending)
+    catalog [chunk str] -> parse-catalog [CatalogItem | EmbeddingSwitch] -> content [ModelUpdate]  (side: facts -> trending)
     user-state [UserSnapshot] keyed by user shard  +  model updates broadcast -> scorer [SinkBatch]
     every operator's SinkBatch (writes, counters, dead letters) -> its own Redis sink
 
@@ -50,6 +50,7 @@ from pipelines.operators import (
     model_descriptor,
 )
 from pipelines.sources import JobSource
+from state.embeddings import latest_version
 from state.writes import Ttls
 
 log = logging.getLogger(__name__)
@@ -187,13 +188,25 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
     scored = (
         users.key_by(lambda s: s.shard, key_type=Types.INT())
         .connect(model_updates.broadcast(model_descriptor()))
-        .process(Scorer(config, ttls, record_freshness=settings.record_freshness), output_type=PICKLED)
+        .process(Scorer(config, ttls, record_freshness=settings.record_freshness, embeddings=initial_embeddings(settings)), output_type=PICKLED)
         .name("scorer")
         .uid("scorer")
         .set_parallelism(p)
     )
     # [SinkBatch: user lists]
     sink.attach(scored, "user-lists", p)
+
+
+def initial_embeddings(settings: Settings) -> str | None:
+    """The export version directory the scorer starts with (absolute), from ``settings.embeddings``."""
+    if settings.embeddings is None:
+        return None
+    version = latest_version(settings.embeddings)
+    if version is None:
+        raise ValueError(f"no embedding export in {settings.embeddings} (expected a `flowrec train --out` directory)")
+    if settings.model.weight_embedding <= 0 and settings.model.weight_sequence <= 0:
+        log.warning("embeddings %s given, but weight_embedding and weight_sequence are 0: lists will not use them", version)
+    return str(version.resolve())
 
 
 def _gate(chunks, expected: int, name: str):

@@ -48,13 +48,16 @@ from pipelines.messages import (
     encode_pending,
     shard_of,
 )
+from state.embeddings import ExportError, read_export
 from state.keys import KeyKind
 from state.schemas import (
+    decode_embedding_ref,
     decode_facts,
     decode_profile,
     decode_row,
     decode_scored,
     decode_versions,
+    encode_embedding_ref,
     encode_facts,
     encode_profile,
     encode_row,
@@ -62,19 +65,22 @@ from state.schemas import (
     encode_versions,
 )
 from state.writes import Ttls, catalog_write, neighbour_write, trending_write, user_writes
-from transforms.catalog import CatalogItem, parse_catalog_lines, validate_catalog_record
+from transforms.catalog import CatalogItem, EmbeddingSwitch, parse_catalog_lines, validate_catalog_record, validate_embedding_switch
 from transforms.config import ModelConfig, event_weights
 from transforms.content import ContentIndex
 from transforms.cooccurrence import ItemModel, sum_by_key
 from transforms.engine import content_neighbours
 from transforms.events import EventBatch, parse_json_lines
 from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user
+from transforms.embedding import EmbeddingModel
 from transforms.scoring import ScoringModel, score_user
 from transforms.trending import TrendingModel
 
 log = logging.getLogger(__name__)
 
 LONG_MAX = 2**63 - 1
+# SinkBatch.stats entries that are set (HSET), not added: the last closed window, the embeddings in use.
+GAUGES = ("last_window_ts", "embeddings_version")
 TICK_PREFIX = "\x00tick:"
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.PICKLED_BYTE_ARRAY())
@@ -212,10 +218,12 @@ class ParseCatalog(ProcessFunction):
         if self.accept_boot and chunk.startswith(BOOT_PREFIX):
             yield decode_boot_line(chunk)
             return
-        items, rejections = parse_catalog_lines(split_chunk(chunk))
+        switches: list[EmbeddingSwitch] = []
+        items, rejections = parse_catalog_lines(split_chunk(chunk), switches)
         if rejections:
             yield DEAD_LETTERS, _dead_letter_batch(rejections)
         yield from items
+        yield from switches
 
 
 class BootGate(KeyedProcessFunction):
@@ -480,7 +488,13 @@ class ItemModelOperator(KeyedProcessFunction):
 
 
 class ContentOperator(KeyedProcessFunction):
-    """Single key: the catalog and its TF-IDF index; content neighbours of changed items per window."""
+    """Single key: the catalog and its TF-IDF index; content neighbours of changed items per window.
+
+    It also times the catalog input's embedding switches: like an upsert, a
+    switch takes effect when its window closes (a late one in the open
+    window), as the ``e:`` model entry (the newest switch of the window wins;
+    equal times: the last to arrive).
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
@@ -490,7 +504,7 @@ class ContentOperator(KeyedProcessFunction):
         self.items = _bytes_map(runtime_context, "catalog")
         self.catalog: dict[str, CatalogItem] | None = None
 
-    def process_element(self, item: CatalogItem | BootRecord, ctx) -> Iterable:
+    def process_element(self, item: CatalogItem | EmbeddingSwitch | BootRecord, ctx) -> Iterable:
         if isinstance(item, BootRecord):
             entries = load_content_state(item, self.items)
             self.catalog = None
@@ -501,7 +515,8 @@ class ContentOperator(KeyedProcessFunction):
         if window_timer(window, self.config.window_ms) <= watermark:
             # Late upsert: like a late event, it takes effect in the open window.
             window = (watermark + 1) // self.config.window_ms
-        self.pending.add(window, encode_pending("catalog", window, item.to_dict()))
+        kind = "embeddings" if isinstance(item, EmbeddingSwitch) else "catalog"
+        self.pending.add(window, encode_pending(kind, window, item.to_dict()))
         ctx.timer_service().register_event_time_timer(window_timer(window, self.config.window_ms))
 
     def on_timer(self, timestamp: int, ctx) -> Iterable:
@@ -512,7 +527,19 @@ class ContentOperator(KeyedProcessFunction):
                 self.catalog[item.item_id] = item
         window = timer_window(timestamp, self.config.window_ms)
         end = (window + 1) * self.config.window_ms
-        due = [validate_catalog_record(decode_pending(raw)[2])[0] for raw in self.pending.take(window)]
+        due: list[CatalogItem] = []
+        switches: list[EmbeddingSwitch] = []
+        for raw in self.pending.take(window):
+            kind, _, payload = decode_pending(raw)
+            if kind == "embeddings":
+                switches.append(validate_embedding_switch(payload)[0])
+            else:
+                due.append(validate_catalog_record(payload)[0])
+        if switches:
+            newest = max(enumerate(switches), key=lambda ks: (ks[1].ts, ks[0]))[1]
+            yield ModelUpdate(window, [("e:", encode_embedding_ref(newest.path))])
+        if not due:
+            return
         for item in due:
             self.catalog[item.item_id] = item
             self.items.put(item.item_id, item.to_json())
@@ -671,7 +698,9 @@ class _VersionedView:
 
 
 def _decode_model_value(key: str, raw: bytes):
-    return decode_facts(raw) if key.startswith("f:") else decode_scored(raw)
+    if key.startswith("f:"):
+        return decode_facts(raw)
+    return decode_embedding_ref(raw) if key == "e:" else decode_scored(raw)
 
 
 class Scorer(KeyedBroadcastProcessFunction):
@@ -679,20 +708,49 @@ class Scorer(KeyedBroadcastProcessFunction):
 
     Broadcast state keeps every model entry with the window that produced it
     (``n:`` neighbours, ``c:`` content, ``f:`` facts, ``t:`` global trending,
-    ``tc:`` category trending), so a window is scored with the model exactly as
-    of its close, whatever order the inputs arrive in.
+    ``tc:`` category trending, ``e:`` the learned-embedding version), so a
+    window is scored with the model exactly as of its close, whatever order
+    the inputs arrive in.
+
+    Embeddings: ``embeddings`` is the export version directory in use from the
+    start (None: none); an ``e:`` entry switches to another from its window
+    on, so every list of a window is scored with one version and a new
+    version needs no restart.  The state holds only the path; the vectors are
+    read from it (a path every TaskManager reads) on first use and cached.  A
+    version that cannot be read is logged and counted
+    (``embedding_load_failures``) and the last readable one stays in use.
     """
 
-    def __init__(self, config: ModelConfig, ttls: Ttls, record_freshness: bool) -> None:
+    def __init__(self, config: ModelConfig, ttls: Ttls, record_freshness: bool, embeddings: str | None = None) -> None:
         self.config = config
         self.ttls = ttls
         self.record_freshness = record_freshness
+        self.initial_embeddings = embeddings
 
     def open(self, runtime_context) -> None:
         self.pending = PendingByWindow(_bytes_map(runtime_context, "pending-users"))
         self.mirror: dict | None = None
         self.closed_window = -1
-        self.windows_counter = runtime_context.get_metrics_group().counter("user_lists_written")
+        metrics = runtime_context.get_metrics_group()
+        self.windows_counter = metrics.counter("user_lists_written")
+        self.embedding_failures = metrics.counter("embedding_load_failures")
+        self.embeddings_path: str | None = None
+        self.embeddings: EmbeddingModel | None = None
+
+    def _embeddings(self, path: str | None) -> EmbeddingModel | None:
+        """The model of export ``path``, read once; on a read error the previous one stays."""
+        if path != self.embeddings_path:
+            if path is None:
+                self.embeddings = None
+            else:
+                try:
+                    self.embeddings = EmbeddingModel(read_export(path))
+                    log.info("scoring with embeddings %s", path)
+                except (ExportError, OSError, ValueError) as exc:
+                    log.error("cannot read embeddings %s (keeping %s): %s", path, self.embeddings_path, exc)
+                    self.embedding_failures.inc()
+            self.embeddings_path = path
+        return self.embeddings
 
     def _mirror(self, ctx) -> dict:
         if self.mirror is None:
@@ -744,6 +802,7 @@ class Scorer(KeyedBroadcastProcessFunction):
             trending_global=view.get("t:", (np.empty(0, dtype=object), np.empty(0))),
             trending_by_category=_VersionedView(mirror, "tc:", window),
             facts=_VersionedView(mirror, "f:", window),
+            embeddings=self._embeddings(view.get("e:", self.initial_embeddings)),
         )
         writes = []
         for user in sorted(latest):
@@ -753,7 +812,10 @@ class Scorer(KeyedBroadcastProcessFunction):
         self.windows_counter.inc(len(latest))
         now_ms = time.time_ns() // 1_000_000
         lags = [now_ms - t for t in last_ts.values()] if self.record_freshness else []
-        yield SinkBatch(writes=writes, stats={"user_lists": len(latest), "last_window_ts": end}, lags_ms=lags)
+        stats = {"user_lists": len(latest), "last_window_ts": end}
+        if model.embeddings is not None:
+            stats["embeddings_version"] = model.embeddings.version
+        yield SinkBatch(writes=writes, stats=stats, lags_ms=lags)
 
 
 # -- sink ----------------------------------------------------------------------------------
@@ -782,11 +844,9 @@ class RedisSink(ProcessFunction):
         started = time.perf_counter()
         self.store.write(batch.writes)
         self.store.dead_letter(batch.dead_letters)
-        stats = dict(batch.stats)
-        last_window = stats.pop("last_window_ts", None)
-        self.store.add_stats(stats)
-        if last_window is not None:
-            self.store.set_stats({"last_window_ts": last_window})
+        counters = {k: v for k, v in batch.stats.items() if k not in GAUGES}
+        self.store.add_stats(counters)
+        self.store.set_stats({k: v for k, v in batch.stats.items() if k in GAUGES})
         self.store.record_freshness(batch.lags_ms)
         self.latency_ms = int((time.perf_counter() - started) * 1000)
         self.writes_counter.inc(len(batch.writes))

@@ -127,6 +127,8 @@ def write_export(root: str | Path, export: EmbeddingExport, extra_files: Mapping
             files.append(name)
         manifest = {**export.meta, "schema": EXPORT_SCHEMA, "version": export.version, "dim": export.dim, "items": len(export.item_ids), "files": files}
         (tmp / MANIFEST).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+        # mkdtemp makes the folder private; the job (perhaps another user) reads it.
+        os.chmod(tmp, 0o755)
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

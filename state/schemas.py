@@ -16,6 +16,7 @@ trending bucket             i [item], w [weight]
 id list                     i [item]
 versioned value             x [[window, payload]]  (payload: another encoded value)
 catalog facts               k top category, s in stock
+embedding version           e path of the export version directory
 ==========================  ==========================================================
 """
 
@@ -141,3 +142,16 @@ def encode_facts(top_category: str, in_stock: bool) -> bytes:
 def decode_facts(raw: bytes) -> tuple[str, bool]:
     d = _load(raw, (LIST_VERSION,))
     return d["k"], d["s"]
+
+
+def encode_embedding_ref(path: str) -> bytes:
+    """The learned-embedding version in use: the path of its export directory (see :mod:`state.embeddings`)."""
+    return orjson.dumps({"v": LIST_VERSION, "e": path})
+
+
+@_shape_checked
+def decode_embedding_ref(raw: bytes) -> str:
+    path = _load(raw, (LIST_VERSION,))["e"]
+    if not isinstance(path, str):
+        raise SchemaError("embedding version path must be a string")
+    return path

@@ -135,8 +135,8 @@ class RedisStore:
 
         self._with_retry("stats", run)
 
-    def set_stats(self, values: dict[str, int]) -> None:
-        """Set gauges in the job's counters hash (HSET; e.g. the last closed window)."""
+    def set_stats(self, values: dict[str, int | str]) -> None:
+        """Set gauges in the job's counters hash (HSET; e.g. the last closed window, the embeddings in use)."""
         if not values:
             return
         self._with_retry("stats", lambda: self.client.hset(self.key(KeyKind.STATS), mapping=values))

@@ -2,7 +2,9 @@
 
 Catalog changes are a stream too: every record is an upsert of one item with a
 ``ts`` (epoch ms) at which it takes effect; a later upsert of the same item
-replaces the earlier one.
+replaces the earlier one.  The job's catalog input also carries one kind of
+control record, :class:`EmbeddingSwitch` (``{"embeddings": PATH, "ts": T}``):
+serve the learned embeddings of export version ``PATH`` from ``T`` on.
 """
 
 from __future__ import annotations
@@ -63,6 +65,39 @@ class CatalogItem:
         return orjson.dumps(self.to_dict())
 
 
+@dataclass(frozen=True)
+class EmbeddingSwitch:
+    """Serve the learned embeddings of the export version directory ``path`` for lists scored after ``ts``.
+
+    ``path`` names one version (``<root>/<version>``, see
+    :mod:`state.embeddings`), never a root, so every engine that reads the
+    record loads the same vectors whenever it reads it.
+    """
+
+    path: str
+    ts: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"embeddings": self.path, "ts": self.ts}
+
+
+MAX_PATH_LENGTH = 4096
+
+
+def validate_embedding_switch(rec: Mapping[str, Any], raw: Any = None) -> tuple[EmbeddingSwitch | None, Rejection | None]:
+    """Check an ``{"embeddings": PATH, "ts": T}`` control record."""
+    raw = rec if raw is None else raw
+    path = rec.get("embeddings")
+    if set(rec) - {"embeddings", "ts"}:
+        return None, _reject("bad_field", "an embeddings record has only the fields embeddings and ts", raw)
+    if not isinstance(path, str) or not path or len(path) > MAX_PATH_LENGTH or "\x00" in path:
+        return None, _reject("bad_field", f"embeddings must be the path of an export version (1-{MAX_PATH_LENGTH} chars)", raw)
+    ts = _as_int_ts(rec.get("ts"))
+    if ts is None or not 0 <= ts <= MAX_TS_MS:
+        return None, _reject("bad_timestamp", "ts must be epoch milliseconds before 2100-01-01", raw)
+    return EmbeddingSwitch(path=path, ts=ts), None
+
+
 def _finite(value: int | float) -> bool:
     try:
         return math.isfinite(float(value))
@@ -121,8 +156,13 @@ def validate_catalog_record(rec: Any, raw: Any = None) -> tuple[CatalogItem | No
     )
 
 
-def parse_catalog_lines(lines: Iterable[bytes | str]) -> tuple[list[CatalogItem], list[Rejection]]:
-    """Parse catalog JSON lines into items and rejections (never raises for bad input)."""
+def parse_catalog_lines(lines: Iterable[bytes | str], switches: list[EmbeddingSwitch] | None = None) -> tuple[list[CatalogItem], list[Rejection]]:
+    """Parse catalog JSON lines into items and rejections (never raises for bad input).
+
+    Embedding control records are appended to ``switches`` when the caller
+    passes a list (the job's catalog input); elsewhere they are rejected like
+    any record without an ``item_id``.
+    """
     items, rejections = [], []
     for line in lines:
         data = line.encode("utf-8", errors="surrogatepass") if isinstance(line, str) else line
@@ -136,6 +176,13 @@ def parse_catalog_lines(lines: Iterable[bytes | str]) -> tuple[list[CatalogItem]
         except orjson.JSONDecodeError as exc:
             reason = "not_utf8" if "utf-8" in str(exc).lower() else "bad_json"
             rejections.append(_reject(reason, str(exc)[:200], data))
+            continue
+        if switches is not None and isinstance(rec, Mapping) and "embeddings" in rec:
+            switch, rejection = validate_embedding_switch(rec, raw=data)
+            if switch is not None:
+                switches.append(switch)
+            else:
+                rejections.append(rejection)
             continue
         item, rejection = validate_catalog_record(rec, raw=data)
         if item is not None:

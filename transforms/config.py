@@ -76,6 +76,15 @@ class ModelConfig:
     weight_category: float = 0.2
     weight_popularity: float = 0.05
     weight_recent: float = 0.0
+    # Learned embeddings (see :mod:`transforms.embedding`; 0 = off, so a job
+    # without an export scores exactly as before): the user vector from the
+    # decayed interests, and the sequence model over the recent history.
+    weight_embedding: float = 0.0
+    weight_sequence: float = 0.0
+    # Items added to the candidate pool by each embedding component: the best
+    # ``embedding_candidates`` of the whole catalog by dot product (an exact
+    # scan), besides the export's neighbours of the user's strongest items.
+    embedding_candidates: int = 100
     exclude_purchased: bool = True
     # Categories (top level) whose items may be bought again and so stay recommendable.
     repeat_purchase_categories: tuple[str, ...] = ()
@@ -111,6 +120,14 @@ class ModelConfig:
             "trending_size": self.trending_size,
             "content_neighbours": self.content_neighbours,
         }
+        non_negative = {
+            "weight_embedding": self.weight_embedding,
+            "weight_sequence": self.weight_sequence,
+            "embedding_candidates": self.embedding_candidates,
+        }
+        for name, value in non_negative.items():
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}")

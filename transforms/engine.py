@@ -18,12 +18,20 @@ Semantics (shared by every engine; the Flink job is tested against this):
    refresh runs without scoring.
 4. Outputs carry ``T`` as their timestamp; a key's final value is the one from
    the last window that produced it.
+5. Learned embeddings (:meth:`ReferenceEngine.set_embeddings`) come in
+   versions, each with an event time ``effective_ms``; like a catalog upsert
+   it takes effect when the window holding that time closes: a list scored at
+   ``T`` uses the newest version with ``effective_ms < T``.  Every list of one
+   window is scored with one version (the switch is atomic for readers), and
+   a version set after its window closed is used from the next window that
+   closes.
 
 The engine is also the model behind offline evaluation (:meth:`recommend`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
@@ -34,12 +42,16 @@ from transforms.catalog import CatalogItem
 from transforms.config import ModelConfig, event_weights
 from transforms.content import ContentIndex
 from transforms.cooccurrence import ItemModel
+from transforms.embedding import EmbeddingModel
 from transforms.events import EventBatch
 from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user
 from transforms.scoring import Neighbours, ScoredItem, ScoringModel, UserLists, score_user
 from transforms.trending import TrendingModel
 
 log = logging.getLogger(__name__)
+
+# ``effective_ms`` of an embedding version in effect from the start (before any event time).
+FROM_START_MS = -(2**63)
 
 
 @dataclass
@@ -54,6 +66,9 @@ class WindowOutput:
     trending_by_category: dict[str, Neighbours] = field(default_factory=dict)
     users: dict[str, UserLists | None] = field(default_factory=dict)
     events: int = 0
+    # The embedding version this window's lists are scored with, set only when it
+    # changed at this window ("" when embeddings were switched off).
+    embeddings_version: str | None = None
 
 
 @dataclass
@@ -96,6 +111,8 @@ class ReferenceEngine:
     (same final lists, much less work; see :func:`replay`).  With
     ``score_users=False`` the model is refreshed only at :meth:`finish`, since
     nothing observes it in between (offline training: the fast path).
+    ``embeddings`` is the learned-embedding version in effect from the start
+    (see :meth:`set_embeddings`).
     """
 
     def __init__(
@@ -104,6 +121,7 @@ class ReferenceEngine:
         catalog: Sequence[CatalogItem] = (),
         on_window: Callable[[WindowOutput], None] | None = None,
         score_users: bool | Mapping[str, int] = True,
+        embeddings: EmbeddingModel | None = None,
     ) -> None:
         self.config = config
         self.on_window = on_window
@@ -114,7 +132,9 @@ class ReferenceEngine:
         self.trending = TrendingModel(config)
         self.catalog: dict[str, CatalogItem] = {}
         self.content_index: ContentIndex | None = None
-        self.model = ScoringModel(neighbours=self.items.neighbours, content={}, facts={})
+        self.model = ScoringModel(neighbours=self.items.neighbours, content={}, facts={}, embeddings=embeddings)
+        # (effective from, version), oldest first; the first entry is in effect from the start.
+        self._embedding_versions: list[tuple[int, EmbeddingModel | None]] = [(FROM_START_MS, embeddings)]
         self._window: int | None = None
         self._contribution = ItemContribution()
         self._dirty: dict[str, None] = {}
@@ -184,6 +204,36 @@ class ReferenceEngine:
             if self.on_window is not None and (out.neighbours or out.trending_global is not None):
                 self.on_window(out)
 
+    def set_embeddings(self, embeddings: EmbeddingModel | None, effective_ms: int) -> None:
+        """Use ``embeddings`` (None: none) for every list scored at ``T > effective_ms``.
+
+        This is what the job's scorer does with a version announced on its
+        broadcast stream with event time ``effective_ms`` (as a catalog upsert
+        with ``ts = effective_ms``): it switches when the window holding
+        ``effective_ms`` closes.  Versions with equal times: the one set last wins.
+        """
+        versions = [v for v in self._embedding_versions if v[0] <= effective_ms]
+        versions.append((effective_ms, embeddings))
+        self._embedding_versions = versions + [v for v in self._embedding_versions if v[0] > effective_ms]
+
+    def embeddings_at(self, time_ms: int) -> EmbeddingModel | None:
+        """The embedding version in effect for a list scored at ``time_ms`` (the newest with ``effective_ms < time_ms``)."""
+        current = self._embedding_versions[0][1]
+        for effective, embeddings in self._embedding_versions:
+            if effective >= time_ms:
+                break
+            current = embeddings
+        return current
+
+    def _switch_embeddings(self, time_ms: int) -> bool:
+        """Make the version in effect at ``time_ms`` current (dropping older ones); True if it changed."""
+        current = self.embeddings_at(time_ms)
+        self._embedding_versions = [(e, m) for e, m in self._embedding_versions if e >= time_ms]
+        self._embedding_versions.insert(0, (FROM_START_MS, current))
+        changed = current is not self.model.embeddings
+        self.model.embeddings = current
+        return changed
+
     # -- output ------------------------------------------------------------
     def recommend(
         self,
@@ -192,10 +242,17 @@ class ReferenceEngine:
         now_ms: int,
         exclude: Mapping[str, set[str]] | None = None,
     ) -> dict[str, list[ScoredItem]]:
-        """Score users against the current state (call :meth:`finish` first for a closed model)."""
+        """Score users against the current state (call :meth:`finish` first for a closed model).
+
+        The embedding version is the one in effect at ``now_ms``.
+        """
+        model = self.model
+        embeddings = self.embeddings_at(now_ms)
+        if embeddings is not model.embeddings:
+            model = dataclasses.replace(model, embeddings=embeddings)
         out = {}
         for user in user_ids:
-            lists = score_user(self.profiles.get(user), now_ms, self.model, self.config, (exclude or {}).get(user, frozenset()), n)
+            lists = score_user(self.profiles.get(user), now_ms, model, self.config, (exclude or {}).get(user, frozenset()), n)
             out[user] = lists.home
         return out
 
@@ -272,6 +329,8 @@ class ReferenceEngine:
             self._refresh(out, end)
         self._last_end = end
         if self.score_users is not False:
+            if self._switch_embeddings(end):
+                out.embeddings_version = "" if self.model.embeddings is None else self.model.embeddings.version
             last = self.score_users if isinstance(self.score_users, Mapping) else None
             for user in sorted(self._dirty):
                 if last is not None and last.get(user) != window:
@@ -301,16 +360,21 @@ def replay(
     catalog: Sequence[CatalogItem] = (),
     catalog_updates: Sequence[CatalogItem] = (),
     chunk: int = 50_000,
+    embeddings: Sequence[tuple[int, EmbeddingModel | None]] = (),
 ) -> tuple[ReferenceEngine, FinalState]:
     """Replay a bounded input and return the engine and the final value of every output key.
 
-    ``catalog`` and ``catalog_updates`` are both upserts applied at their ``ts``.
+    ``catalog`` and ``catalog_updates`` are both upserts applied at their ``ts``;
+    ``embeddings`` are ``(effective_ms, version)`` switches (see
+    :meth:`ReferenceEngine.set_embeddings`).
 
     Users are scored only in their last active window, which gives the same
     final lists as scoring them in every window.
     """
     final = FinalState()
     engine = ReferenceEngine(config, list(catalog) + list(catalog_updates), on_window=final.merge, score_users=last_windows(events, config.window_ms))
+    for effective_ms, version in embeddings:
+        engine.set_embeddings(version, effective_ms)
     events = events.sorted_by_time()
     for start in range(0, len(events), chunk):
         engine.process(events.take(slice(start, start + chunk)))

@@ -5,6 +5,7 @@ Examples::
     flowrec evaluate --dataset ml-100k --protocol msr --k 10
     flowrec evaluate --dataset taobao --protocol prequential --out results/taobao
     flowrec evaluate --train train.csv --test test.csv --algorithms flowrec,sar,ease --json
+    flowrec evaluate --dataset ml-100k --algorithms flowrec,flowrec-embedding --embeddings exports/
 
 Prints a table (or, with ``--json``, one JSON object); ``--out DIR`` also
 writes results.json, results.md and PNG plots there.  See
@@ -41,10 +42,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=42, help="split and model seed (default 42)")
     parser.add_argument("--window-hours", type=float, default=24.0, help="prequential reporting window (default 24 h)")
     parser.add_argument("--max-events", type=int, default=None, help="prequential: replay only the first N events")
+    parser.add_argument(
+        "--embeddings",
+        type=Path,
+        default=None,
+        help="a pre-trained embedding export (version directory, or a root: its newest version) for the embedding rows, "
+        "instead of training on the training part; it must not have seen the test part",
+    )
+    parser.add_argument(
+        "--train-config",
+        type=Path,
+        default=None,
+        help="JSON of trainer settings (learn.TrainConfig fields, e.g. {\"sequence_epochs\": 5}) for embeddings trained here",
+    )
+    parser.add_argument("--keep-embeddings", type=Path, default=None, help="keep the exports trained here in this folder (for --embeddings later)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--out", type=Path, default=None, help="write results.json, results.md and plots into this folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_settings_arguments(parser, only=("datasets-dir", "model-config"))
+
+
+def embedding_source(args: argparse.Namespace, config, catalog):
+    """The rows' embeddings: ``--embeddings DIR``, else trained here (with ``--train-config``/``--keep-embeddings``)."""
+    from bench import evaluate as harness
+
+    if args.embeddings is not None:
+        if args.train_config is not None or args.keep_embeddings is not None:
+            raise ValueError("--embeddings uses a trained export; --train-config and --keep-embeddings apply to training here")
+        return harness.PretrainedEmbeddings(args.embeddings)
+    train_config = None
+    if args.train_config is not None:
+        from learn.config import TrainConfig  # no PyTorch needed to read it
+
+        train_config = TrainConfig.from_dict(orjson.loads(args.train_config.read_bytes()))
+    return harness.TrainedEmbeddings(config, catalog, seed=args.seed, train_config=train_config, keep_dir=args.keep_embeddings)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -84,6 +115,7 @@ def main(args: argparse.Namespace) -> int:
             window_ms=int(args.window_hours * 3600 * 1000),
             max_events=args.max_events,
             fixed_split=fixed,
+            embeddings=embedding_source(args, settings.model, dataset.catalog),
         )
     except DatasetMissing as exc:
         print(f"error: {exc} (set --datasets-dir or FLOWREC_DATASETS_DIR)", file=sys.stderr)

@@ -5,6 +5,7 @@ Examples::
     flowrec tune --dataset ml-100k --protocol msr --out tuned-ml100k.json
     flowrec tune --dataset taobao --protocol prequential --budget 12 --out tuned-shop.json
     flowrec evaluate --dataset taobao --protocol prequential --model-config tuned-shop.json
+    flowrec tune --dataset ml-100k --model-config tuned-ml100k.json --search-embeddings --out tuned-hybrid.json
 
 Prints the validation table (best candidates and the base config) and writes
 the chosen config as JSON (``ModelConfig.to_dict()``), which ``--model-config``
@@ -42,6 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='search space replacing the default: JSON {"field": [values...]} or a file holding it, '
         'e.g. \'{"neighbours": [50, 100], "weight_content": [0, 0.3]}\'',
     )
+    parser.add_argument(
+        "--search-embeddings",
+        action="store_true",
+        help="also search the learned components' weights (weight_embedding, weight_sequence, embedding_candidates); "
+        "the embeddings are trained on the fitting part unless --embeddings is given",
+    )
+    parser.add_argument("--embeddings", type=Path, default=None, help="a pre-trained export to tune with; it must not have seen the validation part")
+    parser.add_argument("--train-config", type=Path, default=None, help="JSON of trainer settings (learn.TrainConfig fields) for embeddings trained here")
+    parser.add_argument("--keep-embeddings", type=Path, default=None, help="keep the exports trained here in this folder")
     parser.add_argument("--out", type=Path, required=True, help="where to write the chosen config (JSON)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_settings_arguments(parser, only=("datasets-dir", "model-config"))
@@ -50,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from bench import evaluate as harness
     from bench import tune as tuner
+    from flowrec.commands.evaluate import embedding_source
     from transforms.datasets import DatasetMissing
 
     if args.k <= 0 or args.budget <= 0 or args.scoring_trials <= 0:
@@ -76,6 +87,8 @@ def main(args: argparse.Namespace) -> int:
             seed=args.seed,
             search_seed=args.search_seed,
             progress=not args.no_progress,
+            embeddings=embedding_source(args, settings.model, dataset.catalog),
+            search_embeddings=args.search_embeddings,
             **spaces,
         )
     except DatasetMissing as exc:

@@ -219,3 +219,116 @@ def test_a_failing_algorithm_keeps_the_table_and_reports_its_error(tmp_path):
     assert "broken FAILED: KeyError" in harness.format_table(report)
     preq, _ = harness.evaluate_prequential(events, [_BrokenLearner(), *harness.make_learners(["popularity"], harness.ModelConfig(), [])], 5, [])
     assert preq["broken"].error is not None and preq["popularity"].evaluated > 0
+
+
+# -- learned embeddings in the harness ---------------------------------------------------------
+
+
+def _tiny_export(root: Path, items: list[str], version: str = "20260101T000000Z") -> Path:
+    """An export where an a-item's query vector points at the a-items' candidate vectors (and b likewise)."""
+    from state.embeddings import EmbeddingExport, write_export
+
+    query = np.array([(1, 0, 1) if i.startswith("a") else (0, 1, 1) for i in items], dtype=np.float32)
+    candidate = np.array([(1, 0, 0) if i.startswith("a") else (0, 1, 0) for i in items], dtype=np.float32)
+    return write_export(root, EmbeddingExport(version=version, item_ids=np.array(items, dtype=object), query=query, candidate=candidate))
+
+
+def _two_taste_dataset(tmp_path) -> harness.Dataset:
+    events = harness.read_event_file(write_jsonl(tmp_path / "events.jsonl", two_taste_events()))
+    catalog = [CatalogItem(f"{t}{i}", title=f"{t} item {i}", category=t, tags=(t,)) for t in "ab" for i in range(8)]
+    return harness.Dataset(name="tiny", events=events, catalog=catalog)
+
+
+def test_embedding_rows_are_listed_and_configured():
+    for name in ("flowrec-embedding", "flowrec-sequence", "flowrec-no-embeddings"):
+        assert name in harness.ALGORITHMS and name in harness.parse_algorithms(name)
+    base = harness.ModelConfig(weight_embedding=0.5, weight_sequence=0.2)
+    embedding = harness.engine_part_config("flowrec-embedding", base)
+    assert (embedding.weight_embedding, embedding.weight_sequence, embedding.weight_cf, embedding.weight_popularity) == (1.0, 0.0, 0.0, 0.0)
+    sequence = harness.engine_part_config("flowrec-sequence", base)
+    assert (sequence.weight_embedding, sequence.weight_sequence, sequence.weight_content) == (0.0, 1.0, 0.0)
+    plain = harness.engine_part_config("flowrec-no-embeddings", base)
+    assert (plain.weight_embedding, plain.weight_sequence) == (0.0, 0.0) and plain.weight_cf == base.weight_cf
+    assert harness.engine_part_config("flowrec-cf", base).weight_embedding == 0.0
+    assert {"weight_embedding", "weight_sequence", "embedding_candidates"} <= set(harness.SCORING_FIELDS)
+
+
+def test_pretrained_export_drives_the_embedding_rows(tmp_path, capsys):
+    dataset = _two_taste_dataset(tmp_path)
+    _tiny_export(tmp_path / "exports", [c.item_id for c in dataset.catalog])
+    path = tmp_path / "events.jsonl"
+    argv = ["--dataset", str(path), "--algorithms", "flowrec,flowrec-embedding,flowrec-no-embeddings,popularity", "--k", "3", "--json"]
+    code, out, _ = run_cli(capsys, *argv, "--embeddings", str(tmp_path / "exports"))
+    assert code == 0
+    results = json.loads(out)["results"]
+    # The export separates the two tastes exactly, so the embedding alone beats popularity;
+    # flowrec with default weights (embedding 0) equals the hybrid without embeddings.
+    assert results["flowrec-embedding"]["ndcg"] > results["popularity"]["ndcg"]
+    assert results["flowrec"]["ndcg"] == results["flowrec-no-embeddings"]["ndcg"]
+    # The same export by its version directory, and a missing export fails only the embedding rows.
+    code, again, _ = run_cli(capsys, *argv, "--embeddings", str(tmp_path / "exports" / "20260101T000000Z"))
+    assert json.loads(again)["results"]["flowrec-embedding"]["ndcg"] == results["flowrec-embedding"]["ndcg"]
+    code, out, _ = run_cli(capsys, *argv, "--embeddings", str(tmp_path / "nothing"))
+    assert code == 1
+    failed = json.loads(out)["results"]
+    assert "no embedding export found" in failed["flowrec-embedding"]["error"]
+    assert "error" not in failed["flowrec"] and "error" not in failed["popularity"]
+
+
+def test_hybrid_uses_the_export_when_weighted(tmp_path):
+    dataset = _two_taste_dataset(tmp_path)
+    exports = tmp_path / "exports"
+    _tiny_export(exports, [c.item_id for c in dataset.catalog])
+    config = harness.ModelConfig(weight_embedding=2.0)
+    report = harness.evaluate(dataset, "msr", k=3, algorithms=["flowrec", "flowrec-no-embeddings"], config=config, embeddings=harness.PretrainedEmbeddings(exports))
+    assert report.results["flowrec"].metrics != report.results["flowrec-no-embeddings"].metrics
+
+
+def test_without_torch_the_embedding_rows_fail_clearly_and_the_rest_run(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    dataset = _two_taste_dataset(tmp_path)
+    algorithms = ["flowrec", "flowrec-embedding", "flowrec-sequence", "popularity"]
+    for protocol in ("msr", "prequential"):
+        report = harness.evaluate(dataset, protocol, k=3, algorithms=algorithms)
+        for name in ("flowrec-embedding", "flowrec-sequence"):
+            assert "needs PyTorch" in report.results[name].error and "--embeddings DIR" in report.results[name].error
+        assert report.results["flowrec"].error is None and report.results["popularity"].error is None
+        assert report.results["flowrec"].evaluated > 0
+
+
+def test_prequential_switches_a_fixed_export_in_once(tmp_path):
+    dataset = _two_taste_dataset(tmp_path)
+    exports = tmp_path / "exports"
+    _tiny_export(exports, [c.item_id for c in dataset.catalog])
+    report = harness.evaluate(dataset, "prequential", k=3, algorithms=["flowrec-embedding", "flowrec-cf"], embeddings=harness.PretrainedEmbeddings(exports))
+    assert report.info["retrain"] == {"flowrec-embedding": "every event; embeddings fixed export", "flowrec-cf": "every event"}
+    assert report.results["flowrec-embedding"].metrics["hr"] > 0
+
+
+def test_embeddings_trained_in_the_harness_on_the_training_part_only(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("faiss")
+    from learn.config import TrainConfig
+
+    dataset = _two_taste_dataset(tmp_path)
+    keep = tmp_path / "kept"
+    source = harness.TrainedEmbeddings(harness.ModelConfig(), dataset.catalog, train_config=TrainConfig(epochs=3, sequence_epochs=1, patience=1), keep_dir=keep)
+    report = harness.evaluate(dataset, "msr", k=3, algorithms=["flowrec-embedding", "flowrec-sequence", "flowrec"], embeddings=source)
+    assert all(r.error is None for r in report.results.values())
+    # One export, named by the last TRAINING event's time: the test part was not seen.
+    split = harness.split_for_protocol(dataset.events, "msr")
+    (version,) = [p for p in keep.iterdir() if not p.name.startswith(".")]
+    from learn.train import version_name
+
+    assert version.name == version_name(int(split.train.ts.max()))
+    ((count, first, last, *_),) = source._trained  # the fingerprint of the one training part it saw
+    assert (count, first, last) == (len(split.train), int(split.train.ts.min()), int(split.train.ts.max()))
+    assert count < len(dataset.events)
+    # Prequential: retrained at the start of each UTC day on the earlier events (3 days -> 2 trainings).
+    daily = harness.TrainedEmbeddings(harness.ModelConfig(), dataset.catalog, train_config=TrainConfig(epochs=2, sequence=False, patience=1), keep_dir=tmp_path / "daily")
+    report = harness.evaluate(dataset, "prequential", k=3, algorithms=["flowrec-embedding"], embeddings=daily)
+    assert report.info["retrain"]["flowrec-embedding"] == "every event; embeddings daily"
+    days = sorted({int(t) // DAY_MS for t in dataset.events.ts.tolist()})
+    assert len([p for p in (tmp_path / "daily").iterdir() if not p.name.startswith(".")]) == len(days) - 1

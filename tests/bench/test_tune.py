@@ -117,3 +117,28 @@ def test_search_space_is_split_into_state_and_scoring_and_validated():
         tuner.parse_space({"neighbours": []})
     with pytest.raises(ValueError):
         tuner.parse_space({"similarity": ["euclid"]})
+
+
+def test_tune_searches_the_embedding_weights_with_a_given_export(tmp_path, capsys):
+    from tests.bench.test_evaluate import _tiny_export
+
+    path = write_jsonl(tmp_path / "events.jsonl", two_taste_events(users=30))
+    _tiny_export(tmp_path / "exports", [f"{t}{i}" for t in "ab" for i in range(8)])
+    out = tmp_path / "tuned.json"
+    space = json.dumps({"weight_embedding": [0.0, 4.0], "weight_cf": [0.0], "weight_content": [0.0], "weight_category": [0.0], "weight_popularity": [0.0]})
+    argv = ["tune", "--dataset", str(path), "--budget", "1", "--scoring-trials", "4", "--k", "3", "--out", str(out), "--no-progress"]
+    code = cli([*argv, "--space", space, "--embeddings", str(tmp_path / "exports")])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    # Every other component is off, so only the export can rank anything: it must win.
+    chosen = ModelConfig.from_dict(json.loads(out.read_text()))
+    assert chosen.weight_embedding == 4.0 and "weight_embedding=4.0" in printed
+
+
+def test_search_embeddings_adds_their_settings_to_the_default_space():
+    with_embeddings = tuner.default_scoring_space(True)
+    assert with_embeddings == {**tuner.SCORING_SPACE, **tuner.EMBEDDING_SPACE}
+    assert 0.0 in with_embeddings["weight_embedding"] and 0.0 in with_embeddings["weight_sequence"]  # "off" stays a candidate
+    assert tuner.default_scoring_space(False) == tuner.SCORING_SPACE
+    _, scoring = tuner.parse_space({name: list(values) for name, values in tuner.EMBEDDING_SPACE.items()})
+    assert scoring == tuner.EMBEDDING_SPACE  # scoring settings: no replay per candidate

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import orjson
 import redis
 
@@ -12,11 +14,14 @@ from flowrec.config import Settings
 from flowrec.localredis import LocalRedis
 from pipelines.flink_env import create_environment
 from pipelines.job import RedisJobSink, build_job
+from state.embeddings import EmbeddingExport
 from state.store import RedisStore
 from state.writes import Ttls, final_writes
 from transforms.catalog import CatalogItem
+from transforms.embedding import EmbeddingModel
 from transforms.engine import replay
 from transforms.events import EventBatch
+from transforms.similarity import top_k
 
 # Keys that hold monitoring data, not results: not compared.
 MONITORING = (b":stats", b":freshness", b":deadletter")
@@ -37,9 +42,9 @@ def run_job(source, settings: Settings, redis_url: str, restore: str | None = No
     env.execute("flowrec-test")
 
 
-def reference_content(events: EventBatch, catalog: list[CatalogItem], settings: Settings) -> dict[bytes, bytes]:
-    """What Redis holds after the reference engine replays the same input."""
-    _, final = replay(events, settings.model, catalog)
+def reference_content(events: EventBatch, catalog: list[CatalogItem], settings: Settings, embeddings: Sequence[tuple[int, EmbeddingModel | None]] = ()) -> dict[bytes, bytes]:
+    """What Redis holds after the reference engine replays the same input (``embeddings``: version switches)."""
+    _, final = replay(events, settings.model, catalog, embeddings=embeddings)
     with LocalRedis() as server:
         RedisStore.from_url(server.url, namespace=settings.namespace).write(final_writes(final, Ttls(settings.user_ttl_s, settings.item_ttl_s)))
         return results(server.url)
@@ -73,3 +78,19 @@ def differences(job: dict[bytes, bytes], reference: dict[bytes, bytes], toleranc
         if not _same(a, b, tolerance):
             out.append(f"{key!r}: job {job[key][:200]!r} != reference {reference[key][:200]!r}")
     return out
+
+
+def random_export(items: list[str], version: str, seed: int, dim: int = 8) -> EmbeddingExport:
+    """Vectors with no meaning (this test checks the plumbing, not the quality), exact neighbours."""
+    rng = np.random.default_rng(seed)
+    ids = np.array(sorted(items), dtype=object)
+    query = rng.normal(size=(len(ids), dim)).astype(np.float32)
+    candidate = rng.normal(size=(len(ids), dim)).astype(np.float32)
+    sims = candidate @ candidate.T
+    neighbours = {}
+    for k, item in enumerate(ids.tolist()):
+        scores = np.delete(sims[k], k).astype(np.float64)
+        others = np.delete(ids, k)
+        best = top_k(scores, others, 5)
+        neighbours[item] = (others[best], scores[best])
+    return EmbeddingExport(version=version, item_ids=ids, query=query, candidate=candidate, neighbours=neighbours, meta={"model": {"name": "random"}})

@@ -129,3 +129,24 @@ def test_odd_digit_string_created_at_is_rejected_not_raised():
 def test_huge_integer_price_is_rejected_not_raised():
     item, rejection = validate_catalog_record({"item_id": "a", "price": 10**400})
     assert item is None and rejection.reason == "bad_field"
+
+
+def test_embedding_switches_are_parsed_only_where_the_caller_accepts_them():
+    from transforms.catalog import EmbeddingSwitch
+
+    lines = [
+        '{"embeddings": "/exports/20261130T000000Z", "ts": 5}',
+        '{"embeddings": "", "ts": 5}',
+        '{"embeddings": "/x", "ts": -1}',
+        '{"embeddings": "/x", "ts": 5, "item_id": "a"}',
+        '{"item_id": "a", "ts": 1}',
+    ]
+    switches: list = []
+    items, rejections = parse_catalog_lines(lines, switches)
+    assert switches == [EmbeddingSwitch("/exports/20261130T000000Z", 5)]
+    assert [i.item_id for i in items] == ["a"]
+    assert [r.reason for r in rejections] == ["bad_field", "bad_timestamp", "bad_field"]
+    # Without a list (the API, the backfill) a switch is an item without an id.
+    items, rejections = parse_catalog_lines(lines[:1])
+    assert items == [] and [r.reason for r in rejections] == ["bad_id"]
+    assert EmbeddingSwitch("/p", 3).to_dict() == {"embeddings": "/p", "ts": 3}

@@ -258,3 +258,94 @@ def test_swing_similarity_in_the_engine_is_refused_clearly():
     config = CONFIG.replace(similarity="swing")
     with pytest.raises(ValueError, match="batch measure"):
         ReferenceEngine(config)
+
+# -- learned embeddings: the version in effect, and the switch at an event time ---------------
+
+
+def _embeddings(version: str, best: str):
+    """A 2-d export in which a user of item A (q_A = (1, 0)) likes ``best`` most: c_best = (1, 0), others 0."""
+    from state.embeddings import EmbeddingExport
+    from transforms.embedding import EmbeddingModel
+
+    ids = ["A", "B", "C", "D", "Z"]
+    query = np.array([(1, 0), (0, 1), (0, 1), (0, 1), (0, 1)], dtype=np.float32)
+    candidate = np.array([(1, 0) if item == best else (0, 0) for item in ids], dtype=np.float32)
+    return EmbeddingModel(EmbeddingExport(version=version, item_ids=np.array(ids, dtype=object), query=query, candidate=candidate))
+
+
+EMBEDDING_ONLY = CONFIG.replace(weight_cf=0, weight_content=0, weight_category=0, weight_popularity=0, weight_embedding=1.0)
+SWITCH_STREAM = [("u1", "A", "view", 10), ("u1", "A", "view", 150), ("u1", "A", "view", 250)]
+
+
+def test_embedding_version_switches_at_its_effective_time():
+    old, new = _embeddings("v1", best="Z"), _embeddings("v2", best="D")
+    outputs: list[WindowOutput] = []
+    engine = ReferenceEngine(EMBEDDING_ONLY, CATALOG, on_window=outputs.append, embeddings=old)
+    engine.set_embeddings(new, effective_ms=T0 + 150)  # takes effect when window 1 [T0+100, T0+200) closes
+    engine.process(batch(SWITCH_STREAM))
+    engine.finish()
+    windows = by_end(o for o in outputs if "u1" in o.users)
+    # Z is a new item (no events, not in the catalog): the embedding alone brings it in.
+    assert home(windows[100], "u1") == [("Z", 1.0, "similar to A")]
+    assert home(windows[200], "u1") == [("D", 1.0, "similar to A")]
+    assert home(windows[300], "u1") == [("D", 1.0, "similar to A")]
+    assert [windows[t].embeddings_version for t in (100, 200, 300)] == [None, "v2", None]
+    assert engine.model.embeddings is new
+    # Offline (state only), recommend() picks the version in effect at the time asked.
+    offline = ReferenceEngine(EMBEDDING_ONLY, CATALOG, score_users=False, embeddings=old)
+    offline.set_embeddings(new, effective_ms=T0 + 150)
+    offline.process(batch(SWITCH_STREAM))
+    offline.finish()
+    assert [i.item for i in offline.recommend(["u1"], 5, T0 + 150)["u1"]] == ["Z"]
+    assert [i.item for i in offline.recommend(["u1"], 5, T0 + 151)["u1"]] == ["D"]
+    assert offline.embeddings_at(T0 + 150) is old and offline.embeddings_at(T0 + 10**9) is new
+
+
+def test_late_version_applies_from_the_next_window_and_off_switches_off():
+    old, new = _embeddings("v1", best="Z"), _embeddings("v2", best="D")
+    outputs: list[WindowOutput] = []
+    engine = ReferenceEngine(EMBEDDING_ONLY, CATALOG, on_window=outputs.append, embeddings=old)
+    engine.process(batch(SWITCH_STREAM[:2]))  # closes window 0 (scored with v1)
+    engine.set_embeddings(new, effective_ms=T0 + 50)  # arrives after its time
+    engine.set_embeddings(None, effective_ms=T0 + 299)
+    engine.process(batch(SWITCH_STREAM[2:]))
+    engine.finish()
+    windows = by_end(o for o in outputs if "u1" in o.users)
+    assert home(windows[100], "u1") == [("Z", 1.0, "similar to A")]
+    assert home(windows[200], "u1") == [("D", 1.0, "similar to A")]
+    assert home(windows[300], "u1") == []  # no embeddings, every other weight 0
+    assert [windows[t].embeddings_version for t in (100, 200, 300)] == [None, "v2", ""]
+
+
+def test_replay_with_embedding_versions_equals_scoring_every_window():
+    catalog, chunks = generate_shop(users=40, items=60, events=1500, seed=3)
+    config = ModelConfig(window_ms=1000, weight_embedding=0.7, embedding_candidates=5)
+    items = sorted({c.item_id for c in catalog})
+    rng = np.random.default_rng(0)
+
+    def version(name: str):
+        from state.embeddings import EmbeddingExport
+        from transforms.embedding import EmbeddingModel
+
+        vectors = rng.normal(size=(2, len(items), 8)).astype(np.float32)
+        return EmbeddingModel(EmbeddingExport(version=name, item_ids=np.array(items, dtype=object), query=vectors[0], candidate=vectors[1]))
+
+    events = EventBatch.concat(list(chunks)).sorted_by_time()
+    middle = int(events.ts[len(events) // 2])
+    switches = [(0, version("v1")), (middle, version("v2"))]
+    _, fast = replay(events, config, catalog, embeddings=switches)
+    every = FinalState()
+    full = ReferenceEngine(config, catalog, on_window=every.merge, score_users=True)
+    for effective, model in switches:
+        full.set_embeddings(model, effective)
+    full.process(events)
+    full.finish()
+    assert fast.users.keys() == every.users.keys()
+    for user, (t, lists) in fast.users.items():
+        assert every.users[user][0] == t
+        assert lists == every.users[user][1]
+    # The embeddings took part: without them (or with only the first version) lists differ.
+    _, plain = replay(events, config, catalog)
+    _, first_only = replay(events, config, catalog, embeddings=switches[:1])
+    assert sum(plain.users[u][1] != fast.users[u][1] for u in fast.users) > len(fast.users) // 2
+    assert any(first_only.users[u][1] != fast.users[u][1] for u in fast.users)

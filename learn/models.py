@@ -1,0 +1,185 @@
+"""The two trainable models and their ranking losses (PyTorch; nothing else in flowrec imports this).
+
+**Item towers (FISM / YouTube-DNN shape).**  Item ``i`` has a query vector
+``q_i`` (as part of a user's history) and a candidate vector ``c_i`` (as a
+recommendation), each the sum of an id embedding (items with training data
+only) and the mean of its side-feature embeddings.  ``q_i`` ends in a
+constant 1 and ``c_i`` in the item's bias ``b_i``, so for the served user
+vector ``u = sum v_i q_i / sum v_i`` (whose last entry is then 1),
+``u . c_j = u' . c'_j + b_j``: a popularity bias inside a plain dot product.
+
+**Sequence encoder (SASRec-style).**  The recent items (oldest first, at most
+``length``) enter as their frozen query vectors through a linear map, plus a
+learned embedding of recency (position 0 = most recent); pre-norm transformer
+blocks (multi-head self-attention over the valid items, then a ReLU
+feed-forward, each residual) follow; the most recent item's output, after a
+final layer norm and a linear map, is the user vector (with the constant 1
+appended), scored against the same candidate vectors.  Its NumPy twin is
+:func:`transforms.embedding.sequence_forward`; :func:`sequence_arrays`
+exports the weights in that function's layout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from learn.data import ItemFeatures
+
+INIT_STD = 0.05
+
+
+class ItemTowers(nn.Module):
+    """Query and candidate vectors of every item (see the module doc)."""
+
+    def __init__(self, n_items: int, dim: int, features: ItemFeatures, has_id: np.ndarray, use_features: bool = True) -> None:
+        super().__init__()
+        self.dim = dim
+        self.query_id = nn.Embedding(n_items, dim)
+        self.candidate_id = nn.Embedding(n_items, dim + 1)
+        nn.init.normal_(self.query_id.weight, std=INIT_STD)
+        nn.init.normal_(self.candidate_id.weight, std=INIT_STD)
+        with torch.no_grad():
+            self.candidate_id.weight[:, -1] = 0.0
+        self.register_buffer("has_id", torch.as_tensor(has_id, dtype=torch.float32))
+        self.use_features = bool(use_features and len(features.names))
+        if self.use_features:
+            self.query_features = nn.EmbeddingBag(len(features.names), dim, mode="mean")
+            self.candidate_features = nn.EmbeddingBag(len(features.names), dim + 1, mode="mean")
+            nn.init.normal_(self.query_features.weight, std=INIT_STD)
+            nn.init.normal_(self.candidate_features.weight, std=INIT_STD)
+            with torch.no_grad():
+                self.candidate_features.weight[:, -1] = 0.0
+            self.register_buffer("feature_indices", torch.as_tensor(features.indices, dtype=torch.long))
+            self.register_buffer("feature_offsets", torch.as_tensor(features.indptr[:-1], dtype=torch.long))
+
+    def forward(self, id_keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(Q, C)``, both ``(items, dim + 1)``; ``id_keep`` (0/1 per item) drops id embeddings (training)."""
+        keep = self.has_id if id_keep is None else self.has_id * id_keep
+        query = self.query_id.weight * keep[:, None]
+        candidate = self.candidate_id.weight * keep[:, None]
+        if self.use_features:
+            # An item without features has an empty bag, which EmbeddingBag maps to zeros.
+            query = query + self.query_features(self.feature_indices, self.feature_offsets)
+            candidate = candidate + self.candidate_features(self.feature_indices, self.feature_offsets)
+        ones = torch.ones(query.shape[0], 1, dtype=query.dtype)
+        return torch.cat([query, ones], dim=1), candidate
+
+
+def user_vectors(query: torch.Tensor, owner: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor, n_users: int) -> torch.Tensor:
+    """``u_b = sum_i v_i q_i / sum_i v_i`` over the entries with ``owner == b`` (the served form)."""
+    sums = torch.zeros(n_users, query.shape[1], dtype=query.dtype).index_add_(0, owner, weights[:, None] * query[rows])
+    totals = torch.zeros(n_users, dtype=query.dtype).index_add_(0, owner, weights)
+    return sums / totals[:, None]
+
+
+def ranking_loss(
+    kind: str,
+    users: torch.Tensor,
+    candidate: torch.Tensor,
+    target_owner: torch.Tensor,
+    target_rows: torch.Tensor,
+    masked_owner: torch.Tensor,
+    masked_rows: torch.Tensor,
+    negatives: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Mean loss over the targets ``(user target_owner[t], item target_rows[t])``.
+
+    * ``softmax``: ``-log softmax(u . C)[target]`` over every item, with the
+      user's input items (``masked_*``) removed from the normaliser;
+    * ``sampled_softmax``: the same over the target and ``negatives`` shared
+      uniform items (a uniform proposal needs no log-Q correction; a sampled
+      item equal to the target is removed);
+    * ``bpr``: ``-log sigmoid(u . c_target - u . c_neg)`` with one uniform negative per target.
+    """
+    n_items = candidate.shape[0]
+    if kind == "softmax":
+        logits = users @ candidate.T
+        mask = torch.zeros_like(logits, dtype=torch.bool)
+        mask[masked_owner, masked_rows] = True
+        logits = logits.masked_fill(mask, float("-inf"))
+        return -F.log_softmax(logits, dim=1)[target_owner, target_rows].mean()
+    target_users = users[target_owner]
+    positive = (target_users * candidate[target_rows]).sum(dim=1)
+    if kind == "sampled_softmax":
+        sampled = torch.randint(0, n_items, (negatives,), generator=generator)
+        negative = (users @ candidate[sampled].T)[target_owner]
+        negative = negative.masked_fill(sampled[None, :] == target_rows[:, None], float("-inf"))
+        logits = torch.cat([positive[:, None], negative], dim=1)
+        return -F.log_softmax(logits, dim=1)[:, 0].mean()
+    if kind == "bpr":
+        sampled = torch.randint(0, n_items, (len(target_rows),), generator=generator)
+        negative = (target_users * candidate[sampled]).sum(dim=1)
+        return -F.logsigmoid(positive - negative).mean()
+    raise ValueError(f"unknown loss {kind!r}")
+
+
+class _Block(nn.Module):
+    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(hidden)
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(hidden, hidden)
+        self.value = nn.Linear(hidden, hidden)
+        self.attention_out = nn.Linear(hidden, hidden)
+        self.norm2 = nn.LayerNorm(hidden)
+        self.ff1 = nn.Linear(hidden, hidden)
+        self.ff2 = nn.Linear(hidden, hidden)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        batch, length, hidden = x.shape
+        per_head = hidden // self.heads
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(batch, length, self.heads, per_head).transpose(1, 2)
+
+        a = self.norm1(x)
+        scores = split(self.query(a)) @ split(self.key(a)).transpose(-1, -2) / math.sqrt(per_head)
+        scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+        context = (self.dropout(torch.softmax(scores, dim=-1)) @ split(self.value(a))).transpose(1, 2).reshape(batch, length, hidden)
+        x = x + self.dropout(self.attention_out(context))
+        return x + self.dropout(self.ff2(torch.relu(self.ff1(self.norm2(x)))))
+
+
+class SequenceEncoder(nn.Module):
+    """Recent items' query vectors ``(batch, length, dim + 1)`` (left-padded) -> user vectors ``(batch, dim + 1)``."""
+
+    def __init__(self, vector_dim: int, hidden: int, length: int, blocks: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.length = length
+        self.heads = heads
+        self.input = nn.Linear(vector_dim, hidden)
+        self.position = nn.Parameter(torch.randn(length, hidden) * 0.02)
+        self.blocks = nn.ModuleList(_Block(hidden, heads, dropout) for _ in range(blocks))
+        self.final_norm = nn.LayerNorm(hidden)
+        self.output = nn.Linear(hidden, vector_dim - 1)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, items: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``valid[b, s]``: slot ``s`` holds an item; the last slot is the most recent item and must be valid."""
+        length = items.shape[1]
+        # Slot s of a left-padded window of `length` is (length - 1 - s) items before the most recent.
+        recency = self.position[:length].flip(0)
+        x = self.dropout(self.input(items) + recency) * valid[..., None]
+        for block in self.blocks:
+            x = block(x, valid)
+        out = self.output(self.final_norm(x[:, -1]))
+        return torch.cat([out, torch.ones(out.shape[0], 1, dtype=out.dtype)], dim=1)
+
+
+def sequence_arrays(encoder: SequenceEncoder) -> dict[str, np.ndarray]:
+    """The encoder's weights in the layout of :func:`transforms.embedding.sequence_forward` (``x @ W`` matrices)."""
+    out: dict[str, np.ndarray] = {"heads": np.array([encoder.heads], dtype=np.float32)}
+    for name, tensor in encoder.state_dict().items():
+        array = tensor.detach().cpu().numpy().astype(np.float32)
+        if name.endswith(".weight") and array.ndim == 2:
+            array = array.T  # torch Linear stores (out, in)
+        out[name] = np.ascontiguousarray(array)
+    return out

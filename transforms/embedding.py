@@ -1,0 +1,165 @@
+"""Learned item embeddings at serving time: user vectors and dot-product scores, in NumPy.
+
+A trained export (:mod:`state.embeddings`) gives every item a *query* vector
+``q_i`` (the item as part of a user's history) and a *candidate* vector ``c_j``
+(the item as a recommendation).  The user vector is the interest-weighted mean
+of the query vectors of the user's positive interests,
+
+    ``u = sum_i v_i q_i / sum_i v_i``   (``v_i`` > 0: decayed interests)
+
+and item ``j`` scores ``u . c_j``.  The trainer optimises exactly this form,
+so the vector moves with every event (through the decayed interests) without
+any retraining.  Items unknown to the export are skipped.  Nothing here
+imports PyTorch.
+
+The trainer folds an item bias into the dot product: every query vector ends
+in a constant 1 and every candidate vector in the item's bias, so the user
+vector's last entry is 1 and ``u . c_j`` includes ``b_j``.
+
+**Sequence model.**  ``export.sequence`` (when present) holds the weights of a
+SASRec-style encoder that turns the user's recent items (oldest first) into a
+user vector in the same space; :func:`sequence_forward` is its forward pass.
+Array layout (float32; matrices are ``(in, out)``, applied as ``x @ W + b``;
+``D`` = export dim, ``h`` = hidden size, ``L`` = window length):
+
+=================================  ==========  =============================================
+name                               shape       role
+=================================  ==========  =============================================
+``heads``                          ``(1,)``    number of attention heads (``h`` divisible by it)
+``input.weight`` / ``.bias``       ``(D, h)``  query vector of an item -> hidden
+``position``                       ``(L, h)``  recency embedding; row 0 = the most recent item
+``blocks.<b>.norm1.weight/.bias``  ``(h,)``    pre-attention layer norm (eps 1e-5), blocks b = 0, 1, ...
+``blocks.<b>.query/key/value``     ``(h, h)``  attention projections (``.weight``, ``.bias``)
+``blocks.<b>.attention_out``       ``(h, h)``  attention output projection
+``blocks.<b>.norm2.weight/.bias``  ``(h,)``    pre-feed-forward layer norm
+``blocks.<b>.ff1`` / ``.ff2``      ``(h, h)``  feed-forward ``ff2(relu(ff1(x)))``
+``final_norm.weight/.bias``        ``(h,)``    layer norm of the most recent item's output
+``output.weight`` / ``.bias``      ``(h, D-1)`` hidden -> user vector (a constant 1 is appended)
+=================================  ==========  =============================================
+
+Each block is ``x += attn(norm1(x)); x += ff2(relu(ff1(norm2(x))))`` with
+multi-head scaled dot-product attention of every item over every item of the
+window (the window holds only the past, so no causal mask is needed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from state.embeddings import EmbeddingExport
+from transforms.similarity import top_k
+
+Neighbours = tuple[np.ndarray, np.ndarray]
+LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default, which the trainer uses
+
+
+def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = LAYER_NORM_EPS) -> np.ndarray:
+    """``(x - mean) / sqrt(var + eps) * weight + bias`` over the last axis (biased variance, as torch)."""
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * weight + bias
+
+
+def _linear(weights: Mapping[str, np.ndarray], name: str, x: np.ndarray) -> np.ndarray:
+    return x @ weights[f"{name}.weight"].astype(np.float64) + weights[f"{name}.bias"].astype(np.float64)
+
+
+def _norm(weights: Mapping[str, np.ndarray], name: str, x: np.ndarray) -> np.ndarray:
+    return layer_norm(x, weights[f"{name}.weight"].astype(np.float64), weights[f"{name}.bias"].astype(np.float64))
+
+
+def sequence_forward(weights: Mapping[str, np.ndarray], items: np.ndarray) -> np.ndarray:
+    """The sequence encoder's user vector for ``items``: query vectors of the recent items, oldest first, ``(n, D)``.
+
+    ``n`` must be between 1 and the window length ``L``.  Returns the ``D``
+    vector (float64) whose last entry is 1, per the layout in the module doc.
+    """
+    n = items.shape[0]
+    position = weights["position"].astype(np.float64)
+    if not 1 <= n <= position.shape[0]:
+        raise ValueError(f"the sequence model reads 1..{position.shape[0]} items, got {n}")
+    heads = int(weights["heads"][0])
+    x = _linear(weights, "input", items.astype(np.float64)) + position[:n][::-1]
+    hidden = x.shape[1]
+    per_head = hidden // heads
+    block = 0
+    while f"blocks.{block}.query.weight" in weights:
+        prefix = f"blocks.{block}"
+        a = _norm(weights, f"{prefix}.norm1", x)
+
+        def split(t: np.ndarray) -> np.ndarray:
+            return t.reshape(n, heads, per_head).transpose(1, 0, 2)  # (heads, n, per_head)
+
+        q, k, v = (split(_linear(weights, f"{prefix}.{part}", a)) for part in ("query", "key", "value"))
+        scores = q @ k.transpose(0, 2, 1) / np.sqrt(per_head)
+        scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        attention = scores / scores.sum(axis=-1, keepdims=True)
+        context = (attention @ v).transpose(1, 0, 2).reshape(n, hidden)
+        x = x + _linear(weights, f"{prefix}.attention_out", context)
+        x = x + _linear(weights, f"{prefix}.ff2", np.maximum(_linear(weights, f"{prefix}.ff1", _norm(weights, f"{prefix}.norm2", x)), 0.0))
+        block += 1
+    out = _linear(weights, "output", _norm(weights, "final_norm", x[-1]))
+    return np.append(out, 1.0)
+
+
+@dataclass(frozen=True)
+class EmbeddingModel:
+    """An export made ready for scoring: an id -> row index and the matrices."""
+
+    export: EmbeddingExport
+    rows: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rows", {item: k for k, item in enumerate(self.export.item_ids.tolist())})
+
+    @property
+    def version(self) -> str:
+        return self.export.version
+
+    def user_vector(self, interests: Sequence[tuple[str, float]]) -> np.ndarray | None:
+        """``sum v_i q_i / sum v_i`` over the positive interests the export knows; None if none."""
+        index = [(self.rows[item], value) for item, value in interests if value > 0 and item in self.rows]
+        if not index:
+            return None
+        rows = np.fromiter((k for k, _ in index), dtype=np.intp, count=len(index))
+        weights = np.fromiter((v for _, v in index), dtype=np.float64, count=len(index))
+        return (weights @ self.export.query[rows].astype(np.float64)) / weights.sum()
+
+    def sequence_vector(self, recent_items: Sequence[str]) -> np.ndarray | None:
+        """The sequence model's user vector from the recent items (oldest first; unknown ones skipped).
+
+        Only the last ``L`` known items are read (``L`` = the export's window
+        length).  None when the export has no sequence model or no item is known.
+        """
+        weights = self.export.sequence
+        if weights is None:
+            return None
+        rows = [self.rows[item] for item in recent_items if item in self.rows]
+        if not rows:
+            return None
+        rows = rows[-weights["position"].shape[0]:]
+        return sequence_forward(weights, self.export.query[np.array(rows, dtype=np.intp)])
+
+    def score(self, vector: np.ndarray, items: Sequence[str] | None = None) -> Neighbours:
+        """Dot products ``vector . c_j`` for ``items`` (every item when None), as (ids, scores)."""
+        if items is None:
+            return self.export.item_ids, self.export.candidate.astype(np.float64) @ vector
+        known = [item for item in items if item in self.rows]
+        rows = np.fromiter((self.rows[item] for item in known), dtype=np.intp, count=len(known))
+        return np.array(known, dtype=object), self.export.candidate[rows].astype(np.float64) @ vector
+
+    def top(self, vector: np.ndarray, k: int, exclude: set[str] | frozenset[str] = frozenset()) -> Neighbours:
+        """The ``k`` best items by dot product (exact; id tie-break), skipping ``exclude``."""
+        ids, scores = self.score(vector)
+        if exclude:
+            keep = np.fromiter((item not in exclude for item in ids.tolist()), dtype=bool, count=len(ids))
+            ids, scores = ids[keep], scores[keep]
+        idx = top_k(scores, ids, k)
+        return ids[idx], scores[idx]
+
+    def neighbours(self, item: str) -> Neighbours | None:
+        """The export's item-to-item neighbours of ``item`` (best first), if any."""
+        return self.export.neighbours.get(item)
