@@ -29,6 +29,13 @@ Sustained events/s (``events_per_s``)
     work the shop asks for: the job scores each user once per window in which
     the user had events.
 
+With embeddings (``--embeddings EXPORT_ROOT``)
+    The replay also runs with the learned-embedding components on
+    (``--embedding-weights``), interleaved with the plain runs; the result
+    under ``<mode>+embeddings`` gives its rate, ``ratio_to_plain`` and the extra
+    CPU per user list.  Train the export on the same shop first, e.g.
+    ``flowrec generate`` with the same sizes and seed, then ``flowrec train``.
+
 Naive design (``naive_events_per_s``)
     :mod:`bench.naive_job` on the first ``--naive-events`` events of the same
     replay, timed the same way from its own per-event counters.
@@ -115,6 +122,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--window-ms", type=int, default=None, help="scoring window of the replay runs (default: the model default)")
     job.add_argument("--user-shards", type=int, default=None, help="Settings.user_shards (default: --parallelism; see the module doc)")
     job.add_argument("--item-shards", type=int, default=None, help="Settings.item_shards (default: --parallelism)")
+    job.add_argument("--embeddings", type=Path, default=None, help="an export root (`flowrec train --out`, trained on this shop): the replay also runs with the embedding components on, interleaved with plain runs")
+    job.add_argument("--embedding-weights", default="1.0,0.0", help="weight_embedding,weight_sequence of the embedding runs (default 1.0,0.0)")
     job.add_argument("--chunk", type=int, default=1000, help="events per source record in the replay (Settings.batch_size, default 1000)")
     job.add_argument("--naive-events", type=int, default=5_000, help="events for the naive design (default 5000)")
     live = parser.add_argument_group("freshness (live socket runs)")
@@ -217,7 +226,8 @@ class StatsPoller(threading.Thread):
         self._stop_event = threading.Event()
 
     def read(self) -> dict[str, int]:
-        return {k.decode(): int(v) for k, v in self.client.hgetall(self.key).items()}
+        # Counters only: gauges such as ``embeddings_version`` are not numbers.
+        return {k.decode(): int(v) for k, v in self.client.hgetall(self.key).items() if v.lstrip(b"-").isdigit()}
 
     def run(self) -> None:
         while not self._stop_event.is_set():
@@ -249,7 +259,10 @@ def _settings(spec: dict[str, Any], **changes: Any):
     model = ModelConfig()
     if spec.get("window_ms"):
         model = model.replace(window_ms=spec["window_ms"])
-    shards = {name: spec[name] for name in ("user_shards", "item_shards") if spec.get(name)}
+    shards: dict[str, Any] = {name: spec[name] for name in ("user_shards", "item_shards") if spec.get(name)}
+    if spec.get("embeddings"):
+        model = model.replace(weight_embedding=spec["weight_embedding"], weight_sequence=spec["weight_sequence"])
+        shards["embeddings"] = Path(spec["embeddings"])
     return Settings(
         **shards,
         redis_url=spec["redis_url"],
@@ -639,23 +652,33 @@ def main(args: argparse.Namespace) -> int:
     with LocalRedis() as server:
         by_mode: dict[str, Any] = {}
         redis_per_user = None
+        variants: list[tuple[str, dict[str, Any]]] = [("", {})]
+        if args.embeddings is not None:
+            w_embedding, w_sequence = (float(w) for w in args.embedding_weights.split(","))
+            variants.append(("+embeddings", {"embeddings": str(args.embeddings.resolve()), "weight_embedding": w_embedding, "weight_sequence": w_sequence}))
         for mode in args.modes if "replay" in args.parts else ():
-            runs = []
+            runs: dict[str, list] = {suffix: [] for suffix, _ in variants}
             for r in range(repeats):
-                _flush(server.url)
-                run = run_child({**base, "kind": "replay", "mode": mode, "redis_url": server.url, "events_path": str(shop.events_path), "catalog_path": str(shop.catalog_path)}, workdir, args.timeout_s)
-                say(f"  replay {mode} #{r + 1}: {run['events_per_s']:,.0f} events/s, {run['cpu_us_per_event']:,.0f} CPU us/event ({run['events']} events, {run['user_lists']} lists, {run['measured_s']:.1f} s measured, {run['job_wall_s']:.1f} s job)")
-                runs.append(run)
-                peaks.append(run["peak_rss_bytes"])
-                if redis_per_user is None:
-                    redis_per_user = redis_bytes_per_user(server.url)
-            by_mode[mode] = {
-                "events_per_s": _median([x["events_per_s"] for x in runs]),
-                "cpu_us_per_event": _median([x["cpu_us_per_event"] for x in runs]),
-                "peak_rss_mb": max(x["peak_rss_bytes"] for x in runs) / 2**20,
-                "scorings_per_event": runs[0]["user_lists"] / max(runs[0]["events"], 1),
-                "runs": runs,
-            }
+                for suffix, extra in variants:  # interleaved, so load drifts hit both alike
+                    _flush(server.url)
+                    run = run_child({**base, **extra, "kind": "replay", "mode": mode, "redis_url": server.url, "events_path": str(shop.events_path), "catalog_path": str(shop.catalog_path)}, workdir, args.timeout_s)
+                    say(f"  replay {mode}{suffix} #{r + 1}: {run['events_per_s']:,.0f} events/s, {run['cpu_us_per_event']:,.0f} CPU us/event ({run['events']} events, {run['user_lists']} lists, {run['measured_s']:.1f} s measured, {run['job_wall_s']:.1f} s job)")
+                    runs[suffix].append(run)
+                    peaks.append(run["peak_rss_bytes"])
+                    if redis_per_user is None:
+                        redis_per_user = redis_bytes_per_user(server.url)
+            for suffix, variant_runs in runs.items():
+                by_mode[mode + suffix] = {
+                    "events_per_s": _median([x["events_per_s"] for x in variant_runs]),
+                    "cpu_us_per_event": _median([x["cpu_us_per_event"] for x in variant_runs]),
+                    "peak_rss_mb": max(x["peak_rss_bytes"] for x in variant_runs) / 2**20,
+                    "scorings_per_event": variant_runs[0]["user_lists"] / max(variant_runs[0]["events"], 1),
+                    "runs": variant_runs,
+                }
+            if args.embeddings is not None:
+                plain, embedded = by_mode[mode], by_mode[mode + "+embeddings"]
+                embedded["ratio_to_plain"] = embedded["events_per_s"] / plain["events_per_s"] if plain["events_per_s"] and embedded["events_per_s"] else None
+                embedded["extra_cpu_us_per_list"] = (embedded["cpu_us_per_event"] - plain["cpu_us_per_event"]) / max(embedded["scorings_per_event"], 1e-9)
         main_mode = args.modes[0]
         naive_runs = []
         for r in range(repeats if "naive" in args.parts else 0):
@@ -731,6 +754,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"flowrec stream benchmark, medians of {repeats} run(s) ({live_repeats} for freshness) on {os.cpu_count()} CPUs")
     for mode, v in by_mode.items():
         print(f"  whole job ({mode:7s})   {v['events_per_s']:12,.0f} events/s   {v['cpu_us_per_event']:8,.0f} CPU us/event   ({v['scorings_per_event']:.3f} user lists per event)")
+        if "ratio_to_plain" in v:
+            print(f"      with embeddings: {v['ratio_to_plain']:.2f}x the plain rate, {v['extra_cpu_us_per_list']:,.0f} CPU us more per user list")
     if naive is not None:
         ratio = f"ratio {result['ratio_to_naive']:.1f}x (CPU {result['cpu_ratio_to_naive']:.1f}x)" if result["ratio_to_naive"] else ""
         print(f"  naive design           {naive:12,.0f} events/s   {naive_cpu:8,.0f} CPU us/event   {ratio}")
