@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from transforms.config import reject_unknown_fields
+
 LOSSES = ("auto", "softmax", "sampled_softmax", "bpr")
 OBJECTIVES = ("holdout", "leave_one_out")
 
@@ -104,10 +106,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown train settings: {sorted(unknown)}")
+        reject_unknown_fields(cls, data, "train settings")
         return cls(**data)
 
     def replace(self, **changes: Any) -> "TrainConfig":

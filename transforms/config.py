@@ -150,10 +150,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown model settings: {sorted(unknown)}")
+        reject_unknown_fields(cls, data, "model settings")
         values = dict(data)
         if "event_weights" in values:
             values["event_weights"] = {**DEFAULT_EVENT_WEIGHTS, **values["event_weights"]}
@@ -164,6 +161,13 @@ class ModelConfig:
 
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
+
+
+def reject_unknown_fields(cls: type, data: Mapping[str, Any], what: str) -> None:
+    """Raise a ValueError naming the keys of ``data`` that are not fields of dataclass ``cls``."""
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what}: {sorted(unknown)}")
 
 
 def event_weights(etype: np.ndarray, rating: np.ndarray, config: ModelConfig) -> np.ndarray:
