@@ -27,7 +27,7 @@ from transforms.config import ModelConfig
 from transforms.embedding import EmbeddingModel
 from transforms.events import VIEW
 from transforms.profile import UserProfile
-from transforms.scoring import ScoringModel, best_unexcluded, embedding_scan, score_user
+from transforms.scoring import ScoringModel, score_user
 
 HISTORY = 20
 INTERESTS = 60
@@ -109,10 +109,10 @@ def measure(items: int, dim: int, sequence_hidden: int, users: int, seed: int = 
         out[f"{name} ms"] = median_ms(lambda p, c=config: score_user(p, 0, model, c), [(p,) for p in profiles])
     emb = model.embeddings
     vector = emb.user_vector(list(profiles[0].interests.items()))
-    out["scan ms"] = median_ms(lambda: embedding_scan(emb, vector), [()] * users)
-    scores = embedding_scan(emb, vector)
+    out["scan ms"] = median_ms(lambda: emb.scan(vector), [()] * users)
+    scores = emb.scan(vector)
     banned = set(list(profiles[0].interests)[:30])
-    out["top-100 ms"] = median_ms(lambda: best_unexcluded(emb, scores, banned, 100), [()] * users)
+    out["top-100 ms"] = median_ms(lambda: emb.best(scores, 100, banned), [()] * users)
     if sequence_hidden:
         recent = [i for i, _, _ in profiles[0].history]
         out["sequence forward ms"] = median_ms(lambda: emb.sequence_vector(recent), [()] * users)

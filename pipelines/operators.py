@@ -69,10 +69,10 @@ from transforms.catalog import CatalogItem, EmbeddingSwitch, parse_catalog_lines
 from transforms.config import ModelConfig, event_weights
 from transforms.content import ContentIndex
 from transforms.cooccurrence import ItemModel, sum_by_key
+from transforms.embedding import EmbeddingModel
 from transforms.engine import content_neighbours
 from transforms.events import EventBatch, parse_json_lines
 from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user
-from transforms.embedding import EmbeddingModel
 from transforms.scoring import ScoringModel, score_user
 from transforms.trending import TrendingModel
 

@@ -143,22 +143,34 @@ class EmbeddingModel:
         rows = rows[-weights["position"].shape[0]:]
         return sequence_forward(weights, self.export.query[np.array(rows, dtype=np.intp)])
 
-    def score(self, vector: np.ndarray, items: Sequence[str] | None = None) -> Neighbours:
-        """Dot products ``vector . c_j`` for ``items`` (every item when None), as (ids, scores)."""
-        if items is None:
-            return self.export.item_ids, self.export.candidate.astype(np.float64) @ vector
-        known = [item for item in items if item in self.rows]
-        rows = np.fromiter((self.rows[item] for item in known), dtype=np.intp, count=len(known))
-        return np.array(known, dtype=object), self.export.candidate[rows].astype(np.float64) @ vector
+    def scan(self, vector: np.ndarray) -> np.ndarray:
+        """``vector . c_j`` for every item of the export, in its row order.
+
+        A float32 matrix-vector product widened to float64: on 50k items x 65 it
+        takes 0.4-0.8 ms where the float64 product takes 6-10 ms (one BLAS thread;
+        float32 halves the bytes read and needs no converted copy of the matrix),
+        and float32 logits are ample for ranking.  Every engine and the offline
+        measures call this same method, so the results are bit-identical across them.
+        """
+        return (self.export.candidate @ np.asarray(vector, dtype=np.float32)).astype(np.float64)
+
+    def best(self, scores: np.ndarray, k: int, exclude: set[str] | frozenset[str] = frozenset()) -> Neighbours:
+        """The ``k`` highest of ``scores`` (one per export row, as :meth:`scan` gives) not in ``exclude``; id tie-break."""
+        ids = self.export.item_ids
+        if k <= 0:
+            return ids[:0], scores[:0]
+        masked = scores
+        rows = [self.rows[i] for i in exclude if i in self.rows]
+        if rows:
+            masked = scores.copy()
+            masked[rows] = -np.inf
+        idx = top_k(masked, ids, k)
+        idx = idx[masked[idx] > -np.inf]
+        return ids[idx], scores[idx]
 
     def top(self, vector: np.ndarray, k: int, exclude: set[str] | frozenset[str] = frozenset()) -> Neighbours:
-        """The ``k`` best items by dot product (exact; id tie-break), skipping ``exclude``."""
-        ids, scores = self.score(vector)
-        if exclude:
-            keep = np.fromiter((item not in exclude for item in ids.tolist()), dtype=bool, count=len(ids))
-            ids, scores = ids[keep], scores[keep]
-        idx = top_k(scores, ids, k)
-        return ids[idx], scores[idx]
+        """The ``k`` best items by dot product with ``vector`` (exact scan; id tie-break), skipping ``exclude``."""
+        return self.best(self.scan(vector), k, exclude)
 
     def neighbours(self, item: str) -> Neighbours | None:
         """The export's item-to-item neighbours of ``item`` (best first), if any."""

@@ -28,7 +28,7 @@ the other components, 1 for the user's best item, 0 for any item no better
 than average; and independent of which other candidates happen to be in the
 pool (as the exclusions do not change the other components' normalisation).
 The scores come from an exact scan of the catalog (float32 matrix-vector
-product; see :func:`embedding_scan`), whose ``embedding_candidates`` best
+product; see :meth:`EmbeddingModel.scan`), whose ``embedding_candidates`` best
 unexcluded items join the candidate pool, as do the export's neighbours of the
 user's strongest items; every candidate of every component gets its
 embedding score.  (Business filters - stock, categories - act after the
@@ -152,18 +152,6 @@ def _trend_scores(entry: Neighbours | None, scale: float = 1.0) -> dict[str, flo
     return {i: scale * v / top for i, v in zip(ids.tolist(), values.tolist()) if v > 0}
 
 
-def embedding_scan(embeddings: EmbeddingModel, vector: np.ndarray) -> np.ndarray:
-    """``vector . c_j`` for every item of the export, in its row order.
-
-    A float32 matrix-vector product widened to float64: on 50k items x 65 it
-    takes 0.4-0.8 ms where the float64 product takes 6-10 ms (one BLAS thread;
-    float32 halves the bytes read and needs no converted copy of the matrix),
-    and float32 logits are ample for ranking.  Every engine calls this same
-    function per user, so the results are bit-identical across them.
-    """
-    return (embeddings.export.candidate @ np.asarray(vector, dtype=np.float32)).astype(np.float64)
-
-
 def relative_scores(scores: np.ndarray) -> np.ndarray:
     """``max(0, (x - mean x) / (max x - mean x))``: logits against the average item, best = 1.
 
@@ -177,20 +165,6 @@ def relative_scores(scores: np.ndarray) -> np.ndarray:
     if not spread > 0:
         return np.zeros_like(scores)
     return np.maximum((scores - mean) / spread, 0.0)
-
-
-def best_unexcluded(embeddings: EmbeddingModel, scores: np.ndarray, banned: set[str], m: int) -> list[str]:
-    """The ``m`` highest-scoring items not in ``banned`` (id tie-break)."""
-    if m <= 0:
-        return []
-    masked = scores
-    rows = [embeddings.rows[i] for i in banned if i in embeddings.rows]
-    if rows:
-        masked = scores.copy()
-        masked[rows] = -np.inf
-    ids = embeddings.export.item_ids
-    idx = top_k(masked, ids, m)
-    return [ids[i] for i in idx.tolist() if masked[i] > -np.inf]
 
 
 def _attribution(embeddings: EmbeddingModel, strongest: list[tuple[str, float]], items: list[str]) -> list[str]:
@@ -228,16 +202,16 @@ def _embedding_components(
     if config.weight_embedding > 0:
         vector = embeddings.user_vector(interests)
         if vector is not None:
-            scans.append((config.weight_embedding, embedding_scan(embeddings, vector), True))
+            scans.append((config.weight_embedding, embeddings.scan(vector), True))
     if config.weight_sequence > 0:
         vector = embeddings.sequence_vector([item for item, _, _ in profile.history])
         if vector is not None:
-            scans.append((config.weight_sequence, embedding_scan(embeddings, vector), False))
+            scans.append((config.weight_sequence, embeddings.scan(vector), False))
     if not scans:
         return []
     candidates = set(pool)
     for _, scores, _ in scans:
-        candidates.update(best_unexcluded(embeddings, scores, banned, config.embedding_candidates))
+        candidates.update(embeddings.best(scores, config.embedding_candidates, banned)[0].tolist())
     for item, _ in strongest:
         entry = embeddings.neighbours(item)
         if entry is not None:

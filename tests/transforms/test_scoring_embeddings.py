@@ -27,7 +27,7 @@ import pytest
 
 from state.embeddings import EmbeddingExport
 from transforms.embedding import EmbeddingModel
-from transforms.scoring import PICKED_FOR_YOU, embedding_scan, relative_scores, score_user
+from transforms.scoring import PICKED_FOR_YOU, relative_scores, score_user
 from tests.transforms.test_scoring import BASE_HOME, CONFIG, make_model, make_profile, rounded
 
 
@@ -82,7 +82,18 @@ def test_relative_scores():
 
 
 def test_embedding_scan_is_the_dot_product_over_the_export():
-    np.testing.assert_allclose(embedding_scan(make_embeddings(), np.array([2 / 3, 1 / 3])), [0, 0, 2 / 3, 1 / 3, -2 / 3, 1], rtol=1e-6)
+    np.testing.assert_allclose(make_embeddings().scan(np.array([2 / 3, 1 / 3])), [0, 0, 2 / 3, 1 / 3, -2 / 3, 1], rtol=1e-6)
+
+
+def test_best_skips_excluded_items_and_breaks_ties_by_id():
+    model = make_embeddings()
+    scores = model.scan(np.array([2 / 3, 1 / 3]))
+    ids, best = model.best(scores, 3, exclude={IDS[5], "not-in-export"})
+    assert ids.tolist() == [IDS[2], IDS[3], IDS[0]]  # IDS[0] and IDS[1] tie at 0: the smaller id
+    np.testing.assert_allclose(best, [2 / 3, 1 / 3, 0], rtol=1e-6)
+    assert model.best(scores, 0)[0].tolist() == []
+    assert model.best(scores, 10, exclude=set(IDS))[0].tolist() == []
+    assert model.top(np.array([2 / 3, 1 / 3]), 2)[0].tolist() == [IDS[5], IDS[2]]
 
 
 def test_embedding_component_blends_and_explains():
