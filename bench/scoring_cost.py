@@ -6,9 +6,10 @@ Builds a random export (``dim`` + 1 entries per vector: the trainer's bias
 column; a 2-block sequence model of width 64 when ``--sequence-hidden`` > 0)
 and a scoring model with ``neighbours`` collaborative neighbours per item,
 then times :func:`transforms.scoring.score_user` per user for: the hybrid
-without embeddings, with the embedding component (exact catalog scan), with
-the sequence component, and with both, plus the parts (scan, top-M, sequence
-forward pass).  Prints medians in ms per user (one BLAS thread).  These are the
+without embeddings, with the embedding component (exact catalog scan) under
+the fold-in user vector (the trainer's default) and under the mean one, with
+the sequence component, and with both, plus the parts (each user vector,
+scan, top-M, sequence forward pass).  Prints medians in ms per user (one BLAS thread).  These are the
 numbers behind the full-scan decision documented in :mod:`transforms.scoring`.
 """
 
@@ -22,7 +23,9 @@ import time
 import numpy as np
 import orjson
 
-from state.embeddings import EmbeddingExport
+import dataclasses
+
+from state.embeddings import EmbeddingExport, UserVectorRule
 from transforms.config import ModelConfig
 from transforms.embedding import EmbeddingModel
 from transforms.events import VIEW
@@ -52,6 +55,7 @@ def random_sequence_weights(rng: np.random.Generator, dim: int, hidden: int, len
 
 
 def build(items: int, dim: int, sequence_hidden: int, neighbours: int, seed: int) -> tuple[ScoringModel, list[UserProfile]]:
+    """A scoring model over a random export (mean rule) and ``200`` random profiles."""
     rng = np.random.default_rng(seed)
     ids = np.array([f"i{k}" for k in range(items)], dtype=object)
     vectors = rng.normal(size=(2, items, dim + 1)).astype(np.float32)
@@ -100,13 +104,21 @@ def measure(items: int, dim: int, sequence_hidden: int, users: int, seed: int = 
         "+sequence": base.replace(weight_sequence=0.5),
         "+both": base.replace(weight_embedding=0.5, weight_sequence=0.5),
     }
+    # The same export read by the fold-in rule (its query vectors are its candidate vectors).
+    export = model.embeddings.export
+    folded = EmbeddingModel(dataclasses.replace(export, query=export.candidate, user_vector=UserVectorRule("fold_in", 1.0, 50.0)))
+    models = {"mean": model, "fold-in": dataclasses.replace(model, embeddings=folded)}
+    runs = [("hybrid", "mean"), ("+embedding", "fold-in"), ("+embedding", "mean"), ("+sequence", "mean"), ("+both", "fold-in")]
     out = {"items": items}
-    for name, config in configs.items():
-        if "sequence" in name or "both" in name:
-            if not sequence_hidden:
-                continue
-        score_user(profiles[0], 0, model, config)  # warm caches
-        out[f"{name} ms"] = median_ms(lambda p, c=config: score_user(p, 0, model, c), [(p,) for p in profiles])
+    for name, rule in runs:
+        if ("sequence" in name or "both" in name) and not sequence_hidden:
+            continue
+        config, scorer = configs[name], models[rule]
+        score_user(profiles[0], 0, scorer, config)  # warm caches
+        label = name if name in ("hybrid", "+sequence") else f"{name} ({rule})"
+        out[f"{label} ms"] = median_ms(lambda p, c=config, m=scorer: score_user(p, 0, m, c), [(p,) for p in profiles])
+    for rule, scorer in models.items():
+        out[f"user vector ({rule}) ms"] = median_ms(lambda p, e=scorer.embeddings: e.user_vector(list(p.interests.items())), [(p,) for p in profiles])
     emb = model.embeddings
     vector = emb.user_vector(list(profiles[0].interests.items()))
     out["scan ms"] = median_ms(lambda: emb.scan(vector), [()] * users)

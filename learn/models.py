@@ -8,6 +8,14 @@ constant 1 and ``c_i`` in the item's bias ``b_i``, so for the served user
 vector ``u = sum v_i q_i / sum v_i`` (whose last entry is then 1),
 ``u . c_j = u' . c'_j + b_j``: a popularity bias inside a plain dot product.
 
+**Fold-in (the default rule).**  With ``shared`` towers an item has one
+vector ``c_i`` (its query vector is the same), and the user vector is the
+implicit-ALS fold-in of the user's interests on the candidate vectors
+(:func:`fold_in_user_vectors`, the batched twin of
+:func:`transforms.embedding.fold_in`), solved inside the training graph so
+the softmax trains the vectors the served solve will read.  Only the
+``holdout`` objective is offered (one solve per user and step).
+
 **Sequence encoder (SASRec-style).**  The recent items (oldest first, at most
 ``length``) enter as their frozen query vectors through a linear map, plus a
 learned embedding of recency (position 0 = most recent); pre-norm transformer
@@ -36,36 +44,48 @@ INIT_STD = 0.05
 class ItemTowers(nn.Module):
     """Query and candidate vectors of every item (see the module doc)."""
 
-    def __init__(self, n_items: int, dim: int, features: ItemFeatures, has_id: np.ndarray, use_features: bool = True) -> None:
+    def __init__(self, n_items: int, dim: int, features: ItemFeatures, has_id: np.ndarray, use_features: bool = True, shared: bool = False) -> None:
+        """``shared``: no query tower; the query vectors are the candidate vectors (the fold_in rule reads only those)."""
         super().__init__()
         self.dim = dim
-        self.query_id = nn.Embedding(n_items, dim)
+        self.shared = shared
+        # (Creation and initialisation order kept as before the shared form existed: same seed, same vectors.)
+        if not shared:
+            self.query_id = nn.Embedding(n_items, dim)
         self.candidate_id = nn.Embedding(n_items, dim + 1)
-        nn.init.normal_(self.query_id.weight, std=INIT_STD)
+        if not shared:
+            nn.init.normal_(self.query_id.weight, std=INIT_STD)
         nn.init.normal_(self.candidate_id.weight, std=INIT_STD)
-        with torch.no_grad():
-            self.candidate_id.weight[:, -1] = 0.0
+        if not shared:  # the last entry is the item bias (module doc): it starts at 0
+            with torch.no_grad():
+                self.candidate_id.weight[:, -1] = 0.0
         self.register_buffer("has_id", torch.as_tensor(has_id, dtype=torch.float32))
         self.use_features = bool(use_features and len(features.names))
         if self.use_features:
-            self.query_features = nn.EmbeddingBag(len(features.names), dim, mode="mean")
+            if not shared:
+                self.query_features = nn.EmbeddingBag(len(features.names), dim, mode="mean")
             self.candidate_features = nn.EmbeddingBag(len(features.names), dim + 1, mode="mean")
-            nn.init.normal_(self.query_features.weight, std=INIT_STD)
+            if not shared:
+                nn.init.normal_(self.query_features.weight, std=INIT_STD)
             nn.init.normal_(self.candidate_features.weight, std=INIT_STD)
-            with torch.no_grad():
-                self.candidate_features.weight[:, -1] = 0.0
+            if not shared:
+                with torch.no_grad():
+                    self.candidate_features.weight[:, -1] = 0.0
             self.register_buffer("feature_indices", torch.as_tensor(features.indices, dtype=torch.long))
             self.register_buffer("feature_offsets", torch.as_tensor(features.indptr[:-1], dtype=torch.long))
 
     def forward(self, id_keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(Q, C)``, both ``(items, dim + 1)``; ``id_keep`` (0/1 per item) drops id embeddings (training)."""
         keep = self.has_id if id_keep is None else self.has_id * id_keep
-        query = self.query_id.weight * keep[:, None]
         candidate = self.candidate_id.weight * keep[:, None]
         if self.use_features:
             # An item without features has an empty bag, which EmbeddingBag maps to zeros.
-            query = query + self.query_features(self.feature_indices, self.feature_offsets)
             candidate = candidate + self.candidate_features(self.feature_indices, self.feature_offsets)
+        if self.shared:
+            return candidate, candidate
+        query = self.query_id.weight * keep[:, None]
+        if self.use_features:
+            query = query + self.query_features(self.feature_indices, self.feature_offsets)
         ones = torch.ones(query.shape[0], 1, dtype=query.dtype)
         return torch.cat([query, ones], dim=1), candidate
 
@@ -75,6 +95,32 @@ def user_vectors(query: torch.Tensor, owner: torch.Tensor, rows: torch.Tensor, w
     sums = torch.zeros(n_users, query.shape[1], dtype=query.dtype).index_add_(0, owner, weights[:, None] * query[rows])
     totals = torch.zeros(n_users, dtype=query.dtype).index_add_(0, owner, weights)
     return sums / totals[:, None]
+
+
+def fold_in_user_vectors(
+    candidate: torch.Tensor, owner: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor, n_users: int, confidence: float, regularization: float
+) -> torch.Tensor:
+    """The ``fold_in`` user vector (see :func:`transforms.embedding.fold_in`) of each user ``b`` from the entries with ``owner == b``.
+
+    Differentiable in ``candidate``: the trainer optimises the served solve.
+    The per-user systems are built from a padded ``(users, longest, D)``
+    block, so memory grows with the longest interest list, not with their
+    total times ``D``.
+    """
+    dim = candidate.shape[1]
+    counts = torch.bincount(owner, minlength=n_users)
+    longest = int(counts.max()) if len(owner) else 0
+    order = torch.argsort(owner, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(len(owner)) - starts[owner[order]]
+    where = (owner[order], slot)
+    shape = (n_users, max(longest, 1))
+    padded = torch.zeros(*shape, dim, dtype=candidate.dtype).index_put(where, candidate[rows[order]])
+    extra = torch.zeros(shape, dtype=candidate.dtype).index_put(where, confidence * weights[order])  # a v_i
+    positive = torch.zeros(shape, dtype=candidate.dtype).index_put(where, 1.0 + confidence * weights[order])  # 1 + a v_i; 0 = padding
+    system = candidate.T @ candidate + (padded * extra[..., None]).transpose(1, 2) @ padded + regularization * torch.eye(dim, dtype=candidate.dtype)
+    rhs = (padded * positive[..., None]).sum(dim=1)
+    return torch.linalg.solve(system, rhs)
 
 
 def ranking_loss(

@@ -36,7 +36,7 @@ from learn.config import TrainConfig
 from learn.data import TrainingData, item_vocabulary, prepare
 from learn.models import ItemTowers, SequenceEncoder, sequence_arrays
 from learn.trainer import LoopResult, Validation, fingerprint, fit_encoder, fit_towers, vectors
-from state.embeddings import EmbeddingExport, write_export
+from state.embeddings import EmbeddingExport, UserVectorRule, write_export
 from transforms.catalog import CatalogItem
 from transforms.config import ModelConfig
 from transforms.events import EventBatch
@@ -44,7 +44,8 @@ from transforms.splits import per_user_holdout
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "fism-towers+sasrec"
+# The export's model name per user-vector rule (the sequence encoder is the same either way).
+MODEL_NAMES = {"mean": "fism-towers+sasrec", "fold_in": "foldin-towers+sasrec"}
 INDEX_FILE = "neighbours.hnsw.faiss"
 TOWERS_FILE = "towers.pt"
 ENCODER_FILE = "sequence.pt"
@@ -141,6 +142,13 @@ def train_models(
     )
 
 
+def user_vector_rule(config: TrainConfig) -> UserVectorRule:
+    """The serving rule the towers were trained for."""
+    if config.user_vector == "fold_in":
+        return UserVectorRule("fold_in", confidence=config.fold_in_confidence, regularization=config.fold_in_regularization)
+    return UserVectorRule()
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """Where the export went and a JSON-ready summary of the run."""
@@ -160,13 +168,16 @@ def export_models(
     """Step 4 of the module doc."""
     query, candidate = vectors(models.towers)
     faiss.omp_set_num_threads(config.threads)
-    ann = build_neighbours(candidate, models.data.item_ids, config.neighbours, config.ann_m, config.ann_ef_construction, config.ann_ef_search, config.seed)
+    ann = build_neighbours(
+        candidate, models.data.item_ids, config.neighbours, config.ann_m, config.ann_ef_construction, config.ann_ef_search, config.seed,
+        has_bias=config.user_vector == "mean",
+    )
     metrics = models.metrics()
     version = version_name(now_ms)
     meta = {
         "created_ms": int(now_ms),
         "model": {
-            "name": MODEL_NAME,
+            "name": MODEL_NAMES[config.user_vector],
             "loss": models.loss,
             "train": config.to_dict(),
             "sequence_length": models.data.sequence_length if models.encoder is not None else None,
@@ -192,6 +203,7 @@ def export_models(
         neighbours=ann.neighbours,
         sequence=None if models.encoder is None else sequence_arrays(models.encoder),
         meta=meta,
+        user_vector=user_vector_rule(config),
     )
     with tempfile.TemporaryDirectory(prefix="flowrec-train-") as scratch:
         extra = {INDEX_FILE: Path(scratch) / INDEX_FILE, TOWERS_FILE: Path(scratch) / TOWERS_FILE}

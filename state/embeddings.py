@@ -9,6 +9,8 @@ so serving never needs PyTorch.  An export is a directory
 file                        content (schema :data:`EXPORT_SCHEMA`)
 ==========================  ==================================================================
 ``manifest.json``           ``schema``, ``version``, ``dim``, ``created_ms`` (passed in),
+                            ``user_vector`` (how a user's vector is built, see
+                            :class:`UserVectorRule`; absent = ``mean``),
                             ``model`` (name and hyper-parameters), ``metrics`` (validation),
                             ``ann`` (library, parameters, measured recall), ``files``
 ``items.parquet``           ``item`` (string), ``query`` and ``candidate``
@@ -55,8 +57,47 @@ SEQUENCE_FILE = "sequence.npz"
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
+USER_VECTOR_RULES = ("mean", "fold_in")
+
+
 class ExportError(ValueError):
     """An export directory that is missing, incomplete or of an unknown schema."""
+
+
+@dataclass(frozen=True)
+class UserVectorRule:
+    """How serving turns a user's decayed interests into a user vector (the trainer optimised this form).
+
+    * ``mean``: ``u = sum v_i q_i / sum v_i`` over the query vectors;
+    * ``fold_in``: ``u`` solves the ridge regression of the user's interests on
+      the candidate vectors, weighted as in implicit ALS (every item a
+      negative of weight 1, each interest a positive of weight
+      ``1 + confidence * v_i``, plus ``regularization * |u|^2``).
+
+    See :mod:`transforms.embedding` for the formulas.
+    """
+
+    kind: str = "mean"
+    confidence: float = 0.0
+    regularization: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in USER_VECTOR_RULES:
+            raise ExportError(f"unknown user vector rule {self.kind!r} (known: {', '.join(USER_VECTOR_RULES)})")
+        if self.kind == "fold_in" and not (self.confidence > 0 and self.regularization > 0):
+            raise ExportError(f"fold_in needs confidence > 0 and regularization > 0, got {self.confidence}, {self.regularization}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "confidence": self.confidence, "regularization": self.regularization}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "UserVectorRule":
+        if data is None:
+            return cls()  # exports written before the rule was recorded are all mean-rule
+        try:
+            return cls(kind=str(data["kind"]), confidence=float(data.get("confidence", 0.0)), regularization=float(data.get("regularization", 0.0)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ExportError(f"bad user_vector entry {data!r}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -64,8 +105,8 @@ class EmbeddingExport:
     """One version of learned item embeddings, as the job and the evaluation read it.
 
     ``query[i]`` and ``candidate[i]`` are the vectors of ``item_ids[i]``; a
-    user's vector is built from the query vectors of the items they interacted
-    with, and scored against candidate vectors by dot product.
+    user's vector is built from the items they interacted with as
+    ``user_vector`` says, and scored against candidate vectors by dot product.
     """
 
     version: str
@@ -75,6 +116,7 @@ class EmbeddingExport:
     neighbours: Mapping[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     sequence: Mapping[str, np.ndarray] | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    user_vector: UserVectorRule = UserVectorRule()
 
     def __post_init__(self) -> None:
         if not VERSION_PATTERN.match(self.version):
@@ -125,7 +167,10 @@ def write_export(root: str | Path, export: EmbeddingExport, extra_files: Mapping
         for name, path in extra_files.items():
             shutil.copyfile(path, tmp / name)
             files.append(name)
-        manifest = {**export.meta, "schema": EXPORT_SCHEMA, "version": export.version, "dim": export.dim, "items": len(export.item_ids), "files": files}
+        manifest = {
+            **export.meta, "schema": EXPORT_SCHEMA, "version": export.version, "dim": export.dim,
+            "items": len(export.item_ids), "user_vector": export.user_vector.to_dict(), "files": files,
+        }
         (tmp / MANIFEST).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
         # mkdtemp makes the folder private; the job (perhaps another user) reads it.
         os.chmod(tmp, 0o755)
@@ -168,7 +213,7 @@ def read_export(path: str | Path) -> EmbeddingExport:
     if SEQUENCE_FILE in manifest.get("files", ()):
         with np.load(path / SEQUENCE_FILE, allow_pickle=False) as npz:
             sequence = {k: npz[k] for k in npz.files}
-    meta = {k: v for k, v in manifest.items() if k not in ("schema", "version", "dim", "items", "files")}
+    meta = {k: v for k, v in manifest.items() if k not in ("schema", "version", "dim", "items", "files", "user_vector")}
     return EmbeddingExport(
         version=str(manifest["version"]),
         item_ids=np.array(items.column("item").to_pylist(), dtype=object),
@@ -177,6 +222,7 @@ def read_export(path: str | Path) -> EmbeddingExport:
         neighbours=neighbours,
         sequence=sequence,
         meta=meta,
+        user_vector=UserVectorRule.from_dict(manifest.get("user_vector")),
     )
 
 

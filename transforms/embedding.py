@@ -2,19 +2,33 @@
 
 A trained export (:mod:`state.embeddings`) gives every item a *query* vector
 ``q_i`` (the item as part of a user's history) and a *candidate* vector ``c_j``
-(the item as a recommendation).  The user vector is the interest-weighted mean
-of the query vectors of the user's positive interests,
+(the item as a recommendation); item ``j`` scores ``u . c_j``.  The user
+vector ``u`` is built from the user's positive decayed interests ``v_i`` by
+the export's rule (:class:`state.embeddings.UserVectorRule`):
 
-    ``u = sum_i v_i q_i / sum_i v_i``   (``v_i`` > 0: decayed interests)
+* ``mean``: the interest-weighted mean of the query vectors,
+  ``u = sum_i v_i q_i / sum_i v_i``;
+* ``fold_in``: the implicit-ALS fold-in (Hu, Koren, Volinsky 2008) against
+  the candidate vectors, ``u = (G + sum_i a v_i c_i c_i^T + l I)^-1
+  sum_i (1 + a v_i) c_i`` with the Gramian ``G = sum_j c_j c_j^T`` over the
+  whole catalog (computed once per export), ``a`` the confidence and ``l``
+  the regularization.  It is the user vector minimising
+  ``sum_j w_j (u . c_j - p_j)^2 + l |u|^2`` (``p_j`` = 1 for an interest,
+  weight ``1 + a v_i``; 0 and weight 1 for every other item), so it
+  discounts what the user's items share with every item (popularity,
+  common taste) where a mean keeps it.  A solve of ``D x D`` per user:
+  the cost does not grow with the catalog.
 
-and item ``j`` scores ``u . c_j``.  The trainer optimises exactly this form,
-so the vector moves with every event (through the decayed interests) without
-any retraining.  Items unknown to the export are skipped.  Nothing here
-imports PyTorch.
+Either way the trainer optimises exactly the served form, so the vector
+moves with every event (through the decayed interests) without any
+retraining.  Items unknown to the export are skipped.  Nothing here imports
+PyTorch.
 
-The trainer folds an item bias into the dot product: every query vector ends
-in a constant 1 and every candidate vector in the item's bias, so the user
-vector's last entry is 1 and ``u . c_j`` includes ``b_j``.
+The trainer folds an item bias into the dot product: under the ``mean``
+rule every query vector ends in a constant 1 and every candidate vector in
+the item's bias, so the user vector's last entry is 1 and ``u . c_j``
+includes ``b_j``.  Under ``fold_in`` the last entry is learned like the
+others, and the export's query vectors are its candidate vectors.
 
 **Sequence model.**  ``export.sequence`` (when present) holds the weights of a
 SASRec-style encoder that turns the user's recent items (oldest first) into a
@@ -105,27 +119,46 @@ def sequence_forward(weights: Mapping[str, np.ndarray], items: np.ndarray) -> np
     return np.append(out, 1.0)
 
 
+def fold_in(gram: np.ndarray, candidates: np.ndarray, weights: np.ndarray, confidence: float, regularization: float) -> np.ndarray:
+    """The ``fold_in`` user vector (module doc) of interests ``weights`` (> 0) on the rows ``candidates``.
+
+    ``gram`` is ``C^T C`` over every candidate vector (float64, ``D x D``).
+    """
+    rows = np.asarray(candidates, dtype=np.float64)
+    positive = 1.0 + confidence * np.asarray(weights, dtype=np.float64)
+    system = gram + (rows.T * (positive - 1.0)) @ rows
+    system[np.diag_indices_from(system)] += regularization
+    return np.linalg.solve(system, rows.T @ positive)
+
+
 @dataclass(frozen=True)
 class EmbeddingModel:
     """An export made ready for scoring: an id -> row index and the matrices."""
 
     export: EmbeddingExport
     rows: dict[str, int] = field(init=False, repr=False)
+    # ``C^T C`` (float64) under the fold_in rule, else None.
+    gram: np.ndarray | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rows", {item: k for k, item in enumerate(self.export.item_ids.tolist())})
+        candidate = self.export.candidate.astype(np.float64)
+        object.__setattr__(self, "gram", candidate.T @ candidate if self.export.user_vector.kind == "fold_in" else None)
 
     @property
     def version(self) -> str:
         return self.export.version
 
     def user_vector(self, interests: Sequence[tuple[str, float]]) -> np.ndarray | None:
-        """``sum v_i q_i / sum v_i`` over the positive interests the export knows; None if none."""
+        """The user vector (by the export's rule, module doc) of the positive interests the export knows; None if none."""
         index = [(self.rows[item], value) for item, value in interests if value > 0 and item in self.rows]
         if not index:
             return None
         rows = np.fromiter((k for k, _ in index), dtype=np.intp, count=len(index))
         weights = np.fromiter((v for _, v in index), dtype=np.float64, count=len(index))
+        rule = self.export.user_vector
+        if rule.kind == "fold_in":
+            return fold_in(self.gram, self.export.candidate[rows], weights, rule.confidence, rule.regularization)
         return (weights @ self.export.query[rows].astype(np.float64)) / weights.sum()
 
     def sequence_vector(self, recent_items: Sequence[str]) -> np.ndarray | None:

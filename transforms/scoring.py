@@ -9,7 +9,8 @@ For user ``u`` at time ``T`` with decayed interests ``v_i`` (the
 * popularity     ``pop(j) = trend(j)`` from global trending
 * recent         ``rec(j) = v_j`` for the user's own interests (re-engagement)
 * embedding      ``emb(j) = rel(u . c_j)`` with the learned user vector ``u``
-  (interest-weighted mean of query vectors, :mod:`transforms.embedding`)
+  (the fold-in of the user's interests, or their weighted mean of query
+  vectors, as the export says: :mod:`transforms.embedding`)
 * sequence       ``seq(j) = rel(s . c_j)`` with the sequence model's vector
   ``s`` over the user's recent items in order (``UserProfile.history``)
 
@@ -18,8 +19,9 @@ then ``score = w_cf*cf + w_content*ct + w_category*cat + w_popularity*pop +
 w_recent*rec + w_embedding*emb + w_sequence*seq``.  A user with no positive
 interest gets trending (cold start).
 
-Dot products are logits of a softmax over the catalog (the trainer's loss), so
-only their differences for one user mean anything: they may all be negative,
+Dot products are logits of a softmax over the catalog (the trainer's loss;
+fold-in scores also regress towards 1 for the user's items), so only their
+differences for one user mean anything: they may all be negative,
 and adding a constant changes nothing.  ``rel`` therefore measures each item
 against the user's *average catalog item* and scales by the best one,
 ``rel(x_j) = max(0, (x_j - mean_i x_i) / (max_i x_i - mean_i x_i))`` over the
@@ -169,7 +171,12 @@ def relative_scores(scores: np.ndarray) -> np.ndarray:
 
 def _attribution(embeddings: EmbeddingModel, strongest: list[tuple[str, float]], items: list[str]) -> list[str]:
     """Per item, "similar to i" for the strongest interest ``i`` with the largest positive
-    ``v_i * q_i . c_j`` (the user vector's biggest term); "picked for you" when no term is positive."""
+    ``v_i * q_i . c_j``; "picked for you" when no term is positive.
+
+    Under the mean rule that is the user vector's biggest term; under fold_in
+    (query = candidate vectors) it is the interest-weighted similarity of the
+    two items, which names the item that best explains ``j`` without a solve per item.
+    """
     sources = [(i, v) for i, v in strongest if i in embeddings.rows]
     if not sources or not items:
         return [PICKED_FOR_YOU] * len(items)

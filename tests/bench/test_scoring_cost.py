@@ -11,7 +11,10 @@ def test_reports_every_setting_per_catalog_size(capsys):
     assert scoring_cost.main(["--items", "300,400", "--users", "5", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [row["items"] for row in rows] == [300, 400]
-    expected = {"hybrid ms", "+embedding ms", "+sequence ms", "+both ms", "scan ms", "top-100 ms", "sequence forward ms"}
+    expected = {
+        "hybrid ms", "+embedding (fold-in) ms", "+embedding (mean) ms", "+sequence ms", "+both (fold-in) ms",
+        "user vector (fold-in) ms", "user vector (mean) ms", "scan ms", "top-100 ms", "sequence forward ms",
+    }
     for row in rows:
         assert expected <= set(row) and all(row[key] >= 0 for key in expected)
 

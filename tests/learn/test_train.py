@@ -11,7 +11,7 @@ from learn.data import prepare
 from learn.models import ItemTowers
 from learn.trainer import vectors
 from learn.train import ENCODER_FILE, INDEX_FILE, TOWERS_FILE, train_and_export, train_models, version_name
-from state.embeddings import latest_version, read_export
+from state.embeddings import UserVectorRule, latest_version, read_export
 from transforms.config import ModelConfig
 from transforms.embedding import EmbeddingModel
 
@@ -45,7 +45,10 @@ def test_export_round_trip_holds_every_catalog_item_and_the_run(trained, planted
     assert latest_version(out) == result.path and result.path.name == "20251130T052000Z"
     export = read_export(result.path)
     assert sorted(export.item_ids.tolist()) == sorted(c.item_id for c in catalog)
-    assert export.dim == SMALL.dim + 1 and np.all(export.query[:, -1] == 1.0)
+    assert export.dim == SMALL.dim + 1
+    assert export.user_vector == UserVectorRule("fold_in", SMALL.fold_in_confidence, SMALL.fold_in_regularization)
+    np.testing.assert_array_equal(export.query, export.candidate)  # fold_in: one vector per item
+    assert export.meta["model"]["name"] == "foldin-towers+sasrec"
     assert export.sequence is not None and export.sequence["position"].shape == (SMALL.sequence_length, SMALL.sequence_hidden)
     manifest_files = set((result.path / "manifest.json").read_text().split('"'))
     assert {INDEX_FILE, TOWERS_FILE, ENCODER_FILE} <= manifest_files
@@ -58,6 +61,14 @@ def test_export_round_trip_holds_every_catalog_item_and_the_run(trained, planted
     summary = result.summary
     assert summary["path"] == str(result.path) and summary["ann_recall@5"] == export.meta["ann"]["recall_at_k"]
     assert (out / ".checkpoints" / "embedding.pt").exists() and (out / ".checkpoints" / "sequence-refit.pt").exists()
+
+
+def test_the_mean_rule_exports_query_vectors_ending_in_one(planted, tmp_path):
+    events, catalog = planted
+    config = SMALL.replace(user_vector="mean", objective="leave_one_out", epochs=3, sequence=False, refit_full=False)
+    export = read_export(train_and_export(events, catalog, tmp_path, now_ms=NOW_MS, config=config).path)
+    assert export.user_vector == UserVectorRule() and export.meta["model"]["name"] == "fism-towers+sasrec"
+    assert np.all(export.query[:, -1] == 1.0)  # the bias slot of the mean rule
 
 
 def test_neighbours_recover_the_planted_clusters(trained_without_catalog):
@@ -108,7 +119,7 @@ def test_a_new_item_lands_next_to_its_category_mates(trained, planted):
     events, catalog = planted
     data = prepare(events, catalog, ModelConfig(), SMALL.sequence_length)
     torch.manual_seed(SMALL.seed)
-    _, untrained = vectors(ItemTowers(data.n_items, SMALL.dim, data.features, data.has_id))
+    _, untrained = vectors(ItemTowers(data.n_items, SMALL.dim, data.features, data.has_id, shared=SMALL.user_vector == "fold_in"))
     untrained_margins = _cold_margins(data.item_ids, untrained)
     assert min(t - u for t, u in zip(trained_margins, untrained_margins)) > 0.1, (trained_margins, untrained_margins)
 

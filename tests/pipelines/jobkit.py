@@ -14,7 +14,7 @@ from flowrec.config import Settings
 from flowrec.localredis import LocalRedis
 from pipelines.flink_env import create_environment
 from pipelines.job import RedisJobSink, build_job
-from state.embeddings import EmbeddingExport
+from state.embeddings import EmbeddingExport, UserVectorRule
 from state.store import RedisStore
 from state.writes import Ttls, final_writes
 from transforms.catalog import CatalogItem
@@ -80,12 +80,17 @@ def differences(job: dict[bytes, bytes], reference: dict[bytes, bytes], toleranc
     return out
 
 
-def random_export(items: list[str], version: str, seed: int, dim: int = 8) -> EmbeddingExport:
-    """Vectors with no meaning (this test checks the plumbing, not the quality), exact neighbours."""
+def random_export(items: list[str], version: str, seed: int, dim: int = 8, user_vector: UserVectorRule = UserVectorRule()) -> EmbeddingExport:
+    """Vectors with no meaning (this test checks the plumbing, not the quality), exact neighbours.
+
+    Under the fold_in rule the query vectors are the candidate vectors, as the trainer exports them.
+    """
     rng = np.random.default_rng(seed)
     ids = np.array(sorted(items), dtype=object)
     query = rng.normal(size=(len(ids), dim)).astype(np.float32)
     candidate = rng.normal(size=(len(ids), dim)).astype(np.float32)
+    if user_vector.kind == "fold_in":
+        query = candidate
     sims = candidate @ candidate.T
     neighbours = {}
     for k, item in enumerate(ids.tolist()):
@@ -93,4 +98,6 @@ def random_export(items: list[str], version: str, seed: int, dim: int = 8) -> Em
         others = np.delete(ids, k)
         best = top_k(scores, others, 5)
         neighbours[item] = (others[best], scores[best])
-    return EmbeddingExport(version=version, item_ids=ids, query=query, candidate=candidate, neighbours=neighbours, meta={"model": {"name": "random"}})
+    return EmbeddingExport(
+        version=version, item_ids=ids, query=query, candidate=candidate, neighbours=neighbours, meta={"model": {"name": "random"}}, user_vector=user_vector
+    )

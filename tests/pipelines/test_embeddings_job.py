@@ -13,7 +13,7 @@ import redis
 
 from flowrec.config import Settings
 from pipelines.sources import CollectionSource, pack_chunks
-from state.embeddings import read_export, write_export
+from state.embeddings import UserVectorRule, read_export, write_export
 from tests.pipelines.jobkit import catalog_lines, differences, event_lines, random_export, reference_content, results, run_job
 from tests.pipelines.test_job import small_shop
 from transforms.catalog import EmbeddingSwitch
@@ -27,7 +27,8 @@ def test_job_switches_embedding_versions_like_the_reference(redis_url, tmp_path:
     events, catalog = small_shop()
     items = sorted({c.item_id for c in catalog} | set(events.item.tolist()))
     first = write_export(tmp_path / "exports", random_export(items, "20261130T000000Z", seed=1))
-    second = write_export(tmp_path / "exports-next", random_export(items, "20261130T010000Z", seed=2))
+    # The switch also changes the user-vector rule: from the mean to the fold-in (the trainer's default).
+    second = write_export(tmp_path / "exports-next", random_export(items, "20261130T010000Z", seed=2, user_vector=UserVectorRule("fold_in", 1.0, 5.0)))
     switch_ms = int(np.median(events.ts))
     config = Settings().model.replace(weight_embedding=0.7, embedding_candidates=20)
     settings = Settings(parallelism=2, restart_attempts=0, model=config, embeddings=tmp_path / "exports")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from state.embeddings import EmbeddingExport, ExportError, latest_version, read_export, read_manifest, write_export
+import orjson
+
+from state.embeddings import EmbeddingExport, ExportError, UserVectorRule, latest_version, read_export, read_manifest, write_export
 
 
 def _export(version: str = "20261130T000000Z", n: int = 5, dim: int = 4, sequence: bool = True) -> EmbeddingExport:
@@ -34,6 +36,23 @@ def test_round_trip_keeps_every_value(tmp_path):
     np.testing.assert_array_equal(back.neighbours["i0"][1], [0.5, 0.25])
     np.testing.assert_array_equal(back.sequence["pos"], original.sequence["pos"])
     assert back.meta["model"] == {"name": "test"}
+
+
+def test_user_vector_rule_round_trips_and_old_exports_are_mean(tmp_path):
+    import dataclasses
+
+    folded = dataclasses.replace(_export(), user_vector=UserVectorRule("fold_in", confidence=0.5, regularization=40.0))
+    path = write_export(tmp_path, folded)
+    assert read_export(path).user_vector == UserVectorRule("fold_in", confidence=0.5, regularization=40.0)
+    assert "user_vector" not in read_export(path).meta
+    manifest = orjson.loads((path / "manifest.json").read_bytes())
+    del manifest["user_vector"]  # as written before the rule was recorded
+    (path / "manifest.json").write_bytes(orjson.dumps(manifest))
+    assert read_export(path).user_vector == UserVectorRule()
+    manifest["user_vector"] = {"kind": "fold_in"}
+    (path / "manifest.json").write_bytes(orjson.dumps(manifest))
+    with pytest.raises(ExportError, match="fold_in needs"):
+        read_export(path)
 
 
 def test_latest_version_skips_incomplete_and_hidden(tmp_path):
