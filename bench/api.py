@@ -40,6 +40,8 @@ from typing import Any
 
 import orjson
 
+from api.ready import wait_ready
+
 log = logging.getLogger(__name__)
 
 HELP = "latency and requests/s of the recommendations endpoint, with the raw redis-py GET rate of the same key"
@@ -296,22 +298,6 @@ def _seed(url: str, list_size: int) -> str:
     return key
 
 
-def _wait_healthy(host: str, port: int, process: subprocess.Popen, timeout_s: float = 60.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the API exited with {process.returncode} before answering")
-        try:
-            if httpx.get(f"http://{host}:{port}/readyz", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("the API did not become ready")
-
-
 def run_once(args: argparse.Namespace, client: str) -> dict[str, Any]:
     from flowrec.localredis import LocalRedis, free_port
 
@@ -323,7 +309,7 @@ def run_once(args: argparse.Namespace, client: str) -> dict[str, Any]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWREC_")}
         server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            _wait_healthy(host, port, server)
+            wait_ready(f"http://{host}:{port}", server)
             path = f"/v1/users/{BENCH_USER}/recommendations?n={args.n}"
             python_load(host, port, path, args.warmup, args.concurrency)
             # Raw GETs right before and right after the HTTP load, averaged: other load on a

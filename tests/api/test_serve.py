@@ -6,12 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import orjson
 
 from api.app import create_app_from_env
+from api.ready import wait_ready
 from flowrec.localredis import free_port
 from transforms.catalog import CatalogItem
 
@@ -27,16 +27,7 @@ def test_flowrec_serve_demo_mode(tmp_path, redis_url):
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, server.stdout.read().decode()
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "flowrec serve did not become ready"
-            time.sleep(0.1)
+        wait_ready(base, server)
         page = httpx.get(f"{base}/demo").text
         assert '"apiKey":"the-demo-key"' in page
         assert httpx.get(f"{base}/v1/catalog").json()["total"] == 3  # the bad line is skipped

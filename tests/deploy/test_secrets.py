@@ -21,7 +21,6 @@ import re
 import secrets
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import httpx
 import pytest
 import redis
 
+from api.ready import wait_ready
 from flowrec.localredis import LocalRedis, free_port
 from transforms.synthetic import write_shop
 
@@ -159,16 +159,7 @@ def test_flowrec_serve_logs_no_secret(password_redis: LocalRedis, secret: Secret
     base = f"http://127.0.0.1:{port}"
     bearer = {"Authorization": f"Bearer {secret.api_key}"}
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, server.stdout.read().decode()
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "flowrec serve did not become ready"
-            time.sleep(0.1)
+        wait_ready(base, server)
         event = {"user_id": "u1", "item_id": "i1", "event_type": "click"}
         accepted = httpx.post(f"{base}/v1/events", json=event, headers=bearer, timeout=10)
         assert accepted.status_code == 202, accepted.text
