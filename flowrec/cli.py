@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 
 COMMANDS: dict[str, str] = {
     "generate": "flowrec.commands.generate",
@@ -58,7 +60,21 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return int(args._main(args) or 0)
+    # SIGTERM (kill, timeout, docker stop, systemd) ends a command like Ctrl-C does: as an
+    # exception, so its cleanup runs - the default action would kill the process at once and
+    # orphan what it started (a private redis-server, the demo's API process, a mini-cluster job).
+    # (uvicorn restores this handler and re-raises SIGTERM after its graceful shutdown.)
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if threading.current_thread() is threading.main_thread() else None
+    try:
+        return int(args._main(args) or 0)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """Exit with the conventional ``128 + signal`` status, through every ``finally`` on the way."""
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ import ipaddress
 import logging
 import os
 import secrets
-import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,10 +38,6 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -66,9 +61,8 @@ def main(args: argparse.Namespace) -> int:
         local = LocalRedis().start()
         settings = replace(settings, redis_url=local.url)
         log.warning("no Redis URL given: serving from a private, empty redis-server at %s", local.url)
-    # uvicorn re-raises SIGTERM after its graceful shutdown; with the default
-    # handler that would kill the process before the private Redis is stopped.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # (SIGTERM: uvicorn shuts down gracefully, then re-raises it, and flowrec.cli's handler
+    # turns it into SystemExit, so the private Redis below is still stopped.)
     uvicorn_options = dict(host=args.host, port=args.port, access_log=args.access_log, log_level="info", proxy_headers=False, server_header=False)
     print(f"flowrec API on http://{args.host}:{args.port}  (docs /docs, demo page http://{args.host}:{args.port}/demo)", flush=True)
     try:

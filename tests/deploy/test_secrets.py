@@ -16,7 +16,6 @@ them; any other leak fails it.  Remove an entry once its leak is fixed.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import subprocess
@@ -30,6 +29,7 @@ import redis
 
 from api.ready import wait_ready
 from flowrec.localredis import LocalRedis, free_port
+from tests.envkit import clean_environment
 from transforms.synthetic import write_shop
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -97,11 +97,6 @@ def command_line(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
-
-
-def clean_environment(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWREC_", "FLINK_")) and k != "REDIS_URL"}
-    return {**env, **extra}
 
 
 @pytest.mark.cluster
