@@ -19,31 +19,22 @@ must hold the backfill's value (``check``; the run fails otherwise).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from bench.backfill import _content, _write_inputs
+from bench.inputs import add_input_arguments, benchmark_inputs, print_row, redis_content, work_folder
 
 HELP = "seconds and boot lines/s for the Flink job to load a backfill snapshot (ML-100K and a synthetic shop)"
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--events", type=int, default=1_000_000, help="events of the synthetic shop (default 1000000)")
-    parser.add_argument("--users", type=int, default=20_000, help="shoppers of the synthetic shop (default 20000)")
-    parser.add_argument("--items", type=int, default=2_000, help="items of the synthetic shop (default 2000)")
-    parser.add_argument("--days", type=float, default=2.0, help="simulated days of the synthetic shop (default 2)")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--skip", choices=("ml-100k", "shop"), action="append", default=[], help="skip an input (repeatable)")
+    add_input_arguments(parser, workdir_help="where to write inputs and snapshots (default: a temporary folder)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each job after a warm-up (default 3)")
     parser.add_argument("--parallelism", type=int, default=1)
-    parser.add_argument("--datasets-dir", type=Path, help="folder holding ml-100k/ (default: the settings' datasets_dir)")
-    parser.add_argument("--workdir", type=Path, help="where to write inputs and snapshots (default: a temporary folder)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per input")
 
 
 def _timed_job(settings, source) -> float:
@@ -78,7 +69,7 @@ def measure(name: str, events_path: Path, catalog_path: Path, parallelism: int, 
         summary = run_backfill(
             BackfillJob(inputs=(events_path,), config=config, catalog=catalog_path, redis_url=backfill_redis.url, snapshot_dir=snapshot_dir)
         ).summary()
-        backfilled = _content(backfill_redis.url)
+        backfilled = redis_content(backfill_redis.url)
         settings = Settings(parallelism=parallelism, restart_attempts=0, model=config, redis_url=job_redis.url)
         started = time.perf_counter()
         boot = prepare_bootstrap(snapshot_dir, config, settings.user_shards, settings.item_shards)
@@ -92,7 +83,7 @@ def measure(name: str, events_path: Path, catalog_path: Path, parallelism: int, 
         for _ in range(repeat):
             plain.append(_timed_job(settings, source(None)))
             booted.append(_timed_job(settings, source(boot)))
-        written = _content(job_redis.url)
+        written = redis_content(job_redis.url)
     load_seconds = statistics.median(booted) - statistics.median(plain)
     lines = len(boot.event_lines) + len(boot.catalog_lines)
     return {
@@ -116,39 +107,16 @@ def measure(name: str, events_path: Path, catalog_path: Path, parallelism: int, 
     }
 
 
-def _report(row: dict, as_json: bool) -> dict:
-    if as_json:
-        print(json.dumps(row), flush=True)
-    else:
-        print(
-            f"{row['input']:>14}: {row['users']} users, {row['items']} items -> {row['boot_lines']} boot lines ({row['boot_mb']} MB, made in "
-            f"{row['prepare_seconds']} s) | job p={row['parallelism']} median of {row['repeat']}: plain {row['plain_job_seconds']} s, "
-            f"bootstrapped {row['bootstrapped_job_seconds']} s -> load {row['load_seconds']} s ({row['boot_mb_per_s']} MB/s, "
-            f"{row['boot_lines_per_s']} lines/s, {row['users_per_s']} users/s) | check ({row['refresh_writes']} refresh writes): {row['check']}",
-            flush=True,
-        )
-    return row
+def _line(row: dict) -> str:
+    return (
+        f"{row['input']:>14}: {row['users']} users, {row['items']} items -> {row['boot_lines']} boot lines ({row['boot_mb']} MB, made in "
+        f"{row['prepare_seconds']} s) | job p={row['parallelism']} median of {row['repeat']}: plain {row['plain_job_seconds']} s, "
+        f"bootstrapped {row['bootstrapped_job_seconds']} s -> load {row['load_seconds']} s ({row['boot_mb_per_s']} MB/s, "
+        f"{row['boot_lines_per_s']} lines/s, {row['users_per_s']} users/s) | check ({row['refresh_writes']} refresh writes): {row['check']}"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
-    from flowrec.config import load_settings
-    from transforms.datasets import DatasetMissing, dataset_path, load_movielens_100k
-    from transforms.events import EventBatch
-    from transforms.synthetic import generate_shop
-
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="flowrec-bench-bootstrap-"))
-    rows = []
-    if "ml-100k" not in args.skip:
-        try:
-            folder = dataset_path(args.datasets_dir or load_settings(None).datasets_dir, "ml-100k")
-        except DatasetMissing as exc:
-            log.warning("skipping ML-100K: %s", exc)
-        else:
-            events, catalog = load_movielens_100k(folder)
-            paths = _write_inputs(workdir / "ml-100k", events, catalog)
-            rows.append(_report(measure("ml-100k", *paths, args.parallelism, args.repeat, workdir), args.json))
-    if "shop" not in args.skip:
-        catalog, stream = generate_shop(users=args.users, items=args.items, events=args.events, seed=args.seed, days=args.days)
-        paths = _write_inputs(workdir / "shop", EventBatch.concat(list(stream)), catalog)
-        rows.append(_report(measure(f"shop-{args.events}", *paths, args.parallelism, args.repeat, workdir), args.json))
+    workdir = work_folder(args, "flowrec-bench-bootstrap-")
+    rows = [print_row(measure(name, *paths, args.parallelism, args.repeat, workdir), args.json, _line) for name, *paths in benchmark_inputs(args, workdir)]
     return 0 if all(row["check"] for row in rows) else 1
