@@ -142,8 +142,11 @@ class EmbeddingModel:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rows", {item: k for k, item in enumerate(self.export.item_ids.tolist())})
-        candidate = self.export.candidate.astype(np.float64)
-        object.__setattr__(self, "gram", candidate.T @ candidate if self.export.user_vector.kind == "fold_in" else None)
+        gram = None
+        if self.export.user_vector.kind == "fold_in":
+            candidate = self.export.candidate.astype(np.float64)
+            gram = candidate.T @ candidate
+        object.__setattr__(self, "gram", gram)
 
     @property
     def version(self) -> str:
