@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from api.problems import PROBLEM_MEDIA_TYPE, BodyTooLarge, problem_body
+from api.problems import PROBLEM_MEDIA_TYPE, REDIS_RETRY_AFTER_S, BodyTooLarge, problem_body, redis_unavailable_body
 from transforms.events import valid_id
 
 log = logging.getLogger(__name__)
@@ -199,10 +199,11 @@ class HomeListShortcut:
         scope["route"] = self.route
         try:
             body = await self.home_body(user_id, n, None, set())
-            status, media_type = 200, b"application/json"
+            headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+            status = 200
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            body = problem_body(503, "redis-unavailable", "the recommendation store (Redis) is not reachable; retry shortly", scope["path"])
-            status, media_type = 503, PROBLEM_MEDIA_TYPE.encode()
-            log.warning("redis unavailable: %s", exc)
-        await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", media_type)]})
+            body = redis_unavailable_body(exc, scope["path"])
+            headers = [(b"content-length", str(len(body)).encode()), (b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"retry-after", str(REDIS_RETRY_AFTER_S).encode())]
+            status = 503
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
