@@ -6,6 +6,10 @@ as much CPU per command as the rest of the request), all concurrent requests
 share one connection: commands issued in the same event-loop tick are written
 with one ``write`` and the replies, which Redis sends back in order, are
 parsed by hiredis's C reader and handed to the waiting requests in that order.
+``flowrec bench api`` measures it against ``redis.asyncio`` with hiredis, each
+with the home-list shortcut: 111 against 279 us of API CPU per home-list
+request (medians of 3 runs), the difference between about 9k and 3.6k
+requests/s per core.
 
 Failure handling is deliberately blunt.  Every command has one deadline,
 ``deadline_s``, for everything it waits on: a connection attempt in progress,
