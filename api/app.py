@@ -81,8 +81,9 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 _CONFIG_PLACEHOLDER = "/*FLOWREC_DEMO_CONFIG*/null"
 
 JSON = "application/json"
-# Catalog upserts and user deletions retry briefly (about 0.35 s in all), then answer 503.
-WRITE_RETRY = RetryPolicy(attempts=4, first_delay_s=0.05, max_delay_s=0.2)
+# Catalog upserts and user deletions are not retried, like reads: a retry would run past the
+# request's Redis deadline, and both are idempotent, so the client retries after the 503.
+WRITE_RETRY = RetryPolicy(attempts=1)
 RECOMMENDATIONS_PATH = "/v1/users/{user_id}/recommendations"
 
 
@@ -153,20 +154,27 @@ def _number_map(values: Any) -> dict[str, float]:
 
 
 class Lookups:
-    """Reads over one pipelined Redis connection (:mod:`api.redisconn`), opened in the app's lifespan."""
+    """Reads over one pipelined Redis connection (:mod:`api.redisconn`), opened in the app's lifespan.
 
-    def __init__(self, url: str, namespace: str) -> None:
+    ``read_client(url, deadline_s)`` makes the client; anything with the
+    ``mget``/``get``/``hgetall``/``ping``/``aclose`` coroutines of
+    ``redis.asyncio.Redis`` will do (``flowrec bench api`` compares one).
+    """
+
+    def __init__(self, url: str, namespace: str, deadline_s: float, read_client: Callable[[str, float], Any] = PipelinedRedis) -> None:
         self.url = url
         self.namespace = namespace
-        self.client: PipelinedRedis | None = None
+        self.deadline_s = deadline_s
+        self.read_client = read_client
+        self.client: Any = None
         self._singletons: dict[KeyKind, str] = {}
 
     async def open(self) -> None:
-        self.client = PipelinedRedis(self.url)
+        self.client = self.read_client(self.url, self.deadline_s)
 
     async def close(self) -> None:
         if self.client is not None:
-            await self.client.close()
+            await self.client.aclose()
             self.client = None
 
     def key(self, kind: KeyKind, part: str | None = None) -> str:
@@ -249,6 +257,8 @@ def create_app(
     catalog: BrowseCatalog | None = None,
     demo_key: str | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    read_client: Callable[[str, float], Any] = PipelinedRedis,
+    home_shortcut: bool = True,
 ) -> FastAPI:
     """The API as an ASGI app.
 
@@ -257,18 +267,25 @@ def create_app(
     the only time source of the handlers.  ``catalog`` feeds the browse
     endpoints and the demo page.  ``demo_key``, when given, is accepted as a
     write key and injected into the demo page (``flowrec serve --demo`` only).
+    ``read_client`` and ``home_shortcut`` exist for ``flowrec bench api``, which
+    compares the API without its hand-written client and hot-path shortcut.
     """
     if not settings.redis_url:
         raise ValueError("the API needs settings.redis_url (--redis-url or REDIS_URL)")
     owns_store = store is None
+    deadline_s = settings.redis_deadline_ms / 1000
     if store is None:
-        # A request should fail fast (503) rather than wait out the job sink's long retry schedule.
-        store = RedisStore.from_url(settings.redis_url, namespace=settings.namespace, retry=WRITE_RETRY)
+        # Writes get the reads' deadline: a request answers 503 within about redis_deadline_ms
+        # rather than wait out the job sink's long timeouts and retry schedule.
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=deadline_s, socket_timeout=deadline_s, health_check_interval=30)
+        store = RedisStore(client, namespace=settings.namespace, retry=WRITE_RETRY)
     keys = tuple(settings.api_keys) + ((demo_key,) if demo_key else ())
     ctx = ApiContext(
         settings=settings,
         store=store,
-        lookups=Lookups(settings.redis_url, store.namespace),
+        lookups=Lookups(settings.redis_url, store.namespace, deadline_s, read_client),
         clock_ms=clock_ms,
         catalog=catalog if catalog is not None else BrowseCatalog(),
         metrics=ApiMetrics(),
@@ -310,7 +327,8 @@ def create_app(
     _add_demo_routes(app, ctx)
     # Middleware added last runs first: metrics, then the body limit, then the shortcut, then FastAPI.
     recommendations_route = next(r for r in app.routes if getattr(r, "path", None) == RECOMMENDATIONS_PATH)
-    app.add_middleware(HomeListShortcut, home_body=ctx.home_body, route=recommendations_route)
+    if home_shortcut:
+        app.add_middleware(HomeListShortcut, home_body=ctx.home_body, route=recommendations_route)
     app.add_middleware(BodyLimitMiddleware, limit_bytes=max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=ctx.metrics)
     return app

@@ -25,6 +25,8 @@ from state.keys import InvalidKeyPart
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+# Seconds a client is asked to wait (Retry-After) when Redis is unavailable.
+REDIS_RETRY_AFTER_S = 1
 # How many validation errors are spelled out in `detail`; all are in `errors`.
 MAX_ERRORS_IN_DETAIL = 3
 
@@ -61,6 +63,22 @@ def problem_body(status: int, slug: str | None, detail: str, instance: str | Non
         doc["instance"] = instance
     doc.update(extensions)
     return orjson.dumps(doc)
+
+
+def redis_unavailable_body(exc: Exception, instance: str | None) -> bytes:
+    """The 503 problem for a Redis failure; refused credentials are named, every other failure reads as unreachable.
+
+    Logged here, once per answer, so the API log says why.  Send it with
+    ``Retry-After: REDIS_RETRY_AFTER_S``.
+    """
+    import redis
+
+    log.warning("redis unavailable: %s", exc)
+    if isinstance(exc, redis.AuthenticationError):
+        detail = "the recommendation store (Redis) refused the API's credentials; retry later"
+    else:
+        detail = "the recommendation store (Redis) is not reachable; retry shortly"
+    return problem_body(503, "redis-unavailable", detail, instance)
 
 
 def problem_response(status: int, slug: str | None, detail: str, instance: str | None = None, headers: dict[str, str] | None = None, **extensions: Any) -> Response:
@@ -116,8 +134,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(413, "body-too-large", str(exc), request.url.path)
 
     async def on_redis_down(request: Request, exc: Exception) -> Response:
-        log.warning("redis unavailable: %s", exc)
-        return problem_response(503, "redis-unavailable", "the recommendation store (Redis) is not reachable; retry shortly", request.url.path, {"Retry-After": "1"})
+        return Response(redis_unavailable_body(exc, request.url.path), status_code=503, media_type=PROBLEM_MEDIA_TYPE, headers={"Retry-After": str(REDIS_RETRY_AFTER_S)})
 
     async def on_bug(request: Request, exc: Exception) -> Response:
         # Starlette logs the traceback and re-raises after this answer; the client learns nothing internal.

@@ -14,8 +14,8 @@ class NotReady(RuntimeError):
     """The server exited, or did not become ready in time; the message carries its output when it exited."""
 
 
-def wait_ready(base_url: str, process: subprocess.Popen, timeout_s: float = 60.0, request_timeout_s: float = 2.0) -> None:
-    """Poll ``base_url/readyz`` until it answers 200.
+def wait_ready(base_url: str, process: subprocess.Popen, timeout_s: float = 60.0, request_timeout_s: float = 2.0, path: str = "/readyz") -> None:
+    """Poll ``base_url/readyz`` (or another ``path``, e.g. ``/healthz`` when Redis is meant to be down) until it answers 200.
 
     Raises :class:`NotReady` if ``process`` exits first (with whatever it
     wrote to a piped stdout or stderr) or after ``timeout_s``.
@@ -26,7 +26,7 @@ def wait_ready(base_url: str, process: subprocess.Popen, timeout_s: float = 60.0
             output = "".join(stream.read().decode(errors="replace") for stream in (process.stdout, process.stderr) if stream is not None)
             raise NotReady(f"the API exited with {process.returncode} before it was ready" + (f":\n{output}" if output else ""))
         try:
-            if httpx.get(f"{base_url}/readyz", timeout=request_timeout_s).status_code == 200:
+            if httpx.get(f"{base_url}{path}", timeout=request_timeout_s).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

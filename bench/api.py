@@ -1,17 +1,25 @@
-"""`flowrec bench api`: latency and throughput of the recommendations endpoint, next to raw Redis GETs.
+"""`flowrec bench api`: latency and throughput of the main read routes, for several API variants side by side.
 
-One run: start a private redis-server, seed one user's list, start the API
-(``flowrec serve`` in a subprocess of the same Python, ``--workers`` uvicorn
-workers), warm it up, then drive ``GET /v1/users/{user}/recommendations`` over
-``--concurrency`` keep-alive HTTP/1.1 connections until ``--requests``
-responses arrived: closed loop (each connection sends again as soon as it has
-its answer: the most the server can do), or with ``--rate`` at a fixed
-offered load (latency counted from each request's due time, so queueing
-shows; this is how "p99 at N requests/s" is measured).  In the same run, just
-before and just after the HTTP load, redis-py GETs the very key the endpoint
-reads, one after another on one connection (the two rates are averaged);
-the ratio ``requests_per_s / redis_get_per_s`` says how much the HTTP layer
-costs compared to simply asking Redis.
+One run: start a private redis-server and seed one user's list, the global
+trending list and one item's neighbours.  Then, for each variant in
+``--variants`` (see :data:`VARIANTS`), start the API (``uvicorn`` in a
+subprocess of the same Python, ``--workers`` workers, the options of
+``flowrec serve``) and, for each route in ``--routes`` (the home list,
+similar items, trending), warm it up and drive it over ``--concurrency``
+keep-alive HTTP/1.1 connections until ``--requests`` responses arrived:
+closed loop (each connection sends again as soon as it has its answer: the
+most the server can do), or with ``--rate`` at a fixed offered load (latency
+counted from each request's due time, so queueing shows; this is how "p99 at
+N requests/s" is measured).  Each run starts with the next variant, so drift
+in the machine's other load weighs on all of them alike; with ``--runs`` the
+medians are reported.  Before and after the HTTP load, redis-py GETs the
+home list's key one after another on one connection: the rate of simply
+asking Redis, for scale.
+
+The variants exist to justify the API's two special paths: the hand-written
+pipelined Redis client (:mod:`api.redisconn`) and the home-list shortcut past
+FastAPI's parameter handling (:class:`api.middleware.HomeListShortcut`),
+against ``redis.asyncio`` (hiredis) and plain FastAPI routes.
 
 The closed-loop generator is ``wrk`` when installed (C, one thread; latency
 percentiles from its ``--latency`` report), else, and always for ``--rate``,
@@ -44,7 +52,7 @@ from api.ready import wait_ready
 
 log = logging.getLogger(__name__)
 
-HELP = "latency and requests/s of the recommendations endpoint, with the raw redis-py GET rate of the same key"
+HELP = "latency and requests/s of the main read routes, the shipped API next to redis.asyncio + plain FastAPI routes"
 
 BENCH_USER = "bench-user"
 
@@ -59,6 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=None, help="offer this many requests/s (python client) instead of as many as the server answers; latency then counts from each request's due time")
     parser.add_argument("--runs", type=int, default=1, help="repeat the measurement; the medians are reported")
     parser.add_argument("--client", choices=("auto", "python", "wrk"), default="auto", help="load generator (auto: wrk when installed)")
+    parser.add_argument("--variants", default=",".join(list(VARIANTS)[:2]), help=f"comma-separated API variants to compare in each run, from: {', '.join(VARIANTS)}")
+    parser.add_argument("--routes", default=",".join(ROUTES), help=f"comma-separated read routes to drive, from: {', '.join(ROUTES)}")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
@@ -282,66 +292,134 @@ def redis_get_rate(url: str, key: str, total: int) -> float:
         client.close()
 
 
+# -- the API variants compared -------------------------------------------------------------
+
+
+def redis_asyncio_client(url: str, deadline_s: float) -> Any:
+    """redis-py's asyncio client (hiredis parser when installed), the API's deadline as its socket timeouts."""
+    import redis.asyncio
+
+    return redis.asyncio.Redis.from_url(url, socket_timeout=deadline_s, socket_connect_timeout=deadline_s)
+
+
+# How the API reads Redis and answers the plain home list: name -> create_app options.
+# The first is the API as shipped (hand-written pipelined client, home-list shortcut);
+# the second the plain alternative (redis.asyncio, every request through FastAPI's routes).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "handwritten+shortcut": {},
+    "redis-asyncio+fastapi": {"read_client": redis_asyncio_client, "home_shortcut": False},
+    "redis-asyncio+shortcut": {"read_client": redis_asyncio_client},
+    "handwritten+fastapi": {"home_shortcut": False},
+}
+VARIANT_ENV = "FLOWREC_BENCH_VARIANT"
+BENCH_ITEM = "i000000"
+# The main read routes, each as the request the bench sends.
+ROUTES: dict[str, str] = {
+    "home": f"/v1/users/{BENCH_USER}/recommendations?n={{n}}",
+    "similar": f"/v1/items/{BENCH_ITEM}/similar?n={{n}}",
+    "trending": "/v1/trending?n={n}",
+}
+
+
+def variant_app():
+    """``uvicorn --factory`` entry: the API with settings from the environment, in the variant named by ``FLOWREC_BENCH_VARIANT``."""
+    from api.app import create_app, freeze_startup_objects
+    from flowrec.config import load_settings
+
+    app = create_app(load_settings(None), **VARIANTS[os.environ[VARIANT_ENV]])
+    freeze_startup_objects()
+    return app
+
+
 # -- one run -----------------------------------------------------------------------------
 
 
-def _seed(url: str, list_size: int) -> str:
+def seed_redis(url: str, list_size: int) -> str:
+    """The lists the routes read: one user's list of ``list_size``, global trending, one item's neighbours; returns the user list's key."""
     from state.keys import KeyKind
     from state.store import RedisStore, ScoredItem, Write, encode_list
 
     store = RedisStore.from_url(url)
     items = [ScoredItem(f"i{k:06d}", round(1.0 - k / (2 * list_size), 6), f"because you viewed i{k + 1000:06d}") for k in range(list_size)]
     trending = [ScoredItem(f"t{k:06d}", float(50 - k)) for k in range(50)]
-    store.write([Write(KeyKind.USER_RECS, BENCH_USER, encode_list(1_700_000_000_000, items)), Write(KeyKind.TRENDING_GLOBAL, None, encode_list(1_700_000_000_000, trending))])
+    neighbours = [ScoredItem(f"i{k:06d}", round(1.0 - k / 100, 6)) for k in range(1, 51)]
+    content = [ScoredItem(f"i{k:06d}", round(0.9 - k / 200, 6)) for k in range(20, 70)]
+    store.write(
+        [
+            Write(KeyKind.USER_RECS, BENCH_USER, encode_list(1_700_000_000_000, items)),
+            Write(KeyKind.TRENDING_GLOBAL, None, encode_list(1_700_000_000_000, trending)),
+            Write(KeyKind.ITEM_NEIGHBOURS, BENCH_ITEM, encode_list(1_700_000_000_000, neighbours)),
+            Write(KeyKind.CONTENT_NEIGHBOURS, BENCH_ITEM, encode_list(1_700_000_000_000, content)),
+        ]
+    )
     key = store.key(KeyKind.USER_RECS, BENCH_USER)
     store.client.close()
     return key
 
 
-def run_once(args: argparse.Namespace, client: str) -> dict[str, Any]:
-    from flowrec.localredis import LocalRedis, free_port
-
-    host = "127.0.0.1"
-    with LocalRedis() as redis_server:
-        key = _seed(redis_server.url, args.list_size)
-        port = free_port()
-        command = [sys.executable, "-m", "flowrec.cli", "serve", "--host", host, "--port", str(port), "--workers", str(args.workers), "--redis-url", redis_server.url]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWREC_")}
-        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            wait_ready(f"http://{host}:{port}", server)
-            path = f"/v1/users/{BENCH_USER}/recommendations?n={args.n}"
-            python_load(host, port, path, args.warmup, args.concurrency)
-            # Raw GETs right before and right after the HTTP load, averaged: other load on a
-            # shared machine drifts, and this way it weighs on both sides of the ratio alike.
-            get_before = redis_get_rate(redis_server.url, key, args.requests)
-            cpu_before = process_cpu_seconds(server.pid)
-            if client == "wrk":
-                # wrk runs for a duration: aim at about --requests responses from a short probe's rate.
-                probe = python_load(host, port, path, min(args.requests, 2000), args.concurrency)
-                load = wrk_load(f"http://{host}:{port}{path}", args.requests / max(probe.requests_per_s, 1.0), args.concurrency)
-            else:
-                load = python_load(host, port, path, args.requests, args.concurrency, args.rate)
-            cpu_after = process_cpu_seconds(server.pid)
-            get_after = redis_get_rate(redis_server.url, key, args.requests)
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-    get_rate = (get_before + get_after) / 2
+def _measure(args: argparse.Namespace, client: str, host: str, port: int, path: str, pid: int) -> dict[str, Any]:
+    """Warm up, then one load run on ``path``: req/s, p50/p99, errors, server CPU per request."""
+    python_load(host, port, path, args.warmup, args.concurrency)
+    cpu_before = process_cpu_seconds(pid)
+    if client == "wrk":
+        # wrk runs for a duration: aim at about --requests responses from a short probe's rate.
+        probe = python_load(host, port, path, min(args.requests, 2000), args.concurrency)
+        cpu_before = process_cpu_seconds(pid)
+        load = wrk_load(f"http://{host}:{port}{path}", args.requests / max(probe.requests_per_s, 1.0), args.concurrency)
+    else:
+        load = python_load(host, port, path, args.requests, args.concurrency, args.rate)
+    cpu_after = process_cpu_seconds(pid)
     return {
         "requests_per_s": load.requests_per_s,
         "latency_ms": {"p50": load.p50_ms, "p99": load.p99_ms},
-        "redis_get_per_s": get_rate,
-        "ratio_to_redis_get": load.requests_per_s / get_rate if get_rate else None,
         "responses": load.responses,
         "errors": load.errors,
         # CPU the API processes spent per answered request: unlike requests/s, this barely depends on
         # what else the machine is running.
         "server_cpu_us_per_request": (cpu_after - cpu_before) / load.responses * 1e6 if cpu_before is not None and cpu_after is not None and load.responses else None,
     }
+
+
+def _serve_variant(variant: str, host: str, port: int, workers: int, redis_url: str) -> subprocess.Popen:
+    # The same uvicorn options as `flowrec serve` (no access log, no proxy or server headers).
+    command = [sys.executable, "-m", "uvicorn", "bench.api:variant_app", "--factory", "--host", host, "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log", "--no-proxy-headers", "--no-server-header"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWREC_")}
+    env.update({"REDIS_URL": redis_url, VARIANT_ENV: variant})
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def run_once(args: argparse.Namespace, client: str, variants: list[str], routes: list[str]) -> dict[str, Any]:
+    """One run: every variant's API against the same seeded redis-server, every route in turn."""
+    from flowrec.localredis import LocalRedis, free_port
+
+    host = "127.0.0.1"
+    results: dict[str, dict[str, Any]] = {}
+    with LocalRedis() as redis_server:
+        key = seed_redis(redis_server.url, args.list_size)
+        get_before = redis_get_rate(redis_server.url, key, args.requests)
+        for variant in variants:
+            port = free_port()
+            server = _serve_variant(variant, host, port, args.workers, redis_server.url)
+            try:
+                wait_ready(f"http://{host}:{port}", server)
+                results[variant] = {route: _measure(args, client, host, port, ROUTES[route].format(n=args.n), server.pid) for route in routes}
+            finally:
+                server.terminate()
+                try:
+                    server.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+        # Raw GETs before and after the HTTP load, averaged: other load on a shared machine drifts.
+        get_after = redis_get_rate(redis_server.url, key, args.requests)
+    return {"redis_get_per_s": (get_before + get_after) / 2, "variants": results}
+
+
+def _names(text: str, known: dict[str, Any], what: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise ValueError(f"unknown {what} {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}")
+    return names
 
 
 def main(args: argparse.Namespace) -> int:
@@ -355,13 +433,35 @@ def main(args: argparse.Namespace) -> int:
     elif client == "wrk" and not shutil.which("wrk"):
         print("wrk is not installed (apt-get install wrk), use --client python", file=sys.stderr)
         return 2
-    runs = [run_once(args, client) for _ in range(max(1, args.runs))]
+    try:
+        variants = _names(args.variants, VARIANTS, "variant")
+        routes = _names(args.routes, ROUTES, "route")
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    runs = []
+    for index in range(max(1, args.runs)):
+        # Each run starts with a different variant, so slow drift of the machine's load weighs on all alike.
+        shift = index % len(variants)
+        runs.append(run_once(args, client, variants[shift:] + variants[:shift], routes))
 
-    def median(get) -> float:
-        return statistics.median(get(r) for r in runs)
+    def median(values) -> float | None:
+        values = list(values)
+        return statistics.median(values) if values and all(v is not None for v in values) else None
 
+    table = {
+        variant: {
+            route: {
+                "requests_per_s": median(r["variants"][variant][route]["requests_per_s"] for r in runs),
+                "latency_ms": {q: median(r["variants"][variant][route]["latency_ms"][q] for r in runs) for q in ("p50", "p99")},
+                "server_cpu_us_per_request": median(r["variants"][variant][route]["server_cpu_us_per_request"] for r in runs),
+                "errors": sum(r["variants"][variant][route]["errors"] for r in runs),
+            }
+            for route in routes
+        }
+        for variant in variants
+    }
     result = {
-        "endpoint": "GET /v1/users/{user_id}/recommendations",
         "client": client,
         "concurrency": args.concurrency,
         "offered_rate": args.rate,
@@ -369,26 +469,21 @@ def main(args: argparse.Namespace) -> int:
         "requests": args.requests,
         "runs": len(runs),
         "cpus": os.cpu_count(),
-        "requests_per_s": median(lambda r: r["requests_per_s"]),
-        "latency_ms": {"p50": median(lambda r: r["latency_ms"]["p50"]), "p99": median(lambda r: r["latency_ms"]["p99"])},
-        "redis_get_per_s": median(lambda r: r["redis_get_per_s"]),
-        "ratio_to_redis_get": median(lambda r: r["ratio_to_redis_get"]),
-        "server_cpu_us_per_request": median(lambda r: r["server_cpu_us_per_request"]) if all(r["server_cpu_us_per_request"] is not None for r in runs) else None,
-        "errors": sum(r["errors"] for r in runs),
+        "routes": {route: ROUTES[route].format(n=args.n) for route in routes},
+        "variants": table,
+        "redis_get_per_s": median(r["redis_get_per_s"] for r in runs),
+        "errors": sum(cell["errors"] for cells in table.values() for cell in cells.values()),
         "each_run": runs,
     }
     if args.json:
         print(orjson.dumps(result).decode())
     else:
         load = f"offered {args.rate:.0f} requests/s" if args.rate else "closed loop"
-        print(f"recommendations endpoint, {args.concurrency} connections ({load}), {args.workers} worker(s), {client} load generator, median of {len(runs)} run(s) on {os.cpu_count()} CPUs")
-        print(f"  requests/s      {result['requests_per_s']:10.0f}")
-        print(f"  latency p50     {result['latency_ms']['p50']:10.2f} ms")
-        print(f"  latency p99     {result['latency_ms']['p99']:10.2f} ms")
-        print(f"  redis-py GET/s  {result['redis_get_per_s']:10.0f}   (same key, one connection, sequential)")
-        print(f"  ratio           {result['ratio_to_redis_get']:10.2f}x")
-        if result["server_cpu_us_per_request"] is not None:
-            print(f"  server CPU      {result['server_cpu_us_per_request']:10.0f} us/request")
-        if result["errors"]:
-            print(f"  errors          {result['errors']:10d}")
+        print(f"read routes, {args.concurrency} connections ({load}), {args.workers} worker(s), {client} load generator, median of {len(runs)} run(s) on {os.cpu_count()} CPUs")
+        print(f"  {'variant':24} {'route':9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11} {'errors':>7}")
+        for variant, cells in table.items():
+            for route, cell in cells.items():
+                cpu = cell["server_cpu_us_per_request"]
+                print(f"  {variant:24} {route:9} {cell['requests_per_s']:8.0f} {cell['latency_ms']['p50']:8.2f} {cell['latency_ms']['p99']:8.2f} {cpu if cpu is not None else float('nan'):11.0f} {cell['errors']:7d}")
+        print(f"  redis-py GET/s of the home key, one connection, sequential: {result['redis_get_per_s']:.0f}")
     return 0 if result["errors"] == 0 else 1

@@ -53,6 +53,9 @@ class Settings:
     spool_dir: Path | None = None
     # Bearer keys for the API's write/admin endpoints (comma-separated in FLOWREC_API_KEYS).
     api_keys: tuple[str, ...] = ()
+    # The API's deadline for each Redis call of a request (connecting included), reads and
+    # writes alike: past it the request answers 503 with Retry-After instead of waiting on.
+    redis_deadline_ms: int = 1000
     # Learned embeddings the scorer starts with: an export root (its newest
     # version is used) or one version directory (`flowrec train --out`).  Later
     # versions arrive as switches on the catalog input (`flowrec train --publish`).
@@ -85,6 +88,7 @@ _FIELDS: dict[str, tuple[str, object]] = {
     "spool-dir": ("spool_dir", Path),
     "embeddings": ("embeddings", Path),
     "api-keys": ("api_keys", lambda text: tuple(k for k in text.split(",") if k)),
+    "redis-deadline-ms": ("redis_deadline_ms", int),
 }
 # REDIS_URL is the conventional name; FLOWREC_REDIS_URL also works.
 _EXTRA_ENV = {"redis_url": "REDIS_URL"}
@@ -130,4 +134,6 @@ def load_settings(args: argparse.Namespace | None = None, env: Mapping[str, str]
         raise ValueError("execution mode must be 'thread' or 'process'")
     if settings.state_backend not in ("hashmap", "rocksdb"):
         raise ValueError("state backend must be 'hashmap' or 'rocksdb'")
+    if settings.redis_deadline_ms <= 0:
+        raise ValueError("the Redis deadline (redis_deadline_ms) must be a positive number of milliseconds")
     return settings

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demo-key", default=None, help="the demo key to use with --demo (default: a random one)")
     parser.add_argument("--max-body-bytes", type=int, default=None, help="largest request body accepted, 413 beyond (default 1 MiB)")
     parser.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs throughput)")
-    add_settings_arguments(parser, only=("redis-url", "namespace", "spool-dir", "api-keys", "model-config"))
+    add_settings_arguments(parser, only=("redis-url", "namespace", "spool-dir", "api-keys", "model-config", "redis-deadline-ms"))
 
 
 def _is_loopback(host: str) -> bool:
@@ -77,6 +77,7 @@ def main(args: argparse.Namespace) -> int:
                 "REDIS_URL": settings.redis_url,
                 "FLOWREC_NAMESPACE": settings.namespace,
                 "FLOWREC_MAX_BODY_BYTES": str(max_body_bytes),
+                "FLOWREC_REDIS_DEADLINE_MS": str(settings.redis_deadline_ms),
             }
             if settings.spool_dir is not None:
                 env["FLOWREC_SPOOL_DIR"] = str(settings.spool_dir)

@@ -135,3 +135,10 @@ def assert_problem(response: httpx.Response, status: int, slug: str | None = Non
     assert isinstance(doc["detail"], str) and doc["detail"]
     assert doc["type"] == (f"urn:flowrec:problem:{slug}" if slug else "about:blank")
     return doc
+
+
+def assert_unavailable(response: httpx.Response) -> dict[str, Any]:
+    """A 503 problem saying Redis is unavailable, with a ``Retry-After`` the client can honour."""
+    doc = assert_problem(response, 503, "redis-unavailable")
+    assert int(response.headers["retry-after"]) >= 1
+    return doc

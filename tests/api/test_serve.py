@@ -58,7 +58,10 @@ def test_worker_factory_reads_the_environment(monkeypatch, tmp_path, redis_url, 
     monkeypatch.setenv("FLOWREC_CATALOG", str(catalog))
     monkeypatch.setenv("FLOWREC_DEMO_KEY", "demo")
     monkeypatch.setenv("FLOWREC_MAX_BODY_BYTES", "200")
-    with running(create_app_from_env(), stopping_servers) as base, httpx.Client(base_url=base) as client:
+    monkeypatch.setenv("FLOWREC_REDIS_DEADLINE_MS", "750")
+    app = create_app_from_env()
+    assert app.state.ctx.lookups.deadline_s == 0.75
+    with running(app, stopping_servers) as base, httpx.Client(base_url=base) as client:
         assert client.get("/v1/catalog/categories").json() == [{"category": "garden", "items": 1}]
         assert '"apiKey":"demo"' in client.get("/demo").text
         event = {"user_id": "u1", "item_id": "i1", "event_type": "click"}

@@ -111,3 +111,12 @@ def test_bad_integer_flag_is_an_argparse_error(capsys):
 def test_bad_integer_env_names_the_variable():
     with pytest.raises(ValueError, match="FLOWREC_PARALLELISM"):
         load_settings(parse([]), env={"FLOWREC_PARALLELISM": "many"})
+
+
+def test_redis_deadline_from_flag_or_env_and_positive():
+    assert Settings().redis_deadline_ms == 1000
+    assert load_settings(parse([]), env={"FLOWREC_REDIS_DEADLINE_MS": "250"}).redis_deadline_ms == 250
+    assert load_settings(parse(["--redis-deadline-ms", "40"]), env={"FLOWREC_REDIS_DEADLINE_MS": "250"}).redis_deadline_ms == 40
+    for bad in ("0", "-5"):
+        with pytest.raises(ValueError, match="redis_deadline_ms"):
+            load_settings(parse([]), env={"FLOWREC_REDIS_DEADLINE_MS": bad})
