@@ -233,7 +233,13 @@ def _script(action: str) -> int:
 def main(args: argparse.Namespace) -> int:
     if args.action in ("start", "stop", "restart", "status"):
         return _script(args.action)
-    rest = FlinkRest(rest_base_url(args.jobmanager or default_jobmanager()))
+    try:
+        rest = FlinkRest(rest_base_url(args.jobmanager or default_jobmanager()))
+        if args.action != "jobs":
+            valid_job_id(args.job_id)
+    except ValueError as exc:  # bad usage: a malformed --jobmanager or job id
+        print(f"flowrec cluster {args.action}: error: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.action == "jobs":
             for job in sorted(rest.jobs(), key=lambda j: j.get("start-time", 0)):

@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--skip-if-running", action="store_true",
                        help="do nothing (and print its id) when a job named --job-name is already running: makes submission idempotent")
     group.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the cluster, and with --wait for the job")
-    group.add_argument("--python-executable", default=sys.executable, help="Python interpreter on the cluster's machines (-pyexec; default: this one)")
+    group.add_argument("--python-executable", default=sys.executable, help="Python interpreter on the cluster's machines (-pyexec; default: this one, %(default)s)")
     group.add_argument("--flink-home", type=Path, default=None, help="Flink distribution whose bin/flink submits (default: $FLINK_HOME, else the pip package's)")
 
 
