@@ -95,6 +95,11 @@ def check_input_flags(args: argparse.Namespace, settings: Settings) -> None:
     for path in (args.events or []) + ([args.catalog] if args.catalog else []) + list(args.jar or []):
         if not Path(path).is_file():
             raise UsageError(f"input file not found: {path}")
+    if settings.embeddings is not None:
+        from state.embeddings import latest_version
+
+        if latest_version(settings.embeddings) is None:
+            raise UsageError(f"no embedding export in {settings.embeddings} (expected a `flowrec train --out` directory)")
 
 
 def choose_source(args: argparse.Namespace, settings: Settings):

@@ -63,8 +63,12 @@ def main(args: argparse.Namespace) -> int:
     if args.shards < 1 or args.chunk_lines < 1:
         raise UsageError("--shards and --chunk-lines must be >= 1")
     try:
+        inputs = expand_inputs(args.input)
+    except BackfillError as exc:  # no such file, or not an event file
+        raise UsageError(str(exc)) from None
+    try:
         job = BackfillJob(
-            inputs=expand_inputs(args.input),
+            inputs=inputs,
             config=settings.model,
             catalog=args.catalog,
             redis_url=settings.redis_url,
