@@ -94,7 +94,6 @@ class Settings:
     # idle, so windows close during lulls.  0 disables it, e.g. to feed dated
     # history through a spool directory (windows then close only as data advances).
     heartbeat_ms: int = 50
-    batch_timeout_ms: int = 20
     max_out_of_orderness_ms: int = 100
     # Restarts after a failure before the job gives up (0: fail at once).
     restart_attempts: int = 10
@@ -129,7 +128,6 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "item-shards": ("item_shards", positive_number),
     "batch-size": ("batch_size", positive_number),
     "heartbeat-ms": ("heartbeat_ms", whole_number),
-    "batch-timeout-ms": ("batch_timeout_ms", whole_number),
     "max-out-of-orderness-ms": ("max_out_of_orderness_ms", whole_number),
     "user-state-ttl-ms": ("user_state_ttl_ms", whole_number),
     "restart-attempts": ("restart_attempts", whole_number),
@@ -159,7 +157,6 @@ _HELP: dict[str, str] = {
     "item_shards": "key groups of items (fixed for a job's lifetime)",
     "batch_size": "events per Flink record (chunk)",
     "heartbeat_ms": "live inputs: advance event time every this many ms while idle (0: off)",
-    "batch_timeout_ms": "flush partly filled chunks after this many ms",
     "max_out_of_orderness_ms": "how late an event may be before it counts as late",
     "user_state_ttl_ms": "drop a user's state after this long without events, ms",
     "restart_attempts": "restarts after a failure before the job gives up",

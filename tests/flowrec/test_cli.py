@@ -226,8 +226,9 @@ def test_help_and_version_as_the_user_sees_them():
 
 
 def test_run_offers_no_flags_it_ignores():
-    run_options = {o for a in dict(every_parser())["run"]._actions for o in a.option_strings}
-    assert not {"--api-keys", "--datasets-dir"} & run_options
+    for command in ("run", "submit"):
+        options = {o for a in dict(every_parser())[command]._actions for o in a.option_strings}
+        assert not {"--api-keys", "--datasets-dir", "--batch-timeout-ms"} & options, command
     done = flowrec_process("run", "--events", "x.jsonl", "--api-keys", "k")
     assert done.returncode == 2 and "unrecognized arguments: --api-keys k" in done.stderr
 
