@@ -151,6 +151,32 @@ def run_job(settings: Settings, source, restore: str | None = None, job_name: st
     return env.execute_async(job_name)
 
 
+class _Py4jFilter(logging.Filter):
+    """Drops the Java gateway client's log records (py4j logs some through the root logger)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("py4j") or "/py4j/" in record.pathname)
+
+
+def silence_gateway_logs() -> None:
+    """Once the command is stopping, the Java gateway may be gone (a SIGTERM to the process group reaches it too):
+    py4j then logs a traceback for every call still made to it, down to the finalizers at exit.  Nothing in them helps."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_Py4jFilter())
+    logging.getLogger("py4j").setLevel(logging.CRITICAL + 1)
+
+
+def stop_job_quietly(job) -> None:
+    """Cancel the job if the Java gateway still answers; say nothing if it does not."""
+    silence_gateway_logs()
+    if job is None:
+        return
+    try:
+        job.cancel().result()
+    except Exception:  # the gateway is gone or the job has ended: nothing left to cancel
+        log.debug("cancelling the job failed", exc_info=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_job_arguments(parser)

@@ -109,7 +109,7 @@ def _show(client: redis.Redis, namespace: str, users: list[str], last: dict[str,
 
 
 def main(args: argparse.Namespace) -> int:
-    from pipelines.main import run_job
+    from pipelines.main import run_job, stop_job_quietly
     from pipelines.sources import DirectorySource
     from transforms.synthetic import write_shop
 
@@ -169,7 +169,7 @@ def main(args: argparse.Namespace) -> int:
     finally:
         stop.set()
         if job is not None:
-            job.cancel().result()
+            stop_job_quietly(job)
         api.terminate()
         api.wait(timeout=15)
         if local is not None:

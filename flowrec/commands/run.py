@@ -15,11 +15,12 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
-from flowrec.config import load_settings, redacted_url, require_redis
+from flowrec.config import UsageError, load_settings, redacted_url, require_redis
 from flowrec.localredis import LocalRedis
 from flowrec.progress import ProgressReporter
-from pipelines.main import add_job_arguments, choose_source, run_job
+from pipelines.main import add_job_arguments, choose_source, run_job, silence_gateway_logs, stop_job_quietly
 
 HELP = "run the streaming job on a local mini-cluster (a private Redis is started when none is configured)"
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     settings = load_settings(args)
+    if args.restore and "://" not in args.restore and not args.restore.startswith("file:") and not Path(args.restore).exists():
+        raise UsageError(f"savepoint or checkpoint not found: {args.restore}")
     source = choose_source(args, settings)
     local = None
     if settings.redis_url:
@@ -89,7 +92,7 @@ def run_with_progress(settings, source, args: argparse.Namespace) -> dict[str, o
     """Run the job to its end, printing progress; returns the summary.
 
     Interrupted (Ctrl-C, SIGTERM), the job is cancelled and the command ends
-    without the Java gateway's tracebacks (see :func:`_stop_quietly`).
+    without the Java gateway's tracebacks (see :func:`pipelines.main.stop_job_quietly`).
     """
     import redis
 
@@ -110,37 +113,11 @@ def run_with_progress(settings, source, args: argparse.Namespace) -> dict[str, o
         finished = True
         return reporter.summary()
     except (KeyboardInterrupt, SystemExit):
-        _stop_quietly(job)
+        stop_job_quietly(job)
         stopped = reporter.summary()
         print("stopped: " + " ".join(f"{k}={v}" for k, v in stopped.items()), file=sys.stderr, flush=True)
         raise
     finally:
         if not finished and job is not None:
-            _silence_py4j()
+            silence_gateway_logs()
         client.close()
-
-
-class _Py4jFilter(logging.Filter):
-    """Drops the Java gateway client's log records (py4j logs some through the root logger)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.name.startswith("py4j") or "/py4j/" in record.pathname)
-
-
-def _silence_py4j() -> None:
-    """Once the command is stopping, the Java gateway may be gone (a SIGTERM to the process group reaches it too):
-    py4j then logs a traceback for every call still made to it, down to the finalizers at exit.  Nothing in them helps."""
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_Py4jFilter())
-    logging.getLogger("py4j").setLevel(logging.CRITICAL + 1)
-
-
-def _stop_quietly(job) -> None:
-    """Cancel the job if the Java gateway still answers; say nothing if it does not."""
-    _silence_py4j()
-    if job is None:
-        return
-    try:
-        job.cancel().result()
-    except Exception:  # the gateway is gone or the job has ended: nothing left to cancel
-        log.debug("cancelling the job failed", exc_info=True)

@@ -116,6 +116,7 @@ def flowrec_process(*argv: str, env: dict[str, str] | None = None) -> subprocess
         (["run", "--socket", "127.0.0.1"], {}, "--socket: expected HOST:PORT"),
         (["run", "--events", "{events}", "--model-config", "{tmp}/missing.json"], {}, "model config file not found: .*missing.json"),
         (["run", "--events", "{tmp}/missing.jsonl"], {}, "input file not found"),
+        (["run", "--events", "{events}", "--restore", "{tmp}/no-savepoint"], {}, "savepoint or checkpoint not found"),
         (["run", "--socket-catalog", "127.0.0.1:1", "--events", "{events}"], {}, "--socket-catalog goes with --socket"),
         (["run", "--events", "{events}", "--parallelism", "0"], {}, "--parallelism: expected a whole number >= 1"),
         (["demo", "--model-config", "{tmp}/missing.json"], {}, "model config file not found"),

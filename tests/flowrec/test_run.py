@@ -7,6 +7,7 @@ from a second socket and stops quietly on SIGTERM.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -21,10 +22,9 @@ import orjson
 import pytest
 import redis
 
+from flowrec.commands.run import keep_local_redis
 from tests.envkit import clean_environment
 from transforms.synthetic import write_shop
-
-pytestmark = pytest.mark.flink
 
 REPO = Path(__file__).resolve().parents[2]
 EVENTS = 600
@@ -35,6 +35,7 @@ def flowrec(*argv: str) -> list[str]:
     return [sys.executable, "-m", "flowrec.cli", *argv]
 
 
+@pytest.mark.flink
 def test_a_bounded_run_without_redis_keeps_the_results_and_reports_progress(tmp_path: Path):
     shop = tmp_path / "shop"
     write_shop(shop, users=40, items=30, events=EVENTS, seed=5)
@@ -99,6 +100,7 @@ class LineServer:
         self.thread.join(timeout=10)
 
 
+@pytest.mark.flink
 def test_a_live_socket_job_reads_its_catalog_socket_and_stops_quietly_on_sigterm(tmp_path: Path, redis_client, redis_url):
     shop = tmp_path / "shop"
     write_shop(shop, users=30, items=20, events=3000, seed=3)
@@ -148,3 +150,28 @@ def test_a_live_socket_job_reads_its_catalog_socket_and_stops_quietly_on_sigterm
     after_signal = output[output.rindex("(lag"):]
     assert "Traceback" not in output and "py4j" not in after_signal, after_signal[-4000:]
     assert "stopped: events=" in after_signal
+
+
+class Terminal(io.StringIO):
+    """Keyboard input on a terminal: what the user types, then end of input."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    "choice, bounded, stdin, kept",
+    [
+        (None, True, io.StringIO(""), True),  # not a terminal: nobody to ask, keep the results
+        (None, True, Terminal("\n"), False),  # Enter on a terminal stops it
+        (None, True, Terminal(""), True),  # Ctrl-D keeps it
+        (None, False, Terminal("\n"), False),  # a live job's Redis stops with it, no question
+        (True, False, io.StringIO(""), True),  # --keep-redis
+        (False, True, Terminal("\n"), False),  # --no-keep-redis
+    ],
+)
+def test_the_private_redis_is_kept_or_stopped_as_asked(monkeypatch, capsys, choice, bounded, stdin, kept):
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert keep_local_redis(choice, bounded) is kept
+    asked = "press Enter to stop the local Redis" in capsys.readouterr().out
+    assert asked == (choice is None and bounded and isinstance(stdin, Terminal))
