@@ -60,6 +60,14 @@ def positive_number(text: str) -> int:
     return value
 
 
+def key_namespace(text: str) -> str:
+    """``text`` when it can start a Redis key (the rule of :func:`state.keys.redis_key`); raises ValueError otherwise."""
+    from state.keys import KeyKind, redis_key
+
+    redis_key(KeyKind.STATS, None, text)  # raises InvalidKeyPart (a ValueError) naming the rule
+    return text
+
+
 def redis_url(text: str) -> str:
     """``text`` when it is a Redis URL redis-py can connect to; raises ValueError otherwise.
 
@@ -116,7 +124,7 @@ class Settings:
 # Flag/env name -> (field, parser).  One table so flags and env vars never drift apart.
 _FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "redis-url": ("redis_url", redis_url),
-    "namespace": ("namespace", str),
+    "namespace": ("namespace", key_namespace),
     "user-ttl-s": ("user_ttl_s", whole_number),
     "item-ttl-s": ("item_ttl_s", whole_number),
     "parallelism": ("parallelism", positive_number),

@@ -119,6 +119,7 @@ def flowrec_process(*argv: str, env: dict[str, str] | None = None) -> subprocess
         (["run", "--events", "{events}", "--restore", "{tmp}/no-savepoint"], {}, "savepoint or checkpoint not found"),
         (["run", "--socket-catalog", "127.0.0.1:1", "--events", "{events}"], {}, "--socket-catalog goes with --socket"),
         (["run", "--events", "{events}", "--parallelism", "0"], {}, "--parallelism: expected a whole number >= 1"),
+        (["replay", "--events", "{events}", "--redis-url", "redis://127.0.0.1:1/0", "--namespace", "shop 1"], {}, "--namespace: namespace must match"),
         (["demo", "--model-config", "{tmp}/missing.json"], {}, "model config file not found"),
         (["demo", "--out", "{events}/demo"], {}, "cannot create the demo folder"),
         (["generate", "--out", "{events}/shop", "--users", "2", "--items", "2", "--events", "2"], {}, "cannot write the shop to"),
