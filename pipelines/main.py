@@ -31,7 +31,7 @@ JOB_SETTINGS = tuple(flag for flag in SETTINGS_FLAGS if flag not in ("api-keys",
 
 
 def host_port(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port); raises ValueError (argparse's one-line error) otherwise."""
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port); otherwise argparse's one-line error."""
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -88,10 +88,8 @@ def check_input_flags(args: argparse.Namespace, settings: Settings) -> None:
         raise UsageError("--socket-catalog goes with --socket")
     if getattr(args, "kafka_catalog_topic", None) and not args.kafka_brokers:
         raise UsageError("--kafka-catalog-topic goes with --kafka-brokers")
-    if args.kafka_brokers and not args.kafka_topic:
-        raise UsageError("--kafka-brokers needs --kafka-topic")
-    if args.kafka_brokers and not getattr(args, "kafka_group_id", "flowrec"):
-        raise UsageError("--kafka-group-id must not be empty")
+    if args.kafka_brokers:
+        kafka_input(args)
     for path in (args.events or []) + ([args.catalog] if args.catalog else []) + list(args.jar or []):
         if not Path(path).is_file():
             raise UsageError(f"input file not found: {path}")
@@ -102,8 +100,20 @@ def check_input_flags(args: argparse.Namespace, settings: Settings) -> None:
             raise UsageError(f"no embedding export in {settings.embeddings} (expected a `flowrec train --out` directory)")
 
 
+def kafka_input(args: argparse.Namespace):
+    """The :class:`pipelines.sources.KafkaInput` the Kafka flags describe; raises :class:`UsageError` if they do not fit."""
+    from pipelines.sources import KafkaInput
+
+    if not args.kafka_topic:
+        raise UsageError("--kafka-brokers needs --kafka-topic")
+    try:
+        return KafkaInput(args.kafka_brokers, args.kafka_topic, args.kafka_catalog_topic, args.kafka_group_id, args.kafka_starting_offsets)
+    except ValueError as exc:
+        raise UsageError(f"Kafka input: {exc}") from None
+
+
 def choose_source(args: argparse.Namespace, settings: Settings):
-    from pipelines.sources import DirectorySource, FileReplaySource, KafkaEventSource, KafkaInput, SocketSource
+    from pipelines.sources import DirectorySource, FileReplaySource, KafkaEventSource, SocketSource
 
     check_input_flags(args, settings)
     bootstrap = load_bootstrap(args, settings)
@@ -113,8 +123,7 @@ def choose_source(args: argparse.Namespace, settings: Settings):
         host, port = args.socket
         return SocketSource(host, port, heartbeat_ms=settings.heartbeat_ms, bootstrap=bootstrap, catalog=args.socket_catalog)
     if args.kafka_brokers:
-        kafka = KafkaInput(args.kafka_brokers, args.kafka_topic, args.kafka_catalog_topic, args.kafka_group_id, args.kafka_starting_offsets)
-        return KafkaEventSource(kafka, args.jar, heartbeat_ms=settings.heartbeat_ms, bootstrap=bootstrap)
+        return KafkaEventSource(kafka_input(args), args.jar, heartbeat_ms=settings.heartbeat_ms, bootstrap=bootstrap)
     return DirectorySource(settings.spool_dir, heartbeat_ms=settings.heartbeat_ms, bootstrap=bootstrap)
 
 

@@ -49,7 +49,8 @@ def test_socket_flags_build_a_source_with_a_catalog_socket():
     [
         (["--kafka-catalog-topic", "c", "--socket", "h:1"], "--kafka-catalog-topic goes with --kafka-brokers"),
         (["--kafka-brokers", "b:9092"], "--kafka-brokers needs --kafka-topic"),
-        (["--kafka-brokers", "b:9092", "--kafka-topic", "e", "--kafka-group-id", ""], "must not be empty"),
+        (["--kafka-brokers", "b:9092", "--kafka-topic", "e", "--kafka-group-id", ""], "Kafka input: the consumer group id must not be empty"),
+        (["--kafka-brokers", "b:9092", "--kafka-topic", "e", "--kafka-catalog-topic", "e"], "Kafka input: the catalog topic must differ"),
     ],
 )
 def test_input_flags_that_do_not_fit_are_usage_errors(argv, message):
