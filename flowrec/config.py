@@ -218,7 +218,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...
         # argparse expands %-formats in help texts.
         text = f"{_HELP[name]} (env {env}; default: {default})".replace("%", "%%")
         kind_of_flag = str if name in _CHOICES else _argument_type(flag, kind)
-        group.add_argument(f"--{flag}", dest=name, type=kind_of_flag, choices=_CHOICES.get(name), default=None, help=text)
+        metavar = "{true,false}" if kind is yes_or_no else None
+        group.add_argument(f"--{flag}", dest=name, type=kind_of_flag, choices=_CHOICES.get(name), default=None, metavar=metavar, help=text)
     if only is None or "model-config" in only:
         group.add_argument("--model-config", type=Path, default=None, metavar="FILE",
                            help="JSON file of model settings, e.g. from `flowrec tune` (env FLOWREC_MODEL_CONFIG; default: the built-in model)")
