@@ -1,31 +1,41 @@
 # flowrec: `make demo` runs the job on its embedded defaults, `make test` runs the suite.
-# Both create .venv and install what they need on first use.
+# Both create .venv and install what they need on first use: the demo the package alone,
+# the tests also the test tools and the `learn` extra (PyTorch + faiss, ~2 GB).
 
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+INSTALLED := $(VENV)/.installed
+INSTALLED_TEST := $(VENV)/.installed-test
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup setup-test demo test test-fast clean
 
-$(STAMP): pyproject.toml
+$(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,learn]'
-	@touch $(STAMP)
 
-setup: $(STAMP)
+$(INSTALLED): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
+	@touch $@
+
+$(INSTALLED_TEST): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[test,learn]'
+	@touch $@ $(INSTALLED)
+
+setup: $(INSTALLED)
 	@deploy/bootstrap.sh java redis
+
+setup-test: $(INSTALLED_TEST)
+	@deploy/bootstrap.sh java redis chromium
 
 demo: setup
 	$(VENV)/bin/flowrec demo
 
-test: setup
-	@deploy/bootstrap.sh chromium
+test: setup-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: setup
+test-fast: setup-test
 	$(PY) -m pytest -m "not flink and not cluster and not browser" $(PYTEST_ARGS)
 
 clean:

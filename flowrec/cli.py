@@ -4,16 +4,24 @@ Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
 ``main(args) -> int``.  Command modules keep heavy imports (PyFlink, Beam,
 torch) inside ``main``, so building the parser stays cheap; a command whose
 module is absent (an optional part) is simply not offered.
+
+A command that cannot go on raises :class:`flowrec.config.CommandError`
+(:class:`~flowrec.config.UsageError` for bad usage): it is printed as one
+line, and the exit status is 2 for bad usage, as for argparse's own errors.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import logging
 import signal
 import sys
 import threading
+
+from flowrec import __version__
+from flowrec.config import CommandError
 
 COMMANDS: dict[str, str] = {
     "generate": "flowrec.commands.generate",
@@ -42,12 +50,30 @@ def _available() -> dict[str, object]:
     return modules
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows every flag's default (when it has one and its help does not already say it)."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if _has_default(action) and "default" not in (action.help or ""):
+            action = copy.copy(action)
+            action.help = f"{action.help or ''} (default: %(default)s)".lstrip()
+        return super()._format_action(action)
+
+
+def _has_default(action: argparse.Action) -> bool:
+    if not action.option_strings or action.help == argparse.SUPPRESS or isinstance(action, argparse._StoreConstAction):
+        return False
+    return action.default not in (None, argparse.SUPPRESS) and action.default != [] and not isinstance(action.default, bool)
+
+
 def build_parser(modules: dict[str, object]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowrec", description="Real-time recommendations for online shops on Apache Flink.")
+    parser = argparse.ArgumentParser(prog="flowrec", description="Real-time recommendations for online shops on Apache Flink.",
+                                     formatter_class=HelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"flowrec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in modules.items():
-        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP, formatter_class=HelpFormatter)
         module.add_arguments(command)
         command.set_defaults(_main=module.main)
     return parser
@@ -67,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try:
         return int(args._main(args) or 0)
+    except CommandError as exc:
+        print(f"flowrec {args.command}: error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_status
+    except KeyboardInterrupt:  # Ctrl-C: the command's cleanup has run; a traceback would say nothing
+        print(f"flowrec {args.command}: interrupted", file=sys.stderr, flush=True)
+        return 128 + signal.SIGINT
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

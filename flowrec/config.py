@@ -11,11 +11,72 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
+from urllib.parse import urlsplit
 
 from transforms.config import ModelConfig
 
 ENV_PREFIX = "FLOWREC_"
+
+
+class CommandError(Exception):
+    """A command cannot go on; `flowrec` prints the message as one line and exits with :attr:`exit_status`."""
+
+    exit_status = 1
+
+
+class UsageError(CommandError, ValueError):
+    """Bad usage: a flag, an environment variable or a file the user named is wrong (exit status 2)."""
+
+    exit_status = 2
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def whole_number(text: str) -> int:
+    """An integer setting; raises ValueError saying what was expected."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+
+
+def yes_or_no(text: str) -> bool:
+    """A true/false setting: true, yes, 1 or false, no, 0 (any case)."""
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def positive_number(text: str) -> int:
+    """A setting that counts something there must be at least one of (parallelism, shards, batch size)."""
+    value = whole_number(text)
+    if value < 1:
+        raise ValueError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def key_namespace(text: str) -> str:
+    """``text`` when it can start a Redis key (the rule of :func:`state.keys.redis_key`); raises ValueError otherwise."""
+    from state.keys import KeyKind, redis_key
+
+    redis_key(KeyKind.STATS, None, text)  # raises InvalidKeyPart (a ValueError) naming the rule
+    return text
+
+
+def redis_url(text: str) -> str:
+    """``text`` when it is a Redis URL redis-py can connect to; raises ValueError otherwise.
+
+    The value is not repeated in the message: a URL may hold a password.
+    """
+    parts = urlsplit(text)
+    if parts.scheme not in REDIS_SCHEMES or not (parts.netloc or (parts.scheme == "unix" and parts.path)):
+        raise ValueError("a Redis URL starts with redis:// (rediss:// for TLS, unix:// for a socket), e.g. redis://localhost:6379/0")
+    return text
 
 
 @dataclass(frozen=True)
@@ -41,7 +102,6 @@ class Settings:
     # idle, so windows close during lulls.  0 disables it, e.g. to feed dated
     # history through a spool directory (windows then close only as data advances).
     heartbeat_ms: int = 50
-    batch_timeout_ms: int = 20
     max_out_of_orderness_ms: int = 100
     # Restarts after a failure before the job gives up (0: fail at once).
     restart_attempts: int = 10
@@ -65,30 +125,59 @@ class Settings:
 
 
 # Flag/env name -> (field, parser).  One table so flags and env vars never drift apart.
-_FIELDS: dict[str, tuple[str, object]] = {
-    "redis-url": ("redis_url", str),
-    "namespace": ("namespace", str),
-    "user-ttl-s": ("user_ttl_s", int),
-    "item-ttl-s": ("item_ttl_s", int),
-    "parallelism": ("parallelism", int),
+_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "redis-url": ("redis_url", redis_url),
+    "namespace": ("namespace", key_namespace),
+    "user-ttl-s": ("user_ttl_s", whole_number),
+    "item-ttl-s": ("item_ttl_s", whole_number),
+    "parallelism": ("parallelism", positive_number),
     "execution-mode": ("execution_mode", str),
-    "checkpoint-interval-ms": ("checkpoint_interval_ms", int),
+    "checkpoint-interval-ms": ("checkpoint_interval_ms", whole_number),
     "checkpoint-dir": ("checkpoint_dir", str),
     "state-backend": ("state_backend", str),
-    "user-shards": ("user_shards", int),
-    "item-shards": ("item_shards", int),
-    "batch-size": ("batch_size", int),
-    "heartbeat-ms": ("heartbeat_ms", int),
-    "batch-timeout-ms": ("batch_timeout_ms", int),
-    "max-out-of-orderness-ms": ("max_out_of_orderness_ms", int),
-    "user-state-ttl-ms": ("user_state_ttl_ms", int),
-    "restart-attempts": ("restart_attempts", int),
-    "record-freshness": ("record_freshness", lambda text: str(text).lower() in ("1", "true", "yes")),
+    "user-shards": ("user_shards", positive_number),
+    "item-shards": ("item_shards", positive_number),
+    "batch-size": ("batch_size", positive_number),
+    "heartbeat-ms": ("heartbeat_ms", whole_number),
+    "max-out-of-orderness-ms": ("max_out_of_orderness_ms", whole_number),
+    "user-state-ttl-ms": ("user_state_ttl_ms", whole_number),
+    "restart-attempts": ("restart_attempts", whole_number),
+    "record-freshness": ("record_freshness", yes_or_no),
     "datasets-dir": ("datasets_dir", Path),
     "spool-dir": ("spool_dir", Path),
     "embeddings": ("embeddings", Path),
     "api-keys": ("api_keys", lambda text: tuple(k for k in text.split(",") if k)),
-    "redis-deadline-ms": ("redis_deadline_ms", int),
+    "redis-deadline-ms": ("redis_deadline_ms", positive_number),
+}
+# The allowed values of the settings that have a fixed set.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "execution_mode": ("thread", "process"),
+    "state_backend": ("hashmap", "rocksdb"),
+}
+# What each setting is, for --help (the default and the environment variable are added).
+_HELP: dict[str, str] = {
+    "redis_url": "where results go: redis://[:PASSWORD@]HOST:PORT/DB, rediss:// for TLS",
+    "namespace": "first part of every Redis key",
+    "user_ttl_s": "expiry of per-user keys in Redis, seconds",
+    "item_ttl_s": "expiry of per-item keys in Redis, seconds",
+    "parallelism": "parallel instances of each operator",
+    "execution_mode": "where Python operators run: in the JVM's threads or in separate processes",
+    "checkpoint_interval_ms": "checkpoint every this many ms",
+    "checkpoint_dir": "where checkpoints go (path or URI)",
+    "state_backend": "Flink state backend",
+    "user_shards": "key groups of users (fixed for a job's lifetime)",
+    "item_shards": "key groups of items (fixed for a job's lifetime)",
+    "batch_size": "events per Flink record (chunk)",
+    "heartbeat_ms": "live inputs: advance event time every this many ms while idle (0: off)",
+    "max_out_of_orderness_ms": "how late an event may be before it counts as late",
+    "user_state_ttl_ms": "drop a user's state after this long without events, ms",
+    "restart_attempts": "restarts after a failure before the job gives up",
+    "record_freshness": "record event -> Redis lags (true/false)",
+    "datasets_dir": "folder holding the data sets (ml-100k/, taobao/)",
+    "spool_dir": "spool directory (events/, catalog/) the live job watches and the API writes",
+    "embeddings": "learned embeddings to start with: an export root (newest version) or a version directory",
+    "api_keys": "comma-separated bearer keys for the API's write endpoints",
+    "redis_deadline_ms": "the API's deadline for each Redis call on a request path, ms (then 503 with Retry-After)",
 }
 # REDIS_URL is the conventional name; FLOWREC_REDIS_URL also works.
 _EXTRA_ENV = {"redis_url": "REDIS_URL"}
@@ -97,20 +186,55 @@ _EXTRA_ENV = {"redis_url": "REDIS_URL"}
 SECRET_REDIS_URL_ENV = "FLOWREC_REDIS_URL_SECRET"
 
 
+# Every settings flag, in --help order.
+SETTINGS_FLAGS: tuple[str, ...] = (*_FIELDS, "model-config")
+
+
+def _argument_type(flag: str, kind: Callable[[str], object]) -> Callable[[str], object]:
+    """``kind`` for argparse: its ValueError message becomes argparse's one-line error (exit status 2)."""
+
+    def parse(text: str) -> object:
+        try:
+            return kind(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc) or f"invalid value for --{flag}") from None
+
+    parse.__name__ = getattr(kind, "__name__", flag)  # argparse names the type in some messages
+    return parse
+
+
+def _shown(value: object) -> str:
+    if value in (None, ()):
+        return "none"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def add_settings_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
     """Add the settings flags (all, or the named ones) to a command's parser."""
     group = parser.add_argument_group("settings (flags override FLOWREC_* environment variables)")
+    defaults = Settings()
     for flag, (name, kind) in _FIELDS.items():
         if only is not None and flag not in only:
             continue
         env = _EXTRA_ENV.get(name, ENV_PREFIX + name.upper())
-        group.add_argument(f"--{flag}", dest=name, type=kind, default=None, help=f"(env {env})")
+        default = "a private local redis-server where the command can start one" if name == "redis_url" else _shown(getattr(defaults, name))
+        # argparse expands %-formats in help texts.
+        text = f"{_HELP[name]} (env {env}; default: {default})".replace("%", "%%")
+        kind_of_flag = str if name in _CHOICES else _argument_type(flag, kind)
+        metavar = "{true,false}" if kind is yes_or_no else None
+        group.add_argument(f"--{flag}", dest=name, type=kind_of_flag, choices=_CHOICES.get(name), default=None, metavar=metavar, help=text)
     if only is None or "model-config" in only:
-        group.add_argument("--model-config", type=Path, default=None, help="JSON file of model settings (env FLOWREC_MODEL_CONFIG), e.g. from `flowrec tune`")
+        group.add_argument("--model-config", type=Path, default=None, metavar="FILE",
+                           help="JSON file of model settings, e.g. from `flowrec tune` (env FLOWREC_MODEL_CONFIG; default: the built-in model)")
 
 
 def load_settings(args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Build the frozen settings from parsed flags and an environment mapping (default: os.environ)."""
+    """Build the frozen settings from parsed flags and an environment mapping (default: os.environ).
+
+    Raises :class:`UsageError` naming the variable or file that is wrong.
+    """
     env = os.environ if env is None else env
     values: dict[str, object] = {}
     for flag, (name, kind) in _FIELDS.items():
@@ -123,17 +247,55 @@ def load_settings(args: argparse.Namespace | None = None, env: Mapping[str, str]
                 try:
                     values[name] = kind(env[env_name])
                 except ValueError as exc:
-                    raise ValueError(f"{env_name}={env[env_name]!r} is not valid: {exc}") from exc
+                    shown = "(hidden)" if name == "redis_url" else repr(env[env_name])
+                    raise UsageError(f"{env_name}={shown} is not valid: {exc}") from exc
                 break
     model_path = getattr(args, "model_config", None) if args is not None else None
     model_path = model_path or (Path(env["FLOWREC_MODEL_CONFIG"]) if env.get("FLOWREC_MODEL_CONFIG") else None)
     if model_path is not None:
-        values["model"] = ModelConfig.from_dict(json.loads(Path(model_path).read_text()))
+        values["model"] = read_model_config(Path(model_path))
     settings = Settings(**values)
-    if settings.execution_mode not in ("thread", "process"):
-        raise ValueError("execution mode must be 'thread' or 'process'")
-    if settings.state_backend not in ("hashmap", "rocksdb"):
-        raise ValueError("state backend must be 'hashmap' or 'rocksdb'")
-    if settings.redis_deadline_ms <= 0:
-        raise ValueError("the Redis deadline (redis_deadline_ms) must be a positive number of milliseconds")
+    for name, allowed in _CHOICES.items():
+        if getattr(settings, name) not in allowed:
+            raise UsageError(f"{name.replace('_', ' ')} must be one of {', '.join(allowed)} (--{name.replace('_', '-')}, env {ENV_PREFIX}{name.upper()})")
     return settings
+
+
+def read_model_config(path: Path) -> ModelConfig:
+    """The model settings in a JSON file (``--model-config``); raises :class:`UsageError` saying what is wrong with it."""
+    try:
+        return ModelConfig.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise UsageError(f"model config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read model config {path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"model config {path} is not valid JSON: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"model config {path}: {exc}") from None
+
+
+def require_redis(url: str, timeout_s: float = 3.0) -> None:
+    """Raise :class:`CommandError` unless the Redis at ``url`` answers a PING within ``timeout_s``.
+
+    Commands check before they start work, instead of failing (after retries) when they write.
+    """
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise CommandError(f"cannot reach Redis at {redacted_url(url)}: {exc}") from None
+    finally:
+        client.close()
+
+
+def redacted_url(url: str) -> str:
+    """A URL with its password (if any) replaced, for printing."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()

@@ -6,8 +6,8 @@ submit`).  Exactly one input is chosen:
 
 * ``--events FILE [FILE ...]`` (+ ``--catalog FILE``): bounded replay in event-time order;
 * ``--spool-dir DIR``: a directory watched continuously (``events/`` and ``catalog/``);
-* ``--socket HOST:PORT``: newline-delimited events from a TCP server;
-* ``--kafka-brokers B --kafka-topic T --jar connector.jar``: Kafka.
+* ``--socket HOST:PORT`` (+ ``--socket-catalog HOST:PORT``): newline-delimited events from a TCP server;
+* ``--kafka-brokers B --kafka-topic T --jar connector.jar`` (+ ``--kafka-catalog-topic``): Kafka.
 
 ``--bootstrap SNAPSHOT_DIR`` starts any of them from a backfill snapshot
 (see pipelines/BACKFILL.md): the process that builds the job reads the
@@ -22,20 +22,49 @@ import logging
 import sys
 from pathlib import Path
 
-from flowrec.config import Settings, add_settings_arguments, load_settings
+from flowrec.config import SETTINGS_FLAGS, CommandError, Settings, UsageError, add_settings_arguments, load_settings
 
 log = logging.getLogger(__name__)
 
+# The settings the job reads (the API keys and the datasets folder are other commands' business).
+JOB_SETTINGS = tuple(flag for flag in SETTINGS_FLAGS if flag not in ("api-keys", "datasets-dir"))
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port); otherwise argparse's one-line error."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, e.g. 127.0.0.1:9999, got {text!r}")
+    return host, int(port)
+
+
+def kafka_topic(text: str) -> str:
+    """A legal Kafka topic name (1-249 of ``[A-Za-z0-9._-]``)."""
+    from pipelines.sources import valid_kafka_topic
+
+    if not valid_kafka_topic(text):
+        raise argparse.ArgumentTypeError(f"not a Kafka topic name (1-249 chars of A-Z a-z 0-9 . _ -): {text!r}")
+    return text
+
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    from pipelines.sources import KAFKA_STARTING_OFFSETS, KafkaInput
+
     source = parser.add_argument_group("input (choose one)")
-    source.add_argument("--events", nargs="+", type=Path, help="event files to replay (.jsonl, .csv, .parquet)")
-    source.add_argument("--catalog", type=Path, help="catalog JSON-lines file (with --events)")
-    source.add_argument("--socket", help="HOST:PORT of a server sending newline-delimited events")
-    source.add_argument("--kafka-brokers", help="Kafka bootstrap servers")
-    source.add_argument("--kafka-topic", help="Kafka topic of events")
+    source.add_argument("--events", nargs="+", type=Path, metavar="FILE", help="event files to replay (.jsonl, .csv, .parquet)")
+    source.add_argument("--catalog", type=Path, metavar="FILE", help="catalog JSON-lines file (with --events)")
+    source.add_argument("--socket", type=host_port, metavar="HOST:PORT", help="a server sending newline-delimited events")
+    source.add_argument("--socket-catalog", type=host_port, metavar="HOST:PORT",
+                        help="with --socket: a server sending newline-delimited catalog upserts and embedding switches")
+    source.add_argument("--kafka-brokers", metavar="HOST:PORT[,...]", help="Kafka bootstrap servers")
+    source.add_argument("--kafka-topic", type=kafka_topic, help="Kafka topic of events")
+    source.add_argument("--kafka-catalog-topic", type=kafka_topic, help="Kafka topic of catalog upserts and embedding switches")
+    source.add_argument("--kafka-group-id", default=KafkaInput.group_id, help="Kafka consumer group (its committed offsets are where a new job resumes)")
+    source.add_argument("--kafka-starting-offsets", choices=KAFKA_STARTING_OFFSETS, default=KafkaInput.starting_offsets,
+                        help="where a consumer group without committed offsets starts reading")
     source.add_argument("--jar", action="append", type=Path, default=[], help="extra connector jar (repeatable), e.g. the Kafka connector")
-    parser.add_argument("--restore", help="savepoint or retained checkpoint to start from")
+    parser.add_argument("--restore", metavar="PATH", help="savepoint or retained checkpoint to start from")
     parser.add_argument(
         "--bootstrap",
         type=Path,
@@ -44,31 +73,57 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
         "from the snapshot's cutoff on (a file replay skips older ones). The snapshot is read where the job is built, "
         "its bootstrap lines are written under TMPDIR, which the job's task managers must read at the same path",
     )
-    parser.add_argument("--job-name", default="flowrec")
-    add_settings_arguments(parser)
+    parser.add_argument("--job-name", default="flowrec", help="the Flink job's name")
+    add_settings_arguments(parser, only=JOB_SETTINGS)
+
+
+def check_input_flags(args: argparse.Namespace, settings: Settings) -> None:
+    """Exactly one input, the flags that belong to it, and its files exist; raises :class:`UsageError` otherwise."""
+    chosen = [name for name in ("events", "socket", "kafka_brokers") if getattr(args, name, None)]
+    if settings.spool_dir is not None and not args.events:
+        chosen.append("spool_dir")
+    if len(chosen) != 1:
+        raise UsageError("choose exactly one input: --events FILE, --spool-dir DIR, --socket HOST:PORT or --kafka-brokers/--kafka-topic")
+    if getattr(args, "socket_catalog", None) and not args.socket:
+        raise UsageError("--socket-catalog goes with --socket")
+    if getattr(args, "kafka_catalog_topic", None) and not args.kafka_brokers:
+        raise UsageError("--kafka-catalog-topic goes with --kafka-brokers")
+    if args.kafka_brokers:
+        kafka_input(args)
+    for path in (args.events or []) + ([args.catalog] if args.catalog else []) + list(args.jar or []):
+        if not Path(path).is_file():
+            raise UsageError(f"input file not found: {path}")
+    if settings.embeddings is not None:
+        from state.embeddings import latest_version
+
+        if latest_version(settings.embeddings) is None:
+            raise UsageError(f"no embedding export in {settings.embeddings} (expected a `flowrec train --out` directory)")
+
+
+def kafka_input(args: argparse.Namespace):
+    """The :class:`pipelines.sources.KafkaInput` the Kafka flags describe; raises :class:`UsageError` if they do not fit."""
+    from pipelines.sources import KafkaInput
+
+    if not args.kafka_topic:
+        raise UsageError("--kafka-brokers needs --kafka-topic")
+    try:
+        return KafkaInput(args.kafka_brokers, args.kafka_topic, args.kafka_catalog_topic, args.kafka_group_id, args.kafka_starting_offsets)
+    except ValueError as exc:
+        raise UsageError(f"Kafka input: {exc}") from None
 
 
 def choose_source(args: argparse.Namespace, settings: Settings):
     from pipelines.sources import DirectorySource, FileReplaySource, KafkaEventSource, SocketSource
 
-    chosen = [name for name in ("events", "socket", "kafka_brokers") if getattr(args, name)]
-    if settings.spool_dir is not None and not args.events:
-        chosen.append("spool_dir")
-    if len(chosen) != 1:
-        raise SystemExit("choose exactly one input: --events FILE, --spool-dir DIR, --socket HOST:PORT or --kafka-brokers/--kafka-topic")
+    check_input_flags(args, settings)
     bootstrap = load_bootstrap(args, settings)
     if args.events:
-        missing = [p for p in args.events + ([args.catalog] if args.catalog else []) if not p.is_file()]
-        if missing:
-            raise SystemExit(f"input file not found: {missing[0]}")
         return FileReplaySource(args.events, args.catalog, chunk_size=settings.batch_size, bootstrap=bootstrap)
     if args.socket:
-        host, _, port = args.socket.rpartition(":")
-        return SocketSource(host or "127.0.0.1", int(port), heartbeat_ms=settings.heartbeat_ms, bootstrap=bootstrap)
+        host, port = args.socket
+        return SocketSource(host, port, heartbeat_ms=settings.heartbeat_ms, bootstrap=bootstrap, catalog=args.socket_catalog)
     if args.kafka_brokers:
-        if not args.kafka_topic:
-            raise SystemExit("--kafka-brokers needs --kafka-topic")
-        return KafkaEventSource(args.kafka_brokers, args.kafka_topic, args.jar, heartbeat_ms=settings.heartbeat_ms, bootstrap=bootstrap)
+        return KafkaEventSource(kafka_input(args), args.jar, heartbeat_ms=settings.heartbeat_ms, bootstrap=bootstrap)
     return DirectorySource(settings.spool_dir, heartbeat_ms=settings.heartbeat_ms, bootstrap=bootstrap)
 
 
@@ -78,12 +133,12 @@ def load_bootstrap(args: argparse.Namespace, settings: Settings):
 
     if getattr(args, "bootstrap", None) is None:
         return None
-    if getattr(args, "restore", None) or getattr(args, "savepoint", None):
-        raise SystemExit("--bootstrap starts a new job; a savepoint already holds its state: drop --bootstrap to restore")
+    if getattr(args, "restore", None) or getattr(args, "deprecated_savepoint", None):
+        raise UsageError("--bootstrap starts a new job; a savepoint already holds its state: drop --bootstrap to restore")
     try:
         return prepare_bootstrap(args.bootstrap, settings.model, settings.user_shards, settings.item_shards)
     except SnapshotError as exc:
-        raise SystemExit(f"cannot start from snapshot {args.bootstrap}: {exc}") from exc
+        raise UsageError(f"cannot start from snapshot {args.bootstrap}: {exc}") from exc
 
 
 # Restoring a savepoint into a job without some of its operators (e.g. the bootstrap sources).
@@ -96,7 +151,7 @@ def run_job(settings: Settings, source, restore: str | None = None, job_name: st
     from pipelines.job import RedisJobSink, build_job
 
     if not settings.redis_url:
-        raise SystemExit("no Redis configured: pass --redis-url or set REDIS_URL")
+        raise UsageError("no Redis configured: pass --redis-url or set REDIS_URL")
     env = create_environment(settings, restore_from=restore, extra=ALLOW_NON_RESTORED_STATE if allow_non_restored else None)
     build_job(env, source, RedisJobSink(settings.redis_url, settings.namespace), settings)
     if wait:
@@ -105,13 +160,43 @@ def run_job(settings: Settings, source, restore: str | None = None, job_name: st
     return env.execute_async(job_name)
 
 
+class _Py4jFilter(logging.Filter):
+    """Drops the Java gateway client's log records (py4j logs some through the root logger)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("py4j") or "/py4j/" in record.pathname)
+
+
+def silence_gateway_logs() -> None:
+    """Once the command is stopping, the Java gateway may be gone (a SIGTERM to the process group reaches it too):
+    py4j then logs a traceback for every call still made to it, down to the finalizers at exit.  Nothing in them helps."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_Py4jFilter())
+    logging.getLogger("py4j").setLevel(logging.CRITICAL + 1)
+
+
+def stop_job_quietly(job) -> None:
+    """Cancel the job if the Java gateway still answers; say nothing if it does not."""
+    silence_gateway_logs()
+    if job is None:
+        return
+    try:
+        job.cancel().result()
+    except Exception:  # the gateway is gone or the job has ended: nothing left to cancel
+        log.debug("cancelling the job failed", exc_info=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_job_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = load_settings(args)
-    run_job(settings, choose_source(args, settings), args.restore, args.job_name)
+    try:
+        settings = load_settings(args)
+        run_job(settings, choose_source(args, settings), args.restore, args.job_name)
+    except CommandError as exc:
+        print(f"pipelines/main.py: error: {exc}", file=sys.stderr)
+        return exc.exit_status
     return 0
 
 

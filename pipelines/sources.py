@@ -17,6 +17,7 @@ the live records until they have passed; see :class:`BootStreams`).
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -275,42 +276,104 @@ class DirectorySource:
         return _live_input(env, events, catalog, self.heartbeat_ms, self.bootstrap, self.workdir)
 
 
+def _socket_lines(env, host: str, port: int, name: str):
+    """Newline-delimited lines from a TCP server, via Flink's socket source (parallelism 1)."""
+    from pyflink.common import Types
+    from pyflink.datastream.functions import SourceFunction
+    from pyflink.java_gateway import get_gateway
+
+    jvm = get_gateway().jvm
+    function = jvm.org.apache.flink.streaming.api.functions.source.legacy.SocketTextStreamFunction(host, port, "\n", 0)
+    return env.add_source(SourceFunction(function), name, Types.STRING()).uid(name).set_parallelism(1)
+
+
 @dataclass
 class SocketSource:
-    """Newline-delimited events from a TCP server (live demos), via Flink's socket source."""
+    """Newline-delimited events from a TCP server (live demos), via Flink's socket source.
+
+    ``catalog`` (host, port): a second server sending catalog upserts and
+    embedding switches, one JSON object per line.
+    """
 
     host: str
     port: int
     heartbeat_ms: int = 50
     bootstrap: BootInput | None = None
     workdir: Path | None = None
+    catalog: tuple[str, int] | None = None
 
     def create(self, env) -> JobInput:
-        from pyflink.common import Types
-        from pyflink.datastream.functions import SourceFunction
-        from pyflink.java_gateway import get_gateway
-
-        jvm = get_gateway().jvm
-        function = jvm.org.apache.flink.streaming.api.functions.source.legacy.SocketTextStreamFunction(self.host, self.port, "\n", 0)
-        events = env.add_source(SourceFunction(function), "socket-events", Types.STRING()).uid("socket-events").set_parallelism(1)
-        return _live_input(env, events, None, self.heartbeat_ms, self.bootstrap, self.workdir)
+        events = _socket_lines(env, self.host, self.port, "socket-events")
+        catalog = None if self.catalog is None else _socket_lines(env, *self.catalog, "socket-catalog")
+        return _live_input(env, events, catalog, self.heartbeat_ms, self.bootstrap, self.workdir)
 
 
 KAFKA_JAR_HINT = "flink-sql-connector-kafka-<version>.jar (Maven Central: org.apache.flink:flink-sql-connector-kafka, a release for Flink 2.x)"
+# Where a consumer group without committed offsets starts: the oldest retained record, or new records only.
+KAFKA_STARTING_OFFSETS = ("earliest", "latest")
+_KAFKA_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def valid_kafka_topic(name: str) -> bool:
+    """Whether ``name`` is a legal Kafka topic name."""
+    return bool(_KAFKA_TOPIC.fullmatch(name)) and name not in (".", "..")
+
+
+@dataclass(frozen=True)
+class KafkaInput:
+    """What the job reads from Kafka: the brokers, the events topic, an optional catalog topic, the consumer group.
+
+    A job resumes from its savepoint's offsets; a new job from the group's
+    committed offsets (Flink commits them on every checkpoint); a group that
+    has none starts at ``starting_offsets``.
+    """
+
+    brokers: str
+    events_topic: str
+    catalog_topic: str | None = None
+    group_id: str = "flowrec"
+    starting_offsets: str = "earliest"
+
+    def __post_init__(self) -> None:
+        if self.starting_offsets not in KAFKA_STARTING_OFFSETS:
+            raise ValueError(f"starting offsets must be one of {', '.join(KAFKA_STARTING_OFFSETS)}")
+        if not self.group_id:
+            raise ValueError("the consumer group id must not be empty")
+        for topic in (self.events_topic, self.catalog_topic):
+            if topic is not None and not valid_kafka_topic(topic):
+                raise ValueError(f"not a Kafka topic name: {topic!r}")
+        if self.catalog_topic == self.events_topic:
+            raise ValueError("the catalog topic must differ from the events topic")
+
+    def topics(self) -> dict[str, str]:
+        """Source name -> topic: ``kafka-events``, and ``kafka-catalog`` when there is a catalog topic."""
+        named = {"kafka-events": self.events_topic}
+        if self.catalog_topic is not None:
+            named["kafka-catalog"] = self.catalog_topic
+        return named
+
+    def properties(self, source_name: str) -> dict[str, str]:
+        """The Kafka consumer properties of one source (the builder sets them; also what the tests check)."""
+        return {
+            "bootstrap.servers": self.brokers,
+            "group.id": self.group_id,
+            # Used by the committed-offsets initializer when the group has no offset for a partition.
+            "auto.offset.reset": self.starting_offsets,
+            # Distinct client ids, so the two sources' consumers are told apart in broker logs and metrics.
+            "client.id.prefix": f"{self.group_id}-{source_name}",
+        }
 
 
 @dataclass
 class KafkaEventSource:
-    """Events from a Kafka topic (values are JSON lines or arrays); needs the Kafka connector jar.
+    """Events (and optionally catalog records) from Kafka topics (values are JSON lines or arrays); needs the Kafka connector jar.
 
     The jar is not bundled with PyFlink; pass it with ``--jar``.  Without it the
     job stops at start-up with a message naming the jar.
     """
 
-    brokers: str
-    topic: str
+    kafka: KafkaInput
     jars: Sequence[Path] = ()
-    group_id: str = "flowrec"
     heartbeat_ms: int = 50
     bootstrap: BootInput | None = None
     workdir: Path | None = None
@@ -322,18 +385,25 @@ class KafkaEventSource:
             if not Path(jar).is_file():
                 raise RuntimeError(f"jar not found: {jar}")
         env.add_jars(*[Path(j).resolve().as_uri() for j in self.jars])
+        streams = {name: self._stream(env, name, topic) for name, topic in self.kafka.topics().items()}
+        return _live_input(env, streams["kafka-events"], streams.get("kafka-catalog"), self.heartbeat_ms, self.bootstrap, self.workdir)
+
+    def _stream(self, env, name: str, topic: str):
         from pyflink.common import WatermarkStrategy
         from pyflink.common.serialization import SimpleStringSchema
-        from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
+        from pyflink.datastream.connectors.kafka import KafkaOffsetResetStrategy, KafkaOffsetsInitializer, KafkaSource
 
-        source = (
+        reset = KafkaOffsetResetStrategy.EARLIEST if self.kafka.starting_offsets == "earliest" else KafkaOffsetResetStrategy.LATEST
+        builder = (
             KafkaSource.builder()
-            .set_bootstrap_servers(self.brokers)
-            .set_topics(self.topic)
-            .set_group_id(self.group_id)
-            .set_starting_offsets(KafkaOffsetsInitializer.committed_offsets())
+            .set_bootstrap_servers(self.kafka.brokers)
+            .set_topics(topic)
+            .set_group_id(self.kafka.group_id)
+            .set_starting_offsets(KafkaOffsetsInitializer.committed_offsets(reset))
             .set_value_only_deserializer(SimpleStringSchema())
-            .build()
         )
-        events = env.from_source(source, WatermarkStrategy.no_watermarks(), "kafka-events").uid("kafka-events")
-        return _live_input(env, events, None, self.heartbeat_ms, self.bootstrap, self.workdir)
+        for key, value in self.kafka.properties(name).items():
+            builder = builder.set_property(key, value)
+        # The catalog is one ordered stream (upserts apply in order); events keep the job's parallelism.
+        stream = env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), name).uid(name)
+        return stream.set_parallelism(1) if name == "kafka-catalog" else stream

@@ -10,7 +10,7 @@ import json
 import logging
 from pathlib import Path
 
-from flowrec.config import add_settings_arguments, load_settings
+from flowrec.config import CommandError, UsageError, add_settings_arguments, load_settings
 
 HELP = "compute the job's state from historical events on Apache Beam; write Redis and a snapshot to start the job from"
 log = logging.getLogger(__name__)
@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="a Beam pipeline option, repeatable, e.g. flink_master=host:8081, environment_type=LOOPBACK, direct_num_workers=2",
     )
-    parser.add_argument("--shards", type=int, default=16, help="user shards: units of parallel per-user replay (default 16)")
-    parser.add_argument("--chunk-lines", type=int, default=20_000, help="records per parse task (default 20000)")
+    parser.add_argument("--shards", type=int, default=16, help="user shards: units of parallel per-user replay")
+    parser.add_argument("--chunk-lines", type=int, default=20_000, help="records per parse task")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the counters")
     add_settings_arguments(parser, only=("redis-url", "namespace", "user-ttl-s", "item-ttl-s", "model-config"))
 
@@ -45,7 +45,7 @@ def beam_arguments(options: list[str]) -> list[str]:
     for option in options:
         name = option.lstrip("-")
         if not name or name.startswith("="):
-            raise SystemExit(f"bad --beam-option {option!r}: use NAME=VALUE")
+            raise UsageError(f"bad --beam-option {option!r}: use NAME=VALUE")
         out.append(f"--{name}")
     return out
 
@@ -57,14 +57,18 @@ def main(args: argparse.Namespace) -> int:
 
     settings = load_settings(args)
     if not settings.redis_url and args.snapshot is None:
-        raise SystemExit("flowrec backfill writes to Redis and/or a snapshot: pass --redis-url (or set REDIS_URL) and/or --snapshot DIR")
+        raise UsageError("flowrec backfill writes to Redis and/or a snapshot: pass --redis-url (or set REDIS_URL) and/or --snapshot DIR")
     if args.catalog is not None and not args.catalog.is_file():
-        raise SystemExit(f"catalog file not found: {args.catalog}")
+        raise UsageError(f"catalog file not found: {args.catalog}")
     if args.shards < 1 or args.chunk_lines < 1:
-        raise SystemExit("--shards and --chunk-lines must be >= 1")
+        raise UsageError("--shards and --chunk-lines must be >= 1")
+    try:
+        inputs = expand_inputs(args.input)
+    except BackfillError as exc:  # no such file, or not an event file
+        raise UsageError(str(exc)) from None
     try:
         job = BackfillJob(
-            inputs=expand_inputs(args.input),
+            inputs=inputs,
             config=settings.model,
             catalog=args.catalog,
             redis_url=settings.redis_url,
@@ -78,7 +82,7 @@ def main(args: argparse.Namespace) -> int:
         log.info("backfill of %d file(s) on %s", len(job.inputs), args.runner)
         result = run_backfill(job, runner=args.runner, beam_args=beam_arguments(args.beam_option))
     except (BackfillError, SnapshotError) as exc:
-        raise SystemExit(f"flowrec backfill: {exc}") from exc
+        raise CommandError(str(exc)) from exc
     summary = result.summary()
     if args.snapshot is not None:
         summary["snapshot"] = str(args.snapshot)

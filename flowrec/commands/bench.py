@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             if exc.name != path:
                 raise
             continue
-        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP, formatter_class=parser.formatter_class)
         module.add_arguments(command)
         command.set_defaults(_bench_main=module.main)
 

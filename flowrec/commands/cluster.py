@@ -8,7 +8,7 @@ any Flink 2.x cluster, local or remote::
     flowrec cluster start
     JOB=$(flowrec submit --spool-dir spool --redis-url redis://...)
     SAVEPOINT=$(flowrec cluster savepoint "$JOB" --stop)     # stop with a savepoint
-    flowrec submit --savepoint "$SAVEPOINT" ...               # resume (new code)
+    flowrec submit --restore "$SAVEPOINT" ...                 # resume (new code)
     flowrec cluster stop
 
 Machine-readable results (a job id, a savepoint path) go to stdout, one per
@@ -207,17 +207,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        ("stop", "stop the local session cluster"),
                        ("restart", "stop and start the local cluster with the same settings (needed after a code upgrade)"),
                        ("status", "show the local cluster's processes and REST overview")):
-        actions.add_parser(name, help=text, description=text)
-    jobs = actions.add_parser("jobs", help="list the cluster's jobs (id, state, name)")
+        actions.add_parser(name, help=text, description=text, formatter_class=parser.formatter_class)
+    jobs = actions.add_parser("jobs", help="list the cluster's jobs (id, state, name)", formatter_class=parser.formatter_class)
     add_jobmanager_argument(jobs)
-    savepoint = actions.add_parser("savepoint", help="take a savepoint of a running job; print its path")
+    savepoint = actions.add_parser("savepoint", help="take a savepoint of a running job; print its path", formatter_class=parser.formatter_class)
     savepoint.add_argument("job_id", help="the job id (`flowrec cluster jobs`)")
     savepoint.add_argument("--dir", default=None, help="target directory (default: the cluster's execution.checkpointing.savepoint-dir)")
     savepoint.add_argument("--stop", action="store_true", help="stop the job with this savepoint (for upgrades)")
     savepoint.add_argument("--drain", action="store_true", help="with --stop: advance event time to the end first, closing every window (final stop, not for upgrades)")
     savepoint.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the savepoint")
     add_jobmanager_argument(savepoint)
-    cancel = actions.add_parser("cancel", help="cancel a job without a savepoint (retained checkpoints stay)")
+    cancel = actions.add_parser("cancel", help="cancel a job without a savepoint (retained checkpoints stay)", formatter_class=parser.formatter_class)
     cancel.add_argument("job_id")
     cancel.add_argument("--timeout", type=float, default=60.0, help="seconds to wait until it is CANCELED")
     add_jobmanager_argument(cancel)
@@ -233,7 +233,13 @@ def _script(action: str) -> int:
 def main(args: argparse.Namespace) -> int:
     if args.action in ("start", "stop", "restart", "status"):
         return _script(args.action)
-    rest = FlinkRest(rest_base_url(args.jobmanager or default_jobmanager()))
+    try:
+        rest = FlinkRest(rest_base_url(args.jobmanager or default_jobmanager()))
+        if args.action != "jobs":
+            valid_job_id(args.job_id)
+    except ValueError as exc:  # bad usage: a malformed --jobmanager or job id
+        print(f"flowrec cluster {args.action}: error: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.action == "jobs":
             for job in sorted(rest.jobs(), key=lambda j: j.get("start-time", 0)):

@@ -23,7 +23,7 @@ from pathlib import Path
 import orjson
 import redis
 
-from flowrec.config import add_settings_arguments, load_settings
+from flowrec.config import UsageError, add_settings_arguments, load_settings
 from flowrec.localredis import LocalRedis, free_port
 from state.keys import KeyKind, redis_key
 from state.store import decode_list
@@ -109,15 +109,18 @@ def _show(client: redis.Redis, namespace: str, users: list[str], last: dict[str,
 
 
 def main(args: argparse.Namespace) -> int:
-    from pipelines.main import run_job
+    from pipelines.main import run_job, stop_job_quietly
     from pipelines.sources import DirectorySource
     from transforms.synthetic import write_shop
 
     settings = load_settings(args)
     out = args.out.resolve()
     shop, spool = out / "shop", out / "spool"
-    for folder in (shop, spool / "events", spool / "catalog"):
-        folder.mkdir(parents=True, exist_ok=True)
+    try:
+        for folder in (shop, spool / "events", spool / "catalog"):
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the demo folder {out}: {exc.strerror or exc}") from None
     for old in list((spool / "events").glob("*")) + list((spool / "catalog").glob("*")):
         old.unlink()
     print(f"generating a synthetic shop ({args.users} shoppers, {args.items} items, {args.events} events) in {shop}", flush=True)
@@ -166,7 +169,7 @@ def main(args: argparse.Namespace) -> int:
     finally:
         stop.set()
         if job is not None:
-            job.cancel().result()
+            stop_job_quietly(job)
         api.terminate()
         api.wait(timeout=15)
         if local is not None:

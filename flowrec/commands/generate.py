@@ -10,14 +10,14 @@ HELP = "write a synthetic shop (catalog.jsonl, events.jsonl, optionally Parquet)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--users", type=int, default=1000, help="number of shoppers (default 1000)")
-    parser.add_argument("--items", type=int, default=500, help="number of catalog items (default 500)")
-    parser.add_argument("--events", type=int, default=100_000, help="exact number of events (default 100000)")
-    parser.add_argument("--seed", type=int, default=7, help="random seed; the same seed writes identical files (default 7)")
+    parser.add_argument("--users", type=int, default=1000, help="number of shoppers")
+    parser.add_argument("--items", type=int, default=500, help="number of catalog items")
+    parser.add_argument("--events", type=int, default=100_000, help="exact number of events")
+    parser.add_argument("--seed", type=int, default=7, help="random seed; the same seed writes identical files")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created; existing files are overwritten)")
-    parser.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl", help="jsonl, or parquet to write Parquet files as well (default jsonl)")
-    parser.add_argument("--days", type=float, default=14.0, help="length of the simulated period in days (default 14)")
-    parser.add_argument("--start-ms", type=int, default=1_700_000_000_000, help="start of the simulated period, epoch ms (default 1700000000000)")
+    parser.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl", help="jsonl, or parquet to write Parquet files as well")
+    parser.add_argument("--days", type=float, default=14.0, help="length of the simulated period in days")
+    parser.add_argument("--start-ms", type=int, default=1_700_000_000_000, help="start of the simulated period, epoch ms")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -30,7 +30,10 @@ def main(args: argparse.Namespace) -> int:
             fmt=args.format, start_ms=args.start_ms, days=args.days,
         )
     except ValueError as exc:
-        print(f"flowrec generate: {exc}", file=sys.stderr)
+        print(f"flowrec generate: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the output folder cannot be created or written
+        print(f"flowrec generate: error: cannot write the shop to {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     counts = " ".join(f"{name}={count}" for name, count in summary.event_counts.items())
     print(

@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from flowrec.config import add_settings_arguments, load_settings
+from flowrec.config import UsageError, add_settings_arguments, load_settings, require_redis
 from pipelines.sources import read_event_lines
 from state.store import RedisStore
 from state.writes import Ttls, final_writes
@@ -24,8 +24,8 @@ HELP = "replay event files through the reference engine (no Flink) and write the
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--events", nargs="+", type=Path, required=True, help="event files (.jsonl, .csv, .parquet)")
-    parser.add_argument("--catalog", type=Path, help="catalog JSON-lines file")
+    parser.add_argument("--events", nargs="+", type=Path, required=True, metavar="FILE", help="event files (.jsonl, .csv, .parquet)")
+    parser.add_argument("--catalog", type=Path, metavar="FILE", help="catalog JSON-lines file")
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     add_settings_arguments(parser, only=("redis-url", "namespace", "user-ttl-s", "item-ttl-s", "model-config"))
 
@@ -33,9 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     if not settings.redis_url:
-        raise SystemExit("flowrec replay writes to Redis: pass --redis-url or set REDIS_URL")
+        raise UsageError("flowrec replay writes to Redis: pass --redis-url or set REDIS_URL")
+    for path in args.events + ([args.catalog] if args.catalog else []):
+        if not path.is_file():
+            raise UsageError(f"input file not found: {path}")
+    # Before the work, not after it: writes to an unreachable Redis would be retried for a minute.
+    require_redis(settings.redis_url)
     started = time.perf_counter()
-    lines = [line for path in args.events for line in read_event_lines(path)]
+    try:
+        lines = [line for path in args.events for line in read_event_lines(path)]
+    except ValueError as exc:  # an unsupported file type
+        raise UsageError(str(exc)) from None
     parsed = parse_json_lines(lines)
     catalog, catalog_rejections = ([], [])
     if args.catalog:

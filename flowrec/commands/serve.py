@@ -18,7 +18,7 @@ HELP = "run the lookup and ingest HTTP API, with the /demo page, on uvicorn"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (metrics are per process)")
     parser.add_argument("--catalog", type=Path, default=None, help="catalog JSON-lines file for browsing (demo shop window), loaded once")

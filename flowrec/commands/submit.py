@@ -36,8 +36,8 @@ from flowrec.commands.cluster import (
     rest_base_url,
     run_dir,
 )
-from flowrec.config import SECRET_REDIS_URL_ENV, load_settings
-from pipelines.main import add_job_arguments, load_bootstrap
+from flowrec.config import SECRET_REDIS_URL_ENV, UsageError, load_settings
+from pipelines.main import add_job_arguments, check_input_flags, load_bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +46,16 @@ HELP = "submit the streaming job to a Flink cluster (flink run -py pipelines/mai
 MAIN_SCRIPT = Path(__file__).resolve().parent.parent.parent / "pipelines" / "main.py"
 _SUBMITTED = re.compile(r"JobID ([0-9a-f]{32})")
 # Job flags submit handles itself instead of passing them to pipelines/main.py.
-# Secrets stay out of `flink run` command lines and logs: the job never reads the API keys,
-# and the Redis URL travels in the environment.
-_NOT_FORWARDED = {"restore", "redis_url", "api_keys", "help"}
+# Secrets stay out of `flink run` command lines and logs: the Redis URL travels in the environment.
+_NOT_FORWARDED = {"restore", "redis_url", "help"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_job_arguments(parser)
     group = parser.add_argument_group("submission")
     add_jobmanager_argument(group)
-    group.add_argument("--savepoint", default=None, help="start from this savepoint or retained checkpoint (flink run -s); same as --restore")
+    # The old name of --restore, kept so scripts keep working; it warns (see main).
+    group.add_argument("--savepoint", dest="deprecated_savepoint", default=None, help=argparse.SUPPRESS)
     group.add_argument("--allow-non-restored-state", action="store_true", help="skip savepoint state of operators the new job no longer has")
     wait = group.add_mutually_exclusive_group()
     wait.add_argument("--detached", dest="wait", action="store_false", help="return once the job is accepted (default)")
@@ -63,8 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.set_defaults(wait=False)
     group.add_argument("--skip-if-running", action="store_true",
                        help="do nothing (and print its id) when a job named --job-name is already running: makes submission idempotent")
-    group.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the cluster, and with --wait for the job (default 600)")
-    group.add_argument("--python-executable", default=sys.executable, help="Python interpreter on the cluster's machines (-pyexec; default: this one)")
+    group.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the cluster, and with --wait for the job")
+    group.add_argument("--python-executable", default=sys.executable, help="Python interpreter on the cluster's machines (-pyexec; default: this one, %(default)s)")
     group.add_argument("--flink-home", type=Path, default=None, help="Flink distribution whose bin/flink submits (default: $FLINK_HOME, else the pip package's)")
 
 
@@ -117,16 +117,14 @@ def job_arguments(args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def check_inputs(args: argparse.Namespace, spool_dir: Path | None) -> None:
-    """Fail fast (before a JVM starts) unless exactly one input is chosen and its files exist."""
-    chosen = [name for name in ("events", "socket", "kafka_brokers") if getattr(args, name, None)]
-    if spool_dir is not None and not args.events:
-        chosen.append("spool_dir")
-    if len(chosen) != 1:
-        raise SystemExit("choose exactly one input: --events FILE, --spool-dir DIR, --socket HOST:PORT or --kafka-brokers/--kafka-topic")
-    for path in (args.events or []) + ([args.catalog] if args.catalog else []) + list(args.jar or []):
-        if not Path(path).is_file():
-            raise SystemExit(f"input file not found: {path}")
+def restore_path(args: argparse.Namespace) -> str | None:
+    """``--restore``, or the deprecated ``--savepoint`` (with a warning on stderr)."""
+    if args.deprecated_savepoint is None:
+        return args.restore
+    if args.restore is not None and args.restore != args.deprecated_savepoint:
+        raise UsageError("--savepoint is the old name of --restore: give the path once, as --restore")
+    print("flowrec submit: warning: --savepoint is deprecated, use --restore (as flowrec run does)", file=sys.stderr, flush=True)
+    return args.deprecated_savepoint
 
 
 def flink_command(home: Path, jobmanager: str, job_argv: list[str], python: str, savepoint: str | None,
@@ -159,11 +157,10 @@ def client_environment(redis_url: str, cluster_dir: Path, env: Mapping[str, str]
 def main(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     if not settings.redis_url:
-        raise SystemExit("flowrec submit needs Redis reachable from the cluster: pass --redis-url or set REDIS_URL")
-    if args.savepoint and args.restore and args.savepoint != args.restore:
-        raise SystemExit("give the savepoint once: --savepoint or --restore")
-    savepoint = args.savepoint or args.restore
-    check_inputs(args, settings.spool_dir)
+        raise UsageError("flowrec submit needs Redis reachable from the cluster: pass --redis-url or set REDIS_URL")
+    savepoint = restore_path(args)
+    # Fail fast, before a JVM starts.
+    check_input_flags(args, settings)
     # Fail before any JVM starts when the snapshot is unusable (the Flink client reads it again).
     load_bootstrap(args, settings)
     jobmanager = args.jobmanager or default_jobmanager()

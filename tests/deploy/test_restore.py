@@ -106,7 +106,7 @@ def test_stop_with_savepoint_and_resume_equals_an_uninterrupted_replay(flink_clu
     # Input arriving while the job is down is picked up after the restore.
     spool_write(spool / "events", "part-2.jsonl", event_array_lines(events.take(slice(half, len(events)))))
     # Resumed at a higher parallelism: keyed state is redistributed (rescaling through a savepoint).
-    second = flink_cluster.flowrec(*submit, "--savepoint", savepoint, "--parallelism", "2")
+    second = flink_cluster.flowrec(*submit, "--restore", savepoint, "--parallelism", "2")
     assert second.returncode == 0, second.stderr[-4000:]
     second_job = second.stdout.strip()
     wait_for("every event counted", lambda: events_counted(redis_client) == len(events))

@@ -105,7 +105,7 @@ def test_flowrec_submit_logs_no_secret(flink_cluster, password_redis: LocalRedis
     write_shop(tmp_path / "shop", users=40, items=30, events=EVENTS, seed=5)
     done = flink_cluster.flowrec(
         "submit", "--events", str(tmp_path / "shop" / "events.jsonl"), "--catalog", str(tmp_path / "shop" / "catalog.jsonl"),
-        "--redis-url", password_redis.url, "--api-keys", secret.api_key, "--namespace", "leakcheck", "--restart-attempts", "0",
+        "--redis-url", password_redis.url, "--namespace", "leakcheck", "--restart-attempts", "0",
         "--jobmanager", flink_cluster.jobmanager, "--wait", "--timeout", "400",
     )
     assert done.returncode == 0, done.stderr[-4000:]
@@ -130,7 +130,7 @@ def test_flowrec_run_logs_no_secret(password_redis: LocalRedis, secret: Secrets,
     log_dir.mkdir()
     done = subprocess.run(
         [sys.executable, "-m", "flowrec.cli", "run", "--events", str(tmp_path / "shop" / "events.jsonl"),
-         "--catalog", str(tmp_path / "shop" / "catalog.jsonl"), "--redis-url", password_redis.url, "--api-keys", secret.api_key,
+         "--catalog", str(tmp_path / "shop" / "catalog.jsonl"), "--redis-url", password_redis.url,
          "--restart-attempts", "0", "--checkpoint-dir", str(tmp_path / "checkpoints")],
         cwd=REPO, env=clean_environment(FLINK_LOG_DIR=str(log_dir)), capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
     )

@@ -10,7 +10,8 @@ import pytest
 
 from flowrec import cli
 from flowrec.commands import cluster, submit
-from pipelines.main import add_job_arguments
+from flowrec.config import Settings, UsageError
+from pipelines.main import add_job_arguments, check_input_flags
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -27,8 +28,8 @@ def test_job_arguments_round_trip_through_mains_parser(tmp_path: Path, monkeypat
     monkeypatch.chdir(tmp_path)
     args = parse(
         "submit", "--events", "a.jsonl", "b.csv", "--catalog", "cat.jsonl", "--parallelism", "2",
-        "--jar", "k1.jar", "--jar", "k2.jar", "--record-freshness", "true", "--api-keys", "x,y",
-        "--namespace", "shop1", "--redis-url", "redis://:secret@r:6379/0", "--savepoint", "/sp/1", "--job-name", "recs",
+        "--jar", "k1.jar", "--jar", "k2.jar", "--record-freshness", "true",
+        "--namespace", "shop1", "--redis-url", "redis://:secret@r:6379/0", "--restore", "/sp/1", "--job-name", "recs",
     )
     argv = submit.job_arguments(args)
     assert "--redis-url" not in argv and not any("secret" in a for a in argv), "the URL travels in the environment"
@@ -39,7 +40,6 @@ def test_job_arguments_round_trip_through_mains_parser(tmp_path: Path, monkeypat
     assert forwarded.jar == [tmp_path / "k1.jar", tmp_path / "k2.jar"]
     assert forwarded.parallelism == 2 and forwarded.namespace == "shop1" and forwarded.job_name == "recs"
     assert forwarded.record_freshness is True
-    assert forwarded.api_keys is None  # secrets are not forwarded to the job's command line
     assert forwarded.redis_url is None and forwarded.restore is None
 
 
@@ -79,23 +79,23 @@ def test_client_environment_carries_the_redis_url_and_the_local_conf(tmp_path: P
 def test_check_inputs_wants_exactly_one_existing_input(tmp_path: Path):
     events = tmp_path / "e.jsonl"
     events.write_text("")
-    submit.check_inputs(parse("submit", "--events", str(events)), None)
-    submit.check_inputs(parse("submit", "--spool-dir", str(tmp_path)), tmp_path)
-    with pytest.raises(SystemExit, match="exactly one input"):
-        submit.check_inputs(parse("submit"), None)
-    with pytest.raises(SystemExit, match="exactly one input"):
-        submit.check_inputs(parse("submit", "--socket", "h:1", "--kafka-brokers", "k:9092"), None)
-    with pytest.raises(SystemExit, match="not found: .*missing.jsonl"):
-        submit.check_inputs(parse("submit", "--events", str(tmp_path / "missing.jsonl")), None)
+    check_input_flags(parse("submit", "--events", str(events)), Settings())
+    check_input_flags(parse("submit", "--spool-dir", str(tmp_path)), Settings(spool_dir=tmp_path))
+    with pytest.raises(UsageError, match="exactly one input"):
+        check_input_flags(parse("submit"), Settings())
+    with pytest.raises(UsageError, match="exactly one input"):
+        check_input_flags(parse("submit", "--socket", "h:1", "--kafka-brokers", "k:9092"), Settings())
+    with pytest.raises(UsageError, match="not found: .*missing.jsonl"):
+        check_input_flags(parse("submit", "--events", str(tmp_path / "missing.jsonl")), Settings())
 
 
-def test_submit_refuses_to_run_without_redis(tmp_path: Path, monkeypatch):
+def test_submit_refuses_to_run_without_redis(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.delenv("REDIS_URL", raising=False)
     monkeypatch.delenv("FLOWREC_REDIS_URL", raising=False)
     events = tmp_path / "e.jsonl"
     events.write_text("")
-    with pytest.raises(SystemExit, match="needs Redis"):
-        cli.main(["submit", "--events", str(events), "--jobmanager", "localhost:1"])
+    assert cli.main(["submit", "--events", str(events), "--jobmanager", "localhost:1"]) == 2
+    assert "needs Redis" in capsys.readouterr().err
 
 
 def test_submit_reports_an_unreachable_cluster(tmp_path: Path, capsys):

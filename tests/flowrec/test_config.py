@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flowrec.config import Settings, add_settings_arguments, load_settings
+from flowrec.config import Settings, UsageError, add_settings_arguments, load_settings
 from transforms.config import ModelConfig
 
 
@@ -77,16 +77,38 @@ def test_model_config_file_from_flag_or_env(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "argv, env, message",
+    "env, message",
     [
-        (["--execution-mode", "fork"], {}, "execution mode"),
-        ([], {"FLOWREC_EXECUTION_MODE": "cluster"}, "execution mode"),
-        (["--state-backend", "memory"], {}, "state backend"),
+        ({"FLOWREC_EXECUTION_MODE": "cluster"}, "execution mode must be one of thread, process"),
+        ({"FLOWREC_STATE_BACKEND": "memory"}, "state backend must be one of hashmap, rocksdb"),
     ],
 )
-def test_bad_choices(argv, env, message):
-    with pytest.raises(ValueError, match=message):
-        load_settings(parse(argv), env=env)
+def test_bad_choices_in_the_environment_are_usage_errors(env, message):
+    with pytest.raises(UsageError, match=message):
+        load_settings(parse([]), env=env)
+
+
+@pytest.mark.parametrize("argv", [["--execution-mode", "fork"], ["--state-backend", "memory"], ["--redis-url", "localhost:6391"]])
+def test_bad_flag_values_are_argparse_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse(argv)
+    assert exc.value.code == 2
+    assert argv[0] in capsys.readouterr().err
+
+
+def test_redis_url_needs_a_scheme_and_is_not_echoed():
+    with pytest.raises(UsageError, match="REDIS_URL=\\(hidden\\) is not valid: a Redis URL starts with redis://"):
+        load_settings(parse([]), env={"REDIS_URL": "user:pw@localhost:6391"})
+    for url in ("redis://localhost:6391/0", "rediss://:pw@h:1/2", "unix:///run/redis.sock"):
+        assert load_settings(parse([]), env={"REDIS_URL": url}).redis_url == url
+
+
+def test_model_config_problems_are_usage_errors(tmp_path):
+    with pytest.raises(UsageError, match="model config file not found: .*nope.json"):
+        load_settings(parse(["--model-config", str(tmp_path / "nope.json")]), env={})
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(UsageError, match="is not valid JSON"):
+        load_settings(parse(["--model-config", str(tmp_path / "bad.json")]), env={})
 
 
 def test_only_adds_the_named_flags():
@@ -118,5 +140,5 @@ def test_redis_deadline_from_flag_or_env_and_positive():
     assert load_settings(parse([]), env={"FLOWREC_REDIS_DEADLINE_MS": "250"}).redis_deadline_ms == 250
     assert load_settings(parse(["--redis-deadline-ms", "40"]), env={"FLOWREC_REDIS_DEADLINE_MS": "250"}).redis_deadline_ms == 40
     for bad in ("0", "-5"):
-        with pytest.raises(ValueError, match="redis_deadline_ms"):
+        with pytest.raises(ValueError, match="REDIS_DEADLINE_MS"):
             load_settings(parse([]), env={"FLOWREC_REDIS_DEADLINE_MS": bad})

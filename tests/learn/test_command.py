@@ -55,5 +55,17 @@ def test_missing_torch_names_the_extra(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
     assert cli.main(["train", "--dataset", "ml-100k", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "needs torch" in err and "pip install '.[learn]'" in err
+    assert "needs torch" in err
+    # The exact command for this interpreter and checkout, not a `pip` that may belong to another Python.
+    repo = Path(__file__).resolve().parents[2]
+    assert err.rstrip().endswith(f"install it with: {sys.executable} -m pip install -e '{repo}[learn]'"), err
     assert not any(tmp_path.iterdir())
+
+
+def test_missing_torch_in_a_real_process_prints_one_line_with_the_install_command(tmp_path):
+    # sys.modules[name] = None is how Python marks a module as not importable: find_spec then returns None.
+    hide_torch = "import sys; sys.modules['torch'] = None; from flowrec.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", hide_torch, "train", "--dataset", "ml-100k", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].endswith(f"-m pip install -e '{Path(__file__).resolve().parents[2]}[learn]'"), done.stderr

@@ -10,6 +10,7 @@ the parsers' handling of bootstrap lines, the replay's cutoff, the CLI errors.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import redis
 
 from flowrec import cli
 from flowrec.commands import submit
-from flowrec.config import Settings
+from flowrec.config import Settings, UsageError
 from flowrec.localredis import LocalRedis
 from pipelines.backfill import BackfillJob, run_backfill
 from pipelines.bootstrap import BOOT_PREFIX, BootRecord, prepare_bootstrap, read_snapshot, restore_engine
@@ -241,12 +242,16 @@ def test_a_replay_from_a_snapshot_skips_records_before_the_cutoff():
 # -- the command line ------------------------------------------------------------------------
 
 
-def test_run_refuses_a_missing_corrupt_or_mismatched_snapshot(backfilled, tmp_path: Path):
+def refused(argv: list[str], capsys) -> str:
+    """What `flowrec` printed when it refused ``argv`` as bad usage (exit status 2)."""
+    assert cli.main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_run_refuses_a_missing_corrupt_or_mismatched_snapshot(backfilled, tmp_path: Path, capsys):
     events_path, snap = backfilled[3], backfilled[5]
-    with pytest.raises(SystemExit, match="cannot start from snapshot .*no complete snapshot"):
-        cli.main(["run", "--events", str(events_path), "--bootstrap", str(tmp_path / "nothing")])
-    with pytest.raises(SystemExit, match=r"cannot start from snapshot .*other model settings \(model_refresh_ms: snapshot 60000, now 1000\)"):
-        cli.main(["run", "--events", str(events_path), "--bootstrap", str(snap)])  # default model settings
+    assert re.search("cannot start from snapshot .*no complete snapshot", refused(["run", "--events", str(events_path), "--bootstrap", str(tmp_path / "nothing")], capsys))
+    assert re.search(r"cannot start from snapshot .*other model settings \(model_refresh_ms: snapshot 60000, now 1000\)", refused(["run", "--events", str(events_path), "--bootstrap", str(snap)], capsys))  # default model settings
     config_file = tmp_path / "model.json"
     config_file.write_text(orjson.dumps(CONFIG.to_dict()).decode())
     broken = tmp_path / "broken"
@@ -254,23 +259,20 @@ def test_run_refuses_a_missing_corrupt_or_mismatched_snapshot(backfilled, tmp_pa
     for path in snap.iterdir():
         (broken / path.name).write_bytes(path.read_bytes())
     (broken / "items.parquet").write_bytes(b"PAR1 not parquet")
-    with pytest.raises(SystemExit, match="cannot start from snapshot .*malformed snapshot"):
-        cli.main(["run", "--events", str(events_path), "--model-config", str(config_file), "--bootstrap", str(broken)])
+    assert re.search("cannot start from snapshot .*malformed snapshot", refused(["run", "--events", str(events_path), "--model-config", str(config_file), "--bootstrap", str(broken)], capsys))
     pq.write_table(pa.table({"item": ["a"]}), broken / "items.parquet")
-    with pytest.raises(SystemExit, match="cannot start from snapshot .*malformed snapshot: KeyError"):
-        cli.main(["run", "--events", str(events_path), "--model-config", str(config_file), "--bootstrap", str(broken)])
-    with pytest.raises(SystemExit, match="--bootstrap starts a new job"):
-        cli.main(["run", "--events", str(events_path), "--model-config", str(config_file), "--bootstrap", str(snap), "--restore", str(tmp_path)])
+    assert re.search("cannot start from snapshot .*malformed snapshot: KeyError", refused(["run", "--events", str(events_path), "--model-config", str(config_file), "--bootstrap", str(broken)], capsys))
+    assert re.search("--bootstrap starts a new job", refused(["run", "--events", str(events_path), "--model-config", str(config_file), "--bootstrap", str(snap), "--restore", str(tmp_path)], capsys))
 
 
 def test_submit_checks_the_snapshot_before_contacting_a_cluster_and_forwards_it(backfilled, tmp_path: Path, monkeypatch):
     events_path, snap = backfilled[3], backfilled[5]
     parser = cli.build_parser(cli._available())
     args = parser.parse_args(["submit", "--events", str(events_path), "--redis-url", "redis://127.0.0.1:1/0", "--bootstrap", str(tmp_path / "none")])
-    with pytest.raises(SystemExit, match="cannot start from snapshot"):
+    with pytest.raises(UsageError, match="cannot start from snapshot"):
         submit.main(args)
-    args = parser.parse_args(["submit", "--events", str(events_path), "--redis-url", "redis://127.0.0.1:1/0", "--bootstrap", str(snap), "--savepoint", "/sp"])
-    with pytest.raises(SystemExit, match="--bootstrap starts a new job"):
+    args = parser.parse_args(["submit", "--events", str(events_path), "--redis-url", "redis://127.0.0.1:1/0", "--bootstrap", str(snap), "--restore", "/sp"])
+    with pytest.raises(UsageError, match="--bootstrap starts a new job"):
         submit.main(args)
     monkeypatch.chdir(snap.parent)
     argv = submit.job_arguments(parser.parse_args(["submit", "--spool-dir", "/s", "--bootstrap", snap.name]))

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from pipelines.operators import split_chunk
-from pipelines.sources import KafkaEventSource, pack_chunks, read_event_lines
+from pipelines.sources import KafkaEventSource, KafkaInput, pack_chunks, read_event_lines
 from transforms.events import parse_json_lines
 
 
@@ -37,6 +37,36 @@ def test_event_files_in_every_format_read_alike(tmp_path: Path):
 
 def test_kafka_without_the_connector_jar_fails_at_start_naming_the_jar():
     with pytest.raises(RuntimeError, match="flink-sql-connector-kafka"):
-        KafkaEventSource("127.0.0.1:9092", "events").create(env=None)
+        KafkaEventSource(KafkaInput("127.0.0.1:9092", "events")).create(env=None)
     with pytest.raises(RuntimeError, match="jar not found"):
-        KafkaEventSource("127.0.0.1:9092", "events", jars=[Path("/nonexistent/flink-sql-connector-kafka-4.0.jar")]).create(env=None)
+        KafkaEventSource(KafkaInput("127.0.0.1:9092", "events"), jars=[Path("/nonexistent/flink-sql-connector-kafka-4.0.jar")]).create(env=None)
+
+
+def test_kafka_input_reads_a_catalog_topic_with_the_configured_group_and_starting_offsets():
+    kafka = KafkaInput("b1:9092,b2:9092", "shop.events", catalog_topic="shop.catalog", group_id="recs-eu", starting_offsets="latest")
+    assert kafka.topics() == {"kafka-events": "shop.events", "kafka-catalog": "shop.catalog"}
+    for name in ("kafka-events", "kafka-catalog"):
+        assert kafka.properties(name) == {
+            "bootstrap.servers": "b1:9092,b2:9092",
+            "group.id": "recs-eu",
+            "auto.offset.reset": "latest",
+            "client.id.prefix": f"recs-eu-{name}",
+        }
+    plain = KafkaInput("b:9092", "events")
+    assert plain.topics() == {"kafka-events": "events"}, "no catalog topic: the job has no catalog input, as before"
+    # A new consumer group reads what the topic still holds unless told otherwise.
+    assert plain.properties("kafka-events")["auto.offset.reset"] == "earliest" and plain.group_id == "flowrec"
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"starting_offsets": "committed"}, "starting offsets"),
+        ({"group_id": ""}, "group id"),
+        ({"catalog_topic": "bad topic"}, "not a Kafka topic"),
+        ({"catalog_topic": "events"}, "must differ"),
+    ],
+)
+def test_kafka_input_rejects_bad_settings(fields, message):
+    with pytest.raises(ValueError, match=message):
+        KafkaInput("b:9092", "events", **fields)
