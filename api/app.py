@@ -64,6 +64,7 @@ from api.spool import write_spool_file
 from flowrec.config import Settings, load_settings
 from state.keys import KeyKind, redis_key
 from state.store import RedisStore, RetryPolicy, ScoredItem, Write, decode_list
+from transforms.catalog import valid_category
 from transforms.events import valid_id
 
 log = logging.getLogger(__name__)
@@ -200,13 +201,15 @@ class Lookups:
 
 
 def _category_of(raw: bytes | None) -> str:
+    """The category of a stored catalog entry; "" when absent, unreadable or not a valid category
+    (an entry stored before the rule existed must not turn a lookup into an error)."""
     if raw is None:
         return ""
     try:
         category = orjson.loads(raw).get("category", "")
     except (orjson.JSONDecodeError, AttributeError):
         return ""
-    return category if isinstance(category, str) else ""
+    return category if valid_category(category) else ""
 
 
 def _stat_value(raw: bytes) -> int | float | str:

@@ -13,13 +13,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from transforms.catalog import MAX_TAGS, MAX_TITLE_LENGTH
+from transforms.catalog import CATEGORY_PATH_REGEX, MAX_TAGS, MAX_TITLE_LENGTH
 from transforms.events import EVENT_TYPES, MAX_QUANTITY, MAX_QUERY_LENGTH, MAX_TS_MS, MIN_TS_MS
 
 # Same rule as transforms.events.ID_PATTERN, spelled for OpenAPI/pydantic.
 ID_REGEX = r"^[A-Za-z0-9_.:@\-]{1,128}$"
-# A category path: segments of the key-safe charset joined by "/".
-CATEGORY_REGEX = r"^[A-Za-z0-9_.:@\- ]{1,128}(/[A-Za-z0-9_.:@\- ]{1,128}){0,7}$"
+# A category path: the catalog's one rule (transforms.catalog.valid_category).
+CATEGORY_REGEX = f"^{CATEGORY_PATH_REGEX}$"
 MAX_CATEGORY_CHARS = 512
 
 Context = Literal["home", "cart", "item", "search"]
@@ -71,7 +71,7 @@ class CatalogItemIn(BaseModel):
 
     item_id: str = Field(pattern=ID_REGEX, max_length=128)
     title: str = Field("", max_length=MAX_TITLE_LENGTH)
-    category: str = Field("", max_length=MAX_TITLE_LENGTH, description="path such as 'fashion/shoes/running'")
+    category: str = Field("", max_length=MAX_TITLE_LENGTH, pattern=f"^$|{CATEGORY_REGEX}", description="path such as 'fashion/shoes/running': at most 8 parts, each 1-128 printable chars without * ? [ ] \\")
     brand: str = Field("", max_length=MAX_TITLE_LENGTH)
     price: float | None = Field(None, ge=0)
     tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)

@@ -64,7 +64,7 @@ from state.schemas import (
     encode_scored,
     encode_versions,
 )
-from state.writes import Ttls, catalog_write, neighbour_write, trending_write, user_writes
+from state.writes import Ttls, catalog_write, keyable, neighbour_write, trending_write, user_writes
 from transforms.catalog import CatalogItem, EmbeddingSwitch, parse_catalog_lines, validate_catalog_record, validate_embedding_switch
 from transforms.config import ModelConfig, event_weights
 from transforms.content import ContentIndex
@@ -523,7 +523,10 @@ class ContentOperator(KeyedProcessFunction):
         if self.catalog is None:
             self.catalog = {}
             for _, raw in self.items.items():
-                item, _ = validate_catalog_record(orjson.loads(raw))
+                item, rejection = validate_catalog_record(orjson.loads(raw))
+                if item is None:  # kept by a release that did not check categories yet
+                    log.warning("dropping a stored catalog item: %s: %s", rejection.detail, rejection.raw[:200])
+                    continue
                 self.catalog[item.item_id] = item
         window = timer_window(timestamp, self.config.window_ms)
         end = (window + 1) * self.config.window_ms
@@ -534,7 +537,11 @@ class ContentOperator(KeyedProcessFunction):
             if kind == "embeddings":
                 switches.append(validate_embedding_switch(payload)[0])
             else:
-                due.append(validate_catalog_record(payload)[0])
+                item, rejection = validate_catalog_record(payload)
+                if item is None:  # pending in state from a release that did not check categories yet
+                    log.warning("dropping a pending catalog upsert: %s: %s", rejection.detail, rejection.raw[:200])
+                    continue
+                due.append(item)
         if switches:
             newest = max(enumerate(switches), key=lambda ks: (ks[1].ts, ks[0]))[1]
             yield ModelUpdate(window, [("e:", encode_embedding_ref(newest.path))])
@@ -842,12 +849,16 @@ class RedisSink(ProcessFunction):
 
     def process_element(self, batch: SinkBatch, ctx) -> Iterable:
         started = time.perf_counter()
-        self.store.write(batch.writes)
-        self.store.dead_letter(batch.dead_letters)
+        writes, invalid = keyable(batch.writes, self.namespace)
+        self.store.write(writes)
+        self.store.dead_letter(batch.dead_letters + [r.to_json() for r in invalid])
         counters = {k: v for k, v in batch.stats.items() if k not in GAUGES}
+        if invalid:
+            counters["dead_letters"] = counters.get("dead_letters", 0) + len(invalid)
+            counters["dead_letters:invalid_key"] = counters.get("dead_letters:invalid_key", 0) + len(invalid)
         self.store.add_stats(counters)
         self.store.set_stats({k: v for k, v in batch.stats.items() if k in GAUGES})
         self.store.record_freshness(batch.lags_ms)
         self.latency_ms = int((time.perf_counter() - started) * 1000)
-        self.writes_counter.inc(len(batch.writes))
+        self.writes_counter.inc(len(writes))
         return ()

@@ -20,9 +20,11 @@ key                               value                                       TT
 ================================  ==========================================  =========
 
 Ids are validated (length and charset, see :data:`transforms.events.ID_PATTERN`)
+and categories by the catalog's one rule (:func:`transforms.catalog.valid_top_category`)
 before they become part of a key, so no caller can inject ``*`` patterns or
-separators.  Bump :data:`LAYOUT_VERSION` when a value's shape changes; readers
-of the old version keep working until its keys expire.
+separators.  Every entry point (API, job parsing, replay, backfill, bootstrap)
+rejects a record that breaks these rules, so this check never fires on input.
+Bump :data:`LAYOUT_VERSION` when a value's shape changes; readers of the old version keep working until its keys expire.
 """
 
 from __future__ import annotations
@@ -30,14 +32,12 @@ from __future__ import annotations
 import enum
 import re
 
+from transforms.catalog import valid_top_category
 from transforms.events import valid_id
 
 LAYOUT_VERSION = 1
 DEFAULT_NAMESPACE = "flowrec"
 _NAMESPACE = re.compile(r"[A-Za-z0-9_\-]{1,32}")
-# Category names come from catalogs ("Children's", "Sci-Fi & Fantasy"): any
-# printable text except glob metacharacters, so a key never acts as a pattern.
-_CATEGORY = re.compile(r"[^\x00-\x1f\x7f*?\[\]\\]{1,128}")
 
 
 class KeyKind(enum.Enum):
@@ -80,8 +80,8 @@ def redis_key(kind: KeyKind, part: str | None = None, namespace: str = DEFAULT_N
             raise InvalidKeyPart(f"{kind.name} takes no id")
         return prefix
     if kind is KeyKind.TRENDING_CATEGORY:
-        if not isinstance(part, str) or not _CATEGORY.fullmatch(part):
-            raise InvalidKeyPart("category must be 1-128 printable chars without * ? [ ] \\")
+        if not valid_top_category(part):
+            raise InvalidKeyPart("a top category must be 1-128 printable chars without / * ? [ ] \\")
         return f"{prefix}:{part}"
     if kind in _USER_KINDS | _ITEM_KINDS:
         if not valid_id(part):

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from state.keys import KeyKind
+from state.keys import InvalidKeyPart, KeyKind, redis_key
 from state.store import Write, encode_list
 from transforms.catalog import CatalogItem
+from transforms.events import Rejection, _reject
 from transforms.engine import FinalState, WindowOutput
 from transforms.scoring import Neighbours, ScoredItem, UserLists
 
@@ -82,3 +83,22 @@ def final_writes(final: FinalState, ttls: Ttls) -> list[Write]:
     for user, (t, lists) in final.users.items():
         writes += user_writes(user, t, lists, ttls)
     return writes
+
+
+def keyable(writes: list[Write], namespace: str) -> tuple[list[Write], list[Rejection]]:
+    """The writes whose key can be built, and a dead letter (reason ``invalid_key``) for each other one.
+
+    Every entry point validates ids and categories, so this drops nothing on
+    fresh input; it keeps a sink alive on state restored from a release that
+    did not check yet (one bad key would otherwise fail the batch on every retry).
+    """
+    good: list[Write] = []
+    bad: list[Rejection] = []
+    for write in writes:
+        try:
+            redis_key(write.kind, write.part, namespace)
+        except InvalidKeyPart as exc:
+            bad.append(_reject("invalid_key", str(exc), {"key": write.kind.value, "part": write.part}))
+            continue
+        good.append(write)
+    return good, bad

@@ -229,3 +229,33 @@ def test_delete_user_removes_keys_now_and_tells_the_job(api, auth, store, redis_
 def test_delete_user_with_a_bad_id(api, auth, spool_dir):
     assert_problem(api.delete("/v1/users/u*", headers=auth), 422, "validation")
     assert spool_files(spool_dir) == []
+
+
+# -- categories become keys: one rule at the door --------------------------------------
+
+
+@pytest.mark.parametrize("category", ["bad*cat/x", "bad?cat", "a[b]", "back\\slash", "line\nbreak", "nul\x00byte", "fashion/", "/fashion", "a//b"])
+def test_item_categories_that_cannot_become_keys_are_refused(api, auth, spool_dir, redis_client, category):
+    response = api.post("/v1/items", json={"item_id": "probe_glob", "category": category}, headers=auth)
+    assert_problem(response, 422, "no-records-accepted")
+    assert response.json()["rejections"][0]["reason"] == "bad_category"
+    assert redis_client.keys("*") == []
+    assert spool_files(spool_dir, "catalog") == []
+
+
+def test_catalog_categories_with_punctuation_are_fine(api, auth):
+    response = api.post("/v1/items", json=[{"item_id": "b1", "category": "Children's/Sci-Fi & Fantasy"}], headers=auth)
+    assert response.status_code == 202, response.text
+    assert api.get("/v1/trending", params={"category": "Children's/Sci-Fi & Fantasy"}).status_code == 200
+
+
+def test_an_item_stored_with_a_bad_category_does_not_poison_lookups(api, store, redis_client):
+    """An entry written before the rule existed: lookups fall back to global trending instead of failing."""
+    redis_client.set(store.key(KeyKind.ITEM, "probe_glob"), orjson.dumps({"item_id": "probe_glob", "category": "bad*cat/x"}))
+    put_list(store, KeyKind.TRENDING_GLOBAL, None, 5, [("t1", 2.0)])
+    similar = api.get("/v1/items/probe_glob/similar")
+    assert similar.status_code == 200, similar.text
+    assert [i["item"] for i in similar.json()["items"]] == ["t1"]
+    in_context = api.get("/v1/users/u1/recommendations", params={"context": "item", "item_id": "probe_glob"})
+    assert in_context.status_code == 200, in_context.text
+    assert [i["item"] for i in in_context.json()["items"]] == ["t1"]

@@ -68,7 +68,7 @@ def test_singletons_take_no_id(kind):
         redis_key(kind, "u1")
 
 
-@pytest.mark.parametrize("category", [None, "", "a*b", "a?b", "a[b]", "a\\b", "tab\there", "x" * 129])
+@pytest.mark.parametrize("category", [None, "", "a*b", "a?b", "a[b]", "a\\b", "tab\there", "x" * 129, "a/b", "nul\x00"])
 def test_bad_categories(category):
     with pytest.raises(InvalidKeyPart, match="category"):
         redis_key(KeyKind.TRENDING_CATEGORY, category)

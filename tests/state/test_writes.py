@@ -8,7 +8,7 @@ import pytest
 
 from state.keys import KeyKind
 from state.store import RedisStore, ScoredItem, Write, decode_list, encode_list
-from state.writes import Ttls, catalog_write, final_writes, neighbour_write, trending_write, user_writes, window_writes
+from state.writes import Ttls, catalog_write, final_writes, keyable, neighbour_write, trending_write, user_writes, window_writes
 from transforms.catalog import CatalogItem
 from transforms.engine import FinalState, ReferenceEngine, WindowOutput
 from transforms.config import ModelConfig
@@ -144,3 +144,17 @@ def test_trending_of_any_valid_catalog_category_can_be_written(redis_url):
         assert store.write(window_writes(out, TTLS)) == 2
     finally:
         store.client.close()
+
+
+def test_writes_whose_key_cannot_be_built_become_dead_letters(redis_url, redis_client):
+    """The job's sink keeps going on a key restored from old state: the write is dead-lettered, the rest land."""
+    good = Write(KeyKind.TRENDING_CATEGORY, "toys", b"{}")
+    bad = Write(KeyKind.TRENDING_CATEGORY, "bad*cat", b"{}")
+    ok, rejected = keyable([bad, good], "flowrec")
+    assert ok == [good]
+    assert [(r.reason, orjson.loads(r.raw)) for r in rejected] == [("invalid_key", {"key": "trend:cat", "part": "bad*cat"})]
+    store = RedisStore.from_url(redis_url)
+    store.write(ok)
+    store.dead_letter([r.to_json() for r in rejected])
+    assert redis_client.keys("*trend*") == [b"flowrec:v1:trend:cat:toys"]
+    assert redis_client.xlen("flowrec:v1:deadletter") == 1
