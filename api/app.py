@@ -50,7 +50,6 @@ from api.ranking import (
     BlendWeights,
     blend_neighbours,
     boost_by_taste,
-    cart_complements,
     in_category,
     rerank_candidates,
     take,
@@ -65,6 +64,7 @@ from flowrec.config import Settings, load_settings
 from state.keys import KeyKind, redis_key
 from state.store import RedisStore, RetryPolicy, ScoredItem, Write, decode_list
 from transforms.catalog import valid_category
+from transforms.complements import cart_complements, goes_with, ranked
 from transforms.events import valid_id
 
 log = logging.getLogger(__name__)
@@ -417,7 +417,7 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
     ctx.home_body = home_body
 
     async def cart(user_id: str, n: int, category: str | None, skip: set[str]) -> Response:
-        raw_cart, raw_profile, raw_trend = await lookups.mget([(KeyKind.CART_RECS, user_id), (KeyKind.PROFILE, user_id), trend_key(category)])
+        raw_cart, raw_profile, raw_trend = await lookups.mget([(KeyKind.COMPLEMENTS, user_id), (KeyKind.PROFILE, user_id), trend_key(category)])
         ts, precomputed, _ = stored_list(raw_cart, "cart list")
         profile_ts, _, profile = stored_list(raw_profile, "profile")
         trend_ts, trending, _ = stored_list(raw_trend, "trending")
@@ -428,10 +428,14 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
         if precomputed:
             items = take(precomputed, len(precomputed), avoid)
         elif in_cart:
+            # The job has not scored this cart yet: the job's formula over the stored neighbour lists.
             cart_items = in_cart[:MAX_CART_ITEMS]
-            raws = await lookups.mget([(KeyKind.ITEM_NEIGHBOURS, i) for i in cart_items])
-            neighbours = {i: stored_list(raw, "neighbours")[1] for i, raw in zip(cart_items, raws)}
-            items = cart_complements(cart_items, neighbours, avoid)
+            raws = await lookups.mget([(kind, i) for kind in (KeyKind.ITEM_NEIGHBOURS, KeyKind.CONTENT_NEIGHBOURS) for i in cart_items])
+            lists = [stored_list(raw, "neighbours")[1] for raw in raws]
+            as_pairs = [([e.item for e in entries], [e.score for e in entries]) for entries in lists]
+            k = len(cart_items)
+            scores, sources = cart_complements(cart_items, dict(zip(cart_items, as_pairs[:k])), dict(zip(cart_items, as_pairs[k:])), weights.cf, weights.content)
+            items = [ScoredItem(j, scores[j], goes_with(sources[j])) for j in ranked(scores) if j not in avoid]
             ts = profile_ts
         else:
             items = []
@@ -441,7 +445,7 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
             items = await only_in(items, category)
         cold = raw_cart is None and raw_profile is None
         if not items:
-            note = COLD_START_NOTE if cold else ("your cart is empty" if not in_cart else "")
+            note = COLD_START_NOTE if cold else ("cart_empty" if not in_cart else "")
             return answer(user_id, "cart", trend_ts, cold, with_reason(take(trending, n, avoid), trending_reason(category, note)))
         return answer(user_id, "cart", ts, cold, top_up(items, trending, n, avoid, trending_reason(category)))
 
@@ -469,7 +473,7 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
         # A new item has no neighbours yet: trending in its category (or the one asked for).
         fallback_category = category or top_category(_category_of(raw_item)) or None
         trend_ts, trending = await trending_in(fallback_category)
-        return answer(user_id, "item", trend_ts, cold, with_reason(take(trending, n, avoid), trending_reason(fallback_category, f"no items like {anchor} yet")))
+        return answer(user_id, "item", trend_ts, cold, with_reason(take(trending, n, avoid), trending_reason(fallback_category, "nothing_similar", item=anchor)))
 
     async def search(user_id: str, n: int, candidates: list[str], category: str | None, skip: set[str]) -> Response:
         raws = await lookups.mget([(KeyKind.PROFILE, user_id), (KeyKind.USER_RECS, user_id), (KeyKind.TRENDING_GLOBAL, None)] + [(KeyKind.ITEM, c) for c in candidates])
@@ -543,7 +547,7 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
                 raise ApiProblem(404, "unknown-item", f"item {item_id!r} is not in the catalog and has no neighbours")
             category = top_category(_category_of(raw_item)) or None
             ts, trending = await trending_in(category)
-            items = with_reason(take(trending, n, {item_id}), trending_reason(category, "new item: no neighbours yet"))
+            items = with_reason(take(trending, n, {item_id}), trending_reason(category, "new_item"))
         return _json({"item_id": item_id, "ts": ts, "items": _items_out(items)})
 
     @app.get(

@@ -26,10 +26,20 @@ Context = Literal["home", "cart", "item", "search"]
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 
 
+class ReasonOut(BaseModel):
+    """Why the item is here, as data to translate: fill the shop's template for `code` (and `note`)."""
+
+    code: str = Field(description="what kind of reason, e.g. 'because_you_viewed', 'goes_with', 'trending_in' (transforms/reasons.py lists them all)")
+    item: str | None = Field(None, description="the item the reason names (the one viewed, in the cart, ...)")
+    category: str | None = Field(None, description="the category the reason names")
+    note: str | None = Field(None, description="an extra remark, e.g. 'no_history', 'matches_interest_in'")
+
+
 class ScoredItemOut(BaseModel):
     item: str = Field(description="item id")
     score: float = Field(description="ranking score (higher first); comparable within one response only")
-    reason: str | None = Field(None, description="why the item is here, e.g. 'because you viewed i000123', 'trending in fashion'")
+    reason: str | None = Field(None, description="why the item is here in English, e.g. 'because you viewed i000123', 'trending in fashion'")
+    why: ReasonOut | None = Field(None, description="the same reason as structured fields, for localised texts")
 
 
 class RecommendationsOut(BaseModel):

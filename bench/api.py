@@ -288,9 +288,10 @@ def redis_get_rate(url: str, key: str, total: int) -> float:
 def _seed(url: str, list_size: int) -> str:
     from state.keys import KeyKind
     from state.store import RedisStore, ScoredItem, Write, encode_list
+    from transforms.reasons import because_you
 
     store = RedisStore.from_url(url)
-    items = [ScoredItem(f"i{k:06d}", round(1.0 - k / (2 * list_size), 6), f"because you viewed i{k + 1000:06d}") for k in range(list_size)]
+    items = [ScoredItem(f"i{k:06d}", round(1.0 - k / (2 * list_size), 6), because_you("view", f"i{k + 1000:06d}")) for k in range(list_size)]
     trending = [ScoredItem(f"t{k:06d}", float(50 - k)) for k in range(50)]
     store.write([Write(KeyKind.USER_RECS, BENCH_USER, encode_list(1_700_000_000_000, items)), Write(KeyKind.TRENDING_GLOBAL, None, encode_list(1_700_000_000_000, trending))])
     key = store.key(KeyKind.USER_RECS, BENCH_USER)

@@ -164,7 +164,7 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
             .uid("drop-catalog-heartbeats")
             .set_parallelism(1)
             .key_by(lambda item: 0, key_type=Types.INT())
-            .process(ContentOperator(config), output_type=PICKLED)
+            .process(ContentOperator(config, ttls), output_type=PICKLED)
             .name("content")
             .uid("content")
             .set_parallelism(1)

@@ -496,8 +496,9 @@ class ContentOperator(KeyedProcessFunction):
     equal times: the last to arrive).
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, ttls: Ttls) -> None:
         self.config = config
+        self.ttls = ttls
 
     def open(self, runtime_context) -> None:
         self.pending = PendingByWindow(_bytes_map(runtime_context, "pending"))
@@ -559,7 +560,7 @@ class ContentOperator(KeyedProcessFunction):
         yield ModelUpdate(window, entries)
         yield FACTS, FactsUpdate(window, facts)
         writes = [catalog_write(i) for i in due]
-        writes += [neighbour_write(KeyKind.CONTENT_NEIGHBOURS, item, end, nb) for item, nb in content.items()]
+        writes += [neighbour_write(KeyKind.CONTENT_NEIGHBOURS, item, end, nb, self.ttls.item_s) for item, nb in content.items()]
         yield WRITES, SinkBatch(writes=writes)
 
 

@@ -1,4 +1,5 @@
-"""Versioned encodings of everything flowrec keeps in Flink managed state.
+"""Versioned encodings of everything flowrec keeps in Flink managed state, and the versions of the
+list values it writes to Redis.
 
 Each value is UTF-8 JSON (orjson: floats round-trip exactly) whose first field
 ``"v"`` is the schema version.  Decoders accept every version they know and
@@ -18,6 +19,21 @@ versioned value             x [[window, payload]]  (payload: another encoded val
 catalog facts               k top category, s in stock
 embedding version           e path of the export version directory
 ==========================  ==========================================================
+
+Redis list values (``rec:``, ``complements:``, ``profile:``, ``sim:``,
+``content:``, ``trend:``; written by :func:`state.store.encode_list`) carry
+their own version, :data:`REDIS_LIST_VERSION`:
+
+=======  ======================================================================
+version  shape
+=======  ======================================================================
+1        ``{"ts", "items": [{"item", "score", "reason"?}], ...}`` (no ``"v"``)
+2        ``{"v": 2, "ts", "items": [{"item", "score", "reason"?, "why"?}], ...}``:
+         ``reason`` is still the English text, ``why`` its structured form
+         ``{"code", "item"?, "category"?, "note"?}`` (:mod:`transforms.reasons`)
+=======  ======================================================================
+
+Version 2 only adds fields, so a reader of version 1 reads it unchanged.
 """
 
 from __future__ import annotations
@@ -30,6 +46,9 @@ import orjson
 from transforms.profile import UserProfile
 
 PROFILE_VERSION = 1
+# Redis list values: the version written, and every version readers accept.
+REDIS_LIST_VERSION = 2
+REDIS_LIST_VERSIONS = (1, 2)
 ROW_VERSION = 1
 LIST_VERSION = 1
 

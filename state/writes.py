@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from state.keys import InvalidKeyPart, KeyKind, redis_key
+from state.keys import USER_KEY_KINDS, InvalidKeyPart, KeyKind, redis_key
 from state.store import Write, encode_list
 from transforms.catalog import CatalogItem
 from transforms.events import Rejection, _reject
@@ -25,9 +25,9 @@ class Ttls:
 
 
 def user_writes(user: str, ts: int, lists: UserLists | None, ttls: Ttls) -> list[Write]:
-    """The user's home list, cart list and profile; a forgotten user's keys are deleted."""
+    """The user's home list, complements list and profile; a forgotten user's keys are deleted (the legacy ``cart:`` key too)."""
     if lists is None:
-        return [Write(kind, user, None) for kind in (KeyKind.USER_RECS, KeyKind.CART_RECS, KeyKind.PROFILE)]
+        return [Write(kind, user, None) for kind in USER_KEY_KINDS]
     profile = encode_list(
         ts,
         [ScoredItem(item, value) for item, value in lists.interests],
@@ -37,9 +37,9 @@ def user_writes(user: str, ts: int, lists: UserLists | None, ttls: Ttls) -> list
     )
     return [
         Write(KeyKind.USER_RECS, user, encode_list(ts, lists.home), ttls.user_s or None),
-        Write(KeyKind.CART_RECS, user, encode_list(ts, lists.cart), ttls.user_s or None)
+        Write(KeyKind.COMPLEMENTS, user, encode_list(ts, lists.cart), ttls.user_s or None)
         if lists.cart
-        else Write(KeyKind.CART_RECS, user, None),
+        else Write(KeyKind.COMPLEMENTS, user, None),
         Write(KeyKind.PROFILE, user, profile, ttls.user_s or None),
     ]
 

@@ -210,13 +210,15 @@ def test_item_upserts_the_job_could_not_read_are_rejected(api, auth, spool_dir):
 def test_delete_user_removes_keys_now_and_tells_the_job(api, auth, store, redis_client, spool_dir):
     for user in ("u1", "u2"):
         put_list(store, KeyKind.USER_RECS, user, 1, [("i1", 1.0)])
-        put_list(store, KeyKind.CART_RECS, user, 1, [("i2", 1.0)])
+        put_list(store, KeyKind.COMPLEMENTS, user, 1, [("i2", 1.0)])
+        put_list(store, KeyKind.LEGACY_CART, user, 1, [("i2", 1.0)])
         put_list(store, KeyKind.PROFILE, user, 1, [("i3", 1.0)], categories={}, cart=[], purchased=[])
     response = api.delete("/v1/users/u1", headers=auth)
     assert response.status_code == 202, response.text
-    assert response.json() == {"user_id": "u1", "deleted_keys": 3, "forget_queued": True}
-    assert redis_client.exists(*(store.key(k, "u1") for k in (KeyKind.USER_RECS, KeyKind.CART_RECS, KeyKind.PROFILE))) == 0
-    assert redis_client.exists(*(store.key(k, "u2") for k in (KeyKind.USER_RECS, KeyKind.CART_RECS, KeyKind.PROFILE))) == 3
+    assert response.json() == {"user_id": "u1", "deleted_keys": 4, "forget_queued": True}
+    user_kinds = (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART)
+    assert redis_client.exists(*(store.key(k, "u1") for k in user_kinds)) == 0
+    assert redis_client.exists(*(store.key(k, "u2") for k in user_kinds)) == 4
     [spooled] = spool_files(spool_dir)
     assert lines(spooled) == [{"user_id": "u1", "event_type": "forget", "ts": NOW_MS}]
     # The user is now a cold-start user.

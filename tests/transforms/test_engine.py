@@ -67,7 +67,7 @@ def lists(nb):
 
 
 def home(out: WindowOutput, user: str) -> list[tuple[str, float, str]]:
-    return [(i.item, round(i.score, 6), i.reason) for i in out.users[user].home]
+    return [(i.item, round(i.score, 6), i.reason.text) for i in out.users[user].home]
 
 
 def by_end(outputs) -> dict[int, WindowOutput]:
@@ -182,7 +182,7 @@ def test_recommend_after_finish():
     engine, _ = run(STREAM)
     got = engine.recommend(["u2", "nobody"], n=1, now_ms=T0 + 300)
     assert [i.item for i in got["u2"]] == ["A"]  # A = cf 1 + content 0.3 + category 0.2 + popularity 0.05
-    assert [(i.item, i.reason) for i in got["nobody"]] == [("A", "trending now")]
+    assert [(i.item, i.reason.text) for i in got["nobody"]] == [("A", "trending now")]
     excluded = engine.recommend(["u2"], n=1, now_ms=T0 + 300, exclude={"u2": {"A"}})
     assert [i.item for i in excluded["u2"]] == ["B"]
 
