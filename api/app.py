@@ -677,7 +677,7 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
         spool = require_spool()
         records = await json_records(request)
         now = ctx.clock_ms()
-        batch, rejections = validate_events(records, now)
+        batch, rejections = validate_events(records, now, ctx.settings.model.max_clock_skew_ms)
         if len(batch) == 0:
             ctx.metrics.events.labels("event", "rejected").inc(len(rejections))
             raise ApiProblem(422, "no-records-accepted", f"none of the {len(records)} events is valid (first: {rejections[0].reason}: {rejections[0].detail})", **outcome_fields(0, rejections))
@@ -724,7 +724,9 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
     )
     async def forget_user(user_id: UserId) -> Response:
         """The user's lists and profile are deleted from Redis now, and a forget event tells the job to
-        clear the user's state.  The event is written first, so a failed delete can simply be retried."""
+        clear the user's state; the job also drops the user's events stamped up to the accepted clock skew
+        (`max_clock_skew_ms`, 5 minutes) after it, so nothing sent before the delete brings the user back.
+        The event is written first, so a failed delete can simply be retried."""
         spool = require_spool()
         now = ctx.clock_ms()
         await run_in_threadpool(write_spool_file, spool, "events", [forget_event_line(user_id, now)], now)

@@ -51,6 +51,9 @@ class Settings:
     user_state_ttl_ms: int = 30 * 24 * 3600 * 1000
     # Directory of JSON-lines event files the live job watches; the API writes here.
     spool_dir: Path | None = None
+    # The live job deletes a spool file it has read this long after reading it
+    # (at least two checkpoint intervals; 0 keeps every file).
+    spool_retention_s: int = 600
     # Bearer keys for the API's write/admin endpoints (comma-separated in FLOWREC_API_KEYS).
     api_keys: tuple[str, ...] = ()
     # Learned embeddings the scorer starts with: an export root (its newest
@@ -83,6 +86,7 @@ _FIELDS: dict[str, tuple[str, object]] = {
     "record-freshness": ("record_freshness", lambda text: str(text).lower() in ("1", "true", "yes")),
     "datasets-dir": ("datasets_dir", Path),
     "spool-dir": ("spool_dir", Path),
+    "spool-retention-s": ("spool_retention_s", int),
     "embeddings": ("embeddings", Path),
     "api-keys": ("api_keys", lambda text: tuple(k for k in text.split(",") if k)),
 }

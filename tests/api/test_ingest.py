@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from api.ingest import MAX_FUTURE_MS
+from pipelines.spoolfiles import end_marker
 from flowrec.config import Settings
 from state.keys import KeyKind
 from transforms.catalog import CatalogItem
@@ -27,9 +28,11 @@ def spool_files(spool_dir, kind: str = "events") -> list:
 
 
 def lines(path) -> list[dict]:
-    """Records of a spool file: a line holds one record or a JSON array of them."""
+    """Records of a spool file: a line holds one record or a JSON array of them; the last line is the end marker."""
     out = []
-    for line in path.read_bytes().splitlines():
+    *records, marker = path.read_bytes().splitlines()
+    assert marker + b"\n" == end_marker(path.name)
+    for line in records:
         record = orjson.loads(line)
         out.extend(record if isinstance(record, list) else [record])
     return out
@@ -182,7 +185,7 @@ def test_item_upsert_is_visible_at_once_and_spooled(api, auth, spool_dir, redis_
     expected = CatalogItem("n1", title="New shoe", category="fashion/shoes", price=59.0, tags=("red",), ts=NOW_MS)
     assert api.get("/v1/items/n1").content == expected.to_json()
     [spooled] = spool_files(spool_dir, "catalog")
-    assert spooled.read_bytes() == expected.to_json() + b"\n"
+    assert spooled.read_bytes() == expected.to_json() + b"\n" + end_marker(spooled.name)
     assert spool_files(spool_dir, "events") == []
     assert api.get("/v1/catalog", params={"category": "fashion"}).json()["items"] == [orjson.loads(expected.to_json())]
 
