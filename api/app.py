@@ -64,7 +64,7 @@ from flowrec.config import Settings, load_settings
 from state.keys import KeyKind, redis_key
 from state.store import RedisStore, RetryPolicy, ScoredItem, Write, decode_list
 from transforms.catalog import valid_category
-from transforms.complements import cart_complements, goes_with, ranked
+from transforms.complements import cart_complements, goes_with, ranked as ranked_complements
 from transforms.events import valid_id
 
 log = logging.getLogger(__name__)
@@ -435,7 +435,7 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
             as_pairs = [([e.item for e in entries], [e.score for e in entries]) for entries in lists]
             k = len(cart_items)
             scores, sources = cart_complements(cart_items, dict(zip(cart_items, as_pairs[:k])), dict(zip(cart_items, as_pairs[k:])), weights.cf, weights.content)
-            items = [ScoredItem(j, scores[j], goes_with(sources[j])) for j in ranked(scores) if j not in avoid]
+            items = [ScoredItem(j, scores[j], goes_with(sources[j])) for j in ranked_complements(scores) if j not in avoid]
             ts = profile_ts
         else:
             items = []
