@@ -9,6 +9,7 @@ Dataflow (element shapes in brackets)::
     catalog [chunk str] -> parse-catalog [CatalogItem | EmbeddingSwitch] -> content [ModelUpdate]  (side: facts -> trending)
     user-state [UserSnapshot] keyed by user shard  +  model updates broadcast -> scorer [SinkBatch]
     every operator's SinkBatch (writes, counters, dead letters) -> its own Redis sink
+    a spool input: the parsers' spool files read [str] -> spool-retention (deletes them later)
 
 Started from a backfill snapshot, the inputs carry bootstrap lines ahead of
 every record (parsed into BootRecords that the operators load into their

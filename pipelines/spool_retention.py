@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Iterable
 
@@ -51,7 +50,7 @@ class SpoolRetention(KeyedProcessFunction):
         self.retired = runtime_context.get_metrics_group().counter("spool_files_deleted")
 
     def process_element(self, name: str, ctx) -> Iterable:
-        now = int(time.time() * 1000)
+        now = ctx.timer_service().current_processing_time()
         self.read_at.put(name, now)
         ctx.timer_service().register_processing_time_timer(now + self.delay_ms)
         return ()

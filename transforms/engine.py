@@ -335,8 +335,7 @@ class ReferenceEngine:
             for user in sorted(self._dirty):
                 if last is not None and last.get(user) != window:
                     continue
-                profile = self.profiles.get(user)
-                profile = scorable(profile)
+                profile = scorable(self.profiles.get(user))  # None: forgotten, the keys are deleted
                 out.users[user] = None if profile is None else score_user(profile, end, self.model, self.config)
         self._contribution = ItemContribution()
         self._dirty = {}
