@@ -50,7 +50,6 @@ from api.ranking import (
     BlendWeights,
     blend_neighbours,
     boost_by_taste,
-    cart_complements,
     in_category,
     rerank_candidates,
     take,
@@ -64,6 +63,8 @@ from api.spool import write_spool_file
 from flowrec.config import Settings, load_settings
 from state.keys import KeyKind, redis_key
 from state.store import RedisStore, RetryPolicy, ScoredItem, Write, decode_list
+from transforms.catalog import valid_category
+from transforms.complements import cart_complements, goes_with, ranked as ranked_complements
 from transforms.events import valid_id
 
 log = logging.getLogger(__name__)
@@ -208,13 +209,15 @@ class Lookups:
 
 
 def _category_of(raw: bytes | None) -> str:
+    """The category of a stored catalog entry; "" when absent, unreadable or not a valid category
+    (an entry stored before the rule existed must not turn a lookup into an error)."""
     if raw is None:
         return ""
     try:
         category = orjson.loads(raw).get("category", "")
     except (orjson.JSONDecodeError, AttributeError):
         return ""
-    return category if isinstance(category, str) else ""
+    return category if valid_category(category) else ""
 
 
 def _stat_value(raw: bytes) -> int | float | str:
@@ -432,7 +435,7 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
     ctx.home_body = home_body
 
     async def cart(user_id: str, n: int, category: str | None, skip: set[str]) -> Response:
-        raw_cart, raw_profile, raw_trend = await lookups.mget([(KeyKind.CART_RECS, user_id), (KeyKind.PROFILE, user_id), trend_key(category)])
+        raw_cart, raw_profile, raw_trend = await lookups.mget([(KeyKind.COMPLEMENTS, user_id), (KeyKind.PROFILE, user_id), trend_key(category)])
         ts, precomputed, _ = stored_list(raw_cart, "cart list")
         profile_ts, _, profile = stored_list(raw_profile, "profile")
         trend_ts, trending, _ = stored_list(raw_trend, "trending")
@@ -443,10 +446,14 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
         if precomputed:
             items = take(precomputed, len(precomputed), avoid)
         elif in_cart:
+            # The job has not scored this cart yet: the job's formula over the stored neighbour lists.
             cart_items = in_cart[:MAX_CART_ITEMS]
-            raws = await lookups.mget([(KeyKind.ITEM_NEIGHBOURS, i) for i in cart_items])
-            neighbours = {i: stored_list(raw, "neighbours")[1] for i, raw in zip(cart_items, raws)}
-            items = cart_complements(cart_items, neighbours, avoid)
+            raws = await lookups.mget([(kind, i) for kind in (KeyKind.ITEM_NEIGHBOURS, KeyKind.CONTENT_NEIGHBOURS) for i in cart_items])
+            lists = [stored_list(raw, "neighbours")[1] for raw in raws]
+            as_pairs = [([e.item for e in entries], [e.score for e in entries]) for entries in lists]
+            k = len(cart_items)
+            scores, sources = cart_complements(cart_items, dict(zip(cart_items, as_pairs[:k])), dict(zip(cart_items, as_pairs[k:])), weights.cf, weights.content)
+            items = [ScoredItem(j, scores[j], goes_with(sources[j])) for j in ranked_complements(scores) if j not in avoid]
             ts = profile_ts
         else:
             items = []
@@ -456,7 +463,7 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
             items = await only_in(items, category)
         cold = raw_cart is None and raw_profile is None
         if not items:
-            note = COLD_START_NOTE if cold else ("your cart is empty" if not in_cart else "")
+            note = COLD_START_NOTE if cold else ("cart_empty" if not in_cart else "")
             return answer(user_id, "cart", trend_ts, cold, with_reason(take(trending, n, avoid), trending_reason(category, note)))
         return answer(user_id, "cart", ts, cold, top_up(items, trending, n, avoid, trending_reason(category)))
 
@@ -484,7 +491,7 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
         # A new item has no neighbours yet: trending in its category (or the one asked for).
         fallback_category = category or top_category(_category_of(raw_item)) or None
         trend_ts, trending = await trending_in(fallback_category)
-        return answer(user_id, "item", trend_ts, cold, with_reason(take(trending, n, avoid), trending_reason(fallback_category, f"no items like {anchor} yet")))
+        return answer(user_id, "item", trend_ts, cold, with_reason(take(trending, n, avoid), trending_reason(fallback_category, "nothing_similar", item=anchor)))
 
     async def search(user_id: str, n: int, candidates: list[str], category: str | None, skip: set[str]) -> Response:
         raws = await lookups.mget([(KeyKind.PROFILE, user_id), (KeyKind.USER_RECS, user_id), (KeyKind.TRENDING_GLOBAL, None)] + [(KeyKind.ITEM, c) for c in candidates])
@@ -558,7 +565,7 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
                 raise ApiProblem(404, "unknown-item", f"item {item_id!r} is not in the catalog and has no neighbours")
             category = top_category(_category_of(raw_item)) or None
             ts, trending = await trending_in(category)
-            items = with_reason(take(trending, n, {item_id}), trending_reason(category, "new item: no neighbours yet"))
+            items = with_reason(take(trending, n, {item_id}), trending_reason(category, "new_item"))
         return _json({"item_id": item_id, "ts": ts, "items": _items_out(items)})
 
     @app.get(
@@ -688,7 +695,7 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
         spool = require_spool()
         records = await json_records(request)
         now = ctx.clock_ms()
-        batch, rejections = validate_events(records, now)
+        batch, rejections = validate_events(records, now, ctx.settings.model.max_clock_skew_ms)
         if len(batch) == 0:
             ctx.metrics.events.labels("event", "rejected").inc(len(rejections))
             raise ApiProblem(422, "no-records-accepted", f"none of the {len(records)} events is valid (first: {rejections[0].reason}: {rejections[0].detail})", **outcome_fields(0, rejections))
@@ -735,7 +742,9 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
     )
     async def forget_user(user_id: UserId) -> Response:
         """The user's lists and profile are deleted from Redis now, and a forget event tells the job to
-        clear the user's state.  The event is written first, so a failed delete can simply be retried."""
+        clear the user's state; the job also drops the user's events stamped up to the accepted clock skew
+        (`max_clock_skew_ms`, 5 minutes) after it, so nothing sent before the delete brings the user back.
+        The event is written first, so a failed delete can simply be retried."""
         spool = require_spool()
         now = ctx.clock_ms()
         await run_in_threadpool(write_spool_file, spool, "events", [forget_event_line(user_id, now)], now)

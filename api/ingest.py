@@ -4,9 +4,11 @@ Each record is checked by :func:`transforms.events.validate_record` or
 :func:`transforms.catalog.validate_catalog_record` (the rules the job applies),
 so what the API accepts the job accepts.  Two things are added at the door:
 a missing ``ts`` is stamped with the server's receive time, and an event more
-than :data:`MAX_FUTURE_MS` ahead of the server clock is refused, because one
-far-future timestamp would move the job's event-time watermark past every
-later event and make them all late.
+than the model's ``max_clock_skew_ms`` (default :data:`MAX_FUTURE_MS`) ahead of
+the server clock is refused, because one far-future timestamp would move the
+job's event-time watermark past every later event and make them all late.  The
+same skew is how long after a forget the job drops the user's events, so a
+forget wins over every event the API accepted before it.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import numpy as np
 import orjson
 
 from transforms.catalog import CatalogItem, validate_catalog_record
+from transforms.config import DEFAULT_MAX_CLOCK_SKEW_MS
 from transforms.events import MAX_RECORD_BYTES, MAX_TS_MS, EventBatch, parse_records, validate_record
 
-MAX_FUTURE_MS = 5 * 60 * 1000
+MAX_FUTURE_MS = DEFAULT_MAX_CLOCK_SKEW_MS
 MAX_RECORDS_PER_REQUEST = 10_000
 
 

@@ -13,23 +13,33 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from transforms.catalog import MAX_TAGS, MAX_TITLE_LENGTH
+from transforms.catalog import CATEGORY_PATH_REGEX, MAX_TAGS, MAX_TITLE_LENGTH
 from transforms.events import EVENT_TYPES, MAX_QUANTITY, MAX_QUERY_LENGTH, MAX_TS_MS, MIN_TS_MS
 
 # Same rule as transforms.events.ID_PATTERN, spelled for OpenAPI/pydantic.
 ID_REGEX = r"^[A-Za-z0-9_.:@\-]{1,128}$"
-# A category path: segments of the key-safe charset joined by "/".
-CATEGORY_REGEX = r"^[A-Za-z0-9_.:@\- ]{1,128}(/[A-Za-z0-9_.:@\- ]{1,128}){0,7}$"
+# A category path: the catalog's one rule (transforms.catalog.valid_category).
+CATEGORY_REGEX = f"^{CATEGORY_PATH_REGEX}$"
 MAX_CATEGORY_CHARS = 512
 
 Context = Literal["home", "cart", "item", "search"]
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 
 
+class ReasonOut(BaseModel):
+    """Why the item is here, as data to translate: fill the shop's template for `code` (and `note`)."""
+
+    code: str = Field(description="what kind of reason, e.g. 'because_you_viewed', 'goes_with', 'trending_in' (transforms/reasons.py lists them all)")
+    item: str | None = Field(None, description="the item the reason names (the one viewed, in the cart, ...)")
+    category: str | None = Field(None, description="the category the reason names")
+    note: str | None = Field(None, description="an extra remark, e.g. 'no_history', 'matches_interest_in'")
+
+
 class ScoredItemOut(BaseModel):
     item: str = Field(description="item id")
     score: float = Field(description="ranking score (higher first); comparable within one response only")
-    reason: str | None = Field(None, description="why the item is here, e.g. 'because you viewed i000123', 'trending in fashion'")
+    reason: str | None = Field(None, description="why the item is here in English, e.g. 'because you viewed i000123', 'trending in fashion'")
+    why: ReasonOut | None = Field(None, description="the same reason as structured fields, for localised texts")
 
 
 class RecommendationsOut(BaseModel):
@@ -71,7 +81,7 @@ class CatalogItemIn(BaseModel):
 
     item_id: str = Field(pattern=ID_REGEX, max_length=128)
     title: str = Field("", max_length=MAX_TITLE_LENGTH)
-    category: str = Field("", max_length=MAX_TITLE_LENGTH, description="path such as 'fashion/shoes/running'")
+    category: str = Field("", max_length=MAX_TITLE_LENGTH, pattern=f"^$|{CATEGORY_REGEX}", description="path such as 'fashion/shoes/running': at most 8 parts, each 1-128 printable chars without * ? [ ] \\")
     brand: str = Field("", max_length=MAX_TITLE_LENGTH)
     price: float | None = Field(None, ge=0)
     tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)

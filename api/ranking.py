@@ -15,8 +15,10 @@ from typing import Iterable, Mapping, Sequence
 
 from state.store import ScoredItem
 from transforms.catalog import CATEGORY_SEPARATOR
+from transforms.reasons import Reason, reason, with_note
 
-COLD_START_NOTE = "no history yet"
+# The note on trending served to a user with no history (a code of transforms.reasons.NOTES).
+COLD_START_NOTE = "no_history"
 
 
 @dataclass(frozen=True)
@@ -63,10 +65,12 @@ def in_category(item_category: str, wanted: str) -> bool:
     return item_category == wanted or item_category.startswith(wanted + CATEGORY_SEPARATOR)
 
 
-def trending_reason(category: str | None, note: str = "") -> str:
-    """``"trending now"`` / ``"trending in fashion"``, with an optional note in brackets."""
-    text = f"trending in {category}" if category else "trending now"
-    return f"{text} ({note})" if note else text
+def trending_reason(category: str | None, note: str = "", item: str = "") -> Reason:
+    """``"trending now"`` / ``"trending in fashion"``, with an optional note (a code of
+    :data:`transforms.reasons.NOTES`, ``item`` filling it), e.g. "trending now (no history yet)"."""
+    if category:
+        return reason("trending_in", item=item, category=category, note=note)
+    return reason("trending_now", item=item, note=note)
 
 
 def take(items: Iterable[ScoredItem], n: int, skip: set[str] | frozenset[str] = frozenset()) -> list[ScoredItem]:
@@ -83,11 +87,11 @@ def take(items: Iterable[ScoredItem], n: int, skip: set[str] | frozenset[str] = 
     return out
 
 
-def with_reason(items: Iterable[ScoredItem], reason: str) -> list[ScoredItem]:
-    return [ScoredItem(i.item, i.score, reason) for i in items]
+def with_reason(items: Iterable[ScoredItem], why: Reason) -> list[ScoredItem]:
+    return [ScoredItem(i.item, i.score, why) for i in items]
 
 
-def top_up(items: Sequence[ScoredItem], fallback: Iterable[ScoredItem], n: int, skip: set[str] | frozenset[str], reason: str) -> list[ScoredItem]:
+def top_up(items: Sequence[ScoredItem], fallback: Iterable[ScoredItem], n: int, skip: set[str] | frozenset[str], why: Reason) -> list[ScoredItem]:
     """``items`` followed by fallback entries (relabelled ``reason``) until there are ``n``.
 
     Used to fill a short personal list with trending items; a fallback item
@@ -97,7 +101,7 @@ def top_up(items: Sequence[ScoredItem], fallback: Iterable[ScoredItem], n: int, 
     if len(out) >= n:
         return out
     used = set(skip) | {i.item for i in out}
-    out.extend(with_reason(take(fallback, n - len(out), used), reason))
+    out.extend(with_reason(take(fallback, n - len(out), used), why))
     return out
 
 
@@ -122,12 +126,12 @@ def blend_neighbours(anchor: str, cf: Sequence[ScoredItem], content: Sequence[Sc
         in_cf, in_content = item in cf_norm, item in content_norm
         score = weights.cf * cf_norm.get(item, 0.0) + weights.content * content_norm.get(item, 0.0)
         if in_cf and in_content:
-            reason = f"similar to and often together with {anchor}"
+            why = reason("similar_and_often_together_with", item=anchor)
         elif in_cf:
-            reason = f"often together with {anchor}"
+            why = reason("often_together_with", item=anchor)
         else:
-            reason = f"similar to {anchor}"
-        out.append(ScoredItem(item, score, reason))
+            why = reason("similar_to", item=anchor)
+        out.append(ScoredItem(item, score, why))
     position = {item: k for k, item in enumerate(order)}
     out.sort(key=lambda i: (-i.score, position[i.item]))
     return out
@@ -146,33 +150,10 @@ def boost_by_taste(items: Sequence[ScoredItem], category_of: Mapping[str, str], 
     for k, entry in enumerate(items):
         top = top_category(category_of.get(entry.item, ""))
         lift = taste.get(top, 0.0) if top else 0.0
-        reason = f"{entry.reason}, matches your interest in {top}" if lift > 0 else entry.reason
-        out.append((-(entry.score * (1.0 + weight * lift)), k, ScoredItem(entry.item, entry.score * (1.0 + weight * lift), reason)))
+        why = with_note(entry.reason, "matches_interest_in", category=top) if lift > 0 and entry.reason else entry.reason
+        out.append((-(entry.score * (1.0 + weight * lift)), k, ScoredItem(entry.item, entry.score * (1.0 + weight * lift), why)))
     out.sort(key=lambda t: (t[0], t[1]))
     return [t[2] for t in out]
-
-
-def cart_complements(cart: Sequence[str], neighbours: Mapping[str, Sequence[ScoredItem]], skip: set[str] | frozenset[str] = frozenset()) -> list[ScoredItem]:
-    """Items that go with a cart, from each cart item's collaborative neighbours.
-
-    ``score(c) = sum over cart items i of sim_i(c) / max sim_i`` (each
-    neighbour list max-normalised, so one popular cart item cannot drown the
-    others).  The reason names the cart item contributing most.  Cart items
-    themselves and ``skip`` are left out.  Ties keep first-seen order.
-    """
-    in_cart = set(cart)
-    total: dict[str, float] = {}
-    best: dict[str, tuple[float, str]] = {}
-    for cart_item in cart:
-        for item, score in normalised(neighbours.get(cart_item, ())).items():
-            if item in in_cart or item in skip:
-                continue
-            total[item] = total.get(item, 0.0) + score
-            if item not in best or score > best[item][0]:
-                best[item] = (score, cart_item)
-    order = {item: k for k, item in enumerate(total)}
-    ranked = sorted(total, key=lambda item: (-total[item], order[item]))
-    return [ScoredItem(item, total[item], f"goes with {best[item][1]} in your cart") for item in ranked]
 
 
 def search_prior(rank: int) -> float:
@@ -209,13 +190,13 @@ def rerank_candidates(
             signals = [(popular.get(item, 0.0), trending_reason(None, COLD_START_NOTE))]
         else:
             signals = [
-                (direct.get(item, 0.0), "you showed interest in this item"),
-                (by_category.get(top, 0.0) if top else 0.0, f"matches your interest in {top}"),
-                (listed.get(item, 0.0), "also in your recommendations"),
+                (direct.get(item, 0.0), reason("interest_in_item", item=item)),
+                (by_category.get(top, 0.0) if top else 0.0, reason("matches_interest_in", category=top)),
+                (listed.get(item, 0.0), reason("in_your_recommendations", item=item)),
             ]
-        strength, reason = max(signals, key=lambda s: s[0])
+        strength, why = max(signals, key=lambda s: s[0])
         if strength <= 0:
-            reason = "search order"
-        out.append((rank, ScoredItem(item, search_prior(rank) + weight * strength, reason)))
+            why = reason("search_order")
+        out.append((rank, ScoredItem(item, search_prior(rank) + weight * strength, why)))
     out.sort(key=lambda t: (-t[1].score, t[0]))
     return [t[1] for t in out]

@@ -6,7 +6,9 @@ disk, and then renamed to its final name in the same directory (an atomic
 rename on POSIX): the job never sees a half-written file.  Files go to the
 subfolder of their stream (``events/`` or ``catalog/``, which
 :class:`pipelines.sources.DirectorySource` watches); the name
-``<kind>-<ms>-<uuid>.jsonl`` sorts by time of writing.
+``<kind>-<ms>-<uuid>.jsonl`` sorts by time of writing.  The last line is the
+file's end marker (:mod:`pipelines.spoolfiles`): when the job reads it, the job
+has read the whole file, and it deletes the file after its spool retention.
 """
 
 from __future__ import annotations
@@ -16,14 +18,9 @@ import uuid
 from pathlib import Path
 from typing import Iterable
 
-SPOOL_KINDS = ("events", "catalog")
+from pipelines.spoolfiles import SPOOL_KINDS, end_marker, spool_file_name
 
-
-def spool_file_name(kind: str, now_ms: int, unique: str) -> str:
-    """``events-1700000000000-<hex>.jsonl``: stream kind, writer's clock (epoch ms), a unique tag."""
-    if kind not in SPOOL_KINDS:
-        raise ValueError(f"spool kind must be one of {SPOOL_KINDS}, not {kind!r}")
-    return f"{kind}-{int(now_ms)}-{unique}.jsonl"
+__all__ = ["SPOOL_KINDS", "spool_file_name", "write_spool_file"]
 
 
 def write_spool_file(spool_dir: Path, kind: str, lines: Iterable[bytes], now_ms: int) -> Path:
@@ -37,7 +34,7 @@ def write_spool_file(spool_dir: Path, kind: str, lines: Iterable[bytes], now_ms:
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / name
     temporary = folder / f".{name}.tmp"
-    data = b"".join(lines)
+    data = b"".join(lines) + end_marker(name)
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with os.fdopen(fd, "wb") as out:

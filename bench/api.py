@@ -338,9 +338,10 @@ def seed_redis(url: str, list_size: int) -> str:
     """The lists the routes read: one user's list of ``list_size``, global trending, one item's neighbours; returns the user list's key."""
     from state.keys import KeyKind
     from state.store import RedisStore, ScoredItem, Write, encode_list
+    from transforms.reasons import because_you
 
     store = RedisStore.from_url(url)
-    items = [ScoredItem(f"i{k:06d}", round(1.0 - k / (2 * list_size), 6), f"because you viewed i{k + 1000:06d}") for k in range(list_size)]
+    items = [ScoredItem(f"i{k:06d}", round(1.0 - k / (2 * list_size), 6), because_you("view", f"i{k + 1000:06d}")) for k in range(list_size)]
     trending = [ScoredItem(f"t{k:06d}", float(50 - k)) for k in range(50)]
     neighbours = [ScoredItem(f"i{k:06d}", round(1.0 - k / 100, 6)) for k in range(1, 51)]
     content = [ScoredItem(f"i{k:06d}", round(0.9 - k / 200, 6)) for k in range(20, 70)]

@@ -609,7 +609,7 @@ def redis_bytes_per_user(url: str, sample: int = 2000) -> float:
             return 0.0
         pipe = client.pipeline(transaction=False)
         for user in users:
-            for kind in (KeyKind.USER_RECS, KeyKind.CART_RECS, KeyKind.PROFILE):
+            for kind in (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE):
                 pipe.memory_usage(redis_key(kind, user))
         usage = pipe.execute()
         return sum(u or 0 for u in usage) / len(users)

@@ -111,6 +111,9 @@ class Settings:
     user_state_ttl_ms: int = 30 * 24 * 3600 * 1000
     # Directory of JSON-lines event files the live job watches; the API writes here.
     spool_dir: Path | None = None
+    # The live job deletes a spool file it has read this long after reading it
+    # (at least two checkpoint intervals; 0 keeps every file).
+    spool_retention_s: int = 600
     # Bearer keys for the API's write/admin endpoints (comma-separated in FLOWREC_API_KEYS).
     api_keys: tuple[str, ...] = ()
     # The API's deadline for each Redis call of a request (connecting included), reads and
@@ -145,6 +148,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "record-freshness": ("record_freshness", yes_or_no),
     "datasets-dir": ("datasets_dir", Path),
     "spool-dir": ("spool_dir", Path),
+    "spool-retention-s": ("spool_retention_s", int),
     "embeddings": ("embeddings", Path),
     "api-keys": ("api_keys", lambda text: tuple(k for k in text.split(",") if k)),
     "redis-deadline-ms": ("redis_deadline_ms", positive_number),

@@ -67,7 +67,7 @@ from state.schemas import (
     encode_scored,
     encode_versions,
 )
-from transforms.catalog import CatalogItem, validate_catalog_record
+from transforms.catalog import CatalogItem, valid_top_category, validate_catalog_record
 from transforms.config import ModelConfig
 from transforms.content import ContentIndex
 from transforms.cooccurrence import ItemModel, Neighbours
@@ -443,6 +443,8 @@ def read_snapshot(directory: Path | str) -> Snapshot:
             if total is not None:
                 snapshot.trending_totals[item] = total
             if category is not None:
+                if category and not valid_top_category(category):
+                    raise SnapshotError(f"trending item {item!r} in the snapshot has an invalid category {category[:40]!r}")
                 snapshot.trending_category[item] = category
             if changed:
                 snapshot.trending_changed.append(item)
@@ -450,6 +452,8 @@ def read_snapshot(directory: Path | str) -> Snapshot:
         for category, raw, ts in zip(lists["category"], lists["list"], lists["ts"]):
             if category is None:
                 snapshot.trending_global = (ts, decode_scored(raw))
+            elif not valid_top_category(category):
+                raise SnapshotError(f"a trending list in the snapshot has an invalid category {category[:40]!r}")
             else:
                 snapshot.trending_by_category[category] = (ts, decode_scored(raw))
     except (KeyError, TypeError, ValueError, OSError) as exc:

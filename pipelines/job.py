@@ -9,6 +9,7 @@ Dataflow (element shapes in brackets)::
     catalog [chunk str] -> parse-catalog [CatalogItem | EmbeddingSwitch] -> content [ModelUpdate]  (side: facts -> trending)
     user-state [UserSnapshot] keyed by user shard  +  model updates broadcast -> scorer [SinkBatch]
     every operator's SinkBatch (writes, counters, dead letters) -> its own Redis sink
+    a spool input: the parsers' spool files read [str] -> spool-retention (deletes them later)
 
 Started from a backfill snapshot, the inputs carry bootstrap lines ahead of
 every record (parsed into BootRecords that the operators load into their
@@ -50,6 +51,7 @@ from pipelines.operators import (
     model_descriptor,
 )
 from pipelines.sources import JobSource
+from pipelines.spool_retention import SPOOL_FILES_READ, SpoolRetention, retention_delay_ms
 from state.embeddings import latest_version
 from state.writes import Ttls
 
@@ -107,8 +109,9 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
         .uid("parse-events")
         .set_parallelism(inputs.parallelism)
     )
-    # [EventSlice | Tick]; side: dead letters [SinkBatch]
+    # [EventSlice | Tick]; side: dead letters [SinkBatch], spool files read [str]
     sink.attach(parsed.get_side_output(DEAD_LETTERS), "dead-letters")
+    spool_files_read = parsed.get_side_output(SPOOL_FILES_READ)
     event_time = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(settings.max_out_of_orderness_ms)).with_timestamp_assigner(_SliceTimestamps())
     timed = parsed.assign_timestamps_and_watermarks(event_time).name("event-time").uid("event-time").set_parallelism(inputs.parallelism)
     slices = timed.filter(lambda r: not isinstance(r, Tick)).name("drop-heartbeats").uid("drop-heartbeats").set_parallelism(inputs.parallelism)
@@ -149,8 +152,9 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
         if inputs.boot is not None:
             catalog_in = _gate(catalog_in, inputs.boot.catalog_lines, "bootstrap-catalog-gate")
         catalog = catalog_in.process(ParseCatalog(accept_boot=inputs.bootstrapped), output_type=PICKLED).name("parse-catalog").uid("parse-catalog").set_parallelism(1)
-        # [CatalogItem]; side: dead letters
+        # [CatalogItem]; side: dead letters, spool files read
         sink.attach(catalog.get_side_output(DEAD_LETTERS), "catalog-dead-letters")
+        spool_files_read = spool_files_read.union(catalog.get_side_output(SPOOL_FILES_READ))
         # Live, the heartbeat moves the catalog's event time too, so upserts take
         # effect (and an idle catalog never holds back the event-time of the job).
         catalog_time = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(0)).with_timestamp_assigner(_SliceTimestamps())
@@ -164,7 +168,7 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
             .uid("drop-catalog-heartbeats")
             .set_parallelism(1)
             .key_by(lambda item: 0, key_type=Types.INT())
-            .process(ContentOperator(config), output_type=PICKLED)
+            .process(ContentOperator(config, ttls), output_type=PICKLED)
             .name("content")
             .uid("content")
             .set_parallelism(1)
@@ -173,6 +177,16 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
         sink.attach(content.get_side_output(WRITES), "catalog")
         trend_input = trend_input.union(content.get_side_output(FACTS))
         model_updates = model_updates.union(content)
+
+    if inputs.spool_dir is not None and settings.spool_retention_s > 0:
+        delay_ms = retention_delay_ms(settings.spool_retention_s, settings.checkpoint_interval_ms)
+        (
+            spool_files_read.key_by(lambda _: 0, key_type=Types.INT())
+            .process(SpoolRetention(str(inputs.spool_dir), delay_ms))
+            .name("spool-retention")
+            .uid("spool-retention")
+            .set_parallelism(1)
+        )
 
     trending = (
         trend_input.key_by(lambda m: 0, key_type=Types.INT())

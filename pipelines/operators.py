@@ -48,6 +48,8 @@ from pipelines.messages import (
     encode_pending,
     shard_of,
 )
+from pipelines.spool_retention import SPOOL_FILES_READ
+from pipelines.spoolfiles import END_PREFIX, ended_file
 from state.embeddings import ExportError, read_export
 from state.keys import KeyKind
 from state.schemas import (
@@ -64,7 +66,7 @@ from state.schemas import (
     encode_scored,
     encode_versions,
 )
-from state.writes import Ttls, catalog_write, neighbour_write, trending_write, user_writes
+from state.writes import Ttls, catalog_write, keyable, neighbour_write, trending_write, user_writes
 from transforms.catalog import CatalogItem, EmbeddingSwitch, parse_catalog_lines, validate_catalog_record, validate_embedding_switch
 from transforms.config import ModelConfig, event_weights
 from transforms.content import ContentIndex
@@ -72,7 +74,7 @@ from transforms.cooccurrence import ItemModel, sum_by_key
 from transforms.embedding import EmbeddingModel
 from transforms.engine import content_neighbours
 from transforms.events import EventBatch, parse_json_lines
-from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user
+from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user, scorable
 from transforms.scoring import ScoringModel, score_user
 from transforms.trending import TrendingModel
 
@@ -126,6 +128,23 @@ class PendingByWindow:
         self.counter += 1
         self.state.put(f"{window:020d}:{self.counter:020d}", raw)
 
+    def drop_users_after(self, window: int, users: set[str]) -> None:
+        """Remove ``users`` from the "users" payloads pending for windows after ``window``.
+
+        Snapshots of a user that arrived before their forget, pending for a later
+        window (events stamped ahead of the clock), would otherwise write the
+        forgotten profile back when that window closes.
+        """
+        for key in [k for k in self.state.keys() if int(k[:20]) > window]:
+            kind, w, payload = decode_pending(self.state.get(key))
+            if not users & payload["p"].keys():
+                continue
+            payload = {"p": {u: p for u, p in payload["p"].items() if u not in users}, "t": {u: t for u, t in payload["t"].items() if u not in users}}
+            if payload["p"]:
+                self.state.put(key, encode_pending(kind, w, payload))
+            else:
+                self.state.remove(key)
+
     def take(self, up_to_window: int) -> list[bytes]:
         due = sorted(k for k in self.state.keys() if int(k[:20]) <= up_to_window)
         out = [self.state.get(k) for k in due]
@@ -140,6 +159,13 @@ def boot_model_updates(entries: list[tuple[int, str, bytes]]) -> list[ModelUpdat
     for window, key, value in entries:
         by_window.setdefault(window, []).append((key, value))
     return [ModelUpdate(window, by_window[window]) for window in sorted(by_window)]
+
+
+def _spool_file_read(chunk: str) -> Iterable:
+    """A spool file's end marker: the file's name to the spool retention (anything else is ignored)."""
+    name = ended_file(chunk)
+    if name is not None:
+        yield SPOOL_FILES_READ, name
 
 
 def split_chunk(chunk: str) -> list[str]:
@@ -184,6 +210,9 @@ class ParseEvents(ProcessFunction):
         if self.accept_boot and chunk.startswith(BOOT_PREFIX):
             yield decode_boot_line(chunk)
             return
+        if chunk.startswith(END_PREFIX):
+            yield from _spool_file_read(chunk)
+            return
         result = parse_json_lines(split_chunk(chunk))
         if result.rejections:
             self.dead_letters.inc(len(result.rejections))
@@ -217,6 +246,9 @@ class ParseCatalog(ProcessFunction):
             return
         if self.accept_boot and chunk.startswith(BOOT_PREFIX):
             yield decode_boot_line(chunk)
+            return
+        if chunk.startswith(END_PREFIX):
+            yield from _spool_file_read(chunk)
             return
         switches: list[EmbeddingSwitch] = []
         items, rejections = parse_catalog_lines(split_chunk(chunk), switches)
@@ -336,7 +368,8 @@ class UserState(KeyedProcessFunction):
                 self.profiles.put(user, raw)
                 self.last_seen.put(user, profile.last_ts)
                 self.cache[user] = profile
-                snapshots[user] = raw
+                # A forgotten user's tombstone stays in state; the scorer deletes their keys.
+                snapshots[user] = None if scorable(profile) is None else raw
             last_ts[user] = int(events.ts[rows].max())
         self.users_counter.inc(len(snapshots))
         if len(self.cache) > 200_000:
@@ -496,8 +529,9 @@ class ContentOperator(KeyedProcessFunction):
     equal times: the last to arrive).
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, ttls: Ttls) -> None:
         self.config = config
+        self.ttls = ttls
 
     def open(self, runtime_context) -> None:
         self.pending = PendingByWindow(_bytes_map(runtime_context, "pending"))
@@ -523,7 +557,10 @@ class ContentOperator(KeyedProcessFunction):
         if self.catalog is None:
             self.catalog = {}
             for _, raw in self.items.items():
-                item, _ = validate_catalog_record(orjson.loads(raw))
+                item, rejection = validate_catalog_record(orjson.loads(raw))
+                if item is None:  # kept by a release that did not check categories yet
+                    log.warning("dropping a stored catalog item: %s: %s", rejection.detail, rejection.raw[:200])
+                    continue
                 self.catalog[item.item_id] = item
         window = timer_window(timestamp, self.config.window_ms)
         end = (window + 1) * self.config.window_ms
@@ -534,7 +571,11 @@ class ContentOperator(KeyedProcessFunction):
             if kind == "embeddings":
                 switches.append(validate_embedding_switch(payload)[0])
             else:
-                due.append(validate_catalog_record(payload)[0])
+                item, rejection = validate_catalog_record(payload)
+                if item is None:  # pending in state from a release that did not check categories yet
+                    log.warning("dropping a pending catalog upsert: %s: %s", rejection.detail, rejection.raw[:200])
+                    continue
+                due.append(item)
         if switches:
             newest = max(enumerate(switches), key=lambda ks: (ks[1].ts, ks[0]))[1]
             yield ModelUpdate(window, [("e:", encode_embedding_ref(newest.path))])
@@ -552,7 +593,7 @@ class ContentOperator(KeyedProcessFunction):
         yield ModelUpdate(window, entries)
         yield FACTS, FactsUpdate(window, facts)
         writes = [catalog_write(i) for i in due]
-        writes += [neighbour_write(KeyKind.CONTENT_NEIGHBOURS, item, end, nb) for item, nb in content.items()]
+        writes += [neighbour_write(KeyKind.CONTENT_NEIGHBOURS, item, end, nb, self.ttls.item_s) for item, nb in content.items()]
         yield WRITES, SinkBatch(writes=writes)
 
 
@@ -777,6 +818,9 @@ class Scorer(KeyedBroadcastProcessFunction):
             state.put(key, encode_versions([(w, p) for w, p, _ in versions]))
 
     def process_element(self, snapshot: UserSnapshot, ctx) -> Iterable:
+        forgotten = {u for u, raw in snapshot.profiles.items() if raw is None}
+        if forgotten:
+            self.pending.drop_users_after(snapshot.window, forgotten)
         payload = {"p": {u: (None if raw is None else raw.decode()) for u, raw in snapshot.profiles.items()}, "t": snapshot.last_ts}
         self.pending.add(snapshot.window, encode_pending("users", snapshot.window, payload))
         ctx.timer_service().register_event_time_timer(window_timer(snapshot.window, self.config.window_ms))
@@ -842,12 +886,16 @@ class RedisSink(ProcessFunction):
 
     def process_element(self, batch: SinkBatch, ctx) -> Iterable:
         started = time.perf_counter()
-        self.store.write(batch.writes)
-        self.store.dead_letter(batch.dead_letters)
+        writes, invalid = keyable(batch.writes, self.namespace)
+        self.store.write(writes)
+        self.store.dead_letter(batch.dead_letters + [r.to_json() for r in invalid])
         counters = {k: v for k, v in batch.stats.items() if k not in GAUGES}
+        if invalid:
+            counters["dead_letters"] = counters.get("dead_letters", 0) + len(invalid)
+            counters["dead_letters:invalid_key"] = counters.get("dead_letters:invalid_key", 0) + len(invalid)
         self.store.add_stats(counters)
         self.store.set_stats({k: v for k, v in batch.stats.items() if k in GAUGES})
         self.store.record_freshness(batch.lags_ms)
         self.latency_ms = int((time.perf_counter() - started) * 1000)
-        self.writes_counter.inc(len(batch.writes))
+        self.writes_counter.inc(len(writes))
         return ()

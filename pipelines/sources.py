@@ -27,6 +27,7 @@ from typing import Iterable, Iterator, Protocol, Sequence
 import orjson
 
 from pipelines.bootstrap import BootInput
+from pipelines.spoolfiles import END_PREFIX
 from transforms.catalog import validate_catalog_record
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class JobInput:
     # (bounded replay), or come in ``boot`` streams of their own (live inputs).
     bootstrapped: bool = False
     boot: BootStreams | None = None
+    # A spool directory input: the folder whose files the job retires once read.
+    spool_dir: Path | None = None
 
 
 class JobSource(Protocol):
@@ -95,7 +98,8 @@ def read_event_lines(path: Path) -> list[str]:
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
         with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            return [line.rstrip("\n") for line in f if line.strip()]
+            # A spool file's end marker is no record (see pipelines.spoolfiles).
+            return [line.rstrip("\n") for line in f if line.strip() and not line.startswith(END_PREFIX)]
     if suffix == ".csv":
         import csv
 
@@ -273,7 +277,9 @@ class DirectorySource:
             (Path(self.spool_dir) / sub).mkdir(parents=True, exist_ok=True)
         events = _text_file_source(env, Path(self.spool_dir) / "events", "spool-events", self.poll_ms)
         catalog = _text_file_source(env, Path(self.spool_dir) / "catalog", "spool-catalog", self.poll_ms)
-        return _live_input(env, events, catalog, self.heartbeat_ms, self.bootstrap, self.workdir)
+        inputs = _live_input(env, events, catalog, self.heartbeat_ms, self.bootstrap, self.workdir)
+        inputs.spool_dir = Path(self.spool_dir).resolve()
+        return inputs
 
 
 def _socket_lines(env, host: str, port: int, name: str):

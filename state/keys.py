@@ -1,28 +1,36 @@
 """The Redis key layout, version 1.  :func:`redis_key` builds every key flowrec reads or writes.
 
 Layout (``{ns}`` is the namespace, default ``flowrec``; values are UTF-8 JSON
-written by :mod:`state.store`):
+written by :mod:`state.store`, lists in the versioned shape of :mod:`state.schemas`):
 
-================================  ==========================================  =========
-key                               value                                       TTL
-================================  ==========================================  =========
-``{ns}:v1:rec:{user}``            the user's home list ``RecList``            user TTL
-``{ns}:v1:cart:{user}``           "goes with your cart" list ``RecList``      user TTL
-``{ns}:v1:profile:{user}``        top interests, cart, purchased ``Profile``  user TTL
-``{ns}:v1:sim:{item}``            collaborative neighbours ``NeighbourList``  item TTL
-``{ns}:v1:content:{item}``        content neighbours ``NeighbourList``        item TTL
-``{ns}:v1:item:{item}``           catalog item JSON                           none
-``{ns}:v1:trend:global``          global trending ``NeighbourList``           none
-``{ns}:v1:trend:cat:{category}``  trending in a top category                  none
-``{ns}:v1:stats``                 job counters (Redis hash)                   none
-``{ns}:v1:deadletter``            dead-lettered records (Redis stream)        capped
-``{ns}:v1:freshness``             recent event->list lags in ms (Redis list)  capped
-================================  ==========================================  =========
+====================================  ==========================================  =========
+key                                   value                                       TTL
+====================================  ==========================================  =========
+``{ns}:v1:rec:{user}``                the user's home list ``RecList``            user TTL
+``{ns}:v1:complements:{user}``        "goes with your cart" list ``RecList``      user TTL
+``{ns}:v1:profile:{user}``            top interests, cart, purchased ``Profile``  user TTL
+``{ns}:v1:sim:{item}``                collaborative neighbours ``NeighbourList``  item TTL
+``{ns}:v1:content:{item}``            content neighbours ``NeighbourList``        item TTL
+``{ns}:v1:item:{item}``               catalog item JSON                           none
+``{ns}:v1:trend:global``              global trending ``NeighbourList``           none
+``{ns}:v1:trend:cat:{category}``      trending in a top category                  none
+``{ns}:v1:stats``                     job counters (Redis hash)                   none
+``{ns}:v1:deadletter``                dead-lettered records (Redis stream)        capped
+``{ns}:v1:freshness``                 recent event->list lags in ms (Redis list)  capped
+====================================  ==========================================  =========
+
+``profile:{user}`` is personal data (what the user bought and has in the
+cart): it is for flowrec's API, not for shop frontends; give frontends a
+Redis user limited to the list keys (see the README).  ``{ns}:v1:cart:{user}``
+is the name releases before the rename gave the complements list; nothing
+writes it any more, forgetting a user still deletes it.
 
 Ids are validated (length and charset, see :data:`transforms.events.ID_PATTERN`)
+and categories by the catalog's one rule (:func:`transforms.catalog.valid_top_category`)
 before they become part of a key, so no caller can inject ``*`` patterns or
-separators.  Bump :data:`LAYOUT_VERSION` when a value's shape changes; readers
-of the old version keep working until its keys expire.
+separators.  Every entry point (API, job parsing, replay, backfill, bootstrap)
+rejects a record that breaks these rules, so this check never fires on input.
+Bump :data:`LAYOUT_VERSION` when a value's shape changes; readers of the old version keep working until its keys expire.
 """
 
 from __future__ import annotations
@@ -30,22 +38,22 @@ from __future__ import annotations
 import enum
 import re
 
+from transforms.catalog import valid_top_category
 from transforms.events import valid_id
 
 LAYOUT_VERSION = 1
 DEFAULT_NAMESPACE = "flowrec"
 _NAMESPACE = re.compile(r"[A-Za-z0-9_\-]{1,32}")
-# Category names come from catalogs ("Children's", "Sci-Fi & Fantasy"): any
-# printable text except glob metacharacters, so a key never acts as a pattern.
-_CATEGORY = re.compile(r"[^\x00-\x1f\x7f*?\[\]\\]{1,128}")
 
 
 class KeyKind(enum.Enum):
     """What a key holds; the value is its segment in the key."""
 
     USER_RECS = "rec"
-    CART_RECS = "cart"
+    COMPLEMENTS = "complements"
     PROFILE = "profile"
+    # Written by releases before the complements list was renamed; only deleted now.
+    LEGACY_CART = "cart"
     ITEM_NEIGHBOURS = "sim"
     CONTENT_NEIGHBOURS = "content"
     ITEM = "item"
@@ -56,7 +64,9 @@ class KeyKind(enum.Enum):
     FRESHNESS = "freshness"
 
 
-_USER_KINDS = {KeyKind.USER_RECS, KeyKind.CART_RECS, KeyKind.PROFILE}
+_USER_KINDS = {KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART}
+# Every key holding something about one user: what forgetting the user deletes.
+USER_KEY_KINDS = (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART)
 _ITEM_KINDS = {KeyKind.ITEM_NEIGHBOURS, KeyKind.CONTENT_NEIGHBOURS, KeyKind.ITEM}
 _SINGLETONS = {KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS}
 
@@ -80,8 +90,8 @@ def redis_key(kind: KeyKind, part: str | None = None, namespace: str = DEFAULT_N
             raise InvalidKeyPart(f"{kind.name} takes no id")
         return prefix
     if kind is KeyKind.TRENDING_CATEGORY:
-        if not isinstance(part, str) or not _CATEGORY.fullmatch(part):
-            raise InvalidKeyPart("category must be 1-128 printable chars without * ? [ ] \\")
+        if not valid_top_category(part):
+            raise InvalidKeyPart("a top category must be 1-128 printable chars without / * ? [ ] \\")
         return f"{prefix}:{part}"
     if kind in _USER_KINDS | _ITEM_KINDS:
         if not valid_id(part):

@@ -1,4 +1,5 @@
-"""Versioned encodings of everything flowrec keeps in Flink managed state.
+"""Versioned encodings of everything flowrec keeps in Flink managed state, and the versions of the
+list values it writes to Redis.
 
 Each value is UTF-8 JSON (orjson: floats round-trip exactly) whose first field
 ``"v"`` is the schema version.  Decoders accept every version they know and
@@ -9,7 +10,8 @@ restores in the next.  Nothing here pickles Python objects.
 value                       fields (version 1)
 ==========================  ==========================================================
 user profile                L landmark ms, t last ts, i [item], s [interest], a [action],
-                            h [[item, ts, weight]], c [[item, ts]], p [[item, ts]]
+                            h [[item, ts, weight]], c [[item, ts]], p [[item, ts]];
+                            version 2 adds f (forgotten until, ms; null: never forgotten)
 co-occurrence row           o [other item], w [weight]
 neighbour list              i [item], s [score]
 trending bucket             i [item], w [weight]
@@ -18,6 +20,21 @@ versioned value             x [[window, payload]]  (payload: another encoded val
 catalog facts               k top category, s in stock
 embedding version           e path of the export version directory
 ==========================  ==========================================================
+
+Redis list values (``rec:``, ``complements:``, ``profile:``, ``sim:``,
+``content:``, ``trend:``; written by :func:`state.store.encode_list`) carry
+their own version, :data:`REDIS_LIST_VERSION`:
+
+=======  ======================================================================
+version  shape
+=======  ======================================================================
+1        ``{"ts", "items": [{"item", "score", "reason"?}], ...}`` (no ``"v"``)
+2        ``{"v": 2, "ts", "items": [{"item", "score", "reason"?, "why"?}], ...}``:
+         ``reason`` is still the English text, ``why`` its structured form
+         ``{"code", "item"?, "category"?, "note"?}`` (:mod:`transforms.reasons`)
+=======  ======================================================================
+
+Version 2 only adds fields, so a reader of version 1 reads it unchanged.
 """
 
 from __future__ import annotations
@@ -29,7 +46,10 @@ import orjson
 
 from transforms.profile import UserProfile
 
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2
+# Redis list values: the version written, and every version readers accept.
+REDIS_LIST_VERSION = 2
+REDIS_LIST_VERSIONS = (1, 2)
 ROW_VERSION = 1
 LIST_VERSION = 1
 
@@ -76,13 +96,14 @@ def encode_profile(profile: UserProfile) -> bytes:
             "h": [list(h) for h in profile.history],
             "c": [[k, v] for k, v in profile.cart.items()],
             "p": [[k, v] for k, v in profile.purchased.items()],
+            "f": profile.forgotten_until,
         }
     )
 
 
 @_shape_checked
 def decode_profile(raw: bytes) -> UserProfile:
-    d = _load(raw, (PROFILE_VERSION,))
+    d = _load(raw, (1, PROFILE_VERSION))
     return UserProfile(
         landmark_ms=d["L"],
         last_ts=d["t"],
@@ -91,6 +112,7 @@ def decode_profile(raw: bytes) -> UserProfile:
         history=[(h[0], h[1], h[2]) for h in d["h"]],
         cart={k: v for k, v in d["c"]},
         purchased={k: v for k, v in d["p"]},
+        forgotten_until=d.get("f"),
     )
 
 

@@ -14,7 +14,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import orjson
 
-from state.keys import DEFAULT_NAMESPACE, KeyKind, redis_key
+from state.keys import DEFAULT_NAMESPACE, USER_KEY_KINDS, KeyKind, redis_key
+from state.schemas import REDIS_LIST_VERSION, REDIS_LIST_VERSIONS
+from transforms.reasons import read_reason
 from transforms.scoring import ScoredItem
 
 __all__ = ["ScoredItem", "encode_list", "decode_list", "Write", "RetryPolicy", "RedisStore"]
@@ -25,16 +27,24 @@ DAY_MS = 24 * 3600 * 1000
 
 
 def encode_list(ts: int, items: Sequence[ScoredItem], **extra: Any) -> bytes:
-    """A ranked list as stored: ``{"ts": event-time ms, "items": [{"item", "score", "reason"?}], ...}``."""
-    return orjson.dumps({"ts": int(ts), "items": [i.to_dict() for i in items], **extra})
+    """A ranked list as stored (value schema :data:`state.schemas.REDIS_LIST_VERSION`):
+    ``{"v": 2, "ts": event-time ms, "items": [{"item", "score", "reason"?, "why"?}], ...}``."""
+    return orjson.dumps({"v": REDIS_LIST_VERSION, "ts": int(ts), "items": [i.to_dict() for i in items], **extra})
 
 
 def decode_list(raw: bytes | str | None) -> tuple[int, list[ScoredItem], dict[str, Any]]:
-    """Inverse of :func:`encode_list`: (ts, items, other fields); an absent key is an empty list."""
+    """Inverse of :func:`encode_list`: (ts, items, other fields); an absent key is an empty list.
+
+    Reads every value schema version (:data:`state.schemas.REDIS_LIST_VERSIONS`;
+    version 1 has no ``"v"`` and reasons as text only); another raises ValueError.
+    """
     if raw is None:
         return 0, [], {}
     data = orjson.loads(raw)
-    items = [ScoredItem(d["item"], float(d["score"]), d.get("reason", "")) for d in data.pop("items")]
+    version = data.pop("v", 1)
+    if version not in REDIS_LIST_VERSIONS:
+        raise ValueError(f"unsupported list value version {version!r}")
+    items = [ScoredItem(d["item"], float(d["score"]), read_reason(d)) for d in data.pop("items")]
     return int(data.pop("ts")), items, data
 
 
@@ -177,4 +187,4 @@ class RedisStore:
 
     def delete_user(self, user_id: str) -> int:
         """Remove every per-user key now (privacy); the job forgets its state on a forget event."""
-        return self.client.delete(*(self.key(kind, user_id) for kind in (KeyKind.USER_RECS, KeyKind.CART_RECS, KeyKind.PROFILE)))
+        return self.client.delete(*(self.key(kind, user_id) for kind in USER_KEY_KINDS))

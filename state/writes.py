@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from state.keys import KeyKind
+from state.keys import USER_KEY_KINDS, InvalidKeyPart, KeyKind, redis_key
 from state.store import Write, encode_list
 from transforms.catalog import CatalogItem
+from transforms.events import Rejection, _reject
 from transforms.engine import FinalState, WindowOutput
 from transforms.scoring import Neighbours, ScoredItem, UserLists
 
@@ -24,9 +25,9 @@ class Ttls:
 
 
 def user_writes(user: str, ts: int, lists: UserLists | None, ttls: Ttls) -> list[Write]:
-    """The user's home list, cart list and profile; a forgotten user's keys are deleted."""
+    """The user's home list, complements list and profile; a forgotten user's keys are deleted (the legacy ``cart:`` key too)."""
     if lists is None:
-        return [Write(kind, user, None) for kind in (KeyKind.USER_RECS, KeyKind.CART_RECS, KeyKind.PROFILE)]
+        return [Write(kind, user, None) for kind in USER_KEY_KINDS]
     profile = encode_list(
         ts,
         [ScoredItem(item, value) for item, value in lists.interests],
@@ -36,9 +37,9 @@ def user_writes(user: str, ts: int, lists: UserLists | None, ttls: Ttls) -> list
     )
     return [
         Write(KeyKind.USER_RECS, user, encode_list(ts, lists.home), ttls.user_s or None),
-        Write(KeyKind.CART_RECS, user, encode_list(ts, lists.cart), ttls.user_s or None)
+        Write(KeyKind.COMPLEMENTS, user, encode_list(ts, lists.cart), ttls.user_s or None)
         if lists.cart
-        else Write(KeyKind.CART_RECS, user, None),
+        else Write(KeyKind.COMPLEMENTS, user, None),
         Write(KeyKind.PROFILE, user, profile, ttls.user_s or None),
     ]
 
@@ -82,3 +83,22 @@ def final_writes(final: FinalState, ttls: Ttls) -> list[Write]:
     for user, (t, lists) in final.users.items():
         writes += user_writes(user, t, lists, ttls)
     return writes
+
+
+def keyable(writes: list[Write], namespace: str) -> tuple[list[Write], list[Rejection]]:
+    """The writes whose key can be built, and a dead letter (reason ``invalid_key``) for each other one.
+
+    Every entry point validates ids and categories, so this drops nothing on
+    fresh input; it keeps a sink alive on state restored from a release that
+    did not check yet (one bad key would otherwise fail the batch on every retry).
+    """
+    good: list[Write] = []
+    bad: list[Rejection] = []
+    for write in writes:
+        try:
+            redis_key(write.kind, write.part, namespace)
+        except InvalidKeyPart as exc:
+            bad.append(_reject("invalid_key", str(exc), {"key": write.kind.value, "part": write.part}))
+            continue
+        good.append(write)
+    return good, bad

@@ -10,6 +10,7 @@ serve the learned embeddings of export version ``PATH`` from ``T`` on.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
@@ -21,6 +22,27 @@ MAX_TITLE_LENGTH = 512
 MAX_TAGS = 64
 MAX_TAG_LENGTH = 64
 CATEGORY_SEPARATOR = "/"
+# The one rule for category names, which become parts of Redis keys (trending by
+# top category) and query parameters: a path of at most 8 segments joined by
+# "/", each 1-128 characters of printable text ("Children's", "Sci-Fi & Fantasy")
+# without control characters or the glob metacharacters * ? [ ] \, so no
+# category can act as a key pattern or split a log line.  Spelled once as a
+# regex both Python and pydantic (the API's query schema) understand.
+CATEGORY_SEGMENT_REGEX = r"[^\x00-\x1f\x7f-\x9f*?\[\]\\/]{1,128}"
+CATEGORY_PATH_REGEX = rf"{CATEGORY_SEGMENT_REGEX}(?:/{CATEGORY_SEGMENT_REGEX}){{0,7}}"
+_CATEGORY_SEGMENT = re.compile(CATEGORY_SEGMENT_REGEX)
+_CATEGORY_PATH = re.compile(CATEGORY_PATH_REGEX)
+CATEGORY_RULE = "category must be a path of at most 8 '/'-separated parts, each 1-128 printable chars without * ? [ ] \\"
+
+
+def valid_category(value: object) -> bool:
+    """True when ``value`` is a usable category path (``"fashion/shoes"``); see :data:`CATEGORY_PATH_REGEX`."""
+    return isinstance(value, str) and _CATEGORY_PATH.fullmatch(value) is not None
+
+
+def valid_top_category(value: object) -> bool:
+    """True when ``value`` is one segment of a valid category path (what a trending key is made of)."""
+    return isinstance(value, str) and _CATEGORY_SEGMENT.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -121,6 +143,8 @@ def validate_catalog_record(rec: Any, raw: Any = None) -> tuple[CatalogItem | No
         if not isinstance(value, str) or len(value) > MAX_TITLE_LENGTH:
             return None, _reject("bad_field", f"{name} must be a string of at most {MAX_TITLE_LENGTH} chars", raw)
         strings[name] = value
+    if strings["category"] and not valid_category(strings["category"]):
+        return None, _reject("bad_category", CATEGORY_RULE, raw)
     price = rec.get("price")
     if price is None:
         price = math.nan

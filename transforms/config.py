@@ -14,6 +14,8 @@ import numpy as np
 
 from transforms.events import EVENT_TYPES
 
+# Default of ModelConfig.max_clock_skew_ms (the API's limit on future timestamps).
+DEFAULT_MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
 SIMILARITY_MEASURES = ("cosine", "jaccard", "lift", "conditional", "swing")
 
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
@@ -100,6 +102,10 @@ class ModelConfig:
     trending_size: int = 50
     # Content similarity: TF-IDF neighbours per item.
     content_neighbours: int = 20
+    # Clock skew accepted from producers: the API takes events stamped up to
+    # this far ahead of its clock, so a `forget` wins over every event of the
+    # user stamped up to this long after it (earlier sends included).
+    max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS
 
     def __post_init__(self) -> None:
         if self.similarity not in SIMILARITY_MEASURES:
@@ -121,6 +127,7 @@ class ModelConfig:
             "content_neighbours": self.content_neighbours,
         }
         non_negative = {
+            "max_clock_skew_ms": self.max_clock_skew_ms,
             "weight_embedding": self.weight_embedding,
             "weight_sequence": self.weight_sequence,
             "embedding_candidates": self.embedding_candidates,

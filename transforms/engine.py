@@ -44,7 +44,7 @@ from transforms.content import ContentIndex
 from transforms.cooccurrence import ItemModel
 from transforms.embedding import EmbeddingModel
 from transforms.events import EventBatch
-from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user
+from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user, scorable
 from transforms.scoring import Neighbours, ScoredItem, ScoringModel, UserLists, score_user
 from transforms.trending import TrendingModel
 
@@ -335,7 +335,7 @@ class ReferenceEngine:
             for user in sorted(self._dirty):
                 if last is not None and last.get(user) != window:
                     continue
-                profile = self.profiles.get(user)
+                profile = scorable(self.profiles.get(user))  # None: forgotten, the keys are deleted
                 out.users[user] = None if profile is None else score_user(profile, end, self.model, self.config)
         self._contribution = ItemContribution()
         self._dirty = {}

@@ -11,6 +11,14 @@ most ``2 * history_length`` pair entries.
 
 Events of one user are applied one by one in event-time order, so every engine
 that applies the same events computes bit-identical state, however it batches.
+
+A ``forget`` event (privacy) clears the user and leaves a *tombstone*: an empty
+profile whose ``forgotten_until`` is the forget's time plus the accepted clock
+skew (``max_clock_skew_ms``).  Every later-applied event of the user stamped no
+later than that is dropped, so an event a producer stamped ahead of its clock
+and sent before the forget cannot bring the user back.  A tombstone is kept in
+state like a profile (and expires like one); engines write nothing for it
+(:func:`scorable`).
 """
 
 from __future__ import annotations
@@ -43,10 +51,22 @@ class UserProfile:
     history: list[tuple[str, int, float]] = field(default_factory=list)
     cart: dict[str, int] = field(default_factory=dict)
     purchased: dict[str, int] = field(default_factory=dict)
+    # Events of this user stamped at or before this time (ms) are dropped (None: never forgotten).
+    forgotten_until: int | None = None
 
     @property
     def is_empty(self) -> bool:
         return not self.interests and not self.history and not self.cart and not self.purchased
+
+    @property
+    def is_forgotten(self) -> bool:
+        """A tombstone: the user was forgotten and nothing has been kept about them since."""
+        return self.forgotten_until is not None and self.is_empty
+
+
+def scorable(profile: UserProfile | None) -> UserProfile | None:
+    """The profile to write lists for; ``None`` for a user who was forgotten (their keys are deleted)."""
+    return None if profile is None or profile.is_forgotten else profile
 
 
 @dataclass
@@ -79,18 +99,23 @@ def apply_user_events(
 ) -> UserProfile | None:
     """Apply one user's events (in event-time order) to ``profile``; append item-model deltas to ``out``.
 
-    Returns the new profile, or ``None`` when a ``forget`` event leaves nothing
-    to keep (privacy deletion).  Units: weights are interest points; times ms.
+    Returns the new profile; after a ``forget`` event a tombstone (see the
+    module docstring).  Units: weights are interest points; times ms.
     """
     half_life = config.half_life_ms
     gap = config.session_gap_ms
     history_length = config.history_length
     for item, code, t, w in zip(items, codes, ts, weights):
         if code == FORGET:
-            profile = None
+            until = t + config.max_clock_skew_ms
+            if profile is not None and profile.forgotten_until is not None:
+                until = max(until, profile.forgotten_until)
+            profile = UserProfile(last_ts=t, forgotten_until=until)
             continue
-        if profile is None:
-            profile = UserProfile(landmark_ms=initial_landmark(t, half_life), last_ts=t)
+        if profile is not None and profile.forgotten_until is not None and t <= profile.forgotten_until:
+            continue  # stamped before the forget took hold: the forget wins
+        if profile is None or profile.is_forgotten:
+            profile = UserProfile(landmark_ms=initial_landmark(t, half_life), last_ts=t, forgotten_until=None if profile is None else profile.forgotten_until)
         landmark, scale = renormalise(profile.landmark_ms, t, half_life)
         if scale != 1.0:
             profile.interests = {k: v * scale for k, v in profile.interests.items()}

@@ -46,7 +46,9 @@ per-category cap adds diversity.  Each item's explanation names the component
 that contributed most: "because you viewed X", "similar to X",
 "trending in C", "popular now", "you viewed this recently", and for the
 embedding components "similar to X" (X: the strongest interest whose query
-vector adds most to ``u . c_j``) or "picked for you".
+vector adds most to ``u . c_j``) or "picked for you" (each a
+:class:`transforms.reasons.Reason`: a code, the item or category, the text).
+The cart list is :func:`transforms.complements.cart_complements`.
 """
 
 from __future__ import annotations
@@ -56,37 +58,34 @@ from typing import Mapping, NamedTuple
 
 import numpy as np
 
+from transforms.complements import cart_complements, goes_with
 from transforms.config import ModelConfig
 from transforms.embedding import EmbeddingModel
 from transforms.events import EVENT_TYPES
 from transforms.profile import UserProfile, top_interests
+from transforms.reasons import UNSTRUCTURED, Reason, because_you, reason, you_did_recently
 from transforms.similarity import top_k
 
 Neighbours = tuple[np.ndarray, np.ndarray]  # (item ids, similarities), best first
 
-VERBS = {
-    "view": "viewed",
-    "click": "clicked",
-    "add_to_cart": "added to cart",
-    "favorite": "saved",
-    "purchase": "bought",
-    "rating": "rated",
-}
 # The reason of an embedding pick that no single interest explains (and of every sequence pick).
-PICKED_FOR_YOU = "picked for you"
+PICKED_FOR_YOU = reason("picked_for_you")
 
 
 class ScoredItem(NamedTuple):
-    """One entry of a ranked list: item, score, and why it is there."""
+    """One entry of a ranked list: item, score, and why it is there (see :mod:`transforms.reasons`)."""
 
     item: str
     score: float
-    reason: str = ""
+    reason: Reason | None = None
 
     def to_dict(self) -> dict:
-        out = {"item": self.item, "score": self.score}
+        """``{"item", "score", "reason": English text, "why": {"code", "item"?, "category"?, "note"?}}``."""
+        out: dict = {"item": self.item, "score": self.score}
         if self.reason:
-            out["reason"] = self.reason
+            out["reason"] = self.reason.text
+            if self.reason.code != UNSTRUCTURED:
+                out["why"] = self.reason.fields()
         return out
 
 
@@ -169,7 +168,7 @@ def relative_scores(scores: np.ndarray) -> np.ndarray:
     return np.maximum((scores - mean) / spread, 0.0)
 
 
-def _attribution(embeddings: EmbeddingModel, strongest: list[tuple[str, float]], items: list[str]) -> list[str]:
+def _attribution(embeddings: EmbeddingModel, strongest: list[tuple[str, float]], items: list[str]) -> list[Reason]:
     """Per item, "similar to i" for the strongest interest ``i`` with the largest positive
     ``v_i * q_i . c_j``; "picked for you" when no term is positive.
 
@@ -186,7 +185,7 @@ def _attribution(embeddings: EmbeddingModel, strongest: list[tuple[str, float]],
     terms = np.array([v for _, v in sources])[:, None] * (query @ candidate.T)
     best = terms.argmax(axis=0)  # the first (strongest) source on ties
     positive = terms[best, np.arange(len(items))] > 0
-    labels = [f"similar to {i}" for i, _ in sources]
+    labels = [reason("similar_to", item=i) for i, _ in sources]
     return [labels[b] if p else PICKED_FOR_YOU for b, p in zip(best.tolist(), positive.tolist())]
 
 
@@ -257,7 +256,7 @@ def _allowed(item: str, model: ScoringModel, config: ModelConfig) -> bool:
     return category not in config.deny_categories
 
 
-def _rank(blend: dict[str, float], reasons: dict[str, str], model: ScoringModel, config: ModelConfig, n: int) -> list[ScoredItem]:
+def _rank(blend: dict[str, float], reasons: dict[str, Reason], model: ScoringModel, config: ModelConfig, n: int) -> list[ScoredItem]:
     """Top ``n`` of the blended scores (argpartition cut, id tie-break), with the per-category cap."""
     if not blend:
         return []
@@ -314,33 +313,33 @@ def score_user(
     if strongest:
         cf, cf_best = {}, {}
         _accumulate(strongest, model.neighbours, cf, cf_best)
-        verbs = {i: VERBS.get(EVENT_TYPES[profile.last_action.get(i, 0)], "viewed") for i, _ in strongest}
-        components.append((config.weight_cf, _normalised(cf), {j: f"because you {verbs[src]} {src}" for j, (_, src) in cf_best.items()}))
+        actions = {i: EVENT_TYPES[profile.last_action.get(i, 0)] for i, _ in strongest}
+        components.append((config.weight_cf, _normalised(cf), {j: because_you(actions[src], src) for j, (_, src) in cf_best.items()}))
         ct, ct_best = {}, {}
         _accumulate(strongest, model.content, ct, ct_best)
-        components.append((config.weight_content, _normalised(ct), {j: f"similar to {src}" for j, (_, src) in ct_best.items()}))
+        components.append((config.weight_content, _normalised(ct), {j: reason("similar_to", item=src) for j, (_, src) in ct_best.items()}))
         recent = _normalised(dict(strongest))
-        components.append((config.weight_recent, recent, {j: f"you {verbs[j]} this recently" for j in recent}))
+        components.append((config.weight_recent, recent, {j: you_did_recently(actions[j], j) for j in recent}))
     if categories:
         top_cat = max(categories.values())
         cat_scores: dict[str, float] = {}
-        cat_reason: dict[str, str] = {}
+        cat_reason: dict[str, Reason] = {}
         for category, value in sorted(categories.items(), key=lambda kv: (-kv[1], kv[0]))[:3]:
             for j, s in _trend_scores(model.trending_by_category.get(category), value / top_cat).items():
                 if s > cat_scores.get(j, 0.0):
                     cat_scores[j] = s
-                    cat_reason[j] = f"trending in {category}"
+                    cat_reason[j] = reason("trending_in", category=category)
         components.append((config.weight_category, cat_scores, cat_reason))
     cold_start = not strongest
     pop = _trend_scores(model.trending_global)
     pop_weight = config.weight_popularity if not cold_start else 1.0
-    components.append((pop_weight, pop, {j: ("trending now" if cold_start else "popular now") for j in pop}))
+    components.append((pop_weight, pop, {j: reason("trending_now" if cold_start else "popular_now") for j in pop}))
     if strongest and model.embeddings is not None and (config.weight_embedding > 0 or config.weight_sequence > 0):
         pool = {j for weight, scores, _ in components if weight > 0 for j in scores}
         components += _embedding_components(profile, interests, strongest, pool, banned, model.embeddings, config)
 
     blend: dict[str, float] = {}
-    reasons: dict[str, str] = {}
+    reasons: dict[str, Reason] = {}
     best_part: dict[str, float] = {}
     for weight, scores, why in components:
         if weight <= 0:
@@ -358,13 +357,9 @@ def score_user(
 
     cart: list[ScoredItem] = []
     if profile is not None and profile.cart:
-        in_cart = list(profile.cart)
-        comp, comp_best = {}, {}
-        _accumulate([(i, 1.0) for i in in_cart], model.neighbours, comp, comp_best)
-        _accumulate([(i, config.weight_content) for i in in_cart], model.content, comp, comp_best)
-        skip = banned | set(in_cart)
-        comp = {j: s for j, s in comp.items() if j not in skip and _allowed(j, model, config)}
-        cart = _rank(comp, {j: f"goes with {src}" for j, (_, src) in comp_best.items()}, model, config, n)
+        comp, comp_source = cart_complements(list(profile.cart), model.neighbours, model.content, config.weight_cf, config.weight_content)
+        comp = {j: s for j, s in comp.items() if j not in banned and _allowed(j, model, config)}
+        cart = _rank(comp, {j: goes_with(src) for j, src in comp_source.items()}, model, config, n)
     return UserLists(
         home=home,
         cart=cart,

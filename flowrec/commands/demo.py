@@ -104,7 +104,7 @@ def _show(client: redis.Redis, namespace: str, users: list[str], last: dict[str,
         top = [i.item for i in items[:3]]
         if top and top != last.get(user):
             last[user] = top
-            shown = "; ".join(f"{i.item} ({i.reason})" for i in items[:3])
+            shown = "; ".join(f"{i.item} ({i.reason.text if i.reason else ''})" for i in items[:3])
             print(f"  {user}: {shown}", flush=True)
 
 

@@ -17,6 +17,7 @@ from api.app import create_app
 from flowrec.config import Settings
 from state.keys import KeyKind
 from state.store import RedisStore, ScoredItem, Write, encode_list
+from transforms.reasons import UNSTRUCTURED, Reason
 
 # The clock every test app runs on (epoch ms, 2023-11-14T22:13:20Z); tests move it explicitly.
 NOW_MS = 1_700_000_000_000
@@ -64,8 +65,10 @@ def running(app: Any, stopping: list[threading.Thread] | None = None) -> Iterato
 
 
 def put_list(store: RedisStore, kind: KeyKind, part: str | None, ts: int, items: list[tuple], **extra: Any) -> None:
-    """Write a hand-made list ``[(item, score[, reason]), ...]`` the way the job does."""
-    store.write([Write(kind, part, encode_list(ts, [ScoredItem(*entry) for entry in items], **extra))])
+    """Write a hand-made list ``[(item, score[, reason]), ...]`` the way the job does (a reason given
+    as text is stored with only its text, as values written before reasons had codes)."""
+    entries = [ScoredItem(*entry[:2], Reason(UNSTRUCTURED, text=entry[2]) if len(entry) > 2 and isinstance(entry[2], str) else (entry[2] if len(entry) > 2 else None)) for entry in items]
+    store.write([Write(kind, part, encode_list(ts, entries, **extra))])
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from api.ingest import MAX_FUTURE_MS
+from pipelines.spoolfiles import end_marker
 from flowrec.config import Settings
 from state.keys import KeyKind
 from transforms.catalog import CatalogItem
@@ -27,9 +28,11 @@ def spool_files(spool_dir, kind: str = "events") -> list:
 
 
 def lines(path) -> list[dict]:
-    """Records of a spool file: a line holds one record or a JSON array of them."""
+    """Records of a spool file: a line holds one record or a JSON array of them; the last line is the end marker."""
     out = []
-    for line in path.read_bytes().splitlines():
+    *records, marker = path.read_bytes().splitlines()
+    assert marker + b"\n" == end_marker(path.name)
+    for line in records:
         record = orjson.loads(line)
         out.extend(record if isinstance(record, list) else [record])
     return out
@@ -182,7 +185,7 @@ def test_item_upsert_is_visible_at_once_and_spooled(api, auth, spool_dir, redis_
     expected = CatalogItem("n1", title="New shoe", category="fashion/shoes", price=59.0, tags=("red",), ts=NOW_MS)
     assert api.get("/v1/items/n1").content == expected.to_json()
     [spooled] = spool_files(spool_dir, "catalog")
-    assert spooled.read_bytes() == expected.to_json() + b"\n"
+    assert spooled.read_bytes() == expected.to_json() + b"\n" + end_marker(spooled.name)
     assert spool_files(spool_dir, "events") == []
     assert api.get("/v1/catalog", params={"category": "fashion"}).json()["items"] == [orjson.loads(expected.to_json())]
 
@@ -210,13 +213,15 @@ def test_item_upserts_the_job_could_not_read_are_rejected(api, auth, spool_dir):
 def test_delete_user_removes_keys_now_and_tells_the_job(api, auth, store, redis_client, spool_dir):
     for user in ("u1", "u2"):
         put_list(store, KeyKind.USER_RECS, user, 1, [("i1", 1.0)])
-        put_list(store, KeyKind.CART_RECS, user, 1, [("i2", 1.0)])
+        put_list(store, KeyKind.COMPLEMENTS, user, 1, [("i2", 1.0)])
+        put_list(store, KeyKind.LEGACY_CART, user, 1, [("i2", 1.0)])
         put_list(store, KeyKind.PROFILE, user, 1, [("i3", 1.0)], categories={}, cart=[], purchased=[])
     response = api.delete("/v1/users/u1", headers=auth)
     assert response.status_code == 202, response.text
-    assert response.json() == {"user_id": "u1", "deleted_keys": 3, "forget_queued": True}
-    assert redis_client.exists(*(store.key(k, "u1") for k in (KeyKind.USER_RECS, KeyKind.CART_RECS, KeyKind.PROFILE))) == 0
-    assert redis_client.exists(*(store.key(k, "u2") for k in (KeyKind.USER_RECS, KeyKind.CART_RECS, KeyKind.PROFILE))) == 3
+    assert response.json() == {"user_id": "u1", "deleted_keys": 4, "forget_queued": True}
+    user_kinds = (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART)
+    assert redis_client.exists(*(store.key(k, "u1") for k in user_kinds)) == 0
+    assert redis_client.exists(*(store.key(k, "u2") for k in user_kinds)) == 4
     [spooled] = spool_files(spool_dir)
     assert lines(spooled) == [{"user_id": "u1", "event_type": "forget", "ts": NOW_MS}]
     # The user is now a cold-start user.
@@ -229,3 +234,33 @@ def test_delete_user_removes_keys_now_and_tells_the_job(api, auth, store, redis_
 def test_delete_user_with_a_bad_id(api, auth, spool_dir):
     assert_problem(api.delete("/v1/users/u*", headers=auth), 422, "validation")
     assert spool_files(spool_dir) == []
+
+
+# -- categories become keys: one rule at the door --------------------------------------
+
+
+@pytest.mark.parametrize("category", ["bad*cat/x", "bad?cat", "a[b]", "back\\slash", "line\nbreak", "nul\x00byte", "fashion/", "/fashion", "a//b"])
+def test_item_categories_that_cannot_become_keys_are_refused(api, auth, spool_dir, redis_client, category):
+    response = api.post("/v1/items", json={"item_id": "probe_glob", "category": category}, headers=auth)
+    assert_problem(response, 422, "no-records-accepted")
+    assert response.json()["rejections"][0]["reason"] == "bad_category"
+    assert redis_client.keys("*") == []
+    assert spool_files(spool_dir, "catalog") == []
+
+
+def test_catalog_categories_with_punctuation_are_fine(api, auth):
+    response = api.post("/v1/items", json=[{"item_id": "b1", "category": "Children's/Sci-Fi & Fantasy"}], headers=auth)
+    assert response.status_code == 202, response.text
+    assert api.get("/v1/trending", params={"category": "Children's/Sci-Fi & Fantasy"}).status_code == 200
+
+
+def test_an_item_stored_with_a_bad_category_does_not_poison_lookups(api, store, redis_client):
+    """An entry written before the rule existed: lookups fall back to global trending instead of failing."""
+    redis_client.set(store.key(KeyKind.ITEM, "probe_glob"), orjson.dumps({"item_id": "probe_glob", "category": "bad*cat/x"}))
+    put_list(store, KeyKind.TRENDING_GLOBAL, None, 5, [("t1", 2.0)])
+    similar = api.get("/v1/items/probe_glob/similar")
+    assert similar.status_code == 200, similar.text
+    assert [i["item"] for i in similar.json()["items"]] == ["t1"]
+    in_context = api.get("/v1/users/u1/recommendations", params={"context": "item", "item_id": "probe_glob"})
+    assert in_context.status_code == 200, in_context.text
+    assert [i["item"] for i in in_context.json()["items"]] == ["t1"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import httpx
+import numpy as np
 import orjson
 import pytest
 
@@ -19,6 +20,9 @@ from state.keys import KeyKind
 from state.store import Write
 from transforms.catalog import CatalogItem
 from transforms.config import ModelConfig
+from transforms.profile import UserProfile
+from transforms.scoring import ScoringModel, score_user
+from state.writes import Ttls, neighbour_write, user_writes
 
 from .conftest import API_KEY, NOW_MS, assert_problem, assert_unavailable, put_list
 
@@ -43,7 +47,7 @@ def shop(store):
     put_list(store, KeyKind.TRENDING_GLOBAL, None, 2000, [("t1", 50.0), ("i1", 40.0), ("t2", 30.0)])
     put_list(store, KeyKind.TRENDING_CATEGORY, "fashion", 3000, [("f1", 9.0), ("f2", 8.0)])
     put_list(store, KeyKind.PROFILE, "u1", 1500, [("i1", 5.0), ("i2", 2.0)], categories={"fashion": 4.0, "home": 1.0}, cart=["i1"], purchased=["n2"])
-    put_list(store, KeyKind.CART_RECS, "u1", 1600, [("c1", 0.8, "goes with i1"), ("i1", 0.7, "in the cart already"), ("c2", 0.5, "goes with i1")])
+    put_list(store, KeyKind.COMPLEMENTS, "u1", 1600, [("c1", 0.8, "goes with i1"), ("i1", 0.7, "in the cart already"), ("c2", 0.5, "goes with i1")])
     put_list(store, KeyKind.PROFILE, "u2", 1700, [("a", 1.0)], categories={}, cart=["a", "b"], purchased=["z"])
     put_list(store, KeyKind.ITEM_NEIGHBOURS, "a", 10, [("x", 4.0), ("y", 2.0), ("b", 1.0)])
     put_list(store, KeyKind.ITEM_NEIGHBOURS, "b", 20, [("y", 3.0), ("z", 1.5)])
@@ -51,6 +55,10 @@ def shop(store):
     put_list(store, KeyKind.ITEM_NEIGHBOURS, "i1", 100, [("n1", 2.0), ("n2", 1.0)])
     put_list(store, KeyKind.CONTENT_NEIGHBOURS, "i1", 200, [("n2", 0.5), ("n3", 0.25)])
     store.write([Write(KeyKind.ITEM, item, CatalogItem(item, title=f"Item {item}", category=category).to_json()) for item, category in CATEGORIES.items()])
+
+
+def nb(*pairs):
+    return (np.array([p[0] for p in pairs], dtype=object), np.array([p[1] for p in pairs], dtype=np.float64))
 
 
 def recs(api: httpx.Client, user: str, **params) -> dict:
@@ -147,6 +155,26 @@ def test_cart_context_computes_complements_when_the_job_has_no_cart_list(api, sh
     body = recs(api, "u2", context="cart", n=3)
     assert pairs(body) == [("y", 1.5, "goes with b in your cart"), ("x", 1.0, "goes with a in your cart"), ("t1", 50.0, "trending now")]
     assert body["ts"] == 1700
+
+
+def test_cart_complements_the_api_computes_equal_the_jobs_list(api, store):
+    """One formula (transforms.complements): before the job has scored a cart, the API serves what the
+    job's scorer will write for it, collaborative and content neighbours included, reasons and all."""
+    neighbours = {"a": nb(("x", 4.0), ("y", 2.0), ("b", 1.0)), "b": nb(("y", 3.0), ("z", 1.5))}
+    content = {"a": nb(("z", 0.9), ("w", 0.3)), "b": nb(("x", 0.6), ("v", 0.2))}
+    profile = UserProfile(landmark_ms=0, last_ts=0, interests={"a": 4.0, "b": 2.0}, last_action={"a": 2, "b": 0}, cart={"a": 1, "b": 2})
+    model = ScoringModel(neighbours=neighbours, content=content, facts={})
+    lists = score_user(profile, 1000, model, ModelConfig())
+    assert len(lists.cart) == 5 and {i.reason.item for i in lists.cart} == {"a", "b"}
+    writes = [neighbour_write(KeyKind.ITEM_NEIGHBOURS, i, 1000, nbs) for i, nbs in neighbours.items()]
+    writes += [neighbour_write(KeyKind.CONTENT_NEIGHBOURS, i, 1000, nbs) for i, nbs in content.items()]
+    writes += [w for w in user_writes("u7", 1000, lists, Ttls()) if w.kind is KeyKind.PROFILE]  # no complements list yet
+    store.write(writes)
+
+    body = recs(api, "u7", context="cart", n=10)
+
+    assert body["items"] == [i.to_dict() for i in lists.cart]
+    assert body["items"][0]["why"]["code"] == "goes_with"
 
 
 def test_cart_context_with_an_empty_cart_says_so(api, shop):
@@ -261,7 +289,7 @@ def test_trending_global_and_per_category(api, shop):
     assert api.get("/v1/trending").json() == {
         "category": None,
         "ts": 2000,
-        "items": [{"item": "t1", "score": 50.0, "reason": "trending now"}, {"item": "i1", "score": 40.0, "reason": "trending now"}, {"item": "t2", "score": 30.0, "reason": "trending now"}],
+        "items": [{"item": item, "score": score, "reason": "trending now", "why": {"code": "trending_now"}} for item, score in (("t1", 50.0), ("i1", 40.0), ("t2", 30.0))],
     }
     assert [i["item"] for i in api.get("/v1/trending", params={"n": 1}).json()["items"]] == ["t1"]
     assert pairs(api.get("/v1/trending", params={"category": "fashion"}).json()) == [("f1", 9.0, "trending in fashion"), ("f2", 8.0, "trending in fashion")]

@@ -35,7 +35,7 @@ def test_flowrec_serve_demo_mode(tmp_path, redis_url):
         assert httpx.post(f"{base}/v1/events", json=event, headers={"Authorization": "Bearer the-demo-key"}).status_code == 202
         assert httpx.post(f"{base}/v1/events", json=event, headers={"Authorization": "Bearer other"}).status_code == 401
         [spooled] = spool.glob("events/events-*.jsonl")
-        assert orjson.loads(spooled.read_bytes())[0]["item_id"] == "i1"
+        assert orjson.loads(spooled.read_bytes().splitlines()[0])[0]["item_id"] == "i1"
         assert httpx.get(f"{base}/openapi.json").json()["info"]["title"] == "flowrec API"
         assert httpx.get(f"{base}/docs").status_code == 200
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flowrec.commands.train import publish
+from pipelines.spoolfiles import ended_file
 from transforms.catalog import EmbeddingSwitch, parse_catalog_lines
 
 
@@ -14,6 +15,8 @@ def test_publish_writes_a_switch_the_job_reads(tmp_path: Path):
     written = publish(tmp_path / "spool", version, now_ms=1_700_000_000_123)
     assert written.parent == tmp_path / "spool" / "catalog" and not written.name.startswith(".")
     switches: list = []
-    items, rejections = parse_catalog_lines(written.read_text().splitlines(), switches)
+    *records, marker = written.read_text().splitlines()
+    assert ended_file(marker) == written.name  # the job retires the file once it has read it
+    items, rejections = parse_catalog_lines(records, switches)
     assert items == [] and rejections == []
     assert switches == [EmbeddingSwitch(str(version.resolve()), 1_700_000_000_123)]

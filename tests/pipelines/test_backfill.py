@@ -33,6 +33,7 @@ from pipelines.bootstrap import (
     read_snapshot,
     restore_engine,
 )
+from state.schemas import decode_profile
 from state.keys import KeyKind, redis_key
 from state.schemas import decode_row, encode_profile
 from state.store import RedisStore, decode_list
@@ -147,7 +148,9 @@ def test_hand_computed_stream(tmp_path: Path, redis_url: str):
     snapshot = read_snapshot(tmp_path / "snap")
     assert snapshot.counts == {"A": 2.0, "B": 2.0, "C": 1.0, "D": 1.0}
     assert {a: dict(zip(*r)) for a, r in snapshot.rows.items()} == {"A": {"B": 2.0}, "B": {"A": 2.0}, "C": {"D": 1.0}, "D": {"C": 1.0}}
-    assert sorted(snapshot.profiles) == ["u2", "u3"]  # u1 forgot itself
+    assert sorted(snapshot.profiles) == ["u1", "u2", "u3"]
+    # u1 forgot itself: the snapshot keeps only its tombstone, so the job goes on dropping its early events.
+    assert decode_profile(snapshot.profiles["u1"]).is_forgotten
     assert snapshot.cutoff_ms == t0 + 300  # the window boundary after the newest event
 
 

@@ -8,7 +8,8 @@ from state.keys import DEFAULT_NAMESPACE, LAYOUT_VERSION, InvalidKeyPart, KeyKin
 
 EXPECTED = {
     KeyKind.USER_RECS: ("u-1", "flowrec:v1:rec:u-1"),
-    KeyKind.CART_RECS: ("u-1", "flowrec:v1:cart:u-1"),
+    KeyKind.COMPLEMENTS: ("u-1", "flowrec:v1:complements:u-1"),
+    KeyKind.LEGACY_CART: ("u-1", "flowrec:v1:cart:u-1"),
     KeyKind.PROFILE: ("u-1", "flowrec:v1:profile:u-1"),
     KeyKind.ITEM_NEIGHBOURS: ("sku.9", "flowrec:v1:sim:sku.9"),
     KeyKind.CONTENT_NEIGHBOURS: ("sku.9", "flowrec:v1:content:sku.9"),
@@ -19,7 +20,7 @@ EXPECTED = {
     KeyKind.DEAD_LETTER: (None, "flowrec:v1:deadletter"),
     KeyKind.FRESHNESS: (None, "flowrec:v1:freshness"),
 }
-USER_KINDS = [KeyKind.USER_RECS, KeyKind.CART_RECS, KeyKind.PROFILE]
+USER_KINDS = [KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART]
 ITEM_KINDS = [KeyKind.ITEM_NEIGHBOURS, KeyKind.CONTENT_NEIGHBOURS, KeyKind.ITEM]
 SINGLETONS = [KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS]
 
@@ -68,7 +69,7 @@ def test_singletons_take_no_id(kind):
         redis_key(kind, "u1")
 
 
-@pytest.mark.parametrize("category", [None, "", "a*b", "a?b", "a[b]", "a\\b", "tab\there", "x" * 129])
+@pytest.mark.parametrize("category", [None, "", "a*b", "a?b", "a[b]", "a\\b", "tab\there", "x" * 129, "a/b", "nul\x00"])
 def test_bad_categories(category):
     with pytest.raises(InvalidKeyPart, match="category"):
         redis_key(KeyKind.TRENDING_CATEGORY, category)

@@ -37,9 +37,16 @@ def test_profile_round_trip_is_exact():
         purchased={"b": 1_700_000_000_100},
     )
     raw = encode_profile(profile)
-    assert orjson.loads(raw)["v"] == 1
+    assert orjson.loads(raw)["v"] == 2
     assert decode_profile(raw) == profile
     assert encode_profile(decode_profile(raw)) == raw  # stable bytes
+    tombstone = UserProfile(last_ts=5, forgotten_until=300_005)
+    assert decode_profile(encode_profile(tombstone)) == tombstone
+    # Version 1 (before tombstones) still restores: never forgotten.
+    v1 = orjson.loads(raw)
+    del v1["f"]
+    v1["v"] = 1
+    assert decode_profile(orjson.dumps(v1)) == profile
 
 
 def test_profile_from_real_events_round_trips():
@@ -75,7 +82,7 @@ def test_versions_round_trip():
     [decode_profile, decode_row, decode_scored, decode_ids, decode_versions, decode_facts],
     ids=lambda f: f.__name__,
 )
-@pytest.mark.parametrize("raw", [b'{"v": 2, "i": [], "s": []}', b'{"i": []}', b"[1, 2]", b'"text"', b'{"v": "1"}'], ids=["v2", "no-v", "list", "string", "v-as-string"])
+@pytest.mark.parametrize("raw", [b'{"v": 99, "i": [], "s": []}', b'{"i": []}', b"[1, 2]", b'"text"', b'{"v": "1"}'], ids=["v99", "no-v", "list", "string", "v-as-string"])
 def test_unknown_versions_are_refused(decode, raw):
     with pytest.raises(SchemaError, match="unsupported state value version"):
         decode(raw)

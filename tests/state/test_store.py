@@ -7,6 +7,7 @@ import pytest
 import redis
 
 from state.keys import InvalidKeyPart, KeyKind
+from transforms.reasons import UNSTRUCTURED, Reason, because_you
 from state.store import RedisStore, RetryPolicy, ScoredItem, Write, decode_list, encode_list
 
 
@@ -18,11 +19,16 @@ def store(redis_url):
 
 
 def test_encode_decode_list_round_trip():
-    items = [ScoredItem("a", 1.5, "because you viewed b"), ScoredItem("c", 0.1 + 0.2), ScoredItem("d", 1e-300, "")]
+    items = [ScoredItem("a", 1.5, because_you("view", "b")), ScoredItem("c", 0.1 + 0.2), ScoredItem("d", 1e-300, None)]
     raw = encode_list(1_700_000_000_123, items, categories={"books": 2.0}, cart=["x"])
     assert orjson.loads(raw) == {
+        "v": 2,
         "ts": 1_700_000_000_123,
-        "items": [{"item": "a", "score": 1.5, "reason": "because you viewed b"}, {"item": "c", "score": 0.1 + 0.2}, {"item": "d", "score": 1e-300}],
+        "items": [
+            {"item": "a", "score": 1.5, "reason": "because you viewed b", "why": {"code": "because_you_viewed", "item": "b"}},
+            {"item": "c", "score": 0.1 + 0.2},
+            {"item": "d", "score": 1e-300},
+        ],
         "categories": {"books": 2.0},
         "cart": ["x"],
     }
@@ -65,8 +71,8 @@ def test_get_many(store):
 
 
 def test_delete_user(store, redis_client):
-    store.write([Write(k, "u1", b"x") for k in (KeyKind.USER_RECS, KeyKind.CART_RECS, KeyKind.PROFILE)] + [Write(KeyKind.USER_RECS, "u2", b"x"), Write(KeyKind.ITEM, "u1", b"x")])
-    assert store.delete_user("u1") == 3
+    store.write([Write(k, "u1", b"x") for k in (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART)] + [Write(KeyKind.USER_RECS, "u2", b"x"), Write(KeyKind.ITEM, "u1", b"x")])
+    assert store.delete_user("u1") == 4
     assert sorted(redis_client.keys()) == [b"flowrec:v1:item:u1", b"flowrec:v1:rec:u2"]  # other users and items stay
     assert store.delete_user("u1") == 0
 
@@ -171,3 +177,13 @@ def test_other_errors_are_not_retried():
     with pytest.raises(redis.ResponseError):
         store.dead_letter([b"x"])
     assert sleeps == [] and client.executed == []
+
+
+def test_version_1_values_still_read_and_unknown_versions_are_refused():
+    """A list written before reasons had codes reads with its text (code "unstructured")."""
+    old = orjson.dumps({"ts": 7, "items": [{"item": "a", "score": 1.0, "reason": "goes with b"}, {"item": "c", "score": 0.5}], "cart": []})
+    ts, items, extra = decode_list(old)
+    assert (ts, extra) == (7, {"cart": []})
+    assert items == [ScoredItem("a", 1.0, Reason(UNSTRUCTURED, text="goes with b")), ScoredItem("c", 0.5)]
+    with pytest.raises(ValueError, match="version"):
+        decode_list(orjson.dumps({"v": 3, "ts": 7, "items": []}))

@@ -8,11 +8,13 @@ import pytest
 
 from state.keys import KeyKind
 from state.store import RedisStore, ScoredItem, Write, decode_list, encode_list
-from state.writes import Ttls, catalog_write, final_writes, neighbour_write, trending_write, user_writes, window_writes
+from state.writes import Ttls, catalog_write, final_writes, keyable, neighbour_write, trending_write, user_writes, window_writes
 from transforms.catalog import CatalogItem
 from transforms.engine import FinalState, ReferenceEngine, WindowOutput
 from transforms.config import ModelConfig
 from transforms.events import batch_from_columns
+from transforms.complements import goes_with
+from transforms.reasons import because_you, reason
 from transforms.scoring import UserLists
 
 T = 1_700_000_000_200
@@ -25,8 +27,8 @@ def nb(*pairs):
 
 def user_lists(cart=()):
     return UserLists(
-        home=[ScoredItem("b", 1.25, "because you viewed a"), ScoredItem("c", 0.5, "popular now")],
-        cart=[ScoredItem(i, 0.75, "goes with a") for i in cart],
+        home=[ScoredItem("b", 1.25, because_you("view", "a")), ScoredItem("c", 0.5, reason("popular_now"))],
+        cart=[ScoredItem(i, 0.75, goes_with("a")) for i in cart],
         interests=[("a", 2.0), ("d", 0.5)],
         categories={"books": 2.5},
         in_cart=["a"] if cart else [],
@@ -36,7 +38,7 @@ def user_lists(cart=()):
 
 def test_user_writes():
     writes = user_writes("u1", T, user_lists(), TTLS)
-    assert [(w.kind, w.part, w.ttl_s) for w in writes] == [(KeyKind.USER_RECS, "u1", 100), (KeyKind.CART_RECS, "u1", None), (KeyKind.PROFILE, "u1", 100)]
+    assert [(w.kind, w.part, w.ttl_s) for w in writes] == [(KeyKind.USER_RECS, "u1", 100), (KeyKind.COMPLEMENTS, "u1", None), (KeyKind.PROFILE, "u1", 100)]
     assert writes[0].value == encode_list(T, user_lists().home)
     assert writes[1].value is None  # an empty cart list deletes a stale one
     assert decode_list(writes[2].value) == (
@@ -45,12 +47,13 @@ def test_user_writes():
         {"categories": {"books": 2.5}, "cart": [], "purchased": ["z"]},
     )
     with_cart = user_writes("u1", T, user_lists(cart=["x"]), TTLS)
-    assert with_cart[1] == Write(KeyKind.CART_RECS, "u1", encode_list(T, [ScoredItem("x", 0.75, "goes with a")]), 100)
+    assert with_cart[1] == Write(KeyKind.COMPLEMENTS, "u1", encode_list(T, [ScoredItem("x", 0.75, goes_with("a"))]), 100)
     assert decode_list(with_cart[2].value)[2]["cart"] == ["a"]
 
 
 def test_forgotten_user_is_deleted():
-    assert user_writes("u1", T, None, TTLS) == [Write(KeyKind.USER_RECS, "u1", None), Write(KeyKind.CART_RECS, "u1", None), Write(KeyKind.PROFILE, "u1", None)]
+    # The key older releases wrote the complements under goes too.
+    assert user_writes("u1", T, None, TTLS) == [Write(kind, "u1", None) for kind in (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART)]
 
 
 def test_zero_ttl_means_none():
@@ -88,10 +91,10 @@ def test_window_writes_order_and_content():
         (KeyKind.ITEM_NEIGHBOURS, "i1"),
         (KeyKind.TRENDING_GLOBAL, None),
         (KeyKind.TRENDING_CATEGORY, "books"),
-        (KeyKind.USER_RECS, "u1"), (KeyKind.CART_RECS, "u1"), (KeyKind.PROFILE, "u1"),
-        (KeyKind.USER_RECS, "u2"), (KeyKind.CART_RECS, "u2"), (KeyKind.PROFILE, "u2"),
+        (KeyKind.USER_RECS, "u1"), (KeyKind.COMPLEMENTS, "u1"), (KeyKind.PROFILE, "u1"),
+        (KeyKind.USER_RECS, "u2"), (KeyKind.COMPLEMENTS, "u2"), (KeyKind.PROFILE, "u2"), (KeyKind.LEGACY_CART, "u2"),
     ]
-    assert [w.value is None for w in writes[-3:]] == [True, True, True]  # u2 was forgotten
+    assert [w.value is None for w in writes[-4:]] == [True, True, True, True]  # u2 was forgotten
     assert all(decode_list(w.value)[0] == T for w in writes[1:6])
     # A window without trending output writes no trending key.
     assert all(w.kind is not KeyKind.TRENDING_GLOBAL for w in window_writes(WindowOutput(window_end_ms=T), TTLS))
@@ -106,7 +109,7 @@ def test_final_writes_use_each_keys_own_window():
     assert decode_list(writes[(KeyKind.ITEM_NEIGHBOURS, "i2")].value)[0] == 200
     assert decode_list(writes[(KeyKind.TRENDING_GLOBAL, None)].value)[0] == 100
     assert decode_list(writes[(KeyKind.USER_RECS, "u1")].value)[0] == 100
-    assert all(writes[(k, "u2")].value is None for k in (KeyKind.USER_RECS, KeyKind.CART_RECS, KeyKind.PROFILE))
+    assert all(writes[(k, "u2")].value is None for k in (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE))
 
 
 def test_window_and_final_writes_reach_redis(redis_url, redis_client):
@@ -144,3 +147,17 @@ def test_trending_of_any_valid_catalog_category_can_be_written(redis_url):
         assert store.write(window_writes(out, TTLS)) == 2
     finally:
         store.client.close()
+
+
+def test_writes_whose_key_cannot_be_built_become_dead_letters(redis_url, redis_client):
+    """The job's sink keeps going on a key restored from old state: the write is dead-lettered, the rest land."""
+    good = Write(KeyKind.TRENDING_CATEGORY, "toys", b"{}")
+    bad = Write(KeyKind.TRENDING_CATEGORY, "bad*cat", b"{}")
+    ok, rejected = keyable([bad, good], "flowrec")
+    assert ok == [good]
+    assert [(r.reason, orjson.loads(r.raw)) for r in rejected] == [("invalid_key", {"key": "trend:cat", "part": "bad*cat"})]
+    store = RedisStore.from_url(redis_url)
+    store.write(ok)
+    store.dead_letter([r.to_json() for r in rejected])
+    assert redis_client.keys("*trend*") == [b"flowrec:v1:trend:cat:toys"]
+    assert redis_client.xlen("flowrec:v1:deadletter") == 1

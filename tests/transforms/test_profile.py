@@ -8,7 +8,7 @@ import pytest
 from transforms.config import ModelConfig
 from transforms.decay import naive_decayed_sum
 from transforms.events import ADD_TO_CART, CLICK, FAVORITE, FORGET, PURCHASE, REMOVE_FROM_CART, VIEW
-from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user, top_interests
+from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user, scorable, top_interests
 
 BIG_HALF_LIFE = 10**12  # decay is negligible over the few hundred ms of these sequences
 
@@ -107,16 +107,32 @@ def test_history_dedup_and_truncation():
 
 
 def test_forget():
-    profile, _ = run([("A", VIEW, 0, 1.0), ("", FORGET, 5, 0.0)], CONFIG)
-    assert profile is None
-    existing, _ = run([("A", VIEW, 0, 1.0)], CONFIG)
-    assert run([("", FORGET, 9, 0.0)], CONFIG, profile=existing)[0] is None
-    # Events after a forget start a fresh profile.
-    profile, out = run([("A", ADD_TO_CART, 0, 4.0), ("", FORGET, 5, 0.0), ("B", VIEW, 20, 1.0)], CONFIG)
+    config = CONFIG.replace(max_clock_skew_ms=10)
+    profile, _ = run([("A", VIEW, 0, 1.0), ("", FORGET, 5, 0.0)], config)
+    assert profile.is_forgotten and scorable(profile) is None and profile.forgotten_until == 15
+    existing, _ = run([("A", VIEW, 0, 1.0)], config)
+    assert scorable(run([("", FORGET, 9, 0.0)], config, profile=existing)[0]) is None
+    # Events after the forget plus the clock skew start a fresh profile.
+    profile, out = run([("A", ADD_TO_CART, 0, 4.0), ("", FORGET, 5, 0.0), ("B", VIEW, 20, 1.0)], config)
     assert set(profile.interests) == {"B"} and profile.cart == {} and profile.history == [("B", 20, 1.0)]
     assert pairs(out) == []  # B does not pair with the forgotten A
-    assert profile.last_ts == 20
-    assert run([], CONFIG)[0] is None  # no events, no profile
+    assert profile.last_ts == 20 and scorable(profile) is profile
+    assert run([], config)[0] is None  # no events, no profile
+
+
+def test_a_forget_wins_over_events_stamped_up_to_the_clock_skew_after_it():
+    """A producer stamped a view 240 s ahead of its clock and sent it before the forget (issue 16, item 3)."""
+    config = CONFIG.replace(max_clock_skew_ms=300_000)
+    profile, out = run([("", FORGET, 1_000, 0.0), ("A", VIEW, 241_000, 1.0), ("B", PURCHASE, 301_000, 6.0)], config)
+    assert scorable(profile) is None and out.items == [] and out.trend_items == []
+    # Applied in arrival order (the live job): the view came first, the forget still clears it,
+    # and a later-arriving copy stamped before forget + skew stays dropped.
+    viewed, _ = run([("A", VIEW, 241_000, 1.0)], config)
+    forgotten, _ = run([("", FORGET, 1_000, 0.0), ("A", VIEW, 240_000, 1.0)], config, profile=viewed)
+    assert scorable(forgotten) is None
+    # Past the skew the user is back, and the tombstone still holds for stragglers.
+    back, _ = run([("C", VIEW, 301_001, 1.0), ("D", VIEW, 200_000, 1.0)], config, profile=forgotten)
+    assert set(back.interests) == {"C"} and back.forgotten_until == 301_000
 
 
 def test_pruning_keeps_the_strongest_with_id_tie_break():

@@ -32,6 +32,7 @@ import pytest
 from transforms.config import ModelConfig
 from transforms.events import ADD_TO_CART, CLICK, FAVORITE, PURCHASE, RATING, VIEW
 from transforms.profile import UserProfile
+from transforms.reasons import reason
 from transforms.scoring import ScoredItem, ScoringModel, category_interests, score_user
 
 CONFIG = ModelConfig(half_life_ms=10**12, weight_cf=1.0, weight_content=0.3, weight_category=0.2, weight_popularity=0.05, weight_recent=0.0)
@@ -61,7 +62,7 @@ def make_profile(**changes) -> UserProfile:
 
 
 def rounded(items):
-    return [(i.item, round(i.score, 9), i.reason) for i in items]
+    return [(i.item, round(i.score, 9), i.reason.text if i.reason else "") for i in items]
 
 
 BASE_HOME = [
@@ -98,7 +99,7 @@ def test_top_n():
 def test_recent_component():
     lists = score_user(make_profile(), 0, make_model(), CONFIG.replace(weight_recent=0.5))
     # recent = interests / max: A 1, B 0.5 -> parts 0.5 and 0.25
-    got = {i.item: (round(i.score, 9), i.reason) for i in lists.home}
+    got = {i.item: (round(i.score, 9), i.reason.text) for i in lists.home}
     assert got["A"] == (0.5, "you viewed this recently")
     assert got["B"] == (0.25, "you clicked this recently")
     # exclude_seen removes the user's own items again.
@@ -111,7 +112,7 @@ def test_recent_component():
 )
 def test_explanation_verbs(code, verb):
     lists = score_user(make_profile(last_action={"A": code, "B": CLICK}), 0, make_model(), CONFIG)
-    assert lists.home[0].reason == f"because you {verb} A"
+    assert lists.home[0].reason.text == f"because you {verb} A" and lists.home[0].reason.item == "A"
 
 
 def test_cold_start_gets_trending_now():
@@ -174,16 +175,18 @@ def test_max_per_category():
 
 def test_cart_complements():
     lists = score_user(make_profile(cart={"A": 5}), 0, make_model(), CONFIG)
-    # Neighbours of A with weight 1 (C 0.5, D 0.25), content with weight 0.3 (F 0.8 * 0.3 = 0.24).
-    assert rounded(lists.cart) == [("C", 0.5, "goes with A"), ("D", 0.25, "goes with A"), ("F", 0.24, "goes with A")]
+    # Each list divided by its maximum: neighbours of A with weight_cf 1 (C 0.5/0.5, D 0.25/0.5),
+    # content with weight_content 0.3 (F 0.8/0.8 * 0.3).
+    assert rounded(lists.cart) == [("C", 1.0, "goes with A in your cart"), ("D", 0.5, "goes with A in your cart"), ("F", 0.3, "goes with A in your cart")]
+    assert lists.cart[0].reason.fields() == {"code": "goes_with", "item": "A"}
     assert lists.in_cart == ["A"]
     both = score_user(make_profile(cart={"A": 5, "B": 6}), 0, make_model(), CONFIG)
-    # C = 0.5 + 0.5 (A first, so A stays its reason), E = 1.0: a tie -> by id; D = 0.25 + 0.3 * 0.6 = 0.43.
-    assert rounded(both.cart) == [("C", 1.0, "goes with A"), ("E", 1.0, "goes with B"), ("D", 0.43, "goes with A"), ("F", 0.24, "goes with A")]
+    # C = 1.0 + 0.5 (A's term is larger), E = 1.0, D = 0.5 + 0.3 * 0.6/0.6, F = 0.3.
+    assert rounded(both.cart) == [("C", 1.5, "goes with A in your cart"), ("E", 1.0, "goes with B in your cart"), ("D", 0.8, "goes with A in your cart"), ("F", 0.3, "goes with A in your cart")]
     # Cart complements obey the same exclusions (purchased C) and never list cart items themselves.
     model = make_model(neighbours={"A": nb(("B", 0.9), ("C", 0.5)), "B": nb(("A", 0.9))})
     excluded = score_user(make_profile(cart={"A": 5, "B": 6}, purchased={"C": 1}), 0, model, CONFIG)
-    assert [i.item for i in excluded.cart] == ["F", "D"]
+    assert [(i.item, round(i.score, 9)) for i in excluded.cart] == [("D", 0.3), ("F", 0.3)]
 
 
 def test_ties_are_broken_by_id():
@@ -199,7 +202,7 @@ def test_category_interests():
 
 
 def test_scored_item_to_dict():
-    assert ScoredItem("a", 1.5, "why").to_dict() == {"item": "a", "score": 1.5, "reason": "why"}
+    assert ScoredItem("a", 1.5, reason("similar_to", item="b")).to_dict() == {"item": "a", "score": 1.5, "reason": "similar to b", "why": {"code": "similar_to", "item": "b"}}
     assert ScoredItem("a", 1.5).to_dict() == {"item": "a", "score": 1.5}
 
 
@@ -210,4 +213,4 @@ def test_exclude_purchased_false_keeps_purchases():
 
 def test_cart_complements_with_zero_content_weight():
     lists = score_user(make_profile(cart={"A": 5}), 0, make_model(), CONFIG.replace(weight_content=0.0))
-    assert rounded(lists.cart) == [("C", 0.5, "goes with A"), ("D", 0.25, "goes with A")]
+    assert rounded(lists.cart) == [("C", 1.0, "goes with A in your cart"), ("D", 0.5, "goes with A in your cart")]

@@ -33,7 +33,7 @@ from tests.transforms.test_scoring import BASE_HOME, CONFIG, make_model, make_pr
 
 def rounded6(items):
     """Scores to 6 places: the scan multiplies in float32 (2/3 is not exact there)."""
-    return [(i.item, round(i.score, 6), i.reason) for i in items]
+    return [(i.item, round(i.score, 6), i.reason.text) for i in items]
 
 IDS = ["A", "B", "C", "D", "E", "X"]
 QUERY = [(1, 0), (0, 1), (0, 0), (0, 0), (0, 0), (0, 0)]
@@ -115,7 +115,7 @@ def test_embedding_alone_and_its_reasons():
     assert rounded6(lists.home) == [("X", 1.0, "similar to A"), ("C", round(4 / 7, 6), "similar to A"), ("D", round(1 / 7, 6), "similar to B")]
     # With only A among the strongest interests, nothing explains D (A's term is 0): "picked for you".
     one = score_user(make_profile(), 0, make_model(embeddings=make_embeddings()), alone.replace(interest_items=1))
-    assert [(i.item, i.reason) for i in one.home] == [("X", "similar to A"), ("C", "similar to A"), ("D", PICKED_FOR_YOU)]
+    assert [(i.item, i.reason.text) for i in one.home] == [("X", "similar to A"), ("C", "similar to A"), ("D", PICKED_FOR_YOU.text)]
 
 
 def test_candidates_skip_excluded_items_and_come_from_neighbours():
@@ -154,7 +154,7 @@ def test_sequence_component_reads_the_history_in_order():
     alone = CONFIG.replace(weight_cf=0, weight_content=0, weight_category=0, weight_popularity=0, weight_sequence=1.0, embedding_candidates=3)
     model = make_model(embeddings=make_embeddings())
     a_last = score_user(make_profile(history=[("B", 0, 1.0), ("A", 1, 1.0)]), 0, model, alone)
-    assert [(i.item, round(i.score, 3), i.reason) for i in a_last.home] == [("X", 1.0, PICKED_FOR_YOU), ("C", round(4 / 7, 3), PICKED_FOR_YOU), ("D", round(1 / 7, 3), PICKED_FOR_YOU)]
+    assert [(i.item, round(i.score, 3), i.reason.text) for i in a_last.home] == [("X", 1.0, PICKED_FOR_YOU.text), ("C", round(4 / 7, 3), PICKED_FOR_YOU.text), ("D", round(1 / 7, 3), PICKED_FOR_YOU.text)]
     b_last = score_user(make_profile(history=[("A", 0, 1.0), ("B", 1, 1.0)]), 0, model, alone)
     assert [(i.item, round(i.score, 3)) for i in b_last.home] == [("E", 1.0), ("D", 0.5)]
     # No history the export knows, or no sequence model in the export: no sequence component.
