@@ -148,7 +148,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "record-freshness": ("record_freshness", yes_or_no),
     "datasets-dir": ("datasets_dir", Path),
     "spool-dir": ("spool_dir", Path),
-    "spool-retention-s": ("spool_retention_s", int),
+    "spool-retention-s": ("spool_retention_s", whole_number),
     "embeddings": ("embeddings", Path),
     "api-keys": ("api_keys", lambda text: tuple(k for k in text.split(",") if k)),
     "redis-deadline-ms": ("redis_deadline_ms", positive_number),
@@ -181,6 +181,7 @@ _HELP: dict[str, str] = {
     "spool_dir": "spool directory (events/, catalog/) the live job watches and the API writes",
     "embeddings": "learned embeddings to start with: an export root (newest version) or a version directory",
     "api_keys": "comma-separated bearer keys for the API's write endpoints",
+    "spool_retention_s": "the live job deletes a spool file this long after reading it, s (at least two checkpoint intervals; 0: keep files)",
     "redis_deadline_ms": "the API's deadline for each Redis call on a request path, ms (then 503 with Retry-After)",
 }
 # REDIS_URL is the conventional name; FLOWREC_REDIS_URL also works.
