@@ -73,7 +73,7 @@ from transforms.embedding import EmbeddingModel
 from transforms.engine import content_neighbours
 from transforms.events import EventBatch, parse_json_lines
 from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user
-from transforms.scoring import ScoringModel, score_user
+from transforms.scoring import ItemCodes, ScoringModel, score_users
 from transforms.trending import TrendingModel
 
 log = logging.getLogger(__name__)
@@ -736,6 +736,7 @@ class Scorer(KeyedBroadcastProcessFunction):
         self.embedding_failures = metrics.counter("embedding_load_failures")
         self.embeddings_path: str | None = None
         self.embeddings: EmbeddingModel | None = None
+        self.codes = ItemCodes()
 
     def _embeddings(self, path: str | None) -> EmbeddingModel | None:
         """The model of export ``path``, read once; on a read error the previous one stays."""
@@ -803,12 +804,14 @@ class Scorer(KeyedBroadcastProcessFunction):
             trending_by_category=_VersionedView(mirror, "tc:", window),
             facts=_VersionedView(mirror, "f:", window),
             embeddings=self._embeddings(view.get("e:", self.initial_embeddings)),
+            codes=self.codes,
         )
+        users = sorted(latest)
+        kept = [u for u in users if latest[u] is not None]
+        scored = dict(zip(kept, score_users([decode_profile(latest[u].encode()) for u in kept], end, model, self.config)))
         writes = []
-        for user in sorted(latest):
-            raw = latest[user]
-            lists = None if raw is None else score_user(decode_profile(raw.encode()), end, model, self.config)
-            writes += user_writes(user, end, lists, self.ttls)
+        for user in users:
+            writes += user_writes(user, end, scored.get(user), self.ttls)
         self.windows_counter.inc(len(latest))
         now_ms = time.time_ns() // 1_000_000
         lags = [now_ms - t for t in last_ts.values()] if self.record_freshness else []

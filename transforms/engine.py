@@ -45,7 +45,7 @@ from transforms.cooccurrence import ItemModel
 from transforms.embedding import EmbeddingModel
 from transforms.events import EventBatch
 from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user
-from transforms.scoring import Neighbours, ScoredItem, ScoringModel, UserLists, score_user
+from transforms.scoring import Neighbours, ScoredItem, ScoringModel, UserLists, score_users
 from transforms.trending import TrendingModel
 
 log = logging.getLogger(__name__)
@@ -250,11 +250,9 @@ class ReferenceEngine:
         embeddings = self.embeddings_at(now_ms)
         if embeddings is not model.embeddings:
             model = dataclasses.replace(model, embeddings=embeddings)
-        out = {}
-        for user in user_ids:
-            lists = score_user(self.profiles.get(user), now_ms, model, self.config, (exclude or {}).get(user, frozenset()), n)
-            out[user] = lists.home
-        return out
+        exclude = exclude or {}
+        lists = score_users([self.profiles.get(u) for u in user_ids], now_ms, model, self.config, [exclude.get(u, ()) for u in user_ids], n)
+        return {user: user_lists.home for user, user_lists in zip(user_ids, lists)}
 
     # -- internals -----------------------------------------------------------
     def _apply(self, events: EventBatch, weights: np.ndarray) -> None:
@@ -332,11 +330,10 @@ class ReferenceEngine:
             if self._switch_embeddings(end):
                 out.embeddings_version = "" if self.model.embeddings is None else self.model.embeddings.version
             last = self.score_users if isinstance(self.score_users, Mapping) else None
-            for user in sorted(self._dirty):
-                if last is not None and last.get(user) != window:
-                    continue
-                profile = self.profiles.get(user)
-                out.users[user] = None if profile is None else score_user(profile, end, self.model, self.config)
+            due = [u for u in sorted(self._dirty) if last is None or last.get(u) == window]
+            kept = [u for u in due if u in self.profiles]
+            scored = dict(zip(kept, score_users([self.profiles[u] for u in kept], end, self.model, self.config)))
+            out.users.update((user, scored.get(user)) for user in due)
         self._contribution = ItemContribution()
         self._dirty = {}
         self._events_in_window = 0
