@@ -177,6 +177,10 @@ class ReferenceEngine:
                 self._window = window
             self._apply(events.take(slice(start, end)), weights[start:end])
 
+    def close_catalog(self) -> None:
+        """Apply every pending catalog upsert (their windows close in order): the end of a bounded input."""
+        self._close_catalog_windows(None)
+
     def upsert_catalog(self, items: Sequence[CatalogItem]) -> None:
         """Catalog changes take effect when the window holding their ``ts`` closes.
 
@@ -248,6 +252,26 @@ class ReferenceEngine:
         changed = current is not self.model.embeddings
         self.model.embeddings = current
         return changed
+
+    def close_replayed_window(self, window: int, contribution: ItemContribution, events: int, profiles: Mapping[str, UserProfile | None]) -> None:
+        """Close ``window`` for a caller that replays users itself (the backfill, in parallel):
+        ``contribution`` is the window's summed item-model deltas, ``events`` its event count and
+        ``profiles`` the users to list from this window on (their final profiles; None: forgotten).
+
+        The engine keeps such a user's profile only until the user is scored (the caller holds
+        them all); scoring windows without events are closed on the way, as in :meth:`process`.
+        """
+        self._score_pending(before_window=window)
+        self._window = window
+        self._contribution = contribution
+        self._events_in_window = events
+        self.events_applied += events
+        self._dirty = dict.fromkeys(profiles)
+        self.profiles.update((user, profile) for user, profile in profiles.items() if profile is not None)
+        self._close()
+        self._window = None
+        for user in [u for u in self.profiles if u not in self._unscored]:
+            del self.profiles[user]
 
     # -- output ------------------------------------------------------------
     def recommend(
