@@ -69,6 +69,13 @@ Settings (tuned for this machine; each is a flag)
     100,000 events/s: the 200 ms window (the job cannot keep up at that rate
     whatever the window; a longer one only adds debounce delay).
 
+Sparse history (``sparse``)
+    A ``flowrec generate`` shop at its own event-time density (``--sparse-events``
+    over 14 days: almost every event in a window of its own, as when a job
+    catches up a backlog) through the job, and through the reference engine
+    on the same events: ``{"events_per_s", "reference_events_per_s"}``.  Here
+    the job's cost is per window and per record, not per event.
+
 Memory and state
     ``peak_rss_mb``: the largest sum of resident set sizes over the child's
     process tree (the Python client, the JVM and, in process mode, the Python
@@ -126,6 +133,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--embedding-weights", default="1.0,0.0", help="weight_embedding,weight_sequence of the embedding runs (default 1.0,0.0)")
     job.add_argument("--chunk", type=int, default=1000, help="events per source record in the replay (Settings.batch_size, default 1000)")
     job.add_argument("--naive-events", type=int, default=5_000, help="events for the naive design (default 5000)")
+    sparse = parser.add_argument_group("sparse history (a `flowrec generate` shop at its own event-time density)")
+    sparse.add_argument("--sparse-events", type=int, default=20_000, help="events of the sparse shop (default 20000)")
+    sparse.add_argument("--sparse-users", type=int, default=1_000, help="shoppers of the sparse shop (default 1000, as flowrec generate)")
+    sparse.add_argument("--sparse-items", type=int, default=500, help="items of the sparse shop (default 500, as flowrec generate)")
     live = parser.add_argument_group("freshness (live socket runs)")
     live.add_argument("--high-rate", type=float, default=100_000, help="offered events/s of the first freshness run (default 100000)")
     live.add_argument("--high-seconds", type=float, default=1.0, help="seconds of offered load at --high-rate (default 1)")
@@ -138,7 +149,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     live.add_argument("--heartbeat-ms", type=int, default=10, help="heartbeat interval of the live source (default 10)")
     live.add_argument("--send-interval-ms", type=float, default=5.0, help="the sender writes one JSON-array line this often (default 5)")
     live.add_argument("--live-mode", choices=("thread", "process"), default="thread", help="execution mode of the live runs (default thread)")
-    parser.add_argument("--parts", nargs="+", choices=("replay", "naive", "high", "low"), default=["replay", "naive", "high", "low"], help="measurements to run (default all; the JSON has null for the others)")
+    parser.add_argument("--parts", nargs="+", choices=("replay", "naive", "high", "low", "sparse"), default=["replay", "naive", "high", "low", "sparse"], help="measurements to run (default all; the JSON has null for the others)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement; medians are reported (default 3)")
     parser.add_argument("--live-repeats", type=int, default=None, help="runs per freshness measurement (default --repeats)")
     parser.add_argument("--timeout-s", type=float, default=1800, help="give up on one job run after this long (default 1800)")
@@ -591,6 +602,46 @@ def state_bytes_per_user(events, catalog, config) -> dict[str, float]:
     return {"state_bytes_per_user": float(np.mean(total)), "profile_bytes_per_user": float(np.mean(sizes)), "users": len(sizes)}
 
 
+def measure_sparse(args: argparse.Namespace, workdir: Path, base: dict[str, Any], mode: str, redis_url: str, repeats: int, say) -> dict[str, Any]:
+    """A `flowrec generate` shop at its own density (14 days; most windows hold one event or none)
+    through the job and through the reference engine (:func:`transforms.engine.replay`, in this
+    process) on the same events and catalog.  The job's rate is counted first to last Redis write
+    (JVM start-up excluded), the engine's over the replay call alone."""
+    from transforms.config import ModelConfig
+    from transforms.engine import replay
+    from transforms.events import EventBatch
+    from transforms.synthetic import events_to_jsonl, generate_shop
+
+    catalog, stream = generate_shop(users=args.sparse_users, items=args.sparse_items, events=args.sparse_events, seed=args.seed)
+    events = EventBatch.concat(list(stream))
+    folder = workdir / "sparse"
+    folder.mkdir(exist_ok=True)
+    events_path, catalog_path = folder / "events.jsonl", folder / "catalog.jsonl"
+    events_path.write_bytes(events_to_jsonl(events))
+    catalog_path.write_bytes(b"".join(item.to_json() + b"\n" for item in catalog))
+    config = ModelConfig()
+    windows = len(np.unique(events.ts // config.window_ms))
+    reference, runs = [], []
+    for r in range(repeats):
+        started = time.perf_counter()
+        replay(events, config, catalog)
+        reference.append(len(events) / (time.perf_counter() - started))
+        _flush(redis_url)
+        run = run_child({**base, "window_ms": config.window_ms, "kind": "replay", "mode": mode, "redis_url": redis_url, "events_path": str(events_path), "catalog_path": str(catalog_path)}, workdir, args.timeout_s)
+        runs.append(run)
+        say(f"  sparse #{r + 1}: job {run['events_per_s'] or 0:,.0f} events/s ({run['measured_s']:.1f} s measured, {run['job_wall_s']:.1f} s job), reference engine {reference[-1]:,.0f} events/s; {len(events)} events in {windows:,} windows")
+    job_rate = _median([run["events_per_s"] for run in runs])
+    reference_rate = _median(reference)
+    return {
+        "events_per_s": job_rate,
+        "reference_events_per_s": reference_rate,
+        "ratio_to_reference": job_rate / reference_rate if job_rate and reference_rate else None,
+        "windows": windows,
+        "events": len(events),
+        "runs": runs,
+    }
+
+
 def redis_bytes_per_user(url: str, sample: int = 2000) -> float:
     """Mean ``MEMORY USAGE`` of a user's home list, cart list and profile keys over up to ``sample`` users."""
     import redis
@@ -687,6 +738,10 @@ def main(args: argparse.Namespace) -> int:
             say(f"  naive {main_mode} #{r + 1}: {run['events_per_s']:,.0f} events/s, {run['cpu_us_per_event']:,.0f} CPU us/event ({run['events']} events, {run['measured_s']:.1f} s measured)")
             naive_runs.append(run)
             peaks.append(run["peak_rss_bytes"])
+        sparse = None
+        if "sparse" in args.parts:
+            sparse = measure_sparse(args, workdir, base, main_mode, server.url, repeats, say)
+            peaks += [run["peak_rss_bytes"] for run in sparse["runs"]]
         live: dict[str, Any] = {}
         for name, rate, seconds, window in (("high", args.high_rate, args.high_seconds, args.high_window_ms), ("low", args.low_rate, args.low_seconds, args.low_window_ms)):
             if name not in args.parts:
@@ -743,6 +798,8 @@ def main(args: argparse.Namespace) -> int:
                 "low": {"rate": args.low_rate, "seconds": args.low_seconds, "window_ms": args.low_window_ms},
                 "out_of_orderness_ms": args.out_of_orderness_ms, "heartbeat_ms": args.heartbeat_ms, "send_interval_ms": args.send_interval_ms, "live_mode": args.live_mode,
             },
+            "sparse": None if sparse is None else {k: sparse[k] for k in ("events_per_s", "reference_events_per_s", "ratio_to_reference", "windows", "events")},
+            "sparse_runs": [] if sparse is None else sparse["runs"],
             "by_mode": by_mode,
             "naive_runs": naive_runs,
             "live": live,
@@ -765,6 +822,8 @@ def main(args: argparse.Namespace) -> int:
         if f is None:
             continue
         print(f"  freshness @ {v['rate']:>9,.0f}/s   p50 {f['p50']:8.0f}  p95 {f['p95']:8.0f}  p99 {f['p99']:8.0f} ms   (window {v['window_ms']} ms, processed {v['processed_per_s']:,.0f}/s)")
+    if sparse is not None:
+        print(f"  sparse history         {sparse['events_per_s'] or 0:12,.0f} events/s   reference engine {sparse['reference_events_per_s']:,.0f} events/s on the same events (ratio {sparse['ratio_to_reference'] or 0:.2f}, {sparse['windows']:,} windows)")
     if result["peak_rss_mb"] is not None:
         print(f"  peak RSS               {result['peak_rss_mb']:12,.0f} MB")
     print(f"  state per user         {state['state_bytes_per_user']:12,.0f} bytes   (encoded profile {state['profile_bytes_per_user']:,.0f})")

@@ -77,6 +77,7 @@ from transforms.engine import FinalState, ReferenceEngine
 from transforms.events import parse_json_lines
 from transforms.cooccurrence import ItemModel
 from transforms.profile import ItemContribution, UserProfile, apply_user_events, top_interests
+from transforms.windows import WindowClock
 
 log = logging.getLogger(__name__)
 
@@ -462,9 +463,16 @@ def observed_refreshes(merged: MergedDeltas, config: ModelConfig, reads: Mapping
 @dataclass
 class TimelineResult:
     final: FinalState
-    snapshot: Snapshot
+    snapshot: Snapshot | None  # None with a score interval (see waits_for_scoring)
     windows: int
     events: int
+    items: int
+    cutoff_ms: int
+
+
+def waits_for_scoring(config: ModelConfig) -> bool:
+    """Whether lists may wait for a later scoring window (``score_interval_ms``), which a snapshot cannot hold yet."""
+    return config.score_interval_ms > config.window_ms
 
 
 def replay_timeline(
@@ -491,13 +499,15 @@ def replay_timeline(
     last_window: dict[str, int] = {}
     by_window: dict[int, list[str]] = {}
     reads: dict[int, set[str]] = {}
+    clock = WindowClock.of(config)
     for shard in users:
         for user, raw, ts, window, read in zip(shard.users, shard.profiles, shard.last_ts, shard.last_window, shard.reads):
             profiles[user] = raw
             last_ts[user] = ts
             last_window[user] = window
             by_window.setdefault(window, []).append(user)
-            reads.setdefault(window, set()).update(read)
+            # A user's reads happen where the user is scored: the scoring window of the last active one.
+            reads.setdefault(clock.score_window(window), set()).update(read)
     if cutoff_ms is None:
         newest = max([*last_ts.values(), *(c.ts for c in catalog)], default=0)
         cutoff_ms = cutoff_for(newest, config)
@@ -517,34 +527,28 @@ def replay_timeline(
             refresh_index += 1
             if observed is not None:
                 items.keep = observed.get(refresh_index, set())
-        engine._window = window
-        engine._contribution = merged.contribution(k)
-        engine._events_in_window = int(merged.events[k])
-        engine.events_applied += int(merged.events[k])
         scored = by_window.get(window, ())
-        engine._dirty = dict.fromkeys(scored)
-        engine.profiles = {u: decode_profile(profiles[u]) for u in scored if profiles[u] is not None}
-        engine._close()
+        engine.close_replayed_window(window, merged.contribution(k), int(merged.events[k]), {u: None if profiles[u] is None else decode_profile(profiles[u]) for u in scored})
         now = time.perf_counter()
         if now - last_report >= progress_every_s:
             last_report = now
             log.info("timeline: window %d/%d (%.0f%%), %.0f windows/s", k + 1, total, 100 * (k + 1) / total, (k + 1) / (now - started))
-    engine._window = None
-    engine._close_catalog_windows(None)
-    engine.profiles = {}
     items.keep = None  # the end-of-input refresh recomputes every dirty item
-    snapshot = capture(
-        engine,
-        final,
-        cutoff_ms,
-        {u: raw for u, raw in profiles.items() if raw is not None},
-        {u: last_ts[u] for u, raw in profiles.items() if raw is not None},
-        {u: last_window[u] for u, raw in profiles.items() if raw is not None},
-        counters={**(counters or {}), "events": engine.events_applied, "users": len(profiles)},
-    )
+    snapshot = None
+    if not waits_for_scoring(config):
+        engine.close_catalog()
+        snapshot = capture(
+            engine,
+            final,
+            cutoff_ms,
+            {u: raw for u, raw in profiles.items() if raw is not None},
+            {u: last_ts[u] for u, raw in profiles.items() if raw is not None},
+            {u: last_window[u] for u, raw in profiles.items() if raw is not None},
+            counters={**(counters or {}), "events": engine.events_applied, "users": len(profiles)},
+        )
     engine.finish()
     log.info("timeline: %d windows, %d events, %d users in %.1f s", total, engine.events_applied, len(profiles), time.perf_counter() - started)
-    return TimelineResult(final=final, snapshot=snapshot, windows=total, events=engine.events_applied)
+    return TimelineResult(final=final, snapshot=snapshot, windows=total, events=engine.events_applied, items=len(items.vocab), cutoff_ms=cutoff_ms)
 
 
 def read_catalog(path: Path, cutoff_ms: int | None) -> tuple[list[CatalogItem], list[bytes], int]:
@@ -681,10 +685,10 @@ class Timeline(beam.DoFn):
         result = replay_timeline(self.config, catalog, list(inputs["deltas"]), users, self.cutoff_ms)
         final, snapshot = result.final, result.snapshot
         self.counters["windows"].inc(result.windows)
-        self.counters["items"].inc(len(snapshot.counts))
+        self.counters["items"].inc(result.items)
         self.counters["users_written"].inc(sum(1 for _, lists in final.users.values() if lists is not None))
         self.counters["items_written"].inc(len(final.neighbours))
-        self.cutoff.update(snapshot.cutoff_ms)
+        self.cutoff.update(result.cutoff_ms)
         if self.snapshot_dir is not None:
             write_snapshot_files(snapshot, users, Path(self.snapshot_dir))
         writes = final_writes(final, self.ttls)
@@ -834,6 +838,11 @@ def run_backfill(job: BackfillJob, runner: str = "DirectRunner", beam_args: Sequ
     if job.cutoff_ms is not None:
         check_cutoff(job.cutoff_ms, job.config)
     if job.snapshot_dir is not None:
+        if waits_for_scoring(job.config):
+            raise BackfillError(
+                f"a snapshot cannot carry lists still waiting for their scoring interval (score_interval_ms={job.config.score_interval_ms}): "
+                "take the snapshot with score_interval_ms 0; the streaming job started from it may use any interval"
+            )
         prepare_snapshot_dir(Path(job.snapshot_dir))
     options = PipelineOptions([f"--runner={runner}", *beam_args])
     started = time.perf_counter()

@@ -2,10 +2,10 @@
 
 Dataflow (element shapes in brackets)::
 
-    events [chunk str] -> parse-events [EventSlice | Tick | BootRecord] -> event-time (watermarks)
-        -> key by user shard -> user-state [UserSnapshot]
-             side: item-deltas [ItemDelta] -> key by item shard -> item-model [ModelUpdate]
-             side: trend-deltas [TrendDelta] ----------------------> trending [ModelUpdate]
+    events [chunk str] -> parse-events [Bundle of EventSlice (one per window) per user shard | Tick | BootRecord]
+        -> event-time (watermarks) -> key by user shard -> user-state [Bundle of UserSnapshot]
+             side: item-deltas [Bundle of ItemDelta] -> key by item shard -> item-model [Bundle of ModelUpdate]
+             side: trend-deltas [Bundle of TrendDelta] -------------------> trending [Bundle of ModelUpdate]
     catalog [chunk str] -> parse-catalog [CatalogItem | EmbeddingSwitch] -> content [ModelUpdate]  (side: facts -> trending)
     user-state [UserSnapshot] keyed by user shard  +  model updates broadcast -> scorer [SinkBatch]
     every operator's SinkBatch (writes, counters, dead letters) -> its own Redis sink
@@ -31,7 +31,7 @@ from pyflink.common import Duration, Types, WatermarkStrategy
 from pyflink.common.watermark_strategy import TimestampAssigner
 
 from flowrec.config import Settings
-from pipelines.messages import EventSlice, Tick
+from pipelines.messages import Bundle, Tick
 from pipelines.operators import (
     DEAD_LETTERS,
     FACTS,
@@ -78,10 +78,10 @@ class RedisJobSink:
 
 
 class _SliceTimestamps(TimestampAssigner):
-    """Event time of a record: an EventSlice's latest event, a heartbeat's, catalog item's or bootstrap record's ``ts``."""
+    """Event time of a record: a Bundle's latest event, a heartbeat's, catalog item's or bootstrap record's ``ts``."""
 
     def extract_timestamp(self, value, record_timestamp: int) -> int:
-        return value.max_ts if isinstance(value, EventSlice) else value.ts
+        return value.max_ts if isinstance(value, Bundle) else value.ts
 
 
 def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None:
@@ -109,13 +109,13 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
         .uid("parse-events")
         .set_parallelism(inputs.parallelism)
     )
-    # [EventSlice | Tick]; side: dead letters [SinkBatch], spool files read [str]
+    # [Bundle of EventSlice | Tick]; side: dead letters [SinkBatch], spool files read [str]
     sink.attach(parsed.get_side_output(DEAD_LETTERS), "dead-letters")
     spool_files_read = parsed.get_side_output(SPOOL_FILES_READ)
     event_time = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(settings.max_out_of_orderness_ms)).with_timestamp_assigner(_SliceTimestamps())
     timed = parsed.assign_timestamps_and_watermarks(event_time).name("event-time").uid("event-time").set_parallelism(inputs.parallelism)
     slices = timed.filter(lambda r: not isinstance(r, Tick)).name("drop-heartbeats").uid("drop-heartbeats").set_parallelism(inputs.parallelism)
-    # [EventSlice | BootRecord] with event time
+    # [Bundle of EventSlice | BootRecord] with event time
 
     users = (
         slices.key_by(lambda s: s.shard, key_type=Types.INT())
@@ -124,7 +124,7 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
         .uid("user-state")
         .set_parallelism(p)
     )
-    # [UserSnapshot]; side: [ItemDelta], [TrendDelta], counters [SinkBatch]
+    # [Bundle of UserSnapshot]; side: [Bundle of ItemDelta], [Bundle of TrendDelta], counters [SinkBatch]
     sink.attach(users.get_side_output(STATS), "job-stats")
 
     items = (
@@ -135,7 +135,7 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
         .uid("item-model")
         .set_parallelism(p)
     )
-    # [ModelUpdate: neighbours]; side: writes [SinkBatch]
+    # [Bundle of ModelUpdate: neighbours]; side: writes [SinkBatch]
     # Side outputs pass through a PyFlink extraction operator at the default
     # parallelism (1), so their sinks run at 1 too: a forward edge that keeps
     # each key's writes in order.
@@ -195,7 +195,7 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
         .uid("trending")
         .set_parallelism(1)
     )
-    # [ModelUpdate: trending]; side: writes
+    # [Bundle of ModelUpdate: trending]; side: writes
     sink.attach(trending.get_side_output(WRITES), "trending")
     model_updates = model_updates.union(trending)
 

@@ -34,6 +34,25 @@ class EventSlice(NamedTuple):
     max_ts: int
 
 
+class Bundle(NamedTuple):
+    """Several records for one key, windows ascending: what one input chunk yields for a shard.
+
+    The job moves bundles, not one record per window, so a sparse stream (a
+    window or more per event) costs one record per chunk and shard, not one
+    per window and stage.  ``max_ts`` is the latest event time of the parts
+    (event-time slices; 0 for the others).
+    """
+
+    shard: int
+    parts: list
+    max_ts: int = 0
+
+
+def unbundled(value) -> list:
+    """The records a bundle carries, or ``[value]``."""
+    return value.parts if isinstance(value, Bundle) else [value]
+
+
 class Tick(NamedTuple):
     """A heartbeat that advances event time on a live source when no events arrive."""
 

@@ -36,6 +36,7 @@ from pipelines.bootstrap import (
     load_user_state,
 )
 from pipelines.messages import (
+    Bundle,
     EventSlice,
     FactsUpdate,
     ItemDelta,
@@ -47,6 +48,7 @@ from pipelines.messages import (
     decode_pending,
     encode_pending,
     shard_of,
+    unbundled,
 )
 from pipelines.spool_retention import SPOOL_FILES_READ
 from pipelines.spoolfiles import END_PREFIX, ended_file
@@ -75,8 +77,9 @@ from transforms.embedding import EmbeddingModel
 from transforms.engine import content_neighbours
 from transforms.events import EventBatch, parse_json_lines
 from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user, scorable
-from transforms.scoring import ScoringModel, score_user
+from transforms.scoring import ItemCodes, ScoringModel, score_users
 from transforms.trending import TrendingModel
+from transforms.windows import WindowClock
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +149,17 @@ class PendingByWindow:
                 self.state.remove(key)
 
     def take(self, up_to_window: int) -> list[bytes]:
+        return [raw for _, messages in self.take_windows(up_to_window) for raw in messages]
+
+    def take_windows(self, up_to_window: int) -> list[tuple[int, list[bytes]]]:
+        """Every message of the windows up to ``up_to_window``, per window (ascending), removed from state."""
         due = sorted(k for k in self.state.keys() if int(k[:20]) <= up_to_window)
-        out = [self.state.get(k) for k in due]
+        out: list[tuple[int, list[bytes]]] = []
         for k in due:
+            window = int(k[:20])
+            if not out or out[-1][0] != window:
+                out.append((window, []))
+            out[-1][1].append(self.state.get(k))
             self.state.remove(k)
         return out
 
@@ -181,11 +192,31 @@ def timer_window(timestamp: int, window_ms: int) -> int:
     return (timestamp + 1) // window_ms - 1
 
 
+def due_window(ctx, timestamp: int, window_ms: int) -> int:
+    """The last window a timer pass may close: every window whose timer the watermark has passed.
+
+    One pass closes them all (in order) and deletes their timers, so a burst of
+    sparse windows costs one call and one scan of the pending state, not one per window.
+    """
+    try:
+        watermark = ctx.timer_service().current_watermark()
+    except Exception:  # noqa: BLE001 - a context without the watermark: close the timer's own window
+        watermark = timestamp
+    return max(timer_window(timestamp, window_ms), timer_window(max(watermark, timestamp), window_ms))
+
+
+def drop_window_timers(ctx, windows: Iterable[int], firing: int, window_ms: int) -> None:
+    """Delete the timers of windows a pass closed early (the firing one is already gone)."""
+    for window in windows:
+        if window != firing:
+            ctx.timer_service().delete_event_time_timer(window_timer(window, window_ms))
+
+
 # -- parsing -------------------------------------------------------------------
 
 
 class ParseEvents(ProcessFunction):
-    """Chunk of JSON lines -> EventSlices per (window, user shard); bad records -> dead letters.
+    """Chunk of JSON lines -> per user shard, a Bundle of EventSlices (one per window); bad records -> dead letters.
 
     A job started from a snapshot (``accept_boot``) also gets bootstrap lines,
     one per chunk, ahead of every event: each becomes a :class:`BootRecord`
@@ -228,10 +259,15 @@ class ParseEvents(ProcessFunction):
         order = np.argsort(key, kind="stable")
         sorted_key = key[order]
         bounds = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1], True])
+        by_shard: dict[int, list[EventSlice]] = {}
         for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
             rows = order[s:e]
             part = events.take(rows)
-            yield EventSlice(int(windows[rows[0]]), int(shards[rows[0]]), part, int(part.ts.max()))
+            shard = int(shards[rows[0]])
+            by_shard.setdefault(shard, []).append(EventSlice(int(windows[rows[0]]), shard, part, int(part.ts.max())))
+        for shard in sorted(by_shard):
+            slices = sorted(by_shard[shard], key=lambda piece: piece.window)
+            yield Bundle(shard, slices, max(piece.max_ts for piece in slices))
 
 
 class ParseCatalog(ProcessFunction):
@@ -331,13 +367,36 @@ class UserState(KeyedProcessFunction):
             profile = decode_profile(self.profiles.get(user))
         return profile
 
-    def process_element(self, value: EventSlice | BootRecord, ctx) -> Iterable:
+    def process_element(self, value: Bundle | BootRecord, ctx) -> Iterable:
         if isinstance(value, BootRecord):
             yield from self._boot(value)
             return
+        # One bundle in, one record out per downstream key: [Bundle of UserSnapshot],
+        # item deltas [Bundle of ItemDelta] per item shard, [Bundle of TrendDelta], counters.
+        watermark = ctx.timer_service().current_watermark()
+        snapshots: list[UserSnapshot] = []
+        deltas: dict[int, list[ItemDelta]] = {shard: [] for shard in range(self.item_shards)}
+        trends: list[TrendDelta] = []
+        events_in = late = 0
+        for piece in value.parts:
+            snapshot, piece_deltas, trend, piece_late = self._apply(piece, watermark)
+            snapshots.append(snapshot)
+            for delta in piece_deltas:
+                deltas[delta.shard].append(delta)
+            trends.append(trend)
+            events_in += len(piece.events)
+            late += piece_late
+        yield Bundle(value.shard, snapshots)
+        for shard, parts in deltas.items():
+            yield ITEM_DELTAS, Bundle(shard, parts)
+        yield TREND_DELTAS, Bundle(0, trends)
+        yield STATS, SinkBatch(stats={"events": events_in, "late_events": late})
+        self._sweep(value.max_ts)
+
+    def _apply(self, value: EventSlice, watermark: int) -> tuple[UserSnapshot, list[ItemDelta], TrendDelta, int]:
+        """One window's events of this shard: profiles updated, and what they add to the item model and trending."""
         window_ms = self.config.window_ms
         window = value.window
-        watermark = ctx.timer_service().current_watermark()
         late = 0
         if window_timer(window, window_ms) <= watermark:
             late = len(value.events)
@@ -374,7 +433,6 @@ class UserState(KeyedProcessFunction):
         self.users_counter.inc(len(snapshots))
         if len(self.cache) > 200_000:
             self.cache.clear()
-        yield UserSnapshot(window, value.shard, snapshots, last_ts)
         counts = sum_by_key(contribution.items, contribution.item_weights)
         by_shard: dict[int, tuple[list, list, list]] = {s: ([], [], []) for s in range(self.item_shards)}
         for a, b, w in zip(contribution.pair_a, contribution.pair_b, contribution.pair_weights):
@@ -383,11 +441,9 @@ class UserState(KeyedProcessFunction):
             part[1].append(b)
             part[2].append(w)
         items, item_weights = list(counts.keys()), list(counts.values())
-        for shard, (pa, pb, pw) in by_shard.items():
-            yield ITEM_DELTAS, ItemDelta(window, shard, len(events), items, item_weights, pa, pb, pw)
-        yield TREND_DELTAS, TrendDelta(window, len(events), contribution.trend_items, contribution.trend_ts, contribution.trend_weights)
-        yield STATS, SinkBatch(stats={"events": len(events), "late_events": late})
-        self._sweep(value.max_ts)
+        deltas = [ItemDelta(window, shard, len(events), items, item_weights, pa, pb, pw) for shard, (pa, pb, pw) in by_shard.items()]
+        trend = TrendDelta(window, len(events), contribution.trend_items, contribution.trend_ts, contribution.trend_weights)
+        return UserSnapshot(window, value.shard, snapshots, last_ts), deltas, trend, late
 
     def _boot(self, record: BootRecord) -> Iterable:
         """Bootstrap: load this shard's users; route item-model and trending records on."""
@@ -438,18 +494,20 @@ class ItemModelOperator(KeyedProcessFunction):
         self.meta = _bytes_value(runtime_context, "meta")
         self.models: dict[int, ItemModel] = {}
 
-    def process_element(self, delta: ItemDelta | BootRecord, ctx) -> Iterable:
-        if isinstance(delta, BootRecord):
-            entries = load_item_state(delta, self.rows, self.counts, self.meta)
+    def process_element(self, value: Bundle | BootRecord, ctx) -> Iterable:
+        if isinstance(value, BootRecord):
+            entries = load_item_state(value, self.rows, self.counts, self.meta)
             self.models.pop(ctx.get_current_key(), None)
             # The snapshot's dirty rows still owe the end-of-input refresh of a bounded run.
             ctx.timer_service().register_event_time_timer(LONG_MAX)
             yield from boot_model_updates(entries)
             return
-        payload = {"e": delta.events, "i": delta.items, "n": delta.item_weights, "a": delta.pair_a, "b": delta.pair_b, "w": delta.pair_weights}
-        self.pending.add(delta.window, encode_pending("item", delta.window, payload))
-        ctx.timer_service().register_event_time_timer(window_timer(delta.window, self.config.window_ms))
-        ctx.timer_service().register_event_time_timer(LONG_MAX)
+        for delta in value.parts:
+            payload = {"e": delta.events, "i": delta.items, "n": delta.item_weights, "a": delta.pair_a, "b": delta.pair_b, "w": delta.pair_weights}
+            self.pending.add(delta.window, encode_pending("item", delta.window, payload))
+            ctx.timer_service().register_event_time_timer(window_timer(delta.window, self.config.window_ms))
+        if value.parts:
+            ctx.timer_service().register_event_time_timer(LONG_MAX)
 
     def _meta(self) -> dict:
         raw = self.meta.value()
@@ -478,43 +536,55 @@ class ItemModelOperator(KeyedProcessFunction):
         model = self._model(ctx.get_current_key())
         meta = self._meta()
         window_ms = self.config.window_ms
+        updates: list[ModelUpdate] = []
+        writes: list = []
         if timestamp == LONG_MAX:
-            yield from self._refresh(model, meta, meta["end"])
+            self._refresh(model, meta, meta["end"], updates, writes)
         else:
-            window = timer_window(timestamp, window_ms)
-            end = (window + 1) * window_ms
-            deltas = [decode_pending(raw)[2] for raw in self.pending.take(window)]
-            items = [i for d in deltas for i in d["i"]]
-            pair_a = [a for d in deltas for a in d["a"]]
-            model.apply_window(
-                items,
-                [w for d in deltas for w in d["n"]],
-                pair_a,
-                [b for d in deltas for b in d["b"]],
-                [w for d in deltas for w in d["w"]],
-            )
-            for item in set(items):
-                self.counts.put(item, model.count_of(item))
-            ids = model.vocab.array()
-            for item in set(pair_a):
-                codes, weights = model.rows[model.vocab.code[item]]
-                self.rows.put(item, encode_row(ids[codes].tolist(), weights.tolist()))
-            meta["end"] = end
-            slot = (end - 1) // self.config.model_refresh_ms
-            if slot != meta["slot"]:
-                meta["slot"] = slot
-                yield from self._refresh(model, meta, end)
+            due = self.pending.take_windows(due_window(ctx, timestamp, window_ms))
+            drop_window_timers(ctx, [w for w, _ in due], timer_window(timestamp, window_ms), window_ms)
+            for window, raws in due:
+                self._close(model, meta, window, raws, updates, writes)
         meta["dirty"] = [model.vocab.ids[c] for c in sorted(model.dirty)]
         self.meta.update(orjson.dumps(meta))
+        if updates:
+            yield Bundle(0, updates)
+        if writes:
+            yield WRITES, SinkBatch(writes=writes)
 
-    def _refresh(self, model: ItemModel, meta: dict, end: int) -> Iterable:
+    def _close(self, model: ItemModel, meta: dict, window: int, raws: list[bytes], updates: list, writes: list) -> None:
+        """Apply one window's deltas; at the first close of a refresh slot, refresh the changed neighbours."""
+        window_ms = self.config.window_ms
+        end = (window + 1) * window_ms
+        deltas = [decode_pending(raw)[2] for raw in raws]
+        items = [i for d in deltas for i in d["i"]]
+        pair_a = [a for d in deltas for a in d["a"]]
+        model.apply_window(
+            items,
+            [w for d in deltas for w in d["n"]],
+            pair_a,
+            [b for d in deltas for b in d["b"]],
+            [w for d in deltas for w in d["w"]],
+        )
+        for item in set(items):
+            self.counts.put(item, model.count_of(item))
+        ids = model.vocab.array()
+        for item in set(pair_a):
+            codes, weights = model.rows[model.vocab.code[item]]
+            self.rows.put(item, encode_row(ids[codes].tolist(), weights.tolist()))
+        meta["end"] = end
+        slot = (end - 1) // self.config.model_refresh_ms
+        if slot != meta["slot"]:
+            meta["slot"] = slot
+            self._refresh(model, meta, end, updates, writes)
+
+    def _refresh(self, model: ItemModel, meta: dict, end: int, updates: list, writes: list) -> None:
         changed = model.refresh()
         if not changed:
             return
         window = end // self.config.window_ms - 1
-        yield ModelUpdate(window, [("n:" + item, encode_scored(ids, sims)) for item, (ids, sims) in changed.items()])
-        writes = [neighbour_write(KeyKind.ITEM_NEIGHBOURS, item, end, nb, self.ttls.item_s) for item, nb in changed.items()]
-        yield WRITES, SinkBatch(writes=writes)
+        updates.append(ModelUpdate(window, [("n:" + item, encode_scored(ids, sims)) for item, (ids, sims) in changed.items()]))
+        writes += [neighbour_write(KeyKind.ITEM_NEIGHBOURS, item, end, nb, self.ttls.item_s) for item, nb in changed.items()]
 
 
 # -- catalog and content -------------------------------------------------------------
@@ -629,14 +699,14 @@ class TrendingOperator(KeyedProcessFunction):
             ctx.timer_service().register_event_time_timer(LONG_MAX)
             yield from boot_model_updates(entries)
             return
-        if isinstance(message, FactsUpdate):
-            raw = encode_pending("facts", message.window, {"f": message.facts})
-        else:
-            raw = encode_pending("trend", message.window, {"e": message.events, "i": message.items, "t": message.ts, "w": message.weights})
-        self.pending.add(message.window, raw)
-        ctx.timer_service().register_event_time_timer(window_timer(message.window, self.config.window_ms))
-        if isinstance(message, TrendDelta):
-            ctx.timer_service().register_event_time_timer(LONG_MAX)
+        for part in unbundled(message):
+            if isinstance(part, FactsUpdate):
+                raw = encode_pending("facts", part.window, {"f": part.facts})
+            else:
+                raw = encode_pending("trend", part.window, {"e": part.events, "i": part.items, "t": part.ts, "w": part.weights})
+                ctx.timer_service().register_event_time_timer(LONG_MAX)
+            self.pending.add(part.window, raw)
+            ctx.timer_service().register_event_time_timer(window_timer(part.window, self.config.window_ms))
 
     def _meta(self) -> dict:
         raw = self.meta.value()
@@ -661,36 +731,49 @@ class TrendingOperator(KeyedProcessFunction):
     def on_timer(self, timestamp: int, ctx) -> Iterable:
         model = self._load()
         meta = self._meta()
+        updates: list[ModelUpdate] = []
+        writes: list = []
         if timestamp == LONG_MAX:
-            yield from self._lists(model, meta, meta["end"])
+            self._lists(model, meta, meta["end"], updates, writes)
         else:
-            window = timer_window(timestamp, self.config.window_ms)
-            end = (window + 1) * self.config.window_ms
-            events_window = False
-            slide = self.config.trending_slide_ms
-            for raw in self.pending.take(window):
-                kind, _, p = decode_pending(raw)
-                if kind == "facts":
-                    for item, (category, in_stock) in p["f"].items():
-                        self.categories[item] = category
-                        self.facts.put(item, encode_facts(category, in_stock))
-                    continue
-                events_window = True
-                meta["since"] += p["e"]
-                model.add(p["i"], p["t"], p["w"])
-                for bucket in {t // slide for t in p["t"]}:
-                    values = model.buckets[bucket]
-                    self.buckets.put(str(bucket), encode_scored(list(values.keys()), list(values.values())))
-            if events_window:
-                meta["end"] = end
-                slot = (end - 1) // self.config.model_refresh_ms
-                if slot != meta["slot"]:
-                    meta["slot"] = slot
-                    yield from self._lists(model, meta, end)
+            window_ms = self.config.window_ms
+            due = self.pending.take_windows(due_window(ctx, timestamp, window_ms))
+            drop_window_timers(ctx, [w for w, _ in due], timer_window(timestamp, window_ms), window_ms)
+            for window, raws in due:
+                self._close(model, meta, window, raws, updates, writes)
         meta["changed"] = sorted(model.changed)
         self.meta.update(orjson.dumps(meta))
+        if updates:
+            yield Bundle(0, updates)
+        if writes:
+            yield WRITES, SinkBatch(writes=writes)
 
-    def _lists(self, model: TrendingModel, meta: dict, end: int) -> Iterable:
+    def _close(self, model: TrendingModel, meta: dict, window: int, raws: list[bytes], updates: list, writes: list) -> None:
+        """Apply one window's facts and trend deltas; at the first close of a refresh slot, recompute the lists."""
+        end = (window + 1) * self.config.window_ms
+        events_window = False
+        slide = self.config.trending_slide_ms
+        for raw in raws:
+            kind, _, p = decode_pending(raw)
+            if kind == "facts":
+                for item, (category, in_stock) in p["f"].items():
+                    self.categories[item] = category
+                    self.facts.put(item, encode_facts(category, in_stock))
+                continue
+            events_window = True
+            meta["since"] += p["e"]
+            model.add(p["i"], p["t"], p["w"])
+            for bucket in {t // slide for t in p["t"]}:
+                values = model.buckets[bucket]
+                self.buckets.put(str(bucket), encode_scored(list(values.keys()), list(values.values())))
+        if events_window:
+            meta["end"] = end
+            slot = (end - 1) // self.config.model_refresh_ms
+            if slot != meta["slot"]:
+                meta["slot"] = slot
+                self._lists(model, meta, end, updates, writes)
+
+    def _lists(self, model: TrendingModel, meta: dict, end: int, updates: list, writes: list) -> None:
         if not meta["since"]:
             return
         meta["since"] = 0
@@ -713,9 +796,8 @@ class TrendingOperator(KeyedProcessFunction):
                 self.buckets.remove(str(bucket))
         window = end // self.config.window_ms - 1
         entries = [("t:", encode_scored(*global_list))] + [("tc:" + c, encode_scored(*tl)) for c, tl in per_category.items()]
-        yield ModelUpdate(window, entries)
-        writes = [trending_write(None, end, global_list)] + [trending_write(c, end, tl) for c, tl in per_category.items()]
-        yield WRITES, SinkBatch(writes=writes)
+        updates.append(ModelUpdate(window, entries))
+        writes += [trending_write(None, end, global_list)] + [trending_write(c, end, tl) for c, tl in per_category.items()]
 
 
 # -- scoring -----------------------------------------------------------------------------
@@ -777,6 +859,7 @@ class Scorer(KeyedBroadcastProcessFunction):
         self.embedding_failures = metrics.counter("embedding_load_failures")
         self.embeddings_path: str | None = None
         self.embeddings: EmbeddingModel | None = None
+        self.codes = ItemCodes()
 
     def _embeddings(self, path: str | None) -> EmbeddingModel | None:
         """The model of export ``path``, read once; on a read error the previous one stays."""
@@ -800,12 +883,16 @@ class Scorer(KeyedBroadcastProcessFunction):
                 self.mirror[key] = [(w, p, _decode_model_value(key, p)) for w, p in decode_versions(raw)]
         return self.mirror
 
-    def process_broadcast_element(self, update: ModelUpdate, ctx) -> None:
+    def process_broadcast_element(self, value: Bundle | ModelUpdate, ctx) -> None:
         mirror = self._mirror(ctx)
         state = ctx.get_broadcast_state(model_descriptor())
         # The broadcast context's current_watermark() fails in thread mode
         # (PyFlink 2.3), so the last window whose timer fired stands in for it.
         closed = self.closed_window
+        for update in unbundled(value):
+            self._put(update, mirror, state, closed)
+
+    def _put(self, update: ModelUpdate, mirror: dict, state, closed: int) -> None:
         for key, raw in update.entries:
             versions = mirror.get(key, [])
             versions.append((update.window, raw, _decode_model_value(key, raw)))
@@ -817,27 +904,47 @@ class Scorer(KeyedBroadcastProcessFunction):
             mirror[key] = versions
             state.put(key, encode_versions([(w, p) for w, p, _ in versions]))
 
-    def process_element(self, snapshot: UserSnapshot, ctx) -> Iterable:
-        forgotten = {u for u, raw in snapshot.profiles.items() if raw is None}
-        if forgotten:
-            self.pending.drop_users_after(snapshot.window, forgotten)
-        payload = {"p": {u: (None if raw is None else raw.decode()) for u, raw in snapshot.profiles.items()}, "t": snapshot.last_ts}
-        self.pending.add(snapshot.window, encode_pending("users", snapshot.window, payload))
-        ctx.timer_service().register_event_time_timer(window_timer(snapshot.window, self.config.window_ms))
+    def process_element(self, value: Bundle, ctx) -> Iterable:
+        # A snapshot waits for its scoring window (the window itself unless score_interval_ms
+        # groups windows), where the latest snapshot of each user is scored.
+        clock = WindowClock.of(self.config)
+        for snapshot in value.parts:
+            window = clock.score_window(snapshot.window)
+            forgotten = {u for u, raw in snapshot.profiles.items() if raw is None}
+            if forgotten:
+                # Snapshots of a forgotten user waiting for later windows must not write them back.
+                self.pending.drop_users_after(window, forgotten)
+            payload = {"p": {u: (None if raw is None else raw.decode()) for u, raw in snapshot.profiles.items()}, "t": snapshot.last_ts}
+            self.pending.add(window, encode_pending("users", window, payload))
+            ctx.timer_service().register_event_time_timer(clock.timer(window))
         return ()
 
     def on_timer(self, timestamp: int, ctx) -> Iterable:
-        window = timer_window(timestamp, self.config.window_ms)
+        window_ms = self.config.window_ms
+        due = self.pending.take_windows(due_window(ctx, timestamp, window_ms))
+        drop_window_timers(ctx, [w for w, _ in due], timer_window(timestamp, window_ms), window_ms)
+        batches = [self._score_window(window, raws, ctx) for window, raws in due]
+        batches = [b for b in batches if b is not None]
+        if not batches:
+            return
+        stats: dict = {}
+        for batch in batches:
+            for key, value in batch.stats.items():
+                stats[key] = value if key in GAUGES else stats.get(key, 0) + value
+        yield SinkBatch(writes=[w for b in batches for w in b.writes], stats=stats, lags_ms=[lag for b in batches for lag in b.lags_ms])
+
+    def _score_window(self, window: int, raws: list[bytes], ctx) -> SinkBatch | None:
+        """The lists of one window's users, scored with the model as of the window's close."""
         end = (window + 1) * self.config.window_ms
         self.closed_window = max(self.closed_window, window)
         latest: dict[str, str | None] = {}
         last_ts: dict[str, int] = {}
-        for raw in self.pending.take(window):
+        for raw in raws:
             _, _, p = decode_pending(raw)
             latest.update(p["p"])
             last_ts.update(p["t"])
         if not latest:
-            return
+            return None
         mirror = self._mirror(ctx)
         view = _VersionedView(mirror, "", window)
         model = ScoringModel(
@@ -847,19 +954,21 @@ class Scorer(KeyedBroadcastProcessFunction):
             trending_by_category=_VersionedView(mirror, "tc:", window),
             facts=_VersionedView(mirror, "f:", window),
             embeddings=self._embeddings(view.get("e:", self.initial_embeddings)),
+            codes=self.codes,
         )
+        users = sorted(latest)
+        kept = [u for u in users if latest[u] is not None]
+        scored = dict(zip(kept, score_users([decode_profile(latest[u].encode()) for u in kept], end, model, self.config)))
         writes = []
-        for user in sorted(latest):
-            raw = latest[user]
-            lists = None if raw is None else score_user(decode_profile(raw.encode()), end, model, self.config)
-            writes += user_writes(user, end, lists, self.ttls)
+        for user in users:
+            writes += user_writes(user, end, scored.get(user), self.ttls)
         self.windows_counter.inc(len(latest))
         now_ms = time.time_ns() // 1_000_000
         lags = [now_ms - t for t in last_ts.values()] if self.record_freshness else []
         stats = {"user_lists": len(latest), "last_window_ts": end}
         if model.embeddings is not None:
             stats["embeddings_version"] = model.embeddings.version
-        yield SinkBatch(writes=writes, stats=stats, lags_ms=lags)
+        return SinkBatch(writes=writes, stats=stats, lags_ms=lags)
 
 
 # -- sink ----------------------------------------------------------------------------------

@@ -70,6 +70,10 @@ class ModelConfig:
     # Neighbour lists and trending are recomputed at most once per this much event
     # time (at the first window that closes in each refresh slot, and at the end).
     model_refresh_ms: int = 1000
+    # Users' lists are recomputed at most once per this much event time (a multiple of
+    # window_ms; 0 = every window they are active in): under load a shop trades a
+    # little freshness for far fewer lists (see transforms.windows).
+    score_interval_ms: int = 0
     top_n: int = 20
     interest_items: int = 30  # the user's strongest items used to gather candidates
     max_user_items: int = 200  # interest entries kept per user (weakest dropped)
@@ -138,6 +142,8 @@ class ModelConfig:
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
+        if self.score_interval_ms < 0 or self.score_interval_ms % self.window_ms:
+            raise ValueError(f"score_interval_ms must be 0 or a multiple of window_ms ({self.window_ms}), got {self.score_interval_ms}")
         if self.trending_window_ms % self.trending_slide_ms:
             raise ValueError("trending_window_ms must be a multiple of trending_slide_ms")
         unknown = set(self.event_weights) - set(EVENT_TYPES)

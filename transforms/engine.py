@@ -45,8 +45,9 @@ from transforms.cooccurrence import ItemModel
 from transforms.embedding import EmbeddingModel
 from transforms.events import EventBatch
 from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user, scorable
-from transforms.scoring import Neighbours, ScoredItem, ScoringModel, UserLists, score_user
+from transforms.scoring import Neighbours, ScoredItem, ScoringModel, UserLists, score_users
 from transforms.trending import TrendingModel
+from transforms.windows import WindowClock
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ class ReferenceEngine:
         self.on_window = on_window
         self.score_users = score_users
         self.weights_table = config.weight_table()
+        self.clock = WindowClock.of(config)
         self.profiles: dict[str, UserProfile] = {}
         self.items = ItemModel(config)
         self.trending = TrendingModel(config)
@@ -138,6 +140,9 @@ class ReferenceEngine:
         self._window: int | None = None
         self._contribution = ItemContribution()
         self._dirty: dict[str, None] = {}
+        # Users active since their last lists, waiting for their scoring window (see transforms.windows).
+        self._unscored: dict[str, None] = {}
+        self._closed_window: int | None = None
         self._events_in_window = 0
         self._events_since_refresh = 0
         self._refresh_slot: int | None = None
@@ -167,9 +172,14 @@ class ReferenceEngine:
             window = int(windows[start])
             if self._window is not None and window > self._window:
                 self._close()
+                self._score_pending(before_window=window)
             if self._window is None or window > self._window:
                 self._window = window
             self._apply(events.take(slice(start, end)), weights[start:end])
+
+    def close_catalog(self) -> None:
+        """Apply every pending catalog upsert (their windows close in order): the end of a bounded input."""
+        self._close_catalog_windows(None)
 
     def upsert_catalog(self, items: Sequence[CatalogItem]) -> None:
         """Catalog changes take effect when the window holding their ``ts`` closes.
@@ -197,12 +207,21 @@ class ReferenceEngine:
         if self._window is not None:
             self._close()
             self._window = None
-        self._close_catalog_windows(None)
+        # Lists still waiting for their scoring window see the catalog up to it and the
+        # last refresh, as the job's scorer does when the end of input closes that window.
+        waiting = self.clock.score_window(self._closed_window) if self._unscored and self._closed_window is not None else None
+        if waiting is not None:
+            self._close_catalog_windows(waiting + 1)
+        else:
+            self._close_catalog_windows(None)
         if self._last_end:
             out = WindowOutput(window_end_ms=self._last_end)
             self._refresh(out, self._last_end)
             if self.on_window is not None and (out.neighbours or out.trending_global is not None):
                 self.on_window(out)
+        if waiting is not None:
+            self._close_scoring(waiting)
+            self._close_catalog_windows(None)
 
     def set_embeddings(self, embeddings: EmbeddingModel | None, effective_ms: int) -> None:
         """Use ``embeddings`` (None: none) for every list scored at ``T > effective_ms``.
@@ -234,6 +253,26 @@ class ReferenceEngine:
         self.model.embeddings = current
         return changed
 
+    def close_replayed_window(self, window: int, contribution: ItemContribution, events: int, profiles: Mapping[str, UserProfile | None]) -> None:
+        """Close ``window`` for a caller that replays users itself (the backfill, in parallel):
+        ``contribution`` is the window's summed item-model deltas, ``events`` its event count and
+        ``profiles`` the users to list from this window on (their final profiles; None: forgotten).
+
+        The engine keeps such a user's profile only until the user is scored (the caller holds
+        them all); scoring windows without events are closed on the way, as in :meth:`process`.
+        """
+        self._score_pending(before_window=window)
+        self._window = window
+        self._contribution = contribution
+        self._events_in_window = events
+        self.events_applied += events
+        self._dirty = dict.fromkeys(profiles)
+        self.profiles.update((user, profile) for user, profile in profiles.items() if profile is not None)
+        self._close()
+        self._window = None
+        for user in [u for u in self.profiles if u not in self._unscored]:
+            del self.profiles[user]
+
     # -- output ------------------------------------------------------------
     def recommend(
         self,
@@ -250,11 +289,9 @@ class ReferenceEngine:
         embeddings = self.embeddings_at(now_ms)
         if embeddings is not model.embeddings:
             model = dataclasses.replace(model, embeddings=embeddings)
-        out = {}
-        for user in user_ids:
-            lists = score_user(self.profiles.get(user), now_ms, model, self.config, (exclude or {}).get(user, frozenset()), n)
-            out[user] = lists.home
-        return out
+        exclude = exclude or {}
+        lists = score_users([scorable(self.profiles.get(u)) for u in user_ids], now_ms, model, self.config, [exclude.get(u, ()) for u in user_ids], n)
+        return {user: user_lists.home for user, user_lists in zip(user_ids, lists)}
 
     # -- internals -----------------------------------------------------------
     def _apply(self, events: EventBatch, weights: np.ndarray) -> None:
@@ -328,18 +365,46 @@ class ReferenceEngine:
             self._refresh_slot = slot
             self._refresh(out, end)
         self._last_end = end
+        self._closed_window = window
         if self.score_users is not False:
             if self._switch_embeddings(end):
                 out.embeddings_version = "" if self.model.embeddings is None else self.model.embeddings.version
-            last = self.score_users if isinstance(self.score_users, Mapping) else None
-            for user in sorted(self._dirty):
-                if last is not None and last.get(user) != window:
-                    continue
-                profile = scorable(self.profiles.get(user))  # None: forgotten, the keys are deleted
-                out.users[user] = None if profile is None else score_user(profile, end, self.model, self.config)
+            self._unscored.update(self._dirty)
+            if self.clock.score_window(window) == window:
+                self._score(out, window)
         self._contribution = ItemContribution()
         self._dirty = {}
         self._events_in_window = 0
+        if self.on_window is not None:
+            self.on_window(out)
+
+    def _score(self, out: WindowOutput, window: int) -> None:
+        """Lists of the users waiting for scoring window ``window`` (in ``score_users`` mapping mode:
+        those whose last active window is scored here), at the window's end."""
+        last = self.score_users if isinstance(self.score_users, Mapping) else None
+        due = [u for u in sorted(self._unscored) if last is None or self.clock.score_window(last.get(u, -1)) == window]
+        profiles = {u: scorable(self.profiles.get(u)) for u in due}  # None: forgotten, the keys are deleted
+        kept = [u for u in due if profiles[u] is not None]
+        scored = dict(zip(kept, score_users([profiles[u] for u in kept], out.window_end_ms, self.model, self.config)))
+        out.users.update((user, scored.get(user)) for user in due)
+        self._unscored = {}
+
+    def _score_pending(self, before_window: int) -> None:
+        """Close the scoring window of waiting users if it ends before ``before_window`` (it holds no events)."""
+        if not self._unscored or self._closed_window is None or self.score_users is False:
+            return
+        window = self.clock.score_window(self._closed_window)
+        if window < before_window:
+            self._close_catalog_windows(window + 1)
+            self._close_scoring(window)
+
+    def _close_scoring(self, window: int) -> None:
+        """A window with no events of its own that closes an interval: only lists change."""
+        end = self.clock.end(window)
+        out = WindowOutput(window_end_ms=end)
+        if self._switch_embeddings(end):
+            out.embeddings_version = "" if self.model.embeddings is None else self.model.embeddings.version
+        self._score(out, window)
         if self.on_window is not None:
             self.on_window(out)
 

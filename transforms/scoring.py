@@ -1,4 +1,12 @@
-"""The hybrid scorer: candidates, blend, filters, diversity and explanations for one user.
+"""The hybrid scorer: candidates, blend, filters, diversity and explanations, for a batch of users.
+
+:func:`score_users` scores a window's users together (:func:`score_user` is
+the batch of one): each component is built for the whole batch as long-form
+arrays of (user row, item code, value, explanation) with a few numpy passes,
+blended with one grouped sum, and cut per row by a row-wise partition before
+the exact (score, item id) sort.  A user's lists never depend on the other
+users of the batch, so however the job shards users it computes what the
+reference engine computes.
 
 For user ``u`` at time ``T`` with decayed interests ``v_i`` (the
 ``interest_items`` strongest, see :func:`transforms.profile.top_interests`):
@@ -48,23 +56,23 @@ that contributed most: "because you viewed X", "similar to X",
 embedding components "similar to X" (X: the strongest interest whose query
 vector adds most to ``u . c_j``) or "picked for you" (each a
 :class:`transforms.reasons.Reason`: a code, the item or category, the text).
-The cart list is :func:`transforms.complements.cart_complements`.
+The cart list is :func:`transforms.complements.cart_complements`, ranked like the home list.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, NamedTuple
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from transforms.complements import cart_complements, goes_with
 from transforms.config import ModelConfig
+from transforms.cooccurrence import Vocabulary
 from transforms.embedding import EmbeddingModel
 from transforms.events import EVENT_TYPES
 from transforms.profile import UserProfile, top_interests
 from transforms.reasons import UNSTRUCTURED, Reason, because_you, reason, you_did_recently
-from transforms.similarity import top_k
 
 Neighbours = tuple[np.ndarray, np.ndarray]  # (item ids, similarities), best first
 
@@ -104,6 +112,8 @@ class ScoringModel:
     trending_by_category: Mapping[str, Neighbours] = field(default_factory=dict)
     facts: Mapping[str, tuple[str, bool]] = field(default_factory=dict)
     embeddings: EmbeddingModel | None = None
+    # Dense item codes for the batched scorer: a cache, shared by the models of one scorer.
+    codes: "ItemCodes" = field(default_factory=lambda: ItemCodes())
 
     def top_category(self, item: str) -> str:
         fact = self.facts.get(item)
@@ -120,37 +130,6 @@ class UserLists:
     categories: dict[str, float]
     in_cart: list[str] = field(default_factory=list)
     purchased: list[str] = field(default_factory=list)
-
-
-def _accumulate(sources: list[tuple[str, float]], table: Mapping[str, Neighbours], scores: dict, best: dict) -> None:
-    """``scores[j] += v_i * s_ij`` over the neighbours of each source item; ``best[j]`` = strongest source."""
-    for source, weight in sources:
-        entry = table.get(source)
-        if entry is None or weight <= 0:
-            continue
-        ids, sims = entry
-        for j, s in zip(ids.tolist(), sims.tolist()):
-            contribution = weight * s
-            scores[j] = scores.get(j, 0.0) + contribution
-            if contribution > best.get(j, (0.0, ""))[0]:
-                best[j] = (contribution, source)
-
-
-def _normalised(scores: dict[str, float]) -> dict[str, float]:
-    top = max(scores.values(), default=0.0)
-    if top <= 0:
-        return {}
-    return {k: v / top for k, v in scores.items() if v > 0}
-
-
-def _trend_scores(entry: Neighbours | None, scale: float = 1.0) -> dict[str, float]:
-    if entry is None or len(entry[0]) == 0:
-        return {}
-    ids, values = entry
-    top = float(values[0]) if len(values) else 0.0
-    if top <= 0:
-        return {}
-    return {i: scale * v / top for i, v in zip(ids.tolist(), values.tolist()) if v > 0}
 
 
 def relative_scores(scores: np.ndarray) -> np.ndarray:
@@ -256,31 +235,466 @@ def _allowed(item: str, model: ScoringModel, config: ModelConfig) -> bool:
     return category not in config.deny_categories
 
 
-def _rank(blend: dict[str, float], reasons: dict[str, Reason], model: ScoringModel, config: ModelConfig, n: int) -> list[ScoredItem]:
-    """Top ``n`` of the blended scores (argpartition cut, id tie-break), with the per-category cap."""
-    if not blend:
-        return []
-    ids = np.array(list(blend.keys()), dtype=object)
-    scores = np.fromiter(blend.values(), dtype=np.float64, count=len(ids))
+# -- the batched scorer ------------------------------------------------------------------------
+#
+# A window's users are scored together: every component is a table in "long" form, one entry
+# per (user row, candidate item code) with a value and the entry's explanation (a kind and a
+# source), built with a handful of numpy operations over the whole batch instead of dict loops
+# per user.  Every per-user result is independent of which other users share the batch (each
+# sum runs over that user's own entries in a fixed order; ties break by item id, never by code),
+# so a sharded job computes exactly what the reference engine computes.
+
+# Explanation kinds of long-form entries; an entry's ``source`` is an item code (cf, content,
+# recent), a category index (category) or an index into the batch's text table (embeddings).
+_CF, _CONTENT, _RECENT, _CATEGORY, _POPULAR, _TEXT, _CART = range(7)
+
+
+class ItemCodes:
+    """Dense integer codes for item ids, kept across batches by whoever scores.
+
+    A cache only: codes never reach an output.  Neighbour lists are encoded once per list
+    object (lists are immutable values, replaced when the model refreshes).
+    """
+
+    def __init__(self) -> None:
+        self.vocab = Vocabulary()
+        self._lists: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def of_list(self, ids: np.ndarray) -> np.ndarray:
+        """Codes of a neighbour or trending list's ids (cached per list object)."""
+        hit = self._lists.get(id(ids))
+        if hit is not None and hit[0] is ids:
+            return hit[1]
+        codes = self.vocab.encode(ids.tolist())
+        if len(self._lists) > 4 * len(self.vocab) + 4096:
+            self._lists.clear()  # replaced lists would otherwise stay alive here
+        self._lists[id(ids)] = (ids, codes)
+        return codes
+
+    def of(self, items: Sequence[str]) -> np.ndarray:
+        return self.vocab.encode(items)
+
+    def known(self, items: Iterable[str]) -> list[int]:
+        """Codes of the items that have one (an item without a code is in no list)."""
+        code = self.vocab.code
+        return [c for c in (code.get(i) for i in items) if c is not None]
+
+
+@dataclass
+class _Long:
+    """A component (or the blend) in long form; ``row`` ascending."""
+
+    row: np.ndarray
+    code: np.ndarray
+    value: np.ndarray
+    kind: np.ndarray
+    source: np.ndarray
+
+    @staticmethod
+    def empty() -> "_Long":
+        return _Long(*(np.empty(0, dtype=t) for t in (np.intp, np.int64, np.float64, np.int8, np.int64)))
+
+    def take(self, index: np.ndarray) -> "_Long":
+        return _Long(self.row[index], self.code[index], self.value[index], self.kind[index], self.source[index])
+
+    @staticmethod
+    def concat(parts: Sequence["_Long"]) -> "_Long":
+        if not parts:
+            return _Long.empty()
+        return _Long(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("row", "code", "value", "kind", "source")))
+
+
+def _expand(pair_list: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For pairs pointing at list ``pair_list[p]``: (pair of each entry, index into the concatenated lists)."""
+    counts = lengths[pair_list]
+    pair = np.repeat(np.arange(len(pair_list)), counts)
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    return pair, starts[pair_list][pair] + (np.arange(len(pair)) - first)
+
+
+def _grouped(long: _Long, width: int, reduce: str) -> _Long:
+    """One entry per (row, code): values summed (``"sum"``) or maxed (``"max"``) in entry order.
+
+    The explanation is the first entry with the group's largest value (strictly positive; the
+    others come from a later, larger one), as a dict update with ``>`` would choose.  Entries
+    must be in the order the sums should run (per row: component order, then source rank).
+    """
+    if len(long.row) == 0:
+        return long
+    key = long.row.astype(np.int64) * width + long.code
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    value = long.value[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    best = np.maximum.reduceat(value, starts)
+    total = np.add.reduceat(value, starts) if reduce == "sum" else best
+    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(key)]))
+    position = np.where(value == best[group], np.arange(len(key)), len(key))
+    first = order[np.minimum.reduceat(position, starts)]
+    return _Long(long.row[first], long.code[first], total, long.kind[first], long.source[first])
+
+
+def _row_normalised(long: _Long) -> _Long:
+    """Each row's values divided by the row's maximum; only positive values stay (``row`` sorted)."""
+    if len(long.row) == 0:
+        return long
+    starts = np.flatnonzero(np.r_[True, long.row[1:] != long.row[:-1]])
+    top = np.maximum.reduceat(long.value, starts)
+    top = np.repeat(top, np.diff(np.r_[starts, len(long.row)]))
+    keep = (top > 0) & (long.value > 0)
+    out = long.take(keep)
+    out.value = out.value / top[keep]
+    return out
+
+
+def _list_table(lists: Sequence[Neighbours], codes: ItemCodes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenated (codes, values) of lists, with each list's start and length."""
+    lengths = np.fromiter((len(ids) for ids, _ in lists), dtype=np.intp, count=len(lists))
+    starts = np.cumsum(lengths) - lengths
+    if not lists or not lengths.sum():
+        return np.empty(0, dtype=np.int64), np.empty(0), starts, lengths
+    return (
+        np.concatenate([codes.of_list(ids) for ids, _ in lists]),
+        np.concatenate([np.asarray(values, dtype=np.float64) for _, values in lists]),
+        starts,
+        lengths,
+    )
+
+
+def _neighbour_entries(
+    pair_row: np.ndarray, pair_item: np.ndarray, pair_weight: np.ndarray, table: Mapping[str, Neighbours], kind: int, codes: ItemCodes
+) -> _Long:
+    """``v_i * sim(i, j)`` for every neighbour ``j`` of every source pair ``(row, i, v_i)``, in pair order."""
+    if len(pair_row) == 0:
+        return _Long.empty()
+    sources, pair_source = np.unique(pair_item, return_inverse=True)
+    ids = codes.vocab.array()
+    lists = []
+    for code in sources.tolist():
+        entry = table.get(ids[code])
+        lists.append(entry if entry is not None else (np.empty(0, dtype=object), np.empty(0)))
+    neighbour_codes, sims, starts, lengths = _list_table(lists, codes)
+    pair, index = _expand(pair_source, starts, lengths)
+    return _Long(pair_row[pair], neighbour_codes[index], pair_weight[pair] * sims[index], np.full(len(pair), kind, dtype=np.int8), pair_item[pair])
+
+
+def _neighbour_component(
+    pair_row: np.ndarray, pair_item: np.ndarray, pair_weight: np.ndarray, table: Mapping[str, Neighbours], kind: int, codes: ItemCodes
+) -> _Long:
+    """``sum_i v_i * sim(i, j)`` per row over the neighbour lists of the rows' source items, normalised per row.
+
+    Pairs come per row in source-rank order, which is the order each sum runs in.
+    """
+    entries = _neighbour_entries(pair_row, pair_item, pair_weight, table, kind, codes)
+    return _row_normalised(_grouped(entries, len(codes.vocab), "sum"))
+
+
+def _trend_list(entry: Neighbours | None, codes: ItemCodes) -> tuple[np.ndarray, np.ndarray]:
+    """A trending list as (codes, value / top value), positive values only."""
+    if entry is None or len(entry[0]) == 0 or not float(entry[1][0]) > 0:
+        return np.empty(0, dtype=np.int64), np.empty(0)
+    ids, values = entry
+    values = np.asarray(values, dtype=np.float64)
+    keep = values > 0
+    return codes.of_list(ids)[keep], values[keep] / float(values[0])
+
+
+@dataclass
+class _Prepared:
+    """One user's inputs to the batch, read from the profile once."""
+
+    profile: UserProfile | None
+    interests: list[tuple[str, float]]
+    strongest: list[tuple[str, float]]
+    categories: dict[str, float]
+    banned: set[str]
+
+
+def _prepare(profile: UserProfile | None, now_ms: int, model: ScoringModel, config: ModelConfig, exclude: Iterable[str]) -> _Prepared:
+    interests = top_interests(profile, now_ms, config, limit=config.max_user_items) if profile else []
+    banned = set(exclude)
+    if profile is not None:
+        repeat = set(config.repeat_purchase_categories)
+        if config.exclude_purchased:
+            banned.update(i for i in profile.purchased if model.top_category(i) not in repeat)
+        banned.update(i for i, v in profile.interests.items() if v < 0)
+        if config.exclude_seen:
+            banned.update(profile.interests)
+    return _Prepared(profile, interests, interests[: config.interest_items], category_interests(interests, model), banned)
+
+
+def _action(profile: UserProfile, item: str) -> str:
+    """The event type of the user's latest positive event on ``item`` (for "because you viewed X")."""
+    return EVENT_TYPES[profile.last_action.get(item, 0)]
+
+
+def score_users(
+    profiles: Sequence[UserProfile | None],
+    now_ms: int,
+    model: ScoringModel,
+    config: ModelConfig,
+    excludes: Sequence[Iterable[str]] | None = None,
+    n: int | None = None,
+) -> list[UserLists]:
+    """Home list, cart-complement list and profile summary for each user at ``now_ms``, in one batch.
+
+    ``excludes[u]`` removes further items for user ``u`` (the evaluation passes
+    the training items).  Each result equals what the batch of that user alone gives.
+    """
+    n = n or config.top_n
+    codes = model.codes
+    users = [_prepare(p, now_ms, model, config, excludes[u] if excludes is not None else ()) for u, p in enumerate(profiles)]
+
+    # Source pairs (row, interest item, interest), per row in rank order.
+    pair_row, pair_names, pair_weight = [], [], []
+    for row, user in enumerate(users):
+        for item, value in user.strongest:
+            pair_row.append(row)
+            pair_names.append(item)
+            pair_weight.append(value)
+    pair_row_a = np.asarray(pair_row, dtype=np.intp)
+    pair_item = codes.of(pair_names)
+    pair_weight_a = np.asarray(pair_weight, dtype=np.float64)
+    width = len(codes.vocab)  # grows below; every key uses the final width
+    parts: list[tuple[float | np.ndarray, _Long]] = []  # (weight per entry, normalised component)
+    if config.weight_cf > 0:
+        parts.append((config.weight_cf, _neighbour_component(pair_row_a, pair_item, pair_weight_a, model.neighbours, _CF, codes)))
+    if config.weight_content > 0:
+        parts.append((config.weight_content, _neighbour_component(pair_row_a, pair_item, pair_weight_a, model.content, _CONTENT, codes)))
+    if config.weight_recent > 0 and len(pair_row_a):
+        recent = _Long(pair_row_a, pair_item, pair_weight_a, np.full(len(pair_row_a), _RECENT, dtype=np.int8), pair_item)
+        parts.append((config.weight_recent, _row_normalised(recent)))
+
+    # Category: the trending lists of each row's top 3 categories, scaled by the category's share.
+    category_names: list[str] = []
+    category_index: dict[str, int] = {}
+    if config.weight_category > 0:
+        cat_row, cat_list, cat_scale = [], [], []
+        for row, user in enumerate(users):
+            if not user.categories:
+                continue
+            top_cat = max(user.categories.values())
+            for category, value in sorted(user.categories.items(), key=lambda kv: (-kv[1], kv[0]))[:3]:
+                if category not in category_index:
+                    category_index[category] = len(category_names)
+                    category_names.append(category)
+                cat_row.append(row)
+                cat_list.append(category_index[category])
+                cat_scale.append(value / top_cat)
+        if cat_row:
+            lists = [_trend_list(model.trending_by_category.get(c), codes) for c in category_names]
+            lengths = np.fromiter((len(c) for c, _ in lists), dtype=np.intp, count=len(lists))
+            starts = np.cumsum(lengths) - lengths
+            list_codes = np.concatenate([c for c, _ in lists])
+            list_values = np.concatenate([v for _, v in lists])
+            pair, index = _expand(np.asarray(cat_list, dtype=np.intp), starts, lengths)
+            scale = np.asarray(cat_scale, dtype=np.float64)
+            long = _Long(
+                np.asarray(cat_row, dtype=np.intp)[pair],
+                list_codes[index],
+                scale[pair] * list_values[index],
+                np.full(len(pair), _CATEGORY, dtype=np.int8),
+                np.asarray(cat_list, dtype=np.int64)[pair],
+            )
+            parts.append((config.weight_category, _grouped(long, len(codes.vocab), "max")))
+
+    # Popularity: global trending for every row (weight 1 for a cold start: it is all there is).
+    pop_codes, pop_values = _trend_list(model.trending_global, codes)
+    cold = np.array([not user.strongest for user in users], dtype=bool)
+    pop_weight = np.where(cold, 1.0, config.weight_popularity)
+    pop_rows = np.flatnonzero(pop_weight > 0)
+    if len(pop_codes) and len(pop_rows):
+        rows = np.repeat(pop_rows, len(pop_codes))
+        long = _Long(rows, np.tile(pop_codes, len(pop_rows)), np.tile(pop_values, len(pop_rows)), np.full(len(rows), _POPULAR, dtype=np.int8), np.full(len(rows), -1, dtype=np.int64))
+        parts.append((pop_weight[rows], long))
+
+    blended = [_Long(p.row, p.code, weight * p.value, p.kind, p.source) for weight, p in parts]
+    texts: list[Reason] = []
+    if model.embeddings is not None and (config.weight_embedding > 0 or config.weight_sequence > 0):
+        blended += _embedding_parts(users, blended, model, config, texts)
+
+    blend = _Long.concat(blended)
+    if len(blend.row):
+        # Stable sort by row keeps component order within each (row, item) sum.
+        blend = blend.take(np.argsort(blend.row, kind="stable"))
+        blend = _without_banned(blend, users, codes)
+        blend = _grouped(blend, len(codes.vocab), "sum")
+    top = _top_n(blend, users, model, config, n, codes)
+    carts = _cart_lists(users, model, config, n)
+
+    out = []
+    ids = codes.vocab.array()
+    for row, user in enumerate(users):
+        profile = user.profile
+        home, cart = ([ScoredItem(ids[code], score, _reason(kind, source, ids[code], user, ids, category_names, texts)) for code, score, kind, source in lists.get(row, ())] for lists in (top, carts))
+        out.append(
+            UserLists(
+                home=home,
+                cart=cart,
+                interests=user.strongest,
+                categories=user.categories,
+                in_cart=list(profile.cart) if profile else [],
+                purchased=list(profile.purchased) if profile else [],
+            )
+        )
+    return out
+
+
+def _reason(kind: int, source: int, item: str, user: _Prepared, ids: np.ndarray, categories: list[str], texts: list[Reason]) -> Reason:
+    if kind == _CF:
+        src = ids[source]
+        return because_you(_action(user.profile, src), src)
+    if kind == _CONTENT:
+        return reason("similar_to", item=ids[source])
+    if kind == _RECENT:
+        return you_did_recently(_action(user.profile, item), item)
+    if kind == _CATEGORY:
+        return reason("trending_in", category=categories[source])
+    if kind == _POPULAR:
+        return reason("popular_now" if user.strongest else "trending_now")
+    if kind == _CART:
+        return goes_with(ids[source])
+    return texts[source]
+
+
+def _embedding_parts(users: list[_Prepared], blended: list[_Long], model: ScoringModel, config: ModelConfig, texts: list[Reason]) -> list[_Long]:
+    """The embedding and sequence components of each row with interests (see :func:`_embedding_components`)."""
+    codes = model.codes
+    ids = codes.vocab.array()
+    pool_long = _Long.concat(blended)
+    pools: dict[int, set[str]] = {}
+    for row, code in zip(pool_long.row.tolist(), pool_long.code.tolist()):
+        pools.setdefault(row, set()).add(ids[code])
+    out: list[_Long] = []
+    for row, user in enumerate(users):
+        if not user.strongest:
+            continue
+        for weight, scores, reasons in _embedding_components(user.profile, user.interests, user.strongest, pools.get(row, set()), user.banned, model.embeddings, config):
+            items = list(scores)
+            text_ids = []
+            for item in items:
+                text_ids.append(len(texts))
+                texts.append(reasons[item])
+            values = np.fromiter(scores.values(), dtype=np.float64, count=len(items))
+            out.append(_Long(np.full(len(items), row, dtype=np.intp), codes.of(items), weight * values, np.full(len(items), _TEXT, dtype=np.int8), np.asarray(text_ids, dtype=np.int64)))
+    return out
+
+
+def _without_banned(blend: _Long, users: list[_Prepared], codes: ItemCodes) -> _Long:
+    width = np.int64(max(len(codes.vocab), 1))
+    banned_keys = [row * int(width) + c for row, user in enumerate(users) if user.banned for c in codes.known(user.banned)]
+    if not banned_keys:
+        return blend
+    keys = blend.row.astype(np.int64) * width + blend.code
+    return blend.take(~np.isin(keys, np.asarray(banned_keys, dtype=np.int64)))
+
+
+def _top_n(blend: _Long, users: list[_Prepared], model: ScoringModel, config: ModelConfig, n: int, codes: ItemCodes) -> dict[int, list[tuple[int, float, int, int]]]:
+    """Per row, the ``n`` best allowed entries (score desc, then item id asc), at most
+    ``max_per_category`` per top category (0: no cap): ``row -> [(code, score, kind, source)]``.
+
+    ``blend`` has one entry per (row, item), ``row`` ascending.  Each row is first cut to its
+    ``want`` best scores (ties at the cut kept) by a row-wise partition, and only that cut is
+    sorted exactly; with a category cap a row whose cut held too few items after the cap is
+    cut again, four times wider, until it is complete.
+    """
+    if len(blend.row) == 0:
+        return {}
+    present = np.flatnonzero(np.bincount(blend.code, minlength=len(codes.vocab)))
+    ids = codes.vocab.array()
+    allowed = np.zeros(len(codes.vocab), dtype=bool)
+    allowed[present] = np.fromiter((_allowed(i, model, config) for i in ids[present].tolist()), dtype=bool, count=len(present))
+    blend = blend.take(allowed[blend.code])
     cap = config.max_per_category
     want = n if cap <= 0 else n * 4
-    while True:
-        idx = top_k(scores, ids, want)
-        out: list[ScoredItem] = []
-        per_category: dict[str, int] = {}
-        for i in idx.tolist():
-            item = ids[i]
-            if cap > 0:
-                category = model.top_category(item)
-                if per_category.get(category, 0) >= cap:
-                    continue
-                per_category[category] = per_category.get(category, 0) + 1
-            out.append(ScoredItem(item, float(scores[i]), reasons[item]))
-            if len(out) == n:
-                return out
-        if want >= len(ids):
-            return out
+    out: dict[int, list[tuple[int, float, int, int]]] = {}
+    while len(blend.row):
+        cut = blend.take(blend.value >= _row_thresholds(blend.row, blend.value, want))
+        candidates, inverse = np.unique(cut.code, return_inverse=True)
+        id_rank = np.empty(len(candidates), dtype=np.int64)
+        id_rank[np.argsort(ids[candidates], kind="stable")] = np.arange(len(candidates))  # item id order, exact
+        order = np.lexsort((id_rank[inverse], -cut.value, cut.row))
+        if cap > 0:
+            category = np.unique(np.array([model.top_category(i) for i in ids[candidates].tolist()], dtype=object), return_inverse=True)[1]
+            order = order[_rank_within(cut.row[order].astype(np.int64) * (int(category.max()) + 1) + category[inverse[order]]) < cap]
+        order = order[_rank_within(cut.row[order]) < n]
+        for r, code, value, kind, source in zip(cut.row[order].tolist(), cut.code[order].tolist(), cut.value[order].tolist(), cut.kind[order].tolist(), cut.source[order].tolist()):
+            out.setdefault(r, []).append((code, value, kind, source))
+        if cap <= 0:
+            break
+        # Rows short of n whose cut left items out go round again with a wider cut.
+        rows, sizes = np.unique(blend.row, return_counts=True)
+        cut_sizes = np.bincount(cut.row, minlength=int(rows.max()) + 1)[rows]
+        again = rows[(cut_sizes < sizes) & np.array([len(out.get(r, ())) < n for r in rows.tolist()], dtype=bool)]
+        if not len(again):
+            break
+        for r in again.tolist():
+            out.pop(r, None)
+        blend = blend.take(np.isin(blend.row, again))
         want *= 4
+    return out
+
+
+def _row_thresholds(row: np.ndarray, value: np.ndarray, want: int) -> np.ndarray:
+    """Per entry, its row's ``want``-th largest value (-inf for a row with fewer entries); ``row`` ascending.
+
+    Rows are laid out in a padded matrix per power-of-two length class, so the
+    partition works on whole rows at once and no class pads a short row to a long one.
+    """
+    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+    lengths = np.diff(np.r_[starts, len(row)])
+    per_row = np.full(len(starts), -np.inf)
+    long_rows = np.flatnonzero(lengths > want)
+    if len(long_rows):
+        width_class = np.ceil(np.log2(lengths[long_rows])).astype(np.int64)
+        for c in np.unique(width_class).tolist():
+            members = long_rows[width_class == c]
+            width = int(lengths[members].max())
+            matrix = np.full((len(members), width), -np.inf)
+            member_lengths = lengths[members]
+            member_row = np.repeat(np.arange(len(members)), member_lengths)
+            column = np.arange(len(member_row)) - np.repeat(np.cumsum(member_lengths) - member_lengths, member_lengths)
+            source = np.repeat(starts[members], member_lengths) + column
+            matrix[member_row, column] = value[source]
+            per_row[members] = np.partition(matrix, width - want, axis=1)[:, width - want]
+    return np.repeat(per_row, lengths)
+
+
+def _rank_within(group: np.ndarray) -> np.ndarray:
+    """Each entry's position among the earlier entries of its group (0 for the first), order kept."""
+    if len(group) == 0:
+        return np.empty(0, dtype=np.intp)
+    order = np.argsort(group, kind="stable")
+    sorted_group = group[order]
+    starts = np.flatnonzero(np.r_[True, sorted_group[1:] != sorted_group[:-1]])
+    position = np.arange(len(group)) - np.repeat(starts, np.diff(np.r_[starts, len(group)]))
+    out = np.empty(len(group), dtype=np.intp)
+    out[order] = position
+    return out
+
+
+def _cart_lists(users: list[_Prepared], model: ScoringModel, config: ModelConfig, n: int) -> dict[int, list[tuple[int, float, int, int]]]:
+    """Complements of each row's cart (:func:`transforms.complements.cart_complements`, the one
+    formula the API uses too), without banned and disallowed items, ranked like the home list."""
+    codes = model.codes
+    rows: list[int] = []
+    items: list[str] = []
+    scores: list[float] = []
+    sources: list[str] = []
+    for row, user in enumerate(users):
+        if user.profile is None or not user.profile.cart:
+            continue
+        comp, comp_source = cart_complements(list(user.profile.cart), model.neighbours, model.content, config.weight_cf, config.weight_content)
+        for item, score in comp.items():
+            rows.append(row)
+            items.append(item)
+            scores.append(score)
+            sources.append(comp_source[item])
+    if not rows:
+        return {}
+    entries = _Long(np.asarray(rows, dtype=np.intp), codes.of(items), np.asarray(scores, dtype=np.float64), np.full(len(rows), _CART, dtype=np.int8), codes.of(sources))
+    entries = _without_banned(entries, users, codes)
+    return _top_n(entries.take(entries.value > 0), users, model, config, n, codes)
 
 
 def score_user(
@@ -291,80 +705,5 @@ def score_user(
     exclude: set[str] | frozenset[str] = frozenset(),
     n: int | None = None,
 ) -> UserLists:
-    """Home list, cart-complement list and profile summary for one user at ``now_ms``.
-
-    ``exclude`` removes further items (the evaluation passes the training items).
-    """
-    n = n or config.top_n
-    interests = top_interests(profile, now_ms, config, limit=config.max_user_items) if profile else []
-    strongest = interests[: config.interest_items]
-    categories = category_interests(interests, model)
-
-    banned = set(exclude)
-    if profile is not None:
-        repeat = set(config.repeat_purchase_categories)
-        if config.exclude_purchased:
-            banned.update(i for i in profile.purchased if model.top_category(i) not in repeat)
-        banned.update(i for i, v in profile.interests.items() if v < 0)
-        if config.exclude_seen:
-            banned.update(profile.interests)
-
-    components: list[tuple[float, dict[str, float], dict[str, str]]] = []
-    if strongest:
-        cf, cf_best = {}, {}
-        _accumulate(strongest, model.neighbours, cf, cf_best)
-        actions = {i: EVENT_TYPES[profile.last_action.get(i, 0)] for i, _ in strongest}
-        components.append((config.weight_cf, _normalised(cf), {j: because_you(actions[src], src) for j, (_, src) in cf_best.items()}))
-        ct, ct_best = {}, {}
-        _accumulate(strongest, model.content, ct, ct_best)
-        components.append((config.weight_content, _normalised(ct), {j: reason("similar_to", item=src) for j, (_, src) in ct_best.items()}))
-        recent = _normalised(dict(strongest))
-        components.append((config.weight_recent, recent, {j: you_did_recently(actions[j], j) for j in recent}))
-    if categories:
-        top_cat = max(categories.values())
-        cat_scores: dict[str, float] = {}
-        cat_reason: dict[str, Reason] = {}
-        for category, value in sorted(categories.items(), key=lambda kv: (-kv[1], kv[0]))[:3]:
-            for j, s in _trend_scores(model.trending_by_category.get(category), value / top_cat).items():
-                if s > cat_scores.get(j, 0.0):
-                    cat_scores[j] = s
-                    cat_reason[j] = reason("trending_in", category=category)
-        components.append((config.weight_category, cat_scores, cat_reason))
-    cold_start = not strongest
-    pop = _trend_scores(model.trending_global)
-    pop_weight = config.weight_popularity if not cold_start else 1.0
-    components.append((pop_weight, pop, {j: reason("trending_now" if cold_start else "popular_now") for j in pop}))
-    if strongest and model.embeddings is not None and (config.weight_embedding > 0 or config.weight_sequence > 0):
-        pool = {j for weight, scores, _ in components if weight > 0 for j in scores}
-        components += _embedding_components(profile, interests, strongest, pool, banned, model.embeddings, config)
-
-    blend: dict[str, float] = {}
-    reasons: dict[str, Reason] = {}
-    best_part: dict[str, float] = {}
-    for weight, scores, why in components:
-        if weight <= 0:
-            continue
-        for j, s in scores.items():
-            if j in banned:
-                continue
-            part = weight * s
-            blend[j] = blend.get(j, 0.0) + part
-            if part > best_part.get(j, 0.0):
-                best_part[j] = part
-                reasons[j] = why[j]
-    blend = {j: s for j, s in blend.items() if _allowed(j, model, config)}
-    home = _rank(blend, reasons, model, config, n)
-
-    cart: list[ScoredItem] = []
-    if profile is not None and profile.cart:
-        comp, comp_source = cart_complements(list(profile.cart), model.neighbours, model.content, config.weight_cf, config.weight_content)
-        comp = {j: s for j, s in comp.items() if j not in banned and _allowed(j, model, config)}
-        cart = _rank(comp, {j: goes_with(src) for j, src in comp_source.items()}, model, config, n)
-    return UserLists(
-        home=home,
-        cart=cart,
-        interests=interests[: config.interest_items],
-        categories=categories,
-        in_cart=list(profile.cart) if profile else [],
-        purchased=list(profile.purchased) if profile else [],
-    )
+    """:func:`score_users` for one user."""
+    return score_users([profile], now_ms, model, config, [exclude], n)[0]

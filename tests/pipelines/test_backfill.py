@@ -116,6 +116,21 @@ def test_synthetic_shop_equals_reference(tmp_path: Path, redis_url: str, referen
     assert snapshot.trending_totals == engine.trending.totals
 
 
+def test_score_interval_equals_reference(tmp_path: Path, redis_url: str, reference_redis):
+    """Lists once per 10 minutes of event time: the backfill closes the scoring windows that hold no events, like the engine."""
+    config = CONFIG.replace(score_interval_ms=600_000)
+    events, catalog = shop()
+    events_path, catalog_path = write_inputs(tmp_path, events, catalog)
+    _, final = replay(events, config, catalog)
+    expected = reference_content(final, reference_redis.url)
+    run_backfill(BackfillJob(inputs=(events_path,), config=config, catalog=catalog_path, redis_url=redis_url))
+    got = results(redis_url)
+    assert any(b":rec:" in k for k in got)
+    assert got == expected
+    with pytest.raises(BackfillError, match="score_interval_ms"):
+        run_backfill(BackfillJob(inputs=(events_path,), config=config, catalog=catalog_path, redis_url=redis_url, snapshot_dir=tmp_path / "snap"))
+
+
 def test_hand_computed_stream(tmp_path: Path, redis_url: str):
     """Three users over three 100 ms windows (the stream of tests/transforms/test_engine.py), checked by hand.
 

@@ -36,6 +36,18 @@ def test_synthetic_shop_equals_reference(parallelism, redis_url):
     assert differences(job, reference) == []
 
 
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_score_interval_equals_reference(parallelism, redis_url):
+    """Lists at most once per 30 minutes of event time: many scoring windows hold no events of their own."""
+    events, catalog = small_shop()
+    settings = Settings(parallelism=parallelism, restart_attempts=0, model=ModelConfig(score_interval_ms=1_800_000))
+    source = CollectionSource(list(pack_chunks(event_lines(events), 200)), list(pack_chunks(catalog_lines(catalog), 50)))
+    run_job(source, settings, redis_url)
+    job = results(redis_url)
+    assert any(b":rec:" in k for k in job), "the job wrote no user lists"
+    assert differences(job, reference_content(events, catalog, settings)) == []
+
+
 @pytest.mark.datasets
 def test_taobao_sample_replayed_from_file_equals_reference(redis_url, tmp_path: Path):
     try:

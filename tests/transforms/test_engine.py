@@ -232,8 +232,10 @@ def comparable(final: FinalState):
         ModelConfig(),
         # Wide windows and a slow refresh: many events per window, stale neighbours between refreshes.
         ModelConfig(window_ms=60_000, model_refresh_ms=3_600_000, history_length=5, similarity="jaccard", max_per_category=2),
+        # Lists at most once per 30 minutes of event time: scoring windows with no events of their own.
+        ModelConfig(score_interval_ms=1_800_000),
     ],
-    ids=["defaults", "wide-windows"],
+    ids=["defaults", "wide-windows", "score-interval"],
 )
 def test_replay_equals_scoring_every_window(config):
     catalog, events = synthetic_shop()
