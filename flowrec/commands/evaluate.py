@@ -9,7 +9,7 @@ Examples::
 
 Prints a table (or, with ``--json``, one JSON object); ``--out DIR`` also
 writes results.json, results.md and PNG plots there.  See
-:mod:`bench.evaluate` for the protocols and metrics.
+:mod:`evaluation.harness` for the protocols and metrics.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from bench.evaluate import ALGORITHMS, PROTOCOLS
+    from evaluation.harness import ALGORITHMS, PROTOCOLS
 
     source = parser.add_argument_group("data")
     source.add_argument("--dataset", default=None, help="ml-100k, taobao, or a CSV/JSON-lines event file")
@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def embedding_source(args: argparse.Namespace, config, catalog):
     """The rows' embeddings: ``--embeddings DIR``, else trained here (with ``--train-config``/``--keep-embeddings``)."""
-    from bench import evaluate as harness
+    from evaluation import harness
 
     if args.embeddings is not None:
         if args.train_config is not None or args.keep_embeddings is not None:
@@ -79,7 +79,7 @@ def embedding_source(args: argparse.Namespace, config, catalog):
 
 
 def main(args: argparse.Namespace) -> int:
-    from bench import evaluate as harness
+    from evaluation import harness
     from transforms.datasets import DatasetMissing
 
     if (args.train is None) != (args.test is None):

@@ -10,7 +10,7 @@ Examples::
 Prints the validation table (best candidates and the base config) and writes
 the chosen config as JSON (``ModelConfig.to_dict()``), which ``--model-config``
 of every command reads back.  The protocol's test part is never looked at;
-see :mod:`bench.tune` for the validation splits and the search.
+see :mod:`evaluation.tune` for the validation splits and the search.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bench import evaluate as harness
-    from bench import tune as tuner
+    from evaluation import harness
+    from evaluation import tune as tuner
     from flowrec.commands.evaluate import embedding_source
     from transforms.datasets import DatasetMissing
 

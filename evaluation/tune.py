@@ -43,7 +43,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from bench.evaluate import (
+from evaluation.harness import (
     EmbeddingSource,
     EngineLearner,
     EvaluationError,
@@ -252,7 +252,7 @@ def tune(
     if scoring_space is None:
         scoring_space = default_scoring_space(search_embeddings)
     if embeddings is None:
-        from bench.evaluate import TrainedEmbeddings
+        from evaluation.harness import TrainedEmbeddings
 
         embeddings = TrainedEmbeddings(base, catalog, seed=seed)
     started = time.perf_counter()

@@ -7,13 +7,13 @@ import random
 
 import pytest
 
-from bench import tune as tuner
+from evaluation import tune as tuner
 from flowrec.cli import main as cli
 from transforms.config import ModelConfig
 from transforms.events import batch_from_columns
 from transforms.splits import stratified_random_split, temporal_cut_time
 
-from tests.bench.test_evaluate import two_taste_events, write_jsonl
+from tests.evaluation.test_harness import two_taste_events, write_jsonl
 
 
 def test_candidates_start_with_the_base_and_are_distinct():
@@ -120,7 +120,7 @@ def test_search_space_is_split_into_state_and_scoring_and_validated():
 
 
 def test_tune_searches_the_embedding_weights_with_a_given_export(tmp_path, capsys):
-    from tests.bench.test_evaluate import _tiny_export
+    from tests.evaluation.test_harness import _tiny_export
 
     path = write_jsonl(tmp_path / "events.jsonl", two_taste_events(users=30))
     _tiny_export(tmp_path / "exports", [f"{t}{i}" for t in "ab" for i in range(8)])

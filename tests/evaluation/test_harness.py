@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import evaluate as harness
-from bench.baselines import Interactions, Popularity, SAR
+from evaluation import harness
+from evaluation.baselines import Interactions, Popularity, SAR
 from flowrec.cli import main as cli
 from transforms.catalog import CatalogItem
 from transforms.events import batch_from_columns
@@ -332,3 +332,18 @@ def test_embeddings_trained_in_the_harness_on_the_training_part_only(tmp_path):
     assert report.info["retrain"]["flowrec-embedding"] == "every event; embeddings daily"
     days = sorted({int(t) // DAY_MS for t in dataset.events.ts.tolist()})
     assert len([p for p in (tmp_path / "daily").iterdir() if not p.name.startswith(".")]) == len(days) - 1
+
+
+def test_learn_and_the_cli_import_the_evaluation_library_without_the_benchmarks():
+    """learn/ and the evaluate/tune commands use the protocols without loading any ``bench`` module."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    pytest.importorskip("faiss")
+    code = (
+        "import sys, learn.train, flowrec.commands.evaluate, flowrec.commands.tune, evaluation.tune; "
+        "print(sorted(m for m in sys.modules if m == 'bench' or m.startswith('bench.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

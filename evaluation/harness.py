@@ -25,7 +25,7 @@ computes), its parts alone (``flowrec-cf``, ``flowrec-content``,
 ``flowrec-usercf``, ``flowrec-trending``, ``flowrec-embedding``: the learned
 user vector alone, ``flowrec-sequence``: the sequence model alone), the hybrid
 without the two learned components (``flowrec-no-embeddings``), and the
-baselines of :mod:`bench.baselines`.  The engine is imported only when an
+baselines of :mod:`evaluation.baselines`.  The engine is imported only when an
 engine algorithm runs, so the harness works with the baselines alone.
 
 Learned embeddings (:class:`EmbeddingSource`) are trained within the harness
@@ -54,7 +54,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from bench.baselines import BASELINES, Interactions, MatrixRecommender, make_baseline
+from evaluation.baselines import BASELINES, Interactions, MatrixRecommender, make_baseline
 from transforms import metrics as M
 from transforms.catalog import CatalogItem, parse_catalog_lines
 from transforms.config import ModelConfig
@@ -527,7 +527,7 @@ def _blas_controller():
 
 
 class BaselineLearner(Learner):
-    """A :mod:`bench.baselines` model: fitted on weighted interactions, training-seen items excluded."""
+    """A :mod:`evaluation.baselines` model: fitted on weighted interactions, training-seen items excluded."""
 
     def __init__(self, name: str, make: Callable[[], MatrixRecommender], config: ModelConfig) -> None:
         self.names = [name]
