@@ -58,6 +58,7 @@ from evaluation.baselines import BASELINES, Interactions, MatrixRecommender, mak
 from transforms import metrics as M
 from transforms.catalog import CatalogItem, parse_catalog_lines
 from transforms.config import ModelConfig
+from transforms.derive import Derivation, derive_config
 from transforms.events import FORGET, REMOVE_FROM_CART, EventBatch, parse_csv, parse_json_lines, parse_records
 from transforms.splits import stratified_random_split, temporal_cut_time
 
@@ -260,6 +261,12 @@ def _state_view(config: ModelConfig) -> dict[str, Any]:
     return {key: value for key, value in config.to_dict().items() if key not in SCORING_FIELDS}
 
 
+def _state_key(config: ModelConfig) -> str:
+    import orjson
+
+    return orjson.dumps(_state_view(config), option=orjson.OPT_SORT_KEYS).decode()
+
+
 class EmbeddingUnavailable(RuntimeError):
     """No learned embeddings could be had (no PyTorch, no readable export, training failed)."""
 
@@ -270,8 +277,11 @@ class EmbeddingSource:
     # Whether the prequential replay retrains it daily (a fixed export is not).
     retrains: bool = False
 
-    def model_for(self, train: EventBatch):
-        """The :class:`transforms.embedding.EmbeddingModel` for training events ``train`` (None: none to learn)."""
+    def model_for(self, train: EventBatch, config: ModelConfig):
+        """The :class:`transforms.embedding.EmbeddingModel` for training events ``train`` (None: none to learn).
+
+        ``config`` is the model config the engine serves with (derived settings included).
+        """
         raise NotImplementedError
 
 
@@ -286,7 +296,7 @@ class PretrainedEmbeddings(EmbeddingSource):
         self.path = Path(path)
         self._model = None
 
-    def model_for(self, train: EventBatch):
+    def model_for(self, train: EventBatch, config: ModelConfig):
         if self._model is None:
             from state.embeddings import ExportError, latest_version, read_export
             from transforms.embedding import EmbeddingModel
@@ -305,8 +315,8 @@ class PretrainedEmbeddings(EmbeddingSource):
 class TrainedEmbeddings(EmbeddingSource):
     """Embeddings trained by :mod:`learn` (PyTorch) on exactly the training events it is given.
 
-    The model config supplies what the job serves with (event weights,
-    half-life, history length); ``train_config`` is a ``learn.TrainConfig``
+    The model config passed to :meth:`model_for` supplies what the job
+    serves with (event weights, half-life, history length); ``train_config`` is a ``learn.TrainConfig``
     (default: the trainer's defaults).  The last training is kept, so
     learners that share one training part (tuning replays) train once.
     ``keep_dir`` keeps the exports there (else they are temporary), so a
@@ -317,27 +327,28 @@ class TrainedEmbeddings(EmbeddingSource):
 
     def __init__(
         self,
-        config: ModelConfig,
         catalog: Sequence[CatalogItem],
         seed: int = 42,
         train_config: Any = None,
         keep_dir: Path | None = None,
     ) -> None:
-        self.config = config
         self.catalog = list(catalog)
         self.seed = seed
         self.train_config = train_config
         self.keep_dir = keep_dir
         self._trained: dict[tuple[int, ...], Any] = {}
 
-    def model_for(self, train: EventBatch):
+    def model_for(self, train: EventBatch, config: ModelConfig):
         if len(train) == 0:
             return None
         # Same events, same model: tuning replays share one training part (or
         # one prefix per replayed day), so each is trained once.
-        key = (len(train), int(train.ts.min()), int(train.ts.max()), int(train.ts.sum()), hash(tuple(train.user[:: max(1, len(train) // 64)].tolist())))
+        key = (
+            len(train), int(train.ts.min()), int(train.ts.max()), int(train.ts.sum()),
+            hash(tuple(train.user[:: max(1, len(train) // 64)].tolist())), _state_key(config),
+        )
         if key not in self._trained:
-            self._trained[key] = train_embedding_model(train, self.catalog, self.config, self.seed, self.train_config, self.keep_dir)
+            self._trained[key] = train_embedding_model(train, self.catalog, config, self.seed, self.train_config, self.keep_dir)
         return self._trained[key]
 
 
@@ -430,8 +441,14 @@ class EngineLearner(Learner):
             if _state_view(candidate) != state:
                 raise ValueError(f"{name}: differs from the replayed config outside the scoring fields {SCORING_FIELDS}")
         self.names = list(scoring)
+        # As given; fit() derives the settings named in derive_from_history from
+        # its training events (a streaming replay starts without history and
+        # keeps the given values).
+        self.given_config = config
+        self.given_configs = dict(scoring)
         self.config = config
         self.configs = dict(scoring)
+        self.derivation: Derivation | None = None
         self.catalog = list(catalog)
         self.progress = progress
         self.engine = None
@@ -454,7 +471,7 @@ class EngineLearner(Learner):
         if self.embeddings is None:
             return None
         try:
-            model = self.embeddings.model_for(train)
+            model = self.embeddings.model_for(train, self.config)
         except Exception as exc:  # noqa: BLE001 - only the embedding rows fail, with this reason
             log.error("embeddings unavailable: %s", exc)
             self.embedding_error = exc if isinstance(exc, EmbeddingUnavailable) else EmbeddingUnavailable(f"{type(exc).__name__}: {exc}")
@@ -465,6 +482,7 @@ class EngineLearner(Learner):
     def fit(self, train: EventBatch) -> None:
         from tqdm import tqdm
 
+        self._derive(train)
         self.engine = self._new_engine(streaming=False)
         ordered = train.sorted_by_time()
         with tqdm(total=len(ordered), desc="flowrec: replay", unit="ev", disable=not self.progress, leave=False) as bar:
@@ -476,6 +494,17 @@ class EngineLearner(Learner):
         from transforms.engine import FROM_START_MS
 
         self.engine.set_embeddings(self._embeddings_for(train), effective_ms=FROM_START_MS)
+
+    def _derive(self, train: EventBatch) -> None:
+        """Measure the derivable settings from ``train``; every row's config gets the same values."""
+        self.derivation = derive_config(train, self.given_config)
+        derived = self.derivation.config
+        final = {name: getattr(derived, name) for name in self.given_config.derive_from_history}
+        self.config = derived
+        self.configs = {
+            name: derived if candidate is self.given_config else candidate.replace(derive_from_history=(), **final)
+            for name, candidate in self.given_configs.items()
+        }
 
     def new_day(self, history: EventBatch, day_start_ms: int) -> None:
         """Retrain the embeddings on ``history`` and switch them in at the day's start (a fixed export: once)."""
@@ -589,7 +618,7 @@ def make_learners(
     engine_names = [name for name in algorithms if name in ENGINE_PARTS]
     if engine_names:
         scoring = {name: engine_part_config(name, config) for name in engine_names}
-        source = embeddings if embeddings is not None else TrainedEmbeddings(config, catalog, seed=seed)
+        source = embeddings if embeddings is not None else TrainedEmbeddings(catalog, seed=seed)
         learners.append(EngineLearner(scoring, config, catalog, progress=progress, embeddings=source))
     for name in algorithms:
         if name in ENGINE_PARTS:
@@ -1066,7 +1095,18 @@ def evaluate(
     results = {name: results[name] for name in algorithms}
     info["runtime_s"] = round(time.perf_counter() - started, 2)
     info["seed"] = seed
+    info.update(_config_info(learners, config))
     return Report(dataset=dataset.name, protocol=protocol, k=k, results=results, info=info)
+
+
+def _config_info(learners: Sequence[Learner], config: ModelConfig) -> dict[str, Any]:
+    """The model config the flowrec rows ran with (settings derived from the training part included)
+    and the evidence of each derived setting, so a results.json says exactly what produced it."""
+    engine = next((learner for learner in learners if isinstance(learner, EngineLearner)), None)
+    if engine is None:
+        return {"model_config": config.to_dict()}
+    derived = engine.derivation.to_json() if engine.derivation is not None else {}
+    return {"model_config": engine.config.to_dict(), "derived": derived}
 
 
 def _static_info(split: StaticSplit) -> dict[str, Any]:

@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser, only=("datasets-dir", "model-config"))
 
 
-def embedding_source(args: argparse.Namespace, config, catalog):
+def embedding_source(args: argparse.Namespace, catalog):
     """The rows' embeddings: ``--embeddings DIR``, else trained here (with ``--train-config``/``--keep-embeddings``)."""
     from evaluation import harness
 
@@ -75,7 +75,7 @@ def embedding_source(args: argparse.Namespace, config, catalog):
         from learn.config import TrainConfig  # no PyTorch needed to read it
 
         train_config = TrainConfig.from_dict(orjson.loads(args.train_config.read_bytes()))
-    return harness.TrainedEmbeddings(config, catalog, seed=args.seed, train_config=train_config, keep_dir=args.keep_embeddings)
+    return harness.TrainedEmbeddings(catalog, seed=args.seed, train_config=train_config, keep_dir=args.keep_embeddings)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -115,7 +115,7 @@ def main(args: argparse.Namespace) -> int:
             window_ms=int(args.window_hours * 3600 * 1000),
             max_events=args.max_events,
             fixed_split=fixed,
-            embeddings=embedding_source(args, settings.model, dataset.catalog),
+            embeddings=embedding_source(args, dataset.catalog),
         )
     except DatasetMissing as exc:
         print(f"error: {exc} (set --datasets-dir or FLOWREC_DATASETS_DIR)", file=sys.stderr)
