@@ -78,6 +78,10 @@ ALGORITHMS: tuple[str, ...] = ENGINE_PARTS + ("flowrec-usercf",) + tuple(BASELIN
 DAY_MS = 24 * 3600 * 1000
 # Cut-offs for the metrics-vs-k plot (the requested k is always added).
 PLOT_KS = (1, 5, 10, 20)
+# Metrics plotted against k, with bootstrap intervals of their means.
+PLOT_METRICS = ("precision", "recall", "ndcg", "hr")
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 1000
 MSR_RATIO = 0.75
 TEMPORAL_RATIO = 0.8
 # Events handed to the engine per process() call when building a model (progress granularity only).
@@ -660,6 +664,8 @@ class AlgorithmResult:
     evaluated: int
     windows: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    # 95 % bootstrap intervals of the means in at_k (PLOT_METRICS), per k.
+    intervals: dict[int, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
     @classmethod
     def failed(cls, error: str) -> "AlgorithmResult":
@@ -674,6 +680,10 @@ class AlgorithmResult:
         out["fit_s"] = round(self.fit_s, 3)
         out["evaluated"] = self.evaluated
         out["at_k"] = {str(k): {m: _finite(v) for m, v in values.items()} for k, values in sorted(self.at_k.items())}
+        if self.intervals:
+            out["intervals"] = {
+                str(k): {m: [_finite(low), _finite(high)] for m, (low, high) in values.items()} for k, values in sorted(self.intervals.items())
+            }
         if self.windows:
             out["windows"] = self.windows
         return out
@@ -730,6 +740,15 @@ def users_per_item(events: EventBatch) -> dict[str, int]:
     for _, item in pairs:
         counts[item] += 1
     return dict(counts)
+
+
+def metric_intervals(per_list: Mapping[str, np.ndarray]) -> dict[str, tuple[float, float]]:
+    """95 % bootstrap intervals of the mean of each metric's per-list values (users, or replayed events)."""
+    names = list(per_list)
+    if not names:
+        return {}
+    low, high = M.bootstrap_intervals(np.column_stack([per_list[m] for m in names]), level=CONFIDENCE, resamples=BOOTSTRAP_RESAMPLES)
+    return {m: (float(lo), float(hi)) for m, lo, hi in zip(names, low.tolist(), high.tolist())}
 
 
 def _plot_ks(k: int) -> list[int]:
@@ -828,11 +847,16 @@ def evaluate_static(
                 results[name] = _failure(name, exc)
                 continue
             at_k = {cut: M.ranking_metrics(lists, split.relevant, cut) for cut in ks}
+            intervals = {}
+            for cut in ks:
+                per_user = M.per_user_metrics(lists, split.relevant, cut)
+                intervals[cut] = metric_intervals({m: per_user[m] for m in PLOT_METRICS})
             metrics: dict[str, float | None] = {m: v for m, v in at_k[k].items() if m != "users"}
             metrics.update(M.beyond_accuracy_metrics(lists, k, all_items, category_of, popularity, n_train_users))
             results[name] = AlgorithmResult(
                 metrics=metrics,
                 at_k={cut: {m: v for m, v in values.items() if m != "users"} for cut, values in at_k.items()},
+                intervals=intervals,
                 latency_ms=M.percentiles(latencies),
                 fit_s=fit_s,
                 evaluated=len(users),
@@ -852,27 +876,26 @@ def _failure(name: str, exc: Exception) -> AlgorithmResult:
 
 @dataclass
 class _Accumulator:
-    """Running sums of per-list metrics for one time window (or overall)."""
+    """Per-list metric values for one time window (or overall): their means, and the intervals of the means."""
 
     ks: Sequence[int]
     count: int = 0
-    sums: dict[int, dict[str, float]] = field(default_factory=dict)
+    values: dict[int, dict[str, list[float]]] = field(default_factory=dict)
 
     def add(self, recommended: Sequence[str], relevant: set[str]) -> None:
         self.count += 1
         for cut in self.ks:
-            row = self.sums.setdefault(cut, dict.fromkeys(M.ACCURACY_METRICS, 0.0))
-            row["precision"] += M.precision_at_k(recommended, relevant, cut)
-            row["recall"] += M.recall_at_k(recommended, relevant, cut)
-            row["f1"] += M.f1_at_k(recommended, relevant, cut)
-            row["ndcg"] += M.ndcg_at_k(recommended, relevant, cut)
-            row["map"] += M.average_precision(recommended, relevant, cut)
-            row["hr"] += M.hit_at_k(recommended, relevant, cut)
-            row["mrr"] += M.reciprocal_rank(recommended, relevant, cut)
+            row = self.values.setdefault(cut, {m: [] for m in M.ACCURACY_METRICS})
+            for name, metric in M.PER_LIST.items():
+                row[name].append(metric(recommended, relevant, cut))
 
     def means(self, cut: int) -> dict[str, float]:
-        row = self.sums.get(cut, dict.fromkeys(M.ACCURACY_METRICS, 0.0))
-        return {m: (v / self.count if self.count else 0.0) for m, v in row.items()}
+        row = self.values.get(cut, {m: [] for m in M.ACCURACY_METRICS})
+        return {m: (sum(v) / self.count if self.count else 0.0) for m, v in row.items()}
+
+    def intervals(self, cut: int) -> dict[str, tuple[float, float]]:
+        row = self.values.get(cut, {m: [] for m in M.ACCURACY_METRICS})
+        return metric_intervals({m: np.asarray(row[m]) for m in PLOT_METRICS})
 
 
 def evaluable_events(events: EventBatch) -> np.ndarray:
@@ -936,6 +959,7 @@ class _PrequentialStats:
         return AlgorithmResult(
             metrics=metrics,
             at_k={cut: self.overall.means(cut) for cut in self.ks},
+            intervals={cut: self.overall.intervals(cut) for cut in self.ks},
             latency_ms=M.percentiles(self.latencies),
             fit_s=fit_s,
             evaluated=self.overall.count,
@@ -1217,6 +1241,49 @@ def format_markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+def metrics_figure(report: Report):
+    """The metrics-vs-k figure: P, R, nDCG and HR against integer k with 95 % bootstrap bands,
+    and a panel of catalog coverage and intra-list diversity at the report's k."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = {name: result for name, result in report.to_json()["results"].items() if "error" not in result}
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    panels = axes.ravel()
+    for ax, metric in zip(panels, PLOT_METRICS):
+        all_ks: set[int] = set()
+        for name, result in data.items():
+            ks = sorted(int(c) for c in result["at_k"])
+            all_ks.update(ks)
+            (line,) = ax.plot(ks, [result["at_k"][str(c)][metric] for c in ks], marker="o", label=name)
+            bands = result.get("intervals", {})
+            if all(str(c) in bands and None not in bands[str(c)].get(metric, [None]) for c in ks):
+                ax.fill_between(ks, [bands[str(c)][metric][0] for c in ks], [bands[str(c)][metric][1] for c in ks], color=line.get_color(), alpha=0.15, linewidth=0)
+        ax.set_xticks(sorted(all_ks))
+        ax.set_xlabel("k")
+        ax.set_ylabel(f"{metric}@k")
+        ax.grid(alpha=0.3)
+    ax = panels[len(PLOT_METRICS)]
+    names = list(data)
+    x = np.arange(len(names))
+    for offset, (metric, label) in zip((-0.2, 0.2), (("coverage", "catalog coverage"), ("diversity", "intra-list diversity"))):
+        ax.bar(x + offset, [data[n][metric] if data[n][metric] is not None else 0.0 for n in names], width=0.4, label=label)
+    ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel(f"at k = {report.k}")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    legend = panels[len(PLOT_METRICS) + 1]
+    legend.axis("off")
+    handles, labels = panels[0].get_legend_handles_labels()
+    legend.legend(handles, labels, loc="center", fontsize=9, title=f"bands: {CONFIDENCE:.0%} bootstrap intervals")
+    fig.suptitle(f"{report.dataset}, {report.protocol}: metrics vs k")
+    fig.tight_layout()
+    return fig
+
+
 def write_plots(report: Report, out_dir: Path) -> list[Path]:
     """PNG plots: metrics vs k (always) and HR over time per algorithm (prequential)."""
     import matplotlib
@@ -1226,17 +1293,7 @@ def write_plots(report: Report, out_dir: Path) -> list[Path]:
 
     written = []
     data = {name: result for name, result in report.to_json()["results"].items() if "error" not in result}
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    for ax, metric in zip(axes.ravel(), ("precision", "recall", "ndcg", "hr")):
-        for name, result in data.items():
-            ks = sorted(int(c) for c in result["at_k"])
-            ax.plot(ks, [result["at_k"][str(c)][metric] for c in ks], marker="o", label=name)
-        ax.set_xlabel("k")
-        ax.set_ylabel(f"{metric}@k")
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
-    fig.suptitle(f"{report.dataset}, {report.protocol}: metrics vs k")
-    fig.tight_layout()
+    fig = metrics_figure(report)
     path = out_dir / "metrics_vs_k.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -399,3 +399,30 @@ def test_default_config_beats_sar_and_popularity_on_movielens_msr(capsys):
     ndcg = {name: result.metrics["ndcg"] for name, result in report.results.items()}
     assert ndcg["flowrec"] >= ndcg["sar"] > ndcg["popularity"]
     assert ndcg["flowrec-cf"] >= ndcg["sar"]
+
+
+@pytest.mark.parametrize("protocol", ["msr", "prequential"])
+def test_metrics_vs_k_plot_has_integer_ticks_intervals_and_a_coverage_diversity_panel(tmp_path, protocol):
+    import matplotlib.pyplot as plt
+
+    dataset = _two_taste_dataset(tmp_path)
+    report = harness.evaluate(dataset, protocol, k=3, algorithms=["flowrec-cf", "popularity", "sar"])
+    saved = report.to_json()
+    for name, result in saved["results"].items():
+        for cut, values in result["at_k"].items():
+            for metric in harness.PLOT_METRICS:
+                low, high = result["intervals"][cut][metric]
+                assert low <= values[metric] <= high, (name, cut, metric)
+    fig = harness.metrics_figure(report)
+    try:
+        panels = fig.axes
+        for ax in panels[: len(harness.PLOT_METRICS)]:
+            assert [float(t) for t in ax.get_xticks()] == [1.0, 3.0, 5.0, 10.0, 20.0]
+            assert len(ax.collections) == 3  # one interval band per algorithm
+        bars = panels[len(harness.PLOT_METRICS)]
+        assert [t.get_text() for t in bars.get_xticklabels()] == list(saved["results"])
+        heights = [round(p.get_height(), 6) for p in bars.patches]
+        expected = [round(r["coverage"], 6) for r in saved["results"].values()] + [round(r["diversity"] or 0.0, 6) for r in saved["results"].values()]
+        assert heights == expected
+    finally:
+        plt.close(fig)
