@@ -28,6 +28,12 @@ without the two learned components (``flowrec-no-embeddings``), and the
 baselines of :mod:`evaluation.baselines`.  The engine is imported only when an
 engine algorithm runs, so the harness works with the baselines alone.
 
+Settings the config asks to derive from history (``derive_from_history``,
+see :mod:`transforms.derive`) are measured on the training part in the static
+protocols, as a deployment measures them on its backfill; a prequential
+replay starts without history, so it keeps the configured values.  Every
+report records the config the engine rows ran with.
+
 Learned embeddings (:class:`EmbeddingSource`) are trained within the harness
 on the protocol's training data only (:mod:`learn`, needs PyTorch), or read
 from a pre-trained export (``--embeddings DIR``).  In ``prequential`` they

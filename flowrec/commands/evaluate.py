@@ -8,7 +8,10 @@ Examples::
     flowrec evaluate --dataset ml-100k --algorithms flowrec,flowrec-embedding --embeddings exports/
 
 Prints a table (or, with ``--json``, one JSON object); ``--out DIR`` also
-writes results.json, results.md and PNG plots there.  See
+writes results.json, results.md and PNG plots there.  The JSON records the
+model config the flowrec rows ran with (``model_config``: settings derived
+from the training part included, with their evidence under ``derived``), so
+it can be passed back with ``--model-config``.  See
 :mod:`evaluation.harness` for the protocols and metrics.
 """
 
