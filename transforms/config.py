@@ -52,8 +52,9 @@ class ModelConfig:
     # the co-occurrence part scores nDCG@10 0.320 with one day, 0.389 derived).
     half_life_ms: int = 24 * 3600 * 1000
     # Settings measured from the history before the state is built
-    # (transforms.derive.derive_config); a setting given explicitly (from_dict,
-    # replace) is taken as given and leaves this list.
+    # (transforms.derive.derive_config); a setting given explicitly through
+    # from_dict or replace is taken as given and leaves this list (the
+    # constructor cannot tell a given value from a default: pass this list too).
     derive_from_history: tuple[str, ...] = DERIVABLE_FIELDS
     # Co-occurrence: an event pairs with at most `history_length` distinct recent
     # items of the same user that were seen within `session_gap_ms` before it.

@@ -111,6 +111,8 @@ def main(args: argparse.Namespace) -> int:
     print()
     gain = result.best.score - result.base.score
     print(f"chosen: {result.objective}@{args.k} {result.best.score:.4f} (base {result.base.score:.4f}, {gain:+.4f})")
+    for name in result.best.config.derive_from_history:
+        print(f"{name} = {getattr(result.chosen, name)} (measured on the {len(dataset.events)} events given)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result.chosen.to_dict(), indent=2, sort_keys=True) + "\n")
     print(f"wrote {args.out}")
