@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from bench.evaluate import split_for_protocol
+from evaluation.harness import split_for_protocol
 from flowrec.config import load_settings
 from transforms import metrics as M
 from transforms.config import ModelConfig

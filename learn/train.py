@@ -30,7 +30,7 @@ import faiss
 import numpy as np
 import torch
 
-from bench.evaluate import EvaluationError, make_static_split
+from evaluation.harness import EvaluationError, make_static_split
 from learn.ann import build_neighbours
 from learn.config import TrainConfig
 from learn.data import TrainingData, item_vocabulary, prepare

@@ -22,7 +22,8 @@ MovieLens-100K numbers quoted in the README), so results are comparable:
   mean (their implementation sums over users with hits and divides by the
   number of evaluated users).
 
-Everything here is pure: no I/O, no clocks, no randomness.
+Everything here is pure: no I/O, no clocks; the one resampling function
+(:func:`bootstrap_intervals`) takes its seed as an argument.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from __future__ import annotations
 import math
 from itertools import combinations
 from typing import Collection, Iterable, Mapping, Sequence
+
+import numpy as np
 
 ACCURACY_METRICS: tuple[str, ...] = ("precision", "recall", "f1", "ndcg", "map", "hr", "mrr")
 BEYOND_ACCURACY_METRICS: tuple[str, ...] = ("coverage", "diversity", "novelty")
@@ -165,7 +168,7 @@ def catalog_coverage(recommendations: Iterable[Sequence[str]], catalog: Collecti
     return len(shown & set(catalog)) / len(catalog)
 
 
-_PER_LIST = {
+PER_LIST = {
     "precision": precision_at_k,
     "recall": recall_at_k,
     "f1": f1_at_k,
@@ -190,20 +193,52 @@ def ranking_metrics(
     Returns the mean of each per-list function (keys: :data:`ACCURACY_METRICS`)
     plus ``users`` (how many were averaged).
     """
+    per_user = per_user_metrics(recommendations, relevant, k)
+    n = len(per_user["hr"])
+    out = {name: (sum(values.tolist()) / n if n else 0.0) for name, values in per_user.items()}
+    out["users"] = float(n)
+    return out
+
+
+def per_user_metrics(
+    recommendations: Mapping[str, Sequence[str]],
+    relevant: Mapping[str, Collection[str]],
+    k: int,
+) -> dict[str, np.ndarray]:
+    """Every accuracy metric per evaluated user (``relevant`` order), as :func:`ranking_metrics` averages them."""
     _check_k(k)
     users = [u for u, items in relevant.items() if items]
-    totals = dict.fromkeys(_PER_LIST, 0.0)
-    for user in users:
+    out = {name: np.zeros(len(users)) for name in PER_LIST}
+    for row, user in enumerate(users):
         truth = relevant[user]
         if not isinstance(truth, (set, frozenset)):
             truth = set(truth)
         recommended = recommendations.get(user, ())
-        for name, metric in _PER_LIST.items():
-            totals[name] += metric(recommended, truth, k)
-    n = len(users)
-    out = {name: (total / n if n else 0.0) for name, total in totals.items()}
-    out["users"] = float(n)
+        for name, metric in PER_LIST.items():
+            out[name][row] = metric(recommended, truth, k)
     return out
+
+
+def bootstrap_intervals(values: np.ndarray, level: float = 0.95, resamples: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile-bootstrap confidence intervals of the mean of each column of ``values`` (n x m).
+
+    Each resample draws ``n`` rows with replacement (as multinomial counts,
+    the same draws for every column, so the metrics of one table row vary
+    together); returns ``(low, high)`` arrays of length m.  Seeded, so one
+    evaluation always reports the same intervals.  With no rows both are NaN.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 1:
+        values = values[:, None]
+    n, m = values.shape
+    if not 0 < level < 1:
+        raise ValueError(f"level must be within (0, 1), got {level}")
+    if n == 0:
+        return np.full(m, np.nan), np.full(m, np.nan)
+    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples)
+    means = counts @ values / n
+    tail = (1.0 - level) / 2.0
+    return np.quantile(means, tail, axis=0), np.quantile(means, 1.0 - tail, axis=0)
 
 
 def beyond_accuracy_metrics(

@@ -8,8 +8,11 @@ Examples::
     flowrec evaluate --dataset ml-100k --algorithms flowrec,flowrec-embedding --embeddings exports/
 
 Prints a table (or, with ``--json``, one JSON object); ``--out DIR`` also
-writes results.json, results.md and PNG plots there.  See
-:mod:`bench.evaluate` for the protocols and metrics.
+writes results.json, results.md and PNG plots there.  The JSON records the
+model config the flowrec rows ran with (``model_config``: settings derived
+from the training part included, with their evidence under ``derived``), so
+it can be passed back with ``--model-config``.  See
+:mod:`evaluation.harness` for the protocols and metrics.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from bench.evaluate import ALGORITHMS, PROTOCOLS
+    from evaluation.harness import ALGORITHMS, PROTOCOLS
 
     source = parser.add_argument_group("data")
     source.add_argument("--dataset", default=None, help="ml-100k, taobao, or a CSV/JSON-lines event file")
@@ -62,9 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser, only=("datasets-dir", "model-config"))
 
 
-def embedding_source(args: argparse.Namespace, config, catalog):
+def embedding_source(args: argparse.Namespace, catalog):
     """The rows' embeddings: ``--embeddings DIR``, else trained here (with ``--train-config``/``--keep-embeddings``)."""
-    from bench import evaluate as harness
+    from evaluation import harness
 
     if args.embeddings is not None:
         if args.train_config is not None or args.keep_embeddings is not None:
@@ -75,11 +78,11 @@ def embedding_source(args: argparse.Namespace, config, catalog):
         from learn.config import TrainConfig  # no PyTorch needed to read it
 
         train_config = TrainConfig.from_dict(orjson.loads(args.train_config.read_bytes()))
-    return harness.TrainedEmbeddings(config, catalog, seed=args.seed, train_config=train_config, keep_dir=args.keep_embeddings)
+    return harness.TrainedEmbeddings(catalog, seed=args.seed, train_config=train_config, keep_dir=args.keep_embeddings)
 
 
 def main(args: argparse.Namespace) -> int:
-    from bench import evaluate as harness
+    from evaluation import harness
     from transforms.datasets import DatasetMissing
 
     if (args.train is None) != (args.test is None):
@@ -115,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
             window_ms=int(args.window_hours * 3600 * 1000),
             max_events=args.max_events,
             fixed_split=fixed,
-            embeddings=embedding_source(args, settings.model, dataset.catalog),
+            embeddings=embedding_source(args, dataset.catalog),
         )
     except DatasetMissing as exc:
         print(f"error: {exc} (set --datasets-dir or FLOWREC_DATASETS_DIR)", file=sys.stderr)

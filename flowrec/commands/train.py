@@ -105,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
     except TorchMissing as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from bench.evaluate import EvaluationError, load_dataset
+    from evaluation.harness import EvaluationError, load_dataset
     from learn.train import train_and_export
     from transforms.datasets import DatasetMissing
 

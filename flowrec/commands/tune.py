@@ -2,6 +2,8 @@
 
 Examples::
 
+    flowrec tune --events history.jsonl --catalog catalog.jsonl --protocol temporal --out model.json
+    flowrec run --events new.jsonl --catalog catalog.jsonl --model-config model.json
     flowrec tune --dataset ml-100k --protocol msr --out tuned-ml100k.json
     flowrec tune --dataset taobao --protocol prequential --budget 12 --out tuned-shop.json
     flowrec evaluate --dataset taobao --protocol prequential --model-config tuned-shop.json
@@ -9,8 +11,10 @@ Examples::
 
 Prints the validation table (best candidates and the base config) and writes
 the chosen config as JSON (``ModelConfig.to_dict()``), which ``--model-config``
-of every command reads back.  The protocol's test part is never looked at;
-see :mod:`bench.tune` for the validation splits and the search.
+of every command reads back.  Settings derived from history (the interest
+half-life, see :mod:`transforms.derive`) are written as measured on all the
+given events, so the job serves with the values the tuning validated.  The protocol's test part is never looked at;
+see :mod:`evaluation.tune` for the validation splits and the search.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, help="ml-100k, taobao, or a CSV/JSON-lines event file")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--events", type=Path, default=None, help="your own event history: flowrec JSON lines or CSV (see `flowrec evaluate`)")
+    source.add_argument("--dataset", default=None, help="ml-100k, taobao, or a CSV/JSON-lines event file")
     parser.add_argument("--catalog", type=Path, default=None, help="catalog JSON lines for a file dataset")
     parser.add_argument("--protocol", choices=("msr", "temporal", "prequential"), default="msr", help="whose training part to carve validation from (default msr)")
     parser.add_argument("--k", type=int, default=10, help="list length of the objective (default 10)")
@@ -58,8 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bench import evaluate as harness
-    from bench import tune as tuner
+    from evaluation import harness
+    from evaluation import tune as tuner
     from flowrec.commands.evaluate import embedding_source
     from transforms.datasets import DatasetMissing
 
@@ -75,7 +81,9 @@ def main(args: argparse.Namespace) -> int:
                 spaces["state_space"], spaces["scoring_space"] = tuner.parse_space(json.loads(text))
             except json.JSONDecodeError as exc:
                 raise ValueError(f"--space is not valid JSON: {exc}") from exc
-        dataset = harness.load_dataset(args.dataset, settings.datasets_dir, args.catalog)
+        if args.events is not None and not args.events.is_file():
+            raise harness.EvaluationError(f"--events {args.events}: no such file")
+        dataset = harness.load_dataset(args.dataset or str(args.events), settings.datasets_dir, args.catalog)
         result = tuner.tune(
             dataset.events,
             dataset.catalog,
@@ -87,7 +95,7 @@ def main(args: argparse.Namespace) -> int:
             seed=args.seed,
             search_seed=args.search_seed,
             progress=not args.no_progress,
-            embeddings=embedding_source(args, settings.model, dataset.catalog),
+            embeddings=embedding_source(args, dataset.catalog),
             search_embeddings=args.search_embeddings,
             **spaces,
         )
@@ -103,7 +111,9 @@ def main(args: argparse.Namespace) -> int:
     print()
     gain = result.best.score - result.base.score
     print(f"chosen: {result.objective}@{args.k} {result.best.score:.4f} (base {result.base.score:.4f}, {gain:+.4f})")
+    for name in result.best.config.derive_from_history:
+        print(f"{name} = {getattr(result.chosen, name)} (measured on the {len(dataset.events)} events given)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result.best.config.to_dict(), indent=2, sort_keys=True) + "\n")
+    args.out.write_text(json.dumps(result.chosen.to_dict(), indent=2, sort_keys=True) + "\n")
     print(f"wrote {args.out}")
     return 0

@@ -141,3 +141,36 @@ def test_percentiles_match_linear_interpolation():
     assert result == {"p0": 1.0, "p50": 2.5, "p95": pytest.approx(3.85), "p100": 4.0}
     assert result["p95"] == pytest.approx(float(np.percentile(values, 95)))
     assert M.percentiles([], (50,)) == {"p50": None}
+
+
+def test_per_user_values_average_to_the_ranking_metrics():
+    from transforms.metrics import per_user_metrics
+
+    lists = {"u1": ["a", "b", "c"], "u2": ["d"], "u3": []}
+    relevant = {"u1": {"b"}, "u2": {"x", "d"}, "u3": {"a"}, "u4": set()}
+    per_user = per_user_metrics(lists, relevant, 2)
+    means = M.ranking_metrics(lists, relevant, 2)
+    assert len(per_user["hr"]) == 3 and per_user["hr"].tolist() == [1.0, 1.0, 0.0]
+    for name, values in per_user.items():
+        assert means[name] == pytest.approx(values.mean())
+
+
+def test_bootstrap_intervals_hold_the_mean_are_seeded_and_narrow_with_more_data():
+    import numpy as np
+
+    from transforms.metrics import bootstrap_intervals
+
+    rng = np.random.default_rng(3)
+    small = rng.random((50, 2))
+    low, high = bootstrap_intervals(small)
+    assert (low < small.mean(axis=0)).all() and (small.mean(axis=0) < high).all()
+    again = bootstrap_intervals(small)
+    assert (again[0] == low).all() and (again[1] == high).all()
+    large = rng.random((5000, 2))
+    low_l, high_l = bootstrap_intervals(large)
+    assert ((high_l - low_l) < (high - low) / 3).all()
+    # Constant values: a zero-width interval; no rows: NaN; a bad level is refused.
+    assert bootstrap_intervals(np.ones(10)) == (pytest.approx([1.0]), pytest.approx([1.0]))
+    assert np.isnan(bootstrap_intervals(np.empty((0, 1)))[0]).all()
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_intervals(small, level=1.5)

@@ -7,13 +7,13 @@ import random
 
 import pytest
 
-from bench import tune as tuner
+from evaluation import tune as tuner
 from flowrec.cli import main as cli
 from transforms.config import ModelConfig
 from transforms.events import batch_from_columns
 from transforms.splits import stratified_random_split, temporal_cut_time
 
-from tests.bench.test_evaluate import two_taste_events, write_jsonl
+from tests.evaluation.test_harness import two_taste_events, write_jsonl
 
 
 def test_candidates_start_with_the_base_and_are_distinct():
@@ -120,7 +120,7 @@ def test_search_space_is_split_into_state_and_scoring_and_validated():
 
 
 def test_tune_searches_the_embedding_weights_with_a_given_export(tmp_path, capsys):
-    from tests.bench.test_evaluate import _tiny_export
+    from tests.evaluation.test_harness import _tiny_export
 
     path = write_jsonl(tmp_path / "events.jsonl", two_taste_events(users=30))
     _tiny_export(tmp_path / "exports", [f"{t}{i}" for t in "ab" for i in range(8)])
@@ -142,3 +142,47 @@ def test_search_embeddings_adds_their_settings_to_the_default_space():
     assert tuner.default_scoring_space(False) == tuner.SCORING_SPACE
     _, scoring = tuner.parse_space({name: list(values) for name, values in tuner.EMBEDDING_SPACE.items()})
     assert scoring == tuner.EMBEDDING_SPACE  # scoring settings: no replay per candidate
+
+
+def test_a_shop_tunes_its_own_history_and_serves_with_the_result(tmp_path, capsys, redis_client, redis_url):
+    """`flowrec tune --events history.jsonl --catalog catalog.jsonl --out model.json`, then the model config drives a run."""
+    import argparse
+
+    from flowrec.commands import run as run_command
+    from flowrec.config import load_settings
+    from transforms.derive import derive_config
+    from evaluation.harness import read_event_file
+
+    shop = tmp_path / "shop"
+    assert cli(["generate", "--users", "40", "--items", "30", "--events", "3000", "--days", "6", "--out", str(shop)]) == 0
+    history, catalog, model = shop / "events.jsonl", shop / "catalog.jsonl", tmp_path / "model.json"
+    space = json.dumps({"neighbours": [20, 50], "weight_content": [0.0, 0.3]})  # the half-life is left to derivation
+    argv = ["tune", "--events", str(history), "--catalog", str(catalog), "--protocol", "temporal", "--budget", "2", "--scoring-trials", "2", "--space", space, "--out", str(model), "--no-progress"]
+    assert cli(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {model}" in printed
+
+    written = json.loads(model.read_text())
+    chosen = ModelConfig.from_dict(written)
+    # Nothing left to derive: the half-life is the one measured on the whole history.
+    assert written["derive_from_history"] == [] and chosen.derive_from_history == ()
+    measured = derive_config(read_event_file(history), ModelConfig()).config.half_life_ms
+    assert chosen.half_life_ms == measured != ModelConfig().half_life_ms
+    assert f"half_life_ms = {measured} (measured on the 3000 events given)" in printed
+
+    # `flowrec run --model-config model.json` reads exactly that config ...
+    parser = argparse.ArgumentParser()
+    run_command.add_arguments(parser)
+    assert load_settings(parser.parse_args(["--events", str(history), "--model-config", str(model)]), env={}).model == chosen
+    # ... and so does the reference engine the job is tested against, serving into a real Redis.
+    assert cli(["replay", "--events", str(history), "--catalog", str(catalog), "--model-config", str(model), "--redis-url", redis_url]) == 0
+    assert any(key.startswith(b"flowrec:v1:") for key in redis_client.keys())
+
+
+def test_tune_events_must_name_a_file(tmp_path, capsys):
+    code = cli(["tune", "--events", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "model.json"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--events" in err and "no such file" in err
+    with pytest.raises(SystemExit) as both:
+        cli(["tune", "--events", "a.jsonl", "--dataset", "ml-100k", "--out", str(tmp_path / "m.json")])
+    assert both.value.code == 2

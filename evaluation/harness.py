@@ -25,8 +25,14 @@ computes), its parts alone (``flowrec-cf``, ``flowrec-content``,
 ``flowrec-usercf``, ``flowrec-trending``, ``flowrec-embedding``: the learned
 user vector alone, ``flowrec-sequence``: the sequence model alone), the hybrid
 without the two learned components (``flowrec-no-embeddings``), and the
-baselines of :mod:`bench.baselines`.  The engine is imported only when an
+baselines of :mod:`evaluation.baselines`.  The engine is imported only when an
 engine algorithm runs, so the harness works with the baselines alone.
+
+Settings the config asks to derive from history (``derive_from_history``,
+see :mod:`transforms.derive`) are measured on the training part in the static
+protocols, as a deployment measures them on its backfill; a prequential
+replay starts without history, so it keeps the configured values.  Every
+report records the config the engine rows ran with.
 
 Learned embeddings (:class:`EmbeddingSource`) are trained within the harness
 on the protocol's training data only (:mod:`learn`, needs PyTorch), or read
@@ -54,10 +60,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from bench.baselines import BASELINES, Interactions, MatrixRecommender, make_baseline
+from evaluation.baselines import BASELINES, Interactions, MatrixRecommender, make_baseline
 from transforms import metrics as M
 from transforms.catalog import CatalogItem, parse_catalog_lines
 from transforms.config import ModelConfig
+from transforms.derive import Derivation, derive_config
 from transforms.events import FORGET, REMOVE_FROM_CART, EventBatch, parse_csv, parse_json_lines, parse_records
 from transforms.splits import stratified_random_split, temporal_cut_time
 
@@ -77,6 +84,10 @@ ALGORITHMS: tuple[str, ...] = ENGINE_PARTS + ("flowrec-usercf",) + tuple(BASELIN
 DAY_MS = 24 * 3600 * 1000
 # Cut-offs for the metrics-vs-k plot (the requested k is always added).
 PLOT_KS = (1, 5, 10, 20)
+# Metrics plotted against k, with bootstrap intervals of their means.
+PLOT_METRICS = ("precision", "recall", "ndcg", "hr")
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 1000
 MSR_RATIO = 0.75
 TEMPORAL_RATIO = 0.8
 # Events handed to the engine per process() call when building a model (progress granularity only).
@@ -260,6 +271,12 @@ def _state_view(config: ModelConfig) -> dict[str, Any]:
     return {key: value for key, value in config.to_dict().items() if key not in SCORING_FIELDS}
 
 
+def _state_key(config: ModelConfig) -> str:
+    import orjson
+
+    return orjson.dumps(_state_view(config), option=orjson.OPT_SORT_KEYS).decode()
+
+
 class EmbeddingUnavailable(RuntimeError):
     """No learned embeddings could be had (no PyTorch, no readable export, training failed)."""
 
@@ -270,8 +287,11 @@ class EmbeddingSource:
     # Whether the prequential replay retrains it daily (a fixed export is not).
     retrains: bool = False
 
-    def model_for(self, train: EventBatch):
-        """The :class:`transforms.embedding.EmbeddingModel` for training events ``train`` (None: none to learn)."""
+    def model_for(self, train: EventBatch, config: ModelConfig):
+        """The :class:`transforms.embedding.EmbeddingModel` for training events ``train`` (None: none to learn).
+
+        ``config`` is the model config the engine serves with (derived settings included).
+        """
         raise NotImplementedError
 
 
@@ -286,7 +306,7 @@ class PretrainedEmbeddings(EmbeddingSource):
         self.path = Path(path)
         self._model = None
 
-    def model_for(self, train: EventBatch):
+    def model_for(self, train: EventBatch, config: ModelConfig):
         if self._model is None:
             from state.embeddings import ExportError, latest_version, read_export
             from transforms.embedding import EmbeddingModel
@@ -305,8 +325,8 @@ class PretrainedEmbeddings(EmbeddingSource):
 class TrainedEmbeddings(EmbeddingSource):
     """Embeddings trained by :mod:`learn` (PyTorch) on exactly the training events it is given.
 
-    The model config supplies what the job serves with (event weights,
-    half-life, history length); ``train_config`` is a ``learn.TrainConfig``
+    The model config passed to :meth:`model_for` supplies what the job
+    serves with (event weights, half-life, history length); ``train_config`` is a ``learn.TrainConfig``
     (default: the trainer's defaults).  The last training is kept, so
     learners that share one training part (tuning replays) train once.
     ``keep_dir`` keeps the exports there (else they are temporary), so a
@@ -317,27 +337,28 @@ class TrainedEmbeddings(EmbeddingSource):
 
     def __init__(
         self,
-        config: ModelConfig,
         catalog: Sequence[CatalogItem],
         seed: int = 42,
         train_config: Any = None,
         keep_dir: Path | None = None,
     ) -> None:
-        self.config = config
         self.catalog = list(catalog)
         self.seed = seed
         self.train_config = train_config
         self.keep_dir = keep_dir
         self._trained: dict[tuple[int, ...], Any] = {}
 
-    def model_for(self, train: EventBatch):
+    def model_for(self, train: EventBatch, config: ModelConfig):
         if len(train) == 0:
             return None
         # Same events, same model: tuning replays share one training part (or
         # one prefix per replayed day), so each is trained once.
-        key = (len(train), int(train.ts.min()), int(train.ts.max()), int(train.ts.sum()), hash(tuple(train.user[:: max(1, len(train) // 64)].tolist())))
+        key = (
+            len(train), int(train.ts.min()), int(train.ts.max()), int(train.ts.sum()),
+            hash(tuple(train.user[:: max(1, len(train) // 64)].tolist())), _state_key(config),
+        )
         if key not in self._trained:
-            self._trained[key] = train_embedding_model(train, self.catalog, self.config, self.seed, self.train_config, self.keep_dir)
+            self._trained[key] = train_embedding_model(train, self.catalog, config, self.seed, self.train_config, self.keep_dir)
         return self._trained[key]
 
 
@@ -430,8 +451,14 @@ class EngineLearner(Learner):
             if _state_view(candidate) != state:
                 raise ValueError(f"{name}: differs from the replayed config outside the scoring fields {SCORING_FIELDS}")
         self.names = list(scoring)
+        # As given; fit() derives the settings named in derive_from_history from
+        # its training events (a streaming replay starts without history and
+        # keeps the given values).
+        self.given_config = config
+        self.given_configs = dict(scoring)
         self.config = config
         self.configs = dict(scoring)
+        self.derivation: Derivation | None = None
         self.catalog = list(catalog)
         self.progress = progress
         self.engine = None
@@ -454,7 +481,7 @@ class EngineLearner(Learner):
         if self.embeddings is None:
             return None
         try:
-            model = self.embeddings.model_for(train)
+            model = self.embeddings.model_for(train, self.config)
         except Exception as exc:  # noqa: BLE001 - only the embedding rows fail, with this reason
             log.error("embeddings unavailable: %s", exc)
             self.embedding_error = exc if isinstance(exc, EmbeddingUnavailable) else EmbeddingUnavailable(f"{type(exc).__name__}: {exc}")
@@ -465,6 +492,7 @@ class EngineLearner(Learner):
     def fit(self, train: EventBatch) -> None:
         from tqdm import tqdm
 
+        self._derive(train)
         self.engine = self._new_engine(streaming=False)
         ordered = train.sorted_by_time()
         with tqdm(total=len(ordered), desc="flowrec: replay", unit="ev", disable=not self.progress, leave=False) as bar:
@@ -476,6 +504,17 @@ class EngineLearner(Learner):
         from transforms.engine import FROM_START_MS
 
         self.engine.set_embeddings(self._embeddings_for(train), effective_ms=FROM_START_MS)
+
+    def _derive(self, train: EventBatch) -> None:
+        """Measure the derivable settings from ``train``; every row's config gets the same values."""
+        self.derivation = derive_config(train, self.given_config)
+        derived = self.derivation.config
+        final = {name: getattr(derived, name) for name in self.given_config.derive_from_history}
+        self.config = derived
+        self.configs = {
+            name: derived if candidate is self.given_config else candidate.replace(derive_from_history=(), **final)
+            for name, candidate in self.given_configs.items()
+        }
 
     def new_day(self, history: EventBatch, day_start_ms: int) -> None:
         """Retrain the embeddings on ``history`` and switch them in at the day's start (a fixed export: once)."""
@@ -527,7 +566,7 @@ def _blas_controller():
 
 
 class BaselineLearner(Learner):
-    """A :mod:`bench.baselines` model: fitted on weighted interactions, training-seen items excluded."""
+    """A :mod:`evaluation.baselines` model: fitted on weighted interactions, training-seen items excluded."""
 
     def __init__(self, name: str, make: Callable[[], MatrixRecommender], config: ModelConfig) -> None:
         self.names = [name]
@@ -589,7 +628,7 @@ def make_learners(
     engine_names = [name for name in algorithms if name in ENGINE_PARTS]
     if engine_names:
         scoring = {name: engine_part_config(name, config) for name in engine_names}
-        source = embeddings if embeddings is not None else TrainedEmbeddings(config, catalog, seed=seed)
+        source = embeddings if embeddings is not None else TrainedEmbeddings(catalog, seed=seed)
         learners.append(EngineLearner(scoring, config, catalog, progress=progress, embeddings=source))
     for name in algorithms:
         if name in ENGINE_PARTS:
@@ -631,6 +670,8 @@ class AlgorithmResult:
     evaluated: int
     windows: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    # 95 % bootstrap intervals of the means in at_k (PLOT_METRICS), per k.
+    intervals: dict[int, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
     @classmethod
     def failed(cls, error: str) -> "AlgorithmResult":
@@ -645,6 +686,10 @@ class AlgorithmResult:
         out["fit_s"] = round(self.fit_s, 3)
         out["evaluated"] = self.evaluated
         out["at_k"] = {str(k): {m: _finite(v) for m, v in values.items()} for k, values in sorted(self.at_k.items())}
+        if self.intervals:
+            out["intervals"] = {
+                str(k): {m: [_finite(low), _finite(high)] for m, (low, high) in values.items()} for k, values in sorted(self.intervals.items())
+            }
         if self.windows:
             out["windows"] = self.windows
         return out
@@ -701,6 +746,15 @@ def users_per_item(events: EventBatch) -> dict[str, int]:
     for _, item in pairs:
         counts[item] += 1
     return dict(counts)
+
+
+def metric_intervals(per_list: Mapping[str, np.ndarray]) -> dict[str, tuple[float, float]]:
+    """95 % bootstrap intervals of the mean of each metric's per-list values (users, or replayed events)."""
+    names = list(per_list)
+    if not names:
+        return {}
+    low, high = M.bootstrap_intervals(np.column_stack([per_list[m] for m in names]), level=CONFIDENCE, resamples=BOOTSTRAP_RESAMPLES)
+    return {m: (float(lo), float(hi)) for m, lo, hi in zip(names, low.tolist(), high.tolist())}
 
 
 def _plot_ks(k: int) -> list[int]:
@@ -799,11 +853,16 @@ def evaluate_static(
                 results[name] = _failure(name, exc)
                 continue
             at_k = {cut: M.ranking_metrics(lists, split.relevant, cut) for cut in ks}
+            intervals = {}
+            for cut in ks:
+                per_user = M.per_user_metrics(lists, split.relevant, cut)
+                intervals[cut] = metric_intervals({m: per_user[m] for m in PLOT_METRICS})
             metrics: dict[str, float | None] = {m: v for m, v in at_k[k].items() if m != "users"}
             metrics.update(M.beyond_accuracy_metrics(lists, k, all_items, category_of, popularity, n_train_users))
             results[name] = AlgorithmResult(
                 metrics=metrics,
                 at_k={cut: {m: v for m, v in values.items() if m != "users"} for cut, values in at_k.items()},
+                intervals=intervals,
                 latency_ms=M.percentiles(latencies),
                 fit_s=fit_s,
                 evaluated=len(users),
@@ -823,27 +882,26 @@ def _failure(name: str, exc: Exception) -> AlgorithmResult:
 
 @dataclass
 class _Accumulator:
-    """Running sums of per-list metrics for one time window (or overall)."""
+    """Per-list metric values for one time window (or overall): their means, and the intervals of the means."""
 
     ks: Sequence[int]
     count: int = 0
-    sums: dict[int, dict[str, float]] = field(default_factory=dict)
+    values: dict[int, dict[str, list[float]]] = field(default_factory=dict)
 
     def add(self, recommended: Sequence[str], relevant: set[str]) -> None:
         self.count += 1
         for cut in self.ks:
-            row = self.sums.setdefault(cut, dict.fromkeys(M.ACCURACY_METRICS, 0.0))
-            row["precision"] += M.precision_at_k(recommended, relevant, cut)
-            row["recall"] += M.recall_at_k(recommended, relevant, cut)
-            row["f1"] += M.f1_at_k(recommended, relevant, cut)
-            row["ndcg"] += M.ndcg_at_k(recommended, relevant, cut)
-            row["map"] += M.average_precision(recommended, relevant, cut)
-            row["hr"] += M.hit_at_k(recommended, relevant, cut)
-            row["mrr"] += M.reciprocal_rank(recommended, relevant, cut)
+            row = self.values.setdefault(cut, {m: [] for m in M.ACCURACY_METRICS})
+            for name, metric in M.PER_LIST.items():
+                row[name].append(metric(recommended, relevant, cut))
 
     def means(self, cut: int) -> dict[str, float]:
-        row = self.sums.get(cut, dict.fromkeys(M.ACCURACY_METRICS, 0.0))
-        return {m: (v / self.count if self.count else 0.0) for m, v in row.items()}
+        row = self.values.get(cut, {m: [] for m in M.ACCURACY_METRICS})
+        return {m: (sum(v) / self.count if self.count else 0.0) for m, v in row.items()}
+
+    def intervals(self, cut: int) -> dict[str, tuple[float, float]]:
+        row = self.values.get(cut, {m: [] for m in M.ACCURACY_METRICS})
+        return metric_intervals({m: np.asarray(row[m]) for m in PLOT_METRICS})
 
 
 def evaluable_events(events: EventBatch) -> np.ndarray:
@@ -907,6 +965,7 @@ class _PrequentialStats:
         return AlgorithmResult(
             metrics=metrics,
             at_k={cut: self.overall.means(cut) for cut in self.ks},
+            intervals={cut: self.overall.intervals(cut) for cut in self.ks},
             latency_ms=M.percentiles(self.latencies),
             fit_s=fit_s,
             evaluated=self.overall.count,
@@ -1066,7 +1125,18 @@ def evaluate(
     results = {name: results[name] for name in algorithms}
     info["runtime_s"] = round(time.perf_counter() - started, 2)
     info["seed"] = seed
+    info.update(_config_info(learners, config))
     return Report(dataset=dataset.name, protocol=protocol, k=k, results=results, info=info)
+
+
+def _config_info(learners: Sequence[Learner], config: ModelConfig) -> dict[str, Any]:
+    """The model config the flowrec rows ran with (settings derived from the training part included)
+    and the evidence of each derived setting, so a results.json says exactly what produced it."""
+    engine = next((learner for learner in learners if isinstance(learner, EngineLearner)), None)
+    if engine is None:
+        return {"model_config": config.to_dict()}
+    derived = engine.derivation.to_json() if engine.derivation is not None else {}
+    return {"model_config": engine.config.to_dict(), "derived": derived}
 
 
 def _static_info(split: StaticSplit) -> dict[str, Any]:
@@ -1177,6 +1247,49 @@ def format_markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+def metrics_figure(report: Report):
+    """The metrics-vs-k figure: P, R, nDCG and HR against integer k with 95 % bootstrap bands,
+    and a panel of catalog coverage and intra-list diversity at the report's k."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = {name: result for name, result in report.to_json()["results"].items() if "error" not in result}
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    panels = axes.ravel()
+    for ax, metric in zip(panels, PLOT_METRICS):
+        all_ks: set[int] = set()
+        for name, result in data.items():
+            ks = sorted(int(c) for c in result["at_k"])
+            all_ks.update(ks)
+            (line,) = ax.plot(ks, [result["at_k"][str(c)][metric] for c in ks], marker="o", label=name)
+            bands = result.get("intervals", {})
+            if all(str(c) in bands and None not in bands[str(c)].get(metric, [None]) for c in ks):
+                ax.fill_between(ks, [bands[str(c)][metric][0] for c in ks], [bands[str(c)][metric][1] for c in ks], color=line.get_color(), alpha=0.15, linewidth=0)
+        ax.set_xticks(sorted(all_ks))
+        ax.set_xlabel("k")
+        ax.set_ylabel(f"{metric}@k")
+        ax.grid(alpha=0.3)
+    ax = panels[len(PLOT_METRICS)]
+    names = list(data)
+    x = np.arange(len(names))
+    for offset, (metric, label) in zip((-0.2, 0.2), (("coverage", "catalog coverage"), ("diversity", "intra-list diversity"))):
+        ax.bar(x + offset, [data[n][metric] if data[n][metric] is not None else 0.0 for n in names], width=0.4, label=label)
+    ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel(f"at k = {report.k}")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    legend = panels[len(PLOT_METRICS) + 1]
+    legend.axis("off")
+    handles, labels = panels[0].get_legend_handles_labels()
+    legend.legend(handles, labels, loc="center", fontsize=9, title=f"bands: {CONFIDENCE:.0%} bootstrap intervals")
+    fig.suptitle(f"{report.dataset}, {report.protocol}: metrics vs k")
+    fig.tight_layout()
+    return fig
+
+
 def write_plots(report: Report, out_dir: Path) -> list[Path]:
     """PNG plots: metrics vs k (always) and HR over time per algorithm (prequential)."""
     import matplotlib
@@ -1186,17 +1299,7 @@ def write_plots(report: Report, out_dir: Path) -> list[Path]:
 
     written = []
     data = {name: result for name, result in report.to_json()["results"].items() if "error" not in result}
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    for ax, metric in zip(axes.ravel(), ("precision", "recall", "ndcg", "hr")):
-        for name, result in data.items():
-            ks = sorted(int(c) for c in result["at_k"])
-            ax.plot(ks, [result["at_k"][str(c)][metric] for c in ks], marker="o", label=name)
-        ax.set_xlabel("k")
-        ax.set_ylabel(f"{metric}@k")
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
-    fig.suptitle(f"{report.dataset}, {report.protocol}: metrics vs k")
-    fig.tight_layout()
+    fig = metrics_figure(report)
     path = out_dir / "metrics_vs_k.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.baselines import ALS, BPR, DAY_MS, EASE, SAR, Interactions, Popularity, top_n
+from evaluation.baselines import ALS, BPR, DAY_MS, EASE, SAR, Interactions, Popularity, top_n
 from transforms.events import batch_from_columns
 
 T0 = 1_600_000_000_000  # an event time in epoch ms

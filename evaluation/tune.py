@@ -43,7 +43,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from bench.evaluate import (
+from evaluation.harness import (
     EmbeddingSource,
     EngineLearner,
     EvaluationError,
@@ -54,6 +54,7 @@ from bench.evaluate import (
 )
 from transforms.catalog import CatalogItem
 from transforms.config import ModelConfig
+from transforms.derive import derive_config
 from transforms.events import EventBatch
 from transforms.splits import per_user_holdout, stratified_random_split, temporal_cut_time
 
@@ -107,11 +108,16 @@ class Trial:
 
 @dataclass(frozen=True)
 class TuneResult:
+    """The search's trials, the best and the base one, and ``chosen``: the best config with the
+    settings it derives from history (``derive_from_history``) measured on all the events tuned
+    on - the config a job serving that history runs with (``flowrec run --model-config``)."""
+
     best: Trial
     base: Trial
     trials: list[Trial]
     objective: str
     runtime_s: float
+    chosen: ModelConfig
 
 
 def parse_space(data: Mapping[str, Any]) -> tuple[dict[str, tuple[Any, ...]], dict[str, tuple[Any, ...]]]:
@@ -252,9 +258,9 @@ def tune(
     if scoring_space is None:
         scoring_space = default_scoring_space(search_embeddings)
     if embeddings is None:
-        from bench.evaluate import TrainedEmbeddings
+        from evaluation.harness import TrainedEmbeddings
 
-        embeddings = TrainedEmbeddings(base, catalog, seed=seed)
+        embeddings = TrainedEmbeddings(catalog, seed=seed)
     started = time.perf_counter()
     learn, validation, evaluate_from = validation_split(events, protocol, seed)
     objective = "hr" if protocol == "prequential" else "ndcg"
@@ -286,7 +292,8 @@ def tune(
     base_trial = trials[0]
     # Highest score wins; on a tie the earlier (simpler, base-first) candidate stays.
     best = max(trials, key=lambda t: t.score)
-    return TuneResult(best=best, base=base_trial, trials=trials, objective=objective, runtime_s=time.perf_counter() - started)
+    chosen = derive_config(events, best.config).config
+    return TuneResult(best=best, base=base_trial, trials=trials, objective=objective, runtime_s=time.perf_counter() - started, chosen=chosen)
 
 
 def _objective(result, objective: str) -> float:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import evaluate as harness
-from bench.baselines import Interactions, Popularity, SAR
+from evaluation import harness
+from evaluation.baselines import Interactions, Popularity, SAR
 from flowrec.cli import main as cli
 from transforms.catalog import CatalogItem
 from transforms.events import batch_from_columns
@@ -314,7 +314,7 @@ def test_embeddings_trained_in_the_harness_on_the_training_part_only(tmp_path):
 
     dataset = _two_taste_dataset(tmp_path)
     keep = tmp_path / "kept"
-    source = harness.TrainedEmbeddings(harness.ModelConfig(), dataset.catalog, train_config=TrainConfig(epochs=3, sequence_epochs=1, patience=1), keep_dir=keep)
+    source = harness.TrainedEmbeddings(dataset.catalog, train_config=TrainConfig(epochs=3, sequence_epochs=1, patience=1), keep_dir=keep)
     report = harness.evaluate(dataset, "msr", k=3, algorithms=["flowrec-embedding", "flowrec-sequence", "flowrec"], embeddings=source)
     assert all(r.error is None for r in report.results.values())
     # One export, named by the last TRAINING event's time: the test part was not seen.
@@ -327,8 +327,102 @@ def test_embeddings_trained_in_the_harness_on_the_training_part_only(tmp_path):
     assert (count, first, last) == (len(split.train), int(split.train.ts.min()), int(split.train.ts.max()))
     assert count < len(dataset.events)
     # Prequential: retrained at the start of each UTC day on the earlier events (3 days -> 2 trainings).
-    daily = harness.TrainedEmbeddings(harness.ModelConfig(), dataset.catalog, train_config=TrainConfig(epochs=2, sequence=False, patience=1), keep_dir=tmp_path / "daily")
+    daily = harness.TrainedEmbeddings(dataset.catalog, train_config=TrainConfig(epochs=2, sequence=False, patience=1), keep_dir=tmp_path / "daily")
     report = harness.evaluate(dataset, "prequential", k=3, algorithms=["flowrec-embedding"], embeddings=daily)
     assert report.info["retrain"]["flowrec-embedding"] == "every event; embeddings daily"
     days = sorted({int(t) // DAY_MS for t in dataset.events.ts.tolist()})
     assert len([p for p in (tmp_path / "daily").iterdir() if not p.name.startswith(".")]) == len(days) - 1
+
+
+def test_learn_and_the_cli_import_the_evaluation_library_without_the_benchmarks():
+    """learn/ and the evaluate/tune commands use the protocols without loading any ``bench`` module."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    pytest.importorskip("faiss")
+    code = (
+        "import sys, learn.train, flowrec.commands.evaluate, flowrec.commands.tune, evaluation.tune; "
+        "print(sorted(m for m in sys.modules if m == 'bench' or m.startswith('bench.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_results_json_records_the_config_used_with_the_half_life_derived_from_the_training_part(tmp_path, capsys):
+    """Ratings spread over 3 days, never repeated: the half-life is the training part's span, and results.json says so."""
+    path = write_jsonl(tmp_path / "events.jsonl", two_taste_events())
+    given = tmp_path / "model.json"
+    given.write_text(json.dumps({"neighbours": 7}))
+    out_dir = tmp_path / "out"
+    code, _, _ = run_cli(capsys, "--dataset", str(path), "--protocol", "msr", "--algorithms", "flowrec,flowrec-cf,sar", "--model-config", str(given), "--out", str(out_dir))
+    assert code == 0
+    saved = json.loads((out_dir / "results.json").read_text())
+    dataset = harness.load_dataset(str(path), tmp_path)
+    train = harness.split_for_protocol(dataset.events, "msr", 42).train
+    span = int(train.ts.max() - train.ts.min())
+    assert saved["model_config"]["half_life_ms"] == span != harness.ModelConfig().half_life_ms
+    assert saved["model_config"]["neighbours"] == 7 and saved["model_config"]["derive_from_history"] == []
+    assert saved["derived"]["half_life_ms"]["value_ms"] == span
+    # The written config reproduces the run: read back, nothing is left to derive.
+    assert harness.ModelConfig.from_dict(saved["model_config"]).derive_from_history == ()
+
+    # An explicit half-life is used as given.
+    given.write_text(json.dumps({"half_life_ms": 3_600_000}))
+    code, out, _ = run_cli(capsys, "--dataset", str(path), "--protocol", "msr", "--algorithms", "flowrec", "--model-config", str(given), "--json")
+    assert code == 0 and json.loads(out)["model_config"]["half_life_ms"] == 3_600_000 and json.loads(out)["derived"] == {}
+
+
+def test_engine_rows_share_the_derived_settings(tmp_path):
+    dataset = _two_taste_dataset(tmp_path)
+    split = harness.split_for_protocol(dataset.events, "msr", 42)
+    (learner,) = harness.make_learners(["flowrec", "flowrec-cf", "flowrec-content"], harness.ModelConfig(), dataset.catalog)
+    learner.fit(split.train)
+    assert learner.engine.config is learner.config and learner.configs["flowrec"] is learner.config
+    half_life = learner.config.half_life_ms
+    assert half_life == int(split.train.ts.max() - split.train.ts.min())
+    assert {c.half_life_ms for c in learner.configs.values()} == {half_life}
+    assert learner.configs["flowrec-cf"].weight_content == 0.0
+
+
+@pytest.mark.datasets
+def test_default_config_beats_sar_and_popularity_on_movielens_msr(capsys):
+    """Issue 14's bar: with no per-data-set config, flowrec and its co-occurrence part alone reach SAR on ML-100K msr."""
+    from flowrec.config import load_settings
+    from transforms.datasets import DatasetMissing
+
+    try:
+        dataset = harness.load_dataset("ml-100k", load_settings().datasets_dir)
+    except DatasetMissing as exc:
+        pytest.skip(str(exc))
+    report = harness.evaluate(dataset, "msr", algorithms=["flowrec", "flowrec-cf", "sar", "popularity"])
+    ndcg = {name: result.metrics["ndcg"] for name, result in report.results.items()}
+    assert ndcg["flowrec"] >= ndcg["sar"] > ndcg["popularity"]
+    assert ndcg["flowrec-cf"] >= ndcg["sar"]
+
+
+@pytest.mark.parametrize("protocol", ["msr", "prequential"])
+def test_metrics_vs_k_plot_has_integer_ticks_intervals_and_a_coverage_diversity_panel(tmp_path, protocol):
+    import matplotlib.pyplot as plt
+
+    dataset = _two_taste_dataset(tmp_path)
+    report = harness.evaluate(dataset, protocol, k=3, algorithms=["flowrec-cf", "popularity", "sar"])
+    saved = report.to_json()
+    for name, result in saved["results"].items():
+        for cut, values in result["at_k"].items():
+            for metric in harness.PLOT_METRICS:
+                low, high = result["intervals"][cut][metric]
+                assert low <= values[metric] <= high, (name, cut, metric)
+    fig = harness.metrics_figure(report)
+    try:
+        panels = fig.axes
+        for ax in panels[: len(harness.PLOT_METRICS)]:
+            assert [float(t) for t in ax.get_xticks()] == [1.0, 3.0, 5.0, 10.0, 20.0]
+            assert len(ax.collections) == 3  # one interval band per algorithm
+        bars = panels[len(harness.PLOT_METRICS)]
+        assert [t.get_text() for t in bars.get_xticklabels()] == list(saved["results"])
+        heights = [round(p.get_height(), 6) for p in bars.patches]
+        expected = [round(r["coverage"], 6) for r in saved["results"].values()] + [round(r["diversity"] or 0.0, 6) for r in saved["results"].values()]
+        assert heights == expected
+    finally:
+        plt.close(fig)
