@@ -432,7 +432,7 @@ class EngineLearner(Learner):
     ``config`` (the one the state is learned with) except in
     :data:`SCORING_FIELDS`, which act only when a list is scored.  A row whose
     config is ``config`` itself is served by ``ReferenceEngine.recommend``; the
-    others by the same scorer (:func:`transforms.scoring.score_user`) on the
+    others by the same scorer (:func:`transforms.scoring.score_users`) on the
     same state, which is what the job computes when configured with them.
     """
 
@@ -549,13 +549,13 @@ class EngineLearner(Learner):
             return {user: [entry.item for entry in lists.get(user, [])] for user in user_ids}
         import dataclasses
 
-        from transforms.scoring import score_user
+        from transforms.profile import scorable
+        from transforms.scoring import score_users
 
         model = dataclasses.replace(self.engine.model, embeddings=self.engine.embeddings_at(now_ms))
-        return {
-            user: [entry.item for entry in score_user(self.engine.profiles.get(user), now_ms, model, config, exclude.get(user, frozenset()), n).home]
-            for user in user_ids
-        }
+        users = list(user_ids)
+        lists = score_users([scorable(self.engine.profiles.get(u)) for u in users], now_ms, model, config, [exclude.get(u, frozenset()) for u in users], n)
+        return {user: [entry.item for entry in user_lists.home] for user, user_lists in zip(users, lists)}
 
 
 @functools.cache
