@@ -60,7 +60,7 @@ from api.ranking import (
     with_reason,
 )
 from api.redisconn import PipelinedRedis
-from api.spool import write_spool_file
+from api.spool import spool_unwritable_reason, write_spool_file
 from flowrec.config import Settings, load_settings
 from state.keys import KeyKind, redis_key
 from state.store import RedisStore, RetryPolicy, ScoredItem, Write, decode_list
@@ -233,6 +233,8 @@ class ApiContext:
     demo_key: str | None
     key_digests: tuple[bytes, ...] = field(default=())
     owns_store: bool = False
+    # Readiness wants this much free space in the spool: the largest request body.
+    max_body_bytes: int = MAX_BODY_BYTES
     # The home-list lookup, shared by its route and the hot-path shortcut (set when routes are added).
     home_body: Callable[[str, int, str | None, set[str]], Awaitable[bytes]] | None = None
 
@@ -276,6 +278,7 @@ def create_app(
         demo_key=demo_key,
         key_digests=tuple(_digest(k) for k in keys if k),
         owns_store=owns_store,
+        max_body_bytes=max_body_bytes,
     )
     if settings.spool_dir is not None:
         Path(settings.spool_dir).mkdir(parents=True, exist_ok=True)
@@ -628,6 +631,19 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
             raise ApiProblem(503, "ingest-not-configured", "no spool directory is configured for the live job (set --spool-dir or FLOWREC_SPOOL_DIR)")
         return Path(ctx.settings.spool_dir)
 
+    async def spool(folder: Path, kind: str, lines: list[bytes], now: int) -> None:
+        """Write one spool file; a disk that refuses it (full, read-only, gone) is a 503 naming why.
+
+        :func:`api.spool.write_spool_file` leaves nothing behind when it fails, so the
+        records were not accepted at all and the client can simply retry them.
+        """
+        try:
+            await run_in_threadpool(write_spool_file, folder, kind, lines, now)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            log.warning("spooling %s failed: %s", kind, exc)
+            raise ApiProblem(503, "spool-unavailable", f"the records could not be handed to the job: its spool directory refused the write ({reason}); nothing was accepted, retry later", headers={"Retry-After": "5"}) from None
+
     async def json_records(request: Request) -> list[Any]:
         body = await request.body()
         if not body.strip():
@@ -667,7 +683,7 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
         """Each record is validated with the job's rules; the accepted ones are written to the job's
         spool directory as one new file.  202 with counts and the rejection reasons (by record index);
         422 when no record was accepted."""
-        spool = require_spool()
+        folder = require_spool()
         records = await json_records(request)
         now = ctx.clock_ms()
         batch, rejections = validate_events(records, now)
@@ -675,7 +691,7 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
             ctx.metrics.events.labels("event", "rejected").inc(len(rejections))
             raise ApiProblem(422, "no-records-accepted", f"none of the {len(records)} events is valid (first: {rejections[0].reason}: {rejections[0].detail})", **outcome_fields(0, rejections))
         # One line holding the whole batch as a JSON array: the job parses it as one record.
-        await run_in_threadpool(write_spool_file, spool, "events", [orjson.dumps(batch.to_records()) + b"\n"], now)
+        await spool(folder, "events", [orjson.dumps(batch.to_records()) + b"\n"], now)
         return _json(outcome("event", len(batch), rejections), 202)
 
     @app.post(
@@ -692,7 +708,7 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
         """Accepted items go to the spool directory (the job updates content neighbours and filters)
         and then to their `item:` keys (lookups see them at once).  After a 503 a retry is harmless:
         an upsert is idempotent."""
-        spool = require_spool()
+        folder = require_spool()
         records = await json_records(request)
         now = ctx.clock_ms()
         items, rejections = validate_catalog(records, now)
@@ -700,7 +716,7 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
             ctx.metrics.events.labels("catalog", "rejected").inc(len(rejections))
             raise ApiProblem(422, "no-records-accepted", f"none of the {len(records)} items is valid (first: {rejections[0].reason}: {rejections[0].detail})", **outcome_fields(0, rejections))
         lines = [item.to_json() + b"\n" for item in items]
-        await run_in_threadpool(write_spool_file, spool, "catalog", lines, now)
+        await spool(folder, "catalog", lines, now)
         await run_in_threadpool(ctx.store.write, [Write(KeyKind.ITEM, item.item_id, item.to_json()) for item in items])
         for item in items:
             ctx.catalog.upsert(item)
@@ -718,9 +734,9 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
     async def forget_user(user_id: UserId) -> Response:
         """The user's lists and profile are deleted from Redis now, and a forget event tells the job to
         clear the user's state.  The event is written first, so a failed delete can simply be retried."""
-        spool = require_spool()
+        folder = require_spool()
         now = ctx.clock_ms()
-        await run_in_threadpool(write_spool_file, spool, "events", [forget_event_line(user_id, now)], now)
+        await spool(folder, "events", [forget_event_line(user_id, now)], now)
         deleted = await run_in_threadpool(ctx.store.delete_user, user_id)
         ctx.metrics.events.labels("forget", "accepted").inc()
         return _json({"user_id": user_id, "deleted_keys": int(deleted), "forget_queued": True}, 202)
@@ -736,13 +752,19 @@ def _add_ops_routes(app: FastAPI, ctx: ApiContext) -> None:
     async def healthz() -> Response:
         return _json({"status": "ok"})
 
-    @app.get("/readyz", tags=["ops"], responses=models.problem_responses(503), summary="Readiness: Redis answers")
+    @app.get("/readyz", tags=["ops"], responses=models.problem_responses(503), summary="Readiness: Redis answers and the spool directory takes writes")
     async def readyz() -> Response:
         try:
             await ctx.lookups.ping()
         except Exception as exc:  # any failure to reach Redis means "not ready", whatever its type
             log.warning("readiness check failed: %s", exc)
             return problem_response(503, "redis-unavailable", f"Redis is not reachable ({type(exc).__name__})", "/readyz", {"Retry-After": "1"})
+        if ctx.settings.spool_dir is not None:
+            # In a thread: a hung network mount must not stall the event loop.
+            reason = await run_in_threadpool(spool_unwritable_reason, Path(ctx.settings.spool_dir), ctx.max_body_bytes)
+            if reason is not None:
+                log.warning("readiness check failed: %s", reason)
+                return problem_response(503, "spool-unavailable", f"events cannot reach the job: {reason}", "/readyz", {"Retry-After": "5"})
         return _json({"status": "ready"})
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics (text exposition)", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
