@@ -69,6 +69,8 @@ from transforms.events import valid_id
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
+# A request's whole body must arrive within this many seconds of its start (408 after).
+BODY_TIMEOUT_S = 30.0
 # Ids accepted in `exclude=` / `ids=` and in `candidates=` (search re-ranking).
 MAX_LISTED_IDS = 100
 MAX_CANDIDATES = 200
@@ -251,6 +253,7 @@ def create_app(
     catalog: BrowseCatalog | None = None,
     demo_key: str | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    body_timeout_s: float = BODY_TIMEOUT_S,
 ) -> FastAPI:
     """The API as an ASGI app.
 
@@ -314,7 +317,7 @@ def create_app(
     # Middleware added last runs first: metrics, then the body limit, then the shortcut, then FastAPI.
     recommendations_route = next(r for r in app.routes if getattr(r, "path", None) == RECOMMENDATIONS_PATH)
     app.add_middleware(HomeListShortcut, home_body=ctx.home_body, route=recommendations_route)
-    app.add_middleware(BodyLimitMiddleware, limit_bytes=max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, limit_bytes=max_body_bytes, timeout_s=body_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=ctx.metrics)
     return app
 
@@ -335,7 +338,7 @@ def create_app_from_env() -> FastAPI:
     """App factory for ``uvicorn --factory`` (multi-worker ``flowrec serve``): settings from the environment.
 
     Besides the usual ``FLOWREC_*`` settings it reads ``FLOWREC_CATALOG``
-    (catalog file for browsing), ``FLOWREC_DEMO_KEY`` and ``FLOWREC_MAX_BODY_BYTES``.
+    (catalog file for browsing), ``FLOWREC_DEMO_KEY``, ``FLOWREC_MAX_BODY_BYTES`` and ``FLOWREC_BODY_TIMEOUT_S``.
     """
     settings = load_settings(None)
     catalog_path = os.environ.get("FLOWREC_CATALOG")
@@ -345,6 +348,7 @@ def create_app_from_env() -> FastAPI:
         catalog=catalog,
         demo_key=os.environ.get("FLOWREC_DEMO_KEY") or None,
         max_body_bytes=int(os.environ.get("FLOWREC_MAX_BODY_BYTES", MAX_BODY_BYTES)),
+        body_timeout_s=float(os.environ.get("FLOWREC_BODY_TIMEOUT_S", BODY_TIMEOUT_S)),
     )
     freeze_startup_objects()
     return app

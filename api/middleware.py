@@ -6,13 +6,14 @@ which would add a task and a memory stream to every request on the hot path.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from api.problems import PROBLEM_MEDIA_TYPE, BodyTooLarge, problem_body
+from api.problems import PROBLEM_MEDIA_TYPE, BodyTimeout, BodyTooLarge, problem_body
 from transforms.events import valid_id
 
 log = logging.getLogger(__name__)
@@ -89,16 +90,20 @@ class MetricsMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuses request bodies over ``limit_bytes`` with 413.
+    """Refuses request bodies over ``limit_bytes`` with 413, and bodies slower than ``timeout_s`` with 408.
 
     A declared ``Content-Length`` over the limit is refused before anything is
     read; a chunked body is counted as it streams and ``receive`` raises
     :class:`BodyTooLarge`, which the app's handler turns into the same 413.
+    The whole body must have arrived ``timeout_s`` after the request started,
+    else ``receive`` raises :class:`BodyTimeout` (a 408 that closes the
+    connection), so a client cannot hold a request open by dribbling its body.
     """
 
-    def __init__(self, app: ASGIApp, limit_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, limit_bytes: int, timeout_s: float | None = None) -> None:
         self.app = app
         self.limit_bytes = limit_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -116,11 +121,20 @@ class BodyLimitMiddleware:
                     return
                 break
         seen = 0
+        complete = False
+        deadline = None if self.timeout_s is None else asyncio.get_running_loop().time() + self.timeout_s
 
         async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete
+            if deadline is None or complete:
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), max(deadline - asyncio.get_running_loop().time(), 0.0))
+                except TimeoutError:
+                    raise BodyTimeout(self.timeout_s) from None
             if message["type"] == "http.request":
+                complete = not message.get("more_body", False)
                 seen += len(message.get("body", b""))
                 if seen > self.limit_bytes:
                     raise BodyTooLarge(self.limit_bytes)

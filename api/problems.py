@@ -49,6 +49,13 @@ class BodyTooLarge(Exception):
         self.limit_bytes = limit_bytes
 
 
+class BodyTimeout(Exception):
+    """Raised by the body-limit middleware's ``receive`` when the body did not arrive in time."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"the request body did not arrive within {timeout_s:g} s")
+
+
 def problem_body(status: int, slug: str | None, detail: str, instance: str | None = None, **extensions: Any) -> bytes:
     """The JSON bytes of one problem document (``slug=None`` gives ``type: about:blank``)."""
     doc: dict[str, Any] = {
@@ -115,6 +122,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_too_large(request: Request, exc: BodyTooLarge) -> Response:
         return problem_response(413, "body-too-large", str(exc), request.url.path)
 
+    async def on_body_timeout(request: Request, exc: BodyTimeout) -> Response:
+        # The rest of the body may still come: the connection cannot carry another request.
+        return problem_response(408, "request-timeout", str(exc), request.url.path, {"Connection": "close"})
+
     async def on_redis_down(request: Request, exc: Exception) -> Response:
         log.warning("redis unavailable: %s", exc)
         return problem_response(503, "redis-unavailable", "the recommendation store (Redis) is not reachable; retry shortly", request.url.path, {"Retry-After": "1"})
@@ -129,5 +140,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(InvalidKeyPart, on_invalid_key)
     app.add_exception_handler(BodyTooLarge, on_too_large)
+    app.add_exception_handler(BodyTimeout, on_body_timeout)
     app.add_exception_handler(redis.ConnectionError, on_redis_down)
     app.add_exception_handler(redis.TimeoutError, on_redis_down)

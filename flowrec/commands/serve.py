@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import logging
 import os
@@ -17,6 +18,19 @@ log = logging.getLogger(__name__)
 HELP = "run the lookup and ingest HTTP API, with the /demo page, on uvicorn"
 
 
+def _positive(kind: type) -> object:
+    """An argparse ``type``: a number of ``kind`` above zero."""
+
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its "invalid int value" message
+    return parse
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
@@ -26,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demo-key", default=None, help="the demo key to use with --demo (default: a random one)")
     parser.add_argument("--max-body-bytes", type=int, default=None, help="largest request body accepted, 413 beyond (default 1 MiB)")
     parser.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs throughput)")
+    edge = parser.add_argument_group("limits at the HTTP edge (per worker process; see deploy/README.md for a reverse proxy in front)")
+    edge.add_argument("--max-header-bytes", type=_positive(int), default=None, help="largest request head (request line + headers), 431 beyond (default 16 KiB)")
+    edge.add_argument("--max-headers", type=_positive(int), default=None, help="most headers in a request, 431 beyond (default 100)")
+    edge.add_argument("--header-timeout-s", type=_positive(float), default=None, help="seconds a client has to send a request head, 408 after (default 10)")
+    edge.add_argument("--body-timeout-s", type=_positive(float), default=None, help="seconds a request's whole body may take, 408 after (default 30)")
+    edge.add_argument("--max-connections", type=_positive(int), default=None, help="open connections, more are answered 503 and closed (default 1000)")
     add_settings_arguments(parser, only=("redis-url", "namespace", "spool-dir", "api-keys", "model-config"))
 
 
@@ -41,12 +61,21 @@ def _is_loopback(host: str) -> bool:
 def main(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.app import MAX_BODY_BYTES, create_app, freeze_startup_objects
+    from api.app import BODY_TIMEOUT_S, MAX_BODY_BYTES, create_app, freeze_startup_objects
+    from api.edge import EdgeLimits, GuardedHttpToolsProtocol
     from api.browse import BrowseCatalog
     from flowrec.localredis import LocalRedis
 
     settings = load_settings(args)
     max_body_bytes = args.max_body_bytes or MAX_BODY_BYTES
+    body_timeout_s = args.body_timeout_s or BODY_TIMEOUT_S
+    defaults = EdgeLimits()
+    limits = EdgeLimits(
+        max_head_bytes=args.max_header_bytes or defaults.max_head_bytes,
+        max_headers=args.max_headers or defaults.max_headers,
+        head_timeout_s=args.header_timeout_s or defaults.head_timeout_s,
+        max_connections=args.max_connections or defaults.max_connections,
+    )
     demo_key = (args.demo_key or secrets.token_urlsafe(24)) if args.demo else None
     if args.demo_key and not args.demo:
         log.warning("--demo-key is ignored without --demo")
@@ -63,12 +92,13 @@ def main(args: argparse.Namespace) -> int:
         log.warning("no Redis URL given: serving from a private, empty redis-server at %s", local.url)
     # (SIGTERM: uvicorn shuts down gracefully, then re-raises it, and flowrec.cli's handler
     # turns it into SystemExit, so the private Redis below is still stopped.)
-    uvicorn_options = dict(host=args.host, port=args.port, access_log=args.access_log, log_level="info", proxy_headers=False, server_header=False)
+    uvicorn_options = dict(host=args.host, port=args.port, access_log=args.access_log, log_level="info", proxy_headers=False, server_header=False,
+                           http=functools.partial(GuardedHttpToolsProtocol, limits=limits))
     print(f"flowrec API on http://{args.host}:{args.port}  (docs /docs, demo page http://{args.host}:{args.port}/demo)", flush=True)
     try:
         if args.workers <= 1:
             catalog = BrowseCatalog.from_file(args.catalog) if args.catalog else None
-            app = create_app(settings, catalog=catalog, demo_key=demo_key, max_body_bytes=max_body_bytes)
+            app = create_app(settings, catalog=catalog, demo_key=demo_key, max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s)
             freeze_startup_objects()
             uvicorn.run(app, **uvicorn_options)
         else:
@@ -77,6 +107,7 @@ def main(args: argparse.Namespace) -> int:
                 "REDIS_URL": settings.redis_url,
                 "FLOWREC_NAMESPACE": settings.namespace,
                 "FLOWREC_MAX_BODY_BYTES": str(max_body_bytes),
+                "FLOWREC_BODY_TIMEOUT_S": str(body_timeout_s),
             }
             if settings.spool_dir is not None:
                 env["FLOWREC_SPOOL_DIR"] = str(settings.spool_dir)
