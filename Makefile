@@ -22,7 +22,7 @@ demo: setup
 	$(VENV)/bin/flowrec demo
 
 test: setup
-	@deploy/bootstrap.sh chromium
+	@deploy/bootstrap.sh chromium nginx
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup

@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     edge.add_argument("--max-headers", type=_positive(int), default=None, help="most headers in a request, 431 beyond (default 100)")
     edge.add_argument("--header-timeout-s", type=_positive(float), default=None, help="seconds a client has to send a request head, 408 after (default 10)")
     edge.add_argument("--body-timeout-s", type=_positive(float), default=None, help="seconds a request's whole body may take, 408 after (default 30)")
+    edge.add_argument("--trusted-proxies", default=None, metavar="IPS",
+                      help="comma-separated addresses of reverse proxies whose X-Forwarded-For/-Proto are believed (default: none)")
     edge.add_argument("--max-connections", type=_positive(int), default=None, help="open connections, more are answered 503 and closed (default 1000)")
     add_settings_arguments(parser, only=("redis-url", "namespace", "spool-dir", "api-keys", "model-config"))
 
@@ -92,7 +94,8 @@ def main(args: argparse.Namespace) -> int:
         log.warning("no Redis URL given: serving from a private, empty redis-server at %s", local.url)
     # (SIGTERM: uvicorn shuts down gracefully, then re-raises it, and flowrec.cli's handler
     # turns it into SystemExit, so the private Redis below is still stopped.)
-    uvicorn_options = dict(host=args.host, port=args.port, access_log=args.access_log, log_level="info", proxy_headers=False, server_header=False,
+    uvicorn_options = dict(host=args.host, port=args.port, access_log=args.access_log, log_level="info", server_header=False,
+                           proxy_headers=bool(args.trusted_proxies), forwarded_allow_ips=args.trusted_proxies,
                            http=functools.partial(GuardedHttpToolsProtocol, limits=limits))
     print(f"flowrec API on http://{args.host}:{args.port}  (docs /docs, demo page http://{args.host}:{args.port}/demo)", flush=True)
     try:
