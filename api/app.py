@@ -23,9 +23,11 @@ from __future__ import annotations
 import gc
 import hashlib
 import hmac
+import importlib.resources
 import inspect
 import logging
 import os
+import re
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from typing import Annotated, Any, Awaitable, Callable, Sequence
 
 import orjson
 from fastapi import Depends, FastAPI, Path as PathParam, Query, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -43,7 +46,7 @@ from starlette.responses import HTMLResponse, Response
 from api import models
 from api.browse import BrowseCatalog
 from api.ingest import MAX_RECORDS_PER_REQUEST, RecordRejection, forget_event_line, validate_catalog, validate_events
-from api.middleware import ApiMetrics, BodyLimitMiddleware, HomeListShortcut, MetricsMiddleware
+from api.middleware import ApiMetrics, BodyLimitMiddleware, HomeListShortcut, MetricsMiddleware, SecurityHeadersMiddleware
 from api.problems import ApiProblem, install_problem_handlers, problem_response
 from api.ranking import (
     COLD_START_NOTE,
@@ -60,6 +63,7 @@ from api.ranking import (
     with_reason,
 )
 from api.redisconn import PipelinedRedis
+from api.security import SECURITY_HEADERS, FailedAuthThrottle, page_headers
 from api.spool import spool_unwritable_reason, write_spool_file
 from flowrec.config import Settings, load_settings
 from state.keys import KeyKind, redis_key
@@ -80,9 +84,13 @@ MAX_REJECTIONS_SHOWN = 100
 # Characters of a comma-separated id list: MAX ids of 128 chars plus commas.
 _ID_LIST_CHARS = MAX_CANDIDATES * 129
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+# Swagger UI's files for /docs ship in the fastapi-offline package and are served from here.
+DOCS_STATIC_PATH = "/docs/static"
 _CONFIG_PLACEHOLDER = "/*FLOWREC_DEMO_CONFIG*/null"
 
 JSON = "application/json"
+# Media types a write endpoint's body may be declared as (415 otherwise).
+_JSON_MEDIA_TYPE = re.compile(r"^\s*application/(?:[\w.+-]+\+)?json\s*(?:;.*)?$", re.IGNORECASE)
 # Catalog upserts and user deletions retry briefly (about 0.35 s in all), then answer 503.
 WRITE_RETRY = RetryPolicy(attempts=4, first_delay_s=0.05, max_delay_s=0.2)
 RECOMMENDATIONS_PATH = "/v1/users/{user_id}/recommendations"
@@ -239,6 +247,8 @@ class ApiContext:
     max_body_bytes: int = MAX_BODY_BYTES
     # The home-list lookup, shared by its route and the hot-path shortcut (set when routes are added).
     home_body: Callable[[str, int, str | None, set[str]], Awaitable[bytes]] | None = None
+    # Wrong write keys per client address (built by create_app on its clock).
+    auth_throttle: FailedAuthThrottle | None = None
 
 
 def _digest(key: str) -> bytes:
@@ -282,6 +292,7 @@ def create_app(
         key_digests=tuple(_digest(k) for k in keys if k),
         owns_store=owns_store,
         max_body_bytes=max_body_bytes,
+        auth_throttle=FailedAuthThrottle(clock_ms),
     )
     if settings.spool_dir is not None:
         Path(settings.spool_dir).mkdir(parents=True, exist_ok=True)
@@ -306,6 +317,12 @@ def create_app(
         version="1",
         summary="Real-time shop recommendations: lookups over the lists the Flink job keeps in Redis, and event ingest for the job.",
         lifespan=lifespan,
+        # /docs is served below from local files; ReDoc (a second CDN page) is not offered.
+        docs_url=None,
+        redoc_url=None,
+        # Starlette's slash redirects are absolute URLs built from the Host header (an open redirect):
+        # a path with a stray "/" is a 404 instead.
+        redirect_slashes=False,
         **options,
     )
     app.state.ctx = ctx
@@ -314,10 +331,12 @@ def create_app(
     _add_write_routes(app, ctx)
     _add_ops_routes(app, ctx)
     _add_demo_routes(app, ctx)
-    # Middleware added last runs first: metrics, then the body limit, then the shortcut, then FastAPI.
+    _add_docs_routes(app)
+    # Middleware added last runs first: metrics, security headers, the body limits, the shortcut, then FastAPI.
     recommendations_route = next(r for r in app.routes if getattr(r, "path", None) == RECOMMENDATIONS_PATH)
     app.add_middleware(HomeListShortcut, home_body=ctx.home_body, route=recommendations_route)
     app.add_middleware(BodyLimitMiddleware, limit_bytes=max_body_bytes, timeout_s=body_timeout_s)
+    app.add_middleware(SecurityHeadersMiddleware, headers=SECURITY_HEADERS)
     app.add_middleware(MetricsMiddleware, metrics=ctx.metrics)
     return app
 
@@ -617,9 +636,17 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
 
 
 def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
-    def require_key(credentials: BearerCredentials) -> None:
+    throttle = ctx.auth_throttle
+
+    def require_key(request: Request, credentials: BearerCredentials) -> None:
         if not ctx.key_digests:
             raise ApiProblem(503, "writes-disabled", "write endpoints are disabled: no API key is configured (set FLOWREC_API_KEYS or --api-keys)")
+        client = request.client.host if request.client else "unknown"
+        # A throttled address is refused before its key is looked at: even the right key gets 429,
+        # so the answers tell a guesser nothing until the window ends.
+        wait_s = throttle.retry_after_s(client)
+        if wait_s is not None:
+            raise ApiProblem(429, "too-many-wrong-keys", f"too many wrong API keys from this address; retry in {wait_s} s", headers={"Retry-After": str(wait_s)})
         challenge = {"WWW-Authenticate": 'Bearer realm="flowrec"'}
         if credentials is None or not credentials.credentials:
             raise ApiProblem(401, "unauthorized", "this endpoint needs 'Authorization: Bearer <api key>'", headers=challenge)
@@ -628,6 +655,7 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
         for digest in ctx.key_digests:  # no early exit: every key is compared
             matched |= hmac.compare_digest(presented, digest)
         if not matched:
+            throttle.failed(client)
             raise ApiProblem(401, "unauthorized", "the API key is not valid", headers={"WWW-Authenticate": 'Bearer realm="flowrec", error="invalid_token"'})
 
     def require_spool() -> Path:
@@ -649,7 +677,13 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
             raise ApiProblem(503, "spool-unavailable", f"the records could not be handed to the job: its spool directory refused the write ({reason}); nothing was accepted, retry later", headers={"Retry-After": "5"}) from None
 
     async def json_records(request: Request) -> list[Any]:
-        body = await request.body()
+        """The body's records, parsed in a worker thread (a 1 MiB body takes milliseconds: not on the event loop)."""
+        declared = request.headers.get("content-type", "")
+        if not _JSON_MEDIA_TYPE.match(declared):
+            raise ApiProblem(415, "unsupported-media-type", f"the body must be sent as Content-Type: application/json, not {declared[:100]!r}" if declared else "the body must be sent as Content-Type: application/json")
+        return await run_in_threadpool(parse_records, await request.body())
+
+    def parse_records(body: bytes) -> list[Any]:
         if not body.strip():
             raise ApiProblem(400, "empty-body", "the request body is empty; send a JSON object or an array of objects")
         try:
@@ -671,7 +705,7 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
         ctx.metrics.events.labels(kind, "rejected").inc(len(rejections))
         return {"accepted": accepted, "rejected": len(rejections), "rejections": [r.to_dict() for r in rejections[:MAX_REJECTIONS_SHOWN]]}
 
-    write_problems = models.problem_responses(400, 401, 413, 422, 503)
+    write_problems = models.problem_responses(400, 401, 413, 415, 422, 429, 503)
 
     @app.post(
         "/v1/events",
@@ -690,7 +724,8 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
         folder = require_spool()
         records = await json_records(request)
         now = ctx.clock_ms()
-        batch, rejections = validate_events(records, now)
+        # Validating 10,000 events takes tens of milliseconds: in a worker thread, so lookups are not held up.
+        batch, rejections = await run_in_threadpool(validate_events, records, now)
         if len(batch) == 0:
             ctx.metrics.events.labels("event", "rejected").inc(len(rejections))
             raise ApiProblem(422, "no-records-accepted", f"none of the {len(records)} events is valid (first: {rejections[0].reason}: {rejections[0].detail})", **outcome_fields(0, rejections))
@@ -715,7 +750,7 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
         folder = require_spool()
         records = await json_records(request)
         now = ctx.clock_ms()
-        items, rejections = validate_catalog(records, now)
+        items, rejections = await run_in_threadpool(validate_catalog, records, now)
         if not items:
             ctx.metrics.events.labels("catalog", "rejected").inc(len(rejections))
             raise ApiProblem(422, "no-records-accepted", f"none of the {len(records)} items is valid (first: {rejections[0].reason}: {rejections[0].detail})", **outcome_fields(0, rejections))
@@ -731,7 +766,7 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
         tags=["ingest"],
         status_code=202,
         response_model=models.ForgetOut,
-        responses=models.problem_responses(401, 422, 503),
+        responses=models.problem_responses(401, 422, 429, 503),
         dependencies=[Depends(require_key)],
         summary="Forget a user (privacy)",
     )
@@ -771,6 +806,10 @@ def _add_ops_routes(app: FastAPI, ctx: ApiContext) -> None:
                 return problem_response(503, "spool-unavailable", f"events cannot reach the job: {reason}", "/readyz", {"Retry-After": "5"})
         return _json({"status": "ready"})
 
+    # Probes and monitors may use HEAD (the server sends the GET answer's headers only).
+    for path, probe in (("/healthz", healthz), ("/readyz", readyz)):
+        app.add_api_route(path, probe, methods=["HEAD"], include_in_schema=False)
+
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics (text exposition)", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
     async def metrics() -> Response:
         return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -784,10 +823,31 @@ def _add_demo_routes(app: FastAPI, ctx: ApiContext) -> None:
     page = (STATIC_DIR / "demo.html").read_text(encoding="utf-8")
     config = {"apiKey": ctx.demo_key, "pollMs": 500}
     # JSON inside <script>: escape "<" so no value can close the script element.
-    page = page.replace(_CONFIG_PLACEHOLDER, orjson.dumps(config).decode().replace("<", "\\u003c"))
+    page = page.replace(_CONFIG_PLACEHOLDER, orjson.dumps(config).decode().replace("<", "\\u003c")).encode("utf-8")
+    headers = page_headers(page)
 
     @app.get("/demo", include_in_schema=False)
     async def demo() -> Response:
-        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(page, headers=headers)
 
     app.mount("/demo/static", StaticFiles(directory=STATIC_DIR), name="demo-static")
+
+
+def _add_docs_routes(app: FastAPI) -> None:
+    """Swagger UI at /docs with its files served by the API itself: it works offline and under a strict CSP."""
+    page = get_swagger_ui_html(
+        openapi_url=app.openapi_url,
+        title=f"{app.title} - Swagger UI",
+        swagger_js_url=f"{DOCS_STATIC_PATH}/swagger-ui-bundle.js",
+        swagger_css_url=f"{DOCS_STATIC_PATH}/swagger-ui.css",
+        swagger_favicon_url=f"{DOCS_STATIC_PATH}/favicon.png",
+        swagger_ui_parameters=app.swagger_ui_parameters,
+    ).body
+    headers = page_headers(page)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return HTMLResponse(page, headers=headers)
+
+    app.mount(DOCS_STATIC_PATH, StaticFiles(directory=str(importlib.resources.files("fastapi_offline") / "static")), name="docs-static")
+

@@ -1,6 +1,6 @@
-"""Pure-ASGI middleware: Prometheus metrics per route template, the request body size limit, the hot-path shortcut.
+"""Pure-ASGI middleware: Prometheus metrics per route template, security headers, the request body limits, the hot-path shortcut.
 
-Both are plain ASGI callables rather than Starlette's ``BaseHTTPMiddleware``,
+All are plain ASGI callables rather than Starlette's ``BaseHTTPMiddleware``,
 which would add a task and a memory stream to every request on the hot path.
 """
 
@@ -87,6 +87,26 @@ class MetricsMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED_ROUTE
             self.metrics.observe(scope["method"], template, status, time.perf_counter() - started)
+
+
+class SecurityHeadersMiddleware:
+    """Adds :data:`api.security.SECURITY_HEADERS` to every HTTP response (one list concatenation per response)."""
+
+    def __init__(self, app: ASGIApp, headers: tuple[tuple[bytes, bytes], ...]) -> None:
+        self.app = app
+        self.headers = list(headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *self.headers]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class BodyLimitMiddleware:

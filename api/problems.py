@@ -18,6 +18,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from state.keys import InvalidKeyPart
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 # How many validation errors are spelled out in `detail`; all are in `errors`.
 MAX_ERRORS_IN_DETAIL = 3
+# The status a request is counted under when its client went away before the answer
+# (nginx's "client closed request"; nothing is sent, the metrics see it).
+CLIENT_CLOSED_REQUEST = 499
 
 
 class ApiProblem(Exception):
@@ -130,6 +134,11 @@ def install_problem_handlers(app: FastAPI) -> None:
         log.warning("redis unavailable: %s", exc)
         return problem_response(503, "redis-unavailable", "the recommendation store (Redis) is not reachable; retry shortly", request.url.path, {"Retry-After": "1"})
 
+    async def on_disconnect(request: Request, exc: ClientDisconnect) -> Response:
+        # Clients give up (timeouts, closed tabs): routine, not a server error.
+        log.info("client %s went away before sending its whole request: %s %s", request.client.host if request.client else "?", request.method, request.url.path[:200])
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
     async def on_bug(request: Request, exc: Exception) -> Response:
         # Starlette logs the traceback and re-raises after this answer; the client learns nothing internal.
         return problem_response(500, "internal", "the server failed to answer this request; it has been logged", request.url.path)
@@ -141,5 +150,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidKeyPart, on_invalid_key)
     app.add_exception_handler(BodyTooLarge, on_too_large)
     app.add_exception_handler(BodyTimeout, on_body_timeout)
+    app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(redis.ConnectionError, on_redis_down)
     app.add_exception_handler(redis.TimeoutError, on_redis_down)
