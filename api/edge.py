@@ -32,8 +32,6 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from api.problems import PROBLEM_MEDIA_TYPE, problem_body
-
 log = logging.getLogger(__name__)
 
 # Bytes a header line costs besides its name and value (": " and CRLF).
@@ -59,6 +57,11 @@ class EdgeLimits:
 
 def raw_problem_response(status: int, slug: str, detail: str) -> bytes:
     """A complete HTTP/1.1 response carrying a problem document, closing the connection."""
+    # Imported here, not at the top: uvicorn unpickles the protocol (so imports this module) in each
+    # worker process before the worker answers its supervisor's health pings, and api.problems pulls
+    # in FastAPI, which takes seconds on a loaded machine (the supervisor then kills the worker).
+    from api.problems import PROBLEM_MEDIA_TYPE, problem_body
+
     body = problem_body(status, slug, detail)
     head = (
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"

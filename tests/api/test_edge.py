@@ -197,3 +197,24 @@ def test_limits_are_validated():
     with pytest.raises(ValueError, match="head_timeout_s"):
         EdgeLimits(head_timeout_s=0)
     assert raw_problem_response(503, "x", "busy").startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+
+
+def test_worker_processes_get_the_limits_and_stay_up(redis_url, tmp_path):
+    """With --workers the protocol travels to each worker pickled; importing it stays light, because a
+    worker must answer its supervisor's health pings within 5 s of starting or it is killed."""
+    light = subprocess.run([sys.executable, "-c", "import sys, api.edge; print('fastapi' in sys.modules)"], capture_output=True, text=True, timeout=60)
+    assert light.stdout.strip() == "False", light.stderr
+    port = free_port()
+    command = [sys.executable, "-m", "flowrec.cli", "serve", "--port", str(port), "--workers", "2", "--redis-url", redis_url,
+               "--spool-dir", str(tmp_path / "spool"), "--max-headers", "5"]
+    process = subprocess.Popen(command, env=clean_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process)
+        server = Server(port, process)
+        for _ in range(4):  # whichever worker answers
+            with server.connect() as sock:
+                sock.sendall(get("/healthz", b"".join(b"X-H%d: v\r\n" % i for i in range(8))))
+                problem(*response(sock), 431, "too-many-headers")
+    finally:
+        process.terminate()
+        process.communicate(timeout=60)
