@@ -334,11 +334,13 @@ def create_app(
     _add_ops_routes(app, ctx)
     _add_demo_routes(app, ctx)
     _add_docs_routes(app)
-    # Middleware added last runs first: metrics, security headers, the body limits, the shortcut, then FastAPI.
+    # Middleware added last runs first: metrics, the body limits, the shortcut, security headers, then FastAPI.
+    # (The shortcut and the body limits send their few answers with the security headers themselves,
+    # which keeps a wrapper off the hot path.)
     recommendations_route = next(r for r in app.routes if getattr(r, "path", None) == RECOMMENDATIONS_PATH)
+    app.add_middleware(SecurityHeadersMiddleware, headers=SECURITY_HEADERS)
     app.add_middleware(HomeListShortcut, home_body=ctx.home_body, route=recommendations_route)
     app.add_middleware(BodyLimitMiddleware, limit_bytes=max_body_bytes, timeout_s=body_timeout_s)
-    app.add_middleware(SecurityHeadersMiddleware, headers=SECURITY_HEADERS)
     app.add_middleware(MetricsMiddleware, metrics=ctx.metrics)
     return app
 

@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Callable
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from api.problems import PROBLEM_MEDIA_TYPE, BodyTimeout, BodyTooLarge, problem_body
+from api.security import SECURITY_HEADERS
 from transforms.events import valid_id
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class MetricsMiddleware:
 
 
 class SecurityHeadersMiddleware:
-    """Adds :data:`api.security.SECURITY_HEADERS` to every HTTP response (one list concatenation per response)."""
+    """Adds ``headers`` (:data:`api.security.SECURITY_HEADERS`) to every response of the app it wraps."""
 
     def __init__(self, app: ASGIApp, headers: tuple[tuple[bytes, bytes], ...]) -> None:
         self.app = app
@@ -165,7 +166,7 @@ class BodyLimitMiddleware:
     @staticmethod
     async def _refuse(scope: Scope, send: Send, status: int, slug: str, detail: str) -> None:
         body = problem_body(status, slug, detail, scope.get("path"))
-        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode()), (b"connection", b"close"), *SECURITY_HEADERS]})
         await send({"type": "http.response.body", "body": body})
 
 
@@ -238,5 +239,5 @@ class HomeListShortcut:
             body = problem_body(503, "redis-unavailable", "the recommendation store (Redis) is not reachable; retry shortly", scope["path"])
             status, media_type = 503, PROBLEM_MEDIA_TYPE.encode()
             log.warning("redis unavailable: %s", exc)
-        await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", media_type)]})
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", media_type), *SECURITY_HEADERS]})
         await send({"type": "http.response.body", "body": body})

@@ -52,7 +52,8 @@ def test_html_pages_forbid_framing_sniffing_and_foreign_scripts(api, path):
 
 
 def test_every_response_says_nosniff(api, auth):
-    for response in (api.get("/v1/trending"), api.get("/v1/users/u1/recommendations"), api.get("/nope"), api.get("/demo/static/demo.js")):
+    too_big = api.post("/v1/events", content=b" " * (2 << 20), headers={**auth, "Content-Type": "application/json"})  # refused by the body limit
+    for response in (api.get("/v1/trending"), api.get("/v1/users/u1/recommendations"), api.get("/nope"), api.get("/demo/static/demo.js"), too_big):
         assert response.headers["x-content-type-options"] == "nosniff", response.url
 
 
