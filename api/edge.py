@@ -14,8 +14,9 @@ httptools protocol with those bounds (:class:`EdgeLimits`):
   than ``max_headers`` headers, is answered 431 and the connection closed, before
   the app sees it; an unfinished head is cut off as soon as it passes the size;
 * a head not complete ``head_timeout_s`` after the connection opened (or, on a
-  kept-alive connection, after its first byte) is answered 408, or the connection
-  just closed when nothing was sent;
+  kept-alive connection, after its first bytes; the idle time between requests is
+  uvicorn's keep-alive timeout) is answered 408, or the connection just closed
+  when nothing was sent;
 * a connection past ``max_connections`` (per server process) gets a 503 and is closed.
 
 The body's deadline is the app's (:class:`api.middleware.BodyLimitMiddleware`).
@@ -78,8 +79,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, limits: EdgeLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
-        self._awaiting_head = True  # the next bytes are (part of) a request head
-        self._head_bytes = 0  # bytes received for the head being read
+        self._read_bytes = 0  # size of the read being parsed
+        self._head_started = False  # a request head is being received
+        self._head_bytes = 0  # an upper bound of its size so far: every read it touched, whole
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False
 
@@ -91,7 +93,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             log.info("refusing a connection: %d open, the cap is %d", len(self.connections) - 1, self.limits.max_connections)
             self._refuse(503, "too-many-connections", "the server has too many open connections; retry shortly")
             return
-        self._arm_head_timer()
+        self._arm_head_timer()  # until the first head is complete, including a connection that sends nothing
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
@@ -100,43 +102,49 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        if self._awaiting_head:
+        self._read_bytes = len(data)
+        if self._head_started:
             self._head_bytes += len(data)
         super().data_received(data)
-        if self._awaiting_head and not self._refused and self._head_bytes > self.limits.max_head_bytes:
+        if not self._head_started or self._refused:
+            return
+        # The head is still incomplete after this read.
+        if self._head_bytes > self.limits.max_head_bytes:
             self._refuse(431, "header-too-large", f"the request head is larger than {self.limits.max_head_bytes} bytes")
+        elif self._head_timer is None:
+            # A head split over several reads (rare: a whole head nearly always comes in one)
+            # gets its deadline now; a timer per request would cost every request.
+            self._arm_head_timer()
 
     # -- parser callbacks --------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._head_timer is None and not self._refused:
-            self._arm_head_timer()  # the first byte of the next request on a kept-alive connection
+        self._head_started = True
+        self._head_bytes = self._read_bytes  # the head begins somewhere in this read
 
     def on_headers_complete(self) -> None:
         if self._refused:
             return
         self._cancel_head_timer()
-        size = len(self.url) + sum(len(name) + len(value) + _HEADER_OVERHEAD for name, value in self.headers)
+        self._head_started = False
         if len(self.headers) > self.limits.max_headers:
             self._refuse(431, "too-many-headers", f"the request has {len(self.headers)} headers, more than {self.limits.max_headers}")
             return
-        if size > self.limits.max_head_bytes:
+        # The exact size only when the cheap bound is over the limit (the reads held a body too, or a big head).
+        if self._head_bytes > self.limits.max_head_bytes and len(self.url) + sum(len(name) + len(value) + _HEADER_OVERHEAD for name, value in self.headers) > self.limits.max_head_bytes:
             self._refuse(431, "header-too-large", f"the request head is larger than {self.limits.max_head_bytes} bytes")
             return
-        self._awaiting_head = False
-        self._head_bytes = 0
         super().on_headers_complete()
 
+    # After a refusal the parser may still call back for the rest of the read; there is no request to feed.
     def on_body(self, body: bytes) -> None:
         if not self._refused:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if self._refused:
-            return
-        self._awaiting_head = True
-        super().on_message_complete()
+        if not self._refused:
+            super().on_message_complete()
 
     # -- limits ------------------------------------------------------------------------
 
@@ -151,9 +159,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self._refused or not self._awaiting_head or self.transport.is_closing():
+        if self._refused or self.transport.is_closing():
             return
-        if self._head_bytes == 0:
+        if not self._head_started:
             # Nothing sent (an idle or speculative connection): nobody to answer.
             self._refused = True
             self.transport.close()

@@ -96,6 +96,14 @@ def test_a_large_header_is_431_before_the_app(server):
         assert closed_by_server(sock)
 
 
+def test_a_large_head_arriving_in_pieces_is_431(server):
+    with server.connect() as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-A: " + b"a" * 3000 + b"\r\n")
+        time.sleep(0.2)  # a read of its own
+        sock.sendall(b"X-B: " + b"b" * 3000 + b"\r\n\r\n")
+        problem(*response(sock), 431, "header-too-large")
+
+
 def test_a_head_that_never_ends_is_cut_off_not_buffered(server):
     """4 MiB of header that never ends: the server stops reading after the limit instead of buffering it all."""
     with server.connect() as sock:
