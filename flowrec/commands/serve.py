@@ -10,6 +10,7 @@ import os
 import secrets
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 from flowrec.config import add_settings_arguments, load_settings
 
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 HELP = "run the lookup and ingest HTTP API, with the /demo page, on uvicorn"
 
 
-def _positive(kind: type) -> object:
+def _positive(kind: Callable[[str], int | float]) -> Callable[[str], int | float]:
     """An argparse ``type``: a number of ``kind`` above zero."""
 
     def parse(text: str) -> int | float:
@@ -64,8 +65,8 @@ def main(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import BODY_TIMEOUT_S, MAX_BODY_BYTES, create_app, freeze_startup_objects
-    from api.edge import EdgeLimits, GuardedHttpToolsProtocol
     from api.browse import BrowseCatalog
+    from api.edge import EdgeLimits, GuardedHttpToolsProtocol
     from flowrec.localredis import LocalRedis
 
     settings = load_settings(args)
