@@ -27,7 +27,7 @@ setup: $(INSTALLED)
 	@deploy/bootstrap.sh java redis
 
 setup-test: $(INSTALLED_TEST)
-	@deploy/bootstrap.sh java redis chromium
+	@deploy/bootstrap.sh java redis chromium nginx
 
 demo: setup
 	$(VENV)/bin/flowrec demo

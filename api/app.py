@@ -23,17 +23,21 @@ from __future__ import annotations
 import gc
 import hashlib
 import hmac
+import importlib.resources
 import inspect
 import logging
 import os
+import re
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Awaitable, Callable, Sequence
 
+import anyio.to_thread
 import orjson
 from fastapi import Depends, FastAPI, Path as PathParam, Query, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -43,7 +47,7 @@ from starlette.responses import HTMLResponse, Response
 from api import models
 from api.browse import BrowseCatalog
 from api.ingest import MAX_RECORDS_PER_REQUEST, RecordRejection, forget_event_line, validate_catalog, validate_events
-from api.middleware import ApiMetrics, BodyLimitMiddleware, HomeListShortcut, MetricsMiddleware
+from api.middleware import ApiMetrics, BodyLimitMiddleware, HomeListShortcut, MetricsMiddleware, SecurityHeadersMiddleware
 from api.problems import ApiProblem, install_problem_handlers, problem_response
 from api.ranking import (
     COLD_START_NOTE,
@@ -59,17 +63,20 @@ from api.ranking import (
     with_reason,
 )
 from api.redisconn import PipelinedRedis
-from api.spool import write_spool_file
+from api.security import SECURITY_HEADERS, FailedAuthThrottle, page_headers
+from api.spool import spool_unwritable_reason, write_spool_file
 from flowrec.config import Settings, load_settings
 from state.keys import KeyKind, redis_key
 from state.store import RedisStore, RetryPolicy, ScoredItem, Write, decode_list
-from transforms.catalog import valid_category
+from transforms.catalog import CatalogItem, valid_category
 from transforms.complements import cart_complements, goes_with, ranked as ranked_complements
 from transforms.events import valid_id
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
+# A request's whole body must arrive within this many seconds of its start (408 after).
+BODY_TIMEOUT_S = 30.0
 # Ids accepted in `exclude=` / `ids=` and in `candidates=` (search re-ranking).
 MAX_LISTED_IDS = 100
 MAX_CANDIDATES = 200
@@ -79,9 +86,13 @@ MAX_REJECTIONS_SHOWN = 100
 # Characters of a comma-separated id list: MAX ids of 128 chars plus commas.
 _ID_LIST_CHARS = MAX_CANDIDATES * 129
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+# Swagger UI's files for /docs ship in the fastapi-offline package and are served from here.
+DOCS_STATIC_PATH = "/docs/static"
 _CONFIG_PLACEHOLDER = "/*FLOWREC_DEMO_CONFIG*/null"
 
 JSON = "application/json"
+# Media types a write endpoint's body may be declared as (415 otherwise).
+_JSON_MEDIA_TYPE = re.compile(r"^\s*application/(?:[\w.+-]+\+)?json\s*(?:;.*)?$", re.IGNORECASE)
 # Catalog upserts and user deletions are not retried, like reads: a retry would run past the
 # request's Redis deadline, and both are idempotent, so the client retries after the 503.
 WRITE_RETRY = RetryPolicy(attempts=1)
@@ -244,8 +255,12 @@ class ApiContext:
     demo_key: str | None
     key_digests: tuple[bytes, ...] = field(default=())
     owns_store: bool = False
+    # Readiness wants this much free space in the spool: the largest request body.
+    max_body_bytes: int = MAX_BODY_BYTES
     # The home-list lookup, shared by its route and the hot-path shortcut (set when routes are added).
     home_body: Callable[[str, int, str | None, set[str]], Awaitable[bytes]] | None = None
+    # Wrong write keys per client address (built by create_app on its clock).
+    auth_throttle: FailedAuthThrottle | None = None
 
 
 def _digest(key: str) -> bytes:
@@ -262,6 +277,7 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     read_client: Callable[[str, float], Any] = PipelinedRedis,
     home_shortcut: bool = True,
+    body_timeout_s: float = BODY_TIMEOUT_S,
 ) -> FastAPI:
     """The API as an ASGI app.
 
@@ -296,6 +312,8 @@ def create_app(
         demo_key=demo_key,
         key_digests=tuple(_digest(k) for k in keys if k),
         owns_store=owns_store,
+        max_body_bytes=max_body_bytes,
+        auth_throttle=FailedAuthThrottle(clock_ms),
     )
     if settings.spool_dir is not None:
         Path(settings.spool_dir).mkdir(parents=True, exist_ok=True)
@@ -320,6 +338,12 @@ def create_app(
         version="1",
         summary="Real-time shop recommendations: lookups over the lists the Flink job keeps in Redis, and event ingest for the job.",
         lifespan=lifespan,
+        # /docs is served below from local files; ReDoc (a second CDN page) is not offered.
+        docs_url=None,
+        redoc_url=None,
+        # Starlette's slash redirects are absolute URLs built from the Host header (an open redirect):
+        # a path with a stray "/" is a 404 instead.
+        redirect_slashes=False,
         **options,
     )
     app.state.ctx = ctx
@@ -328,11 +352,15 @@ def create_app(
     _add_write_routes(app, ctx)
     _add_ops_routes(app, ctx)
     _add_demo_routes(app, ctx)
-    # Middleware added last runs first: metrics, then the body limit, then the shortcut, then FastAPI.
+    _add_docs_routes(app)
+    # Middleware added last runs first: metrics, the body limits, the shortcut, security headers, then FastAPI.
+    # (The shortcut and the body limits send their few answers with the security headers themselves,
+    # which keeps a wrapper off the hot path.)
     recommendations_route = next(r for r in app.routes if getattr(r, "path", None) == RECOMMENDATIONS_PATH)
+    app.add_middleware(SecurityHeadersMiddleware, headers=SECURITY_HEADERS)
     if home_shortcut:
         app.add_middleware(HomeListShortcut, home_body=ctx.home_body, route=recommendations_route)
-    app.add_middleware(BodyLimitMiddleware, limit_bytes=max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, limit_bytes=max_body_bytes, timeout_s=body_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=ctx.metrics)
     return app
 
@@ -353,7 +381,7 @@ def create_app_from_env() -> FastAPI:
     """App factory for ``uvicorn --factory`` (multi-worker ``flowrec serve``): settings from the environment.
 
     Besides the usual ``FLOWREC_*`` settings it reads ``FLOWREC_CATALOG``
-    (catalog file for browsing), ``FLOWREC_DEMO_KEY`` and ``FLOWREC_MAX_BODY_BYTES``.
+    (catalog file for browsing), ``FLOWREC_DEMO_KEY``, ``FLOWREC_MAX_BODY_BYTES`` and ``FLOWREC_BODY_TIMEOUT_S``.
     """
     settings = load_settings(None)
     catalog_path = os.environ.get("FLOWREC_CATALOG")
@@ -363,6 +391,7 @@ def create_app_from_env() -> FastAPI:
         catalog=catalog,
         demo_key=os.environ.get("FLOWREC_DEMO_KEY") or None,
         max_body_bytes=int(os.environ.get("FLOWREC_MAX_BODY_BYTES", MAX_BODY_BYTES)),
+        body_timeout_s=float(os.environ.get("FLOWREC_BODY_TIMEOUT_S", BODY_TIMEOUT_S)),
     )
     freeze_startup_objects()
     return app
@@ -635,9 +664,20 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
 
 
 def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
-    def require_key(credentials: BearerCredentials) -> None:
+    throttle = ctx.auth_throttle
+    # Checking a write body is CPU-bound Python: one thread at a time, so the event loop competes
+    # for the GIL with one thread, not with one per concurrent write.
+    checking = anyio.CapacityLimiter(1)
+
+    def require_key(request: Request, credentials: BearerCredentials) -> None:
         if not ctx.key_digests:
             raise ApiProblem(503, "writes-disabled", "write endpoints are disabled: no API key is configured (set FLOWREC_API_KEYS or --api-keys)")
+        client = request.client.host if request.client else "unknown"
+        # A throttled address is refused before its key is looked at: even the right key gets 429,
+        # so the answers tell a guesser nothing until the window ends.
+        wait_s = throttle.retry_after_s(client)
+        if wait_s is not None:
+            raise ApiProblem(429, "too-many-wrong-keys", f"too many wrong API keys from this address; retry in {wait_s} s", headers={"Retry-After": str(wait_s)})
         challenge = {"WWW-Authenticate": 'Bearer realm="flowrec"'}
         if credentials is None or not credentials.credentials:
             raise ApiProblem(401, "unauthorized", "this endpoint needs 'Authorization: Bearer <api key>'", headers=challenge)
@@ -646,6 +686,7 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
         for digest in ctx.key_digests:  # no early exit: every key is compared
             matched |= hmac.compare_digest(presented, digest)
         if not matched:
+            throttle.failed(client)
             raise ApiProblem(401, "unauthorized", "the API key is not valid", headers={"WWW-Authenticate": 'Bearer realm="flowrec", error="invalid_token"'})
 
     def require_spool() -> Path:
@@ -653,8 +694,26 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
             raise ApiProblem(503, "ingest-not-configured", "no spool directory is configured for the live job (set --spool-dir or FLOWREC_SPOOL_DIR)")
         return Path(ctx.settings.spool_dir)
 
-    async def json_records(request: Request) -> list[Any]:
-        body = await request.body()
+    async def spool(folder: Path, kind: str, lines: list[bytes], now: int) -> None:
+        """Write one spool file; a disk that refuses it (full, read-only, gone) is a 503 naming why.
+
+        :func:`api.spool.write_spool_file` leaves nothing behind when it fails, so the
+        records were not accepted at all and the client can simply retry them.
+        """
+        try:
+            await run_in_threadpool(write_spool_file, folder, kind, lines, now)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            log.warning("spooling %s failed: %s", kind, exc)
+            raise ApiProblem(503, "spool-unavailable", f"the records could not be handed to the job: its spool directory refused the write ({reason}); nothing was accepted, retry later", headers={"Retry-After": "5"}) from None
+
+    async def json_body(request: Request) -> bytes:
+        declared = request.headers.get("content-type", "")
+        if not _JSON_MEDIA_TYPE.match(declared):
+            raise ApiProblem(415, "unsupported-media-type", f"the body must be sent as Content-Type: application/json, not {declared[:100]!r}" if declared else "the body must be sent as Content-Type: application/json")
+        return await request.body()
+
+    def parse_records(body: bytes) -> list[Any]:
         if not body.strip():
             raise ApiProblem(400, "empty-body", "the request body is empty; send a JSON object or an array of objects")
         try:
@@ -676,7 +735,7 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
         ctx.metrics.events.labels(kind, "rejected").inc(len(rejections))
         return {"accepted": accepted, "rejected": len(rejections), "rejections": [r.to_dict() for r in rejections[:MAX_REJECTIONS_SHOWN]]}
 
-    write_problems = models.problem_responses(400, 401, 413, 422, 503)
+    write_problems = models.problem_responses(400, 401, 413, 415, 422, 429, 503)
 
     @app.post(
         "/v1/events",
@@ -692,16 +751,24 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
         """Each record is validated with the job's rules; the accepted ones are written to the job's
         spool directory as one new file.  202 with counts and the rejection reasons (by record index);
         422 when no record was accepted."""
-        spool = require_spool()
-        records = await json_records(request)
+        folder = require_spool()
+        body = await json_body(request)
         now = ctx.clock_ms()
-        batch, rejections = validate_events(records, now, ctx.settings.model.max_clock_skew_ms)
-        if len(batch) == 0:
+
+        def checked() -> tuple[int, int, bytes, list[RecordRejection]]:
+            records = parse_records(body)
+            batch, rejections = validate_events(records, now, ctx.settings.model.max_clock_skew_ms)
+            # One line holding the whole batch as a JSON array: the job parses it as one record.
+            return len(records), len(batch), orjson.dumps(batch.to_records()) + b"\n", rejections
+
+        # Parsing, validating and re-encoding 10,000 events takes ~0.2 s of CPU: in a worker thread,
+        # so the event loop keeps answering lookups meanwhile.
+        received, accepted, line, rejections = await anyio.to_thread.run_sync(checked, limiter=checking)
+        if accepted == 0:
             ctx.metrics.events.labels("event", "rejected").inc(len(rejections))
-            raise ApiProblem(422, "no-records-accepted", f"none of the {len(records)} events is valid (first: {rejections[0].reason}: {rejections[0].detail})", **outcome_fields(0, rejections))
-        # One line holding the whole batch as a JSON array: the job parses it as one record.
-        await run_in_threadpool(write_spool_file, spool, "events", [orjson.dumps(batch.to_records()) + b"\n"], now)
-        return _json(outcome("event", len(batch), rejections), 202)
+            raise ApiProblem(422, "no-records-accepted", f"none of the {received} events is valid (first: {rejections[0].reason}: {rejections[0].detail})", **outcome_fields(0, rejections))
+        await spool(folder, "events", [line], now)
+        return _json(outcome("event", accepted, rejections), 202)
 
     @app.post(
         "/v1/items",
@@ -717,15 +784,20 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
         """Accepted items go to the spool directory (the job updates content neighbours and filters)
         and then to their `item:` keys (lookups see them at once).  After a 503 a retry is harmless:
         an upsert is idempotent."""
-        spool = require_spool()
-        records = await json_records(request)
+        folder = require_spool()
+        body = await json_body(request)
         now = ctx.clock_ms()
-        items, rejections = validate_catalog(records, now)
+
+        def checked() -> tuple[int, list[CatalogItem], list[bytes], list[RecordRejection]]:
+            records = parse_records(body)
+            items, rejections = validate_catalog(records, now)
+            return len(records), items, [item.to_json() + b"\n" for item in items], rejections
+
+        received, items, lines, rejections = await anyio.to_thread.run_sync(checked, limiter=checking)
         if not items:
             ctx.metrics.events.labels("catalog", "rejected").inc(len(rejections))
-            raise ApiProblem(422, "no-records-accepted", f"none of the {len(records)} items is valid (first: {rejections[0].reason}: {rejections[0].detail})", **outcome_fields(0, rejections))
-        lines = [item.to_json() + b"\n" for item in items]
-        await run_in_threadpool(write_spool_file, spool, "catalog", lines, now)
+            raise ApiProblem(422, "no-records-accepted", f"none of the {received} items is valid (first: {rejections[0].reason}: {rejections[0].detail})", **outcome_fields(0, rejections))
+        await spool(folder, "catalog", lines, now)
         await run_in_threadpool(ctx.store.write, [Write(KeyKind.ITEM, item.item_id, item.to_json()) for item in items])
         for item in items:
             ctx.catalog.upsert(item)
@@ -736,7 +808,7 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
         tags=["ingest"],
         status_code=202,
         response_model=models.ForgetOut,
-        responses=models.problem_responses(401, 422, 503),
+        responses=models.problem_responses(401, 422, 429, 503),
         dependencies=[Depends(require_key)],
         summary="Forget a user (privacy)",
     )
@@ -745,9 +817,9 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
         clear the user's state; the job also drops the user's events stamped up to the accepted clock skew
         (`max_clock_skew_ms`, 5 minutes) after it, so nothing sent before the delete brings the user back.
         The event is written first, so a failed delete can simply be retried."""
-        spool = require_spool()
+        folder = require_spool()
         now = ctx.clock_ms()
-        await run_in_threadpool(write_spool_file, spool, "events", [forget_event_line(user_id, now)], now)
+        await spool(folder, "events", [forget_event_line(user_id, now)], now)
         deleted = await run_in_threadpool(ctx.store.delete_user, user_id)
         ctx.metrics.events.labels("forget", "accepted").inc()
         return _json({"user_id": user_id, "deleted_keys": int(deleted), "forget_queued": True}, 202)
@@ -763,14 +835,24 @@ def _add_ops_routes(app: FastAPI, ctx: ApiContext) -> None:
     async def healthz() -> Response:
         return _json({"status": "ok"})
 
-    @app.get("/readyz", tags=["ops"], responses=models.problem_responses(503), summary="Readiness: Redis answers")
+    @app.get("/readyz", tags=["ops"], responses=models.problem_responses(503), summary="Readiness: Redis answers and the spool directory takes writes")
     async def readyz() -> Response:
         try:
             await ctx.lookups.ping()
         except Exception as exc:  # any failure to reach Redis means "not ready", whatever its type
             log.warning("readiness check failed: %s", exc)
             return problem_response(503, "redis-unavailable", f"Redis is not reachable ({type(exc).__name__})", "/readyz", {"Retry-After": "1"})
+        if ctx.settings.spool_dir is not None:
+            # In a thread: a hung network mount must not stall the event loop.
+            reason = await run_in_threadpool(spool_unwritable_reason, Path(ctx.settings.spool_dir), ctx.max_body_bytes)
+            if reason is not None:
+                log.warning("readiness check failed: %s", reason)
+                return problem_response(503, "spool-unavailable", f"events cannot reach the job: {reason}", "/readyz", {"Retry-After": "5"})
         return _json({"status": "ready"})
+
+    # Probes and monitors may use HEAD (the server sends the GET answer's headers only).
+    for path, probe in (("/healthz", healthz), ("/readyz", readyz)):
+        app.add_api_route(path, probe, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics (text exposition)", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
     async def metrics() -> Response:
@@ -785,10 +867,31 @@ def _add_demo_routes(app: FastAPI, ctx: ApiContext) -> None:
     page = (STATIC_DIR / "demo.html").read_text(encoding="utf-8")
     config = {"apiKey": ctx.demo_key, "pollMs": 500}
     # JSON inside <script>: escape "<" so no value can close the script element.
-    page = page.replace(_CONFIG_PLACEHOLDER, orjson.dumps(config).decode().replace("<", "\\u003c"))
+    page = page.replace(_CONFIG_PLACEHOLDER, orjson.dumps(config).decode().replace("<", "\\u003c")).encode("utf-8")
+    headers = page_headers(page)
 
     @app.get("/demo", include_in_schema=False)
     async def demo() -> Response:
-        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(page, headers=headers)
 
     app.mount("/demo/static", StaticFiles(directory=STATIC_DIR), name="demo-static")
+
+
+def _add_docs_routes(app: FastAPI) -> None:
+    """Swagger UI at /docs with its files served by the API itself: it works offline and under a strict CSP."""
+    page = get_swagger_ui_html(
+        openapi_url=app.openapi_url,
+        title=f"{app.title} - Swagger UI",
+        swagger_js_url=f"{DOCS_STATIC_PATH}/swagger-ui-bundle.js",
+        swagger_css_url=f"{DOCS_STATIC_PATH}/swagger-ui.css",
+        swagger_favicon_url=f"{DOCS_STATIC_PATH}/favicon.png",
+        swagger_ui_parameters=app.swagger_ui_parameters,
+    ).body
+    headers = page_headers(page)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return HTMLResponse(page, headers=headers)
+
+    app.mount(DOCS_STATIC_PATH, StaticFiles(directory=str(importlib.resources.files("fastapi_offline") / "static")), name="docs-static")
+

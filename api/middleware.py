@@ -1,18 +1,20 @@
-"""Pure-ASGI middleware: Prometheus metrics per route template, the request body size limit, the hot-path shortcut.
+"""Pure-ASGI middleware: Prometheus metrics per route template, security headers, the request body limits, the hot-path shortcut.
 
-Both are plain ASGI callables rather than Starlette's ``BaseHTTPMiddleware``,
+All are plain ASGI callables rather than Starlette's ``BaseHTTPMiddleware``,
 which would add a task and a memory stream to every request on the hot path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from api.problems import PROBLEM_MEDIA_TYPE, REDIS_RETRY_AFTER_S, BodyTooLarge, problem_body, redis_unavailable_body
+from api.problems import PROBLEM_MEDIA_TYPE, REDIS_RETRY_AFTER_S, BodyTimeout, BodyTooLarge, problem_body, redis_unavailable_body
+from api.security import SECURITY_HEADERS
 from transforms.events import valid_id
 
 log = logging.getLogger(__name__)
@@ -88,17 +90,41 @@ class MetricsMiddleware:
             self.metrics.observe(scope["method"], template, status, time.perf_counter() - started)
 
 
+class SecurityHeadersMiddleware:
+    """Adds ``headers`` (:data:`api.security.SECURITY_HEADERS`) to every response of the app it wraps."""
+
+    def __init__(self, app: ASGIApp, headers: tuple[tuple[bytes, bytes], ...]) -> None:
+        self.app = app
+        self.headers = list(headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *self.headers]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 class BodyLimitMiddleware:
-    """Refuses request bodies over ``limit_bytes`` with 413.
+    """Refuses request bodies over ``limit_bytes`` with 413, and bodies slower than ``timeout_s`` with 408.
 
     A declared ``Content-Length`` over the limit is refused before anything is
     read; a chunked body is counted as it streams and ``receive`` raises
     :class:`BodyTooLarge`, which the app's handler turns into the same 413.
+    The whole body must have arrived ``timeout_s`` after the request started,
+    else ``receive`` raises :class:`BodyTimeout` (a 408 that closes the
+    connection), so a client cannot hold a request open by dribbling its body.
     """
 
-    def __init__(self, app: ASGIApp, limit_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, limit_bytes: int, timeout_s: float | None = None) -> None:
         self.app = app
         self.limit_bytes = limit_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -116,11 +142,20 @@ class BodyLimitMiddleware:
                     return
                 break
         seen = 0
+        complete = False
+        deadline = None if self.timeout_s is None else asyncio.get_running_loop().time() + self.timeout_s
 
         async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete
+            if deadline is None or complete:
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), max(deadline - asyncio.get_running_loop().time(), 0.0))
+                except TimeoutError:
+                    raise BodyTimeout(self.timeout_s) from None
             if message["type"] == "http.request":
+                complete = not message.get("more_body", False)
                 seen += len(message.get("body", b""))
                 if seen > self.limit_bytes:
                     raise BodyTooLarge(self.limit_bytes)
@@ -131,7 +166,7 @@ class BodyLimitMiddleware:
     @staticmethod
     async def _refuse(scope: Scope, send: Send, status: int, slug: str, detail: str) -> None:
         body = problem_body(status, slug, detail, scope.get("path"))
-        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode()), (b"connection", b"close"), *SECURITY_HEADERS]})
         await send({"type": "http.response.body", "body": body})
 
 
@@ -215,5 +250,5 @@ class HomeListShortcut:
             body = redis_unavailable_body(exc, scope["path"])
             headers = [(b"content-length", str(len(body)).encode()), (b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"retry-after", str(REDIS_RETRY_AFTER_S).encode())]
             status = 503
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": [*headers, *SECURITY_HEADERS]})
         await send({"type": "http.response.body", "body": body})

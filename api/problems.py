@@ -18,6 +18,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from state.keys import InvalidKeyPart
@@ -29,6 +30,9 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 REDIS_RETRY_AFTER_S = 1
 # How many validation errors are spelled out in `detail`; all are in `errors`.
 MAX_ERRORS_IN_DETAIL = 3
+# The status a request is counted under when its client went away before the answer
+# (nginx's "client closed request"; nothing is sent, the metrics see it).
+CLIENT_CLOSED_REQUEST = 499
 
 
 class ApiProblem(Exception):
@@ -49,6 +53,13 @@ class BodyTooLarge(Exception):
     def __init__(self, limit_bytes: int) -> None:
         super().__init__(f"request body is larger than {limit_bytes} bytes")
         self.limit_bytes = limit_bytes
+
+
+class BodyTimeout(Exception):
+    """Raised by the body-limit middleware's ``receive`` when the body did not arrive in time."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"the request body did not arrive within {timeout_s:g} s")
 
 
 def problem_body(status: int, slug: str | None, detail: str, instance: str | None = None, **extensions: Any) -> bytes:
@@ -133,8 +144,17 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_too_large(request: Request, exc: BodyTooLarge) -> Response:
         return problem_response(413, "body-too-large", str(exc), request.url.path)
 
+    async def on_body_timeout(request: Request, exc: BodyTimeout) -> Response:
+        # The rest of the body may still come: the connection cannot carry another request.
+        return problem_response(408, "request-timeout", str(exc), request.url.path, {"Connection": "close"})
+
     async def on_redis_down(request: Request, exc: Exception) -> Response:
         return Response(redis_unavailable_body(exc, request.url.path), status_code=503, media_type=PROBLEM_MEDIA_TYPE, headers={"Retry-After": str(REDIS_RETRY_AFTER_S)})
+
+    async def on_disconnect(request: Request, exc: ClientDisconnect) -> Response:
+        # Clients give up (timeouts, closed tabs): routine, not a server error.
+        log.info("client %s went away before sending its whole request: %s %s", request.client.host if request.client else "?", request.method, request.url.path[:200])
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     async def on_bug(request: Request, exc: Exception) -> Response:
         # Starlette logs the traceback and re-raises after this answer; the client learns nothing internal.
@@ -146,5 +166,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(InvalidKeyPart, on_invalid_key)
     app.add_exception_handler(BodyTooLarge, on_too_large)
+    app.add_exception_handler(BodyTimeout, on_body_timeout)
+    app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(redis.ConnectionError, on_redis_down)
     app.add_exception_handler(redis.TimeoutError, on_redis_down)

@@ -46,3 +46,28 @@ def write_spool_file(spool_dir: Path, kind: str, lines: Iterable[bytes], now_ms:
         temporary.unlink(missing_ok=True)
         raise
     return final
+
+
+def spool_unwritable_reason(spool_dir: Path, min_free_bytes: int) -> str | None:
+    """Why a request's records could not be spooled now (one line), or ``None`` when they could.
+
+    Creates and removes a hidden probe file in each stream's folder (the job
+    ignores hidden names), which catches what permission bits do not show to
+    root: a read-only mount, a file where a folder should be, no inodes left;
+    then checks that ``min_free_bytes`` are free for unprivileged writers.
+    """
+    for kind in SPOOL_KINDS:
+        folder = spool_dir / kind
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".probe-{uuid.uuid4().hex}"
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.unlink(probe)
+        except OSError as exc:
+            return f"{folder} is not writable ({exc.strerror or type(exc).__name__})"
+    stats = os.statvfs(spool_dir)
+    free = stats.f_bavail * stats.f_frsize
+    if free < min_free_bytes:
+        return f"{spool_dir} has {free} bytes free, fewer than the {min_free_bytes} one request may need"
+    return None
+

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Make sure this machine can run flowrec: a Java runtime (17+) for Flink, a
 # redis-server binary for the embedded local Redis, and (for the browser test)
-# Debian's chromium + chromedriver.  Installs Debian packages when running as
-# root with apt; otherwise prints the one command the user must run.
+# Debian's chromium + chromedriver, (for the reverse-proxy recipe's test) nginx.
+# Installs Debian packages when running as root with apt; otherwise prints the
+# one command the user must run.
 #
-#   deploy/bootstrap.sh java|redis|chromium ...
+#   deploy/bootstrap.sh java|redis|chromium|nginx ...
 set -euo pipefail
 
 need_apt=()
@@ -25,6 +26,8 @@ for what in "$@"; do
       command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server) ;;
     chromium)
       { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || need_apt+=(chromium chromium-driver) ;;
+    nginx)
+      command -v nginx >/dev/null 2>&1 || need_apt+=(nginx) ;;
     *) echo "bootstrap: unknown component '$what'" >&2; exit 2 ;;
   esac
 done
@@ -35,7 +38,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "bootstrap: installing ${need_apt[*]} from Debian's packages" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
-  # redis-server's package starts a service on 6379 on some images; we never use it.
+  # redis-server's and nginx's packages start a service (6379, 80) on some images; we never use them.
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   exit 0
 fi

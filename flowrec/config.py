@@ -186,6 +186,7 @@ _HELP: dict[str, str] = {
 }
 # REDIS_URL is the conventional name; FLOWREC_REDIS_URL also works.
 _EXTRA_ENV = {"redis_url": "REDIS_URL"}
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 # `flowrec submit` hands the URL to the Flink client under this name: Flink masks
 # variables whose names contain "secret" when it logs a process environment.
 SECRET_REDIS_URL_ENV = "FLOWREC_REDIS_URL_SECRET"
@@ -216,8 +217,60 @@ def _shown(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def _parse_redis_url(text: str) -> str:
+    url = text.strip()
+    if not url.startswith(REDIS_URL_SCHEMES):
+        # The text may be a secret: say what is wrong, never echo it.
+        raise ValueError(f"it does not hold a Redis URL (one line starting with {', '.join(REDIS_URL_SCHEMES)})")
+    return url
+
+
+def _parse_api_keys(text: str) -> tuple[str, ...]:
+    keys = tuple(k.strip() for line in text.splitlines() if not line.lstrip().startswith("#") for k in line.split(",") if k.strip())
+    if not keys:
+        raise ValueError("it holds no API key (one key per line or comma-separated; lines starting with # are ignored)")
+    return keys
+
+
+# Secrets can come from a file instead (`--redis-url-file`, `FLOWREC_REDIS_URL_FILE`, ...):
+# a value given as a flag shows in `ps` to every local user.  Field -> how its file reads.
+_SECRET_FILES = {"redis_url": _parse_redis_url, "api_keys": _parse_api_keys}
+
+
+def read_secret_file(path: str | Path, name: str) -> object:
+    """The value of setting ``name`` (``redis_url`` or ``api_keys``) read from the file ``path``.
+
+    Raises ValueError with a one-line reason that names the file but never its content.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ValueError(f"cannot read {path}: {reason}") from None
+    try:
+        return _SECRET_FILES[name](text)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def _secret_file_type(name: str):
+    """An argparse ``type`` reading the setting from a file at parse time (a bad file is a usage error, exit 2)."""
+
+    def read(path: str) -> object:
+        try:
+            return read_secret_file(path, name)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return read
+
+
 def add_settings_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
-    """Add the settings flags (all, or the named ones) to a command's parser."""
+    """Add the settings flags (all, or the named ones) to a command's parser.
+
+    A secret (the Redis URL, the API keys) also gets a ``--<flag>-file FILE``
+    form, exclusive with the flag, filling the same setting.
+    """
     group = parser.add_argument_group("settings (flags override FLOWREC_* environment variables)")
     defaults = Settings()
     for flag, (name, kind) in _FIELDS.items():
@@ -225,6 +278,14 @@ def add_settings_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...
             continue
         env = _EXTRA_ENV.get(name, ENV_PREFIX + name.upper())
         default = "a private local redis-server where the command can start one" if name == "redis_url" else _shown(getattr(defaults, name))
+        if name in _SECRET_FILES:
+            default = "none" if name == "api_keys" else default
+            exclusive = group.add_mutually_exclusive_group()
+            text = f"{_HELP[name]} (env {env}; default: {default}; visible in `ps`, prefer --{flag}-file)".replace("%", "%%")
+            exclusive.add_argument(f"--{flag}", dest=name, type=_argument_type(flag, kind), default=None, help=text)
+            exclusive.add_argument(f"--{flag}-file", dest=name, type=_secret_file_type(name), default=None, metavar="FILE",
+                                   help=f"read it from FILE (env {ENV_PREFIX}{name.upper()}_FILE)")
+            continue
         # argparse expands %-formats in help texts.
         text = f"{_HELP[name]} (env {env}; default: {default})".replace("%", "%%")
         kind_of_flag = str if name in _CHOICES else _argument_type(flag, kind)
@@ -255,6 +316,13 @@ def load_settings(args: argparse.Namespace | None = None, env: Mapping[str, str]
                     shown = "(hidden)" if name == "redis_url" else repr(env[env_name])
                     raise UsageError(f"{env_name}={shown} is not valid: {exc}") from exc
                 break
+        if name in _SECRET_FILES and name not in values:
+            file_env = f"{ENV_PREFIX}{name.upper()}_FILE"
+            if env.get(file_env):
+                try:
+                    values[name] = read_secret_file(env[file_env], name)
+                except ValueError as exc:
+                    raise UsageError(f"{file_env}: {exc}") from None
     model_path = getattr(args, "model_config", None) if args is not None else None
     model_path = model_path or (Path(env["FLOWREC_MODEL_CONFIG"]) if env.get("FLOWREC_MODEL_CONFIG") else None)
     if model_path is not None:

@@ -139,9 +139,11 @@ def main(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, redis_url=local.url)
     settings = dataclasses.replace(settings, spool_dir=spool, record_freshness=True, checkpoint_dir=str(out / "checkpoints"))
     port = _port(args.port)
+    # The Redis URL (it may hold a password) goes in the environment: a command line shows in `ps`.
     api = subprocess.Popen(
-        [sys.executable, "-m", "flowrec.cli", "serve", "--demo", "--port", str(port), "--redis-url", settings.redis_url,
+        [sys.executable, "-m", "flowrec.cli", "serve", "--demo", "--port", str(port),
          "--namespace", settings.namespace, "--spool-dir", str(spool), "--catalog", str(shop / "catalog.jsonl")],
+        env={**os.environ, "FLOWREC_REDIS_URL": settings.redis_url},
     )
     job = None
     stop = threading.Event()

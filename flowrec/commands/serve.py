@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import logging
 import os
 import secrets
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 from flowrec.config import add_settings_arguments, load_settings
 
 log = logging.getLogger(__name__)
 
 HELP = "run the lookup and ingest HTTP API, with the /demo page, on uvicorn"
+
+
+def _positive(kind: Callable[[str], int | float]) -> Callable[[str], int | float]:
+    """An argparse ``type``: a number of ``kind`` above zero."""
+
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its "invalid int value" message
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demo-key", default=None, help="the demo key to use with --demo (default: a random one)")
     parser.add_argument("--max-body-bytes", type=int, default=None, help="largest request body accepted, 413 beyond (default 1 MiB)")
     parser.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs throughput)")
+    edge = parser.add_argument_group("limits at the HTTP edge (per worker process; see deploy/README.md for a reverse proxy in front)")
+    edge.add_argument("--max-header-bytes", type=_positive(int), default=None, help="largest request head (request line + headers), 431 beyond (default 16 KiB)")
+    edge.add_argument("--max-headers", type=_positive(int), default=None, help="most headers in a request, 431 beyond (default 100)")
+    edge.add_argument("--header-timeout-s", type=_positive(float), default=None, help="seconds a client has to send a request head, 408 after (default 10)")
+    edge.add_argument("--body-timeout-s", type=_positive(float), default=None, help="seconds a request's whole body may take, 408 after (default 30)")
+    edge.add_argument("--trusted-proxies", default=None, metavar="IPS",
+                      help="comma-separated addresses of reverse proxies whose X-Forwarded-For/-Proto are believed (default: none)")
+    edge.add_argument("--max-connections", type=_positive(int), default=None, help="open connections, more are answered 503 and closed (default 1000)")
     add_settings_arguments(parser, only=("redis-url", "namespace", "spool-dir", "api-keys", "model-config", "redis-deadline-ms"))
 
 
@@ -41,12 +64,21 @@ def _is_loopback(host: str) -> bool:
 def main(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.app import MAX_BODY_BYTES, create_app, freeze_startup_objects
+    from api.app import BODY_TIMEOUT_S, MAX_BODY_BYTES, create_app, freeze_startup_objects
     from api.browse import BrowseCatalog
+    from api.edge import EdgeLimits, GuardedHttpToolsProtocol
     from flowrec.localredis import LocalRedis
 
     settings = load_settings(args)
     max_body_bytes = args.max_body_bytes or MAX_BODY_BYTES
+    body_timeout_s = args.body_timeout_s or BODY_TIMEOUT_S
+    defaults = EdgeLimits()
+    limits = EdgeLimits(
+        max_head_bytes=args.max_header_bytes or defaults.max_head_bytes,
+        max_headers=args.max_headers or defaults.max_headers,
+        head_timeout_s=args.header_timeout_s or defaults.head_timeout_s,
+        max_connections=args.max_connections or defaults.max_connections,
+    )
     demo_key = (args.demo_key or secrets.token_urlsafe(24)) if args.demo else None
     if args.demo_key and not args.demo:
         log.warning("--demo-key is ignored without --demo")
@@ -63,12 +95,14 @@ def main(args: argparse.Namespace) -> int:
         log.warning("no Redis URL given: serving from a private, empty redis-server at %s", local.url)
     # (SIGTERM: uvicorn shuts down gracefully, then re-raises it, and flowrec.cli's handler
     # turns it into SystemExit, so the private Redis below is still stopped.)
-    uvicorn_options = dict(host=args.host, port=args.port, access_log=args.access_log, log_level="info", proxy_headers=False, server_header=False)
+    uvicorn_options = dict(host=args.host, port=args.port, access_log=args.access_log, log_level="info", server_header=False,
+                           proxy_headers=bool(args.trusted_proxies), forwarded_allow_ips=args.trusted_proxies,
+                           http=functools.partial(GuardedHttpToolsProtocol, limits=limits))
     print(f"flowrec API on http://{args.host}:{args.port}  (docs /docs, demo page http://{args.host}:{args.port}/demo)", flush=True)
     try:
         if args.workers <= 1:
             catalog = BrowseCatalog.from_file(args.catalog) if args.catalog else None
-            app = create_app(settings, catalog=catalog, demo_key=demo_key, max_body_bytes=max_body_bytes)
+            app = create_app(settings, catalog=catalog, demo_key=demo_key, max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s)
             freeze_startup_objects()
             uvicorn.run(app, **uvicorn_options)
         else:
@@ -78,6 +112,7 @@ def main(args: argparse.Namespace) -> int:
                 "FLOWREC_NAMESPACE": settings.namespace,
                 "FLOWREC_MAX_BODY_BYTES": str(max_body_bytes),
                 "FLOWREC_REDIS_DEADLINE_MS": str(settings.redis_deadline_ms),
+                "FLOWREC_BODY_TIMEOUT_S": str(body_timeout_s),
             }
             if settings.spool_dir is not None:
                 env["FLOWREC_SPOOL_DIR"] = str(settings.spool_dir)

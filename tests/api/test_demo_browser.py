@@ -118,3 +118,18 @@ def test_demo_page_without_demo_mode_has_no_key(serve, browser):
     browser.get(f"{base}/demo")
     assert browser.execute_script("return window.FLOWREC") == {"apiKey": None, "pollMs": 500}
     assert browser.find_element(By.ID, "api-key").get_attribute("value") == ""
+
+
+def test_docs_page_renders_from_local_files_under_its_policy(serve, browser):
+    """Swagger UI draws every operation with no network beyond the API (its files are local, the CSP allows nothing else)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base = serve()
+    browser.get(f"{base}/docs")
+    WebDriverWait(browser, 20, poll_frequency=0.1).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) >= 10)
+    paths = browser.execute_script("return [...document.querySelectorAll('.opblock-summary-path')].map(e => e.dataset.path)")
+    assert "/v1/users/{user_id}/recommendations" in paths
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert loaded and all(url.startswith(base) for url in loaded), loaded
+    assert [entry["message"] for entry in browser.get_log("browser")] == []

@@ -6,13 +6,15 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import orjson
 
 from api.app import create_app_from_env
 from api.ready import wait_ready
-from flowrec.localredis import free_port
+from flowrec.localredis import LocalRedis, free_port
+from tests.envkit import clean_environment
 from transforms.catalog import CatalogItem
 
 from .conftest import running
@@ -68,3 +70,36 @@ def test_worker_factory_reads_the_environment(monkeypatch, tmp_path, redis_url, 
         for key in ("k1", "k2", "demo"):
             assert client.post("/v1/events", json=event, headers={"Authorization": f"Bearer {key}"}).status_code == 202
         assert client.post("/v1/events", json=[event] * 5, headers={"Authorization": "Bearer k1"}).status_code == 413
+
+
+def test_flowrec_serve_reads_its_secrets_from_files(tmp_path):
+    """`--redis-url-file` and `--api-keys-file`: the secrets work and stay off the process's command line."""
+    password, key = f"pw-{os.urandom(8).hex()}", f"key-{os.urandom(8).hex()}"
+    redis_server = LocalRedis(password=password).start()
+    try:
+        (tmp_path / "redis-url").write_text(redis_server.url + "\n")
+        (tmp_path / "api-keys").write_text(f"# the write keys\n{key}\nanother-key\n")
+        port = free_port()
+        command = [sys.executable, "-m", "flowrec.cli", "serve", "--port", str(port), "--redis-url-file", str(tmp_path / "redis-url"),
+                   "--api-keys-file", str(tmp_path / "api-keys"), "--spool-dir", str(tmp_path / "spool")]
+        server = subprocess.Popen(command, env=clean_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(base, server)  # ready = Redis answered through the password from the file
+            cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes()
+            assert password.encode() not in cmdline and key.encode() not in cmdline
+            event = {"user_id": "u1", "item_id": "i1", "event_type": "click"}
+            assert httpx.post(f"{base}/v1/events", json=event, headers={"Authorization": f"Bearer {key}"}).status_code == 202
+            assert httpx.post(f"{base}/v1/events", json=event, headers={"Authorization": "Bearer the-comment"}).status_code == 401
+        finally:
+            server.terminate()
+            server.communicate(timeout=15)
+    finally:
+        redis_server.stop()
+
+
+def test_flowrec_serve_with_an_unreadable_secret_file_exits_2_with_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "flowrec.cli", "serve", "--api-keys-file", str(tmp_path / "absent")],
+                          env=clean_environment(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == f"flowrec serve: error: argument --api-keys-file: cannot read {tmp_path / 'absent'}: No such file or directory"

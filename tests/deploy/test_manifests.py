@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
+import subprocess
 import tomllib
 from pathlib import Path, PurePosixPath
 
@@ -153,7 +154,7 @@ def test_compose_job_command_is_a_valid_flowrec_submit(compose):
     assert command[:2] == ["flowrec", "submit"]
     args = flowrec_parser().parse_args(command[1:])
     host, _, port = args.jobmanager.partition(":")
-    assert host == "jobmanager" and port == services["jobmanager"]["ports"][0].split(":")[1]
+    assert host == "jobmanager" and port == services["jobmanager"]["ports"][0].split(":")[2]
     assert str(args.spool_dir).startswith("/data/")
     assert args.skip_if_running, "re-running `compose up` does not submit a second job"
     assert services["job"]["environment"]["REDIS_URL"].startswith("redis://redis:")
@@ -167,11 +168,26 @@ def test_compose_api_command_is_a_valid_flowrec_serve_on_the_jobs_spool(compose)
     api = flowrec_parser().parse_args(command[1:])
     job = flowrec_parser().parse_args(services["job"]["command"][1:])
     assert api.spool_dir == job.spool_dir, "the API writes where the job reads"
-    assert api.host == "0.0.0.0"
-    assert services["api"]["ports"][0].split(":")[1] == str(api.port)
+    assert api.host == "0.0.0.0"  # inside its container; the port is published on loopback only (below)
+    assert services["api"]["ports"][0].split(":")[2] == str(api.port)
     env = services["api"]["environment"]
     assert env["REDIS_URL"] == services["job"]["environment"]["REDIS_URL"]
-    assert env["FLOWREC_API_KEYS"].startswith("${FLOWREC_API_KEYS:?"), "no default key: compose refuses to start without one"
+    # The write keys come from a secret file, never from the command line or a variable's value.
+    assert "FLOWREC_API_KEYS" not in env and api.api_keys is None
+    [secret] = services["api"]["secrets"]
+    assert env["FLOWREC_API_KEYS_FILE"] == f"/run/secrets/{secret}"
+    key_file = DEPLOY / compose["secrets"][secret]["file"]
+    assert key_file.parent == DEPLOY / "secrets"
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(key_file)], cwd=REPO)
+    assert ignored.returncode == 0, "the key file can never be committed"
+
+
+def test_compose_publishes_ports_on_loopback_only(compose):
+    published = {name: service.get("ports", []) for name, service in compose["services"].items()}
+    assert published["api"] and published["jobmanager"]
+    for name, ports in published.items():
+        for port in ports:
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
 
 
 # -- Kubernetes -----------------------------------------------------------------------------------

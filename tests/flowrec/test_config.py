@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,73 @@ def test_redis_deadline_from_flag_or_env_and_positive():
     for bad in ("0", "-5"):
         with pytest.raises(ValueError, match="REDIS_DEADLINE_MS"):
             load_settings(parse([]), env={"FLOWREC_REDIS_DEADLINE_MS": bad})
+
+
+# -- secrets from files (a flag's value shows in `ps`) -------------------------------------------
+
+
+def test_secrets_read_from_files_given_as_flags(tmp_path):
+    url_file, keys_file = tmp_path / "redis-url", tmp_path / "api-keys"
+    url_file.write_text("rediss://:pw@redis.example:6380/0\n")
+    keys_file.write_text("# write keys\nk1\n\n k2 , k3\n")
+    settings = load_settings(parse(["--redis-url-file", str(url_file), "--api-keys-file", str(keys_file)]), env={"REDIS_URL": "redis://env:1/0"})
+    assert settings.redis_url == "rediss://:pw@redis.example:6380/0"
+    assert settings.api_keys == ("k1", "k2", "k3")
+    # Every command offering a secret's flag offers its file form too.
+    only = parse(["--redis-url-file", str(url_file)], only=("redis-url",))
+    assert only.redis_url == "rediss://:pw@redis.example:6380/0" and not hasattr(only, "api_keys")
+
+
+def test_secrets_read_from_files_named_in_the_environment(tmp_path):
+    url_file, keys_file = tmp_path / "redis-url", tmp_path / "api-keys"
+    url_file.write_text("redis://:pw@r:6379/0")
+    keys_file.write_text("k1,k2")
+    env = {"FLOWREC_REDIS_URL_FILE": str(url_file), "FLOWREC_API_KEYS_FILE": str(keys_file)}
+    settings = load_settings(parse([]), env=env)
+    assert (settings.redis_url, settings.api_keys) == ("redis://:pw@r:6379/0", ("k1", "k2"))
+    # A value set directly wins over a file.
+    assert load_settings(parse(["--api-keys", "flag"]), env={**env, "REDIS_URL": "redis://direct:1/0"}) == Settings(redis_url="redis://direct:1/0", api_keys=("flag",))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, r"cannot read .*missing: No such file or directory"),
+        ("", "no API key"),
+        ("# only a comment\n", "no API key"),
+    ],
+)
+def test_bad_api_keys_file_is_a_one_line_usage_error(tmp_path, capsys, content, message):
+    path = tmp_path / "missing"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SystemExit) as exc:
+        parse(["--api-keys-file", str(path)])
+    assert exc.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("test: error: argument --api-keys-file: ")
+    assert re.search(message, error), error
+
+
+def test_bad_redis_url_file_never_echoes_its_content(tmp_path, capsys):
+    path = tmp_path / "redis-url"
+    path.write_text("hunter2-not-a-url\n")
+    with pytest.raises(SystemExit) as exc:
+        parse(["--redis-url-file", str(path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "does not hold a Redis URL" in err and "hunter2" not in err
+    with pytest.raises(ValueError, match=r"^FLOWREC_REDIS_URL_FILE: .*does not hold a Redis URL[^\n]*$") as raised:
+        load_settings(parse([]), env={"FLOWREC_REDIS_URL_FILE": str(path)})
+    assert "hunter2" not in str(raised.value)
+    with pytest.raises(ValueError, match=r"^FLOWREC_API_KEYS_FILE: cannot read .*: No such file or directory$"):
+        load_settings(parse([]), env={"FLOWREC_API_KEYS_FILE": str(tmp_path / "nope")})
+
+
+def test_a_secret_flag_and_its_file_form_exclude_each_other(tmp_path, capsys):
+    path = tmp_path / "api-keys"
+    path.write_text("k1")
+    with pytest.raises(SystemExit) as exc:
+        parse(["--api-keys", "k0", "--api-keys-file", str(path)])
+    assert exc.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
