@@ -66,8 +66,15 @@ def _has_default(action: argparse.Action) -> bool:
     return action.default not in (None, argparse.SUPPRESS) and action.default != [] and not isinstance(action.default, bool)
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """Bad usage is one line (``flowrec CMD: error: ...``) and exit status 2, without the usage block."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(modules: dict[str, object]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowrec", description="Real-time recommendations for online shops on Apache Flink.",
+    parser = OneLineErrors(prog="flowrec", description="Real-time recommendations for online shops on Apache Flink.",
                                      formatter_class=HelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"flowrec {__version__}")

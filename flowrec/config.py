@@ -42,6 +42,28 @@ def whole_number(text: str) -> int:
         raise ValueError(f"expected a whole number, got {text!r}") from None
 
 
+def port_number(text: str) -> int:
+    """A TCP port flag (``--port``): 1 to 65535; raises argparse.ArgumentTypeError saying so."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a whole number from 1 to 65535, not {text!r}")
+    return value
+
+
+def non_negative_seconds(text: str) -> float:
+    """A duration flag in seconds, 0 or more; raises argparse.ArgumentTypeError saying so."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, not {text!r}")
+    return value
+
+
 def yes_or_no(text: str) -> bool:
     """A true/false setting: true, yes, 1 or false, no, 0 (any case)."""
     value = str(text).strip().lower()

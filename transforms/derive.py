@@ -22,6 +22,14 @@ observed is still current.  Evidence counts when at least
 :data:`MIN_REPEATED_SHARE` of the user-item pairs (and
 :data:`MIN_REPEATED_PAIRS` pairs) repeat.  Without any history the config's
 own value stays (the shop default, one day).
+
+The derived value never goes below the configured one: spans of repeated
+interest are measured within the history's visits (a view, then the cart
+minutes later), so in a shop they say how long an interest lasts within a
+visit, not that it is gone by the next one.  On a generated shop the median
+span was 2.4 minutes, and co-occurrence with that half-life fell from nDCG@10
+0.108 (one day) to 0.038, below popularity.  So a history may lengthen memory
+(a ratings log: months), never shorten it below what the shop configured.
 """
 
 from __future__ import annotations
@@ -110,7 +118,9 @@ def derive_config(events: EventBatch, config: ModelConfig) -> Derivation:
                 positive[valid] = event_weights(events.etype[valid], events.rating[valid], config) > 0
             value, evidence[name] = interest_half_life_ms(events.user, events.item, events.ts, positive)
             if value is not None:
-                changes[name] = value
+                # Only ever longer than configured (see the module docstring).
+                changes[name] = max(value, config.half_life_ms)
+                evidence[name]["floor_ms"] = config.half_life_ms
         else:  # guarded by ModelConfig validation
             raise ValueError(f"{name!r} is not derivable; derivable: {DERIVABLE_FIELDS}")
     derived = config.replace(derive_from_history=(), **changes)

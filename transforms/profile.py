@@ -178,5 +178,7 @@ def group_by_user(users: np.ndarray) -> list[tuple[str, np.ndarray]]:
 def top_interests(profile: UserProfile, now_ms: int, config: ModelConfig, limit: int | None = None) -> list[tuple[str, float]]:
     """The user's strongest positive interests decayed to ``now_ms``, strongest first (ties: id)."""
     scale = 2.0 ** ((profile.landmark_ms - now_ms) / config.half_life_ms)
-    ranked = sorted(((item, value * scale) for item, value in profile.interests.items() if value > 0), key=lambda kv: (-kv[1], kv[0]))
+    # An interest decayed below the smallest float is no interest: it would weigh 0 in every sum.
+    decayed = ((item, value * scale) for item, value in profile.interests.items() if value > 0)
+    ranked = sorted(((item, value) for item, value in decayed if value > 0), key=lambda kv: (-kv[1], kv[0]))
     return ranked[: limit or config.interest_items]

@@ -474,6 +474,8 @@ def score_users(
             if not user.categories:
                 continue
             top_cat = max(user.categories.values())
+            if not top_cat > 0:
+                continue
             for category, value in sorted(user.categories.items(), key=lambda kv: (-kv[1], kv[0]))[:3]:
                 if category not in category_index:
                     category_index[category] = len(category_names)

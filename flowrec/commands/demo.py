@@ -23,7 +23,7 @@ from pathlib import Path
 import orjson
 import redis
 
-from flowrec.config import UsageError, add_settings_arguments, load_settings
+from flowrec.config import UsageError, add_settings_arguments, load_settings, port_number
 from flowrec.localredis import LocalRedis, free_port
 from state.keys import KeyKind, redis_key
 from state.store import decode_list
@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--items", type=int, default=250)
     parser.add_argument("--events", type=int, default=60_000, help="events of the synthetic shop to replay")
     parser.add_argument("--rate", type=float, default=300.0, help="events per second replayed live")
-    parser.add_argument("--port", type=int, default=8000, help="API port (a free one is used if taken)")
+    parser.add_argument("--port", type=port_number, default=8000, help="API port (a free one is used if taken)")
     parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
     parser.add_argument("--seed", type=int, default=7)
     add_settings_arguments(parser, only=("redis-url", "namespace", "execution-mode", "model-config"))

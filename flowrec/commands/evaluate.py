@@ -24,7 +24,7 @@ from pathlib import Path
 
 import orjson
 
-from flowrec.config import add_settings_arguments, load_settings
+from flowrec.config import UsageError, add_settings_arguments, load_settings
 
 HELP = "measure recommendation quality of flowrec and baselines (msr, temporal or prequential protocol)"
 
@@ -86,17 +86,13 @@ def main(args: argparse.Namespace) -> int:
     from transforms.datasets import DatasetMissing
 
     if (args.train is None) != (args.test is None):
-        print("error: --train and --test go together", file=sys.stderr)
-        return 2
+        raise UsageError("--train and --test go together")
     if args.train is None and not args.dataset:
-        print("error: give --dataset, or --train and --test", file=sys.stderr)
-        return 2
+        raise UsageError("give --dataset, or --train and --test")
     if args.k <= 0:
-        print("error: --k must be positive", file=sys.stderr)
-        return 2
+        raise UsageError("--k must be positive")
     if args.window_hours <= 0:
-        print("error: --window-hours must be positive", file=sys.stderr)
-        return 2
+        raise UsageError("--window-hours must be positive")
     try:
         settings = load_settings(args)
         algorithms = harness.parse_algorithms(args.algorithms)
@@ -121,11 +117,9 @@ def main(args: argparse.Namespace) -> int:
             embeddings=embedding_source(args, dataset.catalog),
         )
     except DatasetMissing as exc:
-        print(f"error: {exc} (set --datasets-dir or FLOWREC_DATASETS_DIR)", file=sys.stderr)
-        return 2
+        raise UsageError(f"{exc} (set --datasets-dir or FLOWREC_DATASETS_DIR)") from None
     except (harness.EvaluationError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"{exc}") from None
     if args.out is not None:
         for path in harness.write_outputs(report, args.out):
             log.info("wrote %s", path)

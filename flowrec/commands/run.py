@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from flowrec.config import UsageError, load_settings, redacted_url, require_redis
+from flowrec.config import UsageError, load_settings, non_negative_seconds, redacted_url, require_redis
 from flowrec.localredis import LocalRedis
 from flowrec.progress import ProgressReporter
 from pipelines.main import add_job_arguments, choose_source, run_job, silence_gateway_logs, stop_job_quietly
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-non-restored-state", action="store_true",
                         help="with --restore: skip savepoint state of operators the new job no longer has (e.g. the bootstrap sources)")
     output = parser.add_argument_group("output")
-    output.add_argument("--progress-interval", type=float, default=5.0, metavar="SECONDS",
+    output.add_argument("--progress-interval", type=non_negative_seconds, default=5.0, metavar="SECONDS",
                         help="print the job's progress to stderr every this many seconds (0: never)")
     output.add_argument("--json", action="store_true", help="print the end summary as one JSON object")
     output.add_argument("--keep-redis", action=argparse.BooleanOptionalAction, default=None,

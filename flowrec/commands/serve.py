@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from flowrec.config import add_settings_arguments, load_settings
+from flowrec.config import add_settings_arguments, load_settings, port_number
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def _positive(kind: Callable[[str], int | float]) -> Callable[[str], int | float
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, loopback only)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=port_number, default=8000, help="port to listen on")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (metrics are per process)")
     parser.add_argument("--catalog", type=Path, default=None, help="catalog JSON-lines file for browsing (demo shop window), loaded once")
     parser.add_argument("--demo", action="store_true", help="accept a demo write key (generated, or --demo-key) and put it in the /demo page")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import orjson
 
-from flowrec.config import add_settings_arguments, load_settings
+from flowrec.config import UsageError, add_settings_arguments, load_settings
 
 HELP = "train learned item embeddings and a sequence model on an event log (needs pip install '.[learn]')"
 
@@ -103,8 +103,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         require_torch()
     except TorchMissing as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"{exc}") from None
     from evaluation.harness import EvaluationError, load_dataset
     from learn.train import train_and_export
     from transforms.datasets import DatasetMissing
@@ -118,11 +117,9 @@ def main(args: argparse.Namespace) -> int:
             model_config=settings.model, progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
         )
     except DatasetMissing as exc:
-        print(f"error: {exc} (set --datasets-dir or FLOWREC_DATASETS_DIR)", file=sys.stderr)
-        return 2
+        raise UsageError(f"{exc} (set --datasets-dir or FLOWREC_DATASETS_DIR)") from None
     except (EvaluationError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"{exc}") from None
     summary = {"dataset": dataset.name, "events": len(dataset.events), **result.summary}
     if args.publish is not None:
         summary["published"] = str(publish(args.publish, Path(result.path), int(time.time() * 1000)))

@@ -25,7 +25,7 @@ import logging
 import sys
 from pathlib import Path
 
-from flowrec.config import add_settings_arguments, load_settings
+from flowrec.config import UsageError, add_settings_arguments, load_settings
 
 HELP = "tune model weights, half-life, similarity and window on validation data from the training split"
 
@@ -70,8 +70,7 @@ def main(args: argparse.Namespace) -> int:
     from transforms.datasets import DatasetMissing
 
     if args.k <= 0 or args.budget <= 0 or args.scoring_trials <= 0:
-        print("error: --k, --budget and --scoring-trials must be positive", file=sys.stderr)
-        return 2
+        raise UsageError("--k, --budget and --scoring-trials must be positive")
     try:
         settings = load_settings(args)
         spaces = {}
@@ -100,11 +99,9 @@ def main(args: argparse.Namespace) -> int:
             **spaces,
         )
     except DatasetMissing as exc:
-        print(f"error: {exc} (set --datasets-dir or FLOWREC_DATASETS_DIR)", file=sys.stderr)
-        return 2
+        raise UsageError(f"{exc} (set --datasets-dir or FLOWREC_DATASETS_DIR)") from None
     except (harness.EvaluationError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"{exc}") from None
     print(f"{dataset.name} · {args.protocol} validation (from the training part only) · {len(result.trials)} candidates · {result.runtime_s:.0f} s")
     print()
     print(tuner.format_trials(result, args.k))

@@ -100,7 +100,8 @@ def test_demo_page_sends_an_event_and_shows_the_list_change(serve, store, spool_
     wait.until(lambda d: "sent add_to_cart i3" in d.find_element(By.ID, "last-post").text)
 
     # The event reached the job's live source as a spool file ...
-    spooled = [r for path in sorted(spool_dir.glob("events/events-*.jsonl")) for r in orjson.loads(path.read_bytes())]
+    # (each file: one JSON-array line of events, then the end marker the job's spool retention reads)
+    spooled = [r for path in sorted(spool_dir.glob("events/events-*.jsonl")) for r in orjson.loads(path.read_bytes().splitlines()[0])]
     assert {"user_id": "u1", "item_id": "i3", "event_type": "add_to_cart", "ts": clock.now_ms} in spooled
     # ... and once the job has processed it, the page shows the new list with its reasons.
     WebDriverWait(browser, 30, poll_frequency=0.1).until(lambda d: list_items(d) not in ([], before))

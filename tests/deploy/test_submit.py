@@ -45,9 +45,8 @@ def test_job_arguments_round_trip_through_mains_parser(tmp_path: Path, monkeypat
 
 def test_secrets_read_from_files_stay_off_the_flink_command_line(tmp_path: Path):
     (tmp_path / "url").write_text("redis://:file-secret@r:6379/0\n")
-    (tmp_path / "keys").write_text("key-secret\n")
-    args = parse("submit", "--spool-dir", "/data/spool", "--redis-url-file", str(tmp_path / "url"), "--api-keys-file", str(tmp_path / "keys"))
-    assert args.redis_url == "redis://:file-secret@r:6379/0" and args.api_keys == ("key-secret",)
+    args = parse("submit", "--spool-dir", "/data/spool", "--redis-url-file", str(tmp_path / "url"))
+    assert args.redis_url == "redis://:file-secret@r:6379/0"
     assert submit.job_arguments(args) == ["--spool-dir", "/data/spool"]
 
 

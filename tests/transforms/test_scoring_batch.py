@@ -115,3 +115,14 @@ def test_excludes_apply_per_user():
 
 def test_an_empty_batch_scores_nothing():
     assert score_users([], 0, ScoringModel(), CONFIG) == []
+
+
+def test_interests_decayed_to_nothing_are_a_cold_start_not_a_crash():
+    """A half-life far below the time since the events (a derived or tuned one) decays interests to 0.0."""
+    rng = random.Random(5)
+    model = random_model(rng)
+    profile = UserProfile(landmark_ms=0, last_ts=0, interests={"item-0001": 3.0, "item-0002": 1.0}, last_action={"item-0001": VIEW, "item-0002": VIEW})
+    config = CONFIG.replace(half_life_ms=1_000)
+    lists = score_user(profile, 10**9, model, config)
+    assert lists.interests == [] and lists.categories == {}
+    assert lists.home and {entry.reason.code for entry in lists.home} == {"trending_now"}
