@@ -812,11 +812,14 @@ class _VersionedView:
         self.window = window
 
     def get(self, name: str, default=None):
-        versions = self.mirror.get(self.prefix + name)
+        key = self.prefix + name
+        versions = self.mirror.get(key)
         if versions:
-            for w, _, value in reversed(versions):
-                if w <= self.window:
-                    return value
+            for version in reversed(versions):
+                if version[0] <= self.window:
+                    if version[2] is None:  # decoded on first use: most versions are never read
+                        version[2] = _decode_model_value(key, version[1])
+                    return version[2]
         return default
 
 
@@ -880,7 +883,7 @@ class Scorer(KeyedBroadcastProcessFunction):
         if self.mirror is None:
             self.mirror = {}
             for key, raw in ctx.get_broadcast_state(model_descriptor()).items():
-                self.mirror[key] = [(w, p, _decode_model_value(key, p)) for w, p in decode_versions(raw)]
+                self.mirror[key] = [[w, p, None] for w, p in decode_versions(raw)]
         return self.mirror
 
     def process_broadcast_element(self, value: Bundle | ModelUpdate, ctx) -> None:
@@ -889,14 +892,15 @@ class Scorer(KeyedBroadcastProcessFunction):
         # The broadcast context's current_watermark() fails in thread mode
         # (PyFlink 2.3), so the last window whose timer fired stands in for it.
         closed = self.closed_window
+        # A bundle may carry a version of one key per window of a long sparse stretch:
+        # add them all, then prune and write each key once (not once per version).
+        touched: dict[str, None] = {}
         for update in unbundled(value):
-            self._put(update, mirror, state, closed)
-
-    def _put(self, update: ModelUpdate, mirror: dict, state, closed: int) -> None:
-        for key, raw in update.entries:
-            versions = mirror.get(key, [])
-            versions.append((update.window, raw, _decode_model_value(key, raw)))
-            versions.sort(key=lambda v: v[0])
+            for key, raw in update.entries:
+                mirror.setdefault(key, []).append([update.window, raw, None])
+                touched[key] = None
+        for key in touched:
+            versions = sorted(mirror[key], key=lambda v: v[0])  # stable: equal windows keep arrival order
             # Versions older than the newest one already visible to every open window are dead.
             visible = [i for i, v in enumerate(versions) if v[0] <= closed]
             if visible:
