@@ -416,7 +416,8 @@ def refresh_windows(windows: np.ndarray, config: ModelConfig) -> np.ndarray:
     """Which event windows refresh the model: the first window closing in each refresh slot."""
     if len(windows) == 0:
         return np.zeros(0, dtype=bool)
-    slots = ((windows + 1) * config.window_ms - 1) // config.model_refresh_ms
+    clock = WindowClock.of(config)
+    slots = clock.refresh_slot(clock.end(windows))
     return np.r_[True, slots[1:] != slots[:-1]]
 
 

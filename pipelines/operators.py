@@ -573,7 +573,7 @@ class ItemModelOperator(KeyedProcessFunction):
             codes, weights = model.rows[model.vocab.code[item]]
             self.rows.put(item, encode_row(ids[codes].tolist(), weights.tolist()))
         meta["end"] = end
-        slot = (end - 1) // self.config.model_refresh_ms
+        slot = WindowClock.of(self.config).refresh_slot(end)
         if slot != meta["slot"]:
             meta["slot"] = slot
             self._refresh(model, meta, end, updates, writes)
@@ -768,7 +768,7 @@ class TrendingOperator(KeyedProcessFunction):
                 self.buckets.put(str(bucket), encode_scored(list(values.keys()), list(values.values())))
         if events_window:
             meta["end"] = end
-            slot = (end - 1) // self.config.model_refresh_ms
+            slot = WindowClock.of(self.config).refresh_slot(end)
             if slot != meta["slot"]:
                 meta["slot"] = slot
                 self._lists(model, meta, end, updates, writes)

@@ -360,7 +360,7 @@ class ReferenceEngine:
         self.items.apply_window(c.items, c.item_weights, c.pair_a, c.pair_b, c.pair_weights)
         self.trending.add(c.trend_items, c.trend_ts, c.trend_weights)
         self._events_since_refresh += self._events_in_window
-        slot = (end - 1) // self.config.model_refresh_ms
+        slot = self.clock.refresh_slot(end)
         if slot != self._refresh_slot and self.score_users is not False:
             self._refresh_slot = slot
             self._refresh(out, end)
