@@ -70,7 +70,7 @@ class OneLineErrors(argparse.ArgumentParser):
     """Bad usage is one line (``flowrec CMD: error: ...``) and exit status 2, without the usage block."""
 
     def error(self, message: str):  # noqa: D102 - argparse's hook
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser(modules: dict[str, object]) -> argparse.ArgumentParser:
