@@ -184,32 +184,23 @@ def split_chunk(chunk: str) -> list[str]:
     return chunk.replace("\x1e", "\n").split("\n")
 
 
-def window_timer(window: int, window_ms: int) -> int:
-    return (window + 1) * window_ms - 1
+def take_due_windows(ctx, timestamp: int, clock: WindowClock, pending: "PendingByWindow") -> list[tuple[int, list[bytes]]]:
+    """The pending messages of every window whose timer the watermark has passed, per window, ascending.
 
-
-def timer_window(timestamp: int, window_ms: int) -> int:
-    return (timestamp + 1) // window_ms - 1
-
-
-def due_window(ctx, timestamp: int, window_ms: int) -> int:
-    """The last window a timer pass may close: every window whose timer the watermark has passed.
-
-    One pass closes them all (in order) and deletes their timers, so a burst of
-    sparse windows costs one call and one scan of the pending state, not one per window.
+    One timer pass closes them all (in order) and deletes their timers, so a burst
+    of sparse windows costs one call and one scan of the pending state, not one per
+    window.  Without a readable watermark it closes the timer's own window only.
     """
+    firing = clock.window_of_timer(timestamp)
     try:
         watermark = ctx.timer_service().current_watermark()
     except Exception:  # noqa: BLE001 - a context without the watermark: close the timer's own window
         watermark = timestamp
-    return max(timer_window(timestamp, window_ms), timer_window(max(watermark, timestamp), window_ms))
-
-
-def drop_window_timers(ctx, windows: Iterable[int], firing: int, window_ms: int) -> None:
-    """Delete the timers of windows a pass closed early (the firing one is already gone)."""
-    for window in windows:
-        if window != firing:
-            ctx.timer_service().delete_event_time_timer(window_timer(window, window_ms))
+    due = pending.take_windows(max(firing, clock.window_of_timer(max(watermark, timestamp))))
+    for window, _ in due:
+        if window != firing:  # the firing timer is already gone
+            ctx.timer_service().delete_event_time_timer(clock.timer(window))
+    return due
 
 
 # -- parsing -------------------------------------------------------------------
@@ -395,13 +386,13 @@ class UserState(KeyedProcessFunction):
 
     def _apply(self, value: EventSlice, watermark: int) -> tuple[UserSnapshot, list[ItemDelta], TrendDelta, int]:
         """One window's events of this shard: profiles updated, and what they add to the item model and trending."""
-        window_ms = self.config.window_ms
+        clock = WindowClock.of(self.config)
         window = value.window
         late = 0
-        if window_timer(window, window_ms) <= watermark:
+        if clock.timer(window) <= watermark:
             late = len(value.events)
             self.late_counter.inc(late)
-            window = (watermark + 1) // window_ms
+            window = clock.open_window(watermark)
         events = value.events
         weights = event_weights(events.etype, events.rating, self.config)
         contribution = ItemContribution()
@@ -505,7 +496,7 @@ class ItemModelOperator(KeyedProcessFunction):
         for delta in value.parts:
             payload = {"e": delta.events, "i": delta.items, "n": delta.item_weights, "a": delta.pair_a, "b": delta.pair_b, "w": delta.pair_weights}
             self.pending.add(delta.window, encode_pending("item", delta.window, payload))
-            ctx.timer_service().register_event_time_timer(window_timer(delta.window, self.config.window_ms))
+            ctx.timer_service().register_event_time_timer(WindowClock.of(self.config).timer(delta.window))
         if value.parts:
             ctx.timer_service().register_event_time_timer(LONG_MAX)
 
@@ -535,15 +526,12 @@ class ItemModelOperator(KeyedProcessFunction):
     def on_timer(self, timestamp: int, ctx) -> Iterable:
         model = self._model(ctx.get_current_key())
         meta = self._meta()
-        window_ms = self.config.window_ms
         updates: list[ModelUpdate] = []
         writes: list = []
         if timestamp == LONG_MAX:
             self._refresh(model, meta, meta["end"], updates, writes)
         else:
-            due = self.pending.take_windows(due_window(ctx, timestamp, window_ms))
-            drop_window_timers(ctx, [w for w, _ in due], timer_window(timestamp, window_ms), window_ms)
-            for window, raws in due:
+            for window, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending):
                 self._close(model, meta, window, raws, updates, writes)
         meta["dirty"] = [model.vocab.ids[c] for c in sorted(model.dirty)]
         self.meta.update(orjson.dumps(meta))
@@ -554,8 +542,7 @@ class ItemModelOperator(KeyedProcessFunction):
 
     def _close(self, model: ItemModel, meta: dict, window: int, raws: list[bytes], updates: list, writes: list) -> None:
         """Apply one window's deltas; at the first close of a refresh slot, refresh the changed neighbours."""
-        window_ms = self.config.window_ms
-        end = (window + 1) * window_ms
+        end = WindowClock.of(self.config).end(window)
         deltas = [decode_pending(raw)[2] for raw in raws]
         items = [i for d in deltas for i in d["i"]]
         pair_a = [a for d in deltas for a in d["a"]]
@@ -582,7 +569,7 @@ class ItemModelOperator(KeyedProcessFunction):
         changed = model.refresh()
         if not changed:
             return
-        window = end // self.config.window_ms - 1
+        window = WindowClock.of(self.config).window_of(end - 1)  # the window ending at `end`
         updates.append(ModelUpdate(window, [("n:" + item, encode_scored(ids, sims)) for item, (ids, sims) in changed.items()]))
         writes += [neighbour_write(KeyKind.ITEM_NEIGHBOURS, item, end, nb, self.ttls.item_s) for item, nb in changed.items()]
 
@@ -614,14 +601,15 @@ class ContentOperator(KeyedProcessFunction):
             self.catalog = None
             yield from boot_model_updates(entries)
             return
-        window = item.ts // self.config.window_ms
+        clock = WindowClock.of(self.config)
+        window = clock.window_of(item.ts)
         watermark = ctx.timer_service().current_watermark()
-        if window_timer(window, self.config.window_ms) <= watermark:
+        if clock.timer(window) <= watermark:
             # Late upsert: like a late event, it takes effect in the open window.
-            window = (watermark + 1) // self.config.window_ms
+            window = clock.open_window(watermark)
         kind = "embeddings" if isinstance(item, EmbeddingSwitch) else "catalog"
         self.pending.add(window, encode_pending(kind, window, item.to_dict()))
-        ctx.timer_service().register_event_time_timer(window_timer(window, self.config.window_ms))
+        ctx.timer_service().register_event_time_timer(clock.timer(window))
 
     def on_timer(self, timestamp: int, ctx) -> Iterable:
         if self.catalog is None:
@@ -632,8 +620,9 @@ class ContentOperator(KeyedProcessFunction):
                     log.warning("dropping a stored catalog item: %s: %s", rejection.detail, rejection.raw[:200])
                     continue
                 self.catalog[item.item_id] = item
-        window = timer_window(timestamp, self.config.window_ms)
-        end = (window + 1) * self.config.window_ms
+        clock = WindowClock.of(self.config)
+        window = clock.window_of_timer(timestamp)
+        end = clock.end(window)
         due: list[CatalogItem] = []
         switches: list[EmbeddingSwitch] = []
         for raw in self.pending.take(window):
@@ -706,7 +695,7 @@ class TrendingOperator(KeyedProcessFunction):
                 raw = encode_pending("trend", part.window, {"e": part.events, "i": part.items, "t": part.ts, "w": part.weights})
                 ctx.timer_service().register_event_time_timer(LONG_MAX)
             self.pending.add(part.window, raw)
-            ctx.timer_service().register_event_time_timer(window_timer(part.window, self.config.window_ms))
+            ctx.timer_service().register_event_time_timer(WindowClock.of(self.config).timer(part.window))
 
     def _meta(self) -> dict:
         raw = self.meta.value()
@@ -736,10 +725,7 @@ class TrendingOperator(KeyedProcessFunction):
         if timestamp == LONG_MAX:
             self._lists(model, meta, meta["end"], updates, writes)
         else:
-            window_ms = self.config.window_ms
-            due = self.pending.take_windows(due_window(ctx, timestamp, window_ms))
-            drop_window_timers(ctx, [w for w, _ in due], timer_window(timestamp, window_ms), window_ms)
-            for window, raws in due:
+            for window, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending):
                 self._close(model, meta, window, raws, updates, writes)
         meta["changed"] = sorted(model.changed)
         self.meta.update(orjson.dumps(meta))
@@ -750,7 +736,7 @@ class TrendingOperator(KeyedProcessFunction):
 
     def _close(self, model: TrendingModel, meta: dict, window: int, raws: list[bytes], updates: list, writes: list) -> None:
         """Apply one window's facts and trend deltas; at the first close of a refresh slot, recompute the lists."""
-        end = (window + 1) * self.config.window_ms
+        end = WindowClock.of(self.config).end(window)
         events_window = False
         slide = self.config.trending_slide_ms
         for raw in raws:
@@ -794,7 +780,7 @@ class TrendingOperator(KeyedProcessFunction):
         for bucket in [int(b) for b in self.buckets.keys()]:
             if bucket not in live or bucket not in model.buckets:
                 self.buckets.remove(str(bucket))
-        window = end // self.config.window_ms - 1
+        window = WindowClock.of(self.config).window_of(end - 1)  # the window ending at `end`
         entries = [("t:", encode_scored(*global_list))] + [("tc:" + c, encode_scored(*tl)) for c, tl in per_category.items()]
         updates.append(ModelUpdate(window, entries))
         writes += [trending_write(None, end, global_list)] + [trending_write(c, end, tl) for c, tl in per_category.items()]
@@ -924,9 +910,7 @@ class Scorer(KeyedBroadcastProcessFunction):
         return ()
 
     def on_timer(self, timestamp: int, ctx) -> Iterable:
-        window_ms = self.config.window_ms
-        due = self.pending.take_windows(due_window(ctx, timestamp, window_ms))
-        drop_window_timers(ctx, [w for w, _ in due], timer_window(timestamp, window_ms), window_ms)
+        due = take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending)
         batches = [self._score_window(window, raws, ctx) for window, raws in due]
         batches = [b for b in batches if b is not None]
         if not batches:
@@ -939,7 +923,7 @@ class Scorer(KeyedBroadcastProcessFunction):
 
     def _score_window(self, window: int, raws: list[bytes], ctx) -> SinkBatch | None:
         """The lists of one window's users, scored with the model as of the window's close."""
-        end = (window + 1) * self.config.window_ms
+        end = WindowClock.of(self.config).end(window)
         self.closed_window = max(self.closed_window, window)
         latest: dict[str, str | None] = {}
         last_ts: dict[str, int] = {}

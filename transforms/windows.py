@@ -46,6 +46,10 @@ class WindowClock:
         """The window whose timer is ``timestamp`` (for a watermark: the last window it has closed)."""
         return (timestamp + 1) // self.window_ms - 1
 
+    def open_window(self, watermark: int) -> int:
+        """The first window ``watermark`` has not closed: where a late event or upsert takes effect."""
+        return self.window_of_timer(watermark) + 1
+
     def refresh_slot(self, end: int) -> int:
         """The refresh slot of a window ending at ``end``."""
         return (end - 1) // self.refresh_ms
