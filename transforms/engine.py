@@ -161,12 +161,11 @@ class ReferenceEngine:
         if self.score_users is False:
             # Nothing observes the windows in between: apply the whole call as
             # one window (same per-user state; item sums are order-free).
-            last = int(events.ts[-1] // self.config.window_ms)
+            last = int(self.clock.window_of(events.ts[-1]))
             self._window = last if self._window is None else max(self._window, last)
             self._apply(events, weights)
             return
-        window_ms = self.config.window_ms
-        windows = events.ts // window_ms
+        windows = self.clock.window_of(events.ts)
         bounds = np.flatnonzero(np.r_[True, windows[1:] != windows[:-1], True])
         for start, end in zip(bounds[:-1], bounds[1:]):
             window = int(windows[start])
@@ -326,14 +325,14 @@ class ReferenceEngine:
 
     def _close_catalog_windows(self, before_window: int | None) -> None:
         """Close the catalog-only windows before ``before_window`` (all when None), oldest first."""
-        window_ms = self.config.window_ms
+        clock = self.clock
         while self._pending_catalog:
-            window = self._pending_catalog[0].ts // window_ms
+            window = clock.window_of(self._pending_catalog[0].ts)
             if before_window is not None and window >= before_window:
                 return
-            due = [c for c in self._pending_catalog if c.ts // window_ms == window]
+            due = [c for c in self._pending_catalog if clock.window_of(c.ts) == window]
             self._pending_catalog = self._pending_catalog[len(due):]
-            out = WindowOutput(window_end_ms=(window + 1) * window_ms)
+            out = WindowOutput(window_end_ms=clock.end(window))
             self._apply_catalog(due, out)
             if self.on_window is not None:
                 self.on_window(out)
@@ -349,7 +348,7 @@ class ReferenceEngine:
 
     def _close(self) -> None:
         window = self._window
-        end = (window + 1) * self.config.window_ms
+        end = self.clock.end(window)
         out = WindowOutput(window_end_ms=end, events=self._events_in_window)
         self._close_catalog_windows(window)
         due = [c for c in self._pending_catalog if c.ts < end]
