@@ -57,10 +57,10 @@ def parse_event(line: str):
         record = orjson.loads(line)
     except orjson.JSONDecodeError:
         return None
-    row, rejection = validate_record(record, raw=line)
-    if rejection is not None:
+    rows, rejection = validate_record(record, raw=line)
+    if rejection is not None or len(rows) != 1:  # the naive design has no impressions
         return None
-    user, item, code, ts = row[0], row[1], row[2], row[3]
+    user, item, code, ts = rows[0][:4]
     return user, item, code, ts
 
 

@@ -15,6 +15,7 @@ from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
 from transforms.config import ModelConfig
+from transforms.recid import DEFAULT_SECRET as DEFAULT_REC_ID_SECRET
 
 ENV_PREFIX = "FLOWREC_"
 
@@ -40,6 +41,13 @@ def whole_number(text: str) -> int:
         return int(text)
     except ValueError:
         raise ValueError(f"expected a whole number, got {text!r}") from None
+
+
+def rec_id_secret(text: str) -> str:
+    """The rec_id key: 16-64 characters (never echoed back: it is a secret)."""
+    if not 16 <= len(text) <= 64:
+        raise ValueError(f"a rec_id secret is 16-64 characters, got {len(text)}")
+    return text
 
 
 def port_number(text: str) -> int:
@@ -141,6 +149,10 @@ class Settings:
     # The API's deadline for each Redis call of a request (connecting included), reads and
     # writes alike: past it the request answers 503 with Retry-After instead of waiting on.
     redis_deadline_ms: int = 1000
+    # Key of the check in every rec_id the API issues; the job verifies it to
+    # attribute feedback (see transforms.recid).  The API and the job must share
+    # it; set your own (FLOWREC_REC_ID_SECRET or --rec-id-secret-file) in production.
+    rec_id_secret: str = DEFAULT_REC_ID_SECRET
     # Learned embeddings the scorer starts with: an export root (its newest
     # version is used) or one version directory (`flowrec train --out`).  Later
     # versions arrive as switches on the catalog input (`flowrec train --publish`).
@@ -174,6 +186,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "embeddings": ("embeddings", Path),
     "api-keys": ("api_keys", lambda text: tuple(k for k in text.split(",") if k)),
     "redis-deadline-ms": ("redis_deadline_ms", positive_number),
+    "rec-id-secret": ("rec_id_secret", rec_id_secret),
 }
 # The allowed values of the settings that have a fixed set.
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -205,6 +218,7 @@ _HELP: dict[str, str] = {
     "api_keys": "comma-separated bearer keys for the API's write endpoints",
     "spool_retention_s": "the live job deletes a spool file this long after reading it, s (at least two checkpoint intervals; 0: keep files)",
     "redis_deadline_ms": "the API's deadline for each Redis call on a request path, ms (then 503 with Retry-After)",
+    "rec_id_secret": "key of the check in rec_ids (the API and the job must share it)",
 }
 # REDIS_URL is the conventional name; FLOWREC_REDIS_URL also works.
 _EXTRA_ENV = {"redis_url": "REDIS_URL"}
@@ -256,7 +270,7 @@ def _parse_api_keys(text: str) -> tuple[str, ...]:
 
 # Secrets can come from a file instead (`--redis-url-file`, `FLOWREC_REDIS_URL_FILE`, ...):
 # a value given as a flag shows in `ps` to every local user.  Field -> how its file reads.
-_SECRET_FILES = {"redis_url": _parse_redis_url, "api_keys": _parse_api_keys}
+_SECRET_FILES = {"redis_url": _parse_redis_url, "api_keys": _parse_api_keys, "rec_id_secret": lambda text: rec_id_secret(text.strip())}
 
 
 def read_secret_file(path: str | Path, name: str) -> object:

@@ -74,7 +74,7 @@ from state.writes import Ttls, final_writes
 from transforms.catalog import CatalogItem, parse_catalog_lines
 from transforms.config import ModelConfig, event_weights
 from transforms.engine import FinalState, ReferenceEngine
-from transforms.events import parse_json_lines
+from transforms.events import parse_json_lines, split_feedback
 from transforms.cooccurrence import ItemModel
 from transforms.profile import ItemContribution, UserProfile, apply_user_events, top_interests
 from transforms.windows import WindowClock
@@ -197,7 +197,8 @@ def parse_chunk(
     if chunk_index >= 2**_CHUNK_BITS:
         raise BackfillError(f"file {file_index} has more than {2**_CHUNK_BITS} chunks; raise chunk_lines")
     parsed = parse_json_lines(lines)
-    events = parsed.events
+    # The backfill learns state; it does not count what was shown (no impressions).
+    events = split_feedback(parsed.events)[0]
     dead = [r.to_json() for r in parsed.rejections]
     if len(events) >= 2**_EVENT_BITS:
         raise BackfillError(f"a chunk holds {len(events)} events (limit {2**_EVENT_BITS}); lower chunk_lines")

@@ -75,7 +75,7 @@ from transforms.content import ContentIndex
 from transforms.cooccurrence import ItemModel, sum_by_key
 from transforms.embedding import EmbeddingModel
 from transforms.engine import content_neighbours
-from transforms.events import EventBatch, parse_json_lines
+from transforms.events import EventBatch, parse_json_lines, split_feedback
 from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user, scorable
 from transforms.scoring import ItemCodes, ScoringModel, score_users
 from transforms.trending import TrendingModel
@@ -393,7 +393,7 @@ class UserState(KeyedProcessFunction):
             late = len(value.events)
             self.late_counter.inc(late)
             window = clock.open_window(watermark)
-        events = value.events
+        events = split_feedback(value.events)[0]
         weights = event_weights(events.etype, events.rating, self.config)
         contribution = ItemContribution()
         snapshots: dict[str, bytes | None] = {}

@@ -43,7 +43,7 @@ from transforms.config import ModelConfig, event_weights
 from transforms.content import ContentIndex
 from transforms.cooccurrence import ItemModel
 from transforms.embedding import EmbeddingModel
-from transforms.events import EventBatch
+from transforms.events import EventBatch, split_feedback
 from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user, scorable
 from transforms.scoring import Neighbours, ScoredItem, ScoringModel, UserLists, score_users
 from transforms.trending import TrendingModel
@@ -154,6 +154,7 @@ class ReferenceEngine:
     # -- input -------------------------------------------------------------
     def process(self, events: EventBatch) -> None:
         """Apply events (any order within the call; sorted by time here), closing windows as time passes."""
+        events = split_feedback(events)[0]
         if len(events) == 0:
             return
         events = events.sorted_by_time()

@@ -33,15 +33,27 @@ EVENT_TYPES: tuple[str, ...] = (
     "purchase",
     "rating",
     "forget",
+    # What a frontend showed: one row per shown item, with the list's rec_id and
+    # the item's position.  Not an interaction: no engine learns from it; the
+    # job's attribution counts it (see split_feedback).
+    "impression",
 )
 EVENT_CODE: dict[str, int] = {name: code for code, name in enumerate(EVENT_TYPES)}
-VIEW, CLICK, ADD_TO_CART, REMOVE_FROM_CART, FAVORITE, PURCHASE, RATING, FORGET = range(len(EVENT_TYPES))
+VIEW, CLICK, ADD_TO_CART, REMOVE_FROM_CART, FAVORITE, PURCHASE, RATING, FORGET, IMPRESSION = range(len(EVENT_TYPES))
+# Outcomes an impression can lead to (attributed to the list that showed the item).
+OUTCOME_TYPES: tuple[int, ...] = (CLICK, ADD_TO_CART, PURCHASE)
 
 # Limits applied before an id can reach a Redis key or a state entry.
 MAX_ID_LENGTH = 128
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@\-]{1,128}")
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
 MAX_QUERY_LENGTH = 512
+# A rec_id as the API issues it (see transforms.recid): checked here for shape
+# only; whether it was issued for this user is the attribution's check.
+MAX_REC_ID_LENGTH = 200
+REC_ID_PATTERN = re.compile(r"[A-Za-z0-9_.~\-]{1,200}")
+MAX_POSITION = 999
+MAX_IMPRESSION_ITEMS = 100
 MAX_QUANTITY = 10_000
 # Event time must be a plausible epoch-milliseconds value: after 1990-01-01 and
 # no further in the future than `max_future_ms` from the batch's reference time.
@@ -87,6 +99,8 @@ class EventBatch:
     price: np.ndarray = field(default=None)  # float64, NaN when absent
     rating: np.ndarray = field(default=None)  # float64, NaN when absent
     query: np.ndarray = field(default=None)  # object[str]
+    rec_id: np.ndarray = field(default=None)  # object[str], "" when absent
+    position: np.ndarray = field(default=None)  # int16, -1 when absent
 
     def __post_init__(self) -> None:
         n = len(self.user)
@@ -96,6 +110,8 @@ class EventBatch:
             "price": lambda: np.full(n, np.nan),
             "rating": lambda: np.full(n, np.nan),
             "query": lambda: np.full(n, "", dtype=object),
+            "rec_id": lambda: np.full(n, "", dtype=object),
+            "position": lambda: np.full(n, -1, dtype=np.int16),
         }
         for name, make in defaults.items():
             if getattr(self, name) is None:
@@ -151,6 +167,10 @@ class EventBatch:
                     rec[name] = int(value) if name == "quantity" else value
             if self.query[i]:
                 rec["query"] = self.query[i]
+            if self.rec_id[i]:
+                rec["rec_id"] = self.rec_id[i]
+            if self.position[i] >= 0:
+                rec["position"] = int(self.position[i])
             out.append(rec)
         return out
 
@@ -158,7 +178,21 @@ class EventBatch:
         return b"".join(orjson.dumps(r) + b"\n" for r in self.to_records())
 
 
-COLUMNS: tuple[str, ...] = ("user", "item", "etype", "ts", "session", "quantity", "price", "rating", "query")
+COLUMNS: tuple[str, ...] = ("user", "item", "etype", "ts", "session", "quantity", "price", "rating", "query", "rec_id", "position")
+
+
+def split_feedback(batch: EventBatch) -> tuple[EventBatch, EventBatch]:
+    """``(interactions, feedback)`` of a batch: the one place impressions leave the learning path.
+
+    Interactions are every row but impressions (what profiles, co-occurrence
+    and trending learn from).  Feedback is what attribution needs: impressions,
+    the outcomes they can lead to (clicks, carts, purchases) and forgets (which
+    also clear a user's impressions).
+    """
+    is_impression = batch.etype == IMPRESSION
+    interactions = batch.take(~is_impression) if is_impression.any() else batch
+    wanted = is_impression | np.isin(batch.etype, OUTCOME_TYPES + (FORGET,))
+    return interactions, batch.take(wanted)
 
 
 @dataclass(frozen=True)
@@ -216,15 +250,21 @@ def _optional_number(rec: Mapping[str, Any], name: str) -> tuple[float, str | No
     return number, None
 
 
-def validate_record(rec: Any, raw: Any = None) -> tuple[tuple | None, Rejection | None]:
-    """Check one decoded record; return its column values or a rejection.
+def validate_record(rec: Any, raw: Any = None) -> tuple[list[tuple] | None, Rejection | None]:
+    """Check one decoded record; return its rows (column values) or a rejection.
 
     Rules (each failure names its reason): the record is an object; ``user_id``
     and ``item_id`` are ids of at most 128 characters from ``[A-Za-z0-9_.:@-]``;
     ``event_type`` is one of :data:`EVENT_TYPES`; ``ts`` is integral epoch
     milliseconds between 1990-01-01 and 2100-01-01; ``quantity`` is 1..10,000;
     ``price`` is >= 0; ``rating`` is required for and only meaningful with
-    ``rating`` events; ``query`` is at most 512 characters.
+    ``rating`` events; ``query`` is at most 512 characters; ``rec_id`` (the
+    list an event came from) has the API's shape and ``position`` is 0..999.
+
+    Every record is one row except an ``impression``, which is one row per
+    shown item: ``{"event_type": "impression", "rec_id": R, "items": [...],
+    "positions": [...]}`` (positions default to 0, 1, ...; a single
+    ``item_id`` with ``position`` is an impression of one item).
     """
     raw = rec if raw is None else raw
     if not isinstance(rec, Mapping):
@@ -247,6 +287,8 @@ def validate_record(rec: Any, raw: Any = None) -> tuple[tuple | None, Rejection 
     if code == FORGET:
         # A forget event needs no item: it clears the user's state.
         item = item if valid_id(item) else ""
+    elif code == IMPRESSION and "items" in rec:
+        item = ""  # the shown items are checked below
     elif item is None:
         return None, _reject("missing_field", "item_id is required", raw)
     elif not valid_id(item):
@@ -278,13 +320,48 @@ def validate_record(rec: Any, raw: Any = None) -> tuple[tuple | None, Rejection 
     query = rec.get("query") or ""
     if not isinstance(query, str) or len(query) > MAX_QUERY_LENGTH:
         return None, _reject("bad_field", f"query must be a string of at most {MAX_QUERY_LENGTH} chars", raw)
-    return (user, item, code, ts, str(session), numbers["quantity"], numbers["price"], numbers["rating"], query), None
+    rec_id = rec.get("rec_id") or ""
+    if rec_id != "" and not (isinstance(rec_id, str) and REC_ID_PATTERN.fullmatch(rec_id)):
+        return None, _reject("bad_rec_id", f"rec_id must be the id the API returned with the list (1-{MAX_REC_ID_LENGTH} chars of [A-Za-z0-9_.~-])", raw)
+    if code == IMPRESSION and not rec_id:
+        return None, _reject("missing_field", "impression events need the rec_id of the list that was shown", raw)
+    shown, problem = _shown_items(rec, code, item)
+    if problem:
+        return None, _reject(*problem, raw)
+    common = (user, "", code, ts, str(session), numbers["quantity"], numbers["price"], numbers["rating"], query, rec_id, -1)
+    return [common[:1] + (shown_item,) + common[2:10] + (position,) for shown_item, position in shown], None
+
+
+def _shown_items(rec: Mapping[str, Any], code: int, item: str) -> tuple[list[tuple[str, int]], tuple[str, str] | None]:
+    """``[(item, position)]`` a record stands for (one row per shown item of an impression), or a problem."""
+    items = rec.get("items") if code == IMPRESSION and "items" in rec else [item]
+    if code != IMPRESSION and "items" in rec:
+        return [], ("bad_field", "only impression events carry items (use item_id)")
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_IMPRESSION_ITEMS:
+        return [], ("bad_field", f"items must be a list of 1-{MAX_IMPRESSION_ITEMS} item ids")
+    items = [str(i) if isinstance(i, int) and not isinstance(i, bool) else i for i in items]
+    if code == IMPRESSION and not all(valid_id(i) for i in items):
+        return [], ("bad_id", "every shown item must be an id of 1-128 chars of [A-Za-z0-9_.:@-]")
+    if len(set(items)) != len(items):
+        return [], ("bad_field", "an impression shows each item once")
+    given = rec.get("positions") if "items" in rec else ([rec["position"]] if rec.get("position") is not None else None)
+    if given is None:
+        if code == IMPRESSION and "items" not in rec:
+            return [], ("missing_field", "a one-item impression needs the item's position")
+        positions = list(range(len(items))) if code == IMPRESSION else [-1]
+    elif not isinstance(given, list) or len(given) != len(items):
+        return [], ("bad_field", "positions must be a list as long as items")
+    elif not all(isinstance(p, int) and not isinstance(p, bool) and 0 <= p <= MAX_POSITION for p in given):
+        return [], ("bad_field", f"positions must be integers 0-{MAX_POSITION}")
+    else:
+        positions = given
+    return list(zip(items, positions)), None
 
 
 def _build(rows: list[tuple]) -> EventBatch:
     if not rows:
         return EventBatch.empty()
-    user, item, code, ts, session, quantity, price, rating, query = zip(*rows)
+    user, item, code, ts, session, quantity, price, rating, query, rec_id, position = zip(*rows)
     return EventBatch(
         user=np.array(user, dtype=object),
         item=np.array(item, dtype=object),
@@ -295,6 +372,8 @@ def _build(rows: list[tuple]) -> EventBatch:
         price=np.array(price, dtype=np.float64),
         rating=np.array(rating, dtype=np.float64),
         query=np.array(query, dtype=object),
+        rec_id=np.array(rec_id, dtype=object),
+        position=np.array(position, dtype=np.int16),
     )
 
 
@@ -304,7 +383,7 @@ def parse_records(records: Iterable[Any]) -> ParseResult:
     for rec in records:
         row, rejection = validate_record(rec)
         if rejection is None:
-            rows.append(row)
+            rows.extend(row)
         else:
             rejections.append(rejection)
     return ParseResult(_build(rows), rejections)
@@ -349,7 +428,7 @@ def parse_json_lines(lines: Iterable[bytes | str]) -> ParseResult:
                 continue
             row, rejection = validate_record(one, raw=raw)
             if rejection is None:
-                rows.append(row)
+                rows.extend(row)
             else:
                 rejections.append(rejection)
     return ParseResult(_build(rows), rejections)
@@ -375,7 +454,7 @@ def parse_csv(text: str) -> ParseResult:
         clean = {k: v for k, v in rec.items() if v not in (None, "")}
         row, rejection = validate_record(clean, raw=",".join("" if v is None else str(v) for v in rec.values()))
         if rejection is None:
-            rows.append(row)
+            rows.extend(row)
         else:
             rejections.append(rejection)
     return ParseResult(_build(rows), rejections)
@@ -414,4 +493,6 @@ def batch_from_columns(
         price=np.asarray(optional["price"], dtype=np.float64) if "price" in optional else None,
         rating=np.asarray(optional["rating"], dtype=np.float64) if "rating" in optional else None,
         query=np.asarray(optional["query"], dtype=object) if "query" in optional else None,
+        rec_id=np.asarray(optional["rec_id"], dtype=object) if "rec_id" in optional else None,
+        position=np.asarray(optional["position"], dtype=np.int16) if "position" in optional else None,
     )

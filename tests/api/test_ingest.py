@@ -104,7 +104,7 @@ def test_events_batch_is_validated_and_spooled(api, auth, spool_dir):
         "rejected": 4,
         "rejections": [
             {"index": 1, "reason": "bad_id", "detail": "item_id must be 1-128 chars of [A-Za-z0-9_.:@-]"},
-            {"index": 3, "reason": "unknown_event_type", "detail": "event_type must be one of view, click, add_to_cart, remove_from_cart, favorite, purchase, rating, forget"},
+            {"index": 3, "reason": "unknown_event_type", "detail": "event_type must be one of view, click, add_to_cart, remove_from_cart, favorite, purchase, rating, forget, impression"},
             {"index": 5, "reason": "not_an_object", "detail": "an event must be a JSON object"},
             {"index": 6, "reason": "timestamp_in_future", "detail": "ts must be at most 300 s ahead of the server clock"},
         ],

@@ -89,8 +89,8 @@ def test_from_dict_partial_weights_and_unknown_names():
 def test_weight_table_by_code():
     config = ModelConfig(event_weights={"view": 1.5, "purchase": 9.0})  # others absent -> 0
     table = config.weight_table()
-    assert table.tolist() == [1.5, 0.0, 0.0, 0.0, 0.0, 9.0, 0.0, 0.0]
-    assert ModelConfig().weight_table().tolist() == [DEFAULT_EVENT_WEIGHTS[name] for name in EVENT_TYPES]
+    assert table.tolist() == [1.5, 0.0, 0.0, 0.0, 0.0, 9.0, 0.0, 0.0, 0.0]
+    assert ModelConfig().weight_table().tolist() == [DEFAULT_EVENT_WEIGHTS.get(name, 0.0) for name in EVENT_TYPES]
 
 
 def test_event_weights():

@@ -16,6 +16,7 @@ from transforms.events import (
     EVENT_CODE,
     EVENT_TYPES,
     FORGET,
+    IMPRESSION,
     MAX_BATCH_LINE_BYTES,
     MAX_RECORD_BYTES,
     MAX_TS_MS,
@@ -30,6 +31,7 @@ from transforms.events import (
     parse_csv,
     parse_json_lines,
     parse_records,
+    split_feedback,
     valid_id,
     validate_record,
 )
@@ -105,11 +107,11 @@ def test_json_lines_become_columns():
 
 
 def test_event_codes_follow_event_types_order():
-    assert EVENT_TYPES == ("view", "click", "add_to_cart", "remove_from_cart", "favorite", "purchase", "rating", "forget")
-    assert [EVENT_CODE[n] for n in EVENT_TYPES] == list(range(8))
-    result = parse_records([event(event_type=name, rating=3) for name in EVENT_TYPES])
+    assert EVENT_TYPES == ("view", "click", "add_to_cart", "remove_from_cart", "favorite", "purchase", "rating", "forget", "impression")
+    assert [EVENT_CODE[n] for n in EVENT_TYPES] == list(range(9))
+    result = parse_records([event(event_type=name, rating=3, rec_id="r1.~.~.home.5.00000000.0123456789abcdef", position=0) for name in EVENT_TYPES])
     assert result.rejections == []
-    assert result.events.etype.tolist() == list(range(8))
+    assert result.events.etype.tolist() == list(range(9))
 
 
 @pytest.mark.parametrize(
@@ -293,11 +295,67 @@ def test_rejection_raw_of_decoded_records_is_json():
 
 
 def test_validate_record_returns_row_tuple():
-    row, rejection = validate_record(event(session_id=7, quantity=2))
+    rows, rejection = validate_record(event(session_id=7, quantity=2))
     assert rejection is None
-    user, item, code, ts, session, quantity, price, rating, query = row
-    assert (user, item, code, ts, session, quantity, query) == ("u1", "i1", VIEW, T0, "7", 2.0, "")
+    [(user, item, code, ts, session, quantity, price, rating, query, rec_id, position)] = rows
+    assert (user, item, code, ts, session, quantity, query, rec_id, position) == ("u1", "i1", VIEW, T0, "7", 2.0, "", "", -1)
     assert math.isnan(price) and math.isnan(rating)
+
+
+REC = "r1.~.~.home.abc.0123abcd.0123456789abcdef"
+
+
+def test_impression_is_one_row_per_shown_item():
+    rows, rejection = validate_record({"user_id": "u1", "event_type": "impression", "rec_id": REC, "items": ["a", "b", "c"], "ts": T0})
+    assert rejection is None
+    assert [(r[1], r[2], r[9], r[10]) for r in rows] == [("a", IMPRESSION, REC, 0), ("b", IMPRESSION, REC, 1), ("c", IMPRESSION, REC, 2)]
+    rows, _ = validate_record({"user_id": "u1", "event_type": "impression", "rec_id": REC, "items": ["a", "b"], "positions": [4, 7], "ts": T0})
+    assert [(r[1], r[10]) for r in rows] == [("a", 4), ("b", 7)]
+    # A one-item impression (what the job's spool holds after the API) round-trips.
+    batch = parse_records([{"user_id": "u1", "event_type": "impression", "rec_id": REC, "items": ["a", "b"], "ts": T0}]).events
+    again = parse_json_lines(batch.to_jsonl().splitlines()).events
+    assert again.item.tolist() == ["a", "b"] and again.position.tolist() == [0, 1] and again.rec_id.tolist() == [REC, REC]
+
+
+@pytest.mark.parametrize(
+    "record, reason",
+    [
+        ({"event_type": "impression", "items": ["a"]}, "missing_field"),  # no rec_id
+        ({"event_type": "impression", "rec_id": "bad id!", "items": ["a"]}, "bad_rec_id"),
+        ({"event_type": "impression", "rec_id": REC, "items": []}, "bad_field"),
+        ({"event_type": "impression", "rec_id": REC, "items": ["a", "a"]}, "bad_field"),
+        ({"event_type": "impression", "rec_id": REC, "items": ["a", "b"], "positions": [0]}, "bad_field"),
+        ({"event_type": "impression", "rec_id": REC, "items": ["a"], "positions": [-1]}, "bad_field"),
+        ({"event_type": "impression", "rec_id": REC, "items": ["a*"]}, "bad_id"),
+        ({"event_type": "impression", "rec_id": REC, "item_id": "a"}, "missing_field"),  # one item needs its position
+        ({"event_type": "click", "item_id": "a", "items": ["a"]}, "bad_field"),
+        ({"event_type": "click", "item_id": "a", "position": 1000}, "bad_field"),
+        ({"event_type": "click", "item_id": "a", "position": True}, "bad_field"),
+    ],
+)
+def test_bad_feedback_is_rejected_with_a_reason(record, reason):
+    _, rejection = validate_record({"user_id": "u1", "ts": T0, **record})
+    assert rejection is not None and rejection.reason == reason
+
+
+def test_click_keeps_its_rec_id_and_position():
+    [row], rejection = validate_record(event(event_type="click", rec_id=REC, position=3))
+    assert rejection is None and row[9:] == (REC, 3)
+
+
+def test_split_feedback_keeps_impressions_off_the_learning_path():
+    batch = parse_records(
+        [
+            event(event_type="view"),
+            event(event_type="click", rec_id=REC, position=0),
+            {"user_id": "u1", "event_type": "impression", "rec_id": REC, "items": ["a", "b"], "ts": T0},
+            event(event_type="purchase"),
+            {"user_id": "u1", "event_type": "forget", "ts": T0},
+        ]
+    ).events
+    interactions, feedback = split_feedback(batch)
+    assert IMPRESSION not in interactions.etype.tolist() and len(interactions) == 4
+    assert [EVENT_TYPES[c] for c in feedback.etype] == ["click", "impression", "impression", "purchase", "forget"]
 
 
 # -- CSV and Arrow ------------------------------------------------------------
