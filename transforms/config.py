@@ -106,6 +106,19 @@ class ModelConfig:
     # ``embedding_candidates`` of the whole catalog by dot product (an exact
     # scan), besides the export's neighbours of the user's strongest items.
     embedding_candidates: int = 100
+    # Blend weights learned online (transforms.blend): per user shard, the engines serve the best
+    # of a few weight settings (the configured weights, and "lean on" each configured part:
+    # that part's weight raised to `blend_lean` times the configured total), credited
+    # prequentially with what users touch after each list.  False: the configured weights, fixed.
+    blend_learning: bool = False
+    blend_lean: float = 3.0
+    # Settings' gains halve every this many credited lists; a setting replaces the served one
+    # only when ahead by more than `blend_margin` (in DCG gain: 1.0 = one hit at the top).
+    blend_half_life: float = 2000.0
+    blend_margin: float = 1.0
+    # Each setting is judged on its top `blend_k`; a list older than `blend_memo_ms` earns nothing.
+    blend_k: int = 10
+    blend_memo_ms: int = 24 * 3600 * 1000
     exclude_purchased: bool = True
     # Categories (top level) whose items may be bought again and so stay recommendable.
     repeat_purchase_categories: tuple[str, ...] = ()
@@ -144,12 +157,16 @@ class ModelConfig:
             "trending_slide_ms": self.trending_slide_ms,
             "trending_size": self.trending_size,
             "content_neighbours": self.content_neighbours,
+            "blend_half_life": self.blend_half_life,
+            "blend_k": self.blend_k,
+            "blend_memo_ms": self.blend_memo_ms,
         }
         non_negative = {
             "max_clock_skew_ms": self.max_clock_skew_ms,
             "weight_embedding": self.weight_embedding,
             "weight_sequence": self.weight_sequence,
             "embedding_candidates": self.embedding_candidates,
+            "blend_margin": self.blend_margin,
         }
         for name, value in non_negative.items():
             if value < 0:
@@ -157,6 +174,8 @@ class ModelConfig:
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
+        if not self.blend_lean >= 1.0:
+            raise ValueError(f"blend_lean must be >= 1, got {self.blend_lean}")
         if self.score_interval_ms < 0 or self.score_interval_ms % self.window_ms:
             raise ValueError(f"score_interval_ms must be 0 or a multiple of window_ms ({self.window_ms}), got {self.score_interval_ms}")
         if self.trending_window_ms % self.trending_slide_ms:

@@ -18,7 +18,12 @@ Semantics (shared by every engine; the Flink job is tested against this):
    refresh runs without scoring.
 4. Outputs carry ``T`` as their timestamp; a key's final value is the one from
    the last window that produced it.
-5. Learned embeddings (:meth:`ReferenceEngine.set_embeddings`) come in
+5. With ``blend_learning`` the blend weights are learned per user shard
+   (:mod:`transforms.blend`): a window's users of one shard are scored with
+   their shard's learner as it was before the window, then the window's
+   credit steps the learner.  The shards are the job's user shards
+   (``user_shards``), so the job equals the engine at any parallelism.
+6. Learned embeddings (:meth:`ReferenceEngine.set_embeddings`) come in
    versions, each with an event time ``effective_ms``; like a catalog upsert
    it takes effect when the window holding that time closes: a list scored at
    ``T`` uses the newest version with ``effective_ms < T``.  Every list of one
@@ -39,6 +44,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from transforms.catalog import CatalogItem
+from transforms.blend import DEFAULT_USER_SHARDS, ShardBlend, score_and_learn, served_config, user_shard
 from transforms.config import ModelConfig, event_weights
 from transforms.content import ContentIndex
 from transforms.cooccurrence import ItemModel
@@ -123,8 +129,12 @@ class ReferenceEngine:
         on_window: Callable[[WindowOutput], None] | None = None,
         score_users: bool | Mapping[str, int] = True,
         embeddings: EmbeddingModel | None = None,
+        user_shards: int = DEFAULT_USER_SHARDS,
     ) -> None:
         self.config = config
+        # Blend learning (config.blend_learning): per user shard, as the job's scorer keeps it.
+        self.user_shards = user_shards
+        self.blend: dict[int, ShardBlend] = {}
         self.on_window = on_window
         self.score_users = score_users
         self.weights_table = config.weight_table()
@@ -290,8 +300,35 @@ class ReferenceEngine:
         if embeddings is not model.embeddings:
             model = dataclasses.replace(model, embeddings=embeddings)
         exclude = exclude or {}
-        lists = score_users([scorable(self.profiles.get(u)) for u in user_ids], now_ms, model, self.config, [exclude.get(u, ()) for u in user_ids], n)
-        return {user: user_lists.home for user, user_lists in zip(user_ids, lists)}
+        out: dict[str, list[ScoredItem]] = {}
+        for config, users in self._by_served_config(user_ids):
+            lists = score_users([scorable(self.profiles.get(u)) for u in users], now_ms, model, config, [exclude.get(u, ()) for u in users], n)
+            out.update((user, user_lists.home) for user, user_lists in zip(users, lists))
+        return out
+
+    def blend_weights(self) -> dict[int, dict[str, float | str]]:
+        """Per user shard with a learner: the setting served and its weights (``{}`` without blend learning)."""
+        from transforms.blend import blend_settings
+
+        settings = blend_settings(self.config)
+        out: dict[int, dict[str, float | str]] = {}
+        for shard in sorted(self.blend):
+            learner = self.blend[shard].learner("home", settings)
+            out[shard] = {"setting": settings[learner.current].name, **settings[learner.current].weights(self.config)}
+        return out
+
+    def _by_served_config(self, user_ids: Sequence[str]) -> list[tuple[ModelConfig, list[str]]]:
+        """Users grouped by the config their lists are scored with (one group without blend learning)."""
+        if not self.config.blend_learning:
+            return [(self.config, list(user_ids))]
+        groups: dict[int, list[str]] = {}
+        for user in user_ids:
+            groups.setdefault(user_shard(user, self.user_shards), []).append(user)
+        out = []
+        for shard, users in sorted(groups.items()):
+            state = self.blend.get(shard)
+            out.append((served_config(state.learners.get("home") if state else None, self.config), users))
+        return out
 
     # -- internals -----------------------------------------------------------
     def _apply(self, events: EventBatch, weights: np.ndarray) -> None:
@@ -385,9 +422,34 @@ class ReferenceEngine:
         due = [u for u in sorted(self._unscored) if last is None or self.clock.score_window(last.get(u, -1)) == window]
         profiles = {u: scorable(self.profiles.get(u)) for u in due}  # None: forgotten, the keys are deleted
         kept = [u for u in due if profiles[u] is not None]
-        scored = dict(zip(kept, score_users([profiles[u] for u in kept], out.window_end_ms, self.model, self.config)))
+        if self.config.blend_learning:
+            scored = self._score_learning(kept, profiles, out.window_end_ms)
+            for user in due:
+                if profiles[user] is None:
+                    self.blend.get(user_shard(user, self.user_shards), ShardBlend()).memos.pop(user, None)
+        else:
+            scored = dict(zip(kept, score_users([profiles[u] for u in kept], out.window_end_ms, self.model, self.config)))
         out.users.update((user, scored.get(user)) for user in due)
         self._unscored = {}
+
+    def _score_learning(self, users: list[str], profiles: Mapping[str, UserProfile | None], now_ms: int) -> dict[str, UserLists]:
+        """Each shard's users scored with its learner, which then learns from them (see :mod:`transforms.blend`)."""
+        groups: dict[int, list[str]] = {}
+        for user in users:
+            groups.setdefault(user_shard(user, self.user_shards), []).append(user)
+        scored: dict[str, UserLists] = {}
+        for shard, members in sorted(groups.items()):
+            state = self.blend.setdefault(shard, ShardBlend())
+            learner = state.learner("home", _settings_of(self.config))
+            previous = {u: state.memos[u] for u in members if u in state.memos}
+            lists, state.learners["home"], memos = score_and_learn(members, [profiles[u] for u in members], now_ms, self.model, self.config, learner, previous)
+            scored.update(zip(members, lists))
+            for user, memo in memos.items():
+                if memo is None:
+                    state.memos.pop(user, None)
+                else:
+                    state.memos[user] = memo
+        return scored
 
     def _score_pending(self, before_window: int) -> None:
         """Close the scoring window of waiting users if it ends before ``before_window`` (it holds no events)."""
@@ -409,6 +471,12 @@ class ReferenceEngine:
             self.on_window(out)
 
 
+def _settings_of(config: ModelConfig):
+    from transforms.blend import blend_settings
+
+    return blend_settings(config)
+
+
 def last_windows(events: EventBatch, window_ms: int) -> dict[str, int]:
     """Each user's last window index in a bounded input."""
     windows = events.ts // window_ms
@@ -426,6 +494,7 @@ def replay(
     catalog_updates: Sequence[CatalogItem] = (),
     chunk: int = 50_000,
     embeddings: Sequence[tuple[int, EmbeddingModel | None]] = (),
+    user_shards: int = DEFAULT_USER_SHARDS,
 ) -> tuple[ReferenceEngine, FinalState]:
     """Replay a bounded input and return the engine and the final value of every output key.
 
@@ -434,10 +503,13 @@ def replay(
     :meth:`ReferenceEngine.set_embeddings`).
 
     Users are scored only in their last active window, which gives the same
-    final lists as scoring them in every window.
+    final lists as scoring them in every window - unless the blend is learned
+    (``blend_learning``): every scoring is then a step of the learners, so
+    every window is scored, with the job's ``user_shards``.
     """
     final = FinalState()
-    engine = ReferenceEngine(config, list(catalog) + list(catalog_updates), on_window=final.merge, score_users=last_windows(events, config.window_ms))
+    score = True if config.blend_learning else last_windows(events, config.window_ms)
+    engine = ReferenceEngine(config, list(catalog) + list(catalog_updates), on_window=final.merge, score_users=score, user_shards=user_shards)
     for effective_ms, version in embeddings:
         engine.set_embeddings(version, effective_ms)
     events = events.sorted_by_time()

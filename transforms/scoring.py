@@ -435,11 +435,16 @@ def score_users(
     config: ModelConfig,
     excludes: Sequence[Iterable[str]] | None = None,
     n: int | None = None,
+    part_entries: list["PartEntries"] | None = None,
+    cart_config: ModelConfig | None = None,
 ) -> list[UserLists]:
     """Home list, cart-complement list and profile summary for each user at ``now_ms``, in one batch.
 
     ``excludes[u]`` removes further items for user ``u`` (the evaluation passes
     the training items).  Each result equals what the batch of that user alone gives.
+    ``part_entries`` (a list) receives the home blend's entries before the sum
+    (:class:`PartEntries`, for learning the blend weights: :mod:`transforms.blend`);
+    ``cart_config`` scores the cart list with other weights than ``config``.
     """
     n = n or config.top_n
     codes = model.codes
@@ -520,9 +525,11 @@ def score_users(
         # Stable sort by row keeps component order within each (row, item) sum.
         blend = blend.take(np.argsort(blend.row, kind="stable"))
         blend = _without_banned(blend, users, codes)
+        if part_entries is not None:
+            part_entries.append(_part_entries(blend, model, config, codes))
         blend = _grouped(blend, len(codes.vocab), "sum")
     top = _top_n(blend, users, model, config, n, codes)
-    carts = _cart_lists(users, model, config, n)
+    carts = _cart_lists(users, model, cart_config or config, n)
 
     out = []
     ids = codes.vocab.array()
@@ -697,6 +704,32 @@ def _cart_lists(users: list[_Prepared], model: ScoringModel, config: ModelConfig
     entries = _Long(np.asarray(rows, dtype=np.intp), codes.of(items), np.asarray(scores, dtype=np.float64), np.full(len(rows), _CART, dtype=np.int8), codes.of(sources))
     entries = _without_banned(entries, users, codes)
     return _top_n(entries.take(entries.value > 0), users, model, config, n, codes)
+
+
+class PartEntries(NamedTuple):
+    """The home blend's weighted entries before the sum: one per (row, item, part), allowed items only.
+
+    ``part`` indexes :data:`transforms.blend.PARTS`; the values are weighted
+    with the weights the batch was scored with.
+    """
+
+    row: np.ndarray
+    item: np.ndarray  # item ids (object)
+    part: np.ndarray
+    value: np.ndarray
+
+
+# Each entry kind's part, as indexed by transforms.blend.PARTS (cf, content, category, popularity, recent, learned).
+_KIND_PART = np.array([0, 1, 4, 2, 3, 5, -1], dtype=np.intp)  # _CF, _CONTENT, _RECENT, _CATEGORY, _POPULAR, _TEXT, _CART
+
+
+def _part_entries(blend: _Long, model: ScoringModel, config: ModelConfig, codes: ItemCodes) -> PartEntries:
+    ids = codes.vocab.array()
+    present = np.unique(blend.code)
+    allowed = np.zeros(len(codes.vocab), dtype=bool)
+    allowed[present] = np.fromiter((_allowed(i, model, config) for i in ids[present].tolist()), dtype=bool, count=len(present))
+    kept = blend.take(allowed[blend.code])
+    return PartEntries(kept.row.copy(), ids[kept.code], _KIND_PART[kept.kind.astype(np.intp)], kept.value.copy())
 
 
 def score_user(

@@ -1,0 +1,129 @@
+"""Learned blend weights (transforms.blend) on synthetic data with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from transforms import blend as B
+from transforms.blend import BlendLearner, BlendMemo, blend_settings, choose, learn, memos, rewards, settings_key
+from transforms.catalog import CatalogItem
+from transforms.config import ModelConfig
+from transforms.engine import ReferenceEngine, replay
+from transforms.events import EventBatch, parse_records
+from transforms.profile import UserProfile
+
+CONFIG = ModelConfig(weight_cf=1.0, weight_content=0.5, weight_category=0.0, weight_popularity=0.0, blend_learning=True, blend_margin=0.5)
+
+
+def test_settings_are_the_configured_weights_and_one_lean_per_configured_part():
+    settings = blend_settings(CONFIG)
+    assert [s.name for s in settings] == ["configured", "lean_cf", "lean_content"]
+    assert settings[0].applied(CONFIG) is CONFIG
+    lean_content = settings[2].weights(CONFIG)
+    # Bounds: the leaning part gets blend_lean x the configured total; parts left at 0 stay at 0.
+    assert lean_content["weight_content"] == pytest.approx(3.0 * 1.5)
+    assert lean_content["weight_cf"] == 1.0
+    assert lean_content["weight_category"] == 0.0 and lean_content["weight_embedding"] == 0.0
+
+
+def test_a_single_part_has_nothing_to_learn():
+    one = CONFIG.replace(weight_content=0.0)
+    assert [s.name for s in blend_settings(one)] == ["configured"]
+
+
+def test_choice_keeps_the_served_setting_within_the_margin_and_breaks_ties_by_order():
+    assert choose([1.0, 1.4, 0.0], current=0, margin=0.5) == 0
+    assert choose([1.0, 1.6, 0.0], current=0, margin=0.5) == 1
+    assert choose([2.0, 2.0, 2.0], current=2, margin=0.0) == 2
+    assert choose([2.0, 2.0, 1.0], current=2, margin=0.0) == 0
+
+
+def test_learning_is_a_discounted_sum_and_independent_of_the_users_order():
+    settings = blend_settings(CONFIG)
+    fresh = BlendLearner.fresh(settings)
+    a = learn(fresh, [[0.0, 1.0, 0.0], [0.0, 0.5, 1.0]], CONFIG)
+    b = learn(fresh, [[0.0, 0.5, 1.0], [0.0, 1.0, 0.0]], CONFIG)
+    assert a == b
+    assert a.current == 1 and a.observations == 2
+    assert a.gains == pytest.approx([0.0, 1.5, 1.0])
+    halved = learn(a, [[0.0, 0.0, 0.0]] * int(CONFIG.blend_half_life), CONFIG)
+    assert halved.gains == pytest.approx([0.0, 0.75, 0.5])
+
+
+def _profile(history: list[tuple[str, int, float]], touched: dict[str, float] | None = None) -> UserProfile:
+    return UserProfile(last_ts=history[-1][1] if history else 0, interests=dict(touched or {}), history=history)
+
+
+def test_memo_ranks_each_setting_without_touched_items_and_ties_by_id():
+    settings = blend_settings(CONFIG)  # configured, lean_cf, lean_content
+    # One user; cf says a > b, content says c > d; "seen" is already touched and never ranked.
+    row = np.zeros(6, dtype=np.intp)
+    item = np.array(["a", "b", "c", "d", "seen", "e"], dtype=object)
+    part = np.array([0, 0, 1, 1, 1, 1], dtype=np.intp)  # cf, cf, content x4
+    # Weighted as served by the configured setting (cf 1.0, content 0.5).
+    value = np.array([1.0, 0.8, 0.5, 0.4, 0.5, 0.4])
+    found = memos(["u"], [_profile([("seen", 1, 1.0)], {"seen": 1.0})], row, item, part, value, settings, settings[0], 100, k=3)
+    memo = found["u"]
+    ranked = [[memo.items[i] for i in r] for r in memo.ranked]
+    assert ranked[0] == ["a", "b", "c"]
+    assert ranked[1] == ["a", "b", "c"]
+    # Leaning on content: c first, then d and e tie (4.5 * 0.8): item id order.
+    assert ranked[2] == ["c", "d", "e"]
+    assert "seen" not in memo.items
+
+
+def test_rewards_credit_the_items_touched_since_the_memo_by_their_rank():
+    key = settings_key(blend_settings(CONFIG))
+    memo = BlendMemo(100, key, ("a", "b", "c"), ((0, 1), (1, 0), (2,)))
+    touched_after = _profile([("a", 50, 1.0), ("b", 150, 1.0), ("z", 160, 1.0)])
+    assert rewards(memo, touched_after, 200, key, CONFIG) == pytest.approx([B.gain(1), B.gain(0), 0.0])
+    # Nothing touched since, another settings list, or a memo past blend_memo_ms: no credit.
+    assert rewards(memo, _profile([("b", 90, 1.0)]), 200, key, CONFIG) is None
+    assert rewards(memo, touched_after, 200, "other", CONFIG) is None
+    assert rewards(memo, touched_after, 100 + CONFIG.blend_memo_ms + 1, key, CONFIG) is None
+    # Negative events (remove from cart) earn nothing.
+    assert rewards(memo, _profile([("b", 150, -2.0)]), 200, key, CONFIG) is None
+
+
+def _oracle_shop(users: int = 40, steps: int = 12) -> tuple[EventBatch, list[CatalogItem]]:
+    """Each user walks a chain of items i0 -> i1 -> ...: the content part knows the chain
+    (each item's only content neighbour is its successor, by title), co-occurrence
+    pairs items across users in a way that never predicts the next item."""
+    catalog = []
+    for k in range(steps + 1):
+        catalog.append(CatalogItem(item_id=f"i{k:02d}", title=f"chain{k} chain{k + 1}", category="shop/a", ts=1_600_000_000_000))
+    records = []
+    t = 1_700_000_000_000
+    for step in range(steps):
+        for u in range(users):
+            # Users also view a shared decoy item, so co-occurrence pushes the decoy and its partners.
+            records.append({"user_id": f"u{u:03d}", "item_id": f"i{step:02d}", "event_type": "view", "ts": t})
+            records.append({"user_id": f"u{u:03d}", "item_id": f"decoy{(u + step) % 5}", "event_type": "view", "ts": t + 1})
+            t += 1_000
+    return parse_records(records).events, catalog
+
+
+def test_a_part_that_predicts_the_next_item_wins_its_weight():
+    events, catalog = _oracle_shop()
+    config = CONFIG.replace(weight_cf=1.0, weight_content=0.05, blend_margin=0.0, content_neighbours=2)
+    engine, _ = replay(events, config, catalog, user_shards=2)
+    weights = engine.blend_weights()
+    assert set(weights) == {0, 1}
+    assert {w["setting"] for w in weights.values()} == {"lean_content"}
+
+
+def test_off_keeps_the_fixed_blend_exactly():
+    events, catalog = _oracle_shop(users=10, steps=4)
+    on = CONFIG.replace(blend_margin=1e9)  # learns, but never leaves the configured weights
+    off = CONFIG.replace(blend_learning=False)
+    _, with_learning = replay(events, on, catalog)
+    _, without = replay(events, off, catalog)
+    assert with_learning.users == without.users
+
+
+def test_shards_match_the_jobs():
+    from pipelines.messages import shard_of
+
+    for user in ("u1", "alice", "x" * 100, "42"):
+        assert B.user_shard(user, 8) == shard_of(user, 8)
