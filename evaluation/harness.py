@@ -474,7 +474,26 @@ class EngineLearner(Learner):
         # score_users=False builds state only and refreshes the item model once,
         # in finish(); an empty mapping scores nobody but keeps the job's
         # refresh schedule, which a replay that asks for lists midway needs.
+        # A learned blend learns from the lists the job writes at every window
+        # close, so a streaming replay then scores them as the job does.
+        if streaming and self.config.blend_learning:
+            return ReferenceEngine(self.config, self.catalog, score_users=True)
         return ReferenceEngine(self.config, self.catalog, score_users={} if streaming else False)
+
+    def blend_weights(self) -> dict[str, Any] | None:
+        """The learned blend now: each weight's mean over the user shards with a learner and how many
+        shards serve each setting (None without blend learning or before any learner)."""
+        if self.engine is None or not self.config.blend_learning:
+            return None
+        shards = self.engine.blend_weights()
+        if not shards:
+            return None
+        settings: dict[str, int] = {}
+        for entry in shards.values():
+            settings[str(entry["setting"])] = settings.get(str(entry["setting"]), 0) + 1
+        names = [k for k in next(iter(shards.values())) if k != "setting"]
+        weights = {name: sum(float(e[name]) for e in shards.values()) / len(shards) for name in names}
+        return {"weights": weights, "settings": dict(sorted(settings.items()))}
 
     def _embeddings_for(self, train: EventBatch):
         """The embedding model for ``train``, or None with the reason kept for the rows that need it."""
@@ -1011,6 +1030,7 @@ def evaluate_prequential(
     n_users = len(set(users))
     origin = (ts[0] // window_ms) * window_ms
     results = {}
+    blend_windows: dict[int, dict[str, Any]] = {}  # report window -> learned blend at its last evaluated event
     for learner in learners:
         stats = {name: _PrequentialStats(ks, k) for name in learner.names}
         failed: dict[str, AlgorithmResult] = {}
@@ -1037,6 +1057,10 @@ def evaluate_prequential(
                         fit_s += time.perf_counter() - started
                         applied = row
                     window = (ts[row] - origin) // window_ms
+                    if isinstance(learner, EngineLearner):
+                        learned = learner.blend_weights()
+                        if learned is not None:
+                            blend_windows[window] = learned
                     for name in learner.names:
                         if name in failed:
                             continue
@@ -1069,6 +1093,11 @@ def evaluate_prequential(
         "window_ms": window_ms,
         "retrain": {name: _retrain_schedule(learner, name) for learner in learners for name in learner.names},
     }
+    if blend_windows:
+        # The learned blend (blend_learning) over time: mean weights over user shards, shards per setting.
+        info["blend_weights"] = [
+            {"start_ms": int(origin + w * window_ms), "end_ms": int(origin + (w + 1) * window_ms), **blend_windows[w]} for w in sorted(blend_windows)
+        ]
     return results, info
 
 
@@ -1198,6 +1227,21 @@ def window_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def blend_rows(report: Report) -> tuple[list[str], list[list[str]]] | None:
+    """Header and rows of the learned blend weights per time window (prequential with blend_learning), or None."""
+    windows = report.info.get("blend_weights")
+    if not windows:
+        return None
+    names = [n for n in windows[-1]["weights"] if any(w["weights"].get(n) for w in windows)]
+    header = ["window (UTC)", *names, "shards per setting"]
+    rows = []
+    for entry in windows:
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(entry["start_ms"] / 1000))
+        settings = " ".join(f"{k}:{v}" for k, v in entry["settings"].items())
+        rows.append([stamp, *(f"{entry['weights'].get(n, 0.0):.3f}" for n in names), settings])
+    return header, rows
+
+
 def _render_text(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
@@ -1220,6 +1264,9 @@ def format_table(report: Report) -> str:
     lines = [_heading(report), "", *_render_text(*table_rows(report)), *_failures(report)]
     if report.protocol == "prequential":
         lines += ["", f"HR@{report.k} per window", *_render_text(*window_rows(report))]
+        blend = blend_rows(report)
+        if blend is not None:
+            lines += ["", "learned blend weights at the end of each window (mean over user shards)", *_render_text(*blend)]
     return "\n".join(lines)
 
 
@@ -1244,6 +1291,9 @@ def format_markdown(report: Report) -> str:
     lines += _failures(report)
     if report.protocol == "prequential":
         lines += ["", f"## HR@{report.k} per window", "", *_render_markdown(*window_rows(report))]
+        blend = blend_rows(report)
+        if blend is not None:
+            lines += ["", "## Learned blend weights at the end of each window (mean over user shards)", "", *_render_markdown(*blend)]
     return "\n".join(lines) + "\n"
 
 

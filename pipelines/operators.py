@@ -60,7 +60,11 @@ from state.schemas import (
     decode_profile,
     decode_row,
     decode_scored,
+    decode_blend_learner,
+    decode_blend_memo,
     decode_versions,
+    encode_blend_learner,
+    encode_blend_memo,
     encode_embedding_ref,
     encode_facts,
     encode_profile,
@@ -69,6 +73,7 @@ from state.schemas import (
     encode_versions,
 )
 from state.writes import Ttls, catalog_write, keyable, neighbour_write, trending_write, user_writes
+from transforms.blend import BlendLearner, blend_settings, score_and_learn
 from transforms.catalog import CatalogItem, EmbeddingSwitch, parse_catalog_lines, validate_catalog_record, validate_embedding_switch
 from transforms.config import ModelConfig, event_weights
 from transforms.content import ContentIndex
@@ -86,6 +91,13 @@ log = logging.getLogger(__name__)
 LONG_MAX = 2**63 - 1
 # SinkBatch.stats entries that are set (HSET), not added: the last closed window, the embeddings in use.
 GAUGES = ("last_window_ts", "embeddings_version")
+# Gauges named per shard: the blend each user shard serves ("blend.home.{shard}.setting", ".weight_cf"...).
+BLEND_GAUGE_PREFIX = "blend."
+
+
+def is_gauge(name: str) -> bool:
+    """Whether a SinkBatch.stats entry is set (a gauge) rather than added (a counter)."""
+    return name in GAUGES or name.startswith(BLEND_GAUGE_PREFIX)
 TICK_PREFIX = "\x00tick:"
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.PICKLED_BYTE_ARRAY())
@@ -831,6 +843,13 @@ class Scorer(KeyedBroadcastProcessFunction):
     read from it (a path every TaskManager reads) on first use and cached.  A
     version that cannot be read is logged and counted
     (``embedding_load_failures``) and the last readable one stays in use.
+
+    Blend learning (``blend_learning``, :mod:`transforms.blend`): the shard's
+    learner (``blend-learner``) and each user's latest memo (``blend-memos``)
+    are keyed state, stepped once per scored window exactly as the reference
+    engine steps its learner of that shard; memos older than ``blend_memo_ms``
+    (which earn nothing) are swept at most once per that much event time.  The
+    served setting and weights are gauges ``blend.home.{shard}.*``.
     """
 
     def __init__(self, config: ModelConfig, ttls: Ttls, record_freshness: bool, embeddings: str | None = None) -> None:
@@ -849,6 +868,10 @@ class Scorer(KeyedBroadcastProcessFunction):
         self.embeddings_path: str | None = None
         self.embeddings: EmbeddingModel | None = None
         self.codes = ItemCodes()
+        if self.config.blend_learning:
+            self.blend_learner = _bytes_value(runtime_context, "blend-learner")
+            self.blend_memos = _bytes_map(runtime_context, "blend-memos")
+            self.blend_swept = runtime_context.get_state(ValueStateDescriptor("blend-swept", Types.LONG()))
 
     def _embeddings(self, path: str | None) -> EmbeddingModel | None:
         """The model of export ``path``, read once; on a read error the previous one stays."""
@@ -918,7 +941,7 @@ class Scorer(KeyedBroadcastProcessFunction):
         stats: dict = {}
         for batch in batches:
             for key, value in batch.stats.items():
-                stats[key] = value if key in GAUGES else stats.get(key, 0) + value
+                stats[key] = value if is_gauge(key) else stats.get(key, 0) + value
         yield SinkBatch(writes=[w for b in batches for w in b.writes], stats=stats, lags_ms=[lag for b in batches for lag in b.lags_ms])
 
     def _score_window(self, window: int, raws: list[bytes], ctx) -> SinkBatch | None:
@@ -946,17 +969,59 @@ class Scorer(KeyedBroadcastProcessFunction):
         )
         users = sorted(latest)
         kept = [u for u in users if latest[u] is not None]
-        scored = dict(zip(kept, score_users([decode_profile(latest[u].encode()) for u in kept], end, model, self.config)))
+        profiles = [decode_profile(latest[u].encode()) for u in kept]
+        blend_stats: dict = {}
+        if self.config.blend_learning:
+            scored, blend_stats = self._score_learning(ctx.get_current_key(), kept, profiles, [u for u in users if latest[u] is None], end, model)
+        else:
+            scored = dict(zip(kept, score_users(profiles, end, model, self.config)))
         writes = []
         for user in users:
             writes += user_writes(user, end, scored.get(user), self.ttls)
         self.windows_counter.inc(len(latest))
         now_ms = time.time_ns() // 1_000_000
         lags = [now_ms - t for t in last_ts.values()] if self.record_freshness else []
-        stats = {"user_lists": len(latest), "last_window_ts": end}
+        stats = {"user_lists": len(latest), "last_window_ts": end, **blend_stats}
         if model.embeddings is not None:
             stats["embeddings_version"] = model.embeddings.version
         return SinkBatch(writes=writes, stats=stats, lags_ms=lags)
+
+
+    def _score_learning(self, shard: int, users: list[str], profiles: list, forgotten: list[str], end: int, model: ScoringModel) -> tuple[dict, dict]:
+        """One window of this shard with the blend learned (:func:`transforms.blend.score_and_learn`); (lists, gauges)."""
+        settings = blend_settings(self.config)
+        raw = self.blend_learner.value()
+        learner = BlendLearner.fresh(settings) if raw is None else decode_blend_learner(raw).for_settings(settings)
+        previous = {}
+        for user in users:
+            found = self.blend_memos.get(user)
+            if found is not None:
+                previous[user] = decode_blend_memo(found)
+        lists, learner, memos = score_and_learn(users, profiles, end, model, self.config, learner, previous)
+        self.blend_learner.update(encode_blend_learner(learner))
+        for user, memo in memos.items():
+            if memo is not None:
+                self.blend_memos.put(user, encode_blend_memo(memo))
+            elif user in previous:
+                self.blend_memos.remove(user)
+        for user in forgotten:
+            self.blend_memos.remove(user)
+        self._sweep_memos(end)
+        served = settings[learner.current]
+        gauges = {f"blend.home.{shard}.setting": served.name}
+        gauges.update((f"blend.home.{shard}.{name}", weight) for name, weight in served.weights(self.config).items())
+        return dict(zip(users, lists)), gauges
+
+    def _sweep_memos(self, now_ms: int) -> None:
+        """Drop memos older than ``blend_memo_ms`` (they earn nothing), at most once per that much event time."""
+        horizon = self.config.blend_memo_ms
+        last = self.blend_swept.value()
+        if last is not None and now_ms - last < horizon:
+            return
+        self.blend_swept.update(now_ms)
+        expired = [user for user, raw in self.blend_memos.items() if now_ms - decode_blend_memo(raw).scored_ms > horizon]
+        for user in expired:
+            self.blend_memos.remove(user)
 
 
 # -- sink ----------------------------------------------------------------------------------
@@ -986,12 +1051,12 @@ class RedisSink(ProcessFunction):
         writes, invalid = keyable(batch.writes, self.namespace)
         self.store.write(writes)
         self.store.dead_letter(batch.dead_letters + [r.to_json() for r in invalid])
-        counters = {k: v for k, v in batch.stats.items() if k not in GAUGES}
+        counters = {k: v for k, v in batch.stats.items() if not is_gauge(k)}
         if invalid:
             counters["dead_letters"] = counters.get("dead_letters", 0) + len(invalid)
             counters["dead_letters:invalid_key"] = counters.get("dead_letters:invalid_key", 0) + len(invalid)
         self.store.add_stats(counters)
-        self.store.set_stats({k: v for k, v in batch.stats.items() if k in GAUGES})
+        self.store.set_stats({k: v for k, v in batch.stats.items() if is_gauge(k)})
         self.store.record_freshness(batch.lags_ms)
         self.latency_ms = int((time.perf_counter() - started) * 1000)
         self.writes_counter.inc(len(writes))

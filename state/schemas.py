@@ -19,6 +19,8 @@ id list                     i [item]
 versioned value             x [[window, payload]]  (payload: another encoded value)
 catalog facts               k top category, s in stock
 embedding version           e path of the export version directory
+blend learner               k settings key, g [gain per setting], c served setting, n observations
+blend memo                  t scored ms, k settings key, i [item], r [[index into i] per setting]
 ==========================  ==========================================================
 
 Redis list values (``rec:``, ``complements:``, ``profile:``, ``sim:``,
@@ -44,6 +46,7 @@ from typing import Any, Iterable
 import numpy as np
 import orjson
 
+from transforms.blend import BlendLearner, BlendMemo
 from transforms.profile import UserProfile
 
 PROFILE_VERSION = 2
@@ -177,3 +180,36 @@ def decode_embedding_ref(raw: bytes) -> str:
     if not isinstance(path, str):
         raise SchemaError("embedding version path must be a string")
     return path
+
+
+BLEND_VERSION = 1
+
+
+def encode_blend_learner(learner: BlendLearner) -> bytes:
+    """One shard's blend learner (:class:`transforms.blend.BlendLearner`)."""
+    return orjson.dumps({"v": BLEND_VERSION, "k": learner.key, "g": [float(g) for g in learner.gains], "c": learner.current, "n": learner.observations})
+
+
+@_shape_checked
+def decode_blend_learner(raw: bytes) -> BlendLearner:
+    d = _load(raw, (BLEND_VERSION,))
+    gains = [float(g) for g in d["g"]]
+    current = int(d["c"])
+    if not 0 <= current < len(gains):
+        raise SchemaError(f"blend learner serves setting {current} of {len(gains)}")
+    return BlendLearner(str(d["k"]), gains, current, int(d["n"]))
+
+
+def encode_blend_memo(memo: BlendMemo) -> bytes:
+    """A user's lists under each blend setting at their last scoring (:class:`transforms.blend.BlendMemo`)."""
+    return orjson.dumps({"v": BLEND_VERSION, "t": memo.scored_ms, "k": memo.key, "i": list(memo.items), "r": [list(r) for r in memo.ranked]})
+
+
+@_shape_checked
+def decode_blend_memo(raw: bytes) -> BlendMemo:
+    d = _load(raw, (BLEND_VERSION,))
+    items = tuple(str(i) for i in d["i"])
+    ranked = tuple(tuple(int(i) for i in r) for r in d["r"])
+    if any(not 0 <= i < len(items) for r in ranked for i in r):
+        raise SchemaError("blend memo ranks point outside its items")
+    return BlendMemo(int(d["t"]), str(d["k"]), items, ranked)

@@ -19,7 +19,7 @@ from state.store import RedisStore
 from state.writes import Ttls, final_writes
 from transforms.catalog import CatalogItem
 from transforms.embedding import EmbeddingModel
-from transforms.engine import replay
+from transforms.engine import ReferenceEngine, replay
 from transforms.events import EventBatch
 from transforms.similarity import top_k
 
@@ -44,10 +44,17 @@ def run_job(source, settings: Settings, redis_url: str, restore: str | None = No
 
 def reference_content(events: EventBatch, catalog: list[CatalogItem], settings: Settings, embeddings: Sequence[tuple[int, EmbeddingModel | None]] = ()) -> dict[bytes, bytes]:
     """What Redis holds after the reference engine replays the same input (``embeddings``: version switches)."""
-    _, final = replay(events, settings.model, catalog, embeddings=embeddings)
+    return reference_engine_content(events, catalog, settings, embeddings)[1]
+
+
+def reference_engine_content(
+    events: EventBatch, catalog: list[CatalogItem], settings: Settings, embeddings: Sequence[tuple[int, EmbeddingModel | None]] = ()
+) -> tuple[ReferenceEngine, dict[bytes, bytes]]:
+    """:func:`reference_content` and the engine that computed it (with the job's user shards)."""
+    engine, final = replay(events, settings.model, catalog, embeddings=embeddings, user_shards=settings.user_shards)
     with LocalRedis() as server:
         RedisStore.from_url(server.url, namespace=settings.namespace).write(final_writes(final, Ttls(settings.user_ttl_s, settings.item_ttl_s)))
-        return results(server.url)
+        return engine, results(server.url)
 
 
 def results(url: str) -> dict[bytes, bytes]:

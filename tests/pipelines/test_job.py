@@ -9,7 +9,8 @@ import pytest
 
 from flowrec.config import Settings
 from pipelines.sources import CollectionSource, FileReplaySource, pack_chunks
-from tests.pipelines.jobkit import catalog_lines, differences, event_lines, reference_content, results, run_job
+from state.keys import KeyKind, redis_key
+from tests.pipelines.jobkit import catalog_lines, differences, event_lines, reference_content, reference_engine_content, results, run_job
 from transforms.config import ModelConfig
 from transforms.datasets import DatasetMissing, dataset_path, load_taobao_sample
 from transforms.events import EventBatch
@@ -46,6 +47,33 @@ def test_score_interval_equals_reference(parallelism, redis_url):
     job = results(redis_url)
     assert any(b":rec:" in k for k in job), "the job wrote no user lists"
     assert differences(job, reference_content(events, catalog, settings)) == []
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_learned_blend_equals_reference(parallelism, redis_url):
+    """Blend weights learned online per user shard: the job makes the engine's steps at any
+    parallelism, so its lists equal the engine's, and its stats show each shard's weights."""
+    import redis
+
+    events, catalog = small_shop()
+    settings = Settings(parallelism=parallelism, restart_attempts=0, model=ModelConfig(blend_learning=True, blend_margin=0.0))
+    source = CollectionSource(list(pack_chunks(event_lines(events), 200)), list(pack_chunks(catalog_lines(catalog), 50)))
+    run_job(source, settings, redis_url)
+    job = results(redis_url)
+    engine, reference = reference_engine_content(events, catalog, settings)
+    learned = engine.blend_weights()
+    # The shop teaches something: some shard left the configured weights (else this proves little).
+    assert {w["setting"] for w in learned.values()} - {"configured"}
+    assert any(b":rec:" in k for k in job), "the job wrote no user lists"
+    assert differences(job, reference) == []
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        stats = client.hgetall(redis_key(KeyKind.STATS, namespace=settings.namespace))
+    finally:
+        client.close()
+    for shard, weights in learned.items():
+        assert stats[f"blend.home.{shard}.setting"] == weights["setting"]
+        assert float(stats[f"blend.home.{shard}.weight_content"]) == pytest.approx(weights["weight_content"])
 
 
 @pytest.mark.datasets
