@@ -95,3 +95,35 @@ def test_schema_error_is_a_value_error():
 def test_wrong_shape_is_a_schema_error():
     with pytest.raises(SchemaError):
         decode_profile(b'{"v": 1}')
+
+
+def test_blend_learner_and_memo_round_trip_exactly():
+    from state.schemas import decode_blend_learner, decode_blend_memo, encode_blend_learner, encode_blend_memo
+    from transforms.blend import BlendLearner, BlendMemo
+
+    learner = BlendLearner("configured:1.0;lean_cf:3.1", [0.1 + 0.2, 1e-300, 7.0], current=2, observations=41)
+    assert decode_blend_learner(encode_blend_learner(learner)) == learner
+    memo = BlendMemo(1_700_000_000_200, "k", ("a", "b", "c"), ((0, 1), (2, 0, 1), ()))
+    assert decode_blend_memo(encode_blend_memo(memo)) == memo
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        orjson.dumps({"v": 1, "k": "x", "g": [1.0], "c": 3, "n": 0}),  # serves a setting it has no gain for
+        orjson.dumps({"v": 2, "k": "x", "g": [1.0], "c": 0, "n": 0}),
+        orjson.dumps({"v": 1, "k": "x"}),
+    ],
+)
+def test_bad_blend_learners_are_schema_errors(raw):
+    from state.schemas import decode_blend_learner
+
+    with pytest.raises(SchemaError):
+        decode_blend_learner(raw)
+
+
+def test_blend_memo_ranks_outside_its_items_are_schema_errors():
+    from state.schemas import decode_blend_memo
+
+    with pytest.raises(SchemaError):
+        decode_blend_memo(orjson.dumps({"v": 1, "t": 0, "k": "x", "i": ["a"], "r": [[0, 1]]}))
