@@ -496,7 +496,15 @@ def replay_timeline(
     window's deltas, event count and the users whose last window it is go in,
     and the engine's own close runs, so catalog windows, refresh slots and
     scoring follow the reference exactly.
+
+    A learned blend (``blend_learning``) learns from every list of every
+    window, which a backfill (each user listed once, in their last window)
+    does not compute: its lists are scored with the configured weights, and a
+    job started from its snapshot starts learning afresh.
     """
+    if config.blend_learning:
+        log.info("backfill: lists scored with the configured blend weights (blend learning starts in the job)")
+        config = config.replace(blend_learning=False)
     merged = merge_deltas(deltas)
     profiles: dict[str, bytes | None] = {}
     last_ts: dict[str, int] = {}

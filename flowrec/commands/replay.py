@@ -49,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
     if args.catalog:
         with open(args.catalog, "rb") as f:
             catalog, catalog_rejections = parse_catalog_lines(f)
-    engine, final = replay(parsed.events, settings.model, catalog)
+    engine, final = replay(parsed.events, settings.model, catalog, user_shards=settings.user_shards)
     store = RedisStore.from_url(settings.redis_url, namespace=settings.namespace)
     writes = final_writes(final, Ttls(settings.user_ttl_s, settings.item_ttl_s))
     for start in range(0, len(writes), 5000):

@@ -426,3 +426,29 @@ def test_metrics_vs_k_plot_has_integer_ticks_intervals_and_a_coverage_diversity_
         assert heights == expected
     finally:
         plt.close(fig)
+
+
+def test_prequential_reports_the_learned_blend_weights_per_window(tmp_path, capsys):
+    """With blend_learning the replay scores lists at window close as the job does, learns,
+    and reports the weights per window; without it, nothing is reported."""
+    path = write_jsonl(tmp_path / "events.jsonl", two_taste_events(users=16))
+    config = tmp_path / "model.json"
+    config.write_text(json.dumps({"blend_learning": True, "blend_margin": 0.0}))
+    code, out, _ = run_cli(capsys, "--dataset", str(path), "--protocol", "prequential", "--algorithms", "flowrec", "--model-config", str(config), "--json")
+    assert code == 0
+    report = json.loads(out)
+    windows = report["blend_weights"]
+    assert [w["end_ms"] - w["start_ms"] for w in windows] == [DAY_MS] * len(windows)
+    for entry in windows:
+        assert sum(entry["settings"].values()) >= 1
+        assert set(entry["weights"]) >= {"weight_cf", "weight_content", "weight_category", "weight_popularity"}
+    code, out, _ = run_cli(capsys, "--dataset", str(path), "--protocol", "prequential", "--algorithms", "flowrec", "--json")
+    assert "blend_weights" not in json.loads(out)
+
+
+def test_blend_rows_render_mean_weights_and_settings():
+    info = {"blend_weights": [{"start_ms": T0, "end_ms": T0 + DAY_MS, "weights": {"weight_cf": 1.0, "weight_content": 2.5, "weight_recent": 0.0}, "settings": {"configured": 3, "lean_content": 5}}]}
+    report = harness.Report(dataset="d", protocol="prequential", k=10, results={}, info=info)
+    header, rows = harness.blend_rows(report)
+    assert header == ["window (UTC)", "weight_cf", "weight_content", "shards per setting"]
+    assert rows == [["2023-11-14 00:00", "1.000", "2.500", "configured:3 lean_content:5"]]
