@@ -73,7 +73,7 @@ from state.schemas import (
     encode_versions,
 )
 from state.writes import Ttls, catalog_write, keyable, neighbour_write, trending_write, user_writes
-from transforms.blend import BlendLearner, blend_settings, score_and_learn
+from transforms.blend import CONTEXTS, memo_key, score_and_learn, served_weights
 from transforms.catalog import CatalogItem, EmbeddingSwitch, parse_catalog_lines, validate_catalog_record, validate_embedding_switch
 from transforms.config import ModelConfig, event_weights
 from transforms.content import ContentIndex
@@ -845,11 +845,12 @@ class Scorer(KeyedBroadcastProcessFunction):
     (``embedding_load_failures``) and the last readable one stays in use.
 
     Blend learning (``blend_learning``, :mod:`transforms.blend`): the shard's
-    learner (``blend-learner``) and each user's latest memo (``blend-memos``)
-    are keyed state, stepped once per scored window exactly as the reference
-    engine steps its learner of that shard; memos older than ``blend_memo_ms``
-    (which earn nothing) are swept at most once per that much event time.  The
-    served setting and weights are gauges ``blend.home.{shard}.*``.
+    learners by context (``blend-learners``) and each user's latest memos
+    (``blend-memos``) are keyed state, stepped once per scored window exactly
+    as the reference engine steps its learners of that shard; memos older than
+    ``blend_memo_ms`` (which earn nothing) are swept at most once per that much
+    event time.  The served settings and weights are gauges
+    ``blend.{context}.{shard}.*`` (context ``home`` or ``cart``).
     """
 
     def __init__(self, config: ModelConfig, ttls: Ttls, record_freshness: bool, embeddings: str | None = None) -> None:
@@ -869,7 +870,7 @@ class Scorer(KeyedBroadcastProcessFunction):
         self.embeddings: EmbeddingModel | None = None
         self.codes = ItemCodes()
         if self.config.blend_learning:
-            self.blend_learner = _bytes_value(runtime_context, "blend-learner")
+            self.blend_learners = _bytes_map(runtime_context, "blend-learners")  # context -> learner
             self.blend_memos = _bytes_map(runtime_context, "blend-memos")
             self.blend_swept = runtime_context.get_state(ValueStateDescriptor("blend-swept", Types.LONG()))
 
@@ -989,27 +990,33 @@ class Scorer(KeyedBroadcastProcessFunction):
 
     def _score_learning(self, shard: int, users: list[str], profiles: list, forgotten: list[str], end: int, model: ScoringModel) -> tuple[dict, dict]:
         """One window of this shard with the blend learned (:func:`transforms.blend.score_and_learn`); (lists, gauges)."""
-        settings = blend_settings(self.config)
-        raw = self.blend_learner.value()
-        learner = BlendLearner.fresh(settings) if raw is None else decode_blend_learner(raw).for_settings(settings)
+        learners = {}
+        for context in CONTEXTS:
+            raw = self.blend_learners.get(context)
+            if raw is not None:
+                learners[context] = decode_blend_learner(raw)
         previous = {}
-        for user in users:
-            found = self.blend_memos.get(user)
+        for key in (memo_key(c, u) for u in users for c in CONTEXTS):
+            found = self.blend_memos.get(key)
             if found is not None:
-                previous[user] = decode_blend_memo(found)
-        lists, learner, memos = score_and_learn(users, profiles, end, model, self.config, learner, previous)
-        self.blend_learner.update(encode_blend_learner(learner))
-        for user, memo in memos.items():
+                previous[key] = decode_blend_memo(found)
+        lists, learners, memos = score_and_learn(users, profiles, end, model, self.config, learners, previous)
+        for context, learner in learners.items():
+            self.blend_learners.put(context, encode_blend_learner(learner))
+        for key, memo in memos.items():
             if memo is not None:
-                self.blend_memos.put(user, encode_blend_memo(memo))
-            elif user in previous:
-                self.blend_memos.remove(user)
+                self.blend_memos.put(key, encode_blend_memo(memo))
+            elif key in previous:
+                self.blend_memos.remove(key)
         for user in forgotten:
-            self.blend_memos.remove(user)
+            for context in CONTEXTS:
+                self.blend_memos.remove(memo_key(context, user))
         self._sweep_memos(end)
-        served = settings[learner.current]
-        gauges = {f"blend.home.{shard}.setting": served.name}
-        gauges.update((f"blend.home.{shard}.{name}", weight) for name, weight in served.weights(self.config).items())
+        gauges: dict = {}
+        for context in CONTEXTS:
+            name, weights = served_weights(learners.get(context), self.config, context)
+            gauges[f"blend.{context}.{shard}.setting"] = name
+            gauges.update((f"blend.{context}.{shard}.{field}", weight) for field, weight in weights.items())
         return dict(zip(users, lists)), gauges
 
     def _sweep_memos(self, now_ms: int) -> None:

@@ -65,8 +65,10 @@ PART_FIELDS: dict[str, tuple[str, ...]] = {
     "learned": ("weight_embedding", "weight_sequence"),
 }
 WEIGHT_FIELDS: tuple[str, ...] = tuple(f for p in PARTS for f in PART_FIELDS[p])
-# Contexts with a learner of their own.  The cart list ("cart") keeps the configured weights for now.
-CONTEXTS: tuple[str, ...] = ("home",)
+# Contexts with a learner of their own: the home list (every part) and the cart's complements
+# (cf and content only: :mod:`transforms.complements`).
+CONTEXTS: tuple[str, ...] = ("home", "cart")
+CART_PARTS: tuple[str, ...] = ("cf", "content")
 CONFIGURED = "configured"
 # The job's default number of user shards (flowrec.config.Settings.user_shards): an engine
 # compared with a job must be told the job's value.
@@ -113,6 +115,14 @@ def blend_settings(config: ModelConfig) -> tuple[BlendSetting, ...]:
         scale[i] = config.blend_lean * total / weights[i]
         settings.append(BlendSetting(f"lean_{PARTS[i]}", tuple(scale)))
     return tuple(settings)
+
+
+def context_settings(config: ModelConfig, context: str) -> tuple[BlendSetting, ...]:
+    """The settings of a context: the cart list's are those of its two parts alone (cf, content)."""
+    if context == "cart":
+        others = {name: 0.0 for part in PARTS if part not in CART_PARTS for name in PART_FIELDS[part]}
+        return blend_settings(config.replace(**others))
+    return blend_settings(config)
 
 
 def settings_key(settings: Sequence[BlendSetting]) -> str:
@@ -260,11 +270,7 @@ class ShardBlend:
     """
 
     learners: dict[str, BlendLearner] = field(default_factory=dict)
-    memos: dict[str, BlendMemo] = field(default_factory=dict)
-
-    def learner(self, context: str, settings: Sequence[BlendSetting]) -> BlendLearner:
-        found = self.learners.get(context)
-        return BlendLearner.fresh(settings) if found is None else found.for_settings(settings)
+    memos: dict[str, BlendMemo] = field(default_factory=dict)  # by memo_key(context, user)
 
 
 def window_rewards(
@@ -287,9 +293,44 @@ def window_rewards(
     return out
 
 
-def served_weights(learner: BlendLearner, settings: Sequence[BlendSetting], config: ModelConfig) -> dict[str, float]:
-    """The weight fields a learner serves (for stats and reports)."""
-    return settings[learner.current].weights(config)
+
+def memo_key(context: str, user: str) -> str:
+    """Where a user's memo of a context is kept ("/" is never part of a user id)."""
+    return user if context == "home" else f"{context}/{user}"
+
+
+def cart_memos(
+    users: Sequence[str],
+    profiles: Sequence[UserProfile | None],
+    model,
+    config: ModelConfig,
+    settings: Sequence[BlendSetting],
+    now_ms: int,
+    k: int,
+) -> dict[str, BlendMemo]:
+    """Each user's cart-list :class:`BlendMemo`: every setting's complements of the cart
+    (:func:`transforms.complements.cart_complements`), allowed items the user never touched, top ``k``."""
+    from transforms.complements import cart_complements
+    from transforms.scoring import item_allowed
+
+    key = settings_key(settings)
+    out: dict[str, BlendMemo] = {}
+    for user, profile in zip(users, profiles):
+        if profile is None or not profile.cart:
+            continue
+        cart = list(profile.cart)
+        ranked_ids = []
+        for setting in settings:
+            weights = setting.weights(config)
+            scores, _ = cart_complements(cart, model.neighbours, model.content, weights["weight_cf"], weights["weight_content"])
+            fresh = [i for i in scores if i not in profile.interests and item_allowed(i, model, config)]
+            ranked_ids.append(sorted(fresh, key=lambda i: (-scores[i], i))[:k])
+        items = sorted({i for r in ranked_ids for i in r})
+        if not items:
+            continue
+        position = {i: n for n, i in enumerate(items)}
+        out[user] = BlendMemo(now_ms, key, tuple(items), tuple(tuple(position[i] for i in r) for r in ranked_ids))
+    return out
 
 
 def score_and_learn(
@@ -298,34 +339,49 @@ def score_and_learn(
     now_ms: int,
     model,
     config: ModelConfig,
-    learner: BlendLearner,
+    learners: Mapping[str, BlendLearner],
     previous: Mapping[str, BlendMemo],
-) -> tuple[list, BlendLearner, dict[str, BlendMemo | None]]:
-    """One window of one shard: lists scored with the served setting, then the learner's step.
+) -> tuple[list, dict[str, BlendLearner], dict[str, BlendMemo | None]]:
+    """One window of one shard: lists scored with the served settings, then the learners' steps.
 
-    Returns the users' :class:`transforms.scoring.UserLists` (the cart lists
-    keep the configured weights), the learner after this window's credit
-    (``previous``: the users' memos, as kept), and each user's new memo (None:
-    drop the old one, already credited).
+    ``learners`` and the returned learners are by context (a missing one
+    starts fresh); ``previous`` holds the users' memos by :func:`memo_key`.
+    Returns the users' :class:`transforms.scoring.UserLists`, the learners
+    after this window's credit, and each user's new memo per context by
+    :func:`memo_key` (None: drop the old one, already credited).
     """
     from transforms.scoring import score_users  # scoring imports nothing from here; late to keep the module light
 
-    settings = blend_settings(config)
-    learner = learner.for_settings(settings)
-    served = settings[learner.current]
+    settings = {context: context_settings(config, context) for context in CONTEXTS}
+    current = {c: (learners[c].for_settings(settings[c]) if c in learners else BlendLearner.fresh(settings[c])) for c in CONTEXTS}
+    served = {c: settings[c][current[c].current] for c in CONTEXTS}
+    served_configs = {c: served[c].applied(config) if c == "home" else config.replace(**{n: served[c].weights(config)[n] for n in ("weight_cf", "weight_content")}) for c in CONTEXTS}
     entries: list = []
-    lists = score_users(list(profiles), now_ms, model, served.applied(config), part_entries=entries, cart_config=config)
-    credit = window_rewards(users, profiles, previous, now_ms, learner.key, config)
-    if entries:
-        found = memos(users, profiles, *entries[0], settings, served, now_ms, config.blend_k)
-    else:
-        found = {}
-    return lists, learn(learner, credit, config), {user: found.get(user) for user in users}
+    lists = score_users(list(profiles), now_ms, model, served_configs["home"], part_entries=entries, cart_config=served_configs["cart"])
+    found = {"home": memos(users, profiles, *entries[0], settings["home"], served["home"], now_ms, config.blend_k) if entries else {}}
+    found["cart"] = cart_memos(users, profiles, model, config, settings["cart"], now_ms, config.blend_k)
+    stepped: dict[str, BlendLearner] = {}
+    new: dict[str, BlendMemo | None] = {}
+    for context in CONTEXTS:
+        mine = {user: previous[memo_key(context, user)] for user in users if memo_key(context, user) in previous}
+        stepped[context] = learn(current[context], window_rewards(users, profiles, mine, now_ms, current[context].key, config), config)
+        new.update((memo_key(context, user), found[context].get(user)) for user in users)
+    return lists, stepped, new
 
 
 def served_config(learner: BlendLearner | None, config: ModelConfig) -> ModelConfig:
-    """The config a learner's lists are scored with (``config`` for no learner yet)."""
+    """The config a home-list learner's lists are scored with (``config`` for no learner yet)."""
     if learner is None:
         return config
     settings = blend_settings(config)
     return settings[learner.for_settings(settings).current].applied(config)
+
+
+def served_weights(learner: BlendLearner | None, config: ModelConfig, context: str) -> tuple[str, dict[str, float]]:
+    """The setting a context's learner serves and its weights (the cart's: cf and content only)."""
+    settings = context_settings(config, context)
+    setting = settings[0 if learner is None else learner.for_settings(settings).current]
+    weights = setting.weights(config)
+    if context == "cart":
+        weights = {name: weights[name] for name in ("weight_cf", "weight_content")}
+    return setting.name, weights

@@ -44,7 +44,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from transforms.catalog import CatalogItem
-from transforms.blend import DEFAULT_USER_SHARDS, ShardBlend, score_and_learn, served_config, user_shard
+from transforms.blend import CONTEXTS, DEFAULT_USER_SHARDS, ShardBlend, memo_key, score_and_learn, served_config, served_weights, user_shard
 from transforms.config import ModelConfig, event_weights
 from transforms.content import ContentIndex
 from transforms.cooccurrence import ItemModel
@@ -306,15 +306,12 @@ class ReferenceEngine:
             out.update((user, user_lists.home) for user, user_lists in zip(users, lists))
         return out
 
-    def blend_weights(self) -> dict[int, dict[str, float | str]]:
-        """Per user shard with a learner: the setting served and its weights (``{}`` without blend learning)."""
-        from transforms.blend import blend_settings
-
-        settings = blend_settings(self.config)
+    def blend_weights(self, context: str = "home") -> dict[int, dict[str, float | str]]:
+        """Per user shard with a learner: the setting served in ``context`` and its weights (``{}`` without blend learning)."""
         out: dict[int, dict[str, float | str]] = {}
         for shard in sorted(self.blend):
-            learner = self.blend[shard].learner("home", settings)
-            out[shard] = {"setting": settings[learner.current].name, **settings[learner.current].weights(self.config)}
+            name, weights = served_weights(self.blend[shard].learners.get(context), self.config, context)
+            out[shard] = {"setting": name, **weights}
         return out
 
     def _by_served_config(self, user_ids: Sequence[str]) -> list[tuple[ModelConfig, list[str]]]:
@@ -426,7 +423,8 @@ class ReferenceEngine:
             scored = self._score_learning(kept, profiles, out.window_end_ms)
             for user in due:
                 if profiles[user] is None:
-                    self.blend.get(user_shard(user, self.user_shards), ShardBlend()).memos.pop(user, None)
+                    for context in CONTEXTS:
+                        self.blend.get(user_shard(user, self.user_shards), ShardBlend()).memos.pop(memo_key(context, user), None)
         else:
             scored = dict(zip(kept, score_users([profiles[u] for u in kept], out.window_end_ms, self.model, self.config)))
         out.users.update((user, scored.get(user)) for user in due)
@@ -440,9 +438,9 @@ class ReferenceEngine:
         scored: dict[str, UserLists] = {}
         for shard, members in sorted(groups.items()):
             state = self.blend.setdefault(shard, ShardBlend())
-            learner = state.learner("home", _settings_of(self.config))
-            previous = {u: state.memos[u] for u in members if u in state.memos}
-            lists, state.learners["home"], memos = score_and_learn(members, [profiles[u] for u in members], now_ms, self.model, self.config, learner, previous)
+            keys = [memo_key(c, u) for u in members for c in CONTEXTS]
+            previous = {k: state.memos[k] for k in keys if k in state.memos}
+            lists, state.learners, memos = score_and_learn(members, [profiles[u] for u in members], now_ms, self.model, self.config, state.learners, previous)
             scored.update(zip(members, lists))
             for user, memo in memos.items():
                 if memo is None:
@@ -469,12 +467,6 @@ class ReferenceEngine:
         self._score(out, window)
         if self.on_window is not None:
             self.on_window(out)
-
-
-def _settings_of(config: ModelConfig):
-    from transforms.blend import blend_settings
-
-    return blend_settings(config)
 
 
 def last_windows(events: EventBatch, window_ms: int) -> dict[str, int]:

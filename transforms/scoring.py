@@ -225,6 +225,11 @@ def category_interests(interests: list[tuple[str, float]], model: ScoringModel) 
     return out
 
 
+def item_allowed(item: str, model: ScoringModel, config: ModelConfig) -> bool:
+    """Whether the business filters (stock, allowed and denied categories) let ``item`` into a list."""
+    return _allowed(item, model, config)
+
+
 def _allowed(item: str, model: ScoringModel, config: ModelConfig) -> bool:
     fact = model.facts.get(item)
     category = fact[0] if fact else ""

@@ -71,9 +71,10 @@ def test_learned_blend_equals_reference(parallelism, redis_url):
         stats = client.hgetall(redis_key(KeyKind.STATS, namespace=settings.namespace))
     finally:
         client.close()
-    for shard, weights in learned.items():
-        assert stats[f"blend.home.{shard}.setting"] == weights["setting"]
-        assert float(stats[f"blend.home.{shard}.weight_content"]) == pytest.approx(weights["weight_content"])
+    for context in ("home", "cart"):
+        for shard, weights in engine.blend_weights(context).items():
+            assert stats[f"blend.{context}.{shard}.setting"] == weights["setting"]
+            assert float(stats[f"blend.{context}.{shard}.weight_content"]) == pytest.approx(weights["weight_content"])
 
 
 @pytest.mark.datasets

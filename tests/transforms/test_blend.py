@@ -127,3 +127,33 @@ def test_shards_match_the_jobs():
 
     for user in ("u1", "alice", "x" * 100, "42"):
         assert B.user_shard(user, 8) == shard_of(user, 8)
+
+
+def test_cart_settings_lean_on_cf_or_content_only():
+    config = CONFIG.replace(weight_category=0.2, weight_popularity=0.05)
+    cart = B.context_settings(config, "cart")
+    assert [s.name for s in cart] == ["configured", "lean_cf", "lean_content"]
+    # Leaning is relative to the cart's two parts only (cf 1.0 + content 0.5).
+    assert cart[2].weights(config)["weight_content"] == pytest.approx(3.0 * 1.5)
+
+
+def test_cart_memo_ranks_each_settings_complements_of_the_cart():
+    from transforms.scoring import ScoringModel
+
+    model = ScoringModel(
+        neighbours={"c1": (np.array(["x", "y"], dtype=object), np.array([1.0, 0.5]))},
+        content={"c1": (np.array(["z", "y", "seen"], dtype=object), np.array([1.0, 0.9, 0.9]))},
+    )
+    profile = UserProfile(last_ts=1, interests={"c1": 4.0, "seen": 1.0}, history=[("c1", 1, 4.0)], cart={"c1": 1})
+    settings = B.context_settings(CONFIG, "cart")
+    memo = B.cart_memos(["u"], [profile], model, CONFIG, settings, 100, k=2)["u"]
+    ranked = [[memo.items[i] for i in r] for r in memo.ranked]
+    # configured: x 1.0, y 0.5 + 0.45, z 0.5 -> x, y; lean on content (4.5): z 4.5, y 0.5 + 4.05 -> y, z.
+    assert ranked[0] == ["x", "y"]
+    assert ranked[2] == ["y", "z"]
+    assert "seen" not in memo.items
+
+
+def test_memos_of_both_contexts_are_kept_apart():
+    assert B.memo_key("home", "u1") == "u1"
+    assert B.memo_key("cart", "u1") == "cart/u1"
