@@ -66,6 +66,7 @@ from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from transforms.blend import PARTS
 from transforms.complements import cart_complements, goes_with
 from transforms.config import ModelConfig
 from transforms.cooccurrence import Vocabulary
@@ -724,8 +725,8 @@ class PartEntries(NamedTuple):
     value: np.ndarray
 
 
-# Each entry kind's part, as indexed by transforms.blend.PARTS (cf, content, category, popularity, recent, learned).
-_KIND_PART = np.array([0, 1, 4, 2, 3, 5, -1], dtype=np.intp)  # _CF, _CONTENT, _RECENT, _CATEGORY, _POPULAR, _TEXT, _CART
+# Each entry kind's part, as indexed by transforms.blend.PARTS (the cart's entries are no part of the home blend).
+_KIND_PART = np.array([PARTS.index(p) for p in ("cf", "content", "recent", "category", "popularity", "learned")] + [-1], dtype=np.intp)
 
 
 def _part_entries(blend: _Long, model: ScoringModel, config: ModelConfig, codes: ItemCodes) -> PartEntries:
