@@ -333,6 +333,35 @@ def cart_memos(
     return out
 
 
+class _SettingsTable(NamedTuple):
+    """Each context's settings and the config each setting scores with, for one model config."""
+
+    config: ModelConfig
+    settings: dict[str, tuple[BlendSetting, ...]]
+    configs: dict[str, list[ModelConfig]]
+
+
+# Per model config object (a job or engine keeps one): building settings and configs costs more
+# than a small window's learning, so they are built once.  A cache only: never reaches an output.
+_TABLES: dict[int, _SettingsTable] = {}
+
+
+def _settings_table(config: ModelConfig) -> _SettingsTable:
+    found = _TABLES.get(id(config))
+    if found is not None and found.config is config:
+        return found
+    settings = {context: context_settings(config, context) for context in CONTEXTS}
+    configs = {
+        "home": [s.applied(config) for s in settings["home"]],
+        "cart": [config.replace(**{n: s.weights(config)[n] for n in ("weight_cf", "weight_content")}) for s in settings["cart"]],
+    }
+    if len(_TABLES) > 16:
+        _TABLES.clear()
+    table = _SettingsTable(config, settings, configs)
+    _TABLES[id(config)] = table
+    return table
+
+
 def score_and_learn(
     users: Sequence[str],
     profiles: Sequence[UserProfile],
@@ -352,10 +381,11 @@ def score_and_learn(
     """
     from transforms.scoring import score_users  # scoring imports nothing from here; late to keep the module light
 
-    settings = {context: context_settings(config, context) for context in CONTEXTS}
+    table = _settings_table(config)
+    settings = {context: table.settings[context] for context in CONTEXTS}
     current = {c: (learners[c].for_settings(settings[c]) if c in learners else BlendLearner.fresh(settings[c])) for c in CONTEXTS}
     served = {c: settings[c][current[c].current] for c in CONTEXTS}
-    served_configs = {c: served[c].applied(config) if c == "home" else config.replace(**{n: served[c].weights(config)[n] for n in ("weight_cf", "weight_content")}) for c in CONTEXTS}
+    served_configs = {c: table.configs[c][current[c].current] for c in CONTEXTS}
     entries: list = []
     lists = score_users(list(profiles), now_ms, model, served_configs["home"], part_entries=entries, cart_config=served_configs["cart"])
     found = {"home": memos(users, profiles, *entries[0], settings["home"], served["home"], now_ms, config.blend_k) if entries else {}}
@@ -373,13 +403,13 @@ def served_config(learner: BlendLearner | None, config: ModelConfig) -> ModelCon
     """The config a home-list learner's lists are scored with (``config`` for no learner yet)."""
     if learner is None:
         return config
-    settings = blend_settings(config)
-    return settings[learner.for_settings(settings).current].applied(config)
+    table = _settings_table(config)
+    return table.configs["home"][learner.for_settings(table.settings["home"]).current]
 
 
 def served_weights(learner: BlendLearner | None, config: ModelConfig, context: str) -> tuple[str, dict[str, float]]:
     """The setting a context's learner serves and its weights (the cart's: cf and content only)."""
-    settings = context_settings(config, context)
+    settings = _settings_table(config).settings[context]
     setting = settings[0 if learner is None else learner.for_settings(settings).current]
     weights = setting.weights(config)
     if context == "cart":
