@@ -43,6 +43,7 @@ order.  No clock, no randomness.
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -127,6 +128,11 @@ def context_settings(config: ModelConfig, context: str) -> tuple[BlendSetting, .
 
 def settings_key(settings: Sequence[BlendSetting]) -> str:
     """A fingerprint of a settings list: state learned under other settings is not reused."""
+    return _settings_key(tuple(settings))
+
+
+@functools.lru_cache(maxsize=64)
+def _settings_key(settings: tuple[BlendSetting, ...]) -> str:
     return ";".join(f"{s.name}:{','.join(repr(x) for x in s.scale)}" for s in settings)
 
 
