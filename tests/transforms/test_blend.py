@@ -9,7 +9,7 @@ from transforms import blend as B
 from transforms.blend import BlendLearner, BlendMemo, blend_settings, choose, learn, memos, rewards, settings_key
 from transforms.catalog import CatalogItem
 from transforms.config import ModelConfig
-from transforms.engine import ReferenceEngine, replay
+from transforms.engine import replay
 from transforms.events import EventBatch, parse_records
 from transforms.profile import UserProfile
 
@@ -87,9 +87,9 @@ def test_rewards_credit_the_items_touched_since_the_memo_by_their_rank():
 
 
 def _oracle_shop(users: int = 40, steps: int = 12) -> tuple[EventBatch, list[CatalogItem]]:
-    """Each user walks a chain of items i0 -> i1 -> ...: the content part knows the chain
-    (each item's only content neighbour is its successor, by title), co-occurrence
-    pairs items across users in a way that never predicts the next item."""
+    """Each user walks a chain of items i0 -> i1 -> ...: the content part knows the chain (an
+    item's title shares a word with its predecessor and its successor only, and the predecessor
+    is already touched), while co-occurrence mostly pairs items with decoys that never come next."""
     catalog = []
     for k in range(steps + 1):
         catalog.append(CatalogItem(item_id=f"i{k:02d}", title=f"chain{k} chain{k + 1}", category="shop/a", ts=1_600_000_000_000))
