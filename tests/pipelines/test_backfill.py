@@ -469,3 +469,17 @@ def test_the_job_records_its_model_settings_in_stats(tmp_path, redis_url):
     assert stats.hget(redis_key(KeyKind.STATS), "model.half_life_ms.source") == b"derived from history"
     assert with_history_settings(settings, Fresh()) is settings
     assert stats.hget(redis_key(KeyKind.STATS), "model.half_life_ms.source") == b"configured"
+
+
+def test_a_learned_blend_is_not_learned_by_the_backfill():
+    """A backfill lists each user once, so it cannot learn the blend: with blend_learning on it scores
+    with the configured weights, i.e. exactly what a replay with learning off writes."""
+    from pipelines.backfill import parse_chunk, replay_timeline, replay_users
+
+    events, catalog = shop(events=2000, users=40, seed=4)
+    learning = CONFIG.replace(blend_learning=True, blend_margin=0.0)
+    by_shard, _, _ = parse_chunk(0, 0, [line.decode() for line in events.to_jsonl().splitlines()], learning, 4, None)
+    shards = [replay_users(s, [columns], learning) for s, columns in by_shard.items()]
+    backfill = replay_timeline(learning, catalog, [d for _, d in shards], [u for u, _ in shards])
+    _, fixed = replay(events, CONFIG.replace(blend_learning=False), catalog)
+    assert {(w.kind, w.part): w.value for w in final_writes(backfill.final, Ttls())} == {(w.kind, w.part): w.value for w in final_writes(fixed, Ttls())}
