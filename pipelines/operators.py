@@ -695,6 +695,8 @@ class MetricsAggregator(KeyedProcessFunction):
         writes = [HashWrite(KeyKind.METRICS_MINUTE, part, _formatted(f), MINUTE_TTL_S) for part, f in minute_changes.items()]
         writes += [HashWrite(KeyKind.METRICS_ADS, part, _formatted(f), ADS_TTL_S) for part, f in day_changes.items()]
         writes += [HashWrite(KeyKind.METRICS_EXPERIMENT, part, _formatted(f)) for part, f in experiment_changes.items()]
+        if experiment_changes:  # the index readers list experiments from (idempotent like the rest)
+            writes.append(HashWrite(KeyKind.METRICS_EXPERIMENTS, None, {part: "1" for part in experiment_changes}))
         self._evict(watermark)
         if writes or too_late:
             yield SinkBatch(writes=writes, stats={"metrics_too_late": too_late} if too_late else {})
