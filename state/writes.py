@@ -25,7 +25,11 @@ class Ttls:
 
 
 def user_writes(user: str, ts: int, lists: UserLists | None, ttls: Ttls) -> list[Write]:
-    """The user's home list, complements list and profile; a forgotten user's keys are deleted (the legacy ``cart:`` key too)."""
+    """The user's home list, complements list and profile; a forgotten user's keys are deleted (the legacy ``cart:`` key too).
+
+    The lists carry ``"experiment"`` and ``"variant"``: the experiment variant whose
+    configuration computed them (``"~"`` for none), so the API issues rec_ids naming it.
+    """
     if lists is None:
         return [Write(kind, user, None) for kind in USER_KEY_KINDS]
     profile = encode_list(
@@ -35,9 +39,11 @@ def user_writes(user: str, ts: int, lists: UserLists | None, ttls: Ttls) -> list
         cart=lists.in_cart,
         purchased=lists.purchased,
     )
+    home_experiment, home_variant = lists.home_from
+    cart_experiment, cart_variant = lists.cart_from
     return [
-        Write(KeyKind.USER_RECS, user, encode_list(ts, lists.home), ttls.user_s or None),
-        Write(KeyKind.COMPLEMENTS, user, encode_list(ts, lists.cart), ttls.user_s or None)
+        Write(KeyKind.USER_RECS, user, encode_list(ts, lists.home, experiment=home_experiment, variant=home_variant), ttls.user_s or None),
+        Write(KeyKind.COMPLEMENTS, user, encode_list(ts, lists.cart, experiment=cart_experiment, variant=cart_variant), ttls.user_s or None)
         if lists.cart
         else Write(KeyKind.COMPLEMENTS, user, None),
         Write(KeyKind.PROFILE, user, profile, ttls.user_s or None),
