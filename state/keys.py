@@ -17,6 +17,12 @@ key                                   value                                     
 ``{ns}:v1:stats``                     job counters (Redis hash)                   none
 ``{ns}:v1:deadletter``                dead-lettered records (Redis stream)        capped
 ``{ns}:v1:freshness``                 recent event->list lags in ms (Redis list)  capped
+``{ns}:v1:experiment:{id}``           an experiment as the job applied it: JSON   none
+                                      ``{"v": 1, "experiment": declaration,
+                                      "started_ms", "updated_ms", "stopped_ms"}``
+                                      (:class:`transforms.experiments.ExperimentRecord`)
+``{ns}:v1:experiments``               ids of every experiment ever applied        none
+                                      (Redis set; a write of it is an SADD)
 ====================================  ==========================================  =========
 
 ``profile:{user}`` is personal data (what the user bought and has in the
@@ -40,6 +46,7 @@ import re
 
 from transforms.catalog import valid_top_category
 from transforms.events import valid_id
+from transforms.recid import NAME_PATTERN
 
 LAYOUT_VERSION = 1
 DEFAULT_NAMESPACE = "flowrec"
@@ -62,13 +69,17 @@ class KeyKind(enum.Enum):
     STATS = "stats"
     DEAD_LETTER = "deadletter"
     FRESHNESS = "freshness"
+    EXPERIMENT = "experiment"
+    EXPERIMENTS = "experiments"
 
 
 _USER_KINDS = {KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART}
 # Every key holding something about one user: what forgetting the user deletes.
 USER_KEY_KINDS = (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART)
 _ITEM_KINDS = {KeyKind.ITEM_NEIGHBOURS, KeyKind.CONTENT_NEIGHBOURS, KeyKind.ITEM}
-_SINGLETONS = {KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS}
+_SINGLETONS = {KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS, KeyKind.EXPERIMENTS}
+# Keys holding a Redis set: a Write's value is a member to add (SADD), not the value to SET.
+SET_KINDS = frozenset({KeyKind.EXPERIMENTS})
 
 
 class InvalidKeyPart(ValueError):
@@ -92,6 +103,10 @@ def redis_key(kind: KeyKind, part: str | None = None, namespace: str = DEFAULT_N
     if kind is KeyKind.TRENDING_CATEGORY:
         if not valid_top_category(part):
             raise InvalidKeyPart("a top category must be 1-128 printable chars without / * ? [ ] \\")
+        return f"{prefix}:{part}"
+    if kind is KeyKind.EXPERIMENT:
+        if not isinstance(part, str) or not NAME_PATTERN.fullmatch(part):
+            raise InvalidKeyPart("an experiment id must be 1-32 chars of [A-Za-z0-9_-]")
         return f"{prefix}:{part}"
     if kind in _USER_KINDS | _ITEM_KINDS:
         if not valid_id(part):
