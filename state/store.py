@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import orjson
 
@@ -19,7 +19,7 @@ from state.schemas import REDIS_LIST_VERSION, REDIS_LIST_VERSIONS
 from transforms.reasons import read_reason
 from transforms.scoring import ScoredItem
 
-__all__ = ["ScoredItem", "encode_list", "decode_list", "Write", "RetryPolicy", "RedisStore"]
+__all__ = ["ScoredItem", "encode_list", "decode_list", "Write", "HashWrite", "RetryPolicy", "RedisStore"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,19 @@ class Write:
     kind: KeyKind
     part: str | None
     value: bytes | None  # None deletes the key
+    ttl_s: int | None = None
+
+
+@dataclass(frozen=True)
+class HashWrite:
+    """HSET of some fields of a hash (absolute values, so replaying it is idempotent), then its TTL if given.
+
+    The TTL is (re)set on every write: a hash lives ``ttl_s`` after its last change.
+    """
+
+    kind: KeyKind
+    part: str | None
+    fields: Mapping[str, str]
     ttl_s: int | None = None
 
 
@@ -113,8 +126,8 @@ class RedisStore:
                 delay = min(delay * 2, self.retry.max_delay_s)
         raise AssertionError("unreachable")
 
-    def write(self, writes: Iterable[Write]) -> int:
-        """Apply SET/DEL/SADD writes in one pipeline (retried whole: every write is idempotent)."""
+    def write(self, writes: Iterable[Write | HashWrite]) -> int:
+        """Apply SET/DEL, HSET and SADD writes in one pipeline (retried whole: every write is idempotent)."""
         writes = list(writes)
         if not writes:
             return 0
@@ -123,7 +136,12 @@ class RedisStore:
             pipe = self.client.pipeline(transaction=False)
             for w in writes:
                 key = self.key(w.kind, w.part)
-                if w.kind in SET_KINDS and w.value is not None:
+                if isinstance(w, HashWrite):
+                    if w.fields:
+                        pipe.hset(key, mapping=dict(w.fields))
+                        if w.ttl_s:
+                            pipe.expire(key, w.ttl_s)
+                elif w.kind in SET_KINDS and w.value is not None:
                     pipe.sadd(key, w.value)
                 elif w.value is None:
                     pipe.delete(key)
