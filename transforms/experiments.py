@@ -610,3 +610,35 @@ def compare(variants: Iterable[str], control: str, counts: Mapping[str, VariantC
         lift = next(r.lift for r in rows if r.name == winner)
         verdict = f"{winner} wins: CTR {'' if lift is None else f'{lift:+.1%} '}vs {control}, significant at {level}"
     return ExperimentResult(control=control, variants=tuple(rows), winner=winner, verdict=verdict, alpha=alpha)
+
+
+def experiment_report(record: ExperimentRecord, totals: Mapping[str, VariantCounts], by_context: Mapping[str, Mapping[str, VariantCounts]] | None = None, alpha: float = 0.05) -> dict[str, Any]:
+    """What ``GET /v1/experiments/{id}`` and ``flowrec experiment show`` say about an experiment.
+
+    ``totals`` are each variant's counts over all contexts, ``by_context`` per
+    context.  Variants counted but no longer declared (removed by a change)
+    are listed after the declared ones, so no count is hidden.
+    """
+    experiment = record.experiment
+    names = [v.name for v in experiment.variants] + sorted(set(totals) - {v.name for v in experiment.variants})
+    result = compare(names, experiment.control, totals, alpha)
+    shares = {v.name: v.share for v in experiment.variants}
+    variants = {}
+    for row in result.variants:
+        entry: dict[str, Any] = {"share": shares.get(row.name, 0.0), **row.to_dict()}
+        contexts = (by_context or {}).get(row.name, {})
+        entry["contexts"] = {
+            context: {**dataclasses.asdict(c), "ctr": _rate(c.clicks, c.impressions), "conversion": _rate(c.purchases, c.impressions)} for context, c in sorted(contexts.items())
+        }
+        variants[row.name] = entry
+    out = result.to_dict()
+    out["variants"] = variants
+    return {
+        "id": experiment.id,
+        "status": "running" if record.running else "stopped",
+        "experiment": experiment.to_dict(),
+        "started_ms": record.started_ms,
+        "updated_ms": record.updated_ms,
+        "stopped_ms": record.stopped_ms,
+        **out,
+    }
