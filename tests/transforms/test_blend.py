@@ -157,3 +157,20 @@ def test_cart_memo_ranks_each_settings_complements_of_the_cart():
 def test_memos_of_both_contexts_are_kept_apart():
     assert B.memo_key("home", "u1") == "u1"
     assert B.memo_key("cart", "u1") == "cart/u1"
+
+
+def test_while_an_experiment_runs_its_variants_score_and_the_blend_learns_nothing():
+    from transforms.experiments import ExperimentStart, ExperimentStop, parse_experiment
+
+    events, catalog = _oracle_shop(users=20, steps=6)
+    config = CONFIG.replace(weight_cf=1.0, weight_content=0.05, blend_margin=0.0, content_neighbours=2)
+    experiment = parse_experiment({"id": "e1", "variants": {"a": {"share": 0.5}, "b": {"share": 0.5, "preset": "popularity"}}})
+    first, last = int(events.ts.min()), int(events.ts.max())
+    # In effect for the whole replay: every list is a variant's, nothing is learned.
+    during, final = replay(events, config, catalog, experiments=[ExperimentStart(experiment, first - 1_000)], user_shards=2)
+    assert all(learner.observations == 0 for shard in during.blend.values() for learner in shard.learners.values())
+    assert not any(shard.memos for shard in during.blend.values())
+    assert {lists.home_from[0] for _, lists in final.users.values()} == {"e1"}
+    # Stopped before the end: learning resumes and the chain still wins.
+    after, _ = replay(events, config, catalog, experiments=[ExperimentStart(experiment, first - 1_000), ExperimentStop("e1", first + (last - first) // 3)], user_shards=2)
+    assert any(learner.observations > 0 for shard in after.blend.values() for learner in shard.learners.values())
