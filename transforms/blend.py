@@ -38,7 +38,9 @@ users sorted by id) and applied once.  Shards are the job's user shards
 (:func:`user_shard`, the same CRC-32 as ``pipelines.messages.shard_of``),
 fixed for a job's lifetime and independent of its parallelism, so the job at
 any parallelism and the reference engine make the same steps in the same
-order.  No clock, no randomness.
+order.  No clock, no randomness.  While an experiment is in effect
+(:mod:`transforms.experiments`) its variants score the lists and nothing is
+learned (the engines drop those users' memos).
 """
 
 from __future__ import annotations
