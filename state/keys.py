@@ -15,6 +15,8 @@ key                                   value                                     
 ``{ns}:v1:trend:global``              global trending ``NeighbourList``           none
 ``{ns}:v1:trend:cat:{category}``      trending in a top category                  none
 ``{ns}:v1:stats``                     job counters (Redis hash)                   none
+``{ns}:v1:stats:min:{minute_ms}``     the job's counters added in one minute of   2 days
+                                      processing time (Redis hash; dashboard)
 ``{ns}:v1:deadletter``                dead-lettered records (Redis stream)        capped
 ``{ns}:v1:freshness``                 recent event->list lags in ms (Redis list)  capped
 ====================================  ==========================================  =========
@@ -44,6 +46,7 @@ from transforms.events import valid_id
 LAYOUT_VERSION = 1
 DEFAULT_NAMESPACE = "flowrec"
 _NAMESPACE = re.compile(r"[A-Za-z0-9_\-]{1,32}")
+_MINUTE_START = re.compile(r"[0-9]{1,16}")
 
 
 class KeyKind(enum.Enum):
@@ -60,6 +63,7 @@ class KeyKind(enum.Enum):
     TRENDING_GLOBAL = "trend:global"
     TRENDING_CATEGORY = "trend:cat"
     STATS = "stats"
+    STATS_MINUTE = "stats:min"
     DEAD_LETTER = "deadletter"
     FRESHNESS = "freshness"
 
@@ -68,6 +72,8 @@ _USER_KINDS = {KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.
 # Every key holding something about one user: what forgetting the user deletes.
 USER_KEY_KINDS = (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART)
 _ITEM_KINDS = {KeyKind.ITEM_NEIGHBOURS, KeyKind.CONTENT_NEIGHBOURS, KeyKind.ITEM}
+# Keys of one epoch-aligned minute: the part is the minute's start in epoch milliseconds.
+_MINUTE_KINDS = {KeyKind.STATS_MINUTE}
 _SINGLETONS = {KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS}
 
 
@@ -92,6 +98,10 @@ def redis_key(kind: KeyKind, part: str | None = None, namespace: str = DEFAULT_N
     if kind is KeyKind.TRENDING_CATEGORY:
         if not valid_top_category(part):
             raise InvalidKeyPart("a top category must be 1-128 printable chars without / * ? [ ] \\")
+        return f"{prefix}:{part}"
+    if kind in _MINUTE_KINDS:
+        if part is None or not _MINUTE_START.fullmatch(part) or int(part) % 60_000:
+            raise InvalidKeyPart("a minute must be its start in epoch milliseconds (a multiple of 60000)")
         return f"{prefix}:{part}"
     if kind in _USER_KINDS | _ITEM_KINDS:
         if not valid_id(part):

@@ -24,6 +24,8 @@ __all__ = ["ScoredItem", "encode_list", "decode_list", "Write", "RetryPolicy", "
 log = logging.getLogger(__name__)
 
 DAY_MS = 24 * 3600 * 1000
+# The per-minute copies of the job's counters are for the dashboard's recent history only.
+STATS_MINUTE_TTL_S = 2 * 24 * 3600
 
 
 def encode_list(ts: int, items: Sequence[ScoredItem], **extra: Any) -> bytes:
@@ -131,16 +133,27 @@ class RedisStore:
         self._with_retry("write", run)
         return len(writes)
 
-    def add_stats(self, counters: dict[str, int]) -> None:
-        """Add to the job's counters hash (HINCRBY; not idempotent, so only for monitoring)."""
+    def add_stats(self, counters: dict[str, int], minute_ms: int | None = None) -> None:
+        """Add to the job's counters hash (HINCRBY; not idempotent, so only for monitoring).
+
+        With ``minute_ms`` (the start of the current minute of processing time)
+        the same amounts are also added to that minute's hash, which expires
+        after :data:`STATS_MINUTE_TTL_S`: the dashboard's events/s, late events
+        and dead letters per minute.
+        """
         counters = {k: v for k, v in counters.items() if v}
         if not counters:
             return
+        minute_key = self.key(KeyKind.STATS_MINUTE, str(minute_ms)) if minute_ms is not None else None
 
         def run() -> None:
             pipe = self.client.pipeline(transaction=False)
             for name, value in counters.items():
                 pipe.hincrby(self.key(KeyKind.STATS), name, int(value))
+                if minute_key is not None:
+                    pipe.hincrby(minute_key, name, int(value))
+            if minute_key is not None:
+                pipe.expire(minute_key, STATS_MINUTE_TTL_S)
             pipe.execute()
 
         self._with_retry("stats", run)

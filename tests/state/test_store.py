@@ -8,7 +8,7 @@ import redis
 
 from state.keys import InvalidKeyPart, KeyKind
 from transforms.reasons import UNSTRUCTURED, Reason, because_you
-from state.store import RedisStore, RetryPolicy, ScoredItem, Write, decode_list, encode_list
+from state.store import STATS_MINUTE_TTL_S, RedisStore, RetryPolicy, ScoredItem, Write, decode_list, encode_list
 
 
 @pytest.fixture
@@ -90,6 +90,17 @@ def test_add_stats(store, redis_client):
     assert redis_client.hgetall("flowrec:v1:stats") == {b"events": b"7", b"windows": b"1"}  # zero counters skipped
     store.add_stats({"rejected": 0})
     assert redis_client.hgetall("flowrec:v1:stats") == {b"events": b"7", b"windows": b"1"}
+    assert redis_client.keys("flowrec:v1:stats:min:*") == []  # no minute given: no minute hash
+
+
+def test_add_stats_also_counts_per_minute(store, redis_client):
+    store.add_stats({"events": 5, "late_events": 1}, minute_ms=1_700_000_040_000)
+    store.add_stats({"events": 2, "dead_letters": 0}, minute_ms=1_700_000_040_000)
+    store.add_stats({"events": 3}, minute_ms=1_700_000_100_000)
+    assert redis_client.hgetall("flowrec:v1:stats") == {b"events": b"10", b"late_events": b"1"}
+    assert redis_client.hgetall("flowrec:v1:stats:min:1700000040000") == {b"events": b"7", b"late_events": b"1"}
+    assert redis_client.hgetall("flowrec:v1:stats:min:1700000100000") == {b"events": b"3"}
+    assert 0 < redis_client.ttl("flowrec:v1:stats:min:1700000040000") <= STATS_MINUTE_TTL_S
 
 
 def test_record_freshness_is_capped(store, redis_client):
