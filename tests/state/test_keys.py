@@ -20,6 +20,9 @@ EXPECTED = {
     KeyKind.STATS_MINUTE: ("1700000040000", "flowrec:v1:stats:min:1700000040000"),
     KeyKind.DEAD_LETTER: (None, "flowrec:v1:deadletter"),
     KeyKind.FRESHNESS: (None, "flowrec:v1:freshness"),
+    KeyKind.METRICS_MINUTE: ("1700000040000", "flowrec:v1:metrics:min:1700000040000"),
+    KeyKind.METRICS_EXPERIMENT: ("ranker-2", "flowrec:v1:metrics:exp:ranker-2"),
+    KeyKind.METRICS_ADS: ("1699920000000", "flowrec:v1:metrics:ads:1699920000000"),
 }
 USER_KINDS = [KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART]
 ITEM_KINDS = [KeyKind.ITEM_NEIGHBOURS, KeyKind.CONTENT_NEIGHBOURS, KeyKind.ITEM]
@@ -92,9 +95,37 @@ def test_trailing_newline_never_reaches_a_key(kind, part, namespace):
 
 @pytest.mark.parametrize("part", [None, "", "1700000040001", "-60000", "6e4", "60000 ", "１２0000", "1" * 17, "*"], ids=repr)
 def test_a_minute_key_needs_a_minute_start(part):
-    with pytest.raises(InvalidKeyPart, match="minute"):
+    with pytest.raises(InvalidKeyPart, match="epoch-ms start"):
         redis_key(KeyKind.STATS_MINUTE, part)
 
 
 def test_the_epoch_is_a_minute():
     assert redis_key(KeyKind.STATS_MINUTE, "0") == "flowrec:v1:stats:min:0"
+
+
+def test_metrics_keys_of_no_experiment_and_epoch():
+    assert redis_key(KeyKind.METRICS_EXPERIMENT, "~") == "flowrec:v1:metrics:exp:~"
+    assert redis_key(KeyKind.METRICS_MINUTE, "0") == "flowrec:v1:metrics:min:0"
+
+
+@pytest.mark.parametrize(
+    "kind, part",
+    [
+        (KeyKind.METRICS_MINUTE, "1700000040001"),  # not the start of a minute
+        (KeyKind.METRICS_MINUTE, 1700000040000),  # not a string
+        (KeyKind.METRICS_MINUTE, "-60000"),
+        (KeyKind.METRICS_MINUTE, "060000"),
+        (KeyKind.METRICS_MINUTE, "*"),
+        (KeyKind.METRICS_MINUTE, None),
+        (KeyKind.METRICS_ADS, "1700000040000"),  # a minute, not the start of a day
+        (KeyKind.METRICS_EXPERIMENT, "a b"),
+        (KeyKind.METRICS_EXPERIMENT, "x" * 33),
+        (KeyKind.METRICS_EXPERIMENT, "a|b"),
+        (KeyKind.METRICS_EXPERIMENT, "*"),
+        (KeyKind.METRICS_EXPERIMENT, None),
+    ],
+    ids=repr,
+)
+def test_bad_metrics_key_parts(kind, part):
+    with pytest.raises(InvalidKeyPart):
+        redis_key(kind, part)
