@@ -1,0 +1,127 @@
+"""The /dashboard page in a real headless Chromium: known numbers from Redis drawn as charts and figures,
+the empty state, and live numbers from the real streaming job fed through the API."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from api.browse import BrowseCatalog
+from state.keys import KeyKind
+from state.metrics import metric_field
+from transforms.livemetrics import MINUTE_MS
+
+from .conftest import API_KEY, NOW_MS, put_list
+from .test_demo_browser import CATALOG, browser, job  # noqa: F401 - fixtures shared with the demo's browser test
+
+pytestmark = pytest.mark.browser
+
+NOW_MINUTE = NOW_MS - NOW_MS % MINUTE_MS
+
+
+def severe_messages(driver) -> list[str]:
+    return [entry["message"] for entry in driver.get_log("browser")]
+
+
+def text_of(driver, element_id: str) -> str:
+    return driver.execute_script("return document.getElementById(arguments[0]).textContent", element_id)
+
+
+def points(driver, chart_id: str) -> list[dict]:
+    """The drawn points of a chart: ``[{"label", "x", "y"}]`` (read in one script call: the page redraws as it polls)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#' + arguments[0] + ' circle.point')]"
+        ".map(c => ({label: c.parentNode.dataset.label, x: Number(c.dataset.x), y: Number(c.dataset.y)}))",
+        chart_id,
+    )
+
+
+def test_dashboard_draws_known_numbers(serve, redis_client, store, browser):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    redis_client.hset(f"flowrec:v1:metrics:min:{NOW_MINUTE - MINUTE_MS}", mapping={
+        metric_field("shop", "A", "home", "all", "impressions"): 40, metric_field("shop", "A", "home", "all", "clicks"): 4,
+        metric_field("shop", "B", "home", "all", "impressions"): 50, metric_field("shop", "B", "home", "all", "clicks"): 10,
+        metric_field("shop", "B", "home", "all", "purchases"): 5,
+    })
+    redis_client.hset(f"flowrec:v1:metrics:min:{NOW_MINUTE}", mapping={metric_field("shop", "A", "home", "all", "impressions"): 10, metric_field("shop", "A", "home", "all", "clicks"): 3})
+    store.add_stats({"events": 600, "late_events": 2}, minute_ms=NOW_MINUTE - MINUTE_MS)
+    store.set_stats({"last_window_ts": NOW_MS - 700})
+    base = serve()
+    browser.get(f"{base}/dashboard?minutes=15")
+    WebDriverWait(browser, 15, poll_frequency=0.1).until(lambda d: text_of(d, "fig-impressions") == "100")
+    assert text_of(browser, "fig-clicks") == "17"
+    assert text_of(browser, "fig-ctr") == "17.0%"
+    assert text_of(browser, "fig-conversion") == "5.00%"  # two decimals below 10%
+    assert text_of(browser, "fig-freshness") == "700 ms"
+    assert text_of(browser, "fig-late") == "2"
+    assert browser.execute_script("return document.getElementById('empty').hidden") is True
+
+    ctr = points(browser, "chart-ctr")
+    assert sorted((p["label"], p["x"], round(p["y"], 6)) for p in ctr) == [
+        ("shop/A · home", NOW_MINUTE - MINUTE_MS, 0.1),
+        ("shop/A · home", NOW_MINUTE, 0.3),
+        ("shop/B · home", NOW_MINUTE - MINUTE_MS, 0.2),  # B showed nothing this minute: no point, not a 0
+    ]
+    legend = browser.execute_script("return [...document.querySelectorAll('#chart-ctr .legend li')].map(li => li.textContent)")
+    assert legend == ["shop/A · home", "shop/B · home"]
+    assert {(p["label"], p["y"]) for p in points(browser, "chart-conversion")} >= {("shop/B · home", 0.1)}
+    assert [p["y"] for p in points(browser, "chart-events") if p["x"] == NOW_MINUTE - MINUTE_MS] == [10]  # 600 in a minute
+    rows = browser.execute_script("return [...document.querySelectorAll('#variant-table tbody tr')].map(tr => [...tr.cells].map(td => td.textContent))")
+    assert ["shop", "B", "all", "50", "10", "20.0%", "0", "5", "10.0%", "0", "–"] in rows
+    # The chart's accessible name and description say what it shows.
+    assert browser.execute_script("return document.getElementById('chart-ctr-title').textContent").startswith("Click-through rate")
+    assert "shop/A · home: 30.0%" in browser.execute_script("return document.getElementById('chart-ctr-desc').textContent")
+
+    # Choosing "all contexts summed" redraws the rate charts per variant.
+    browser.execute_script("const s = document.getElementById('context'); s.value = 'all'; s.dispatchEvent(new Event('change'))")
+    WebDriverWait(browser, 5, poll_frequency=0.1).until(lambda d: {p["label"] for p in points(d, "chart-ctr")} == {"shop/A", "shop/B"})
+    assert [m for m in severe_messages(browser) if "/v1/experiments" not in m] == []
+
+
+def test_dashboard_says_when_nothing_was_shown_yet(serve, browser):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{serve()}/dashboard")
+    WebDriverWait(browser, 15, poll_frequency=0.1).until(lambda d: d.execute_script("return document.body.dataset.updated") is not None)
+    assert browser.execute_script("return document.getElementById('empty').hidden") is False
+    assert "No impressions yet" in text_of(browser, "empty")
+    assert "no impressions yet" in text_of(browser, "chart-ctr")
+    assert points(browser, "chart-ctr") == [] and points(browser, "chart-events") == []
+    assert text_of(browser, "fig-impressions") == "0" and text_of(browser, "fig-ctr") == "–"
+    assert [m for m in severe_messages(browser) if "/v1/experiments" not in m] == []
+
+
+@pytest.mark.flink
+def test_dashboard_shows_live_numbers_from_the_real_job(serve, store, clock, job, browser):
+    """Impressions and a click go through the API to the real job; the dashboard shows the attributed counts."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    clock.now_ms = time.time_ns() // 1_000_000  # live events: the job's event time follows the wall clock
+    put_list(store, KeyKind.USER_RECS, "u1", clock.now_ms - 60_000, [("i1", 0.9), ("i2", 0.5), ("i4", 0.3)])
+    base = serve(catalog=BrowseCatalog(CATALOG))
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    with httpx.Client(base_url=base, timeout=10, headers=auth) as api:
+        shown = api.get("/v1/users/u1/recommendations", params={"n": 3}).json()
+        items = [entry["item"] for entry in shown["items"]]
+        assert items == ["i1", "i2", "i4"] and shown["rec_id"]
+        now = clock.now_ms
+        impression = {"user_id": "u1", "event_type": "impression", "rec_id": shown["rec_id"], "items": items, "positions": [0, 1, 2], "ts": now}
+        click = {"user_id": "u1", "item_id": "i2", "event_type": "click", "rec_id": shown["rec_id"], "position": 1, "ts": now + 1}
+        for record in (impression, click):
+            response = api.post("/v1/events", json=record)
+            assert response.status_code == 202 and response.json()["accepted"] == 1, response.text
+
+    browser.get(f"{base}/dashboard")
+    wait = WebDriverWait(browser, 60, poll_frequency=0.2)
+    wait.until(lambda d: text_of(d, "fig-impressions") == "3" and text_of(d, "fig-clicks") == "1")
+    assert text_of(browser, "fig-ctr") == "33.3%"
+    ctr = points(browser, "chart-ctr")
+    assert ctr and {p["label"] for p in ctr} == {"no experiment · home"}
+    assert max(p["y"] for p in ctr) == pytest.approx(1 / 3)
+    # The job's own numbers are live too: it processed events this minute.
+    wait.until(lambda d: float(text_of(d, "fig-events-rate").replace(",", "") or 0) > 0)
+    assert points(browser, "chart-events")
+    assert [m for m in severe_messages(browser) if "/v1/experiments" not in m] == []
