@@ -272,10 +272,11 @@
   function resultTable(result) {
     const variants = result.variants || {};
     const names = Object.keys(variants);
-    const columns = ["impressions", "clicks", "ctr", "ctr_ci", "purchases", "conversion", "lift", "p_value"];
+    const columns = ["impressions", "clicks", "ctr", "ctr_ci", "purchases", "conversion", "conversion_ci", "lift", "p_value", "verdict"];
     const present = columns.filter((c) => names.some((n) => variants[n][c] !== undefined));
     const table = el("table", { "data-experiment": result.id || "" });
-    table.append(el("thead", {}, el("tr", {}, el("th", { scope: "col", textContent: "variant" }), ...present.map((c) => el("th", { scope: "col", textContent: c.replace("_", " ") })))));
+    const heading = { ctr: "CTR", ctr_ci: "CTR 95% interval", conversion_ci: "conversion 95% interval", p_value: "p-value", lift: "CTR lift" };
+    table.append(el("thead", {}, el("tr", {}, el("th", { scope: "col", textContent: "variant" }), ...present.map((c) => el("th", { scope: "col", textContent: heading[c] || c })))));
     const body = el("tbody");
     for (const name of names) {
       const v = variants[name];
@@ -283,20 +284,22 @@
         const value = v[c];
         if (Array.isArray(value)) return value.map((x) => pct(x)).join(" – ");
         if (value === null || value === undefined) return "–";
-        if (c === "ctr" || c === "conversion" || c === "lift") return pct(value);
+        if (c === "ctr" || c === "conversion") return pct(value);
+        if (c === "lift") return `${value >= 0 ? "+" : ""}${pct(value)}`;
         if (c === "p_value") return value < 0.001 ? "< 0.001" : value.toFixed(3);
         return typeof value === "number" ? count(value) : String(value);
       };
-      body.append(el("tr", {}, el("td", { textContent: name }), ...present.map((c) => el("td", { textContent: cell(c) }))));
+      const label = name === result.control ? `${name} (control)` : name;
+      body.append(el("tr", { "data-variant": name }, el("td", { textContent: label }), ...present.map((c) => el("td", { textContent: cell(c) }))));
     }
     table.append(body);
     return table;
   }
 
   function verdictText(result) {
-    for (const key of ["verdict", "summary", "conclusion", "message"]) if (typeof result[key] === "string") return result[key];
-    if (typeof result.p_value === "number") return `p = ${result.p_value < 0.001 ? "< 0.001" : result.p_value.toFixed(3)}${result.significant === false ? " (not yet significant)" : ""}`;
-    return "";
+    const how = [result.test, result.interval ? `${result.interval} intervals` : ""].filter(Boolean).join(", ");
+    const verdict = typeof result.verdict === "string" ? result.verdict : "";
+    return how ? `${verdict} (${how})` : verdict;
   }
 
   async function refreshExperiments() {
@@ -316,11 +319,13 @@
     const blocks = [];
     for (const id of shown.slice(0, 10)) {
       try {
-        const result = await getJson(`/v1/experiments/${encodeURIComponent(id)}`);
+        const answer = await getJson(`/v1/experiments/${encodeURIComponent(id)}`);
+        // The comparison may be the answer itself or one of its members.
+        const result = answer.result && answer.result.variants ? answer.result : answer;
         const verdict = verdictText(result);
         blocks.push(el("div", { class: "experiment", "data-experiment": id },
           el("h3", { textContent: id }),
-          el("p", { class: `verdict${result.significant ? " significant" : ""}`, textContent: verdict }),
+          el("p", { class: `verdict${result.winner ? " significant" : ""}`, textContent: verdict }),
           resultTable({ id, ...result })));
       } catch (err) {
         blocks.push(el("p", { class: "hint", textContent: `${id}: ${err.message}` }));
