@@ -91,7 +91,7 @@ def ops_numbers(job: JobStats, starts: list[int], now_ms: int) -> dict[str, Any]
             if name.startswith(DEAD_LETTER_REASON_PREFIX) and (count := _int_or_none(text)) is not None
         },
         "last_window_ts": last_window,
-        "freshness_ms": now_ms - last_window if last_window else None,
+        "freshness_ms": now_ms - last_window if last_window is not None and last_window > 0 else None,
         "freshness_p50_ms": percentile(job.lags_ms, 50),
         "freshness_p99_ms": percentile(job.lags_ms, 99),
         "freshness_samples": len(job.lags_ms),
@@ -103,7 +103,8 @@ def live_metrics(store: RedisStore, now_ms: int, minutes: int, experiment: str |
     clock_starts = minute_starts(now_ms, minutes)
     job = store.read_job_stats(clock_starts, RECENT_LAGS)
     last_window = _int_or_none(job.counters.get("last_window_ts"))
-    used = "job" if anchor == "job" and last_window else "clock"
+    # (A window end too early for the minutes asked for is no event time a job wrote: the clock is used.)
+    used = "job" if anchor == "job" and last_window is not None and last_window > minutes * MINUTE_MS else "clock"
     # A window [start, end) holds events up to end - 1: that is the newest minute it counted.
     starts = minute_starts(last_window - 1, minutes) if used == "job" else clock_starts
     read = read_minutes(store.client, store.namespace, starts[0], starts[-1] + MINUTE_MS)

@@ -112,9 +112,13 @@ def test_anchor_job_ends_the_minutes_at_the_jobs_newest_window(api, store, redis
     assert api.get("/v1/metrics/live", params={"minutes": 1}).json()["series"] == []  # the clock's minutes have nothing
 
 
-def test_anchor_job_before_any_window_falls_back_to_the_clock(api):
+def test_anchor_job_before_any_window_falls_back_to_the_clock(api, store):
     body = api.get("/v1/metrics/live", params={"minutes": 1, "anchor": "job"}).json()
     assert body["anchor"] == "clock" and body["minute_starts"] == [NOW_MINUTE]
+    for unusable in (-5, 0, 90_000):  # no minute of these could have been counted
+        store.set_stats({"last_window_ts": unusable})
+        body = api.get("/v1/metrics/live", params={"minutes": 2, "anchor": "job"}).json()
+        assert body["anchor"] == "clock" and body["minute_starts"][-1] == NOW_MINUTE
 
 
 def test_the_minutes_follow_the_api_clock(api, clock):
