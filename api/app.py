@@ -47,6 +47,7 @@ from starlette.responses import HTMLResponse, Response
 from api import models
 from api.browse import BrowseCatalog
 from api.dashboard import add_dashboard_routes
+from api.experiments import ExperimentDirectory, add_experiment_routes
 from api.ingest import MAX_RECORDS_PER_REQUEST, RecordRejection, forget_event_line, spool_lines, validate_catalog, validate_events
 from api.middleware import ApiMetrics, BodyLimitMiddleware, HomeListShortcut, MetricsMiddleware, SecurityHeadersMiddleware
 from api.problems import ApiProblem, install_problem_handlers, problem_response
@@ -68,6 +69,7 @@ from api.redisconn import PipelinedRedis
 from api.security import SECURITY_HEADERS, FailedAuthThrottle, page_headers
 from api.spool import spool_unwritable_reason, write_spool_file
 from flowrec.config import Settings, load_settings
+from state.experiments import read_experiment_records
 from state.keys import KeyKind, redis_key
 from state.store import RedisStore, RetryPolicy, ScoredItem, Write, decode_list
 from transforms.catalog import CatalogItem, valid_category
@@ -266,6 +268,8 @@ class ApiContext:
     home_body: Callable[[str, int, str | None, set[str]], Awaitable[bytes]] | None = None
     # Wrong write keys per client address (built by create_app on its clock).
     auth_throttle: FailedAuthThrottle | None = None
+    # The running experiment: each user's variant for request-time lists (built by create_app).
+    experiments: ExperimentDirectory | None = None
 
 
 def _digest(key: str) -> bytes:
@@ -323,6 +327,7 @@ def create_app(
         owns_store=owns_store,
         max_body_bytes=max_body_bytes,
         auth_throttle=FailedAuthThrottle(clock_ms),
+        experiments=ExperimentDirectory(lambda: read_experiment_records(store.client, store.namespace), clock_ms),
     )
     if settings.spool_dir is not None:
         Path(settings.spool_dir).mkdir(parents=True, exist_ok=True)
@@ -847,6 +852,8 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
         deleted = await run_in_threadpool(ctx.store.delete_user, user_id)
         ctx.metrics.events.labels("forget", "accepted").inc()
         return _json({"user_id": user_id, "deleted_keys": int(deleted), "forget_queued": True}, 202)
+
+    add_experiment_routes(app, ctx.store.client, ctx.store.namespace, ctx.clock_ms, require_key, require_spool, spool, json_body)
 
 
 def outcome_fields(accepted: int, rejections: list[RecordRejection]) -> dict[str, Any]:

@@ -20,13 +20,15 @@ EXPECTED = {
     KeyKind.STATS_MINUTE: ("1700000040000", "flowrec:v1:stats:min:1700000040000"),
     KeyKind.DEAD_LETTER: (None, "flowrec:v1:deadletter"),
     KeyKind.FRESHNESS: (None, "flowrec:v1:freshness"),
+    KeyKind.EXPERIMENT: ("ranker-1", "flowrec:v1:experiment:ranker-1"),
+    KeyKind.EXPERIMENTS: (None, "flowrec:v1:experiments"),
     KeyKind.METRICS_MINUTE: ("1700000040000", "flowrec:v1:metrics:min:1700000040000"),
     KeyKind.METRICS_EXPERIMENT: ("ranker-2", "flowrec:v1:metrics:exp:ranker-2"),
     KeyKind.METRICS_ADS: ("1699920000000", "flowrec:v1:metrics:ads:1699920000000"),
 }
 USER_KINDS = [KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART]
 ITEM_KINDS = [KeyKind.ITEM_NEIGHBOURS, KeyKind.CONTENT_NEIGHBOURS, KeyKind.ITEM]
-SINGLETONS = [KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS]
+SINGLETONS = [KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS, KeyKind.EXPERIMENTS]
 
 
 def test_every_kind_is_covered():
@@ -101,6 +103,12 @@ def test_a_minute_key_needs_a_minute_start(part):
 
 def test_the_epoch_is_a_minute():
     assert redis_key(KeyKind.STATS_MINUTE, "0") == "flowrec:v1:stats:min:0"
+
+
+@pytest.mark.parametrize("part", [None, "", "a b", "a.b", "x" * 33, "e:1", 5])
+def test_bad_experiment_ids_raise(part):
+    with pytest.raises(InvalidKeyPart, match="experiment id"):
+        redis_key(KeyKind.EXPERIMENT, part)
 
 
 def test_metrics_keys_of_no_experiment_and_epoch():

@@ -219,3 +219,8 @@ def test_read_job_stats(store, redis_client):
 def test_read_job_stats_of_an_empty_store(store):
     read = store.read_job_stats([0, 60_000], recent_lags=100)
     assert (read.counters, read.per_minute, read.lags_ms) == ({}, {}, [])
+
+
+def test_a_write_of_a_set_key_adds_a_member(store, redis_client):
+    store.write([Write(KeyKind.EXPERIMENTS, None, b"e1"), Write(KeyKind.EXPERIMENTS, None, b"e2"), Write(KeyKind.EXPERIMENTS, None, b"e1")])
+    assert redis_client.smembers("flowrec:v1:experiments") == {b"e1", b"e2"}
