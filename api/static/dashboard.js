@@ -272,7 +272,7 @@
   function resultTable(result) {
     const variants = result.variants || {};
     const names = Object.keys(variants);
-    const columns = ["impressions", "clicks", "ctr", "ctr_ci", "purchases", "conversion", "conversion_ci", "lift", "p_value", "verdict"];
+    const columns = ["share", "impressions", "clicks", "ctr", "ctr_ci", "purchases", "conversion", "conversion_ci", "lift", "p_value", "verdict"];
     const present = columns.filter((c) => names.some((n) => variants[n][c] !== undefined));
     const table = el("table", { "data-experiment": result.id || "" });
     const heading = { ctr: "CTR", ctr_ci: "CTR 95% interval", conversion_ci: "conversion 95% interval", p_value: "p-value", lift: "CTR lift" };
@@ -284,20 +284,20 @@
         const value = v[c];
         if (Array.isArray(value)) return value.map((x) => pct(x)).join(" – ");
         if (value === null || value === undefined) return "–";
-        if (c === "ctr" || c === "conversion") return pct(value);
+        if (c === "ctr" || c === "conversion" || c === "share") return pct(value);
         if (c === "lift") return `${value >= 0 ? "+" : ""}${pct(value)}`;
         if (c === "p_value") return value < 0.001 ? "< 0.001" : value.toFixed(3);
         return typeof value === "number" ? count(value) : String(value);
       };
-      const label = name === result.control ? `${name} (control)` : name;
-      body.append(el("tr", { "data-variant": name }, el("td", { textContent: label }), ...present.map((c) => el("td", { textContent: cell(c) }))));
+      const label = name === result.control && name !== "control" ? `${name} (control)` : name;
+      body.append(el("tr", { "data-variant": name }, el("td", { textContent: label }), ...present.map((c) => el("td", { class: c === "verdict" ? "text" : "", textContent: cell(c) }))));
     }
     table.append(body);
     return table;
   }
 
   function verdictText(result) {
-    const how = [result.test, result.interval ? `${result.interval} intervals` : ""].filter(Boolean).join(", ");
+    const how = [result.test ? `test: ${result.test}` : "", result.interval ? `intervals: ${result.interval}` : ""].filter(Boolean).join("; ");
     const verdict = typeof result.verdict === "string" ? result.verdict : "";
     return how ? `${verdict} (${how})` : verdict;
   }
@@ -324,7 +324,7 @@
         const result = answer.result && answer.result.variants ? answer.result : answer;
         const verdict = verdictText(result);
         blocks.push(el("div", { class: "experiment", "data-experiment": id },
-          el("h3", { textContent: id }),
+          el("h3", { textContent: result.status ? `${id} (${result.status})` : id }),
           el("p", { class: `verdict${result.winner ? " significant" : ""}`, textContent: verdict }),
           resultTable({ id, ...result })));
       } catch (err) {

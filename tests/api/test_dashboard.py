@@ -142,8 +142,8 @@ def test_dashboard_page_and_its_files_are_served_without_a_key(api):
     assert "script-src 'self'" in page.headers["content-security-policy"]
     html = page.text
     assert '<html lang="en">' in html and "<title>flowrec live dashboard</title>" in html
-    files = re.findall(r'(?:src|href)="(/dashboard/static/[^"]+)"', html)
-    assert sorted(files) == ["/dashboard/static/dashboard.css", "/dashboard/static/dashboard.js"]
+    files = re.findall(r'(?:src|href)="(/[^"]+)"', html)
+    assert sorted(files) == ["/dashboard/static/dashboard.css", "/dashboard/static/dashboard.js", "/v1/experiments", "/v1/metrics/live"]
     for path in files:
         assert api.get(path).status_code == 200, path
     script = api.get("/dashboard/static/dashboard.js").text
