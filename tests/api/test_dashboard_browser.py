@@ -135,7 +135,6 @@ def test_dashboard_shows_live_numbers_from_the_real_job(serve, store, clock, job
     ctr = points(browser, "chart-ctr")
     assert ctr and {p["label"] for p in ctr} == {"no experiment · home"}
     assert max(p["y"] for p in ctr) == pytest.approx(1 / 3)
-    # The job's own numbers are live too: it processed events this minute.
-    wait.until(lambda d: float(text_of(d, "fig-events-rate").replace(",", "") or 0) > 0)
-    assert points(browser, "chart-events")
+    # The job's own numbers are live too: it processed events in the minutes shown (not necessarily in the current one).
+    wait.until(lambda d: any(p["y"] > 0 for p in points(d, "chart-events")))
     assert severe_messages(browser) == []
