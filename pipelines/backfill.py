@@ -557,8 +557,9 @@ def replay_timeline(
 
 def read_catalog(path: Path, cutoff_ms: int | None) -> tuple[list[CatalogItem], list[bytes], int]:
     """Catalog upserts with ``ts < cutoff`` in file order, dead letters, and the count left to the stream."""
-    with open(path, "rb") as f:
-        items, rejections = parse_catalog_lines(f)
+    from pipelines.sources import read_catalog_lines
+
+    items, rejections = parse_catalog_lines(read_catalog_lines(path))
     kept = [c for c in items if cutoff_ms is None or c.ts < cutoff_ms]
     return kept, [r.to_json() for r in rejections], len(items) - len(kept)
 

@@ -361,16 +361,18 @@ class UserState(KeyedProcessFunction):
     Emits per slice: a UserSnapshot (to the scorer), ItemDeltas (one per item
     shard), a TrendDelta, and counters; and per bundle with feedback rows
     (impressions, outcomes, forgets) a Bundle of EventSlices of those rows
-    alone, in their own windows, to attribution (:data:`FEEDBACK`).  Late events — whose window the
+    alone, in their own windows, to attribution (:data:`FEEDBACK`; unless
+    ``emit_feedback`` is off).  Late events — whose window the
     watermark has already closed — are counted and folded into the open window.
     Users inactive for ``user_ttl_ms`` of event time are dropped by a sweep.
     """
 
-    def __init__(self, config: ModelConfig, item_shards: int, user_ttl_ms: int, sweep_every_ms: int = 3_600_000) -> None:
+    def __init__(self, config: ModelConfig, item_shards: int, user_ttl_ms: int, sweep_every_ms: int = 3_600_000, emit_feedback: bool = True) -> None:
         self.config = config
         self.item_shards = item_shards
         self.user_ttl_ms = user_ttl_ms
         self.sweep_every_ms = sweep_every_ms
+        self.emit_feedback = emit_feedback
 
     def open(self, runtime_context) -> None:
         self.profiles = _bytes_map(runtime_context, "profiles")
@@ -401,7 +403,7 @@ class UserState(KeyedProcessFunction):
         events_in = late = 0
         for piece in value.parts:
             interactions, piece_feedback = split_feedback(piece.events)
-            if len(piece_feedback):
+            if self.emit_feedback and len(piece_feedback):
                 feedback.append(EventSlice(piece.window, piece.shard, piece_feedback, int(piece_feedback.ts.max())))
             snapshot, piece_deltas, trend, piece_late = self._apply(piece, interactions, watermark)
             snapshots.append(snapshot)
@@ -702,6 +704,8 @@ class MetricsAggregator(KeyedProcessFunction):
         writes = [HashWrite(KeyKind.METRICS_MINUTE, part, _formatted(f), MINUTE_TTL_S) for part, f in minute_changes.items()]
         writes += [HashWrite(KeyKind.METRICS_ADS, part, _formatted(f), ADS_TTL_S) for part, f in day_changes.items()]
         writes += [HashWrite(KeyKind.METRICS_EXPERIMENT, part, _formatted(f)) for part, f in experiment_changes.items()]
+        if experiment_changes:  # the index readers list experiments from (idempotent like the rest)
+            writes.append(HashWrite(KeyKind.METRICS_EXPERIMENTS, None, {part: "1" for part in experiment_changes}))
         self._evict(watermark)
         if writes or too_late:
             yield SinkBatch(writes=writes, stats={"metrics_too_late": too_late} if too_late else {})
@@ -1282,8 +1286,10 @@ class RedisSink(ProcessFunction):
         self.store = RedisStore.from_url(self.url, namespace=self.namespace)
         metrics = runtime_context.get_metrics_group()
         self.writes_counter = metrics.counter("redis_writes")
-        self.latency_ms = 0
-        metrics.gauge("redis_write_latency_ms", lambda: self.latency_ms)
+        # A distribution lives on the Java side; a Python gauge would be called from Flink's
+        # metric threads, which crashed a TaskManager (SIGSEGV in pemja) once the operator had
+        # finished and its interpreter state was gone.
+        self.latency_ms = metrics.distribution("redis_write_latency_ms")
 
     def close(self) -> None:
         self.store.client.close()
@@ -1300,6 +1306,6 @@ class RedisSink(ProcessFunction):
         self.store.add_stats(counters, minute_ms=minute_start(self.clock_ms()))
         self.store.set_stats({k: v for k, v in batch.stats.items() if k in GAUGES})
         self.store.record_freshness(batch.lags_ms)
-        self.latency_ms = int((time.perf_counter() - started) * 1000)
+        self.latency_ms.update(int((time.perf_counter() - started) * 1000))
         self.writes_counter.inc(len(writes))
         return ()

@@ -36,7 +36,7 @@ from flowrec.commands.cluster import (
     rest_base_url,
     run_dir,
 )
-from flowrec.config import SECRET_REDIS_URL_ENV, UsageError, load_settings
+from flowrec.config import ENV_PREFIX, SECRET_REDIS_URL_ENV, UsageError, load_settings
 from pipelines.main import add_job_arguments, check_input_flags, load_bootstrap
 
 log = logging.getLogger(__name__)
