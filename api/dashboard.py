@@ -7,7 +7,7 @@
   impressions, clicks, carts, purchases, revenue, live-HR choices and hits,
   and the rates CTR, conversion and hit rate (:mod:`transforms.livemetrics`);
   minutes are of *event time*, read from the job's attribution hashes through
-  :func:`state.metrics.read_minutes`;
+  :func:`state.metrics.read_minute_sums`;
 * ``ops``: the job's own numbers: events, late events and dead letters per
   minute of *processing time* (the sink's per-minute counters) and events/s,
   the cumulative counters, dead letters by reason, and freshness (the API
@@ -37,9 +37,9 @@ from starlette.responses import HTMLResponse, Response
 
 from api import models
 from api.security import page_headers
-from state.metrics import ALL_CONTEXTS, ALL_POSITIONS, MinuteField, read_minutes
+from state.metrics import ALL_CONTEXTS, read_minute_sums
 from state.store import JobStats, RedisStore
-from transforms.livemetrics import MINUTE_MS, OPS_COUNTERS, MinuteCounts, group_series, minute_starts, per_second, percentile
+from transforms.livemetrics import MINUTE_MS, OPS_COUNTERS, group_series, minute_starts, per_second, percentile
 
 if TYPE_CHECKING:
     from api.app import ApiContext
@@ -55,18 +55,6 @@ DEAD_LETTER_REASON_PREFIX = "dead_letters:"
 EXPERIMENT_REGEX = r"^(~|[A-Za-z0-9_\-]{1,32})$"
 
 Anchor = Literal["clock", "job"]
-
-
-def all_position_counts(read: dict[int, dict[MinuteField, float]]) -> MinuteCounts:
-    """``{minute: {(experiment, variant, context): {measure: value}}}`` from the minute hashes' rows
-    summed over positions (the per-position rows are left out: they count the same events again)."""
-    out: dict[int, dict[tuple[str, str, str], dict[str, float]]] = {}
-    for minute, fields in read.items():
-        groups = out.setdefault(minute, {})
-        for (experiment, variant, context, position, measure), value in fields.items():
-            if position == ALL_POSITIONS:
-                groups.setdefault((experiment, variant, context), {})[measure] = value
-    return out
 
 
 def _int_or_none(text: str | None) -> int | None:
@@ -107,8 +95,9 @@ def live_metrics(store: RedisStore, now_ms: int, minutes: int, experiment: str |
     used = "job" if anchor == "job" and last_window is not None and last_window > minutes * MINUTE_MS else "clock"
     # A window [start, end) holds events up to end - 1: that is the newest minute it counted.
     starts = minute_starts(last_window - 1, minutes) if used == "job" else clock_starts
-    read = read_minutes(store.client, store.namespace, starts[0], starts[-1] + MINUTE_MS)
-    series = group_series(all_position_counts(read), starts, experiment, all_contexts=ALL_CONTEXTS)
+    # Only the rows summed over positions: the per-position rows count the same events again.
+    counts = read_minute_sums(store.client, store.namespace, starts[0], starts[-1] + MINUTE_MS)
+    series = group_series(counts, starts, experiment, all_contexts=ALL_CONTEXTS)
     return {
         "now_ms": now_ms,
         "minutes": minutes,

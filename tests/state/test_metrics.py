@@ -23,6 +23,7 @@ from state.metrics import (
     read_all_experiment_totals,
     read_experiment_names,
     read_experiment_totals,
+    read_minute_sums,
     read_minutes,
 )
 from state.store import HashWrite, RedisStore
@@ -130,3 +131,38 @@ def test_read_minutes_refuses_huge_ranges(redis_client):
     with pytest.raises(ValueError, match="at most"):
         read_minutes(redis_client, "shop", T0, T0 + (MAX_READ_MINUTES + 1) * 60_000)
     assert read_minutes(redis_client, "shop", T0, T0) == {}
+
+
+def test_read_minute_sums_keeps_only_the_rows_summed_over_positions(redis_client):
+    minute = 1_700_000_040_000
+    redis_client.hset(f"flowrec:v1:metrics:min:{minute}", mapping={
+        metric_field("e", "A", "home", ALL_POSITIONS, "impressions"): 30,
+        metric_field("e", "A", "home", ALL_POSITIONS, "revenue"): "12.5",
+        metric_field("e", "A", "home", 0, "impressions"): 20,
+        metric_field("e", "all", "home", 3, "clicks"): 9,  # a variant named "all": its per-position row still left out
+        metric_field("e", "all", "home", ALL_POSITIONS, "clicks"): 4,
+        "not|a|field": 1,
+        metric_field("e", "A", "cart", ALL_POSITIONS, "hits"): "x",  # unreadable value
+    })
+    redis_client.hset(f"flowrec:v1:metrics:min:{minute + 60_000}", mapping={metric_field("~", "~", "cart", ALL_POSITIONS, "choices"): 2})
+    redis_client.hset(f"flowrec:v1:metrics:min:{minute + 120_000}", mapping={metric_field("~", "~", "cart", ALL_POSITIONS, "choices"): 5})
+    got = read_minute_sums(redis_client, "flowrec", minute + 1, minute + 120_000)
+    assert got == {
+        minute: {("e", "A", "home"): {"impressions": 30.0, "revenue": 12.5}, ("e", "all", "home"): {"clicks": 4.0}},
+        minute + 60_000: {("~", "~", "cart"): {"choices": 2.0}},
+    }
+    assert read_minute_sums(redis_client, "flowrec", minute, minute) == {}
+    with pytest.raises(ValueError):
+        read_minute_sums(redis_client, "flowrec", 0, (MAX_READ_MINUTES + 1) * 60_000)
+
+
+def test_read_minute_sums_of_a_hash_larger_than_one_scan(redis_client, monkeypatch):
+    import state.metrics
+
+    monkeypatch.setattr(state.metrics, "_SCAN_COUNT", 10)
+    minute = 1_700_000_040_000
+    rows = {metric_field("e", f"v{k}", "home", ALL_POSITIONS, "impressions"): k for k in range(300)}
+    rows.update({metric_field("e", f"v{k}", "home", 1, "impressions"): k for k in range(300)})
+    redis_client.hset(f"flowrec:v1:metrics:min:{minute}", mapping=rows)
+    got = read_minute_sums(redis_client, "flowrec", minute, minute + 60_000)
+    assert got[minute] == {("e", f"v{k}", "home"): {"impressions": float(k)} for k in range(300)}
