@@ -3,7 +3,10 @@ the empty state, and live numbers from the real streaming job fed through the AP
 
 from __future__ import annotations
 
+import time
+
 import httpx
+import orjson
 import pytest
 
 from api.app import wall_clock_ms
@@ -12,7 +15,7 @@ from state.keys import KeyKind
 from state.metrics import experiment_field, format_value, metric_field
 from state.store import HashWrite
 from state.writes import experiment_writes
-from transforms.experiments import ExperimentRecord, parse_experiment
+from transforms.experiments import ExperimentRecord, assign, parse_experiment
 from transforms.livemetrics import MINUTE_MS
 
 from .conftest import API_KEY, NOW_MS, put_list
@@ -142,4 +145,63 @@ def test_dashboard_shows_live_numbers_from_the_real_job(serve, store, job, brows
     assert max(p["y"] for p in ctr) == pytest.approx(1 / 3)
     # The job's own numbers are live too: it processed events in the minutes shown (not necessarily in the current one).
     wait.until(lambda d: any(p["y"] > 0 for p in points(d, "chart-events")))
+    assert severe_messages(browser) == []
+
+
+@pytest.mark.flink
+def test_dashboard_charts_each_variant_of_an_experiment_the_real_job_runs(serve, store, job, browser):
+    """An experiment started through the API: the job scores each user with their variant, the lists'
+    rec_ids name it, and the dashboard draws a line per variant and shows the experiment's table."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    declaration = {"id": "shop", "variants": {"control": {"share": 0.5, "preset": "popularity"}, "treatment": {"share": 0.5}}}
+    experiment = parse_experiment(declaration)
+    # One shopper in each variant (assignment is a stable hash of the user id).
+    shoppers: dict[str, str] = {}
+    for k in range(1, 200):
+        shoppers.setdefault(assign(experiment, f"u{k}"), f"u{k}")
+        if len(shoppers) == 2:
+            break
+    base = serve(catalog=BrowseCatalog(CATALOG), clock_ms=wall_clock_ms)
+
+    def until(condition, what: str, timeout_s: float = 90) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.3)
+
+    def labelled(user: str) -> bool:
+        raw = store.get_many([(KeyKind.USER_RECS, user)])[0]
+        return raw is not None and orjson.loads(raw).get("experiment") == "shop"
+
+    with httpx.Client(base_url=base, timeout=10, headers={"Authorization": f"Bearer {API_KEY}"}) as api:
+        assert api.post("/v1/experiments", json=declaration).status_code == 202
+        until(lambda: api.get("/v1/experiments").json()["experiments"], "the job did not apply the experiment")
+        for user in shoppers.values():
+            views = [{"user_id": user, "item_id": item, "event_type": "view", "ts": wall_clock_ms()} for item in ("i3", "i5")]
+            assert api.post("/v1/events", json=views).status_code == 202
+        until(lambda: all(labelled(user) for user in shoppers.values()), "the job wrote no list labelled with a variant")
+        for variant, user in shoppers.items():
+            shown = api.get(f"/v1/users/{user}/recommendations", params={"n": 2}).json()
+            items = [entry["item"] for entry in shown["items"]]
+            assert items, shown
+            now = wall_clock_ms()
+            records = [
+                {"user_id": user, "event_type": "impression", "rec_id": shown["rec_id"], "items": items, "positions": list(range(len(items))), "ts": now},
+                {"user_id": user, "item_id": items[0], "event_type": "click", "rec_id": shown["rec_id"], "position": 0, "ts": now + 1},
+            ]
+            assert api.post("/v1/events", json=records).status_code == 202
+
+    browser.get(f"{base}/dashboard?experiment=shop")
+    try:
+        WebDriverWait(browser, 90, poll_frequency=0.3).until(lambda d: {p["label"] for p in points(d, "chart-ctr")} == {"control · home", "treatment · home"})
+    except TimeoutException:
+        live = httpx.get(f"{base}/v1/metrics/live", params={"minutes": 5}).json()
+        pytest.fail(f"the CTR chart has {points(browser, 'chart-ctr')}; /v1/metrics/live series: {live['series']}")
+    assert all(p["y"] > 0 for p in points(browser, "chart-ctr"))  # each shopper clicked one of the items shown
+    WebDriverWait(browser, 30, poll_frequency=0.3).until(
+        lambda d: d.execute_script("return [...document.querySelectorAll('#experiment-results tbody tr')].map(tr => tr.dataset.variant)") == ["control", "treatment"]
+    )
+    assert "shop (running)" in text_of(browser, "experiment-results")
     assert severe_messages(browser) == []
