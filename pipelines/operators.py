@@ -899,7 +899,11 @@ class ContentOperator(KeyedProcessFunction):
             if kind == "embeddings":
                 switches.append(validate_embedding_switch(payload)[0])
             elif kind == "experiment":
-                controls.append(validate_experiment_control(payload)[0])
+                control, rejection = validate_experiment_control(payload)
+                if control is None:  # pending in state from a release with other rules
+                    log.warning("dropping a pending experiment control: %s: %s", rejection.detail, rejection.raw)
+                    continue
+                controls.append(control)
             else:
                 item, rejection = validate_catalog_record(payload)
                 if item is None:  # pending in state from a release that did not check categories yet
