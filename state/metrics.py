@@ -230,6 +230,8 @@ def read_ads_day(redis_client: Any, namespace: str, day_ms: int) -> dict[tuple[s
 
 # HSCAN asks for this many fields per call: a minute hash's "all" rows come back in one call.
 _SCAN_COUNT = 10_000
+# Minutes per pipelined round trip: a day in one pipeline kept Redis busy past a reader's socket timeout.
+_SCAN_BATCH = 120
 
 
 def read_minute_sums(redis_client: Any, namespace: str, start_ms: int, end_ms: int) -> dict[int, dict[tuple[str, str, str], dict[str, float]]]:
@@ -238,8 +240,8 @@ def read_minute_sums(redis_client: Any, namespace: str, start_ms: int, end_ms: i
     Returns ``{minute_ms: {(experiment, variant, context): {measure: value}}}``
     for the minutes with counts.  What a dashboard needs of
     :func:`read_minutes` at a fraction of its cost: Redis filters the fields
-    (``HSCAN MATCH *|all|*``, one pipelined round trip, more only for a hash
-    too large for one scan call), so the per-position rows (most of a hash)
+    (``HSCAN MATCH *|all|*``, pipelined, a round trip per 120 minutes, more
+    only for a hash too large for one scan call), so the per-position rows (most of a hash)
     are neither sent nor parsed, and each distinct field is parsed once
     however many minutes hold it.  Unparseable fields are skipped (warned).
     """
@@ -251,13 +253,16 @@ def read_minute_sums(redis_client: Any, namespace: str, start_ms: int, end_ms: i
         return {}
     keys = [redis_key(KeyKind.METRICS_MINUTE, str(minute), namespace) for minute in minutes]
     pattern = f"*{_SEP}{ALL_POSITIONS}{_SEP}*"
-    pipe = redis_client.pipeline(transaction=False)
-    for key in keys:
-        pipe.hscan(key, 0, match=pattern, count=_SCAN_COUNT)
+    replies: list[Any] = []
+    for at in range(0, len(keys), _SCAN_BATCH):
+        pipe = redis_client.pipeline(transaction=False)
+        for key in keys[at : at + _SCAN_BATCH]:
+            pipe.hscan(key, 0, match=pattern, count=_SCAN_COUNT)
+        replies += pipe.execute()
     parsed: dict[Any, MinuteField | None] = {}
     skipped = 0
     result: dict[int, dict[tuple[str, str, str], dict[str, float]]] = {}
-    for minute, key, (cursor, fields) in zip(minutes, keys, pipe.execute()):
+    for minute, key, (cursor, fields) in zip(minutes, keys, replies):
         fields = dict(fields)
         while cursor:
             cursor, more = redis_client.hscan(key, cursor, match=pattern, count=_SCAN_COUNT)

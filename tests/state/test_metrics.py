@@ -166,3 +166,14 @@ def test_read_minute_sums_of_a_hash_larger_than_one_scan(redis_client, monkeypat
     redis_client.hset(f"flowrec:v1:metrics:min:{minute}", mapping=rows)
     got = read_minute_sums(redis_client, "flowrec", minute, minute + 60_000)
     assert got[minute] == {("e", f"v{k}", "home"): {"impressions": float(k)} for k in range(300)}
+
+
+def test_read_minute_sums_over_several_round_trips(redis_client, monkeypatch):
+    import state.metrics
+
+    monkeypatch.setattr(state.metrics, "_SCAN_BATCH", 2)
+    minute = 1_700_000_040_000
+    for k in range(5):
+        redis_client.hset(f"flowrec:v1:metrics:min:{minute + k * 60_000}", mapping={metric_field("e", "A", "home", ALL_POSITIONS, "clicks"): k + 1})
+    got = read_minute_sums(redis_client, "flowrec", minute, minute + 5 * 60_000)
+    assert got == {minute + k * 60_000: {("e", "A", "home"): {"clicks": float(k + 1)}} for k in range(5)}
