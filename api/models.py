@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from transforms.catalog import CATEGORY_PATH_REGEX, MAX_TAGS, MAX_TITLE_LENGTH
-from transforms.events import EVENT_TYPES, MAX_QUANTITY, MAX_QUERY_LENGTH, MAX_TS_MS, MIN_TS_MS
+from transforms.events import EVENT_TYPES, MAX_IMPRESSION_ITEMS, MAX_POSITION, MAX_QUANTITY, MAX_QUERY_LENGTH, MAX_REC_ID_LENGTH, MAX_TS_MS, MIN_TS_MS, REC_ID_PATTERN
 
 # Same rule as transforms.events.ID_PATTERN, spelled for OpenAPI/pydantic.
 ID_REGEX = r"^[A-Za-z0-9_.:@\-]{1,128}$"
@@ -35,6 +35,12 @@ class ReasonOut(BaseModel):
     note: str | None = Field(None, description="an extra remark, e.g. 'no_history', 'matches_interest_in'")
 
 
+REC_ID_FIELD = Field(
+    description="id of this response's list: send it back with the `impression` event that reports the list was shown "
+    "(and with clicks, carts and purchases on its items), so they are attributed to it; unique per response"
+)
+
+
 class ScoredItemOut(BaseModel):
     item: str = Field(description="item id")
     score: float = Field(description="ranking score (higher first); comparable within one response only")
@@ -47,26 +53,35 @@ class RecommendationsOut(BaseModel):
     context: Context
     ts: int = Field(description="event time (epoch ms) of the newest list used; 0 when none")
     cold_start: bool = Field(description="true when the user has no history yet and trending was served instead")
+    rec_id: str = REC_ID_FIELD
     items: list[ScoredItemOut]
 
 
 class SimilarOut(BaseModel):
     item_id: str
     ts: int = Field(description="event time (epoch ms) of the neighbour lists; 0 when none")
+    rec_id: str = REC_ID_FIELD
     items: list[ScoredItemOut]
 
 
 class TrendingOut(BaseModel):
     category: str | None = Field(description="the category asked for, or null for global trending")
     ts: int
+    rec_id: str = REC_ID_FIELD
     items: list[ScoredItemOut]
 
 
 class EventIn(BaseModel):
-    """One shopper action (the job's event schema)."""
+    """One shopper action (the job's event schema).
+
+    An `impression` reports a list that was shown: its `rec_id`, the shown `items` and their
+    `positions` (0-based; default 0, 1, ...); the job stores it as one row per shown item.
+    Clicks, carts and purchases on a recommended item may carry the list's `rec_id` and the
+    item's `position`, so the job attributes them to that list.
+    """
 
     user_id: str = Field(pattern=ID_REGEX, max_length=128)
-    item_id: str | None = Field(None, pattern=ID_REGEX, max_length=128, description="required except for 'forget' events")
+    item_id: str | None = Field(None, pattern=ID_REGEX, max_length=128, description="required except for 'forget' events and impressions that list `items`")
     event_type: EventType  # type: ignore[valid-type]
     ts: int | None = Field(None, ge=MIN_TS_MS, le=MAX_TS_MS, description="event time, epoch ms; the server's receive time when omitted; at most 5 minutes ahead of the server clock")
     session_id: str | None = Field(None, pattern=ID_REGEX, max_length=128)
@@ -74,6 +89,10 @@ class EventIn(BaseModel):
     price: float | None = Field(None, ge=0)
     rating: float | None = Field(None, description="required for 'rating' events")
     query: str | None = Field(None, max_length=MAX_QUERY_LENGTH)
+    rec_id: str | None = Field(None, pattern=f"^{REC_ID_PATTERN.pattern}$", max_length=MAX_REC_ID_LENGTH, description="the `rec_id` of the list the event is about (required for impressions)")
+    items: list[str] | None = Field(None, min_length=1, max_length=MAX_IMPRESSION_ITEMS, description="impressions only: the shown item ids, each once")
+    positions: list[int] | None = Field(None, description=f"impressions only: each shown item's position (0-{MAX_POSITION}), as long as `items`")
+    position: int | None = Field(None, ge=0, le=MAX_POSITION, description="the item's position in the list `rec_id` names")
 
 
 class CatalogItemIn(BaseModel):
@@ -112,6 +131,65 @@ class StatsOut(BaseModel):
     now_ms: int = Field(description="the server's clock, epoch ms")
     freshness_ms: int | None = Field(description="now_ms - last_window_ts: how far the job's newest closed window is behind")
     counters: dict[str, int | float | str] = Field(description="the job's counters (events, dead_letters, late_events, windows, last_window_ts, ...)")
+
+
+class LiveSeriesTotalsOut(BaseModel):
+    impressions: float
+    clicks: float
+    carts: float
+    purchases: float
+    revenue: float
+    choices: float
+    hits: float
+    ctr: float | None
+    conversion: float | None
+    hit_rate: float | None
+
+
+class LiveSeriesOut(BaseModel):
+    """One experiment x variant x context: a value per minute of `minute_starts` (rates null where their denominator is 0)."""
+
+    experiment: str = Field(description="experiment name, '~' for users in no experiment")
+    variant: str
+    context: str = Field(description="where the list was shown; 'all' sums the variant's contexts")
+    impressions: list[float]
+    clicks: list[float]
+    carts: list[float]
+    purchases: list[float]
+    revenue: list[float]
+    choices: list[float] = Field(description="outcomes attributed to the user's latest impression (live HR denominator)")
+    hits: list[float] = Field(description="choices of an item that impression showed")
+    ctr: list[float | None] = Field(description="clicks / impressions")
+    conversion: list[float | None] = Field(description="purchases / impressions")
+    hit_rate: list[float | None] = Field(description="hits / choices (live HR@k)")
+    totals: LiveSeriesTotalsOut = Field(description="the counts summed over the minutes, and their rates")
+
+
+class LiveOpsOut(BaseModel):
+    """The job's own numbers; per-minute lists follow `minute_starts` here (processing time by the API clock)."""
+
+    minute_starts: list[int]
+    events: list[int]
+    late_events: list[int]
+    dead_letters: list[int]
+    events_per_s: list[float | None] = Field(description="events of a minute over its 60 s (over the seconds passed for the current one)")
+    totals: dict[str, int] = Field(description="cumulative counters: events, late_events, dead_letters")
+    dead_letter_reasons: dict[str, int] = Field(description="cumulative dead letters by reason")
+    last_window_ts: int | None = Field(description="end of the job's newest closed window (event time)")
+    freshness_ms: int | None = Field(description="now_ms - last_window_ts")
+    freshness_p50_ms: float | None = Field(description="median of the newest recorded event -> list lags (null unless the job records them: record_freshness)")
+    freshness_p99_ms: float | None
+    freshness_samples: int = Field(description="how many recorded lags the percentiles are over")
+
+
+class LiveMetricsOut(BaseModel):
+    now_ms: int = Field(description="the server's clock, epoch ms")
+    minutes: int
+    anchor: Literal["clock", "job"] = Field(description="what the minutes end with: the API clock, or the job's newest closed window")
+    experiment: str | None
+    minute_starts: list[int] = Field(description="epoch-ms starts of the minutes (event time), oldest first")
+    series: list[LiveSeriesOut]
+    ops: LiveOpsOut
 
 
 class CatalogPageOut(BaseModel):

@@ -3,7 +3,7 @@
 1. generates a synthetic shop (catalog + shoppers' sessions);
 2. starts a private Redis unless one is configured;
 3. runs the streaming job on a local Flink mini-cluster, watching a spool directory;
-4. serves the API and the demo page (`/demo`);
+4. serves the API, the demo page (`/demo`) and the dashboard (`/dashboard`);
 5. replays the shop's sessions live into the spool (re-timestamped to now), and
    prints a few shoppers' lists as they change.
 """
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=port_number, default=8000, help="API port (a free one is used if taken)")
     parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
     parser.add_argument("--seed", type=int, default=7)
-    add_settings_arguments(parser, only=("redis-url", "namespace", "execution-mode", "model-config"))
+    add_settings_arguments(parser, only=("redis-url", "namespace", "execution-mode", "model-config", "rec-id-secret"))
 
 
 def _port(wanted: int) -> int:
@@ -139,11 +139,12 @@ def main(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, redis_url=local.url)
     settings = dataclasses.replace(settings, spool_dir=spool, record_freshness=True, checkpoint_dir=str(out / "checkpoints"))
     port = _port(args.port)
-    # The Redis URL (it may hold a password) goes in the environment: a command line shows in `ps`.
+    # The Redis URL (it may hold a password) and the rec_id secret go in the environment: a command line shows
+    # in `ps`.  The API and the job share the secret, so the job accepts the rec_ids the API issues.
     api = subprocess.Popen(
         [sys.executable, "-m", "flowrec.cli", "serve", "--demo", "--port", str(port),
          "--namespace", settings.namespace, "--spool-dir", str(spool), "--catalog", str(shop / "catalog.jsonl")],
-        env={**os.environ, "FLOWREC_REDIS_URL": settings.redis_url},
+        env={**os.environ, "FLOWREC_REDIS_URL": settings.redis_url, "FLOWREC_REC_ID_SECRET": settings.rec_id_secret},
     )
     job = None
     stop = threading.Event()
@@ -152,7 +153,7 @@ def main(args: argparse.Namespace) -> int:
         job = run_job(settings, DirectorySource(spool), job_name="flowrec-demo", wait=False)
         feeder = threading.Thread(target=_feed, args=(shop / "events.jsonl", spool, args.rate, stop), daemon=True)
         feeder.start()
-        print(f"\n  demo page:  http://127.0.0.1:{port}/demo\n  API docs:   http://127.0.0.1:{port}/docs\n  Redis:      {settings.redis_url}\n", flush=True)
+        print(f"\n  demo page:  http://127.0.0.1:{port}/demo\n  dashboard:  http://127.0.0.1:{port}/dashboard\n  API docs:   http://127.0.0.1:{port}/docs\n  Redis:      {settings.redis_url}\n", flush=True)
         print(f"replaying the shop live at {args.rate:.0f} events/s; shoppers' top 3 as they change (Ctrl-C stops):", flush=True)
         client = redis.Redis.from_url(settings.redis_url)
         users = _first_users(shop / "events.jsonl", 5)
