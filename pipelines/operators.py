@@ -60,15 +60,18 @@ from state.schemas import (
     decode_profile,
     decode_row,
     decode_scored,
+    decode_sponsored,
     decode_versions,
     encode_embedding_ref,
     encode_facts,
     encode_profile,
     encode_row,
     encode_scored,
+    encode_sponsored,
     encode_versions,
 )
 from state.writes import Ttls, catalog_write, keyable, neighbour_write, trending_write, user_writes
+from transforms.ads import sponsored_bids
 from transforms.catalog import CatalogItem, EmbeddingSwitch, parse_catalog_lines, validate_catalog_record, validate_embedding_switch
 from transforms.config import ModelConfig, event_weights
 from transforms.content import ContentIndex
@@ -640,7 +643,10 @@ class ContentOperator(KeyedProcessFunction):
             yield ModelUpdate(window, [("e:", encode_embedding_ref(newest.path))])
         if not due:
             return
+        sponsorship_changed = False
         for item in due:
+            previous = self.catalog.get(item.item_id)
+            sponsorship_changed |= sponsored_bids([item]) != sponsored_bids([previous] if previous is not None else [])
             self.catalog[item.item_id] = item
             self.items.put(item.item_id, item.to_json())
         index = ContentIndex.build(list(self.catalog.values()))
@@ -649,6 +655,9 @@ class ContentOperator(KeyedProcessFunction):
         facts = {i.item_id: (i.top_category, i.in_stock) for i in due}
         entries = [("c:" + item, encode_scored(ids, sims)) for item, (ids, sims) in content.items()]
         entries += [("f:" + item, encode_facts(*fact)) for item, fact in facts.items()]
+        if sponsorship_changed:
+            # The whole set of sponsored items and bids, as one entry: the scorer ranks ads among all of them.
+            entries.append(("a:", encode_sponsored(sponsored_bids(self.catalog.values()))))
         yield ModelUpdate(window, entries)
         yield FACTS, FactsUpdate(window, facts)
         writes = [catalog_write(i) for i in due]
@@ -812,6 +821,8 @@ class _VersionedView:
 def _decode_model_value(key: str, raw: bytes):
     if key.startswith("f:"):
         return decode_facts(raw)
+    if key == "a:":
+        return decode_sponsored(raw)
     return decode_embedding_ref(raw) if key == "e:" else decode_scored(raw)
 
 
@@ -820,7 +831,8 @@ class Scorer(KeyedBroadcastProcessFunction):
 
     Broadcast state keeps every model entry with the window that produced it
     (``n:`` neighbours, ``c:`` content, ``f:`` facts, ``t:`` global trending,
-    ``tc:`` category trending, ``e:`` the learned-embedding version), so a
+    ``tc:`` category trending, ``e:`` the learned-embedding version, ``a:``
+    the sponsored items' bids, which switch on the users' ads lists), so a
     window is scored with the model exactly as of its close, whatever order
     the inputs arrive in.
 
@@ -942,6 +954,7 @@ class Scorer(KeyedBroadcastProcessFunction):
             trending_by_category=_VersionedView(mirror, "tc:", window),
             facts=_VersionedView(mirror, "f:", window),
             embeddings=self._embeddings(view.get("e:", self.initial_embeddings)),
+            sponsored=view.get("a:", {}),
             codes=self.codes,
         )
         users = sorted(latest)

@@ -9,6 +9,7 @@ key                                   value                                     
 ``{ns}:v1:rec:{user}``                the user's home list ``RecList``            user TTL
 ``{ns}:v1:complements:{user}``        "goes with your cart" list ``RecList``      user TTL
 ``{ns}:v1:profile:{user}``            top interests, cart, purchased ``Profile``  user TTL
+``{ns}:v1:ads:{user}``                the user's ads (sponsored items) ``RecList``  user TTL
 ``{ns}:v1:sim:{item}``                collaborative neighbours ``NeighbourList``  item TTL
 ``{ns}:v1:content:{item}``            content neighbours ``NeighbourList``        item TTL
 ``{ns}:v1:item:{item}``               catalog item JSON                           none
@@ -18,6 +19,10 @@ key                                   value                                     
 ``{ns}:v1:deadletter``                dead-lettered records (Redis stream)        capped
 ``{ns}:v1:freshness``                 recent event->list lags in ms (Redis list)  capped
 ====================================  ==========================================  =========
+
+``ads:{user}`` is written only while the catalog has sponsored items
+(:mod:`transforms.ads`); its list carries ``"relevance"``, each item's
+relevance in the order of ``"items"``, so the API can re-rank by current bids.
 
 ``profile:{user}`` is personal data (what the user bought and has in the
 cart): it is for flowrec's API, not for shop frontends; give frontends a
@@ -52,6 +57,7 @@ class KeyKind(enum.Enum):
     USER_RECS = "rec"
     COMPLEMENTS = "complements"
     PROFILE = "profile"
+    ADS = "ads"
     # Written by releases before the complements list was renamed; only deleted now.
     LEGACY_CART = "cart"
     ITEM_NEIGHBOURS = "sim"
@@ -64,9 +70,9 @@ class KeyKind(enum.Enum):
     FRESHNESS = "freshness"
 
 
-_USER_KINDS = {KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART}
+_USER_KINDS = {KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART, KeyKind.ADS}
 # Every key holding something about one user: what forgetting the user deletes.
-USER_KEY_KINDS = (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART)
+USER_KEY_KINDS = (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART, KeyKind.ADS)
 _ITEM_KINDS = {KeyKind.ITEM_NEIGHBOURS, KeyKind.CONTENT_NEIGHBOURS, KeyKind.ITEM}
 _SINGLETONS = {KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS}
 

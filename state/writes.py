@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from state.keys import USER_KEY_KINDS, InvalidKeyPart, KeyKind, redis_key
 from state.store import Write, encode_list
+from transforms.ads import SPONSORED, AdPick
 from transforms.catalog import CatalogItem
 from transforms.events import Rejection, _reject
 from transforms.engine import FinalState, WindowOutput
@@ -25,7 +26,8 @@ class Ttls:
 
 
 def user_writes(user: str, ts: int, lists: UserLists | None, ttls: Ttls) -> list[Write]:
-    """The user's home list, complements list and profile; a forgotten user's keys are deleted (the legacy ``cart:`` key too)."""
+    """The user's home list, complements list, profile and (while the shop has sponsored items) ads list;
+    a forgotten user's keys are deleted (the legacy ``cart:`` key too)."""
     if lists is None:
         return [Write(kind, user, None) for kind in USER_KEY_KINDS]
     profile = encode_list(
@@ -35,13 +37,21 @@ def user_writes(user: str, ts: int, lists: UserLists | None, ttls: Ttls) -> list
         cart=lists.in_cart,
         purchased=lists.purchased,
     )
-    return [
+    writes = [
         Write(KeyKind.USER_RECS, user, encode_list(ts, lists.home), ttls.user_s or None),
         Write(KeyKind.COMPLEMENTS, user, encode_list(ts, lists.cart), ttls.user_s or None)
         if lists.cart
         else Write(KeyKind.COMPLEMENTS, user, None),
         Write(KeyKind.PROFILE, user, profile, ttls.user_s or None),
     ]
+    if lists.ads is not None:
+        writes.append(Write(KeyKind.ADS, user, encode_ads(ts, lists.ads), ttls.user_s or None))
+    return writes
+
+
+def encode_ads(ts: int, ads: list[AdPick]) -> bytes:
+    """The ads list value: a ranked list (score = relevance x bid at scoring time) plus each item's ``relevance``."""
+    return encode_list(ts, [ScoredItem(a.item, a.score, SPONSORED) for a in ads], relevance=[a.relevance for a in ads])
 
 
 def neighbour_write(kind: KeyKind, item: str, ts: int, neighbours: Neighbours, ttl_s: int = 0) -> Write:

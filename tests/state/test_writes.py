@@ -53,7 +53,7 @@ def test_user_writes():
 
 def test_forgotten_user_is_deleted():
     # The key older releases wrote the complements under goes too.
-    assert user_writes("u1", T, None, TTLS) == [Write(kind, "u1", None) for kind in (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART)]
+    assert user_writes("u1", T, None, TTLS) == [Write(kind, "u1", None) for kind in (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART, KeyKind.ADS)]
 
 
 def test_zero_ttl_means_none():
@@ -92,9 +92,9 @@ def test_window_writes_order_and_content():
         (KeyKind.TRENDING_GLOBAL, None),
         (KeyKind.TRENDING_CATEGORY, "books"),
         (KeyKind.USER_RECS, "u1"), (KeyKind.COMPLEMENTS, "u1"), (KeyKind.PROFILE, "u1"),
-        (KeyKind.USER_RECS, "u2"), (KeyKind.COMPLEMENTS, "u2"), (KeyKind.PROFILE, "u2"), (KeyKind.LEGACY_CART, "u2"),
+        (KeyKind.USER_RECS, "u2"), (KeyKind.COMPLEMENTS, "u2"), (KeyKind.PROFILE, "u2"), (KeyKind.LEGACY_CART, "u2"), (KeyKind.ADS, "u2"),
     ]
-    assert [w.value is None for w in writes[-4:]] == [True, True, True, True]  # u2 was forgotten
+    assert [w.value is None for w in writes[-5:]] == [True] * 5  # u2 was forgotten
     assert all(decode_list(w.value)[0] == T for w in writes[1:6])
     # A window without trending output writes no trending key.
     assert all(w.kind is not KeyKind.TRENDING_GLOBAL for w in window_writes(WindowOutput(window_end_ms=T), TTLS))
