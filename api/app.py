@@ -45,6 +45,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, Response
 
 from api import models
+from api.ads import AdsLookup
 from api.browse import BrowseCatalog
 from api.ingest import MAX_RECORDS_PER_REQUEST, RecordRejection, forget_event_line, validate_catalog, validate_events
 from api.middleware import ApiMetrics, BodyLimitMiddleware, HomeListShortcut, MetricsMiddleware, SecurityHeadersMiddleware
@@ -169,7 +170,7 @@ class Lookups:
     """Reads over one pipelined Redis connection (:mod:`api.redisconn`), opened in the app's lifespan.
 
     ``read_client(url, deadline_s)`` makes the client; anything with the
-    ``mget``/``get``/``hgetall``/``ping``/``aclose`` coroutines of
+    ``mget``/``get``/``hgetall``/``hmget``/``ping``/``aclose`` coroutines of
     ``redis.asyncio.Redis`` will do (``flowrec bench api`` compares one).
     """
 
@@ -214,6 +215,9 @@ class Lookups:
 
     async def stats(self) -> dict[bytes, bytes]:
         return await self.client.hgetall(self.key(KeyKind.STATS))
+
+    async def hmget(self, kind: KeyKind, part: str | None, fields: Sequence[str]) -> list[bytes | None]:
+        return await self.client.hmget(self.key(kind, part), list(fields)) if fields else []
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())
@@ -542,6 +546,8 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
         )
         return answer(user_id, "search", max(profile_ts, list_ts), cold, ranked[:n])
 
+    ads = AdsLookup(lookups, ctx.settings.model)
+
     @app.get(
         RECOMMENDATIONS_PATH,
         tags=["lookups"],
@@ -552,7 +558,7 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
     async def recommendations(
         user_id: UserId,
         n: Count = 10,
-        context: Annotated[models.Context, Query(description="home: the user's list; cart: complements for the cart; item: similar to item_id, blended with the user's taste; search: re-rank `candidates` by the user's interests")] = "home",
+        context: Annotated[models.Context, Query(description="home: the user's list; cart: complements for the cart; item: similar to item_id, blended with the user's taste; search: re-rank `candidates` by the user's interests; ads: sponsored items by relevance x bid (api/ads.py)")] = "home",
         item_id: Annotated[str | None, Query(pattern=models.ID_REGEX, max_length=128, description="the item being viewed (context=item)")] = None,
         category: CategoryFilter = None,
         exclude: Annotated[str | None, Query(max_length=_ID_LIST_CHARS, description=f"comma-separated item ids to leave out (at most {MAX_LISTED_IDS})")] = None,
@@ -561,6 +567,8 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
         """Cold-start users (no history yet) get trending items, global or in `category`, and `reason` says so.
         A short list is topped up with trending items.  The common path (`context=home`) is one Redis round trip."""
         skip = set(parse_id_list(exclude, "exclude", MAX_LISTED_IDS))
+        if context == "ads":
+            return _json(await ads.body(user_id, n, category, skip, ctx.clock_ms()))
         if context == "home":
             return Response(await home_body(user_id, n, category, skip), media_type=JSON)
         if context == "cart":

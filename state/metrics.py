@@ -16,7 +16,9 @@ event time falls in that minute::
 
 ``metrics:ads:{day_ms}`` (TTL :data:`ADS_TTL_S`): ``"{item}|impressions"``,
 ``"{item}|clicks"`` of context ``ads`` (written by attribution) and campaign
-fields ``"{campaign}|{measure}"`` (written by the ad slot).
+fields ``"{campaign}|{measure}"`` for measure in :data:`CAMPAIGN_MEASURES`
+(written by the ad slot; sponsored items without a campaign count under
+campaign ``~``, :data:`transforms.ads.NO_CAMPAIGN`).
 
 Users in no experiment count under experiment and variant ``~``
 (:data:`transforms.recid.NO_EXPERIMENT`).  Counts are integers, revenue a float;
@@ -40,6 +42,11 @@ ALL_POSITIONS = "all"
 ALL_CONTEXTS = "all"
 # Per-item measures of context ``ads`` in the daily ads hash.
 AD_ITEM_MEASURES: tuple[str, ...] = ("impressions", "clicks")
+# Per-campaign measures of the daily ads hash (written by the ad slot, :mod:`transforms.ads`):
+# ad impressions and attributed ad clicks of the campaign's items, and spend = the sum of
+# the clicked items' bids at click time.  Named apart from the item measures, so a
+# campaign whose id is also an item id cannot mix with that item's counts.
+CAMPAIGN_MEASURES: tuple[str, ...] = ("campaign_impressions", "campaign_clicks", "spend")
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
