@@ -3,9 +3,9 @@
 Layout (``{ns}`` is the namespace, default ``flowrec``; values are UTF-8 JSON
 written by :mod:`state.store`, lists in the versioned shape of :mod:`state.schemas`):
 
-====================================  ==========================================  ==
+====================================  ==========================================  =========
 key                                   value                                       TTL
-====================================  ==========================================  ==
+====================================  ==========================================  =========
 ``{ns}:v1:rec:{user}``                the user's home list ``RecList``            user TTL
 ``{ns}:v1:complements:{user}``        "goes with your cart" list ``RecList``      user TTL
 ``{ns}:v1:profile:{user}``            top interests, cart, purchased ``Profile``  user TTL
@@ -21,7 +21,8 @@ key                                   value                                     
 ``{ns}:v1:metrics:min:{minute_ms}``   attributed counts of one minute (hash)      7 days
 ``{ns}:v1:metrics:exp:{experiment}``  cumulative counts of an experiment (hash)   none
 ``{ns}:v1:metrics:ads:{day_ms}``      ad counts per item and campaign of a day    3 days
-====================================  ==========================================  ==
+``{ns}:v1:metrics:experiments``       experiments with counts (hash name -> "1")   none
+====================================  ==========================================  =========
 
 ``ads:{user}`` is written only while the catalog has sponsored items
 (:mod:`transforms.ads`); its list carries ``"relevance"``, each item's
@@ -81,13 +82,14 @@ class KeyKind(enum.Enum):
     METRICS_MINUTE = "metrics:min"
     METRICS_EXPERIMENT = "metrics:exp"
     METRICS_ADS = "metrics:ads"
+    METRICS_EXPERIMENTS = "metrics:experiments"
 
 
 _USER_KINDS = {KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART, KeyKind.ADS}
 # Every key holding something about one user: what forgetting the user deletes.
 USER_KEY_KINDS = (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART, KeyKind.ADS)
 _ITEM_KINDS = {KeyKind.ITEM_NEIGHBOURS, KeyKind.CONTENT_NEIGHBOURS, KeyKind.ITEM}
-_SINGLETONS = {KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS}
+_SINGLETONS = {KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS, KeyKind.METRICS_EXPERIMENTS}
 # Kinds whose part is the epoch-ms start of a period: the period's length in ms.
 _PERIOD_KINDS = {KeyKind.METRICS_MINUTE: 60_000, KeyKind.METRICS_ADS: 86_400_000}
 _EPOCH_MS = re.compile(r"0|[1-9][0-9]{0,15}")

@@ -20,6 +20,10 @@ versioned value             x [[window, payload]]  (payload: another encoded val
 catalog facts               k top category, s in stock
 sponsored bids              b {item: bid} of every sponsored item (the scorer's ``a:`` entry)
 embedding version           e path of the export version directory
+attribution state           n next arrival number, m [{r rec_id, e experiment, a variant,
+                            c context, q arrival, s [[item, position, shown ms]],
+                            k [[item, outcome code]] counted, h [item] chosen}]
+metric totals               f {field: value} (fields of :mod:`state.metrics`)
 ==========================  ==========================================================
 
 Redis list values (``rec:``, ``complements:``, ``profile:``, ``sim:``,
@@ -45,6 +49,7 @@ from typing import Any, Iterable
 import numpy as np
 import orjson
 
+from transforms.attribution import AttributionState
 from transforms.profile import UserProfile
 
 PROFILE_VERSION = 2
@@ -53,6 +58,8 @@ REDIS_LIST_VERSION = 2
 REDIS_LIST_VERSIONS = (1, 2)
 ROW_VERSION = 1
 LIST_VERSION = 1
+ATTRIBUTION_VERSION = 1
+TOTALS_VERSION = 1
 
 
 class SchemaError(ValueError):
@@ -191,3 +198,23 @@ def decode_embedding_ref(raw: bytes) -> str:
     if not isinstance(path, str):
         raise SchemaError("embedding version path must be a string")
     return path
+
+
+def encode_attribution(state: AttributionState) -> bytes:
+    """A user's attribution state (:class:`transforms.attribution.AttributionState`)."""
+    return orjson.dumps({"v": ATTRIBUTION_VERSION, **state.to_state()})
+
+
+@_shape_checked
+def decode_attribution(raw: bytes) -> AttributionState:
+    return AttributionState.from_state(_load(raw, (ATTRIBUTION_VERSION,)))
+
+
+def encode_totals(totals: dict[str, float]) -> bytes:
+    """Running metric totals by hash field (one minute, day or experiment of the metrics aggregator)."""
+    return orjson.dumps({"v": TOTALS_VERSION, "f": totals})
+
+
+@_shape_checked
+def decode_totals(raw: bytes) -> dict[str, float]:
+    return {str(k): float(v) for k, v in _load(raw, (TOTALS_VERSION,))["f"].items()}
