@@ -36,14 +36,12 @@ import orjson
 from api.ranking import in_category
 from state.keys import KeyKind
 from state.metrics import ads_field, day_start
-from transforms.ads import NO_CAMPAIGN, AdPick, ad_reason, campaign_budgets, popularity_relevance, rank_ads, sponsorship, within_budget
+from transforms.ads import NO_CAMPAIGN, SPEND, AdPick, ad_reason, campaign_budgets, popularity_relevance, rank_ads, sponsorship, within_budget
 from transforms.catalog import CatalogItem, validate_catalog_record
 from transforms.config import ModelConfig
 from transforms.scoring import ScoredItem
 
 log = logging.getLogger(__name__)
-
-SPEND = "spend"
 
 
 def stored_relevance(raw: bytes | None) -> tuple[int, dict[str, float]] | None:

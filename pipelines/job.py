@@ -9,6 +9,8 @@ Dataflow (element shapes in brackets)::
              side: feedback [Bundle of EventSlice] -> key by user shard -> attribution [AttributionCounts]
                    -> key 0 -> metrics [SinkBatch of HashWrite]  (side of attribution: dead letters)
     catalog [chunk str] -> parse-catalog [CatalogItem | EmbeddingSwitch] -> content [ModelUpdate]  (side: facts -> trending)
+    attribution's ads counts [AttributionCounts] + content's side sponsorships [SponsorshipUpdate]
+        -> key 0 -> ad-spend [SinkBatch of HashWrite: campaign fields of metrics:ads]
     user-state [UserSnapshot] keyed by user shard  +  model updates broadcast -> scorer [SinkBatch]
     every operator's SinkBatch (writes, counters, dead letters) -> its own Redis sink
     a spool input: the parsers' spool files read [str] -> spool-retention (deletes them later)
@@ -39,9 +41,11 @@ from pipelines.operators import (
     FACTS,
     FEEDBACK,
     ITEM_DELTAS,
+    SPONSORSHIPS,
     STATS,
     TREND_DELTAS,
     WRITES,
+    AdSpend,
     Attribution,
     BootGate,
     ContentOperator,
@@ -201,6 +205,18 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
         # [ModelUpdate: content, facts]; side: [FactsUpdate], writes
         sink.attach(content.get_side_output(WRITES), "catalog")
         trend_input = trend_input.union(content.get_side_output(FACTS))
+        # Campaign spend: attribution's ad counts joined with the sponsorships in effect for their window.
+        ad_counts = attributed.filter(lambda c: bool(c.ad_counts)).name("ad-counts").uid("ad-counts").set_parallelism(p)
+        spend = (
+            ad_counts.union(content.get_side_output(SPONSORSHIPS))
+            .key_by(lambda _: 0, key_type=Types.INT())
+            .process(AdSpend(config), output_type=PICKLED)
+            .name("ad-spend")
+            .uid("ad-spend")
+            .set_parallelism(1)
+        )
+        # [SinkBatch: HSET of absolute totals to the campaign fields of the metrics:ads hashes]
+        sink.attach(spend, "ad-spend")
         model_updates = model_updates.union(content)
 
     if inputs.spool_dir is not None and settings.spool_retention_s > 0:

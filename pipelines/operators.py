@@ -16,6 +16,7 @@ rescale the copy is empty and is rebuilt from managed state on first use.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Iterable
 
@@ -43,6 +44,7 @@ from pipelines.messages import (
     ItemDelta,
     ModelUpdate,
     SinkBatch,
+    SponsorshipUpdate,
     Tick,
     TrendDelta,
     UserSnapshot,
@@ -75,6 +77,7 @@ from state.schemas import (
     decode_row,
     decode_scored,
     decode_sponsored,
+    decode_sponsorships,
     decode_totals,
     decode_versions,
     encode_attribution,
@@ -84,12 +87,13 @@ from state.schemas import (
     encode_row,
     encode_scored,
     encode_sponsored,
+    encode_sponsorships,
     encode_totals,
     encode_versions,
 )
 from state.store import HashWrite
 from state.writes import Ttls, catalog_write, keyable, neighbour_write, trending_write, user_writes
-from transforms.ads import sponsored_bids
+from transforms.ads import Sponsorship, campaign_counts, sponsored_bids, sponsorships
 from transforms.attribution import attribute
 from transforms.catalog import CatalogItem, EmbeddingSwitch, parse_catalog_lines, validate_catalog_record, validate_embedding_switch
 from transforms.config import ModelConfig, event_weights
@@ -114,6 +118,7 @@ DEAD_LETTERS = OutputTag("dead-letters", Types.PICKLED_BYTE_ARRAY())
 ITEM_DELTAS = OutputTag("item-deltas", Types.PICKLED_BYTE_ARRAY())
 TREND_DELTAS = OutputTag("trend-deltas", Types.PICKLED_BYTE_ARRAY())
 FACTS = OutputTag("facts", Types.PICKLED_BYTE_ARRAY())
+SPONSORSHIPS = OutputTag("sponsorships", Types.PICKLED_BYTE_ARRAY())
 WRITES = OutputTag("writes", Types.PICKLED_BYTE_ARRAY())
 STATS = OutputTag("stats", Types.PICKLED_BYTE_ARRAY())
 FEEDBACK = OutputTag("feedback", Types.PICKLED_BYTE_ARRAY())
@@ -577,15 +582,15 @@ class Attribution(KeyedProcessFunction):
         if late:
             rows = EventBatch.concat(late)
             self.late_counter.inc(len(rows))
-            yield from self._attribute(rows, {"attribution_late": len(rows)})
+            yield from self._attribute(rows, {"attribution_late": len(rows)}, clock.open_window(watermark))
 
     def on_timer(self, timestamp: int, ctx) -> Iterable:
-        for _, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending):
+        for window, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending):
             rows = EventBatch.concat([_feedback_rows(decode_pending(raw)[2]) for raw in raws])
-            yield from self._attribute(rows, {})
+            yield from self._attribute(rows, {}, window)
         self._sweep(timestamp)
 
-    def _attribute(self, rows: EventBatch, stats: dict) -> Iterable:
+    def _attribute(self, rows: EventBatch, stats: dict, window: int) -> Iterable:
         """Apply rows (any users of this shard) user by user, in event-time order; emit their counts."""
         rows = rows.sorted_by_time()
         counts: dict = {}
@@ -610,7 +615,7 @@ class Attribution(KeyedProcessFunction):
             tallies["attribution_duplicates"] += result.duplicate_impressions + result.duplicate_outcomes
             tallies["attribution_unattributed"] += result.unattributed
         if counts or ad_counts:
-            yield AttributionCounts(counts, ad_counts)
+            yield AttributionCounts(counts, ad_counts, window)
         batch = _dead_letter_batch(rejections) if rejections else SinkBatch()
         stats = {**stats, **{k: v for k, v in tallies.items() if v}, **batch.stats}
         if stats or batch.dead_letters:
@@ -717,6 +722,90 @@ class MetricsAggregator(KeyedProcessFunction):
 
 def _formatted(fields: dict[str, float]) -> dict[str, str]:
     return {field: format_value(value) for field, value in fields.items()}
+
+
+def _sponsorship_update(window: int, items: Iterable[CatalogItem]) -> SponsorshipUpdate:
+    return SponsorshipUpdate(window, {item: (s.bid, s.campaign) for item, s in sponsorships(items).items()})
+
+
+class AdSpend(KeyedProcessFunction):
+    """Single key: impressions, clicks and spend per campaign and UTC day (:func:`transforms.ads.campaign_counts`).
+
+    Input: attribution's counts (their per-item ad counts, tagged with their
+    window) and the catalog's sponsorships (``SponsorshipUpdate``, from the
+    window of the upsert on).  Both wait for their window's timer: once the
+    watermark has passed it, every sponsorship change up to that window has
+    arrived, so a window's clicks are priced with the bids in effect for that
+    window (a change in the same window applies to it), whichever input came
+    first.  Running totals per day live in managed state until the windows
+    closed here are ``horizon_ms`` past the day's end (counts for a day after
+    that are counted in ``ad_spend_too_late``, and its written values stay
+    final) and go to ``metrics:ads:{day}`` as absolute values (HSET), so a
+    replay after a restore rewrites the same numbers: exactly once.
+    """
+
+    def __init__(self, config: ModelConfig, horizon_ms: int = 6 * 3600 * 1000) -> None:
+        self.config = config
+        self.horizon_ms = horizon_ms
+
+    def open(self, runtime_context) -> None:
+        self.pending = PendingByWindow(_bytes_map(runtime_context, "pending-ad-spend"))
+        self.days = _bytes_map(runtime_context, "ad-spend-days")
+        self.current = _bytes_value(runtime_context, "ad-sponsorships")
+
+    def process_element(self, value: AttributionCounts | SponsorshipUpdate, ctx) -> Iterable:
+        clock = WindowClock.of(self.config)
+        window = value.window
+        watermark = ctx.timer_service().current_watermark()
+        if clock.timer(window) <= watermark:
+            window = clock.open_window(watermark)  # its window is closed here: the open one, as for late events
+        if isinstance(value, SponsorshipUpdate):
+            raw = encode_pending("sponsorships", window, {"s": {item: list(s) for item, s in value.sponsored.items()}})
+        elif value.ad_counts:
+            raw = encode_pending("ad_counts", window, {"a": [[day, item, measure, amount] for (day, item, measure), amount in value.ad_counts.items()]})
+        else:
+            return
+        self.pending.add(window, raw)
+        ctx.timer_service().register_event_time_timer(clock.timer(window))
+
+    def on_timer(self, timestamp: int, ctx) -> Iterable:
+        clock = WindowClock.of(self.config)
+        raw_current = self.current.value()
+        current = {item: Sponsorship(bid, campaign, math.nan) for item, (bid, campaign) in (decode_sponsorships(raw_current) if raw_current else {}).items()}
+        changed_days: dict[str, dict[str, float]] = {}
+        too_late = 0
+        # Event time is measured by the windows closed here, not the watermark, which is
+        # Long.MAX_VALUE at the end of a bounded input when the last timers fire.
+        end = 0
+        for window, raws in take_due_windows(ctx, timestamp, clock, self.pending):
+            end = clock.end(window)
+            messages = [decode_pending(raw) for raw in raws]
+            for kind, _, payload in messages:  # sponsorships first: they apply to their own window's clicks
+                if kind == "sponsorships":
+                    current = {item: Sponsorship(float(bid), campaign, math.nan) for item, (bid, campaign) in payload["s"].items()}
+                    self.current.update(encode_sponsorships({item: (s.bid, s.campaign) for item, s in current.items()}))
+            ad_counts: dict[tuple[int, str, str], float] = {}
+            for kind, _, payload in messages:
+                if kind == "ad_counts":
+                    for day, item, measure, amount in payload["a"]:
+                        ad_counts[(day, item, measure)] = ad_counts.get((day, item, measure), 0) + amount
+            for (day, campaign, measure), amount in campaign_counts(ad_counts, current).items():
+                if day + DAY_MS + self.horizon_ms <= end:
+                    too_late += 1  # the day's totals are gone from state: its written values stay final
+                    continue
+                part = str(day)
+                totals = changed_days.get(part)
+                if totals is None:
+                    totals = changed_days[part] = decode_totals(self.days.get(part)) if self.days.contains(part) else {}
+                field = ads_field(campaign, measure)
+                totals[field] = totals.get(field, 0) + amount
+        for part, totals in changed_days.items():
+            self.days.put(part, encode_totals(totals))
+        for part in [d for d in self.days.keys() if int(d) + DAY_MS + self.horizon_ms <= end]:
+            self.days.remove(part)
+        writes = [HashWrite(KeyKind.METRICS_ADS, part, _formatted(totals), ADS_TTL_S) for part, totals in changed_days.items()]
+        if writes or too_late:
+            yield SinkBatch(writes=writes, stats={"ad_spend_too_late": too_late} if too_late else {})
 
 
 # -- item model --------------------------------------------------------------------
@@ -837,6 +926,10 @@ class ItemModelOperator(KeyedProcessFunction):
 class ContentOperator(KeyedProcessFunction):
     """Single key: the catalog and its TF-IDF index; content neighbours of changed items per window.
 
+    When an upsert changes which items are sponsored or their bids, it sends
+    every sponsored item's bid to the scorer (the ``a:`` entry) and, on the
+    ``SPONSORSHIPS`` side output, with their campaigns to the ad spend.
+
     It also times the catalog input's embedding switches: like an upsert, a
     switch takes effect when its window closes (a late one in the open
     window), as the ``e:`` model entry (the newest switch of the window wins;
@@ -857,6 +950,11 @@ class ContentOperator(KeyedProcessFunction):
             entries = load_content_state(item, self.items)
             self.catalog = None
             yield from boot_model_updates(entries)
+            windows = [w for w, key, _ in entries if key == "a:"]
+            if windows:
+                # The snapshot's sponsorships, for the ad spend of the windows from the cutoff on.
+                items = [validate_catalog_record(orjson.loads(raw))[0] for raw in item.payload["items"].values()]
+                yield SPONSORSHIPS, _sponsorship_update(max(windows), [c for c in items if c is not None])
             return
         clock = WindowClock.of(self.config)
         window = clock.window_of(item.ts)
@@ -912,6 +1010,7 @@ class ContentOperator(KeyedProcessFunction):
         if sponsorship_changed:
             # The whole set of sponsored items and bids, as one entry: the scorer ranks ads among all of them.
             entries.append(("a:", encode_sponsored(sponsored_bids(self.catalog.values()))))
+            yield SPONSORSHIPS, _sponsorship_update(window, self.catalog.values())
         yield ModelUpdate(window, entries)
         yield FACTS, FactsUpdate(window, facts)
         writes = [catalog_write(i) for i in due]

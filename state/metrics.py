@@ -35,6 +35,7 @@ import logging
 from typing import Any, Callable, Union
 
 from state.keys import KeyKind, redis_key
+from transforms.ads import CAMPAIGN_MEASURES as _CAMPAIGN_MEASURES
 
 # Counted per position and summed over positions ("all").
 MEASURES: tuple[str, ...] = ("impressions", "clicks", "carts", "purchases", "revenue")
@@ -45,11 +46,10 @@ ALL_POSITIONS = "all"
 ALL_CONTEXTS = "all"
 # Per-item measures of context ``ads`` in the daily ads hash.
 AD_ITEM_MEASURES: tuple[str, ...] = ("impressions", "clicks")
-# Per-campaign measures of the daily ads hash (written by the ad slot, :mod:`transforms.ads`):
+# Per-campaign measures of the daily ads hash (written by the ad slot; see transforms.ads):
 # ad impressions and attributed ad clicks of the campaign's items, and spend = the sum of
-# the clicked items' bids at click time.  Named apart from the item measures, so a
-# campaign whose id is also an item id cannot mix with that item's counts.
-CAMPAIGN_MEASURES: tuple[str, ...] = ("campaign_impressions", "campaign_clicks", "spend")
+# the clicked items' bids at click time.
+CAMPAIGN_MEASURES: tuple[str, ...] = _CAMPAIGN_MEASURES
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000

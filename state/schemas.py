@@ -19,6 +19,7 @@ id list                     i [item]
 versioned value             x [[window, payload]]  (payload: another encoded value)
 catalog facts               k top category, s in stock
 sponsored bids              b {item: bid} of every sponsored item (the scorer's ``a:`` entry)
+sponsorships                s {item: [bid, campaign]} of every sponsored item (ad spend)
 embedding version           e path of the export version directory
 attribution state           n next arrival number, m [{r rec_id, e experiment, a variant,
                             c context, q arrival, s [[item, position, shown ms]],
@@ -185,6 +186,19 @@ def decode_sponsored(raw: bytes) -> dict[str, float]:
     if not isinstance(bids, dict):
         raise SchemaError("sponsored bids must be an object")
     return {str(item): float(bid) for item, bid in bids.items()}
+
+
+def encode_sponsorships(sponsored: dict[str, tuple[float, str]]) -> bytes:
+    """Every sponsored item's bid and campaign (the ad-spend operator's current catalog)."""
+    return orjson.dumps({"v": LIST_VERSION, "s": {item: [float(bid), campaign] for item, (bid, campaign) in sorted(sponsored.items())}})
+
+
+@_shape_checked
+def decode_sponsorships(raw: bytes) -> dict[str, tuple[float, str]]:
+    entries = _load(raw, (LIST_VERSION,))["s"]
+    if not isinstance(entries, dict):
+        raise SchemaError("sponsorships must be an object")
+    return {str(item): (float(bid), str(campaign)) for item, (bid, campaign) in entries.items()}
 
 
 def encode_embedding_ref(path: str) -> bytes:

@@ -45,6 +45,13 @@ from transforms.reasons import Reason, reason
 DAY_MS = 24 * 3600 * 1000
 # The campaign of sponsored items that name none (not a valid id, so no real campaign collides).
 NO_CAMPAIGN = "~"
+# Per-campaign measures of a day (fields "{campaign}|{measure}" of the metrics:ads hash, see
+# state.metrics): named apart from the per-item "impressions" and "clicks", so a campaign
+# whose id is also an item id cannot mix with that item's counts.
+CAMPAIGN_IMPRESSIONS = "campaign_impressions"
+CAMPAIGN_CLICKS = "campaign_clicks"
+SPEND = "spend"
+CAMPAIGN_MEASURES = (CAMPAIGN_IMPRESSIONS, CAMPAIGN_CLICKS, SPEND)
 # The reason every ad carries; a cold-start ad notes that the user has no history yet.
 SPONSORED = reason("sponsored")
 SPONSORED_COLD = reason("sponsored", note="no_history")
@@ -72,6 +79,11 @@ def sponsorship(item: CatalogItem) -> Sponsorship | None:
     if not item.sponsored:
         return None
     return Sponsorship(item.bid, item.campaign or NO_CAMPAIGN, item.budget)
+
+
+def sponsorships(items: Iterable[CatalogItem]) -> dict[str, Sponsorship]:
+    """``item -> Sponsorship`` of the sponsored items among ``items``."""
+    return {item.item_id: s for item in items if (s := sponsorship(item)) is not None}
 
 
 def sponsored_bids(items: Iterable[CatalogItem]) -> dict[str, float]:
@@ -129,3 +141,26 @@ def day_start_ms(ts_ms: int) -> int:
 
 def ad_reason(cold_start: bool) -> Reason:
     return SPONSORED_COLD if cold_start else SPONSORED
+
+
+def campaign_counts(ad_counts: Mapping[tuple[int, str, str], float], sponsored: Mapping[str, Sponsorship]) -> dict[tuple[int, str, str], float]:
+    """Per ``(day_ms, campaign, measure)``, what attributed ad counts add to the campaigns.
+
+    ``ad_counts`` maps ``(day_ms, item, "impressions" | "clicks")`` to counts
+    (attribution's per-item ad counts, :mod:`transforms.attribution`);
+    ``sponsored`` is the sponsorship of each item at the time of those counts.
+    An item's impressions add to its campaign's ``campaign_impressions``, its
+    clicks to ``campaign_clicks`` and ``clicks * bid`` to ``spend``; items
+    not in ``sponsored`` add nothing.
+    """
+    out: dict[tuple[int, str, str], float] = {}
+    for (day, item, measure), amount in ad_counts.items():
+        s = sponsored.get(item)
+        if s is None:
+            continue
+        if measure == "impressions":
+            out[(day, s.campaign, CAMPAIGN_IMPRESSIONS)] = out.get((day, s.campaign, CAMPAIGN_IMPRESSIONS), 0.0) + amount
+        elif measure == "clicks":
+            out[(day, s.campaign, CAMPAIGN_CLICKS)] = out.get((day, s.campaign, CAMPAIGN_CLICKS), 0.0) + amount
+            out[(day, s.campaign, SPEND)] = out.get((day, s.campaign, SPEND), 0.0) + amount * s.bid
+    return out

@@ -22,6 +22,7 @@ from transforms.ads import (
     AdPick,
     Sponsorship,
     campaign_budgets,
+    campaign_counts,
     day_start_ms,
     exhausted,
     popularity_relevance,
@@ -181,3 +182,24 @@ def test_engine_tracks_sponsored_items_through_upserts():
     engine.upsert_catalog([CatalogItem("a", ts=20), CatalogItem("c", sponsored=True, bid=0.75, ts=20)])
     engine.close_catalog()
     assert engine.model.sponsored == {"c": 0.75}
+
+
+# -- spend per campaign -------------------------------------------------------------------------------
+
+
+def test_campaign_counts_price_clicks_at_the_bid_given():
+    day = 86_400_000 * 20
+    counts = {
+        (day, "a", "impressions"): 10, (day, "a", "clicks"): 3,
+        (day, "b", "impressions"): 4, (day, "b", "clicks"): 1,
+        (day, "n", "impressions"): 7, (day, "n", "clicks"): 2,  # n: no campaign
+        (day, "x", "impressions"): 5, (day, "x", "clicks"): 5,  # x: not sponsored (any more): free, no campaign
+        (day + 86_400_000, "a", "clicks"): 1,
+    }
+    sponsored = {"a": Sponsorship(0.5, "c1", math.nan), "b": Sponsorship(2.0, "c1", 10.0), "n": Sponsorship(0.25, NO_CAMPAIGN, math.nan)}
+    assert campaign_counts(counts, sponsored) == {
+        (day, "c1", "campaign_impressions"): 14, (day, "c1", "campaign_clicks"): 4, (day, "c1", "spend"): 3 * 0.5 + 2.0,
+        (day, NO_CAMPAIGN, "campaign_impressions"): 7, (day, NO_CAMPAIGN, "campaign_clicks"): 2, (day, NO_CAMPAIGN, "spend"): 0.5,
+        (day + 86_400_000, "c1", "campaign_clicks"): 1, (day + 86_400_000, "c1", "spend"): 0.5,
+    }
+    assert campaign_counts({}, sponsored) == {} and campaign_counts(counts, {}) == {}
