@@ -206,7 +206,8 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
         sink.attach(content.get_side_output(WRITES), "catalog")
         trend_input = trend_input.union(content.get_side_output(FACTS))
         # Campaign spend: attribution's ad counts joined with the sponsorships in effect for their window.
-        ad_counts = attributed.filter(lambda c: bool(c.ad_counts)).name("ad-counts").uid("ad-counts").set_parallelism(p)
+        # At parallelism 1, like the side output it is united with (a key_by after a union takes a forward edge).
+        ad_counts = attributed.filter(lambda c: bool(c.ad_counts)).name("ad-counts").uid("ad-counts").set_parallelism(1)
         spend = (
             ad_counts.union(content.get_side_output(SPONSORSHIPS))
             .key_by(lambda _: 0, key_type=Types.INT())
