@@ -36,7 +36,7 @@ from flowrec.commands.cluster import (
     rest_base_url,
     run_dir,
 )
-from flowrec.config import SECRET_REDIS_URL_ENV, UsageError, load_settings
+from flowrec.config import ENV_PREFIX, SECRET_REDIS_URL_ENV, UsageError, load_settings
 from pipelines.main import add_job_arguments, check_input_flags, load_bootstrap
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,11 @@ HELP = "submit the streaming job to a Flink cluster (flink run -py pipelines/mai
 MAIN_SCRIPT = Path(__file__).resolve().parent.parent.parent / "pipelines" / "main.py"
 _SUBMITTED = re.compile(r"JobID ([0-9a-f]{32})")
 # Job flags submit handles itself instead of passing them to pipelines/main.py.
-# Secrets stay out of `flink run` command lines and logs: the Redis URL travels in the environment.
-_NOT_FORWARDED = {"restore", "redis_url", "help"}
+# Secrets stay out of `flink run` command lines and logs: the Redis URL and the rec_id secret travel
+# in the environment.  (Forwarding a secret's flag would also repeat it as its --FLAG-file twin,
+# which shares the destination.)
+_NOT_FORWARDED = {"restore", "redis_url", "rec_id_secret", "help"}
+REC_ID_SECRET_ENV = ENV_PREFIX + "REC_ID_SECRET"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,12 +142,14 @@ def flink_command(home: Path, jobmanager: str, job_argv: list[str], python: str,
     return command + job_argv
 
 
-def client_environment(redis_url: str, cluster_dir: Path, env: Mapping[str, str]) -> dict[str, str]:
-    """The Flink client's environment: the Redis URL for pipelines/main.py, the local cluster's conf and log dirs."""
+def client_environment(redis_url: str, cluster_dir: Path, env: Mapping[str, str], rec_id_secret: str | None = None) -> dict[str, str]:
+    """The Flink client's environment: the Redis URL and rec_id secret for pipelines/main.py, the local cluster's conf and log dirs."""
     # Flink logs the driver's environment, masking only names with "secret", "password",
     # "token" or "api-key" in them: the URL goes under such a name, the plain ones are dropped.
     child = {k: v for k, v in env.items() if k not in ("REDIS_URL", "FLOWREC_REDIS_URL", "FLOWREC_API_KEYS")}
     child[SECRET_REDIS_URL_ENV] = redis_url
+    if rec_id_secret is not None:
+        child[REC_ID_SECRET_ENV] = rec_id_secret  # "SECRET" in the name: masked too
     conf = cluster_dir / "conf"
     if "FLINK_CONF_DIR" not in env and (conf / "config.yaml").is_file():
         child["FLINK_CONF_DIR"] = str(conf)
@@ -189,7 +194,7 @@ def main(args: argparse.Namespace) -> int:
     command = flink_command(home, jobmanager, job_arguments(args), args.python_executable, savepoint, args.allow_non_restored_state)
     log.info("submitting: %s", " ".join(command))
     try:
-        done = subprocess.run(command, env=client_environment(settings.redis_url, run_dir(), os.environ),
+        done = subprocess.run(command, env=client_environment(settings.redis_url, run_dir(), os.environ, settings.rec_id_secret),
                               capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
         print(f"flowrec submit: flink run did not finish within {args.timeout:g}s", file=sys.stderr)
