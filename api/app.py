@@ -46,6 +46,7 @@ from starlette.responses import HTMLResponse, Response
 
 from api import models
 from api.browse import BrowseCatalog
+from api.experiments import ExperimentDirectory, add_experiment_routes
 from api.ingest import MAX_RECORDS_PER_REQUEST, RecordRejection, forget_event_line, spool_lines, validate_catalog, validate_events
 from api.middleware import ApiMetrics, BodyLimitMiddleware, HomeListShortcut, MetricsMiddleware, SecurityHeadersMiddleware
 from api.problems import ApiProblem, install_problem_handlers, problem_response
@@ -62,11 +63,12 @@ from api.ranking import (
     trending_reason,
     with_reason,
 )
-from api.recids import ANONYMOUS, Assignment, RecIdIssuer, no_experiments, stored_assignment
+from api.recids import ANONYMOUS, Assignment, RecIdIssuer, VariantOf, stored_assignment
 from api.redisconn import PipelinedRedis
 from api.security import SECURITY_HEADERS, FailedAuthThrottle, page_headers
 from api.spool import spool_unwritable_reason, write_spool_file
 from flowrec.config import Settings, load_settings
+from state.experiments import read_experiment_records
 from state.keys import KeyKind, redis_key
 from state.store import RedisStore, RetryPolicy, ScoredItem, Write, decode_list
 from transforms.catalog import CatalogItem, valid_category
@@ -128,7 +130,8 @@ def fast_home_body(user_id: str, raw: bytes, n: int, rec_ids: RecIdIssuer) -> by
     Parses with orjson and re-emits the stored item objects as they are (no
     per-item objects); ``None`` when the list is shorter than ``n`` (it needs
     a top-up) or unreadable, so the general path decides.  The rec_id carries
-    the experiment variant recorded in the list (the one that computed it).
+    the experiment variant recorded in the list (the one that computed it);
+    a list that records none is left to the general path too.
     """
     try:
         data = orjson.loads(raw)
@@ -138,7 +141,10 @@ def fast_home_body(user_id: str, raw: bytes, n: int, rec_ids: RecIdIssuer) -> by
         return None
     if not isinstance(items, list) or len(items) < n:
         return None
-    rec_id = rec_ids.issue(user_id, "home", stored_assignment(data))
+    assignment = stored_assignment(data)
+    if assignment is None:  # a list from before experiments: the user's assignment needs a lookup
+        return None
+    rec_id = rec_ids.mint(user_id, "home", assignment)
     return orjson.dumps({"user_id": user_id, "context": "home", "ts": ts, "cold_start": False, "rec_id": rec_id, "items": items[:n]})
 
 
@@ -265,6 +271,8 @@ class ApiContext:
     home_body: Callable[[str, int, str | None, set[str]], Awaitable[bytes]] | None = None
     # Wrong write keys per client address (built by create_app on its clock).
     auth_throttle: FailedAuthThrottle | None = None
+    # The running experiment: each user's variant for request-time lists (built by create_app).
+    experiments: ExperimentDirectory | None = None
 
 
 def _digest(key: str) -> bytes:
@@ -282,7 +290,7 @@ def create_app(
     read_client: Callable[[str, float], Any] = PipelinedRedis,
     home_shortcut: bool = True,
     body_timeout_s: float = BODY_TIMEOUT_S,
-    variant_of: Callable[[str], Assignment] = no_experiments,
+    variant_of: VariantOf | None = None,
 ) -> FastAPI:
     """The API as an ASGI app.
 
@@ -293,8 +301,9 @@ def create_app(
     write key and injected into the demo page (``flowrec serve --demo`` only).
     ``read_client`` and ``home_shortcut`` exist for ``flowrec bench api``, which
     compares the API without its hand-written client and hot-path shortcut.
-    ``variant_of(user)`` is the user's current ``(experiment, variant)`` for
-    the rec_ids of lists computed at request time (default: no experiment).
+    ``variant_of(user, context)`` is the user's current ``(experiment, variant)``
+    for the rec_ids of lists computed at request time (default: the running
+    experiment the job applied, :class:`api.experiments.ExperimentDirectory`).
     """
     if not settings.redis_url:
         raise ValueError("the API needs settings.redis_url (--redis-url or REDIS_URL)")
@@ -317,12 +326,14 @@ def create_app(
         metrics=ApiMetrics(),
         weights=BlendWeights(cf=settings.model.weight_cf, content=settings.model.weight_content),
         demo_key=demo_key,
-        rec_ids=RecIdIssuer(settings.rec_id_secret, clock_ms, variant_of),
+        rec_ids=RecIdIssuer(settings.rec_id_secret, clock_ms),
         key_digests=tuple(_digest(k) for k in keys if k),
         owns_store=owns_store,
         max_body_bytes=max_body_bytes,
         auth_throttle=FailedAuthThrottle(clock_ms),
+        experiments=ExperimentDirectory(lambda: read_experiment_records(store.client, store.namespace), clock_ms),
     )
+    ctx.rec_ids.variant_of = variant_of or ctx.experiments.variant_of
     if settings.spool_dir is not None:
         Path(settings.spool_dir).mkdir(parents=True, exist_ok=True)
 
@@ -453,9 +464,9 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
             items = await only_in(items, category)
         return ts, items
 
-    def answer(user_id: str, context: str, ts: int, cold: bool, items: Sequence[ScoredItem], assignment: Assignment | None = None) -> Response:
+    async def answer(user_id: str, context: str, ts: int, cold: bool, items: Sequence[ScoredItem], assignment: Assignment | None = None) -> Response:
         """A recommendations response; ``assignment`` is the stored list's variant (``None``: the user's current one)."""
-        rec_id = rec_ids.issue(user_id, context, assignment)
+        rec_id = await rec_ids.issue(user_id, context, assignment)
         return _json({"user_id": user_id, "context": context, "ts": ts, "cold_start": cold, "rec_id": rec_id, "items": _items_out(items)})
 
     async def home_body(user_id: str, n: int, category: str | None, skip: set[str]) -> bytes:
@@ -473,10 +484,10 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
             personal = await only_in(personal, category)
         if raw_list is None:
             items = with_reason(take(trending, n, skip), trending_reason(category, COLD_START_NOTE))
-            rec_id = rec_ids.issue(user_id, "home")
+            rec_id = await rec_ids.issue(user_id, "home")
             return orjson.dumps({"user_id": user_id, "context": "home", "ts": trend_ts, "cold_start": True, "rec_id": rec_id, "items": _items_out(items)})
         items = top_up(take(personal, n, skip), trending, n, skip, trending_reason(category))
-        rec_id = rec_ids.issue(user_id, "home", stored_assignment(fields))
+        rec_id = await rec_ids.issue(user_id, "home", stored_assignment(fields))
         return orjson.dumps({"user_id": user_id, "context": "home", "ts": ts, "cold_start": False, "rec_id": rec_id, "items": _items_out(items)})
 
     ctx.home_body = home_body
@@ -513,8 +524,8 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
         cold = raw_cart is None and raw_profile is None
         if not items:
             note = COLD_START_NOTE if cold else ("cart_empty" if not in_cart else "")
-            return answer(user_id, "cart", trend_ts, cold, with_reason(take(trending, n, avoid), trending_reason(category, note)))
-        return answer(user_id, "cart", ts, cold, top_up(items, trending, n, avoid, trending_reason(category)), assignment)
+            return await answer(user_id, "cart", trend_ts, cold, with_reason(take(trending, n, avoid), trending_reason(category, note)))
+        return await answer(user_id, "cart", ts, cold, top_up(items, trending, n, avoid, trending_reason(category)), assignment)
 
     async def item(user_id: str, n: int, anchor: str, category: str | None, skip: set[str]) -> Response:
         raw_cf, raw_content, raw_profile, raw_item = await lookups.mget(
@@ -536,11 +547,11 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
             if interests:
                 items = boost_by_taste(items, cats, interests, weights.taste)
         if items:
-            return answer(user_id, "item", max(cf_ts, content_ts), cold, items[:n])
+            return await answer(user_id, "item", max(cf_ts, content_ts), cold, items[:n])
         # A new item has no neighbours yet: trending in its category (or the one asked for).
         fallback_category = category or top_category(_category_of(raw_item)) or None
         trend_ts, trending = await trending_in(fallback_category)
-        return answer(user_id, "item", trend_ts, cold, with_reason(take(trending, n, avoid), trending_reason(fallback_category, "nothing_similar", item=anchor)))
+        return await answer(user_id, "item", trend_ts, cold, with_reason(take(trending, n, avoid), trending_reason(fallback_category, "nothing_similar", item=anchor)))
 
     async def search(user_id: str, n: int, candidates: list[str], category: str | None, skip: set[str]) -> Response:
         raws = await lookups.mget([(KeyKind.PROFILE, user_id), (KeyKind.USER_RECS, user_id), (KeyKind.TRENDING_GLOBAL, None)] + [(KeyKind.ITEM, c) for c in candidates])
@@ -560,7 +571,7 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
             trending=trending,
             cold_start=cold,
         )
-        return answer(user_id, "search", max(profile_ts, list_ts), cold, ranked[:n])
+        return await answer(user_id, "search", max(profile_ts, list_ts), cold, ranked[:n])
 
     @app.get(
         RECOMMENDATIONS_PATH,
@@ -615,7 +626,7 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
             category = top_category(_category_of(raw_item)) or None
             ts, trending = await trending_in(category)
             items = with_reason(take(trending, n, {item_id}), trending_reason(category, "new_item"))
-        rec_id = rec_ids.issue(user_id or ANONYMOUS, "similar")
+        rec_id = await rec_ids.issue(user_id or ANONYMOUS, "similar")
         return _json({"item_id": item_id, "ts": ts, "rec_id": rec_id, "items": _items_out(items)})
 
     @app.get(
@@ -629,7 +640,7 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
         ts, items = await trending_in(category)
         reason = trending_reason(category)
         items = [ScoredItem(i.item, i.score, i.reason or reason) for i in take(items, n)]
-        rec_id = rec_ids.issue(user_id or ANONYMOUS, "trending")
+        rec_id = await rec_ids.issue(user_id or ANONYMOUS, "trending")
         return _json({"category": category, "ts": ts, "rec_id": rec_id, "items": _items_out(items)})
 
     @app.get(
@@ -845,6 +856,8 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
         deleted = await run_in_threadpool(ctx.store.delete_user, user_id)
         ctx.metrics.events.labels("forget", "accepted").inc()
         return _json({"user_id": user_id, "deleted_keys": int(deleted), "forget_queued": True}, 202)
+
+    add_experiment_routes(app, ctx.store.client, ctx.store.namespace, ctx.clock_ms, require_key, require_spool, spool, json_body)
 
 
 def outcome_fields(accepted: int, rejections: list[RecordRejection]) -> dict[str, Any]:

@@ -6,7 +6,10 @@ Dataflow (element shapes in brackets)::
         -> event-time (watermarks) -> key by user shard -> user-state [Bundle of UserSnapshot]
              side: item-deltas [Bundle of ItemDelta] -> key by item shard -> item-model [Bundle of ModelUpdate]
              side: trend-deltas [Bundle of TrendDelta] -------------------> trending [Bundle of ModelUpdate]
-    catalog [chunk str] -> parse-catalog [CatalogItem | EmbeddingSwitch] -> content [ModelUpdate]  (side: facts -> trending)
+             side: feedback [Bundle of EventSlice] -> key by user shard -> attribution [AttributionCounts]
+                   -> key 0 -> metrics [SinkBatch of HashWrite]  (side of attribution: dead letters)
+    catalog [chunk str] -> parse-catalog [CatalogItem | EmbeddingSwitch | ExperimentStart | ExperimentStop]
+        -> content [ModelUpdate]  (side: facts -> trending; writes incl. experiment records, refused controls)
     user-state [UserSnapshot] keyed by user shard  +  model updates broadcast -> scorer [SinkBatch]
     every operator's SinkBatch (writes, counters, dead letters) -> its own Redis sink
     a spool input: the parsers' spool files read [str] -> spool-retention (deletes them later)
@@ -35,14 +38,17 @@ from pipelines.messages import Bundle, Tick
 from pipelines.operators import (
     DEAD_LETTERS,
     FACTS,
+    FEEDBACK,
     ITEM_DELTAS,
     STATS,
     TREND_DELTAS,
     WRITES,
+    Attribution,
     BootGate,
     ContentOperator,
     ItemModelOperator,
     ParseCatalog,
+    MetricsAggregator,
     ParseEvents,
     RedisSink,
     Scorer,
@@ -124,8 +130,28 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
         .uid("user-state")
         .set_parallelism(p)
     )
-    # [Bundle of UserSnapshot]; side: [Bundle of ItemDelta], [Bundle of TrendDelta], counters [SinkBatch]
+    # [Bundle of UserSnapshot]; side: [Bundle of ItemDelta], [Bundle of TrendDelta], feedback [Bundle of EventSlice], counters [SinkBatch]
     sink.attach(users.get_side_output(STATS), "job-stats")
+
+    attributed = (
+        users.get_side_output(FEEDBACK)
+        .key_by(lambda b: b.shard, key_type=Types.INT())
+        .process(Attribution(config, settings.rec_id_secret), output_type=PICKLED)
+        .name("attribution")
+        .uid("attribution")
+        .set_parallelism(p)
+    )
+    # [AttributionCounts]; side: dead letters and counters [SinkBatch]
+    sink.attach(attributed.get_side_output(DEAD_LETTERS), "attribution-dead-letters")
+    metrics = (
+        attributed.key_by(lambda c: 0, key_type=Types.INT())
+        .process(MetricsAggregator(), output_type=PICKLED)
+        .name("metrics")
+        .uid("metrics")
+        .set_parallelism(1)
+    )
+    # [SinkBatch: HSET of absolute totals to the metrics:min / metrics:exp / metrics:ads hashes]
+    sink.attach(metrics, "metrics")
 
     items = (
         users.get_side_output(ITEM_DELTAS)
@@ -152,7 +178,7 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
         if inputs.boot is not None:
             catalog_in = _gate(catalog_in, inputs.boot.catalog_lines, "bootstrap-catalog-gate")
         catalog = catalog_in.process(ParseCatalog(accept_boot=inputs.bootstrapped), output_type=PICKLED).name("parse-catalog").uid("parse-catalog").set_parallelism(1)
-        # [CatalogItem]; side: dead letters, spool files read
+        # [CatalogItem | EmbeddingSwitch | ExperimentStart | ExperimentStop]; side: dead letters, spool files read
         sink.attach(catalog.get_side_output(DEAD_LETTERS), "catalog-dead-letters")
         spool_files_read = spool_files_read.union(catalog.get_side_output(SPOOL_FILES_READ))
         # Live, the heartbeat moves the catalog's event time too, so upserts take
@@ -173,7 +199,7 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
             .uid("content")
             .set_parallelism(1)
         )
-        # [ModelUpdate: content, facts]; side: [FactsUpdate], writes
+        # [ModelUpdate: content, facts, embeddings, experiment]; side: [FactsUpdate], writes [SinkBatch]
         sink.attach(content.get_side_output(WRITES), "catalog")
         trend_input = trend_input.union(content.get_side_output(FACTS))
         model_updates = model_updates.union(content)

@@ -110,6 +110,18 @@ class ModelUpdate(NamedTuple):
     entries: list  # [(key, bytes)]
 
 
+class AttributionCounts(NamedTuple):
+    """What attribution counted in one call of one user shard, for the metrics aggregator to add up.
+
+    ``counts``: ``(minute_ms, experiment, variant, context, position or "all",
+    measure) -> value``; ``ad_counts``: ``(day_ms, item, measure) -> value``
+    (see :mod:`transforms.attribution`).
+    """
+
+    counts: dict
+    ad_counts: dict
+
+
 class SinkBatch(NamedTuple):
     """Everything one operator call writes: Redis writes, counters, dead letters, lags."""
 

@@ -36,6 +36,7 @@ from pipelines.bootstrap import (
     load_user_state,
 )
 from pipelines.messages import (
+    AttributionCounts,
     Bundle,
     EventSlice,
     FactsUpdate,
@@ -54,21 +55,43 @@ from pipelines.spool_retention import SPOOL_FILES_READ
 from pipelines.spoolfiles import END_PREFIX, ended_file
 from state.embeddings import ExportError, read_export
 from state.keys import KeyKind
+from state.metrics import (
+    ADS_TTL_S,
+    ALL_CONTEXTS,
+    ALL_POSITIONS,
+    DAY_MS,
+    MINUTE_MS,
+    MINUTE_TTL_S,
+    ads_field,
+    experiment_field,
+    format_value,
+    metric_field,
+)
 from state.schemas import (
+    decode_attribution,
     decode_embedding_ref,
+    decode_experiment_record,
+    decode_experiment_ref,
     decode_facts,
     decode_profile,
     decode_row,
     decode_scored,
+    decode_totals,
     decode_versions,
+    encode_attribution,
     encode_embedding_ref,
+    encode_experiment_record,
+    encode_experiment_ref,
     encode_facts,
     encode_profile,
     encode_row,
     encode_scored,
+    encode_totals,
     encode_versions,
 )
-from state.writes import Ttls, catalog_write, keyable, neighbour_write, trending_write, user_writes
+from state.store import HashWrite
+from state.writes import Ttls, catalog_write, experiment_writes, keyable, neighbour_write, trending_write, user_writes
+from transforms.attribution import attribute
 from transforms.catalog import CatalogItem, EmbeddingSwitch, parse_catalog_lines, validate_catalog_record, validate_embedding_switch
 from transforms.config import ModelConfig, event_weights
 from transforms.content import ContentIndex
@@ -76,8 +99,9 @@ from transforms.cooccurrence import ItemModel, sum_by_key
 from transforms.embedding import EmbeddingModel
 from transforms.engine import content_neighbours
 from transforms.events import EventBatch, parse_json_lines, split_feedback
+from transforms.experiments import ExperimentControl, ExperimentStart, ExperimentStop, apply_control, control_order, score_by_variant, validate_experiment_control
 from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user, scorable
-from transforms.scoring import ItemCodes, ScoringModel, score_users
+from transforms.scoring import ItemCodes, ScoringModel
 from transforms.trending import TrendingModel
 from transforms.windows import WindowClock
 
@@ -94,6 +118,7 @@ TREND_DELTAS = OutputTag("trend-deltas", Types.PICKLED_BYTE_ARRAY())
 FACTS = OutputTag("facts", Types.PICKLED_BYTE_ARRAY())
 WRITES = OutputTag("writes", Types.PICKLED_BYTE_ARRAY())
 STATS = OutputTag("stats", Types.PICKLED_BYTE_ARRAY())
+FEEDBACK = OutputTag("feedback", Types.PICKLED_BYTE_ARRAY())
 
 
 def model_descriptor() -> MapStateDescriptor:
@@ -262,7 +287,8 @@ class ParseEvents(ProcessFunction):
 
 
 class ParseCatalog(ProcessFunction):
-    """Chunk of catalog JSON lines -> CatalogItems; bad records -> dead letters (bootstrap lines as in ParseEvents)."""
+    """Chunk of catalog JSON lines -> CatalogItems and control records (embedding switches, experiment
+    controls); bad records -> dead letters (bootstrap lines as in ParseEvents)."""
 
     def __init__(self, accept_boot: bool = False) -> None:
         self.accept_boot = accept_boot
@@ -277,7 +303,7 @@ class ParseCatalog(ProcessFunction):
         if chunk.startswith(END_PREFIX):
             yield from _spool_file_read(chunk)
             return
-        switches: list[EmbeddingSwitch] = []
+        switches: list[EmbeddingSwitch | ExperimentControl] = []
         items, rejections = parse_catalog_lines(split_chunk(chunk), switches)
         if rejections:
             yield DEAD_LETTERS, _dead_letter_batch(rejections)
@@ -332,7 +358,9 @@ class UserState(KeyedProcessFunction):
     """Keyed by user shard: applies events to profiles (managed MapState user -> profile).
 
     Emits per slice: a UserSnapshot (to the scorer), ItemDeltas (one per item
-    shard), a TrendDelta, and counters.  Late events — whose window the
+    shard), a TrendDelta, and counters; and per bundle with feedback rows
+    (impressions, outcomes, forgets) a Bundle of EventSlices of those rows
+    alone, in their own windows, to attribution (:data:`FEEDBACK`).  Late events — whose window the
     watermark has already closed — are counted and folded into the open window.
     Users inactive for ``user_ttl_ms`` of event time are dropped by a sweep.
     """
@@ -368,9 +396,13 @@ class UserState(KeyedProcessFunction):
         snapshots: list[UserSnapshot] = []
         deltas: dict[int, list[ItemDelta]] = {shard: [] for shard in range(self.item_shards)}
         trends: list[TrendDelta] = []
+        feedback: list[EventSlice] = []
         events_in = late = 0
         for piece in value.parts:
-            snapshot, piece_deltas, trend, piece_late = self._apply(piece, watermark)
+            interactions, piece_feedback = split_feedback(piece.events)
+            if len(piece_feedback):
+                feedback.append(EventSlice(piece.window, piece.shard, piece_feedback, int(piece_feedback.ts.max())))
+            snapshot, piece_deltas, trend, piece_late = self._apply(piece, interactions, watermark)
             snapshots.append(snapshot)
             for delta in piece_deltas:
                 deltas[delta.shard].append(delta)
@@ -381,11 +413,13 @@ class UserState(KeyedProcessFunction):
         for shard, parts in deltas.items():
             yield ITEM_DELTAS, Bundle(shard, parts)
         yield TREND_DELTAS, Bundle(0, trends)
+        if feedback:
+            yield FEEDBACK, Bundle(value.shard, feedback, max(piece.max_ts for piece in feedback))
         yield STATS, SinkBatch(stats={"events": events_in, "late_events": late})
         self._sweep(value.max_ts)
 
-    def _apply(self, value: EventSlice, watermark: int) -> tuple[UserSnapshot, list[ItemDelta], TrendDelta, int]:
-        """One window's events of this shard: profiles updated, and what they add to the item model and trending."""
+    def _apply(self, value: EventSlice, events: EventBatch, watermark: int) -> tuple[UserSnapshot, list[ItemDelta], TrendDelta, int]:
+        """One window's events of this shard (``events``: its interactions): profiles updated, and what they add to the item model and trending."""
         clock = WindowClock.of(self.config)
         window = value.window
         late = 0
@@ -393,7 +427,6 @@ class UserState(KeyedProcessFunction):
             late = len(value.events)
             self.late_counter.inc(late)
             window = clock.open_window(watermark)
-        events = split_feedback(value.events)[0]
         weights = event_weights(events.etype, events.rating, self.config)
         contribution = ItemContribution()
         snapshots: dict[str, bytes | None] = {}
@@ -460,6 +493,231 @@ class UserState(KeyedProcessFunction):
             self.profiles.remove(user)
             self.last_seen.remove(user)
             self.cache.pop(user, None)
+
+
+# -- attribution --------------------------------------------------------------------
+
+
+def _feedback_payload(rows: EventBatch) -> dict:
+    """The columns attribution reads, JSON-ready (a missing price or quantity is null)."""
+
+    def numbers(column: np.ndarray) -> list:
+        return [None if v != v else v for v in column.tolist()]  # NaN -> null
+
+    return {
+        "u": rows.user.tolist(),
+        "i": rows.item.tolist(),
+        "e": rows.etype.tolist(),
+        "t": rows.ts.tolist(),
+        "r": rows.rec_id.tolist(),
+        "o": rows.position.tolist(),
+        "pr": numbers(rows.price),
+        "q": numbers(rows.quantity),
+    }
+
+
+def _feedback_rows(payload: dict) -> EventBatch:
+    """Inverse of :func:`_feedback_payload`."""
+
+    def numbers(values: list) -> np.ndarray:
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+    return EventBatch(
+        user=np.array(payload["u"], dtype=object),
+        item=np.array(payload["i"], dtype=object),
+        etype=np.array(payload["e"], dtype=np.int8),
+        ts=np.array(payload["t"], dtype=np.int64),
+        rec_id=np.array(payload["r"], dtype=object),
+        position=np.array(payload["o"], dtype=np.int16),
+        price=numbers(payload["pr"]),
+        quantity=numbers(payload["q"]),
+    )
+
+
+class Attribution(KeyedProcessFunction):
+    """Keyed by user shard: attributes feedback to the impressions that caused it (:mod:`transforms.attribution`).
+
+    Holds each user's attribution state (managed MapState user -> encoded
+    :class:`~transforms.attribution.AttributionState`) and the feedback of open
+    windows.  A window's feedback is applied at the window's close, all of its
+    rows of a user in event-time order (ties in arrival order), so on input
+    that is in order up to the job's allowed out-of-orderness the counts are
+    exactly :func:`transforms.attribution.recount`'s.  Feedback arriving after
+    its window closed (late) is applied on arrival against the impressions the
+    user has then (counted under its own minute, and in ``attribution_late``):
+    a late impression cannot take an outcome that was already counted, and a
+    late outcome may find its impression out of reach, so late feedback can
+    count differently from the recount.
+
+    Emits :class:`~pipelines.messages.AttributionCounts` (to the metrics
+    aggregator); side: dead letters for impressions with a bad or unknown
+    rec_id, and counters.  Users with no impression in reach are dropped from
+    state (on their next feedback, or by a sweep once per attribution window).
+    """
+
+    def __init__(self, config: ModelConfig, secret: str) -> None:
+        self.config = config
+        self.secret = secret
+
+    def open(self, runtime_context) -> None:
+        self.states = _bytes_map(runtime_context, "attribution")
+        self.last_ms = runtime_context.get_map_state(MapStateDescriptor("attribution_last_ms", Types.STRING(), Types.LONG()))
+        self.last_sweep = runtime_context.get_state(ValueStateDescriptor("attribution_last_sweep", Types.LONG()))
+        self.pending = PendingByWindow(_bytes_map(runtime_context, "pending-feedback"))
+        metrics = runtime_context.get_metrics_group()
+        self.late_counter = metrics.counter("attribution_late")
+
+    def process_element(self, value: Bundle, ctx) -> Iterable:
+        clock = WindowClock.of(self.config)
+        watermark = ctx.timer_service().current_watermark()
+        late: list[EventBatch] = []
+        for piece in value.parts:
+            if clock.timer(piece.window) <= watermark:
+                late.append(piece.events)
+                continue
+            self.pending.add(piece.window, encode_pending("feedback", piece.window, _feedback_payload(piece.events)))
+            ctx.timer_service().register_event_time_timer(clock.timer(piece.window))
+        if late:
+            rows = EventBatch.concat(late)
+            self.late_counter.inc(len(rows))
+            yield from self._attribute(rows, {"attribution_late": len(rows)})
+
+    def on_timer(self, timestamp: int, ctx) -> Iterable:
+        for _, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending):
+            rows = EventBatch.concat([_feedback_rows(decode_pending(raw)[2]) for raw in raws])
+            yield from self._attribute(rows, {})
+        self._sweep(timestamp)
+
+    def _attribute(self, rows: EventBatch, stats: dict) -> Iterable:
+        """Apply rows (any users of this shard) user by user, in event-time order; emit their counts."""
+        rows = rows.sorted_by_time()
+        counts: dict = {}
+        ad_counts: dict = {}
+        rejections = []
+        tallies = {"attribution_duplicates": 0, "attribution_unattributed": 0}
+        for user, index in group_by_user(rows.user):
+            raw = self.states.get(user) if self.states.contains(user) else None
+            result = attribute(None if raw is None else decode_attribution(raw), user, rows.take(index), self.config, self.secret)
+            if result.state is None:
+                if raw is not None:
+                    self.states.remove(user)
+                    self.last_ms.remove(user)
+            else:
+                self.states.put(user, encode_attribution(result.state))
+                self.last_ms.put(user, result.state.last_ms)
+            for key, amount in result.counts.items():
+                counts[key] = counts.get(key, 0) + amount
+            for key, amount in result.ad_counts.items():
+                ad_counts[key] = ad_counts.get(key, 0) + amount
+            rejections += result.rejections
+            tallies["attribution_duplicates"] += result.duplicate_impressions + result.duplicate_outcomes
+            tallies["attribution_unattributed"] += result.unattributed
+        if counts or ad_counts:
+            yield AttributionCounts(counts, ad_counts)
+        batch = _dead_letter_batch(rejections) if rejections else SinkBatch()
+        stats = {**stats, **{k: v for k, v in tallies.items() if v}, **batch.stats}
+        if stats or batch.dead_letters:
+            yield DEAD_LETTERS, SinkBatch(dead_letters=batch.dead_letters, stats=stats)
+
+    def _sweep(self, now_ms: int) -> None:
+        """Drop users whose every impression is out of reach (at most once per attribution window of event time)."""
+        window = self.config.attribution_window_ms
+        last = self.last_sweep.value()
+        if last is not None and now_ms - last < window:
+            return
+        self.last_sweep.update(now_ms)
+        for user in [u for u, shown_ms in self.last_ms.items() if now_ms - shown_ms > window]:
+            self.states.remove(user)
+            self.last_ms.remove(user)
+
+
+class MetricsAggregator(KeyedProcessFunction):
+    """Single key: adds up attribution counts and writes the metrics hashes with absolute values.
+
+    Running totals live in managed state: per minute and per UTC day (ads)
+    while the watermark is within ``horizon_ms`` of their end, per experiment
+    for ever.  Each call writes the new totals of the fields it touched with
+    HSET (:mod:`state.metrics`), so a replay after a restore rewrites the same
+    values: with checkpointed totals, each event counts exactly once in Redis.
+    Sums commute, so the order counts arrive in (from several attribution
+    instances) does not matter, up to float rounding of revenue.  Counts for
+    a minute or day already past the horizon (very late feedback) still go
+    into the experiment totals, not into the minute or day hashes (counted in
+    ``metrics_too_late``): the minute's written values stay final.
+    """
+
+    def __init__(self, horizon_ms: int = 6 * 3600 * 1000) -> None:
+        self.horizon_ms = horizon_ms
+
+    def open(self, runtime_context) -> None:
+        self.minutes = _bytes_map(runtime_context, "metrics-minutes")
+        self.days = _bytes_map(runtime_context, "metrics-days")
+        self.experiments = _bytes_map(runtime_context, "metrics-experiments")
+        self.cache: dict[tuple[str, str], dict[str, float]] = {}
+        self.evicted_until = None
+
+    def _totals(self, state, name: str, part: str) -> dict[str, float]:
+        key = (name, part)
+        totals = self.cache.get(key)
+        if totals is None:
+            totals = decode_totals(state.get(part)) if state.contains(part) else {}
+            self.cache[key] = totals
+        return totals
+
+    def process_element(self, value: AttributionCounts, ctx) -> Iterable:
+        watermark = ctx.timer_service().current_watermark()
+        minute_changes: dict[str, dict[str, float]] = {}
+        day_changes: dict[str, dict[str, float]] = {}
+        experiment_changes: dict[str, dict[str, float]] = {}
+        too_late = 0
+        for (minute, experiment, variant, context, position, measure), amount in value.counts.items():
+            if position == ALL_POSITIONS:
+                for where in (context, ALL_CONTEXTS):
+                    field = experiment_field(variant, where, measure)
+                    totals = self._totals(self.experiments, "exp", experiment)
+                    totals[field] = totals.get(field, 0) + amount
+                    experiment_changes.setdefault(experiment, {})[field] = totals[field]
+            if minute + MINUTE_MS + self.horizon_ms <= watermark:
+                too_late += 1
+                continue
+            field = metric_field(experiment, variant, context, position, measure)
+            totals = self._totals(self.minutes, "min", str(minute))
+            totals[field] = totals.get(field, 0) + amount
+            minute_changes.setdefault(str(minute), {})[field] = totals[field]
+        for (day, item, measure), amount in value.ad_counts.items():
+            if day + DAY_MS + self.horizon_ms <= watermark:
+                too_late += 1
+                continue
+            field = ads_field(item, measure)
+            totals = self._totals(self.days, "day", str(day))
+            totals[field] = totals.get(field, 0) + amount
+            day_changes.setdefault(str(day), {})[field] = totals[field]
+        for part in minute_changes:
+            self.minutes.put(part, encode_totals(self.cache[("min", part)]))
+        for part in day_changes:
+            self.days.put(part, encode_totals(self.cache[("day", part)]))
+        for part in experiment_changes:
+            self.experiments.put(part, encode_totals(self.cache[("exp", part)]))
+        writes = [HashWrite(KeyKind.METRICS_MINUTE, part, _formatted(f), MINUTE_TTL_S) for part, f in minute_changes.items()]
+        writes += [HashWrite(KeyKind.METRICS_ADS, part, _formatted(f), ADS_TTL_S) for part, f in day_changes.items()]
+        writes += [HashWrite(KeyKind.METRICS_EXPERIMENT, part, _formatted(f)) for part, f in experiment_changes.items()]
+        self._evict(watermark)
+        if writes or too_late:
+            yield SinkBatch(writes=writes, stats={"metrics_too_late": too_late} if too_late else {})
+
+    def _evict(self, watermark: int) -> None:
+        """Forget the totals of minutes and days the watermark has left behind by more than the horizon."""
+        if self.evicted_until is not None and watermark < self.evicted_until + MINUTE_MS:
+            return
+        self.evicted_until = watermark
+        for name, state, period in (("min", self.minutes, MINUTE_MS), ("day", self.days, DAY_MS)):
+            for part in [p for p in state.keys() if int(p) + period + self.horizon_ms <= watermark]:
+                state.remove(part)
+                self.cache.pop((name, part), None)
+
+
+def _formatted(fields: dict[str, float]) -> dict[str, str]:
+    return {field: format_value(value) for field, value in fields.items()}
 
 
 # -- item model --------------------------------------------------------------------
@@ -583,7 +841,11 @@ class ContentOperator(KeyedProcessFunction):
     It also times the catalog input's embedding switches: like an upsert, a
     switch takes effect when its window closes (a late one in the open
     window), as the ``e:`` model entry (the newest switch of the window wins;
-    equal times: the last to arrive).
+    equal times: the last to arrive).  Experiment controls are timed the same
+    way and applied in order to the running experiment (managed state
+    ``experiment``; :func:`transforms.experiments.apply_control`): the
+    experiment in effect goes to the scorer as the ``x:`` model entry, its
+    record to Redis, and a refused control to the dead letters.
     """
 
     def __init__(self, config: ModelConfig, ttls: Ttls) -> None:
@@ -593,9 +855,10 @@ class ContentOperator(KeyedProcessFunction):
     def open(self, runtime_context) -> None:
         self.pending = PendingByWindow(_bytes_map(runtime_context, "pending"))
         self.items = _bytes_map(runtime_context, "catalog")
+        self.experiment = _bytes_value(runtime_context, "experiment")
         self.catalog: dict[str, CatalogItem] | None = None
 
-    def process_element(self, item: CatalogItem | EmbeddingSwitch | BootRecord, ctx) -> Iterable:
+    def process_element(self, item: CatalogItem | EmbeddingSwitch | ExperimentControl | BootRecord, ctx) -> Iterable:
         if isinstance(item, BootRecord):
             entries = load_content_state(item, self.items)
             self.catalog = None
@@ -607,7 +870,7 @@ class ContentOperator(KeyedProcessFunction):
         if clock.timer(window) <= watermark:
             # Late upsert: like a late event, it takes effect in the open window.
             window = clock.open_window(watermark)
-        kind = "embeddings" if isinstance(item, EmbeddingSwitch) else "catalog"
+        kind = "embeddings" if isinstance(item, EmbeddingSwitch) else "experiment" if isinstance(item, (ExperimentStart, ExperimentStop)) else "catalog"
         self.pending.add(window, encode_pending(kind, window, item.to_dict()))
         ctx.timer_service().register_event_time_timer(clock.timer(window))
 
@@ -625,10 +888,13 @@ class ContentOperator(KeyedProcessFunction):
         end = clock.end(window)
         due: list[CatalogItem] = []
         switches: list[EmbeddingSwitch] = []
+        controls: list[ExperimentControl] = []
         for raw in self.pending.take(window):
             kind, _, payload = decode_pending(raw)
             if kind == "embeddings":
                 switches.append(validate_embedding_switch(payload)[0])
+            elif kind == "experiment":
+                controls.append(validate_experiment_control(payload)[0])
             else:
                 item, rejection = validate_catalog_record(payload)
                 if item is None:  # pending in state from a release that did not check categories yet
@@ -638,6 +904,8 @@ class ContentOperator(KeyedProcessFunction):
         if switches:
             newest = max(enumerate(switches), key=lambda ks: (ks[1].ts, ks[0]))[1]
             yield ModelUpdate(window, [("e:", encode_embedding_ref(newest.path))])
+        if controls:
+            yield from self._control_experiment(window, end, controls)
         if not due:
             return
         for item in due:
@@ -654,6 +922,27 @@ class ContentOperator(KeyedProcessFunction):
         writes = [catalog_write(i) for i in due]
         writes += [neighbour_write(KeyKind.CONTENT_NEIGHBOURS, item, end, nb, self.ttls.item_s) for item, nb in content.items()]
         yield WRITES, SinkBatch(writes=writes)
+
+    def _control_experiment(self, window: int, end: int, controls: list[ExperimentControl]) -> Iterable:
+        """Apply one window's experiment controls (by ts, then arrival) to the running experiment."""
+        raw = self.experiment.value()
+        running = decode_experiment_record(raw) if raw else None
+        before = running
+        writes: list = []
+        rejections = []
+        for control in control_order(controls):
+            outcome = apply_control(running, control, end)
+            running = outcome.running
+            if outcome.stored is not None:
+                writes += experiment_writes(outcome.stored)
+            if outcome.rejection is not None:
+                rejections.append(outcome.rejection)
+        self.experiment.update(encode_experiment_record(running))
+        if running != before:
+            log.info("experiment in effect from %d: %s", end, running.experiment.id if running else "none")
+            yield ModelUpdate(window, [("x:", encode_experiment_ref(running.experiment if running else None))])
+        batch = _dead_letter_batch(rejections) if rejections else SinkBatch()
+        yield WRITES, SinkBatch(writes=writes, stats=batch.stats, dead_letters=batch.dead_letters)
 
 
 # -- trending --------------------------------------------------------------------------
@@ -812,6 +1101,8 @@ class _VersionedView:
 def _decode_model_value(key: str, raw: bytes):
     if key.startswith("f:"):
         return decode_facts(raw)
+    if key == "x:":  # a one-tuple: a decoded None would read as "not decoded yet"
+        return (decode_experiment_ref(raw),)
     return decode_embedding_ref(raw) if key == "e:" else decode_scored(raw)
 
 
@@ -820,9 +1111,12 @@ class Scorer(KeyedBroadcastProcessFunction):
 
     Broadcast state keeps every model entry with the window that produced it
     (``n:`` neighbours, ``c:`` content, ``f:`` facts, ``t:`` global trending,
-    ``tc:`` category trending, ``e:`` the learned-embedding version), so a
-    window is scored with the model exactly as of its close, whatever order
-    the inputs arrive in.
+    ``tc:`` category trending, ``e:`` the learned-embedding version, ``x:``
+    the experiment in effect), so a window is scored with the model exactly
+    as of its close, whatever order the inputs arrive in.  During an
+    experiment the window's users are grouped by variant and each group is
+    scored with its variant's configuration
+    (:func:`transforms.experiments.score_by_variant`).
 
     Embeddings: ``embeddings`` is the export version directory in use from the
     start (None: none); an ``e:`` entry switches to another from its window
@@ -946,7 +1240,8 @@ class Scorer(KeyedBroadcastProcessFunction):
         )
         users = sorted(latest)
         kept = [u for u in users if latest[u] is not None]
-        scored = dict(zip(kept, score_users([decode_profile(latest[u].encode()) for u in kept], end, model, self.config)))
+        experiment = view.get("x:", (None,))[0]
+        scored = dict(zip(kept, score_by_variant(kept, [decode_profile(latest[u].encode()) for u in kept], end, model, self.config, experiment)))
         writes = []
         for user in users:
             writes += user_writes(user, end, scored.get(user), self.ttls)

@@ -19,6 +19,13 @@ id list                     i [item]
 versioned value             x [[window, payload]]  (payload: another encoded value)
 catalog facts               k top category, s in stock
 embedding version           e path of the export version directory
+experiment in effect        d the running experiment's declaration (null: none)
+experiment record           r :class:`transforms.experiments.ExperimentRecord` as a dict
+                            (null: none running)
+attribution state           n next arrival number, m [{r rec_id, e experiment, a variant,
+                            c context, q arrival, s [[item, position, shown ms]],
+                            k [[item, outcome code]] counted, h [item] chosen}]
+metric totals               f {field: value} (fields of :mod:`state.metrics`)
 ==========================  ==========================================================
 
 Redis list values (``rec:``, ``complements:``, ``profile:``, ``sim:``,
@@ -44,6 +51,8 @@ from typing import Any, Iterable
 import numpy as np
 import orjson
 
+from transforms.attribution import AttributionState
+from transforms.experiments import Experiment, ExperimentError, ExperimentRecord, parse_experiment
 from transforms.profile import UserProfile
 
 PROFILE_VERSION = 2
@@ -52,6 +61,8 @@ REDIS_LIST_VERSION = 2
 REDIS_LIST_VERSIONS = (1, 2)
 ROW_VERSION = 1
 LIST_VERSION = 1
+ATTRIBUTION_VERSION = 1
+TOTALS_VERSION = 1
 
 
 class SchemaError(ValueError):
@@ -177,3 +188,51 @@ def decode_embedding_ref(raw: bytes) -> str:
     if not isinstance(path, str):
         raise SchemaError("embedding version path must be a string")
     return path
+
+
+def encode_experiment_ref(experiment: Experiment | None) -> bytes:
+    """The experiment the scorer applies from a window on (None: none)."""
+    return orjson.dumps({"v": LIST_VERSION, "d": None if experiment is None else experiment.to_dict()})
+
+
+@_shape_checked
+def decode_experiment_ref(raw: bytes) -> Experiment | None:
+    declaration = _load(raw, (LIST_VERSION,))["d"]
+    try:
+        return None if declaration is None else parse_experiment(declaration)
+    except ExperimentError as exc:
+        raise SchemaError(f"stored experiment: {exc}") from exc
+
+
+def encode_experiment_record(record: ExperimentRecord | None) -> bytes:
+    """The running experiment as the content operator keeps it (None: none running)."""
+    return orjson.dumps({"v": LIST_VERSION, "r": None if record is None else record.to_dict()})
+
+
+@_shape_checked
+def decode_experiment_record(raw: bytes) -> ExperimentRecord | None:
+    record = _load(raw, (LIST_VERSION,))["r"]
+    try:
+        return None if record is None else ExperimentRecord.from_dict(record)
+    except ExperimentError as exc:
+        raise SchemaError(f"stored experiment: {exc}") from exc
+
+
+def encode_attribution(state: AttributionState) -> bytes:
+    """A user's attribution state (:class:`transforms.attribution.AttributionState`)."""
+    return orjson.dumps({"v": ATTRIBUTION_VERSION, **state.to_state()})
+
+
+@_shape_checked
+def decode_attribution(raw: bytes) -> AttributionState:
+    return AttributionState.from_state(_load(raw, (ATTRIBUTION_VERSION,)))
+
+
+def encode_totals(totals: dict[str, float]) -> bytes:
+    """Running metric totals by hash field (one minute, day or experiment of the metrics aggregator)."""
+    return orjson.dumps({"v": TOTALS_VERSION, "f": totals})
+
+
+@_shape_checked
+def decode_totals(raw: bytes) -> dict[str, float]:
+    return {str(k): float(v) for k, v in _load(raw, (TOTALS_VERSION,))["f"].items()}

@@ -10,16 +10,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import orjson
 
-from state.keys import DEFAULT_NAMESPACE, USER_KEY_KINDS, KeyKind, redis_key
+from state.keys import DEFAULT_NAMESPACE, SET_KINDS, USER_KEY_KINDS, KeyKind, redis_key
 from state.schemas import REDIS_LIST_VERSION, REDIS_LIST_VERSIONS
 from transforms.reasons import read_reason
 from transforms.scoring import ScoredItem
 
-__all__ = ["ScoredItem", "encode_list", "decode_list", "Write", "RetryPolicy", "RedisStore"]
+__all__ = ["ScoredItem", "encode_list", "decode_list", "Write", "HashWrite", "RetryPolicy", "RedisStore"]
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,27 @@ def decode_list(raw: bytes | str | None) -> tuple[int, list[ScoredItem], dict[st
 
 @dataclass(frozen=True)
 class Write:
-    """One SET (with optional TTL in seconds) or DEL, built from a key kind and id."""
+    """One SET (with optional TTL in seconds) or DEL, built from a key kind and id.
+
+    For a set key (:data:`state.keys.SET_KINDS`) the value is a member to add (SADD).
+    """
 
     kind: KeyKind
     part: str | None
     value: bytes | None  # None deletes the key
+    ttl_s: int | None = None
+
+
+@dataclass(frozen=True)
+class HashWrite:
+    """HSET of some fields of a hash (absolute values, so replaying it is idempotent), then its TTL if given.
+
+    The TTL is (re)set on every write: a hash lives ``ttl_s`` after its last change.
+    """
+
+    kind: KeyKind
+    part: str | None
+    fields: Mapping[str, str]
     ttl_s: int | None = None
 
 
@@ -110,8 +126,8 @@ class RedisStore:
                 delay = min(delay * 2, self.retry.max_delay_s)
         raise AssertionError("unreachable")
 
-    def write(self, writes: Iterable[Write]) -> int:
-        """Apply SET/DEL writes in one pipeline (retried whole: every write is idempotent)."""
+    def write(self, writes: Iterable[Write | HashWrite]) -> int:
+        """Apply SET/DEL, HSET and SADD writes in one pipeline (retried whole: every write is idempotent)."""
         writes = list(writes)
         if not writes:
             return 0
@@ -120,7 +136,14 @@ class RedisStore:
             pipe = self.client.pipeline(transaction=False)
             for w in writes:
                 key = self.key(w.kind, w.part)
-                if w.value is None:
+                if isinstance(w, HashWrite):
+                    if w.fields:
+                        pipe.hset(key, mapping=dict(w.fields))
+                        if w.ttl_s:
+                            pipe.expire(key, w.ttl_s)
+                elif w.kind in SET_KINDS and w.value is not None:
+                    pipe.sadd(key, w.value)
+                elif w.value is None:
                     pipe.delete(key)
                 elif w.ttl_s:
                     pipe.set(key, w.value, ex=w.ttl_s)

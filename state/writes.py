@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import orjson
+
 from state.keys import USER_KEY_KINDS, InvalidKeyPart, KeyKind, redis_key
 from state.store import Write, encode_list
 from transforms.catalog import CatalogItem
 from transforms.events import Rejection, _reject
 from transforms.engine import FinalState, WindowOutput
+from transforms.experiments import ExperimentRecord
 from transforms.scoring import Neighbours, ScoredItem, UserLists
 
 
@@ -25,7 +28,11 @@ class Ttls:
 
 
 def user_writes(user: str, ts: int, lists: UserLists | None, ttls: Ttls) -> list[Write]:
-    """The user's home list, complements list and profile; a forgotten user's keys are deleted (the legacy ``cart:`` key too)."""
+    """The user's home list, complements list and profile; a forgotten user's keys are deleted (the legacy ``cart:`` key too).
+
+    The lists carry ``"experiment"`` and ``"variant"``: the experiment variant whose
+    configuration computed them (``"~"`` for none), so the API issues rec_ids naming it.
+    """
     if lists is None:
         return [Write(kind, user, None) for kind in USER_KEY_KINDS]
     profile = encode_list(
@@ -35,9 +42,11 @@ def user_writes(user: str, ts: int, lists: UserLists | None, ttls: Ttls) -> list
         cart=lists.in_cart,
         purchased=lists.purchased,
     )
+    home_experiment, home_variant = lists.home_from
+    cart_experiment, cart_variant = lists.cart_from
     return [
-        Write(KeyKind.USER_RECS, user, encode_list(ts, lists.home), ttls.user_s or None),
-        Write(KeyKind.COMPLEMENTS, user, encode_list(ts, lists.cart), ttls.user_s or None)
+        Write(KeyKind.USER_RECS, user, encode_list(ts, lists.home, experiment=home_experiment, variant=home_variant), ttls.user_s or None),
+        Write(KeyKind.COMPLEMENTS, user, encode_list(ts, lists.cart, experiment=cart_experiment, variant=cart_variant), ttls.user_s or None)
         if lists.cart
         else Write(KeyKind.COMPLEMENTS, user, None),
         Write(KeyKind.PROFILE, user, profile, ttls.user_s or None),
@@ -58,6 +67,11 @@ def catalog_write(item: CatalogItem) -> Write:
     return Write(KeyKind.ITEM, item.item_id, item.to_json())
 
 
+def experiment_writes(record: ExperimentRecord) -> list[Write]:
+    """An experiment as applied (``experiment:{id}``), and its id in the set of experiments."""
+    return [Write(KeyKind.EXPERIMENT, record.experiment.id, orjson.dumps(record.to_dict())), Write(KeyKind.EXPERIMENTS, None, record.experiment.id.encode())]
+
+
 def window_writes(out: WindowOutput, ttls: Ttls) -> list[Write]:
     """Every write one closed window causes."""
     t = out.window_end_ms
@@ -69,6 +83,8 @@ def window_writes(out: WindowOutput, ttls: Ttls) -> list[Write]:
     writes += [trending_write(c, t, tl) for c, tl in out.trending_by_category.items()]
     for user, lists in out.users.items():
         writes += user_writes(user, t, lists, ttls)
+    for record in out.experiments:
+        writes += experiment_writes(record)
     return writes
 
 
@@ -82,6 +98,8 @@ def final_writes(final: FinalState, ttls: Ttls) -> list[Write]:
     writes += [trending_write(c, t, tl) for c, (t, tl) in final.trending_by_category.items()]
     for user, (t, lists) in final.users.items():
         writes += user_writes(user, t, lists, ttls)
+    for record in final.experiments.values():
+        writes += experiment_writes(record)
     return writes
 
 

@@ -125,6 +125,12 @@ class ModelConfig:
     # this far ahead of its clock, so a `forget` wins over every event of the
     # user stamped up to this long after it (earlier sends included).
     max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS
+    # Attribution (transforms.attribution): a click, cart or purchase without a
+    # known rec_id goes to the latest impression that showed the item at most
+    # this long before it (last touch); each user keeps at most the latest
+    # `impressions_kept` impressions (distinct rec_ids), none older than the window.
+    attribution_window_ms: int = 30 * 60 * 1000
+    impressions_kept: int = 50
 
     def __post_init__(self) -> None:
         if self.similarity not in SIMILARITY_MEASURES:
@@ -144,6 +150,8 @@ class ModelConfig:
             "trending_slide_ms": self.trending_slide_ms,
             "trending_size": self.trending_size,
             "content_neighbours": self.content_neighbours,
+            "attribution_window_ms": self.attribution_window_ms,
+            "impressions_kept": self.impressions_kept,
         }
         non_negative = {
             "max_clock_skew_ms": self.max_clock_skew_ms,

@@ -15,16 +15,21 @@ from flowrec.localredis import LocalRedis
 from pipelines.flink_env import create_environment
 from pipelines.job import RedisJobSink, build_job
 from state.embeddings import EmbeddingExport, UserVectorRule
+from state.metrics import read_ads_day, read_experiment_totals, read_minutes
 from state.store import RedisStore
 from state.writes import Ttls, final_writes
+from transforms.attribution import Recount
 from transforms.catalog import CatalogItem
 from transforms.embedding import EmbeddingModel
 from transforms.engine import replay
 from transforms.events import EventBatch
+from transforms.experiments import ExperimentControl
 from transforms.similarity import top_k
 
 # Keys that hold monitoring data, not results: not compared.
 MONITORING = (b":stats", b":freshness", b":deadletter")
+# Attribution's hashes: compared with transforms.attribution.recount (metrics_of), not with the reference engine.
+METRICS = b":metrics:"
 
 
 def event_lines(events: EventBatch) -> list[str]:
@@ -42,9 +47,16 @@ def run_job(source, settings: Settings, redis_url: str, restore: str | None = No
     env.execute("flowrec-test")
 
 
-def reference_content(events: EventBatch, catalog: list[CatalogItem], settings: Settings, embeddings: Sequence[tuple[int, EmbeddingModel | None]] = ()) -> dict[bytes, bytes]:
-    """What Redis holds after the reference engine replays the same input (``embeddings``: version switches)."""
-    _, final = replay(events, settings.model, catalog, embeddings=embeddings)
+def reference_content(
+    events: EventBatch,
+    catalog: list[CatalogItem],
+    settings: Settings,
+    embeddings: Sequence[tuple[int, EmbeddingModel | None]] = (),
+    experiments: Sequence[ExperimentControl] = (),
+) -> dict[bytes, bytes]:
+    """What Redis holds after the reference engine replays the same input (``embeddings``: version switches,
+    ``experiments``: experiment controls)."""
+    _, final = replay(events, settings.model, catalog, embeddings=embeddings, experiments=experiments)
     with LocalRedis() as server:
         RedisStore.from_url(server.url, namespace=settings.namespace).write(final_writes(final, Ttls(settings.user_ttl_s, settings.item_ttl_s)))
         return results(server.url)
@@ -53,8 +65,11 @@ def reference_content(events: EventBatch, catalog: list[CatalogItem], settings: 
 def results(url: str) -> dict[bytes, bytes]:
     client = redis.Redis.from_url(url)
     try:
-        keys = [k for k in client.keys("*") if not any(m in k for m in MONITORING)]
-        return dict(zip(keys, client.mget(keys))) if keys else {}
+        keys = [k for k in client.keys("*") if not any(m in k for m in MONITORING) and METRICS not in k]
+        out = dict(zip(keys, client.mget(keys))) if keys else {}
+        for key in [k for k, v in out.items() if v is None and client.type(k) == b"set"]:
+            out[key] = orjson.dumps(sorted(m.decode() for m in client.smembers(key)))  # compared as a JSON list
+        return out
     finally:
         client.close()
 
@@ -101,3 +116,33 @@ def random_export(items: list[str], version: str, seed: int, dim: int = 8, user_
     return EmbeddingExport(
         version=version, item_ids=ids, query=query, candidate=candidate, neighbours=neighbours, meta={"model": {"name": "random"}}, user_vector=user_vector
     )
+
+
+def metrics_of(url: str, namespace: str = "flowrec") -> Recount:
+    """Every attribution hash in Redis, read through state.metrics, shaped like a recount (no rejections)."""
+    client = redis.Redis.from_url(url)
+    try:
+        prefix = f"{namespace}:v1:metrics:"
+        keys = [k.decode() for k in client.keys(prefix + "*")]
+        minutes: dict = {}
+        for minute in sorted(int(k.rsplit(":", 1)[1]) for k in keys if k.startswith(prefix + "min:")):
+            minutes.update(read_minutes(client, namespace, minute, minute + 1))
+        experiments = {k.rsplit(":", 1)[1]: read_experiment_totals(client, namespace, k.rsplit(":", 1)[1]) for k in keys if k.startswith(prefix + "exp:")}
+        ads = {int(k.rsplit(":", 1)[1]): read_ads_day(client, namespace, int(k.rsplit(":", 1)[1])) for k in keys if k.startswith(prefix + "ads:")}
+        return Recount(minutes, experiments, ads, [])
+    finally:
+        client.close()
+
+
+def metric_differences(job: Recount, expected: Recount, tolerance: float = 1e-9) -> list[str]:
+    """Where the job's metrics differ from a recount (revenue sums may differ in float rounding only)."""
+    out = []
+    for name in ("minutes", "experiments", "ads"):
+        a, b = getattr(job, name), getattr(expected, name)
+        for key in sorted(set(a) | set(b), key=str):
+            fa, fb = a.get(key, {}), b.get(key, {})
+            for field in sorted(set(fa) | set(fb), key=str):
+                va, vb = fa.get(field), fb.get(field)
+                if va is None or vb is None or not math.isclose(va, vb, rel_tol=tolerance, abs_tol=tolerance):
+                    out.append(f"{name} {key} {field}: job {va} != recount {vb}")
+    return out

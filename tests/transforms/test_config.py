@@ -13,7 +13,7 @@ from transforms.events import EVENT_CODE, EVENT_TYPES
 POSITIVE_FIELDS = [
     "half_life_ms", "history_length", "session_gap_ms", "neighbours", "row_capacity", "window_ms",
     "model_refresh_ms", "top_n", "interest_items", "max_user_items", "trending_window_ms",
-    "trending_slide_ms", "trending_size", "content_neighbours",
+    "trending_slide_ms", "trending_size", "content_neighbours", "attribution_window_ms", "impressions_kept",
 ]
 
 

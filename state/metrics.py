@@ -1,0 +1,207 @@
+"""Attribution metrics in Redis: the one place their hash fields are built and parsed, and their readers.
+
+The job's attribution writes three kinds of hashes (keys in :mod:`state.keys`),
+always with HSET of *absolute* values (the job keeps the running totals in its
+managed state), so replaying events after a restore rewrites the same numbers:
+
+``metrics:min:{minute_ms}`` (TTL :data:`MINUTE_TTL_S`), counts of events whose
+event time falls in that minute::
+
+    "{experiment}|{variant}|{context}|{position}|{measure}"   measure in MEASURES, position 0-based as shown
+    "{experiment}|{variant}|{context}|all|{measure}"          measure in MEASURES + HR_MEASURES
+
+``metrics:exp:{experiment}`` (no TTL), cumulative::
+
+    "{variant}|{context}|{measure}" and "{variant}|all|{measure}"   measure in MEASURES + HR_MEASURES
+
+``metrics:ads:{day_ms}`` (TTL :data:`ADS_TTL_S`): ``"{item}|impressions"``,
+``"{item}|clicks"`` of context ``ads`` (written by attribution) and campaign
+fields ``"{campaign}|{measure}"`` (written by the ad slot).
+
+Users in no experiment count under experiment and variant ``~``
+(:data:`transforms.recid.NO_EXPERIMENT`).  Counts are integers, revenue a float;
+readers return every value as a float.  ``|`` never occurs in ids, names,
+contexts or measures, so fields split unambiguously.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Union
+
+from state.keys import KeyKind, redis_key
+
+# Counted per position and summed over positions ("all").
+MEASURES: tuple[str, ...] = ("impressions", "clicks", "carts", "purchases", "revenue")
+# Live HR@k, only over all positions: outcomes after an impression (choices) and those that chose a shown item (hits).
+HR_MEASURES: tuple[str, ...] = ("choices", "hits")
+ALL_MEASURES: tuple[str, ...] = MEASURES + HR_MEASURES
+ALL_POSITIONS = "all"
+ALL_CONTEXTS = "all"
+# Per-item measures of context ``ads`` in the daily ads hash.
+AD_ITEM_MEASURES: tuple[str, ...] = ("impressions", "clicks")
+
+MINUTE_MS = 60_000
+DAY_MS = 86_400_000
+MINUTE_TTL_S = 7 * 24 * 3600
+ADS_TTL_S = 3 * 24 * 3600
+# read_minutes refuses longer ranges: minute keys live 7 days, so more can only be empty.
+MAX_READ_MINUTES = 8 * 24 * 60
+
+_SEP = "|"
+
+log = logging.getLogger(__name__)
+
+Position = Union[int, str]  # a 0-based position or ALL_POSITIONS
+MinuteField = tuple[str, str, str, Position, str]  # (experiment, variant, context, position, measure)
+ExperimentField = tuple[str, str, str]  # (variant, context or ALL_CONTEXTS, measure)
+
+
+class BadMetricField(ValueError):
+    """A hash field that is not in the layout above (another writer, or a corrupted key)."""
+
+
+def minute_start(ts_ms: int) -> int:
+    """The epoch-ms start of the minute holding event time ``ts_ms``."""
+    return ts_ms - ts_ms % MINUTE_MS
+
+
+def day_start(ts_ms: int) -> int:
+    """The epoch-ms start of the UTC day holding event time ``ts_ms``."""
+    return ts_ms - ts_ms % DAY_MS
+
+
+def _check_part(name: str, value: str) -> None:
+    if not isinstance(value, str) or not value or _SEP in value:
+        raise BadMetricField(f"{name} must be a non-empty string without {_SEP!r}, got {value!r}")
+
+
+def _check_measure(measure: str, position: Position) -> None:
+    allowed = ALL_MEASURES if position == ALL_POSITIONS else MEASURES
+    if measure not in allowed:
+        raise BadMetricField(f"measure must be one of {allowed} at position {position!r}, got {measure!r}")
+
+
+def metric_field(experiment: str, variant: str, context: str, position: Position, measure: str) -> str:
+    """The field of a minute hash: ``"{experiment}|{variant}|{context}|{position}|{measure}"``.
+
+    ``position`` is a 0-based shown position or :data:`ALL_POSITIONS`; choices
+    and hits exist only for ``"all"``.
+    """
+    for name, value in (("experiment", experiment), ("variant", variant), ("context", context)):
+        _check_part(name, value)
+    if position != ALL_POSITIONS and not (isinstance(position, int) and not isinstance(position, bool) and position >= 0):
+        raise BadMetricField(f"position must be an int >= 0 or {ALL_POSITIONS!r}, got {position!r}")
+    _check_measure(measure, position)
+    return _SEP.join((experiment, variant, context, str(position), measure))
+
+
+def parse_metric_field(field: str | bytes) -> MinuteField:
+    """Inverse of :func:`metric_field`: ``(experiment, variant, context, position, measure)`` with an int position or ``"all"``."""
+    text = field.decode() if isinstance(field, bytes) else field
+    parts = text.split(_SEP)
+    if len(parts) != 5:
+        raise BadMetricField(f"a minute metric field has 5 {_SEP!r}-separated parts, got {text!r}")
+    experiment, variant, context, raw_position, measure = parts
+    position: Position
+    if raw_position == ALL_POSITIONS:
+        position = ALL_POSITIONS
+    elif raw_position.isdigit() and raw_position.isascii():
+        position = int(raw_position)
+    else:
+        raise BadMetricField(f"position must be digits or {ALL_POSITIONS!r}, got {raw_position!r}")
+    metric_field(experiment, variant, context, position, measure)  # the same checks as writing
+    return experiment, variant, context, position, measure
+
+
+def experiment_field(variant: str, context: str, measure: str) -> str:
+    """The field of an experiment hash: ``"{variant}|{context}|{measure}"`` (context may be :data:`ALL_CONTEXTS`)."""
+    _check_part("variant", variant)
+    _check_part("context", context)
+    _check_measure(measure, ALL_POSITIONS)
+    return _SEP.join((variant, context, measure))
+
+
+def parse_experiment_field(field: str | bytes) -> ExperimentField:
+    """Inverse of :func:`experiment_field`: ``(variant, context or "all", measure)``."""
+    text = field.decode() if isinstance(field, bytes) else field
+    parts = text.split(_SEP)
+    if len(parts) != 3:
+        raise BadMetricField(f"an experiment metric field has 3 {_SEP!r}-separated parts, got {text!r}")
+    experiment_field(*parts)
+    return parts[0], parts[1], parts[2]
+
+
+def ads_field(name: str, measure: str) -> str:
+    """A field of the daily ads hash: ``"{item or campaign}|{measure}"``."""
+    _check_part("name", name)
+    _check_part("measure", measure)
+    return f"{name}{_SEP}{measure}"
+
+
+def parse_ads_field(field: str | bytes) -> tuple[str, str]:
+    """Inverse of :func:`ads_field`: ``(item or campaign, measure)``."""
+    text = field.decode() if isinstance(field, bytes) else field
+    name, sep, measure = text.rpartition(_SEP)
+    if not sep:
+        raise BadMetricField(f"an ads metric field is name{_SEP}measure, got {text!r}")
+    ads_field(name, measure)
+    return name, measure
+
+
+def format_value(value: float) -> str:
+    """A metric value as stored: integers without a fraction (counts), other floats exactly (``repr``)."""
+    number = float(value)
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def _parse_hash(raw: dict[Any, Any], parse: Callable[[Any], Any], key: str) -> dict[Any, float]:
+    """Parsed fields of one hash; fields not in the layout are skipped with a warning (never a crash)."""
+    out: dict[Any, float] = {}
+    skipped = 0
+    for field, value in raw.items():
+        try:
+            out[parse(field)] = float(value)
+        except (BadMetricField, ValueError, UnicodeDecodeError):
+            skipped += 1
+    if skipped:
+        log.warning("skipped %d fields of %s that are not in the metrics layout", skipped, key)
+    return out
+
+
+def read_minutes(redis_client: Any, namespace: str, start_ms: int, end_ms: int) -> dict[int, dict[MinuteField, float]]:
+    """Minute hashes of minutes starting in ``[minute_start(start_ms), end_ms)``, one pipelined round trip.
+
+    Returns ``{minute_ms: {(experiment, variant, context, position, measure): value}}``
+    with only the minutes that have counts.  Fields not in the layout are
+    skipped.  Raises ValueError for a range longer than :data:`MAX_READ_MINUTES`.
+    """
+    first = minute_start(int(start_ms))
+    minutes = list(range(first, int(end_ms), MINUTE_MS))
+    if len(minutes) > MAX_READ_MINUTES:
+        raise ValueError(f"read at most {MAX_READ_MINUTES} minutes at once (minute keys expire after 7 days)")
+    if not minutes:
+        return {}
+    keys = [redis_key(KeyKind.METRICS_MINUTE, str(minute), namespace) for minute in minutes]
+    pipe = redis_client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hgetall(key)
+    result: dict[int, dict[MinuteField, float]] = {}
+    for minute, key, raw in zip(minutes, keys, pipe.execute()):
+        if raw:
+            parsed = _parse_hash(raw, parse_metric_field, key)
+            if parsed:
+                result[minute] = parsed
+    return result
+
+
+def read_experiment_totals(redis_client: Any, namespace: str, experiment: str) -> dict[ExperimentField, float]:
+    """The cumulative counts of ``experiment`` (``~`` for users in no experiment): ``{(variant, context or "all", measure): value}``."""
+    key = redis_key(KeyKind.METRICS_EXPERIMENT, experiment, namespace)
+    return _parse_hash(redis_client.hgetall(key) or {}, parse_experiment_field, key)
+
+
+def read_ads_day(redis_client: Any, namespace: str, day_ms: int) -> dict[tuple[str, str], float]:
+    """The ads hash of the UTC day holding ``day_ms``: ``{(item or campaign, measure): value}``."""
+    key = redis_key(KeyKind.METRICS_ADS, str(day_start(int(day_ms))), namespace)
+    return _parse_hash(redis_client.hgetall(key) or {}, parse_ads_field, key)

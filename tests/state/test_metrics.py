@@ -1,0 +1,126 @@
+"""The metrics hash layout (fields built and parsed in one place) and its readers against a real redis-server."""
+
+from __future__ import annotations
+
+import pytest
+
+from state.keys import KeyKind
+from state.metrics import (
+    ALL_POSITIONS,
+    MAX_READ_MINUTES,
+    MINUTE_TTL_S,
+    BadMetricField,
+    ads_field,
+    day_start,
+    experiment_field,
+    format_value,
+    metric_field,
+    minute_start,
+    parse_ads_field,
+    parse_experiment_field,
+    parse_metric_field,
+    read_ads_day,
+    read_experiment_totals,
+    read_minutes,
+)
+from state.store import HashWrite, RedisStore
+
+T0 = 1_700_000_040_000  # the start of a minute
+
+
+def test_minute_field_round_trip():
+    assert metric_field("exp1", "control", "home", 3, "clicks") == "exp1|control|home|3|clicks"
+    assert metric_field("~", "~", "ads", ALL_POSITIONS, "hits") == "~|~|ads|all|hits"
+    assert parse_metric_field("exp1|control|home|3|clicks") == ("exp1", "control", "home", 3, "clicks")
+    assert parse_metric_field(b"~|~|ads|all|hits") == ("~", "~", "ads", "all", "hits")
+    assert parse_metric_field(metric_field("e", "v", "cart", 0, "revenue")) == ("e", "v", "cart", 0, "revenue")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("e", "v", "home", 2, "choices"),  # HR measures only over all positions
+        ("e", "v", "home", -1, "clicks"),
+        ("e", "v", "home", True, "clicks"),
+        ("e", "v", "home", "2", "clicks"),
+        ("e", "v", "home", 2, "views"),
+        ("e|x", "v", "home", 2, "clicks"),
+        ("e", "", "home", 2, "clicks"),
+    ],
+    ids=repr,
+)
+def test_bad_minute_fields_are_refused(args):
+    with pytest.raises(BadMetricField):
+        metric_field(*args)
+
+
+@pytest.mark.parametrize("field", ["e|v|home|2", "e|v|home|x|clicks", "e|v|home|2|hits", "e|v|home|2|clicks|x", "e|v|home|-1|clicks", "e|v|home|２|clicks"])
+def test_bad_minute_fields_do_not_parse(field):
+    with pytest.raises(BadMetricField):
+        parse_metric_field(field)
+
+
+def test_experiment_and_ads_fields_round_trip():
+    assert experiment_field("treatment", "all", "revenue") == "treatment|all|revenue"
+    assert parse_experiment_field(b"treatment|home|hits") == ("treatment", "home", "hits")
+    assert ads_field("sku:1", "impressions") == "sku:1|impressions"
+    assert parse_ads_field("sku:1|clicks") == ("sku:1", "clicks")
+    for bad in ("v|home", "v|home|views", "v||clicks"):
+        with pytest.raises(BadMetricField):
+            parse_experiment_field(bad)
+    with pytest.raises(BadMetricField):
+        parse_ads_field("no-separator")
+
+
+def test_periods_and_values():
+    assert minute_start(T0 + 59_999) == T0 and minute_start(T0 + 60_000) == T0 + 60_000
+    assert day_start(T0) == T0 - T0 % 86_400_000
+    assert format_value(3) == "3" and format_value(3.0) == "3" and format_value(0.1 + 0.2) == repr(0.1 + 0.2)
+
+
+@pytest.fixture
+def store(redis_url):
+    s = RedisStore.from_url(redis_url, namespace="shop")
+    yield s
+    s.client.close()
+
+
+def test_read_minutes_and_totals_from_hash_writes(store, redis_client):
+    store.write(
+        [
+            HashWrite(KeyKind.METRICS_MINUTE, str(T0), {metric_field("e", "a", "home", 0, "impressions"): "4", metric_field("e", "a", "home", ALL_POSITIONS, "revenue"): format_value(12.5)}, MINUTE_TTL_S),
+            HashWrite(KeyKind.METRICS_MINUTE, str(T0 + 120_000), {metric_field("~", "~", "ads", 1, "clicks"): "1"}, MINUTE_TTL_S),
+            HashWrite(KeyKind.METRICS_EXPERIMENT, "e", {experiment_field("a", "all", "clicks"): "7", experiment_field("b", "home", "hits"): "2"}),
+            HashWrite(KeyKind.METRICS_ADS, str(day_start(T0)), {ads_field("sku1", "impressions"): "9"}, 3 * 24 * 3600),
+        ]
+    )
+    assert MINUTE_TTL_S - 10 <= redis_client.ttl(f"shop:v1:metrics:min:{T0}") <= MINUTE_TTL_S
+    assert redis_client.ttl("shop:v1:metrics:exp:e") == -1
+    minutes = read_minutes(redis_client, "shop", T0 + 5, T0 + 180_000)  # start inside the first minute
+    assert minutes == {
+        T0: {("e", "a", "home", 0, "impressions"): 4.0, ("e", "a", "home", "all", "revenue"): 12.5},
+        T0 + 120_000: {("~", "~", "ads", 1, "clicks"): 1.0},
+    }
+    assert read_minutes(redis_client, "shop", T0 + 60_000, T0 + 120_000) == {}  # the end is exclusive
+    assert read_minutes(redis_client, "flowrec", T0, T0 + 180_000) == {}  # another namespace
+    assert read_experiment_totals(redis_client, "shop", "e") == {("a", "all", "clicks"): 7.0, ("b", "home", "hits"): 2.0}
+    assert read_experiment_totals(redis_client, "shop", "nobody") == {}
+    assert read_ads_day(redis_client, "shop", T0) == {("sku1", "impressions"): 9.0}
+
+
+def test_hash_writes_are_absolute_so_replays_are_idempotent(store, redis_client):
+    write = HashWrite(KeyKind.METRICS_EXPERIMENT, "e", {experiment_field("a", "home", "clicks"): "3"})
+    store.write([write])
+    store.write([write])
+    assert read_experiment_totals(redis_client, "shop", "e") == {("a", "home", "clicks"): 3.0}
+
+
+def test_foreign_fields_are_skipped_not_fatal(redis_client):
+    redis_client.hset(f"shop:v1:metrics:min:{T0}", mapping={"junk": "1", "e|a|home|0|clicks": "2", "e|a|home|1|clicks": "not-a-number"})
+    assert read_minutes(redis_client, "shop", T0, T0 + 60_000) == {T0: {("e", "a", "home", 0, "clicks"): 2.0}}
+
+
+def test_read_minutes_refuses_huge_ranges(redis_client):
+    with pytest.raises(ValueError, match="at most"):
+        read_minutes(redis_client, "shop", T0, T0 + (MAX_READ_MINUTES + 1) * 60_000)
+    assert read_minutes(redis_client, "shop", T0, T0) == {}

@@ -1,0 +1,265 @@
+"""Attribution with known answers, and the step against the independent recount on random logs."""
+
+from __future__ import annotations
+
+import random
+
+import orjson
+import pytest
+
+from state.schemas import SchemaError, decode_attribution, encode_attribution
+from transforms.attribution import ALL, AttributionState, attribute, experiment_totals, recount
+from transforms.config import ModelConfig
+from transforms.events import parse_records
+from transforms.recid import NO_EXPERIMENT, RecId, encode_rec_id
+
+SECRET = "test-secret"
+T0 = 1_765_000_020_000  # the start of a minute
+MIN = 60_000
+CONFIG = ModelConfig()
+WINDOW = CONFIG.attribution_window_ms
+
+
+def rid(user: str, nonce: str, context: str = "home", experiment: str = "exp", variant: str = "a", served: int = T0) -> str:
+    return encode_rec_id(RecId(experiment, variant, context, served, nonce), user, SECRET)
+
+
+def shown(user, rec_id, items, ts, positions=None):
+    rec = {"user_id": user, "event_type": "impression", "rec_id": rec_id, "items": items, "ts": ts}
+    if positions is not None:
+        rec["positions"] = positions
+    return rec
+
+
+def event(user, etype, item, ts, **extra):
+    return {"user_id": user, "event_type": etype, "item_id": item, "ts": ts, **extra}
+
+
+def step(records, config=CONFIG, state=None, user="u1"):
+    parsed = parse_records(records)
+    assert not parsed.rejections
+    return attribute(state, user, parsed.events.sorted_by_time(), config, SECRET)
+
+
+def measures(counts, position=ALL, experiment="exp", variant="a", context="home"):
+    """{measure: total over minutes} at one position of one list kind."""
+    out: dict[str, float] = {}
+    for (_, e, v, c, p, measure), value in counts.items():
+        if (e, v, c, p) == (experiment, variant, context, position):
+            out[measure] = out.get(measure, 0) + value
+    return out
+
+
+def test_rec_id_wins_over_last_touch():
+    a, b = rid("u1", "0000000a"), rid("u1", "0000000b", variant="b")
+    result = step([shown("u1", a, ["x", "y"], T0), shown("u1", b, ["z", "x"], T0 + 1000), event("u1", "click", "x", T0 + 2000, rec_id=a)])
+    assert measures(result.counts, 0) == {"impressions": 1, "clicks": 1}  # x at position 0 of list a
+    assert measures(result.counts, 1, variant="b") == {"impressions": 1}  # x at 1 of b: shown, not clicked
+    assert measures(result.counts) == {"impressions": 2, "clicks": 1}
+    # Live HR@k: the click is a choice of the latest list (b), a hit because b showed x.
+    assert measures(result.counts, variant="b") == {"impressions": 2, "choices": 1, "hits": 1}
+    assert result.unattributed == 0 and result.rejections == []
+
+
+def test_last_touch_without_rec_id_and_with_a_rec_id_that_did_not_show_the_item():
+    a, b = rid("u1", "0000000a"), rid("u1", "0000000b", variant="b")
+    base = [shown("u1", a, ["x", "y"], T0), shown("u1", b, ["z", "x"], T0 + 1000)]
+    for click in (event("u1", "click", "x", T0 + 2000), event("u1", "click", "x", T0 + 2000, rec_id=rid("u1", "0000000c")), event("u1", "click", "y", T0 + 2000, rec_id=b)):
+        result = step(base + [click])
+        item = click["item_id"]
+        expected_variant, expected_position = ("b", 1) if item == "x" else ("a", 1)
+        assert measures(result.counts, expected_position, variant=expected_variant)["clicks"] == 1
+        assert sum(v for k, v in result.counts.items() if k[5] == "clicks") == 2  # one position + "all"
+
+
+def test_window_expiry_is_inclusive_of_the_window():
+    a = rid("u1", "0000000a")
+    at_edge = step([shown("u1", a, ["x"], T0), event("u1", "click", "x", T0 + WINDOW)])
+    assert measures(at_edge.counts, 0)["clicks"] == 1
+    past = step([shown("u1", a, ["x"], T0), event("u1", "click", "x", T0 + WINDOW + 1, rec_id=a)])
+    assert "clicks" not in measures(past.counts, 0) and past.unattributed == 1
+    assert past.state is None  # nothing left in reach
+    # A shorter configured window.
+    short = step([shown("u1", a, ["x"], T0), event("u1", "click", "x", T0 + 10_001)], ModelConfig(attribution_window_ms=10_000))
+    assert short.unattributed == 1
+
+
+def test_duplicates_count_once():
+    a = rid("u1", "0000000a")
+    records = [
+        shown("u1", a, ["x", "y"], T0),
+        shown("u1", a, ["x", "y"], T0 + 10),  # the frontend resent it
+        shown("u1", a, ["w"], T0 + 20, positions=[2]),  # the third item scrolled into view: new
+        event("u1", "click", "x", T0 + 100),
+        event("u1", "click", "x", T0 + 200, rec_id=a),
+        event("u1", "purchase", "x", T0 + 300, price=2.5, quantity=4),
+        event("u1", "purchase", "x", T0 + 400, price=2.5, quantity=4),
+        event("u1", "purchase", "w", T0 + 500),  # no price: counts, adds nothing
+    ]
+    result = step(records)
+    assert measures(result.counts) == {"impressions": 3, "clicks": 1, "purchases": 2, "revenue": 10.0, "choices": 2, "hits": 2}
+    assert measures(result.counts, 2) == {"impressions": 1, "purchases": 1, "revenue": 0.0}
+    assert result.duplicate_impressions == 2 and result.duplicate_outcomes == 2
+
+
+def test_minutes_are_the_counted_events_own():
+    a = rid("u1", "0000000a")
+    result = step([shown("u1", a, ["x"], T0 + 59_999), event("u1", "add_to_cart", "x", T0 + MIN + 5)])
+    assert result.counts[(T0, "exp", "a", "home", 0, "impressions")] == 1
+    assert result.counts[(T0 + MIN, "exp", "a", "home", 0, "carts")] == 1
+    assert result.counts[(T0 + MIN, "exp", "a", "home", ALL, "carts")] == 1
+
+
+def test_forget_clears_the_users_impressions():
+    a = rid("u1", "0000000a")
+    result = step([shown("u1", a, ["x"], T0), {"user_id": "u1", "event_type": "forget", "ts": T0 + 1}, event("u1", "click", "x", T0 + 2, rec_id=a)])
+    assert measures(result.counts) == {"impressions": 1} and result.unattributed == 1 and result.state is None
+
+
+def test_bad_and_unknown_rec_ids_are_dead_lettered_whole():
+    borrowed = rid("u2", "0000000a")  # issued to another user
+    forged = rid("u1", "0000000b").replace(".exp.", ".exp2.")
+    malformed = "r1.garbage"
+    result = step([shown("u1", borrowed, ["x", "y"], T0, positions=[3, 4]), shown("u1", forged, ["x"], T0 + 1), shown("u1", malformed, ["z"], T0 + 2), event("u1", "click", "x", T0 + 3)])
+    assert result.counts == {} and result.state is None and result.unattributed == 1
+    reasons = [(r.reason, orjson.loads(r.raw)) for r in result.rejections]
+    assert reasons == [
+        ("unknown_rec_id", {"user_id": "u1", "event_type": "impression", "rec_id": borrowed, "items": ["x", "y"], "positions": [3, 4], "ts": T0}),
+        ("unknown_rec_id", {"user_id": "u1", "event_type": "impression", "rec_id": forged, "items": ["x"], "positions": [0], "ts": T0 + 1}),
+        ("bad_rec_id", {"user_id": "u1", "event_type": "impression", "rec_id": malformed, "items": ["z"], "positions": [0], "ts": T0 + 2}),
+    ]
+    other_secret = attribute(None, "u1", parse_records([shown("u1", rid("u1", "0000000a"), ["x"], T0)]).events, CONFIG, "another-secret")
+    assert [r.reason for r in other_secret.rejections] == ["unknown_rec_id"]
+
+
+def test_live_hit_rate():
+    a, b = rid("u1", "0000000a"), rid("u1", "0000000b")
+    records = [
+        shown("u1", a, ["x", "y"], T0),
+        event("u1", "click", "z", T0 + 1),  # chose something not shown: a choice, no hit
+        event("u1", "click", "x", T0 + 2),  # a hit
+        event("u1", "add_to_cart", "x", T0 + 3),  # the same item again: no second choice
+        shown("u1", b, ["q"], T0 + 4),
+        event("u1", "click", "y", T0 + 5),  # b is the latest list now: a choice of b, no hit (y goes to a by last touch)
+    ]
+    result = step(records)
+    assert measures(result.counts) == {"impressions": 3, "clicks": 2, "carts": 1, "choices": 3, "hits": 1}
+    totals = experiment_totals(result.counts)
+    assert totals["exp"][("a", ALL, "choices")] == 3 and totals["exp"][("a", "home", "hits")] == 1
+
+
+def test_no_outcome_before_any_impression_is_a_choice():
+    result = step([event("u1", "click", "x", T0), event("u1", "view", "x", T0 + 1)])
+    assert result.counts == {} and result.unattributed == 1 and result.state is None
+
+
+def test_impressions_kept_bounds_the_state():
+    config = ModelConfig(impressions_kept=2)
+    lists = [rid("u1", f"0000000{n}") for n in range(3)]
+    records = [shown("u1", lists[n], [f"i{n}"], T0 + n) for n in range(3)] + [event("u1", "click", f"i{n}", T0 + 10) for n in range(3)]
+    result = step(records, config)
+    assert measures(result.counts) == {"impressions": 3, "clicks": 2, "choices": 3, "hits": 1}
+    assert sorted(result.state.impressions) == sorted(lists[1:])
+
+
+def test_ads_count_per_item_and_day_and_no_experiment():
+    ad = rid("u1", "0000000a", context="ads", experiment=NO_EXPERIMENT, variant=NO_EXPERIMENT)
+    result = step([shown("u1", ad, ["sku1", "sku2"], T0), event("u1", "click", "sku2", T0 + 5), event("u1", "purchase", "sku2", T0 + 6, price=3.0)])
+    day = T0 - T0 % 86_400_000
+    assert result.ad_counts == {(day, "sku1", "impressions"): 1, (day, "sku2", "impressions"): 1, (day, "sku2", "clicks"): 1}
+    assert measures(result.counts, experiment="~", variant="~", context="ads") == {"impressions": 2, "clicks": 1, "purchases": 1, "revenue": 3.0, "choices": 1, "hits": 1}  # one choice per (list, item)
+
+
+def test_state_encoding_round_trips_and_is_versioned():
+    a = rid("u1", "0000000a")
+    state = step([shown("u1", a, ["x", "y"], T0), event("u1", "click", "x", T0 + 1), event("u1", "click", "q", T0 + 2)]).state
+    raw = encode_attribution(state)
+    assert orjson.loads(raw)["v"] == 1
+    assert decode_attribution(raw) == state
+    with pytest.raises(SchemaError):
+        decode_attribution(orjson.dumps({"v": 99, "n": 0, "m": []}))
+    with pytest.raises(SchemaError):
+        decode_attribution(orjson.dumps({"v": 1, "m": []}))
+    assert decode_attribution(encode_attribution(AttributionState())) == AttributionState()
+
+
+# -- the step against the recount ------------------------------------------------------------
+
+
+def random_log(seed: int, users: int = 12, steps: int = 600) -> list[dict]:
+    """A shop's feedback with every awkward case: resends, foreign rec_ids, repeats, forgets, gaps past the window."""
+    rng = random.Random(seed)
+    items = [f"i{n}" for n in range(15)]
+    ts = T0
+    log: list[dict] = []
+    issued: dict[str, list[tuple[str, list[str]]]] = {}
+    for n in range(steps):
+        ts += rng.choice([0, 1, 500, 20_000, 200_000]) if rng.random() > 0.01 else WINDOW + 1
+        user = f"u{rng.randrange(users)}"
+        roll = rng.random()
+        mine = issued.setdefault(user, [])
+        if roll < 0.3 or not mine:
+            token = rid(user, f"{n:08x}", context=rng.choice(["home", "ads", "cart"]), variant=rng.choice(["a", "b"]))
+            if rng.random() < 0.05:
+                token = rid("someone-else", f"{n:08x}")
+            shown_items = rng.sample(items, rng.randint(1, 5))
+            mine.append((token, shown_items))
+            log.append(shown(user, token, shown_items, ts))
+        elif roll < 0.38:
+            token, shown_items = rng.choice(mine)  # a resend, maybe of part of the list
+            log.append(shown(user, token, shown_items[:1], ts, positions=[0]))
+        elif roll < 0.39:
+            log.append({"user_id": user, "event_type": "forget", "ts": ts})
+        else:
+            etype = rng.choice(["click", "click", "add_to_cart", "purchase", "view"])
+            token, shown_items = rng.choice(mine)
+            item = rng.choice(shown_items) if rng.random() < 0.8 else rng.choice(items)
+            extra = {"rec_id": token} if rng.random() < 0.5 else {}
+            if etype == "purchase":
+                extra.update(price=round(rng.uniform(1, 50), 2), quantity=rng.randint(1, 3))
+            log.append(event(user, etype, item, ts, **extra))
+    return log
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("config", [CONFIG, ModelConfig(impressions_kept=2, attribution_window_ms=300_000)], ids=["default", "tight"])
+def test_step_over_chunks_equals_recount(seed, config):
+    """The job's way (per user, in chunks, state encoded between) gives the recount's totals."""
+    log = random_log(seed)
+    events = parse_records(log).events.sorted_by_time()
+    states: dict[str, bytes] = {}
+    minutes: dict[int, dict] = {}
+    ads: dict[int, dict] = {}
+    all_counts: dict = {}
+    rejections = []
+    windows = events.ts // 200  # the job's windows: rows of one record share a time, so a window
+    for window in dict.fromkeys(windows.tolist()):
+        chunk = events.take(windows == window)
+        for user in dict.fromkeys(chunk.user.tolist()):
+            rows = chunk.take(chunk.user == user)
+            previous = decode_attribution(states[user]) if user in states else None
+            result = attribute(previous, user, rows, config, SECRET)
+            if result.state is None:
+                states.pop(user, None)
+            else:
+                states[user] = encode_attribution(result.state)
+            rejections += result.rejections
+            for (minute, *rest), value in result.counts.items():
+                bucket = minutes.setdefault(minute, {})
+                bucket[tuple(rest)] = bucket.get(tuple(rest), 0) + value
+                all_counts[(minute, *rest)] = all_counts.get((minute, *rest), 0) + value
+            for (day, item, measure), value in result.ad_counts.items():
+                ads.setdefault(day, {})[(item, measure)] = ads.setdefault(day, {}).get((item, measure), 0) + value
+    expected = recount(log, config, SECRET)
+    assert minutes == expected.minutes
+    assert experiment_totals(all_counts) == expected.experiments
+    assert ads == expected.ads
+    assert sorted(r.raw for r in rejections) == sorted(r.raw for r in expected.rejections)
+    assert any(k[-1] == "hits" for m in minutes.values() for k in m) and rejections  # the log exercised the rules
+
+
+def test_recount_ignores_records_that_do_not_parse():
+    a = rid("u1", "0000000a")
+    expected = recount([shown("u1", a, ["x"], T0), {"user_id": "u1"}, "junk"], CONFIG, SECRET)
+    assert expected.minutes == {T0: {("exp", "a", "home", 0, "impressions"): 1.0, ("exp", "a", "home", ALL, "impressions"): 1.0}}
+    assert expected.experiments == {"exp": {("a", "home", "impressions"): 1.0, ("a", ALL, "impressions"): 1.0}}

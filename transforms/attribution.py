@@ -1,0 +1,417 @@
+"""Attribution: which shown list caused a click, cart or purchase, counted exactly once.
+
+A user's feedback rows (impressions, outcomes and forgets, from
+:func:`transforms.events.split_feedback`) are applied in event-time order to
+the user's :class:`AttributionState`, the impressions still in reach:
+
+Impressions
+    An impression row (one per shown item) must carry a rec_id that decodes for
+    this user with the deployment's secret (:func:`transforms.recid.decode_rec_id`);
+    otherwise its record is a :class:`~transforms.events.Rejection` with reason
+    ``bad_rec_id`` or ``unknown_rec_id`` (dead-lettered with the raw record).
+    A shown item counts once per ``(rec_id, item)`` (a resent impression, or a
+    page reporting items as they scroll into view, counts each item once) as
+    ``impressions`` at its shown position.
+Outcomes (click, add_to_cart, purchase)
+    attributed to the impression that showed the item: the impression of the
+    event's rec_id when the user still has it and it showed the item; else
+    *last touch*: the latest impression (by the time it showed the item) that
+    showed the item at most ``attribution_window_ms`` before the outcome.  Each
+    ``(rec_id, item, outcome type)`` counts once, as ``clicks``, ``carts`` or
+    ``purchases`` at the item's shown position; an attributed purchase adds
+    ``price * quantity`` (quantity 1 when absent, price 0 when absent) to
+    ``revenue``.  Outcomes with no impression to go to are not counted.
+Live HR@k (``choices``, ``hits``)
+    an outcome within ``attribution_window_ms`` of the user's latest impression
+    is a *choice* of that impression, once per ``(rec_id, item)``; a *hit*
+    when the impression showed the item.
+Forget
+    clears the user's state (counts already made are aggregates and stay).
+
+Reach: before each row, impressions whose latest shown item is more than
+``attribution_window_ms`` older than the row are dropped; after an impression
+is added, only the ``impressions_kept`` latest (by latest shown time, then
+arrival) stay.  Ties in time go to the impression that arrived later.
+
+Counts are keyed by ``(minute_ms, experiment, variant, context, position,
+measure)`` where ``minute_ms`` is the start of the minute of the counted
+row's event time and ``position`` is the shown position or ``"all"`` (every
+measure is also counted under ``"all"``; choices and hits only there).
+Impressions and clicks of context ``ads`` are also counted per item and UTC
+day (``(day_ms, item, measure)``) for the ad slot.
+
+:func:`attribute` is the step the job runs per user and window;
+:func:`recount` is an independent, deliberately plain reference over a whole
+raw event log, which tests and ``flowrec simulate`` compare the job's Redis
+counts against.  Nothing here touches Flink or Redis.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Union
+
+import orjson
+
+from transforms.config import ModelConfig
+from transforms.events import ADD_TO_CART, CLICK, FORGET, IMPRESSION, PURCHASE, EventBatch, Rejection, parse_records
+from transforms.recid import BadRecId, decode_rec_id
+
+MINUTE_MS = 60_000
+DAY_MS = 86_400_000
+ALL = "all"
+ADS_CONTEXT = "ads"
+# The measure each outcome type counts as.
+OUTCOME_MEASURE: dict[int, str] = {CLICK: "clicks", ADD_TO_CART: "carts", PURCHASE: "purchases"}
+
+Position = Union[int, str]
+# (minute_ms, experiment, variant, context, position or "all", measure)
+CountKey = tuple[int, str, str, str, Position, str]
+# (day_ms, item, "impressions" | "clicks") of context ads
+AdKey = tuple[int, str, str]
+
+
+@dataclass
+class Impression:
+    """One shown list (one rec_id) of one user, as far as its impressions have arrived."""
+
+    rec_id: str
+    experiment: str
+    variant: str
+    context: str
+    seq: int  # arrival order among the user's impressions (ties in time go to the later)
+    shown: dict[str, tuple[int, int]] = field(default_factory=dict)  # item -> (position, shown ms)
+    counted: set[tuple[str, int]] = field(default_factory=set)  # (item, outcome type) already counted
+    chosen: set[str] = field(default_factory=set)  # items already counted as a choice of this list
+
+    @property
+    def last_ms(self) -> int:
+        """When this list last showed an item (what its reach is measured from)."""
+        return max(ts for _, ts in self.shown.values())
+
+
+@dataclass
+class AttributionState:
+    """A user's impressions still in reach, by rec_id, and the arrival counter."""
+
+    impressions: dict[str, Impression] = field(default_factory=dict)
+    next_seq: int = 0
+
+    @property
+    def last_ms(self) -> int:
+        """The latest time any kept impression showed an item (0 when none)."""
+        return max((imp.last_ms for imp in self.impressions.values()), default=0)
+
+    def to_state(self) -> dict[str, Any]:
+        """A JSON-ready dict (encoded with a version by :func:`state.schemas.encode_attribution`)."""
+        return {
+            "n": self.next_seq,
+            "m": [
+                {
+                    "r": imp.rec_id,
+                    "e": imp.experiment,
+                    "a": imp.variant,
+                    "c": imp.context,
+                    "q": imp.seq,
+                    "s": [[item, pos, ts] for item, (pos, ts) in imp.shown.items()],
+                    "k": sorted([item, etype] for item, etype in imp.counted),
+                    "h": sorted(imp.chosen),
+                }
+                for imp in self.impressions.values()
+            ],
+        }
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any]) -> "AttributionState":
+        """Inverse of :meth:`to_state`."""
+        impressions = {}
+        for d in data["m"]:
+            imp = Impression(
+                rec_id=d["r"],
+                experiment=d["e"],
+                variant=d["a"],
+                context=d["c"],
+                seq=int(d["q"]),
+                shown={item: (int(pos), int(ts)) for item, pos, ts in d["s"]},
+                counted={(item, int(etype)) for item, etype in d["k"]},
+                chosen=set(d["h"]),
+            )
+            impressions[imp.rec_id] = imp
+        return cls(impressions, int(data["n"]))
+
+
+@dataclass
+class AttributionResult:
+    """What one step produced: the new state (None: nothing to keep), counts, dead letters and tallies."""
+
+    state: AttributionState | None
+    counts: dict[CountKey, float] = field(default_factory=dict)
+    ad_counts: dict[AdKey, float] = field(default_factory=dict)
+    rejections: list[Rejection] = field(default_factory=list)
+    duplicate_impressions: int = 0
+    duplicate_outcomes: int = 0
+    unattributed: int = 0
+
+
+def minute_of(ts_ms: int) -> int:
+    return ts_ms - ts_ms % MINUTE_MS
+
+
+def day_of(ts_ms: int) -> int:
+    return ts_ms - ts_ms % DAY_MS
+
+
+def _add(counts: dict, key: tuple, value: float) -> None:
+    counts[key] = counts.get(key, 0) + value
+
+
+def _count(result: AttributionResult, ts: int, imp: Impression, position: int, measure: str, value: float = 1) -> None:
+    """``value`` of ``measure`` at ``position`` and over all positions, in the minute of ``ts``."""
+    base = (minute_of(ts), imp.experiment, imp.variant, imp.context)
+    _add(result.counts, base + (position, measure), value)
+    _add(result.counts, base + (ALL, measure), value)
+
+
+def revenue_of(price: float, quantity: float) -> float:
+    """What a purchase row is worth: ``price * quantity`` (quantity 1 and price 0 when absent)."""
+    price = 0.0 if math.isnan(price) else float(price)
+    quantity = 1.0 if math.isnan(quantity) else float(quantity)
+    return price * quantity
+
+
+def impression_record(user: str, rec_id: str, ts: int, items: list[str], positions: list[int]) -> str:
+    """The impression record (as a producer sends it) that rows of one rec_id and time stand for: the dead letter's raw."""
+    return orjson.dumps({"user_id": user, "event_type": "impression", "rec_id": rec_id, "items": items, "positions": positions, "ts": ts}).decode()
+
+
+def attribute(state: AttributionState | None, user: str, rows: EventBatch, config: ModelConfig, secret: str) -> AttributionResult:
+    """Apply one user's feedback rows (in event-time order) to their state: the step the job runs.
+
+    The step takes ``state`` over (it may change it in place: pass a copy to
+    keep the old one).  ``rows`` may hold other event types (they are ignored).  Returns the new
+    state (None when no impression is left in reach), the counts the rows
+    caused, and one rejection per impression record (rows of one rec_id and
+    time) whose rec_id does not decode for ``user``.
+    """
+    state = state if state is not None else AttributionState()
+    result = AttributionResult(state)
+    window = config.attribution_window_ms
+    rejected: dict[tuple[str, int], tuple[str, str, list[str], list[int]]] = {}
+    decoded: dict[str, Any] = {}
+    for i in range(len(rows)):
+        etype = int(rows.etype[i])
+        ts = int(rows.ts[i])
+        if etype == FORGET:
+            state.impressions.clear()
+            continue
+        if etype != IMPRESSION and etype not in OUTCOME_MEASURE:
+            continue
+        # Out of reach: lists that last showed an item more than the window ago.
+        for rec_id in [r for r, imp in state.impressions.items() if ts - imp.last_ms > window]:
+            del state.impressions[rec_id]
+        item = str(rows.item[i])
+        rec_id = str(rows.rec_id[i])
+        if etype == IMPRESSION:
+            if rec_id not in decoded:
+                try:
+                    decoded[rec_id] = decode_rec_id(rec_id, user, secret)
+                except BadRecId as exc:
+                    decoded[rec_id] = exc
+            rec = decoded[rec_id]
+            if isinstance(rec, BadRecId):
+                entry = rejected.setdefault((rec_id, ts), (rec.reason, rec.detail, [], []))
+                entry[2].append(item)
+                entry[3].append(int(rows.position[i]))
+                continue
+            _impression(state, result, rec_id, rec, item, int(rows.position[i]), ts, config)
+        else:
+            _outcome(state, result, rec_id, item, etype, ts, float(rows.price[i]), float(rows.quantity[i]), window)
+    result.rejections = [
+        Rejection(reason, detail, impression_record(user, rec_id, ts, items, positions))
+        for (rec_id, ts), (reason, detail, items, positions) in rejected.items()
+    ]
+    if not state.impressions:
+        result.state = None
+    return result
+
+
+def _impression(state: AttributionState, result: AttributionResult, rec_id: str, rec: Any, item: str, position: int, ts: int, config: ModelConfig) -> None:
+    imp = state.impressions.get(rec_id)
+    if imp is None:
+        imp = Impression(rec_id, rec.experiment, rec.variant, rec.context, state.next_seq)
+        state.next_seq += 1
+        state.impressions[rec_id] = imp
+    if item in imp.shown:
+        result.duplicate_impressions += 1
+        return
+    imp.shown[item] = (position, ts)
+    _count(result, ts, imp, position, "impressions")
+    if imp.context == ADS_CONTEXT:
+        _add(result.ad_counts, (day_of(ts), item, "impressions"), 1)
+    if len(state.impressions) > config.impressions_kept:
+        kept = sorted(state.impressions.values(), key=lambda m: (m.last_ms, m.seq))[-config.impressions_kept:]
+        state.impressions = {m.rec_id: m for m in sorted(kept, key=lambda m: m.seq)}
+
+
+def _outcome(state: AttributionState, result: AttributionResult, rec_id: str, item: str, etype: int, ts: int, price: float, quantity: float, window: int) -> None:
+    # Live HR@k: a choice of the latest list in reach, once per (list, item).
+    latest = max(state.impressions.values(), key=lambda m: (m.last_ms, m.seq), default=None)
+    if latest is not None and latest.last_ms <= ts and item not in latest.chosen:
+        latest.chosen.add(item)
+        _count_all(result, ts, latest, "choices")
+        if item in latest.shown:
+            _count_all(result, ts, latest, "hits")
+    target = state.impressions.get(rec_id) if rec_id else None
+    if target is None or item not in target.shown:
+        touches = [m for m in state.impressions.values() if item in m.shown and 0 <= ts - m.shown[item][1] <= window]
+        target = max(touches, key=lambda m: (m.shown[item][1], m.seq), default=None)
+    if target is None:
+        result.unattributed += 1
+        return
+    if (item, etype) in target.counted:
+        result.duplicate_outcomes += 1
+        return
+    target.counted.add((item, etype))
+    position = target.shown[item][0]
+    _count(result, ts, target, position, OUTCOME_MEASURE[etype])
+    if etype == PURCHASE:
+        _count(result, ts, target, position, "revenue", revenue_of(price, quantity))
+    if etype == CLICK and target.context == ADS_CONTEXT:
+        _add(result.ad_counts, (day_of(ts), item, "clicks"), 1)
+
+
+def _count_all(result: AttributionResult, ts: int, imp: Impression, measure: str) -> None:
+    _add(result.counts, (minute_of(ts), imp.experiment, imp.variant, imp.context, ALL, measure), 1)
+
+
+# -- totals in the layout of the Redis metrics hashes ---------------------------------------------
+
+
+def experiment_totals(counts: dict[CountKey, float]) -> dict[str, dict[tuple[str, str, str], float]]:
+    """Cumulative per-experiment totals of minute counts: ``{experiment: {(variant, context or "all", measure): value}}``.
+
+    Only the ``"all"``-positions counts are summed, per context and over contexts.
+    """
+    out: dict[str, dict[tuple[str, str, str], float]] = {}
+    for (_, experiment, variant, context, position, measure), value in counts.items():
+        if position != ALL:
+            continue
+        totals = out.setdefault(experiment, {})
+        _add(totals, (variant, context, measure), value)
+        _add(totals, (variant, ALL, measure), value)
+    return out
+
+
+@dataclass
+class Recount:
+    """An offline count over a whole event log, shaped like the readers of :mod:`state.metrics` return."""
+
+    minutes: dict[int, dict[tuple[str, str, str, Position, str], float]]
+    experiments: dict[str, dict[tuple[str, str, str], float]]
+    ads: dict[int, dict[tuple[str, str], float]]
+    rejections: list[Rejection]
+
+
+def recount(events: Iterable[Any], config: ModelConfig, secret: str) -> Recount:
+    """Count a whole raw event log (records as producers send them) from scratch, the plain way.
+
+    A reference for the job, written independently of :func:`attribute`: one
+    loop over every row in event-time order (ties in log order), lists
+    instead of indexes, every rule spelled out again.  Records that do not
+    parse are ignored here (the job dead-letters them before attribution).
+    """
+    parsed = parse_records(events).events
+    order = sorted(range(len(parsed)), key=lambda i: int(parsed.ts[i]))
+    window = config.attribution_window_ms
+    shown_lists: dict[str, list[dict]] = {}  # user -> their lists in reach, each a plain dict
+    arrivals: dict[str, int] = {}
+    counts: dict[CountKey, float] = {}
+    ads: dict[int, dict[tuple[str, str], float]] = {}
+    bad: dict[tuple[str, str, int], list] = {}
+
+    def bump(ts, lst, position, measure, value=1.0):
+        minute = ts - ts % MINUTE_MS
+        for pos in (position, ALL):
+            if pos is None:
+                continue
+            key = (minute, lst["experiment"], lst["variant"], lst["context"], pos, measure)
+            counts[key] = counts.get(key, 0.0) + value
+
+    for i in order:
+        user, item, etype, ts = str(parsed.user[i]), str(parsed.item[i]), int(parsed.etype[i]), int(parsed.ts[i])
+        rec_id, position = str(parsed.rec_id[i]), int(parsed.position[i])
+        lists = shown_lists.setdefault(user, [])
+        if etype == FORGET:
+            lists.clear()
+            continue
+        if etype not in (IMPRESSION, CLICK, ADD_TO_CART, PURCHASE):
+            continue
+        lists[:] = [lst for lst in lists if ts - max(t for _, t in lst["items"].values()) <= window]
+        if etype == IMPRESSION:
+            try:
+                rec = decode_rec_id(rec_id, user, secret)
+            except BadRecId as exc:
+                bad.setdefault((user, rec_id, ts), [exc.reason, exc.detail, [], []])
+                bad[(user, rec_id, ts)][2].append(item)
+                bad[(user, rec_id, ts)][3].append(position)
+                continue
+            same = [lst for lst in lists if lst["rec_id"] == rec_id]
+            if same:
+                lst = same[0]
+            else:
+                arrivals[user] = arrivals.get(user, -1) + 1
+                lst = {"rec_id": rec_id, "experiment": rec.experiment, "variant": rec.variant, "context": rec.context, "arrival": arrivals[user], "items": {}, "done": set(), "chosen": set()}
+                lists.append(lst)
+            if item in lst["items"]:
+                continue
+            lst["items"][item] = (position, ts)
+            bump(ts, lst, position, "impressions")
+            if lst["context"] == ADS_CONTEXT:
+                day = ads.setdefault(ts - ts % DAY_MS, {})
+                day[(item, "impressions")] = day.get((item, "impressions"), 0.0) + 1
+            if len(lists) > config.impressions_kept:
+                lists.sort(key=lambda x: (max(t for _, t in x["items"].values()), x["arrival"]))
+                del lists[: len(lists) - config.impressions_kept]
+                lists.sort(key=lambda x: x["arrival"])
+            continue
+        # An outcome.  Live HR@k first: the latest list in reach.
+        newest = None
+        for lst in lists:
+            key = (max(t for _, t in lst["items"].values()), lst["arrival"])
+            if newest is None or key > newest[0]:
+                newest = (key, lst)
+        if newest is not None and newest[0][0] <= ts and item not in newest[1]["chosen"]:
+            newest[1]["chosen"].add(item)
+            bump(ts, newest[1], None, "choices")
+            if item in newest[1]["items"]:
+                bump(ts, newest[1], None, "hits")
+        chosen = None
+        for lst in lists:
+            if rec_id and lst["rec_id"] == rec_id and item in lst["items"]:
+                chosen = lst
+        if chosen is None:
+            best = None
+            for lst in lists:
+                if item in lst["items"]:
+                    shown_at = lst["items"][item][1]
+                    if 0 <= ts - shown_at <= window and (best is None or (shown_at, lst["arrival"]) > best[0]):
+                        best = ((shown_at, lst["arrival"]), lst)
+            chosen = best[1] if best else None
+        if chosen is None or (item, etype) in chosen["done"]:
+            continue
+        chosen["done"].add((item, etype))
+        shown_position = chosen["items"][item][0]
+        bump(ts, chosen, shown_position, OUTCOME_MEASURE[etype])
+        if etype == PURCHASE:
+            price, quantity = float(parsed.price[i]), float(parsed.quantity[i])
+            bump(ts, chosen, shown_position, "revenue", (0.0 if math.isnan(price) else price) * (1.0 if math.isnan(quantity) else quantity))
+        if etype == CLICK and chosen["context"] == ADS_CONTEXT:
+            day = ads.setdefault(ts - ts % DAY_MS, {})
+            day[(item, "clicks")] = day.get((item, "clicks"), 0.0) + 1
+
+    minutes: dict[int, dict] = {}
+    for (minute, *rest), value in counts.items():
+        minutes.setdefault(minute, {})[tuple(rest)] = value
+    rejections = [Rejection(reason, detail, impression_record(user, rec_id, ts, items, positions)) for (user, rec_id, ts), (reason, detail, items, positions) in bad.items()]
+    return Recount(minutes, experiment_totals(counts), ads, rejections)
