@@ -50,6 +50,7 @@ from api.experiments import ExperimentDirectory, add_experiment_routes
 from api.ingest import MAX_RECORDS_PER_REQUEST, RecordRejection, forget_event_line, spool_lines, validate_catalog, validate_events
 from api.middleware import ApiMetrics, BodyLimitMiddleware, HomeListShortcut, MetricsMiddleware, SecurityHeadersMiddleware
 from api.problems import ApiProblem, install_problem_handlers, problem_response
+from api.recmetrics import attribution_exposition
 from api.ranking import (
     COLD_START_NOTE,
     BlendWeights,
@@ -891,7 +892,9 @@ def _add_ops_routes(app: FastAPI, ctx: ApiContext) -> None:
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics (text exposition)", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
     async def metrics() -> Response:
-        return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # The API's own series, then the job's attribution counters read from Redis (off the event loop).
+        attribution = await run_in_threadpool(attribution_exposition, ctx.store.client, ctx.store.namespace)
+        return Response(generate_latest(ctx.metrics.registry) + attribution, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", include_in_schema=False)
     async def index() -> Response:

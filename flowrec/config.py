@@ -153,6 +153,9 @@ class Settings:
     # attribute feedback (see transforms.recid).  The API and the job must share
     # it; set your own (FLOWREC_REC_ID_SECRET or --rec-id-secret-file) in production.
     rec_id_secret: str = DEFAULT_REC_ID_SECRET
+    # Attribute impressions, clicks, carts and purchases in the job and write the
+    # metrics hashes (on by default; off only to measure what it costs).
+    attribution: bool = True
     # Learned embeddings the scorer starts with: an export root (its newest
     # version is used) or one version directory (`flowrec train --out`).  Later
     # versions arrive as switches on the catalog input (`flowrec train --publish`).
@@ -187,6 +190,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "api-keys": ("api_keys", lambda text: tuple(k for k in text.split(",") if k)),
     "redis-deadline-ms": ("redis_deadline_ms", positive_number),
     "rec-id-secret": ("rec_id_secret", rec_id_secret),
+    "attribution": ("attribution", yes_or_no),
 }
 # The allowed values of the settings that have a fixed set.
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -219,6 +223,7 @@ _HELP: dict[str, str] = {
     "spool_retention_s": "the live job deletes a spool file this long after reading it, s (at least two checkpoint intervals; 0: keep files)",
     "redis_deadline_ms": "the API's deadline for each Redis call on a request path, ms (then 503 with Retry-After)",
     "rec_id_secret": "key of the check in rec_ids (the API and the job must share it)",
+    "attribution": "attribute feedback to shown lists and write the metrics hashes (true/false)",
 }
 # REDIS_URL is the conventional name; FLOWREC_REDIS_URL also works.
 _EXTRA_ENV = {"redis_url": "REDIS_URL"}

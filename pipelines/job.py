@@ -125,7 +125,7 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
 
     users = (
         slices.key_by(lambda s: s.shard, key_type=Types.INT())
-        .process(UserState(config, settings.item_shards, settings.user_state_ttl_ms), output_type=PICKLED)
+        .process(UserState(config, settings.item_shards, settings.user_state_ttl_ms, emit_feedback=settings.attribution), output_type=PICKLED)
         .name("user-state")
         .uid("user-state")
         .set_parallelism(p)
@@ -133,25 +133,8 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
     # [Bundle of UserSnapshot]; side: [Bundle of ItemDelta], [Bundle of TrendDelta], feedback [Bundle of EventSlice], counters [SinkBatch]
     sink.attach(users.get_side_output(STATS), "job-stats")
 
-    attributed = (
-        users.get_side_output(FEEDBACK)
-        .key_by(lambda b: b.shard, key_type=Types.INT())
-        .process(Attribution(config, settings.rec_id_secret), output_type=PICKLED)
-        .name("attribution")
-        .uid("attribution")
-        .set_parallelism(p)
-    )
-    # [AttributionCounts]; side: dead letters and counters [SinkBatch]
-    sink.attach(attributed.get_side_output(DEAD_LETTERS), "attribution-dead-letters")
-    metrics = (
-        attributed.key_by(lambda c: 0, key_type=Types.INT())
-        .process(MetricsAggregator(), output_type=PICKLED)
-        .name("metrics")
-        .uid("metrics")
-        .set_parallelism(1)
-    )
-    # [SinkBatch: HSET of absolute totals to the metrics:min / metrics:exp / metrics:ads hashes]
-    sink.attach(metrics, "metrics")
+    if settings.attribution:
+        _attribution(users.get_side_output(FEEDBACK), sink, settings)
 
     items = (
         users.get_side_output(ITEM_DELTAS)
@@ -235,6 +218,28 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
     )
     # [SinkBatch: user lists]
     sink.attach(scored, "user-lists", p)
+
+
+def _attribution(feedback, sink: JobSink, settings: Settings) -> None:
+    """Feedback [Bundle of EventSlice] -> attribution (per user shard) -> metrics (one instance) -> Redis."""
+    attributed = (
+        feedback.key_by(lambda b: b.shard, key_type=Types.INT())
+        .process(Attribution(settings.model, settings.rec_id_secret), output_type=PICKLED)
+        .name("attribution")
+        .uid("attribution")
+        .set_parallelism(settings.parallelism)
+    )
+    # [AttributionCounts]; side: dead letters and counters [SinkBatch]
+    sink.attach(attributed.get_side_output(DEAD_LETTERS), "attribution-dead-letters")
+    metrics = (
+        attributed.key_by(lambda c: 0, key_type=Types.INT())
+        .process(MetricsAggregator(), output_type=PICKLED)
+        .name("metrics")
+        .uid("metrics")
+        .set_parallelism(1)
+    )
+    # [SinkBatch: HSET of absolute totals to the metrics:min / metrics:exp / metrics:ads hashes]
+    sink.attach(metrics, "metrics")
 
 
 def initial_embeddings(settings: Settings) -> str | None:

@@ -360,16 +360,18 @@ class UserState(KeyedProcessFunction):
     Emits per slice: a UserSnapshot (to the scorer), ItemDeltas (one per item
     shard), a TrendDelta, and counters; and per bundle with feedback rows
     (impressions, outcomes, forgets) a Bundle of EventSlices of those rows
-    alone, in their own windows, to attribution (:data:`FEEDBACK`).  Late events — whose window the
+    alone, in their own windows, to attribution (:data:`FEEDBACK`; unless
+    ``emit_feedback`` is off).  Late events — whose window the
     watermark has already closed — are counted and folded into the open window.
     Users inactive for ``user_ttl_ms`` of event time are dropped by a sweep.
     """
 
-    def __init__(self, config: ModelConfig, item_shards: int, user_ttl_ms: int, sweep_every_ms: int = 3_600_000) -> None:
+    def __init__(self, config: ModelConfig, item_shards: int, user_ttl_ms: int, sweep_every_ms: int = 3_600_000, emit_feedback: bool = True) -> None:
         self.config = config
         self.item_shards = item_shards
         self.user_ttl_ms = user_ttl_ms
         self.sweep_every_ms = sweep_every_ms
+        self.emit_feedback = emit_feedback
 
     def open(self, runtime_context) -> None:
         self.profiles = _bytes_map(runtime_context, "profiles")
@@ -400,7 +402,7 @@ class UserState(KeyedProcessFunction):
         events_in = late = 0
         for piece in value.parts:
             interactions, piece_feedback = split_feedback(piece.events)
-            if len(piece_feedback):
+            if self.emit_feedback and len(piece_feedback):
                 feedback.append(EventSlice(piece.window, piece.shard, piece_feedback, int(piece_feedback.ts.max())))
             snapshot, piece_deltas, trend, piece_late = self._apply(piece, interactions, watermark)
             snapshots.append(snapshot)
@@ -701,6 +703,8 @@ class MetricsAggregator(KeyedProcessFunction):
         writes = [HashWrite(KeyKind.METRICS_MINUTE, part, _formatted(f), MINUTE_TTL_S) for part, f in minute_changes.items()]
         writes += [HashWrite(KeyKind.METRICS_ADS, part, _formatted(f), ADS_TTL_S) for part, f in day_changes.items()]
         writes += [HashWrite(KeyKind.METRICS_EXPERIMENT, part, _formatted(f)) for part, f in experiment_changes.items()]
+        if experiment_changes:  # the index readers list experiments from (idempotent like the rest)
+            writes.append(HashWrite(KeyKind.METRICS_EXPERIMENTS, None, {part: "1" for part in experiment_changes}))
         self._evict(watermark)
         if writes or too_late:
             yield SinkBatch(writes=writes, stats={"metrics_too_late": too_late} if too_late else {})

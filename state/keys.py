@@ -26,6 +26,7 @@ key                                   value                                     
 ``{ns}:v1:metrics:min:{minute_ms}``   attributed counts of one minute (hash)      7 days
 ``{ns}:v1:metrics:exp:{experiment}``  cumulative counts of an experiment (hash)   none
 ``{ns}:v1:metrics:ads:{day_ms}``      ad counts per item and campaign of a day    3 days
+``{ns}:v1:metrics:experiments``       experiments with counts (hash name -> "1")   none
 ====================================  ==========================================  =========
 
 The ``metrics:*`` hashes are written by the job's attribution with HSET of
@@ -83,13 +84,14 @@ class KeyKind(enum.Enum):
     METRICS_MINUTE = "metrics:min"
     METRICS_EXPERIMENT = "metrics:exp"
     METRICS_ADS = "metrics:ads"
+    METRICS_EXPERIMENTS = "metrics:experiments"
 
 
 _USER_KINDS = {KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART}
 # Every key holding something about one user: what forgetting the user deletes.
 USER_KEY_KINDS = (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART)
 _ITEM_KINDS = {KeyKind.ITEM_NEIGHBOURS, KeyKind.CONTENT_NEIGHBOURS, KeyKind.ITEM}
-_SINGLETONS = {KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS, KeyKind.EXPERIMENTS}
+_SINGLETONS = {KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS, KeyKind.EXPERIMENTS, KeyKind.METRICS_EXPERIMENTS}
 # Keys holding a Redis set: a Write's value is a member to add (SADD), not the value to SET.
 SET_KINDS = frozenset({KeyKind.EXPERIMENTS})
 # Kinds whose part is the epoch-ms start of a period: the period's length in ms.

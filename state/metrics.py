@@ -14,6 +14,9 @@ event time falls in that minute::
 
     "{variant}|{context}|{measure}" and "{variant}|all|{measure}"   measure in MEASURES + HR_MEASURES
 
+``metrics:experiments`` (no TTL): one field per experiment that has an
+``metrics:exp:`` hash (value ``"1"``), so readers need not scan the keyspace.
+
 ``metrics:ads:{day_ms}`` (TTL :data:`ADS_TTL_S`): ``"{item}|impressions"``,
 ``"{item}|clicks"`` of context ``ads`` (written by attribution) and campaign
 fields ``"{campaign}|{measure}"`` (written by the ad slot).
@@ -199,6 +202,24 @@ def read_experiment_totals(redis_client: Any, namespace: str, experiment: str) -
     """The cumulative counts of ``experiment`` (``~`` for users in no experiment): ``{(variant, context or "all", measure): value}``."""
     key = redis_key(KeyKind.METRICS_EXPERIMENT, experiment, namespace)
     return _parse_hash(redis_client.hgetall(key) or {}, parse_experiment_field, key)
+
+
+def read_experiment_names(redis_client: Any, namespace: str) -> list[str]:
+    """The experiments that have counts (``~`` included once users in no experiment have some), sorted."""
+    raw = redis_client.hkeys(redis_key(KeyKind.METRICS_EXPERIMENTS, None, namespace)) or []
+    return sorted(name.decode() if isinstance(name, bytes) else name for name in raw)
+
+
+def read_all_experiment_totals(redis_client: Any, namespace: str) -> dict[str, dict[ExperimentField, float]]:
+    """:func:`read_experiment_totals` of every experiment in the index, in one pipelined round trip after the index."""
+    names = read_experiment_names(redis_client, namespace)
+    if not names:
+        return {}
+    keys = [redis_key(KeyKind.METRICS_EXPERIMENT, name, namespace) for name in names]
+    pipe = redis_client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hgetall(key)
+    return {name: _parse_hash(raw or {}, parse_experiment_field, key) for name, key, raw in zip(names, keys, pipe.execute())}
 
 
 def read_ads_day(redis_client: Any, namespace: str, day_ms: int) -> dict[tuple[str, str], float]:

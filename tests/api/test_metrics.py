@@ -41,3 +41,45 @@ def test_requests_are_counted_by_route_template(api, store, auth):
     text = api.get("/metrics").text
     for raw in ("alice", "bob", "carol", "b*b"):
         assert raw not in text
+
+
+def test_attribution_counters_come_from_the_jobs_experiment_totals(api, store):
+    from state.metrics import experiment_field
+    from state.store import HashWrite
+
+    assert not [k for k in samples(api) if k[0].startswith("flowrec_rec_")]  # nothing counted yet: no series
+    store.write(
+        [
+            HashWrite(KeyKind.METRICS_EXPERIMENT, "exp1", {
+                experiment_field("control", "home", "impressions"): "40",
+                experiment_field("control", "home", "clicks"): "4",
+                experiment_field("control", "all", "clicks"): "4",  # a sum: not exposed
+                experiment_field("treatment", "ads", "purchases"): "2",
+                experiment_field("treatment", "ads", "revenue"): "19.5",
+            }),
+            HashWrite(KeyKind.METRICS_EXPERIMENT, "~", {experiment_field("~", "home", "impressions"): "7"}),
+            HashWrite(KeyKind.METRICS_EXPERIMENTS, None, {"exp1": "1", "~": "1"}),
+        ]
+    )
+    got = {k: v for k, v in samples(api).items() if k[0].startswith("flowrec_rec_")}
+
+    def labels(experiment, variant, context):
+        return (("context", context), ("experiment", experiment), ("variant", variant))
+
+    assert got == {
+        ("flowrec_rec_impressions_total", labels("exp1", "control", "home")): 40,
+        ("flowrec_rec_clicks_total", labels("exp1", "control", "home")): 4,
+        ("flowrec_rec_purchases_total", labels("exp1", "treatment", "ads")): 2,
+        ("flowrec_rec_revenue_total", labels("exp1", "treatment", "ads")): 19.5,
+        ("flowrec_rec_impressions_total", labels("~", "~", "home")): 7,
+    }
+    assert ("flowrec_api_requests_total", (("method", "GET"), ("route", "/metrics"), ("status", "200"))) in samples(api)  # the API's own series stay
+
+
+def test_metrics_still_served_when_the_attribution_read_fails(redis_url):
+    import redis
+
+    from api.recmetrics import attribution_exposition
+
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    assert attribution_exposition(dead, "flowrec") == b""

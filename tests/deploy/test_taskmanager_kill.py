@@ -8,6 +8,8 @@ event was lost and none was counted twice.
 Result writes are idempotent (the part replayed since the checkpoint rewrites
 the same values); the ``stats`` hash (HINCRBY, monitoring only) may count the
 replayed part twice, so it is only checked to be at least the input size.
+A second test does the same to a log of impressions and outcomes and checks
+attribution's metrics hashes against the independent recount.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import signal
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 
@@ -127,3 +130,38 @@ def test_killed_taskmanager_restarts_from_a_checkpoint_and_the_result_equals_the
     wait_for("the lost TaskManager to be dropped", lambda: healthy(flink_cluster), timeout_s=180)
     print(f"TaskManager {killed} killed at {counted_at_kill} of {EVENTS} events; restored checkpoint {restored['id']}; "
           f"{len(failures)} failure(s) recorded: {failures[0].get('exceptionName')}")
+
+
+def test_killed_taskmanager_attribution_counts_equal_the_recount(flink_cluster, redis_url, redis_client, tmp_path: Path):
+    """Attribution's metrics hashes (HSET of checkpointed totals) survive the kill: each event counts once."""
+    from tests.pipelines.jobkit import metric_differences, metrics_of
+    from tests.transforms.test_attribution import SECRET, random_log
+    from transforms.attribution import recount
+    from transforms.events import parse_records
+
+    wait_for("an idle cluster", lambda: healthy(flink_cluster), timeout_s=180)
+    log = sorted(random_log(seed=31, users=40, steps=EVENTS), key=lambda r: r["ts"])
+    events_file = tmp_path / "events.jsonl"
+    events_file.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in log))
+    submitted = flink_cluster.flowrec(
+        "submit", "--events", str(events_file), "--redis-url", redis_url, "--rec-id-secret", SECRET,
+        "--parallelism", "2", "--batch-size", str(CHUNK_SIZE), "--checkpoint-interval-ms", "1000",
+        "--checkpoint-dir", str(tmp_path / "checkpoints"), "--restart-attempts", "10",
+        "--job-name", "flowrec-tm-kill-attribution", "--jobmanager", flink_cluster.jobmanager, "--timeout", "400",
+    )
+    assert submitted.returncode == 0, submitted.stderr[-4000:]
+    job_id = submitted.stdout.strip()
+    try:
+        counted_at_kill, _ = kill_taskmanager_and_bring_one_back(flink_cluster, job_id, redis_client)
+        assert counted_at_kill < len(parse_records(log).events), "the TaskManager was killed before the end of the input"
+        state = flink_cluster.rest.wait_for_job(job_id, frozenset({"FINISHED"}), timeout_s=480)
+    finally:
+        if flink_cluster.rest.job(job_id)["state"] not in TERMINAL_STATES:
+            flink_cluster.rest.cancel(job_id)
+    assert state == "FINISHED"
+    restored = flink_cluster.rest.request("GET", f"/jobs/{job_id}/checkpoints")["latest"]["restored"]
+    assert restored is not None and not restored["is_savepoint"], "the job restarted from a completed checkpoint"
+    expected = recount(log, Settings().model, SECRET)
+    assert expected.minutes and expected.ads
+    assert metric_differences(metrics_of(redis_url), expected) == []
+    wait_for("the lost TaskManager to be dropped", lambda: healthy(flink_cluster), timeout_s=180)

@@ -24,10 +24,11 @@ EXPECTED = {
     KeyKind.METRICS_MINUTE: ("1700000040000", "flowrec:v1:metrics:min:1700000040000"),
     KeyKind.METRICS_EXPERIMENT: ("ranker-2", "flowrec:v1:metrics:exp:ranker-2"),
     KeyKind.METRICS_ADS: ("1699920000000", "flowrec:v1:metrics:ads:1699920000000"),
+    KeyKind.METRICS_EXPERIMENTS: (None, "flowrec:v1:metrics:experiments"),
 }
 USER_KINDS = [KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART]
 ITEM_KINDS = [KeyKind.ITEM_NEIGHBOURS, KeyKind.CONTENT_NEIGHBOURS, KeyKind.ITEM]
-SINGLETONS = [KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS, KeyKind.EXPERIMENTS]
+SINGLETONS = [KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS, KeyKind.EXPERIMENTS, KeyKind.METRICS_EXPERIMENTS]
 
 
 def test_every_kind_is_covered():

@@ -20,6 +20,8 @@ from state.metrics import (
     parse_experiment_field,
     parse_metric_field,
     read_ads_day,
+    read_all_experiment_totals,
+    read_experiment_names,
     read_experiment_totals,
     read_minutes,
 )
@@ -106,6 +108,10 @@ def test_read_minutes_and_totals_from_hash_writes(store, redis_client):
     assert read_experiment_totals(redis_client, "shop", "e") == {("a", "all", "clicks"): 7.0, ("b", "home", "hits"): 2.0}
     assert read_experiment_totals(redis_client, "shop", "nobody") == {}
     assert read_ads_day(redis_client, "shop", T0) == {("sku1", "impressions"): 9.0}
+    assert read_experiment_names(redis_client, "shop") == [] and read_all_experiment_totals(redis_client, "shop") == {}
+    store.write([HashWrite(KeyKind.METRICS_EXPERIMENTS, None, {"e": "1", "~": "1"})])
+    assert read_experiment_names(redis_client, "shop") == ["e", "~"]
+    assert read_all_experiment_totals(redis_client, "shop") == {"e": read_experiment_totals(redis_client, "shop", "e"), "~": {}}
 
 
 def test_hash_writes_are_absolute_so_replays_are_idempotent(store, redis_client):

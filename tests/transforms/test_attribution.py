@@ -13,7 +13,7 @@ from transforms.config import ModelConfig
 from transforms.events import parse_records
 from transforms.recid import NO_EXPERIMENT, RecId, encode_rec_id
 
-SECRET = "test-secret"
+SECRET = "test-secret-0123456789"  # 16-64 chars, as the settings require
 T0 = 1_765_000_020_000  # the start of a minute
 MIN = 60_000
 CONFIG = ModelConfig()
