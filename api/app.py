@@ -47,7 +47,8 @@ from starlette.responses import HTMLResponse, Response
 from api import models
 from api.ads import AdsLookup
 from api.browse import BrowseCatalog
-from api.ingest import MAX_RECORDS_PER_REQUEST, RecordRejection, forget_event_line, validate_catalog, validate_events
+from api.experiments import ExperimentDirectory, add_experiment_routes
+from api.ingest import MAX_RECORDS_PER_REQUEST, RecordRejection, forget_event_line, spool_lines, validate_catalog, validate_events
 from api.middleware import ApiMetrics, BodyLimitMiddleware, HomeListShortcut, MetricsMiddleware, SecurityHeadersMiddleware
 from api.problems import ApiProblem, install_problem_handlers, problem_response
 from api.recmetrics import attribution_exposition
@@ -64,10 +65,12 @@ from api.ranking import (
     trending_reason,
     with_reason,
 )
+from api.recids import ANONYMOUS, Assignment, RecIdIssuer, VariantOf, stored_assignment
 from api.redisconn import PipelinedRedis
 from api.security import SECURITY_HEADERS, FailedAuthThrottle, page_headers
 from api.spool import spool_unwritable_reason, write_spool_file
 from flowrec.config import Settings, load_settings
+from state.experiments import read_experiment_records
 from state.keys import KeyKind, redis_key
 from state.store import RedisStore, RetryPolicy, ScoredItem, Write, decode_list
 from transforms.catalog import CatalogItem, valid_category
@@ -123,12 +126,14 @@ def stored_list(raw: bytes | None, what: str) -> tuple[int, list[ScoredItem], di
         return 0, [], {}
 
 
-def fast_home_body(user_id: str, raw: bytes, n: int) -> bytes | None:
+def fast_home_body(user_id: str, raw: bytes, n: int, rec_ids: RecIdIssuer) -> bytes | None:
     """The home response straight from the stored list's bytes, when its first ``n`` items are all needed.
 
     Parses with orjson and re-emits the stored item objects as they are (no
     per-item objects); ``None`` when the list is shorter than ``n`` (it needs
-    a top-up) or unreadable, so the general path decides.
+    a top-up) or unreadable, so the general path decides.  The rec_id carries
+    the experiment variant recorded in the list (the one that computed it);
+    a list that records none is left to the general path too.
     """
     try:
         data = orjson.loads(raw)
@@ -138,7 +143,11 @@ def fast_home_body(user_id: str, raw: bytes, n: int) -> bytes | None:
         return None
     if not isinstance(items, list) or len(items) < n:
         return None
-    return orjson.dumps({"user_id": user_id, "context": "home", "ts": ts, "cold_start": False, "items": items[:n]})
+    assignment = stored_assignment(data)
+    if assignment is None:  # a list from before experiments: the user's assignment needs a lookup
+        return None
+    rec_id = rec_ids.mint(user_id, "home", assignment)
+    return orjson.dumps({"user_id": user_id, "context": "home", "ts": ts, "cold_start": False, "rec_id": rec_id, "items": items[:n]})
 
 
 def parse_id_list(text: str | None, what: str, limit: int) -> list[str]:
@@ -258,6 +267,7 @@ class ApiContext:
     metrics: ApiMetrics
     weights: BlendWeights
     demo_key: str | None
+    rec_ids: RecIdIssuer
     key_digests: tuple[bytes, ...] = field(default=())
     owns_store: bool = False
     # Readiness wants this much free space in the spool: the largest request body.
@@ -266,6 +276,8 @@ class ApiContext:
     home_body: Callable[[str, int, str | None, set[str]], Awaitable[bytes]] | None = None
     # Wrong write keys per client address (built by create_app on its clock).
     auth_throttle: FailedAuthThrottle | None = None
+    # The running experiment: each user's variant for request-time lists (built by create_app).
+    experiments: ExperimentDirectory | None = None
 
 
 def _digest(key: str) -> bytes:
@@ -283,6 +295,7 @@ def create_app(
     read_client: Callable[[str, float], Any] = PipelinedRedis,
     home_shortcut: bool = True,
     body_timeout_s: float = BODY_TIMEOUT_S,
+    variant_of: VariantOf | None = None,
 ) -> FastAPI:
     """The API as an ASGI app.
 
@@ -293,6 +306,9 @@ def create_app(
     write key and injected into the demo page (``flowrec serve --demo`` only).
     ``read_client`` and ``home_shortcut`` exist for ``flowrec bench api``, which
     compares the API without its hand-written client and hot-path shortcut.
+    ``variant_of(user, context)`` is the user's current ``(experiment, variant)``
+    for the rec_ids of lists computed at request time (default: the running
+    experiment the job applied, :class:`api.experiments.ExperimentDirectory`).
     """
     if not settings.redis_url:
         raise ValueError("the API needs settings.redis_url (--redis-url or REDIS_URL)")
@@ -315,11 +331,14 @@ def create_app(
         metrics=ApiMetrics(),
         weights=BlendWeights(cf=settings.model.weight_cf, content=settings.model.weight_content),
         demo_key=demo_key,
+        rec_ids=RecIdIssuer(settings.rec_id_secret, clock_ms),
         key_digests=tuple(_digest(k) for k in keys if k),
         owns_store=owns_store,
         max_body_bytes=max_body_bytes,
         auth_throttle=FailedAuthThrottle(clock_ms),
+        experiments=ExperimentDirectory(lambda: read_experiment_records(store.client, store.namespace), clock_ms),
     )
+    ctx.rec_ids.variant_of = variant_of or ctx.experiments.variant_of
     if settings.spool_dir is not None:
         Path(settings.spool_dir).mkdir(parents=True, exist_ok=True)
 
@@ -411,12 +430,18 @@ BearerCredentials = Annotated[
     HTTPAuthorizationCredentials | None,
     Depends(HTTPBearer(auto_error=False, description="API key from FLOWREC_API_KEYS (or the demo key of `flowrec serve --demo`)")),
 ]
+# The shopper a list without a user in its path is shown to: its rec_id is bound to them (api.recids).
+ViewerId = Annotated[
+    str | None,
+    Query(pattern=models.ID_REGEX, max_length=128, description="the shopper the list is shown to: its rec_id is bound to them, so their feedback on it can be attributed (default: anonymous, `~`)"),
+]
 CategoryFilter = Annotated[str | None, Query(pattern=models.CATEGORY_REGEX, max_length=models.MAX_CATEGORY_CHARS, description="category path, e.g. 'fashion' or 'fashion/shoes'; items in it or below it")]
 
 
 def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
     lookups = ctx.lookups
     weights = ctx.weights
+    rec_ids = ctx.rec_ids
 
     def trend_key(category: str | None) -> tuple[KeyKind, str | None]:
         return (KeyKind.TRENDING_CATEGORY, top_category(category)) if category else (KeyKind.TRENDING_GLOBAL, None)
@@ -444,17 +469,19 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
             items = await only_in(items, category)
         return ts, items
 
-    def answer(user_id: str, context: str, ts: int, cold: bool, items: Sequence[ScoredItem]) -> Response:
-        return _json({"user_id": user_id, "context": context, "ts": ts, "cold_start": cold, "items": _items_out(items)})
+    async def answer(user_id: str, context: str, ts: int, cold: bool, items: Sequence[ScoredItem], assignment: Assignment | None = None) -> Response:
+        """A recommendations response; ``assignment`` is the stored list's variant (``None``: the user's current one)."""
+        rec_id = await rec_ids.issue(user_id, context, assignment)
+        return _json({"user_id": user_id, "context": context, "ts": ts, "cold_start": cold, "rec_id": rec_id, "items": _items_out(items)})
 
     async def home_body(user_id: str, n: int, category: str | None, skip: set[str]) -> bytes:
         """The home list (one MGET of the list and the trending list it falls back to / tops up from)."""
         raw_list, raw_trend = await lookups.mget([(KeyKind.USER_RECS, user_id), trend_key(category)])
         if raw_list is not None and not category and not skip:
-            body = fast_home_body(user_id, raw_list, n)
+            body = fast_home_body(user_id, raw_list, n, rec_ids)
             if body is not None:
                 return body
-        ts, personal, _ = stored_list(raw_list, "user list")
+        ts, personal, fields = stored_list(raw_list, "user list")
         trend_ts, trending, _ = stored_list(raw_trend, "trending")
         if deeper(category):
             personal, trending = await narrowed(category, personal, trending)
@@ -462,21 +489,25 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
             personal = await only_in(personal, category)
         if raw_list is None:
             items = with_reason(take(trending, n, skip), trending_reason(category, COLD_START_NOTE))
-            return orjson.dumps({"user_id": user_id, "context": "home", "ts": trend_ts, "cold_start": True, "items": _items_out(items)})
+            rec_id = await rec_ids.issue(user_id, "home")
+            return orjson.dumps({"user_id": user_id, "context": "home", "ts": trend_ts, "cold_start": True, "rec_id": rec_id, "items": _items_out(items)})
         items = top_up(take(personal, n, skip), trending, n, skip, trending_reason(category))
-        return orjson.dumps({"user_id": user_id, "context": "home", "ts": ts, "cold_start": False, "items": _items_out(items)})
+        rec_id = await rec_ids.issue(user_id, "home", stored_assignment(fields))
+        return orjson.dumps({"user_id": user_id, "context": "home", "ts": ts, "cold_start": False, "rec_id": rec_id, "items": _items_out(items)})
 
     ctx.home_body = home_body
 
     async def cart(user_id: str, n: int, category: str | None, skip: set[str]) -> Response:
         raw_cart, raw_profile, raw_trend = await lookups.mget([(KeyKind.COMPLEMENTS, user_id), (KeyKind.PROFILE, user_id), trend_key(category)])
-        ts, precomputed, _ = stored_list(raw_cart, "cart list")
+        ts, precomputed, cart_fields = stored_list(raw_cart, "cart list")
         profile_ts, _, profile = stored_list(raw_profile, "profile")
         trend_ts, trending, _ = stored_list(raw_trend, "trending")
         in_cart = _id_strings(profile.get("cart"))
         avoid = skip | set(in_cart)
         if ctx.settings.model.exclude_purchased:
             avoid |= set(_id_strings(profile.get("purchased")))
+        # The job's cart list names the variant that computed it; a list made here is the user's current variant's.
+        assignment = stored_assignment(cart_fields) if precomputed else None
         if precomputed:
             items = take(precomputed, len(precomputed), avoid)
         elif in_cart:
@@ -498,8 +529,8 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
         cold = raw_cart is None and raw_profile is None
         if not items:
             note = COLD_START_NOTE if cold else ("cart_empty" if not in_cart else "")
-            return answer(user_id, "cart", trend_ts, cold, with_reason(take(trending, n, avoid), trending_reason(category, note)))
-        return answer(user_id, "cart", ts, cold, top_up(items, trending, n, avoid, trending_reason(category)))
+            return await answer(user_id, "cart", trend_ts, cold, with_reason(take(trending, n, avoid), trending_reason(category, note)))
+        return await answer(user_id, "cart", ts, cold, top_up(items, trending, n, avoid, trending_reason(category)), assignment)
 
     async def item(user_id: str, n: int, anchor: str, category: str | None, skip: set[str]) -> Response:
         raw_cf, raw_content, raw_profile, raw_item = await lookups.mget(
@@ -521,11 +552,11 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
             if interests:
                 items = boost_by_taste(items, cats, interests, weights.taste)
         if items:
-            return answer(user_id, "item", max(cf_ts, content_ts), cold, items[:n])
+            return await answer(user_id, "item", max(cf_ts, content_ts), cold, items[:n])
         # A new item has no neighbours yet: trending in its category (or the one asked for).
         fallback_category = category or top_category(_category_of(raw_item)) or None
         trend_ts, trending = await trending_in(fallback_category)
-        return answer(user_id, "item", trend_ts, cold, with_reason(take(trending, n, avoid), trending_reason(fallback_category, "nothing_similar", item=anchor)))
+        return await answer(user_id, "item", trend_ts, cold, with_reason(take(trending, n, avoid), trending_reason(fallback_category, "nothing_similar", item=anchor)))
 
     async def search(user_id: str, n: int, candidates: list[str], category: str | None, skip: set[str]) -> Response:
         raws = await lookups.mget([(KeyKind.PROFILE, user_id), (KeyKind.USER_RECS, user_id), (KeyKind.TRENDING_GLOBAL, None)] + [(KeyKind.ITEM, c) for c in candidates])
@@ -545,7 +576,7 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
             trending=trending,
             cold_start=cold,
         )
-        return answer(user_id, "search", max(profile_ts, list_ts), cold, ranked[:n])
+        return await answer(user_id, "search", max(profile_ts, list_ts), cold, ranked[:n])
 
     ads = AdsLookup(lookups, ctx.settings.model)
 
@@ -590,7 +621,7 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
         responses={200: {"model": models.SimilarOut}, **models.problem_responses(404, 422, 503)},
         summary="Items similar to an item (collaborative and content neighbours blended)",
     )
-    async def similar(item_id: ItemId, n: Count = 10) -> Response:
+    async def similar(item_id: ItemId, n: Count = 10, user_id: ViewerId = None) -> Response:
         """`score = weight_cf * cf / max cf + weight_content * content / max content`.  An item with no
         neighbours yet gets trending items of its category; an item unknown everywhere is a 404."""
         raw_cf, raw_content, raw_item = await lookups.mget([(KeyKind.ITEM_NEIGHBOURS, item_id), (KeyKind.CONTENT_NEIGHBOURS, item_id), (KeyKind.ITEM, item_id)])
@@ -604,7 +635,8 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
             category = top_category(_category_of(raw_item)) or None
             ts, trending = await trending_in(category)
             items = with_reason(take(trending, n, {item_id}), trending_reason(category, "new_item"))
-        return _json({"item_id": item_id, "ts": ts, "items": _items_out(items)})
+        rec_id = await rec_ids.issue(user_id or ANONYMOUS, "similar")
+        return _json({"item_id": item_id, "ts": ts, "rec_id": rec_id, "items": _items_out(items)})
 
     @app.get(
         "/v1/trending",
@@ -613,11 +645,12 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
         responses={200: {"model": models.TrendingOut}, **models.problem_responses(422, 503)},
         summary="Trending items, global or in a category",
     )
-    async def trending(category: CategoryFilter = None, n: Count = 10) -> Response:
+    async def trending(category: CategoryFilter = None, n: Count = 10, user_id: ViewerId = None) -> Response:
         ts, items = await trending_in(category)
         reason = trending_reason(category)
         items = [ScoredItem(i.item, i.score, i.reason or reason) for i in take(items, n)]
-        return _json({"category": category, "ts": ts, "items": _items_out(items)})
+        rec_id = await rec_ids.issue(user_id or ANONYMOUS, "trending")
+        return _json({"category": category, "ts": ts, "rec_id": rec_id, "items": _items_out(items)})
 
     @app.get(
         "/v1/items/{item_id}",
@@ -764,19 +797,19 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
         body = await json_body(request)
         now = ctx.clock_ms()
 
-        def checked() -> tuple[int, int, bytes, list[RecordRejection]]:
+        def checked() -> tuple[int, int, list[bytes], list[RecordRejection]]:
             records = parse_records(body)
-            batch, rejections = validate_events(records, now, ctx.settings.model.max_clock_skew_ms)
-            # One line holding the whole batch as a JSON array: the job parses it as one record.
-            return len(records), len(batch), orjson.dumps(batch.to_records()) + b"\n", rejections
+            events = validate_events(records, now, ctx.settings.model.max_clock_skew_ms)
+            # JSON-array lines (one for a request of plain events): the job parses each as one record group.
+            return len(records), events.accepted, spool_lines(events.batch), events.rejections
 
         # Parsing, validating and re-encoding 10,000 events takes ~0.2 s of CPU: in a worker thread,
         # so the event loop keeps answering lookups meanwhile.
-        received, accepted, line, rejections = await anyio.to_thread.run_sync(checked, limiter=checking)
+        received, accepted, lines, rejections = await anyio.to_thread.run_sync(checked, limiter=checking)
         if accepted == 0:
             ctx.metrics.events.labels("event", "rejected").inc(len(rejections))
             raise ApiProblem(422, "no-records-accepted", f"none of the {received} events is valid (first: {rejections[0].reason}: {rejections[0].detail})", **outcome_fields(0, rejections))
-        await spool(folder, "events", [line], now)
+        await spool(folder, "events", lines, now)
         return _json(outcome("event", accepted, rejections), 202)
 
     @app.post(
@@ -832,6 +865,8 @@ def _add_write_routes(app: FastAPI, ctx: ApiContext) -> None:
         deleted = await run_in_threadpool(ctx.store.delete_user, user_id)
         ctx.metrics.events.labels("forget", "accepted").inc()
         return _json({"user_id": user_id, "deleted_keys": int(deleted), "forget_queued": True}, 202)
+
+    add_experiment_routes(app, ctx.store.client, ctx.store.namespace, ctx.clock_ms, require_key, require_spool, spool, json_body)
 
 
 def outcome_fields(accepted: int, rejections: list[RecordRejection]) -> dict[str, Any]:

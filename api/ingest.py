@@ -16,15 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-import numpy as np
 import orjson
 
 from transforms.catalog import CatalogItem, validate_catalog_record
 from transforms.config import DEFAULT_MAX_CLOCK_SKEW_MS
-from transforms.events import MAX_RECORD_BYTES, MAX_TS_MS, EventBatch, parse_records, validate_record
+from transforms.events import COLUMNS, MAX_RECORD_BYTES, MAX_TS_MS, EventBatch, parse_records, validate_record
 
 MAX_FUTURE_MS = DEFAULT_MAX_CLOCK_SKEW_MS
 MAX_RECORDS_PER_REQUEST = 10_000
+# Where a row from validate_record holds the event time.
+_TS_COLUMN = COLUMNS.index("ts")
 
 
 @dataclass(frozen=True)
@@ -46,27 +47,49 @@ def _stamped(record: Any, now_ms: int) -> Any:
     return record
 
 
-def validate_events(records: Sequence[Any], now_ms: int, max_future_ms: int = MAX_FUTURE_MS) -> tuple[EventBatch, list[RecordRejection]]:
-    """Accepted events (in request order) and the rejections, each naming the record's index."""
+@dataclass(frozen=True)
+class CheckedEvents:
+    """The outcome of checking a request's events.
+
+    ``batch`` holds the accepted records' rows in request order: one row per
+    record, except an impression, which is one row per shown item
+    (:func:`transforms.events.validate_record`).  So ``accepted`` counts
+    records, as the client sent them, not rows.
+    """
+
+    batch: EventBatch
+    accepted: int
+    rejections: list[RecordRejection]
+
+
+def validate_events(records: Sequence[Any], now_ms: int, max_future_ms: int = MAX_FUTURE_MS) -> CheckedEvents:
+    """Accepted events and the rejections, each naming the record's index in ``records``."""
+    latest = now_ms + max_future_ms
     good: list[Any] = []
-    good_index: list[int] = []
     rejections: list[RecordRejection] = []
     for index, record in enumerate(records):
         record = _stamped(record, now_ms)
-        _, rejection = validate_record(record)
+        rows, rejection = validate_record(record)
         if rejection is not None:
             rejections.append(RecordRejection(index, rejection.reason, rejection.detail))
-            continue
-        good.append(record)
-        good_index.append(index)
-    batch = parse_records(good).events
-    future = batch.ts > now_ms + max_future_ms
-    if future.any():
-        for row in np.flatnonzero(future):
-            rejections.append(RecordRejection(good_index[row], "timestamp_in_future", f"ts must be at most {max_future_ms // 1000} s ahead of the server clock"))
-        rejections.sort(key=lambda r: r.index)
-        batch = batch.take(~future)
-    return batch, rejections
+        elif rows[0][_TS_COLUMN] > latest:  # the rows of one record share its ts
+            rejections.append(RecordRejection(index, "timestamp_in_future", f"ts must be at most {max_future_ms // 1000} s ahead of the server clock"))
+        else:
+            good.append(record)
+    return CheckedEvents(parse_records(good).events, len(good), rejections)
+
+
+def spool_lines(batch: EventBatch, rows_per_line: int = MAX_RECORDS_PER_REQUEST) -> list[bytes]:
+    """The batch as JSON-array lines for one spool file, each of at most ``rows_per_line`` rows.
+
+    The job reads each line as one record group, up to
+    :data:`transforms.events.MAX_BATCH_LINE_BYTES`.  A request of at most
+    :data:`MAX_RECORDS_PER_REQUEST` plain events is one line as before; the
+    rows of impressions (up to 100 per record) are split so no line outgrows
+    what 10,000 plain events can make.
+    """
+    records = batch.to_records()
+    return [orjson.dumps(records[start : start + rows_per_line]) + b"\n" for start in range(0, len(records), rows_per_line)]
 
 
 def validate_catalog(records: Sequence[Any], now_ms: int) -> tuple[list[CatalogItem], list[RecordRejection]]:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from transforms.catalog import CATEGORY_PATH_REGEX, MAX_TAGS, MAX_TITLE_LENGTH
-from transforms.events import EVENT_TYPES, MAX_QUANTITY, MAX_QUERY_LENGTH, MAX_TS_MS, MIN_TS_MS
+from transforms.events import EVENT_TYPES, MAX_IMPRESSION_ITEMS, MAX_POSITION, MAX_QUANTITY, MAX_QUERY_LENGTH, MAX_REC_ID_LENGTH, MAX_TS_MS, MIN_TS_MS, REC_ID_PATTERN
 
 # Same rule as transforms.events.ID_PATTERN, spelled for OpenAPI/pydantic.
 ID_REGEX = r"^[A-Za-z0-9_.:@\-]{1,128}$"
@@ -33,6 +33,12 @@ class ReasonOut(BaseModel):
     item: str | None = Field(None, description="the item the reason names (the one viewed, in the cart, ...)")
     category: str | None = Field(None, description="the category the reason names")
     note: str | None = Field(None, description="an extra remark, e.g. 'no_history', 'matches_interest_in'")
+
+
+REC_ID_FIELD = Field(
+    description="id of this response's list: send it back with the `impression` event that reports the list was shown "
+    "(and with clicks, carts and purchases on its items), so they are attributed to it; unique per response"
+)
 
 
 class ScoredItemOut(BaseModel):
@@ -55,6 +61,7 @@ class RecommendationsOut(BaseModel):
     context: Context
     ts: int = Field(description="event time (epoch ms) of the newest list used; 0 when none")
     cold_start: bool = Field(description="true when the user has no history yet and trending was served instead")
+    rec_id: str = REC_ID_FIELD
     items: list[ScoredItemOut | AdItemOut]
     empty_reason: str | None = Field(None, description="context=ads with no items: why (no_sponsored_items, none_relevant, budgets_spent)")
 
@@ -62,20 +69,28 @@ class RecommendationsOut(BaseModel):
 class SimilarOut(BaseModel):
     item_id: str
     ts: int = Field(description="event time (epoch ms) of the neighbour lists; 0 when none")
+    rec_id: str = REC_ID_FIELD
     items: list[ScoredItemOut]
 
 
 class TrendingOut(BaseModel):
     category: str | None = Field(description="the category asked for, or null for global trending")
     ts: int
+    rec_id: str = REC_ID_FIELD
     items: list[ScoredItemOut]
 
 
 class EventIn(BaseModel):
-    """One shopper action (the job's event schema)."""
+    """One shopper action (the job's event schema).
+
+    An `impression` reports a list that was shown: its `rec_id`, the shown `items` and their
+    `positions` (0-based; default 0, 1, ...); the job stores it as one row per shown item.
+    Clicks, carts and purchases on a recommended item may carry the list's `rec_id` and the
+    item's `position`, so the job attributes them to that list.
+    """
 
     user_id: str = Field(pattern=ID_REGEX, max_length=128)
-    item_id: str | None = Field(None, pattern=ID_REGEX, max_length=128, description="required except for 'forget' events")
+    item_id: str | None = Field(None, pattern=ID_REGEX, max_length=128, description="required except for 'forget' events and impressions that list `items`")
     event_type: EventType  # type: ignore[valid-type]
     ts: int | None = Field(None, ge=MIN_TS_MS, le=MAX_TS_MS, description="event time, epoch ms; the server's receive time when omitted; at most 5 minutes ahead of the server clock")
     session_id: str | None = Field(None, pattern=ID_REGEX, max_length=128)
@@ -83,6 +98,10 @@ class EventIn(BaseModel):
     price: float | None = Field(None, ge=0)
     rating: float | None = Field(None, description="required for 'rating' events")
     query: str | None = Field(None, max_length=MAX_QUERY_LENGTH)
+    rec_id: str | None = Field(None, pattern=f"^{REC_ID_PATTERN.pattern}$", max_length=MAX_REC_ID_LENGTH, description="the `rec_id` of the list the event is about (required for impressions)")
+    items: list[str] | None = Field(None, min_length=1, max_length=MAX_IMPRESSION_ITEMS, description="impressions only: the shown item ids, each once")
+    positions: list[int] | None = Field(None, description=f"impressions only: each shown item's position (0-{MAX_POSITION}), as long as `items`")
+    position: int | None = Field(None, ge=0, le=MAX_POSITION, description="the item's position in the list `rec_id` names")
 
 
 class CatalogItemIn(BaseModel):

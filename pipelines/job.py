@@ -8,7 +8,8 @@ Dataflow (element shapes in brackets)::
              side: trend-deltas [Bundle of TrendDelta] -------------------> trending [Bundle of ModelUpdate]
              side: feedback [Bundle of EventSlice] -> key by user shard -> attribution [AttributionCounts]
                    -> key 0 -> metrics [SinkBatch of HashWrite]  (side of attribution: dead letters)
-    catalog [chunk str] -> parse-catalog [CatalogItem | EmbeddingSwitch] -> content [ModelUpdate]  (side: facts -> trending)
+    catalog [chunk str] -> parse-catalog [CatalogItem | EmbeddingSwitch | ExperimentStart | ExperimentStop]
+        -> content [ModelUpdate]  (side: facts -> trending; writes incl. experiment records, refused controls)
     attribution's ads counts [AttributionCounts] + content's side sponsorships [SponsorshipUpdate]
         -> key 0 -> ad-spend [SinkBatch of HashWrite: campaign fields of metrics:ads]
     user-state [UserSnapshot] keyed by user shard  +  model updates broadcast -> scorer [SinkBatch]
@@ -163,7 +164,7 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
         if inputs.boot is not None:
             catalog_in = _gate(catalog_in, inputs.boot.catalog_lines, "bootstrap-catalog-gate")
         catalog = catalog_in.process(ParseCatalog(accept_boot=inputs.bootstrapped), output_type=PICKLED).name("parse-catalog").uid("parse-catalog").set_parallelism(1)
-        # [CatalogItem]; side: dead letters, spool files read
+        # [CatalogItem | EmbeddingSwitch | ExperimentStart | ExperimentStop]; side: dead letters, spool files read
         sink.attach(catalog.get_side_output(DEAD_LETTERS), "catalog-dead-letters")
         spool_files_read = spool_files_read.union(catalog.get_side_output(SPOOL_FILES_READ))
         # Live, the heartbeat moves the catalog's event time too, so upserts take
@@ -184,7 +185,7 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
             .uid("content")
             .set_parallelism(1)
         )
-        # [ModelUpdate: content, facts]; side: [FactsUpdate], writes
+        # [ModelUpdate: content, facts, embeddings, experiment]; side: [FactsUpdate], writes [SinkBatch]
         sink.attach(content.get_side_output(WRITES), "catalog")
         trend_input = trend_input.union(content.get_side_output(FACTS))
         if attributed is not None:

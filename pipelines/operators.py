@@ -72,6 +72,8 @@ from state.metrics import (
 from state.schemas import (
     decode_attribution,
     decode_embedding_ref,
+    decode_experiment_record,
+    decode_experiment_ref,
     decode_facts,
     decode_profile,
     decode_row,
@@ -82,6 +84,8 @@ from state.schemas import (
     decode_versions,
     encode_attribution,
     encode_embedding_ref,
+    encode_experiment_record,
+    encode_experiment_ref,
     encode_facts,
     encode_profile,
     encode_row,
@@ -92,7 +96,7 @@ from state.schemas import (
     encode_versions,
 )
 from state.store import HashWrite
-from state.writes import Ttls, catalog_write, keyable, neighbour_write, trending_write, user_writes
+from state.writes import Ttls, catalog_write, experiment_writes, keyable, neighbour_write, trending_write, user_writes
 from transforms.ads import Sponsorship, campaign_counts, sponsored_bids, sponsorships
 from transforms.attribution import attribute
 from transforms.catalog import CatalogItem, EmbeddingSwitch, parse_catalog_lines, validate_catalog_record, validate_embedding_switch
@@ -102,8 +106,9 @@ from transforms.cooccurrence import ItemModel, sum_by_key
 from transforms.embedding import EmbeddingModel
 from transforms.engine import content_neighbours
 from transforms.events import EventBatch, parse_json_lines, split_feedback
+from transforms.experiments import ExperimentControl, ExperimentStart, ExperimentStop, apply_control, control_order, score_by_variant, validate_experiment_control
 from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user, scorable
-from transforms.scoring import ItemCodes, ScoringModel, score_users
+from transforms.scoring import ItemCodes, ScoringModel
 from transforms.trending import TrendingModel
 from transforms.windows import WindowClock
 
@@ -290,7 +295,8 @@ class ParseEvents(ProcessFunction):
 
 
 class ParseCatalog(ProcessFunction):
-    """Chunk of catalog JSON lines -> CatalogItems; bad records -> dead letters (bootstrap lines as in ParseEvents)."""
+    """Chunk of catalog JSON lines -> CatalogItems and control records (embedding switches, experiment
+    controls); bad records -> dead letters (bootstrap lines as in ParseEvents)."""
 
     def __init__(self, accept_boot: bool = False) -> None:
         self.accept_boot = accept_boot
@@ -305,7 +311,7 @@ class ParseCatalog(ProcessFunction):
         if chunk.startswith(END_PREFIX):
             yield from _spool_file_read(chunk)
             return
-        switches: list[EmbeddingSwitch] = []
+        switches: list[EmbeddingSwitch | ExperimentControl] = []
         items, rejections = parse_catalog_lines(split_chunk(chunk), switches)
         if rejections:
             yield DEAD_LETTERS, _dead_letter_batch(rejections)
@@ -935,7 +941,11 @@ class ContentOperator(KeyedProcessFunction):
     It also times the catalog input's embedding switches: like an upsert, a
     switch takes effect when its window closes (a late one in the open
     window), as the ``e:`` model entry (the newest switch of the window wins;
-    equal times: the last to arrive).
+    equal times: the last to arrive).  Experiment controls are timed the same
+    way and applied in order to the running experiment (managed state
+    ``experiment``; :func:`transforms.experiments.apply_control`): the
+    experiment in effect goes to the scorer as the ``x:`` model entry, its
+    record to Redis, and a refused control to the dead letters.
     """
 
     def __init__(self, config: ModelConfig, ttls: Ttls) -> None:
@@ -945,9 +955,10 @@ class ContentOperator(KeyedProcessFunction):
     def open(self, runtime_context) -> None:
         self.pending = PendingByWindow(_bytes_map(runtime_context, "pending"))
         self.items = _bytes_map(runtime_context, "catalog")
+        self.experiment = _bytes_value(runtime_context, "experiment")
         self.catalog: dict[str, CatalogItem] | None = None
 
-    def process_element(self, item: CatalogItem | EmbeddingSwitch | BootRecord, ctx) -> Iterable:
+    def process_element(self, item: CatalogItem | EmbeddingSwitch | ExperimentControl | BootRecord, ctx) -> Iterable:
         if isinstance(item, BootRecord):
             entries = load_content_state(item, self.items)
             self.catalog = None
@@ -964,7 +975,7 @@ class ContentOperator(KeyedProcessFunction):
         if clock.timer(window) <= watermark:
             # Late upsert: like a late event, it takes effect in the open window.
             window = clock.open_window(watermark)
-        kind = "embeddings" if isinstance(item, EmbeddingSwitch) else "catalog"
+        kind = "embeddings" if isinstance(item, EmbeddingSwitch) else "experiment" if isinstance(item, (ExperimentStart, ExperimentStop)) else "catalog"
         self.pending.add(window, encode_pending(kind, window, item.to_dict()))
         ctx.timer_service().register_event_time_timer(clock.timer(window))
 
@@ -982,10 +993,13 @@ class ContentOperator(KeyedProcessFunction):
         end = clock.end(window)
         due: list[CatalogItem] = []
         switches: list[EmbeddingSwitch] = []
+        controls: list[ExperimentControl] = []
         for raw in self.pending.take(window):
             kind, _, payload = decode_pending(raw)
             if kind == "embeddings":
                 switches.append(validate_embedding_switch(payload)[0])
+            elif kind == "experiment":
+                controls.append(validate_experiment_control(payload)[0])
             else:
                 item, rejection = validate_catalog_record(payload)
                 if item is None:  # pending in state from a release that did not check categories yet
@@ -995,6 +1009,8 @@ class ContentOperator(KeyedProcessFunction):
         if switches:
             newest = max(enumerate(switches), key=lambda ks: (ks[1].ts, ks[0]))[1]
             yield ModelUpdate(window, [("e:", encode_embedding_ref(newest.path))])
+        if controls:
+            yield from self._control_experiment(window, end, controls)
         if not due:
             return
         sponsorship_changed = False
@@ -1018,6 +1034,27 @@ class ContentOperator(KeyedProcessFunction):
         writes = [catalog_write(i) for i in due]
         writes += [neighbour_write(KeyKind.CONTENT_NEIGHBOURS, item, end, nb, self.ttls.item_s) for item, nb in content.items()]
         yield WRITES, SinkBatch(writes=writes)
+
+    def _control_experiment(self, window: int, end: int, controls: list[ExperimentControl]) -> Iterable:
+        """Apply one window's experiment controls (by ts, then arrival) to the running experiment."""
+        raw = self.experiment.value()
+        running = decode_experiment_record(raw) if raw else None
+        before = running
+        writes: list = []
+        rejections = []
+        for control in control_order(controls):
+            outcome = apply_control(running, control, end)
+            running = outcome.running
+            if outcome.stored is not None:
+                writes += experiment_writes(outcome.stored)
+            if outcome.rejection is not None:
+                rejections.append(outcome.rejection)
+        self.experiment.update(encode_experiment_record(running))
+        if running != before:
+            log.info("experiment in effect from %d: %s", end, running.experiment.id if running else "none")
+            yield ModelUpdate(window, [("x:", encode_experiment_ref(running.experiment if running else None))])
+        batch = _dead_letter_batch(rejections) if rejections else SinkBatch()
+        yield WRITES, SinkBatch(writes=writes, stats=batch.stats, dead_letters=batch.dead_letters)
 
 
 # -- trending --------------------------------------------------------------------------
@@ -1178,6 +1215,8 @@ def _decode_model_value(key: str, raw: bytes):
         return decode_facts(raw)
     if key == "a:":
         return decode_sponsored(raw)
+    if key == "x:":  # a one-tuple: a decoded None would read as "not decoded yet"
+        return (decode_experiment_ref(raw),)
     return decode_embedding_ref(raw) if key == "e:" else decode_scored(raw)
 
 
@@ -1186,10 +1225,13 @@ class Scorer(KeyedBroadcastProcessFunction):
 
     Broadcast state keeps every model entry with the window that produced it
     (``n:`` neighbours, ``c:`` content, ``f:`` facts, ``t:`` global trending,
-    ``tc:`` category trending, ``e:`` the learned-embedding version, ``a:``
-    the sponsored items' bids, which switch on the users' ads lists), so a
-    window is scored with the model exactly as of its close, whatever order
-    the inputs arrive in.
+    ``tc:`` category trending, ``e:`` the learned-embedding version, ``x:``
+    the experiment in effect, ``a:`` the sponsored items' bids, which switch
+    on the users' ads lists), so a window is scored with the model exactly
+    as of its close, whatever order the inputs arrive in.  During an
+    experiment the window's users are grouped by variant and each group is
+    scored with its variant's configuration
+    (:func:`transforms.experiments.score_by_variant`).
 
     Embeddings: ``embeddings`` is the export version directory in use from the
     start (None: none); an ``e:`` entry switches to another from its window
@@ -1314,7 +1356,8 @@ class Scorer(KeyedBroadcastProcessFunction):
         )
         users = sorted(latest)
         kept = [u for u in users if latest[u] is not None]
-        scored = dict(zip(kept, score_users([decode_profile(latest[u].encode()) for u in kept], end, model, self.config)))
+        experiment = view.get("x:", (None,))[0]
+        scored = dict(zip(kept, score_by_variant(kept, [decode_profile(latest[u].encode()) for u in kept], end, model, self.config, experiment)))
         writes = []
         for user in users:
             writes += user_writes(user, end, scored.get(user), self.ttls)

@@ -18,6 +18,12 @@ key                                   value                                     
 ``{ns}:v1:stats``                     job counters (Redis hash)                   none
 ``{ns}:v1:deadletter``                dead-lettered records (Redis stream)        capped
 ``{ns}:v1:freshness``                 recent event->list lags in ms (Redis list)  capped
+``{ns}:v1:experiment:{id}``           an experiment as the job applied it: JSON   none
+                                      ``{"v": 1, "experiment": declaration,
+                                      "started_ms", "updated_ms", "stopped_ms"}``
+                                      (:class:`transforms.experiments.ExperimentRecord`)
+``{ns}:v1:experiments``               ids of every experiment ever applied        none
+                                      (Redis set; a write of it is an SADD)
 ``{ns}:v1:metrics:min:{minute_ms}``   attributed counts of one minute (hash)      7 days
 ``{ns}:v1:metrics:exp:{experiment}``  cumulative counts of an experiment (hash)   none
 ``{ns}:v1:metrics:ads:{day_ms}``      ad counts per item and campaign of a day    3 days
@@ -79,6 +85,8 @@ class KeyKind(enum.Enum):
     STATS = "stats"
     DEAD_LETTER = "deadletter"
     FRESHNESS = "freshness"
+    EXPERIMENT = "experiment"
+    EXPERIMENTS = "experiments"
     METRICS_MINUTE = "metrics:min"
     METRICS_EXPERIMENT = "metrics:exp"
     METRICS_ADS = "metrics:ads"
@@ -89,7 +97,9 @@ _USER_KINDS = {KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.
 # Every key holding something about one user: what forgetting the user deletes.
 USER_KEY_KINDS = (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART, KeyKind.ADS)
 _ITEM_KINDS = {KeyKind.ITEM_NEIGHBOURS, KeyKind.CONTENT_NEIGHBOURS, KeyKind.ITEM}
-_SINGLETONS = {KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS, KeyKind.METRICS_EXPERIMENTS}
+_SINGLETONS = {KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS, KeyKind.EXPERIMENTS, KeyKind.METRICS_EXPERIMENTS}
+# Keys holding a Redis set: a Write's value is a member to add (SADD), not the value to SET.
+SET_KINDS = frozenset({KeyKind.EXPERIMENTS})
 # Kinds whose part is the epoch-ms start of a period: the period's length in ms.
 _PERIOD_KINDS = {KeyKind.METRICS_MINUTE: 60_000, KeyKind.METRICS_ADS: 86_400_000}
 _EPOCH_MS = re.compile(r"0|[1-9][0-9]{0,15}")
@@ -116,6 +126,10 @@ def redis_key(kind: KeyKind, part: str | None = None, namespace: str = DEFAULT_N
     if kind is KeyKind.TRENDING_CATEGORY:
         if not valid_top_category(part):
             raise InvalidKeyPart("a top category must be 1-128 printable chars without / * ? [ ] \\")
+        return f"{prefix}:{part}"
+    if kind is KeyKind.EXPERIMENT:
+        if not isinstance(part, str) or not NAME_PATTERN.fullmatch(part):
+            raise InvalidKeyPart("an experiment id must be 1-32 chars of [A-Za-z0-9_-]")
         return f"{prefix}:{part}"
     if kind in _PERIOD_KINDS:
         period = _PERIOD_KINDS[kind]

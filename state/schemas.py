@@ -21,6 +21,9 @@ catalog facts               k top category, s in stock
 sponsored bids              b {item: bid} of every sponsored item (the scorer's ``a:`` entry)
 sponsorships                s {item: [bid, campaign]} of every sponsored item (ad spend)
 embedding version           e path of the export version directory
+experiment in effect        d the running experiment's declaration (null: none)
+experiment record           r :class:`transforms.experiments.ExperimentRecord` as a dict
+                            (null: none running)
 attribution state           n next arrival number, m [{r rec_id, e experiment, a variant,
                             c context, q arrival, s [[item, position, shown ms]],
                             k [[item, outcome code]] counted, h [item] chosen}]
@@ -51,6 +54,7 @@ import numpy as np
 import orjson
 
 from transforms.attribution import AttributionState
+from transforms.experiments import Experiment, ExperimentError, ExperimentRecord, parse_experiment
 from transforms.profile import UserProfile
 
 PROFILE_VERSION = 2
@@ -212,6 +216,34 @@ def decode_embedding_ref(raw: bytes) -> str:
     if not isinstance(path, str):
         raise SchemaError("embedding version path must be a string")
     return path
+
+
+def encode_experiment_ref(experiment: Experiment | None) -> bytes:
+    """The experiment the scorer applies from a window on (None: none)."""
+    return orjson.dumps({"v": LIST_VERSION, "d": None if experiment is None else experiment.to_dict()})
+
+
+@_shape_checked
+def decode_experiment_ref(raw: bytes) -> Experiment | None:
+    declaration = _load(raw, (LIST_VERSION,))["d"]
+    try:
+        return None if declaration is None else parse_experiment(declaration)
+    except ExperimentError as exc:
+        raise SchemaError(f"stored experiment: {exc}") from exc
+
+
+def encode_experiment_record(record: ExperimentRecord | None) -> bytes:
+    """The running experiment as the content operator keeps it (None: none running)."""
+    return orjson.dumps({"v": LIST_VERSION, "r": None if record is None else record.to_dict()})
+
+
+@_shape_checked
+def decode_experiment_record(raw: bytes) -> ExperimentRecord | None:
+    record = _load(raw, (LIST_VERSION,))["r"]
+    try:
+        return None if record is None else ExperimentRecord.from_dict(record)
+    except ExperimentError as exc:
+        raise SchemaError(f"stored experiment: {exc}") from exc
 
 
 def encode_attribution(state: AttributionState) -> bytes:

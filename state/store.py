@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import orjson
 
-from state.keys import DEFAULT_NAMESPACE, USER_KEY_KINDS, KeyKind, redis_key
+from state.keys import DEFAULT_NAMESPACE, SET_KINDS, USER_KEY_KINDS, KeyKind, redis_key
 from state.schemas import REDIS_LIST_VERSION, REDIS_LIST_VERSIONS
 from transforms.reasons import read_reason
 from transforms.scoring import ScoredItem
@@ -50,7 +50,10 @@ def decode_list(raw: bytes | str | None) -> tuple[int, list[ScoredItem], dict[st
 
 @dataclass(frozen=True)
 class Write:
-    """One SET (with optional TTL in seconds) or DEL, built from a key kind and id."""
+    """One SET (with optional TTL in seconds) or DEL, built from a key kind and id.
+
+    For a set key (:data:`state.keys.SET_KINDS`) the value is a member to add (SADD).
+    """
 
     kind: KeyKind
     part: str | None
@@ -124,7 +127,7 @@ class RedisStore:
         raise AssertionError("unreachable")
 
     def write(self, writes: Iterable[Write | HashWrite]) -> int:
-        """Apply SET/DEL and HSET writes in one pipeline (retried whole: every write is idempotent)."""
+        """Apply SET/DEL, HSET and SADD writes in one pipeline (retried whole: every write is idempotent)."""
         writes = list(writes)
         if not writes:
             return 0
@@ -138,6 +141,8 @@ class RedisStore:
                         pipe.hset(key, mapping=dict(w.fields))
                         if w.ttl_s:
                             pipe.expire(key, w.ttl_s)
+                elif w.kind in SET_KINDS and w.value is not None:
+                    pipe.sadd(key, w.value)
                 elif w.value is None:
                     pipe.delete(key)
                 elif w.ttl_s:

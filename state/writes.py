@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import orjson
+
 from state.keys import USER_KEY_KINDS, InvalidKeyPart, KeyKind, redis_key
 from state.store import Write, encode_list
 from transforms.ads import SPONSORED, AdPick
 from transforms.catalog import CatalogItem
 from transforms.events import Rejection, _reject
 from transforms.engine import FinalState, WindowOutput
+from transforms.experiments import ExperimentRecord
+from transforms.recid import NO_EXPERIMENT
 from transforms.scoring import Neighbours, ScoredItem, UserLists
 
 
@@ -27,7 +31,12 @@ class Ttls:
 
 def user_writes(user: str, ts: int, lists: UserLists | None, ttls: Ttls) -> list[Write]:
     """The user's home list, complements list, profile and (while the shop has sponsored items) ads list;
-    a forgotten user's keys are deleted (the legacy ``cart:`` key too)."""
+    a forgotten user's keys are deleted (the legacy ``cart:`` key too).
+
+    The lists carry ``"experiment"`` and ``"variant"``: the experiment variant whose
+    configuration computed them (``"~"`` for none), so the API issues rec_ids naming it.
+    The ads list is ranked from the same scoring as the home list and carries its label.
+    """
     if lists is None:
         return [Write(kind, user, None) for kind in USER_KEY_KINDS]
     profile = encode_list(
@@ -37,21 +46,24 @@ def user_writes(user: str, ts: int, lists: UserLists | None, ttls: Ttls) -> list
         cart=lists.in_cart,
         purchased=lists.purchased,
     )
+    home_experiment, home_variant = lists.home_from
+    cart_experiment, cart_variant = lists.cart_from
     writes = [
-        Write(KeyKind.USER_RECS, user, encode_list(ts, lists.home), ttls.user_s or None),
-        Write(KeyKind.COMPLEMENTS, user, encode_list(ts, lists.cart), ttls.user_s or None)
+        Write(KeyKind.USER_RECS, user, encode_list(ts, lists.home, experiment=home_experiment, variant=home_variant), ttls.user_s or None),
+        Write(KeyKind.COMPLEMENTS, user, encode_list(ts, lists.cart, experiment=cart_experiment, variant=cart_variant), ttls.user_s or None)
         if lists.cart
         else Write(KeyKind.COMPLEMENTS, user, None),
         Write(KeyKind.PROFILE, user, profile, ttls.user_s or None),
     ]
     if lists.ads is not None:
-        writes.append(Write(KeyKind.ADS, user, encode_ads(ts, lists.ads), ttls.user_s or None))
+        writes.append(Write(KeyKind.ADS, user, encode_ads(ts, lists.ads, *lists.home_from), ttls.user_s or None))
     return writes
 
 
-def encode_ads(ts: int, ads: list[AdPick]) -> bytes:
-    """The ads list value: a ranked list (score = relevance x bid at scoring time) plus each item's ``relevance``."""
-    return encode_list(ts, [ScoredItem(a.item, a.score, SPONSORED) for a in ads], relevance=[a.relevance for a in ads])
+def encode_ads(ts: int, ads: list[AdPick], experiment: str = NO_EXPERIMENT, variant: str = NO_EXPERIMENT) -> bytes:
+    """The ads list value: a ranked list (score = relevance x bid at scoring time), each item's
+    ``relevance``, and the experiment variant that scored it."""
+    return encode_list(ts, [ScoredItem(a.item, a.score, SPONSORED) for a in ads], relevance=[a.relevance for a in ads], experiment=experiment, variant=variant)
 
 
 def neighbour_write(kind: KeyKind, item: str, ts: int, neighbours: Neighbours, ttl_s: int = 0) -> Write:
@@ -68,6 +80,11 @@ def catalog_write(item: CatalogItem) -> Write:
     return Write(KeyKind.ITEM, item.item_id, item.to_json())
 
 
+def experiment_writes(record: ExperimentRecord) -> list[Write]:
+    """An experiment as applied (``experiment:{id}``), and its id in the set of experiments."""
+    return [Write(KeyKind.EXPERIMENT, record.experiment.id, orjson.dumps(record.to_dict())), Write(KeyKind.EXPERIMENTS, None, record.experiment.id.encode())]
+
+
 def window_writes(out: WindowOutput, ttls: Ttls) -> list[Write]:
     """Every write one closed window causes."""
     t = out.window_end_ms
@@ -79,6 +96,8 @@ def window_writes(out: WindowOutput, ttls: Ttls) -> list[Write]:
     writes += [trending_write(c, t, tl) for c, tl in out.trending_by_category.items()]
     for user, lists in out.users.items():
         writes += user_writes(user, t, lists, ttls)
+    for record in out.experiments:
+        writes += experiment_writes(record)
     return writes
 
 
@@ -92,6 +111,8 @@ def final_writes(final: FinalState, ttls: Ttls) -> list[Write]:
     writes += [trending_write(c, t, tl) for c, (t, tl) in final.trending_by_category.items()]
     for user, (t, lists) in final.users.items():
         writes += user_writes(user, t, lists, ttls)
+    for record in final.experiments.values():
+        writes += experiment_writes(record)
     return writes
 
 

@@ -37,10 +37,12 @@ campaign count their spend under :data:`NO_CAMPAIGN` and have no cap.
 from __future__ import annotations
 
 import math
-from typing import Collection, Iterable, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Collection, Iterable, Mapping, NamedTuple, Sequence
 
-from transforms.catalog import CatalogItem
 from transforms.reasons import Reason, reason
+
+if TYPE_CHECKING:  # the catalog module imports the scorer (through experiments), which imports this one
+    from transforms.catalog import CatalogItem
 
 DAY_MS = 24 * 3600 * 1000
 # The campaign of sponsored items that name none (not a valid id, so no real campaign collides).

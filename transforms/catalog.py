@@ -9,8 +9,10 @@ fields is not sponsored and its JSON is as before.
 Catalog changes are a stream too: every record is an upsert of one item with a
 ``ts`` (epoch ms) at which it takes effect; a later upsert of the same item
 replaces the earlier one.  The job's catalog input also carries one kind of
-control record, :class:`EmbeddingSwitch` (``{"embeddings": PATH, "ts": T}``):
-serve the learned embeddings of export version ``PATH`` from ``T`` on.
+control records: :class:`EmbeddingSwitch` (``{"embeddings": PATH, "ts": T}``):
+serve the learned embeddings of export version ``PATH`` from ``T`` on; and the
+experiment controls of :mod:`transforms.experiments` (``{"experiment": ...}``,
+``{"experiment_stop": ID}``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Iterable, Mapping
 import orjson
 
 from transforms.events import MAX_RECORD_BYTES, MAX_TS_MS, Rejection, _as_int_ts, _reject, valid_id
+from transforms.experiments import ExperimentControl, is_experiment_control, validate_experiment_control
 
 MAX_TITLE_LENGTH = 512
 MAX_TAGS = 64
@@ -230,12 +233,15 @@ def _sponsorship_fields(rec: Mapping[str, Any], raw: Any) -> tuple[dict[str, Any
     return {"sponsored": sponsored, "bid": float(bid), "campaign": campaign, "budget": float(budget)}, None
 
 
-def parse_catalog_lines(lines: Iterable[bytes | str], switches: list[EmbeddingSwitch] | None = None) -> tuple[list[CatalogItem], list[Rejection]]:
+def parse_catalog_lines(
+    lines: Iterable[bytes | str], switches: list[EmbeddingSwitch | ExperimentControl] | None = None
+) -> tuple[list[CatalogItem], list[Rejection]]:
     """Parse catalog JSON lines into items and rejections (never raises for bad input).
 
-    Embedding control records are appended to ``switches`` when the caller
-    passes a list (the job's catalog input); elsewhere they are rejected like
-    any record without an ``item_id``.
+    Control records (embedding switches, experiment controls) are appended to
+    ``switches`` in input order when the caller passes a list (the job's
+    catalog input); elsewhere they are rejected like any record without an
+    ``item_id``.
     """
     items, rejections = [], []
     for line in lines:
@@ -255,6 +261,13 @@ def parse_catalog_lines(lines: Iterable[bytes | str], switches: list[EmbeddingSw
             switch, rejection = validate_embedding_switch(rec, raw=data)
             if switch is not None:
                 switches.append(switch)
+            else:
+                rejections.append(rejection)
+            continue
+        if switches is not None and is_experiment_control(rec):
+            control, rejection = validate_experiment_control(rec, raw=data)
+            if control is not None:
+                switches.append(control)
             else:
                 rejections.append(rejection)
             continue

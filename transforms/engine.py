@@ -25,6 +25,12 @@ Semantics (shared by every engine; the Flink job is tested against this):
    window is scored with one version (the switch is atomic for readers), and
    a version set after its window closed is used from the next window that
    closes.
+6. Experiment controls (:meth:`ReferenceEngine.control_experiment`, see
+   :mod:`transforms.experiments`) take effect like a catalog upsert: at the
+   close of the window holding their ``ts`` (controls of one window by
+   ``ts``, then arrival; the stored record carries that window's end).  Every
+   list scored at ``T`` is computed with its user's variant of the experiment
+   running at ``T`` (:func:`transforms.experiments.score_by_variant`).
 
 The engine is also the model behind offline evaluation (:meth:`recommend`).
 """
@@ -44,7 +50,8 @@ from transforms.config import ModelConfig, event_weights
 from transforms.content import ContentIndex
 from transforms.cooccurrence import ItemModel
 from transforms.embedding import EmbeddingModel
-from transforms.events import EventBatch, split_feedback
+from transforms.events import EventBatch, Rejection, split_feedback
+from transforms.experiments import ExperimentControl, ExperimentRecord, apply_control, control_order, score_by_variant
 from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user, scorable
 from transforms.scoring import Neighbours, ScoredItem, ScoringModel, UserLists, score_users
 from transforms.trending import TrendingModel
@@ -71,6 +78,9 @@ class WindowOutput:
     # The embedding version this window's lists are scored with, set only when it
     # changed at this window ("" when embeddings were switched off).
     embeddings_version: str | None = None
+    # Experiments started, changed or stopped at this window, and refused controls.
+    experiments: list[ExperimentRecord] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
 
 
 @dataclass
@@ -83,6 +93,7 @@ class FinalState:
     trending_global: tuple[int, Neighbours] | None = None
     trending_by_category: dict[str, tuple[int, Neighbours]] = field(default_factory=dict)
     users: dict[str, tuple[int, UserLists | None]] = field(default_factory=dict)
+    experiments: dict[str, ExperimentRecord] = field(default_factory=dict)
 
     def merge(self, out: WindowOutput) -> None:
         t = out.window_end_ms
@@ -93,6 +104,7 @@ class FinalState:
             self.trending_global = (t, out.trending_global)
         self.trending_by_category.update((k, (t, v)) for k, v in out.trending_by_category.items())
         self.users.update((k, (t, v)) for k, v in out.users.items())
+        self.experiments.update((r.experiment.id, r) for r in out.experiments)
 
 
 def content_neighbours(index: ContentIndex, items: Iterable[str] | None, k: int) -> dict[str, Neighbours]:
@@ -148,6 +160,9 @@ class ReferenceEngine:
         self._events_since_refresh = 0
         self._refresh_slot: int | None = None
         self._pending_catalog: list[CatalogItem] = []
+        # Experiment controls not yet in effect (arrival order), and the experiment running.
+        self._pending_controls: list[ExperimentControl] = []
+        self.experiment: ExperimentRecord | None = None
         self.events_applied = 0
         self._last_end = 0
         self.upsert_catalog(list(catalog))
@@ -223,6 +238,12 @@ class ReferenceEngine:
         if waiting is not None:
             self._close_scoring(waiting)
             self._close_catalog_windows(None)
+        self._apply_controls(None)
+
+    def control_experiment(self, control: ExperimentControl) -> None:
+        """Start, change or stop an experiment at ``control.ts``: as the job does with a control
+        record on its catalog input, it takes effect when the window holding ``ts`` closes."""
+        self._pending_controls.append(control)
 
     def set_embeddings(self, embeddings: EmbeddingModel | None, effective_ms: int) -> None:
         """Use ``embeddings`` (None: none) for every list scored at ``T > effective_ms``.
@@ -330,6 +351,33 @@ class ReferenceEngine:
         out.content.update(content)
         out.catalog.extend(items)
 
+    def _apply_controls(self, before_ms: int | None) -> None:
+        """Apply the experiment controls stamped before ``before_ms`` (all when None), window by window.
+
+        Each window's controls go out in a window output of their own (ending where
+        the job's content operator stores them), so the final state holds each
+        experiment's latest record.
+        """
+        due = [c for c in self._pending_controls if before_ms is None or c.ts < before_ms]
+        if not due:
+            return
+        self._pending_controls = [c for c in self._pending_controls if c not in due]
+        by_window: dict[int, list[ExperimentControl]] = {}
+        for control in due:
+            by_window.setdefault(int(self.clock.window_of(control.ts)), []).append(control)
+        for window in sorted(by_window):
+            out = WindowOutput(window_end_ms=self.clock.end(window))
+            for control in control_order(by_window[window]):
+                outcome = apply_control(self.experiment, control, out.window_end_ms)
+                self.experiment = outcome.running
+                if outcome.stored is not None:
+                    out.experiments.append(outcome.stored)
+                if outcome.rejection is not None:
+                    log.warning("experiment control refused: %s", outcome.rejection.detail)
+                    out.rejections.append(outcome.rejection)
+            if self.on_window is not None:
+                self.on_window(out)
+
     def _close_catalog_windows(self, before_window: int | None) -> None:
         """Close the catalog-only windows before ``before_window`` (all when None), oldest first."""
         clock = self.clock
@@ -391,7 +439,9 @@ class ReferenceEngine:
         due = [u for u in sorted(self._unscored) if last is None or self.clock.score_window(last.get(u, -1)) == window]
         profiles = {u: scorable(self.profiles.get(u)) for u in due}  # None: forgotten, the keys are deleted
         kept = [u for u in due if profiles[u] is not None]
-        scored = dict(zip(kept, score_users([profiles[u] for u in kept], out.window_end_ms, self.model, self.config)))
+        self._apply_controls(out.window_end_ms)
+        experiment = self.experiment.experiment if self.experiment is not None else None
+        scored = dict(zip(kept, score_by_variant(kept, [profiles[u] for u in kept], out.window_end_ms, self.model, self.config, experiment)))
         out.users.update((user, scored.get(user)) for user in due)
         self._unscored = {}
 
@@ -432,12 +482,14 @@ def replay(
     catalog_updates: Sequence[CatalogItem] = (),
     chunk: int = 50_000,
     embeddings: Sequence[tuple[int, EmbeddingModel | None]] = (),
+    experiments: Sequence[ExperimentControl] = (),
 ) -> tuple[ReferenceEngine, FinalState]:
     """Replay a bounded input and return the engine and the final value of every output key.
 
     ``catalog`` and ``catalog_updates`` are both upserts applied at their ``ts``;
     ``embeddings`` are ``(effective_ms, version)`` switches (see
-    :meth:`ReferenceEngine.set_embeddings`).
+    :meth:`ReferenceEngine.set_embeddings`); ``experiments`` are experiment
+    controls (see :meth:`ReferenceEngine.control_experiment`).
 
     Users are scored only in their last active window, which gives the same
     final lists as scoring them in every window.
@@ -446,6 +498,8 @@ def replay(
     engine = ReferenceEngine(config, list(catalog) + list(catalog_updates), on_window=final.merge, score_users=last_windows(events, config.window_ms))
     for effective_ms, version in embeddings:
         engine.set_embeddings(version, effective_ms)
+    for control in experiments:
+        engine.control_experiment(control)
     events = events.sorted_by_time()
     for start in range(0, len(events), chunk):
         engine.process(events.take(slice(start, start + chunk)))

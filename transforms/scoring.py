@@ -81,6 +81,7 @@ from transforms.embedding import EmbeddingModel
 from transforms.events import EVENT_TYPES
 from transforms.profile import UserProfile, top_interests
 from transforms.reasons import UNSTRUCTURED, Reason, because_you, reason, you_did_recently
+from transforms.recid import NO_EXPERIMENT
 
 Neighbours = tuple[np.ndarray, np.ndarray]  # (item ids, similarities), best first
 
@@ -140,6 +141,10 @@ class UserLists:
     categories: dict[str, float]
     in_cart: list[str] = field(default_factory=list)
     purchased: list[str] = field(default_factory=list)
+    # (experiment, variant) whose configuration computed the home and the cart list
+    # (see transforms.experiments.score_by_variant); NO_EXPERIMENT for neither.
+    home_from: tuple[str, str] = (NO_EXPERIMENT, NO_EXPERIMENT)
+    cart_from: tuple[str, str] = (NO_EXPERIMENT, NO_EXPERIMENT)
     # The ad slot (None: the shop has no sponsored items): the user's ads, best first, and the
     # relevance of every sponsored item the user could be shown (before the floor).
     ads: list[AdPick] | None = None

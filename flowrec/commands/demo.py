@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=port_number, default=8000, help="API port (a free one is used if taken)")
     parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
     parser.add_argument("--seed", type=int, default=7)
-    add_settings_arguments(parser, only=("redis-url", "namespace", "execution-mode", "model-config"))
+    add_settings_arguments(parser, only=("redis-url", "namespace", "execution-mode", "model-config", "rec-id-secret"))
 
 
 def _port(wanted: int) -> int:
@@ -139,11 +139,12 @@ def main(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, redis_url=local.url)
     settings = dataclasses.replace(settings, spool_dir=spool, record_freshness=True, checkpoint_dir=str(out / "checkpoints"))
     port = _port(args.port)
-    # The Redis URL (it may hold a password) goes in the environment: a command line shows in `ps`.
+    # The Redis URL (it may hold a password) and the rec_id secret go in the environment: a command line shows
+    # in `ps`.  The API and the job share the secret, so the job accepts the rec_ids the API issues.
     api = subprocess.Popen(
         [sys.executable, "-m", "flowrec.cli", "serve", "--demo", "--port", str(port),
          "--namespace", settings.namespace, "--spool-dir", str(spool), "--catalog", str(shop / "catalog.jsonl")],
-        env={**os.environ, "FLOWREC_REDIS_URL": settings.redis_url},
+        env={**os.environ, "FLOWREC_REDIS_URL": settings.redis_url, "FLOWREC_REC_ID_SECRET": settings.rec_id_secret},
     )
     job = None
     stop = threading.Event()

@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     edge.add_argument("--trusted-proxies", default=None, metavar="IPS",
                       help="comma-separated addresses of reverse proxies whose X-Forwarded-For/-Proto are believed (default: none)")
     edge.add_argument("--max-connections", type=_positive(int), default=None, help="open connections, more are answered 503 and closed (default 1000)")
-    add_settings_arguments(parser, only=("redis-url", "namespace", "spool-dir", "api-keys", "model-config", "redis-deadline-ms"))
+    add_settings_arguments(parser, only=("redis-url", "namespace", "spool-dir", "api-keys", "model-config", "redis-deadline-ms", "rec-id-secret"))
 
 
 def _is_loopback(host: str) -> bool:
@@ -113,6 +113,7 @@ def main(args: argparse.Namespace) -> int:
                 "FLOWREC_MAX_BODY_BYTES": str(max_body_bytes),
                 "FLOWREC_REDIS_DEADLINE_MS": str(settings.redis_deadline_ms),
                 "FLOWREC_BODY_TIMEOUT_S": str(body_timeout_s),
+                "FLOWREC_REC_ID_SECRET": settings.rec_id_secret,
             }
             if settings.spool_dir is not None:
                 env["FLOWREC_SPOOL_DIR"] = str(settings.spool_dir)

@@ -68,6 +68,9 @@ def test_every_variant_gives_the_same_answers(redis_url, stopping_servers):
             responses = [client.get(path.format(n=n)) for path in ROUTES.values() for n in (3, 30)]
         assert all(r.status_code == 200 for r in responses), (variant, [r.text for r in responses])
         bodies[variant] = [orjson.loads(r.content) for r in responses]
+        # Each response's rec_id is new (a random nonce): every one has its own, the rest must match.
+        rec_ids = [body.pop("rec_id") for body in bodies[variant]]
+        assert len(set(rec_ids)) == len(responses), variant
     reference = bodies.pop("handwritten+shortcut")
     assert reference[0]["items"][0]["item"] == "i000000" and len(reference[1]["items"]) == 30  # a list topped up from trending
     for variant, answers in bodies.items():

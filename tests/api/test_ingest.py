@@ -8,11 +8,12 @@ import httpx
 import orjson
 import pytest
 
-from api.ingest import MAX_FUTURE_MS
+from api.ingest import MAX_FUTURE_MS, spool_lines, validate_events
 from pipelines.spoolfiles import end_marker
 from flowrec.config import Settings
 from state.keys import KeyKind
 from transforms.catalog import CatalogItem
+from transforms.events import parse_json_lines
 
 from .conftest import API_KEY, NOW_MS, assert_problem, put_list
 
@@ -117,6 +118,45 @@ def test_events_batch_is_validated_and_spooled(api, auth, spool_dir):
         {"user_id": "42", "item_id": "i2", "event_type": "add_to_cart", "ts": NOW_MS - 5, "session_id": "s1", "quantity": 2, "price": 9.5},
         {"user_id": "u2", "item_id": "i3", "event_type": "purchase", "ts": NOW_MS},
     ]
+
+
+def test_impressions_count_as_one_record_each_and_rejections_keep_request_indexes(api, auth, spool_dir):
+    """An impression is one record to the client (accepted counts records) and one row per shown item in the spool."""
+    rec = "r1.~.~.home.0.0123abcd.0123456789abcdef"
+    batch = [
+        {"user_id": "u1", "event_type": "impression", "rec_id": rec, "items": ["i1", "i2", "i3"], "ts": NOW_MS - 30},
+        {"user_id": "u1", "event_type": "impression", "items": ["i1"], "ts": NOW_MS},  # no rec_id
+        {"user_id": "u1", "event_type": "impression", "rec_id": rec, "items": ["i4", "i5"], "positions": [3, 4], "ts": NOW_MS + MAX_FUTURE_MS + 1},
+        {"user_id": "u1", "item_id": "i2", "event_type": "click", "rec_id": rec, "position": 1, "ts": NOW_MS - 20},
+        {"user_id": "u1", "event_type": "impression", "rec_id": rec, "items": ["i6", "i7"], "positions": [5, 6], "ts": NOW_MS - 10},
+        {"user_id": "u1", "item_id": "i6", "event_type": "purchase", "rec_id": "not a rec id", "ts": NOW_MS},
+    ]
+    response = api.post("/v1/events", json=batch, headers=auth)
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (3, 3)
+    assert [(r["index"], r["reason"]) for r in body["rejections"]] == [(1, "missing_field"), (2, "timestamp_in_future"), (5, "bad_rec_id")]
+    [spooled] = spool_files(spool_dir)
+    assert lines(spooled) == [
+        {"user_id": "u1", "item_id": "i1", "event_type": "impression", "ts": NOW_MS - 30, "rec_id": rec, "position": 0},
+        {"user_id": "u1", "item_id": "i2", "event_type": "impression", "ts": NOW_MS - 30, "rec_id": rec, "position": 1},
+        {"user_id": "u1", "item_id": "i3", "event_type": "impression", "ts": NOW_MS - 30, "rec_id": rec, "position": 2},
+        {"user_id": "u1", "item_id": "i2", "event_type": "click", "ts": NOW_MS - 20, "rec_id": rec, "position": 1},
+        {"user_id": "u1", "item_id": "i6", "event_type": "impression", "ts": NOW_MS - 10, "rec_id": rec, "position": 5},
+        {"user_id": "u1", "item_id": "i7", "event_type": "impression", "ts": NOW_MS - 10, "rec_id": rec, "position": 6},
+    ]
+
+
+def test_spool_lines_split_many_impression_rows_and_the_job_reads_them_back():
+    """Rows beyond a line's share go on further lines, each a JSON array the job parses (nothing lost or repeated)."""
+    rec = "r1.~.~.home.0.0123abcd.0123456789abcdef"
+    records = [{"user_id": f"u{k}", "event_type": "impression", "rec_id": rec, "items": [f"i{j}" for j in range(7)], "ts": NOW_MS} for k in range(10)]
+    checked = validate_events(records, NOW_MS)
+    assert checked.accepted == 10 and len(checked.batch) == 70
+    out = spool_lines(checked.batch, rows_per_line=30)
+    assert [len(orjson.loads(line)) for line in out] == [30, 30, 10]
+    again = parse_json_lines(out)
+    assert again.rejections == [] and again.events.to_records() == checked.batch.to_records()
 
 
 def test_each_request_is_its_own_spool_file(api, auth, spool_dir, clock):

@@ -23,6 +23,7 @@ from transforms.catalog import CatalogItem
 from transforms.embedding import EmbeddingModel
 from transforms.engine import replay
 from transforms.events import EventBatch
+from transforms.experiments import ExperimentControl
 from transforms.similarity import top_k
 
 # Keys that hold monitoring data, not results: not compared.
@@ -46,9 +47,16 @@ def run_job(source, settings: Settings, redis_url: str, restore: str | None = No
     env.execute("flowrec-test")
 
 
-def reference_content(events: EventBatch, catalog: list[CatalogItem], settings: Settings, embeddings: Sequence[tuple[int, EmbeddingModel | None]] = ()) -> dict[bytes, bytes]:
-    """What Redis holds after the reference engine replays the same input (``embeddings``: version switches)."""
-    _, final = replay(events, settings.model, catalog, embeddings=embeddings)
+def reference_content(
+    events: EventBatch,
+    catalog: list[CatalogItem],
+    settings: Settings,
+    embeddings: Sequence[tuple[int, EmbeddingModel | None]] = (),
+    experiments: Sequence[ExperimentControl] = (),
+) -> dict[bytes, bytes]:
+    """What Redis holds after the reference engine replays the same input (``embeddings``: version switches,
+    ``experiments``: experiment controls)."""
+    _, final = replay(events, settings.model, catalog, embeddings=embeddings, experiments=experiments)
     with LocalRedis() as server:
         RedisStore.from_url(server.url, namespace=settings.namespace).write(final_writes(final, Ttls(settings.user_ttl_s, settings.item_ttl_s)))
         return results(server.url)
@@ -58,7 +66,10 @@ def results(url: str) -> dict[bytes, bytes]:
     client = redis.Redis.from_url(url)
     try:
         keys = [k for k in client.keys("*") if not any(m in k for m in MONITORING) and METRICS not in k]
-        return dict(zip(keys, client.mget(keys))) if keys else {}
+        out = dict(zip(keys, client.mget(keys))) if keys else {}
+        for key in [k for k, v in out.items() if v is None and client.type(k) == b"set"]:
+            out[key] = orjson.dumps(sorted(m.decode() for m in client.smembers(key)))  # compared as a JSON list
+        return out
     finally:
         client.close()
 

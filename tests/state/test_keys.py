@@ -20,6 +20,8 @@ EXPECTED = {
     KeyKind.STATS: (None, "flowrec:v1:stats"),
     KeyKind.DEAD_LETTER: (None, "flowrec:v1:deadletter"),
     KeyKind.FRESHNESS: (None, "flowrec:v1:freshness"),
+    KeyKind.EXPERIMENT: ("ranker-1", "flowrec:v1:experiment:ranker-1"),
+    KeyKind.EXPERIMENTS: (None, "flowrec:v1:experiments"),
     KeyKind.METRICS_MINUTE: ("1700000040000", "flowrec:v1:metrics:min:1700000040000"),
     KeyKind.METRICS_EXPERIMENT: ("ranker-2", "flowrec:v1:metrics:exp:ranker-2"),
     KeyKind.METRICS_ADS: ("1699920000000", "flowrec:v1:metrics:ads:1699920000000"),
@@ -27,7 +29,7 @@ EXPECTED = {
 }
 USER_KINDS = [KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART, KeyKind.ADS]
 ITEM_KINDS = [KeyKind.ITEM_NEIGHBOURS, KeyKind.CONTENT_NEIGHBOURS, KeyKind.ITEM]
-SINGLETONS = [KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS, KeyKind.METRICS_EXPERIMENTS]
+SINGLETONS = [KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS, KeyKind.EXPERIMENTS, KeyKind.METRICS_EXPERIMENTS]
 
 
 def test_every_kind_is_covered():
@@ -92,6 +94,12 @@ def test_invalid_key_part_is_a_value_error():
 def test_trailing_newline_never_reaches_a_key(kind, part, namespace):
     with pytest.raises(InvalidKeyPart):
         redis_key(kind, part, namespace=namespace)
+
+
+@pytest.mark.parametrize("part", [None, "", "a b", "a.b", "x" * 33, "e:1", 5])
+def test_bad_experiment_ids_raise(part):
+    with pytest.raises(InvalidKeyPart, match="experiment id"):
+        redis_key(KeyKind.EXPERIMENT, part)
 
 
 def test_metrics_keys_of_no_experiment_and_epoch():

@@ -187,3 +187,8 @@ def test_version_1_values_still_read_and_unknown_versions_are_refused():
     assert items == [ScoredItem("a", 1.0, Reason(UNSTRUCTURED, text="goes with b")), ScoredItem("c", 0.5)]
     with pytest.raises(ValueError, match="version"):
         decode_list(orjson.dumps({"v": 3, "ts": 7, "items": []}))
+
+
+def test_a_write_of_a_set_key_adds_a_member(store, redis_client):
+    store.write([Write(KeyKind.EXPERIMENTS, None, b"e1"), Write(KeyKind.EXPERIMENTS, None, b"e2"), Write(KeyKind.EXPERIMENTS, None, b"e1")])
+    assert redis_client.smembers("flowrec:v1:experiments") == {b"e1", b"e2"}

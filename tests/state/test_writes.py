@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import orjson
 import pytest
@@ -39,7 +41,7 @@ def user_lists(cart=()):
 def test_user_writes():
     writes = user_writes("u1", T, user_lists(), TTLS)
     assert [(w.kind, w.part, w.ttl_s) for w in writes] == [(KeyKind.USER_RECS, "u1", 100), (KeyKind.COMPLEMENTS, "u1", None), (KeyKind.PROFILE, "u1", 100)]
-    assert writes[0].value == encode_list(T, user_lists().home)
+    assert writes[0].value == encode_list(T, user_lists().home, experiment="~", variant="~")
     assert writes[1].value is None  # an empty cart list deletes a stale one
     assert decode_list(writes[2].value) == (
         T,
@@ -47,8 +49,15 @@ def test_user_writes():
         {"categories": {"books": 2.5}, "cart": [], "purchased": ["z"]},
     )
     with_cart = user_writes("u1", T, user_lists(cart=["x"]), TTLS)
-    assert with_cart[1] == Write(KeyKind.COMPLEMENTS, "u1", encode_list(T, [ScoredItem("x", 0.75, goes_with("a"))]), 100)
+    assert with_cart[1] == Write(KeyKind.COMPLEMENTS, "u1", encode_list(T, [ScoredItem("x", 0.75, goes_with("a"))], experiment="~", variant="~"), 100)
     assert decode_list(with_cart[2].value)[2]["cart"] == ["a"]
+
+
+def test_lists_name_the_variant_that_computed_them():
+    lists = dataclasses.replace(user_lists(cart=["x"]), home_from=("exp1", "treatment"), cart_from=("~", "~"))
+    home, cart, _ = user_writes("u1", T, lists, TTLS)
+    assert decode_list(home.value)[2] == {"experiment": "exp1", "variant": "treatment"}
+    assert decode_list(cart.value)[2] == {"experiment": "~", "variant": "~"}
 
 
 def test_forgotten_user_is_deleted():

@@ -181,3 +181,24 @@ def test_embedding_switches_are_parsed_only_where_the_caller_accepts_them():
     items, rejections = parse_catalog_lines(lines[:1])
     assert items == [] and [r.reason for r in rejections] == ["bad_id"]
     assert EmbeddingSwitch("/p", 3).to_dict() == {"embeddings": "/p", "ts": 3}
+
+
+def test_experiment_controls_are_parsed_on_the_job_catalog_input():
+    from transforms.experiments import ExperimentStop, parse_experiment
+
+    declaration = {"id": "e1", "variants": {"control": {"share": 0.5}, "b": {"share": 0.5, "preset": "popularity"}}}
+    lines = [
+        orjson.dumps({"experiment": declaration, "ts": 7}),
+        '{"experiment_stop": "e1", "ts": 9}',
+        orjson.dumps({"experiment": {**declaration, "variants": {"a": {"share": 1.0}}}, "ts": 7}),
+        '{"experiment_stop": "e1", "ts": 9, "item_id": "a"}',
+        '{"item_id": "a", "ts": 1}',
+    ]
+    switches: list = []
+    items, rejections = parse_catalog_lines(lines, switches)
+    assert [s.to_dict() for s in switches] == [{"experiment": parse_experiment(declaration).to_dict(), "ts": 7}, ExperimentStop("e1", 9).to_dict()]
+    assert [i.item_id for i in items] == ["a"]
+    assert [r.reason for r in rejections] == ["bad_experiment", "bad_experiment"]
+    assert "needs 2-16 variants" in rejections[0].detail
+    # Elsewhere a control is an item without an id.
+    assert [r.reason for r in parse_catalog_lines(lines[:1])[1]] == ["bad_id"]

@@ -352,3 +352,53 @@ def test_replay_with_embedding_versions_equals_scoring_every_window():
     _, first_only = replay(events, config, catalog, embeddings=switches[:1])
     assert sum(plain.users[u][1] != fast.users[u][1] for u in fast.users) > len(fast.users) // 2
     assert any(first_only.users[u][1] != fast.users[u][1] for u in fast.users)
+
+
+def test_experiment_lists_are_each_users_variant_until_the_stop():
+    from transforms.experiments import ExperimentRecord, ExperimentStart, ExperimentStop, assign, parse_experiment
+
+    rows = [r for r in STREAM if r[2] != "forget"] + [("u4", "A", "view", 120), ("u5", "C", "view", 20), ("u6", "B", "view", 40)]
+    experiment = parse_experiment({"id": "e1", "salt": "s", "variants": {"control": {"share": 0.5}, "pop": {"share": 0.5, "preset": "popularity"}}})
+    other = parse_experiment({"id": "e2", "variants": {"a": {"share": 0.5}, "b": {"share": 0.5}}})
+    # Started in window 0 (in effect for lists scored at T0+100), stopped in window 1 (from T0+200);
+    # starting another experiment meanwhile is refused.
+    controls = [ExperimentStart(experiment, T0 + 5), ExperimentStart(other, T0 + 50), ExperimentStop("e1", T0 + 150)]
+    outputs: list[WindowOutput] = []
+    engine = ReferenceEngine(CONFIG, CATALOG, on_window=outputs.append)
+    for control in controls:
+        engine.control_experiment(control)
+    engine.process(batch(rows))
+    engine.finish()
+    final = FinalState()
+    for out in outputs:
+        final.merge(out)
+    assert final.experiments == {"e1": ExperimentRecord(experiment, T0 + 100, T0 + 100, T0 + 200)}
+    assert [r.reason for out in outputs for r in out.rejections] == ["experiment_conflict"]
+    # Lists scored at T0+100 (window 0's users) are their variant's; later ones the base config's.
+    configs = experiment.configs(CONFIG)
+    first_window = [o for o in outputs if o.window_end_ms == T0 + 100 and o.users][0]
+    assert sorted(first_window.users) == ["u1", "u2", "u5", "u6"]
+    assert {assign(experiment, u) for u in first_window.users} == {"control", "pop"}  # both variants are exercised
+    for user, lists in first_window.users.items():
+        variant = assign(experiment, user)
+        assert lists.home_from == lists.cart_from == ("e1", variant)
+        alone = run_with(rows, configs[variant], until_ms=T0 + 100)
+        assert lists.home == alone[user].home
+    base = run_with(rows, CONFIG, until_ms=T0 + 100)
+    assert any(lists.home != base[u].home for u, lists in first_window.users.items() if assign(experiment, u) == "pop")
+    for out in outputs:
+        if out.window_end_ms >= T0 + 200:
+            assert all(lists.home_from == ("~", "~") for lists in out.users.values() if lists is not None)
+    # A replay with the same controls ends with the same lists and records.
+    _, replayed = replay(batch(rows), CONFIG, CATALOG, experiments=controls)
+    assert replayed.experiments == final.experiments
+    assert {u: v[1].home_from for u, v in replayed.users.items()} == {u: v[1].home_from for u, v in final.users.items()}
+
+
+def run_with(rows, config, until_ms):
+    """Lists of the window ending at ``until_ms`` under ``config`` alone."""
+    outputs: list[WindowOutput] = []
+    engine = ReferenceEngine(config, CATALOG, on_window=outputs.append)
+    engine.process(batch(rows))
+    engine.finish()
+    return [o for o in outputs if o.window_end_ms == until_ms and o.users][0].users

@@ -1,0 +1,71 @@
+"""Reading experiments back from Redis: the records the job wrote and their attributed counts.
+
+The job writes each experiment it applied to ``experiment:{id}`` and its id to
+the set ``experiments`` (:func:`state.writes.experiment_writes`); attribution
+counts live in ``metrics:exp:{id}`` (read through :mod:`state.metrics`, the
+one place their fields are parsed).  Readers take a synchronous redis client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from state.keys import KeyKind, redis_key
+from state.metrics import ALL_CONTEXTS, read_experiment_totals
+from transforms.experiments import ExperimentError, ExperimentRecord, VariantCounts
+
+log = logging.getLogger(__name__)
+
+_COUNT_MEASURES = ("impressions", "clicks", "carts", "purchases")
+
+
+def _decode_record(raw: bytes | None, key: str) -> ExperimentRecord | None:
+    if raw is None:
+        return None
+    try:
+        return ExperimentRecord.from_dict(orjson.loads(raw))
+    except (ExperimentError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        log.warning("skipping unreadable experiment record %s: %s", key, exc)
+        return None
+
+
+def read_experiment_record(client: Any, namespace: str, experiment_id: str) -> ExperimentRecord | None:
+    """The record of experiment ``experiment_id`` (None when the job never applied it)."""
+    key = redis_key(KeyKind.EXPERIMENT, experiment_id, namespace)
+    return _decode_record(client.get(key), key)
+
+
+def read_experiment_records(client: Any, namespace: str) -> dict[str, ExperimentRecord]:
+    """Every experiment the job applied, by id (unreadable records are skipped with a warning)."""
+    ids = sorted(m.decode() if isinstance(m, bytes) else m for m in client.smembers(redis_key(KeyKind.EXPERIMENTS, None, namespace)))
+    if not ids:
+        return {}
+    keys = [redis_key(KeyKind.EXPERIMENT, i, namespace) for i in ids]
+    records = {i: _decode_record(raw, key) for i, key, raw in zip(ids, keys, client.mget(keys))}
+    return {i: r for i, r in records.items() if r is not None}
+
+
+def running_experiment(records: dict[str, ExperimentRecord]) -> ExperimentRecord | None:
+    """The running experiment among ``records`` (the job runs at most one)."""
+    running = [r for r in records.values() if r.running]
+    return max(running, key=lambda r: r.started_ms) if running else None
+
+
+def read_variant_counts(client: Any, namespace: str, experiment_id: str) -> tuple[dict[str, VariantCounts], dict[str, dict[str, VariantCounts]]]:
+    """Attributed counts of an experiment: per variant over all contexts, and per variant and context."""
+    totals = read_experiment_totals(client, namespace, experiment_id)
+    fields: dict[tuple[str, str], dict[str, float]] = {}
+    for (variant, context, measure), value in totals.items():
+        fields.setdefault((variant, context), {})[measure] = value
+    overall: dict[str, VariantCounts] = {}
+    by_context: dict[str, dict[str, VariantCounts]] = {}
+    for (variant, context), values in fields.items():
+        counts = VariantCounts(**{m: int(values.get(m, 0)) for m in _COUNT_MEASURES}, revenue=float(values.get("revenue", 0.0)))
+        if context == ALL_CONTEXTS:
+            overall[variant] = counts
+        else:
+            by_context.setdefault(variant, {})[context] = counts
+    return overall, by_context
