@@ -15,6 +15,11 @@ not at the user's next list:
    (``metrics:ads:{day}`` field ``"{campaign}|spend"``, UTC day of the API's
    clock): a campaign whose spend has reached its daily budget is skipped.
 
+Every answer carries a ``rec_id`` of context ``ads`` (the stored list's
+experiment variant; cold start: the user's current one): a frontend reports
+the ads it showed as ``impression`` events with it, and attribution counts
+their impressions and clicks per item and campaign (the spend).
+
 Cold start (no ads list: the user has no history yet, or the job has not
 scored them since the shop's first sponsored item): the sponsored items
 among global trending, with relevance = trending score / top trending score,
@@ -34,6 +39,7 @@ from typing import Any, Mapping
 import orjson
 
 from api.ranking import in_category
+from api.recids import Assignment, RecIdIssuer, stored_assignment
 from state.keys import KeyKind
 from state.metrics import ads_field, day_start
 from transforms.ads import NO_CAMPAIGN, SPEND, AdPick, ad_reason, campaign_budgets, popularity_relevance, rank_ads, sponsorship, within_budget
@@ -44,8 +50,8 @@ from transforms.scoring import ScoredItem
 log = logging.getLogger(__name__)
 
 
-def stored_relevance(raw: bytes | None) -> tuple[int, dict[str, float]] | None:
-    """``(ts, {item: relevance})`` of a stored ads list; None when there is none.
+def stored_relevance(raw: bytes | None) -> tuple[int, dict[str, float], Assignment | None] | None:
+    """``(ts, {item: relevance}, (experiment, variant) that scored it)`` of a stored ads list; None when there is none.
 
     An unreadable value reads as an empty list (logged), never a 500.
     """
@@ -57,10 +63,10 @@ def stored_relevance(raw: bytes | None) -> tuple[int, dict[str, float]] | None:
         relevance = [float(r) for r in data["relevance"]]
         if len(items) != len(relevance):
             raise ValueError("items and relevance differ in length")
-        return int(data["ts"]), dict(zip(items, relevance))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        return int(data["ts"]), dict(zip(items, relevance)), stored_assignment(data)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         log.warning("ignoring unreadable ads list: %s", exc)
-        return 0, {}
+        return 0, {}, None
 
 
 def catalog_entry(raw: bytes | None) -> CatalogItem | None:
@@ -91,9 +97,10 @@ def servable(entry: CatalogItem | None, config: ModelConfig, category: str | Non
 class AdsLookup:
     """The three reads of an ads request over the API's pipelined Redis connection."""
 
-    def __init__(self, lookups: Any, config: ModelConfig) -> None:
+    def __init__(self, lookups: Any, config: ModelConfig, rec_ids: RecIdIssuer) -> None:
         self.lookups = lookups
         self.config = config
+        self.rec_ids = rec_ids
 
     async def body(self, user_id: str, n: int, category: str | None, skip: set[str], now_ms: int) -> dict[str, Any]:
         raw_ads, raw_profile, raw_trend = await self.lookups.mget([(KeyKind.ADS, user_id), (KeyKind.PROFILE, user_id), (KeyKind.TRENDING_GLOBAL, None)])
@@ -102,10 +109,12 @@ class AdsLookup:
         if cold:
             ts, trending = _trending(raw_trend)
             relevance = popularity_relevance(trending)
+            assignment = None  # the user's current variant
         else:
-            ts, relevance = stored
+            ts, relevance, assignment = stored
         purchased = _purchased(raw_profile)
-        out: dict[str, Any] = {"user_id": user_id, "context": "ads", "ts": ts, "cold_start": cold, "items": []}
+        rec_id = await self.rec_ids.issue(user_id, "ads", assignment)
+        out: dict[str, Any] = {"user_id": user_id, "context": "ads", "ts": ts, "cold_start": cold, "rec_id": rec_id, "items": []}
         if not relevance:
             out["empty_reason"] = "none_relevant" if not cold else "no_sponsored_items"
             return out

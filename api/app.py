@@ -578,7 +578,7 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
         )
         return await answer(user_id, "search", max(profile_ts, list_ts), cold, ranked[:n])
 
-    ads = AdsLookup(lookups, ctx.settings.model)
+    ads = AdsLookup(lookups, ctx.settings.model, rec_ids)
 
     @app.get(
         RECOMMENDATIONS_PATH,

@@ -22,6 +22,7 @@ from state.writes import Ttls, catalog_write, encode_ads, user_writes
 from tests.transforms.test_scoring import CONFIG as SCORING_CONFIG, make_model, make_profile
 from transforms.ads import AdPick
 from transforms.catalog import CatalogItem
+from transforms.recid import decode_rec_id
 from transforms.scoring import score_user
 
 from .conftest import NOW_MS, put_list
@@ -51,7 +52,9 @@ def shop(store):
 def ads(api: httpx.Client, user: str = "u1", **params) -> dict:
     response = api.get(f"/v1/users/{user}/recommendations", params={"context": "ads", **params})
     assert response.status_code == 200, response.text
-    return response.json()
+    body = response.json()
+    assert decode_rec_id(body["rec_id"], user).context == "ads"  # frontends report ad impressions with it
+    return body
 
 
 def rows(body: dict) -> list[tuple]:
