@@ -34,7 +34,7 @@ its budget today).
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 
@@ -103,6 +103,7 @@ class AdsLookup:
         self.rec_ids = rec_ids
 
     async def body(self, user_id: str, n: int, category: str | None, skip: set[str], now_ms: int) -> dict[str, Any]:
+        """The answer to `GET /v1/users/{user_id}/recommendations?context=ads` (see the module docstring)."""
         raw_ads, raw_profile, raw_trend = await self.lookups.mget([(KeyKind.ADS, user_id), (KeyKind.PROFILE, user_id), (KeyKind.TRENDING_GLOBAL, None)])
         stored = stored_relevance(raw_ads)
         cold = stored is None

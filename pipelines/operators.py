@@ -772,9 +772,10 @@ class AdSpend(KeyedProcessFunction):
         elif value.ad_counts:
             raw = encode_pending("ad_counts", window, {"a": [[day, item, measure, amount] for (day, item, measure), amount in value.ad_counts.items()]})
         else:
-            return
+            return ()
         self.pending.add(window, raw)
         ctx.timer_service().register_event_time_timer(clock.timer(window))
+        return ()
 
     def on_timer(self, timestamp: int, ctx) -> Iterable:
         clock = WindowClock.of(self.config)
