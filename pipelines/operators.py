@@ -1387,8 +1387,10 @@ class RedisSink(ProcessFunction):
         self.store = RedisStore.from_url(self.url, namespace=self.namespace)
         metrics = runtime_context.get_metrics_group()
         self.writes_counter = metrics.counter("redis_writes")
-        self.latency_ms = 0
-        metrics.gauge("redis_write_latency_ms", lambda: self.latency_ms)
+        # A distribution lives on the Java side; a Python gauge would be called from Flink's
+        # metric threads, which crashed a TaskManager (SIGSEGV in pemja) once the operator had
+        # finished and its interpreter state was gone.
+        self.latency_ms = metrics.distribution("redis_write_latency_ms")
 
     def close(self) -> None:
         self.store.client.close()
@@ -1405,6 +1407,6 @@ class RedisSink(ProcessFunction):
         self.store.add_stats(counters)
         self.store.set_stats({k: v for k, v in batch.stats.items() if k in GAUGES})
         self.store.record_freshness(batch.lags_ms)
-        self.latency_ms = int((time.perf_counter() - started) * 1000)
+        self.latency_ms.update(int((time.perf_counter() - started) * 1000))
         self.writes_counter.inc(len(writes))
         return ()
