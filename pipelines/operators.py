@@ -57,18 +57,7 @@ from pipelines.spool_retention import SPOOL_FILES_READ
 from pipelines.spoolfiles import END_PREFIX, ended_file
 from state.embeddings import ExportError, read_export
 from state.keys import KeyKind
-from state.metrics import (
-    ADS_TTL_S,
-    ALL_CONTEXTS,
-    ALL_POSITIONS,
-    DAY_MS,
-    MINUTE_MS,
-    MINUTE_TTL_S,
-    ads_field,
-    experiment_field,
-    format_value,
-    metric_field,
-)
+from state.metrics import ADS_TTL_S, DAY_MS, DAYS, EXPERIMENTS, MINUTE_MS, MINUTES, RunningTotals, ads_field, format_value
 from state.schemas import (
     decode_attribution,
     decode_embedding_ref,
@@ -660,76 +649,33 @@ class MetricsAggregator(KeyedProcessFunction):
         self.horizon_ms = horizon_ms
 
     def open(self, runtime_context) -> None:
-        self.minutes = _bytes_map(runtime_context, "metrics-minutes")
-        self.days = _bytes_map(runtime_context, "metrics-days")
-        self.experiments = _bytes_map(runtime_context, "metrics-experiments")
-        self.cache: dict[tuple[str, str], dict[str, float]] = {}
-        self.evicted_until = None
+        self.states = {
+            MINUTES: _bytes_map(runtime_context, "metrics-minutes"),
+            DAYS: _bytes_map(runtime_context, "metrics-days"),
+            EXPERIMENTS: _bytes_map(runtime_context, "metrics-experiments"),
+        }
+        self.totals = RunningTotals(self._load, self.horizon_ms)
+        self.evicted_at: int | None = None
 
-    def _totals(self, state, name: str, part: str) -> dict[str, float]:
-        key = (name, part)
-        totals = self.cache.get(key)
-        if totals is None:
-            totals = decode_totals(state.get(part)) if state.contains(part) else {}
-            self.cache[key] = totals
-        return totals
+    def _load(self, kind: str, part: str) -> dict[str, float]:
+        state = self.states[kind]
+        return decode_totals(state.get(part)) if state.contains(part) else {}
 
     def process_element(self, value: AttributionCounts, ctx) -> Iterable:
         watermark = ctx.timer_service().current_watermark()
-        minute_changes: dict[str, dict[str, float]] = {}
-        day_changes: dict[str, dict[str, float]] = {}
-        experiment_changes: dict[str, dict[str, float]] = {}
-        too_late = 0
-        for (minute, experiment, variant, context, position, measure), amount in value.counts.items():
-            if position == ALL_POSITIONS:
-                for where in (context, ALL_CONTEXTS):
-                    field = experiment_field(variant, where, measure)
-                    totals = self._totals(self.experiments, "exp", experiment)
-                    totals[field] = totals.get(field, 0) + amount
-                    experiment_changes.setdefault(experiment, {})[field] = totals[field]
-            if minute + MINUTE_MS + self.horizon_ms <= watermark:
-                too_late += 1
-                continue
-            field = metric_field(experiment, variant, context, position, measure)
-            totals = self._totals(self.minutes, "min", str(minute))
-            totals[field] = totals.get(field, 0) + amount
-            minute_changes.setdefault(str(minute), {})[field] = totals[field]
-        for (day, item, measure), amount in value.ad_counts.items():
-            if day + DAY_MS + self.horizon_ms <= watermark:
-                too_late += 1
-                continue
-            field = ads_field(item, measure)
-            totals = self._totals(self.days, "day", str(day))
-            totals[field] = totals.get(field, 0) + amount
-            day_changes.setdefault(str(day), {})[field] = totals[field]
-        for part in minute_changes:
-            self.minutes.put(part, encode_totals(self.cache[("min", part)]))
-        for part in day_changes:
-            self.days.put(part, encode_totals(self.cache[("day", part)]))
-        for part in experiment_changes:
-            self.experiments.put(part, encode_totals(self.cache[("exp", part)]))
-        writes = [HashWrite(KeyKind.METRICS_MINUTE, part, _formatted(f), MINUTE_TTL_S) for part, f in minute_changes.items()]
-        writes += [HashWrite(KeyKind.METRICS_ADS, part, _formatted(f), ADS_TTL_S) for part, f in day_changes.items()]
-        writes += [HashWrite(KeyKind.METRICS_EXPERIMENT, part, _formatted(f)) for part, f in experiment_changes.items()]
-        if experiment_changes:  # the index readers list experiments from (idempotent like the rest)
-            writes.append(HashWrite(KeyKind.METRICS_EXPERIMENTS, None, {part: "1" for part in experiment_changes}))
-        self._evict(watermark)
-        if writes or too_late:
-            yield SinkBatch(writes=writes, stats={"metrics_too_late": too_late} if too_late else {})
-
-    def _evict(self, watermark: int) -> None:
-        """Forget the totals of minutes and days the watermark has left behind by more than the horizon."""
-        if self.evicted_until is not None and watermark < self.evicted_until + MINUTE_MS:
-            return
-        self.evicted_until = watermark
-        for name, state, period in (("min", self.minutes, MINUTE_MS), ("day", self.days, DAY_MS)):
-            for part in [p for p in state.keys() if int(p) + period + self.horizon_ms <= watermark]:
-                state.remove(part)
-                self.cache.pop((name, part), None)
-
-
-def _formatted(fields: dict[str, float]) -> dict[str, str]:
-    return {field: format_value(value) for field, value in fields.items()}
+        update = self.totals.add(value.counts, value.ad_counts, watermark)
+        for kind, parts in update.changed.items():
+            for part in parts:
+                self.states[kind].put(part, encode_totals(self.totals.totals(kind, part)))
+        # Evict at most once per minute of event time (a scan of the minutes and days held).
+        if self.evicted_at is None or watermark >= self.evicted_at + MINUTE_MS:
+            self.evicted_at = watermark
+            for kind in (MINUTES, DAYS):
+                for part in self.totals.expired(kind, list(self.states[kind].keys()), watermark):
+                    self.states[kind].remove(part)
+        writes = update.writes()
+        if writes or update.too_late:
+            yield SinkBatch(writes=writes, stats={"metrics_too_late": update.too_late} if update.too_late else {})
 
 
 def _sponsorship_update(window: int, items: Iterable[CatalogItem]) -> SponsorshipUpdate:
@@ -812,7 +758,7 @@ class AdSpend(KeyedProcessFunction):
             self.days.put(part, encode_totals(totals))
         for part in [d for d in self.days.keys() if int(d) + DAY_MS + self.horizon_ms <= end]:
             self.days.remove(part)
-        writes = [HashWrite(KeyKind.METRICS_ADS, part, _formatted(totals), ADS_TTL_S) for part, totals in changed_days.items()]
+        writes = [HashWrite(KeyKind.METRICS_ADS, part, {f: format_value(v) for f, v in totals.items()}, ADS_TTL_S) for part, totals in changed_days.items()]
         if writes or too_late:
             yield SinkBatch(writes=writes, stats={"ad_spend_too_late": too_late} if too_late else {})
 

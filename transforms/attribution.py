@@ -314,14 +314,25 @@ class Recount:
 
 
 def recount(events: Iterable[Any], config: ModelConfig, secret: str) -> Recount:
-    """Count a whole raw event log (records as producers send them) from scratch, the plain way.
+    """Count a whole raw event log from scratch, the plain way.
+
+    ``events``: records as producers send them, decoded (dicts) or as JSON
+    lines (str or bytes; a line may hold one record or an array of them).
 
     A reference for the job, written independently of :func:`attribute`: one
     loop over every row in event-time order (ties in log order), lists
     instead of indexes, every rule spelled out again.  Records that do not
     parse are ignored here (the job dead-letters them before attribution).
     """
-    parsed = parse_records(events).events
+    records: list[Any] = []
+    for record in events:
+        if isinstance(record, (str, bytes)):
+            try:
+                record = orjson.loads(record)
+            except orjson.JSONDecodeError:
+                continue  # the job dead-letters it as malformed JSON
+        records.extend(record if isinstance(record, list) else [record])
+    parsed = parse_records(records).events
     order = sorted(range(len(parsed)), key=lambda i: int(parsed.ts[i]))
     window = config.attribution_window_ms
     shown_lists: dict[str, list[dict]] = {}  # user -> their lists in reach, each a plain dict
