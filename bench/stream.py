@@ -159,7 +159,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     live.add_argument("--send-interval-ms", type=float, default=5.0, help="the sender writes one JSON-array line this often (default 5)")
     live.add_argument("--live-mode", choices=("thread", "process"), default="thread", help="execution mode of the live runs (default thread)")
     cluster = parser.add_argument_group("standalone clusters (deploy/cluster.sh: N TaskManagers x 1 slot, thread mode, parallelism N)")
-    cluster.add_argument("--cluster-taskmanagers", type=int, nargs="+", default=[1, 2], help="TaskManager counts to compare (default 1 2)")
+    cluster.add_argument("--cluster-taskmanagers", type=int, nargs="+", default=[1, 2], help="TaskManager counts to compare (default: %(default)s)")
     parser.add_argument("--parts", nargs="+", choices=("replay", "naive", "high", "low", "sparse", "cluster"), default=["replay", "naive", "high", "low", "sparse", "cluster"], help="measurements to run (default all; the JSON has null for the others)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement; medians are reported (default 3)")
     parser.add_argument("--live-repeats", type=int, default=None, help="runs per freshness measurement (default --repeats)")

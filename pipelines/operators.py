@@ -87,7 +87,7 @@ from state.schemas import (
 from state.store import HashWrite
 from state.writes import Ttls, catalog_write, experiment_writes, keyable, neighbour_write, trending_write, user_writes
 from transforms.ads import Sponsorship, campaign_counts, sponsored_bids, sponsorships
-from transforms.attribution import attribute
+from transforms.attribution import AttributionState, attribute
 from transforms.catalog import CatalogItem, EmbeddingSwitch, parse_catalog_lines, validate_catalog_record, validate_embedding_switch
 from transforms.config import ModelConfig, event_weights
 from transforms.content import ContentIndex
@@ -563,6 +563,8 @@ class Attribution(KeyedProcessFunction):
         self.last_ms = runtime_context.get_map_state(MapStateDescriptor("attribution_last_ms", Types.STRING(), Types.LONG()))
         self.last_sweep = runtime_context.get_state(ValueStateDescriptor("attribution_last_sweep", Types.LONG()))
         self.pending = PendingByWindow(_bytes_map(runtime_context, "pending-feedback"))
+        # Decoded states, written through to managed state (rebuilt from it after a restore).
+        self.cache: dict[str, AttributionState] = {}
         metrics = runtime_context.get_metrics_group()
         self.late_counter = metrics.counter("attribution_late")
 
@@ -595,13 +597,15 @@ class Attribution(KeyedProcessFunction):
         rejections = []
         tallies = {"attribution_duplicates": 0, "attribution_unattributed": 0}
         for user, index in group_by_user(rows.user):
-            raw = self.states.get(user) if self.states.contains(user) else None
-            result = attribute(None if raw is None else decode_attribution(raw), user, rows.take(index), self.config, self.secret)
+            before = self._state(user)
+            result = attribute(before, user, rows, self.config, self.secret, index)
             if result.state is None:
-                if raw is not None:
+                self.cache.pop(user, None)
+                if before is not None:
                     self.states.remove(user)
                     self.last_ms.remove(user)
             else:
+                self.cache[user] = result.state
                 self.states.put(user, encode_attribution(result.state))
                 self.last_ms.put(user, result.state.last_ms)
             for key, amount in result.counts.items():
@@ -618,6 +622,14 @@ class Attribution(KeyedProcessFunction):
         if stats or batch.dead_letters:
             yield DEAD_LETTERS, SinkBatch(dead_letters=batch.dead_letters, stats=stats)
 
+    def _state(self, user: str) -> AttributionState | None:
+        state = self.cache.get(user)
+        if state is None and self.states.contains(user):
+            if len(self.cache) > 200_000:
+                self.cache.clear()
+            state = self.cache[user] = decode_attribution(self.states.get(user))
+        return state
+
     def _sweep(self, now_ms: int) -> None:
         """Drop users whose every impression is out of reach (at most once per attribution window of event time)."""
         window = self.config.attribution_window_ms
@@ -628,6 +640,7 @@ class Attribution(KeyedProcessFunction):
         for user in [u for u, shown_ms in self.last_ms.items() if now_ms - shown_ms > window]:
             self.states.remove(user)
             self.last_ms.remove(user)
+            self.cache.pop(user, None)
 
 
 class MetricsAggregator(KeyedProcessFunction):
@@ -946,7 +959,11 @@ class ContentOperator(KeyedProcessFunction):
             if kind == "embeddings":
                 switches.append(validate_embedding_switch(payload)[0])
             elif kind == "experiment":
-                controls.append(validate_experiment_control(payload)[0])
+                control, rejection = validate_experiment_control(payload)
+                if control is None:  # pending in state from a release with other rules
+                    log.warning("dropping a pending experiment control: %s: %s", rejection.detail, rejection.raw)
+                    continue
+                controls.append(control)
             else:
                 item, rejection = validate_catalog_record(payload)
                 if item is None:  # pending in state from a release that did not check categories yet
