@@ -47,6 +47,7 @@ from starlette.responses import HTMLResponse, Response
 from api import models
 from api.ads import AdsLookup
 from api.browse import BrowseCatalog
+from api.dashboard import add_dashboard_routes
 from api.experiments import ExperimentDirectory, add_experiment_routes
 from api.ingest import MAX_RECORDS_PER_REQUEST, RecordRejection, forget_event_line, spool_lines, validate_catalog, validate_events
 from api.middleware import ApiMetrics, BodyLimitMiddleware, HomeListShortcut, MetricsMiddleware, SecurityHeadersMiddleware
@@ -376,6 +377,7 @@ def create_app(
     _add_write_routes(app, ctx)
     _add_ops_routes(app, ctx)
     _add_demo_routes(app, ctx)
+    add_dashboard_routes(app, ctx)
     _add_docs_routes(app)
     # Middleware added last runs first: metrics, the body limits, the shortcut, security headers, then FastAPI.
     # (The shortcut and the body limits send their few answers with the security headers themselves,
@@ -906,7 +908,7 @@ def _add_ops_routes(app: FastAPI, ctx: ApiContext) -> None:
 
     @app.get("/", include_in_schema=False)
     async def index() -> Response:
-        return _json({"name": "flowrec", "docs": "/docs", "openapi": "/openapi.json", "demo": "/demo"})
+        return _json({"name": "flowrec", "docs": "/docs", "openapi": "/openapi.json", "demo": "/demo", "dashboard": "/dashboard"})
 
 
 def _add_demo_routes(app: FastAPI, ctx: ApiContext) -> None:

@@ -16,6 +16,8 @@ key                                   value                                     
 ``{ns}:v1:trend:global``              global trending ``NeighbourList``           none
 ``{ns}:v1:trend:cat:{category}``      trending in a top category                  none
 ``{ns}:v1:stats``                     job counters (Redis hash)                   none
+``{ns}:v1:stats:min:{minute_ms}``     the job's counters added in one minute of   2 days
+                                      processing time (Redis hash; dashboard)
 ``{ns}:v1:deadletter``                dead-lettered records (Redis stream)        capped
 ``{ns}:v1:freshness``                 recent event->list lags in ms (Redis list)  capped
 ``{ns}:v1:experiment:{id}``           an experiment as the job applied it: JSON   none
@@ -83,6 +85,7 @@ class KeyKind(enum.Enum):
     TRENDING_GLOBAL = "trend:global"
     TRENDING_CATEGORY = "trend:cat"
     STATS = "stats"
+    STATS_MINUTE = "stats:min"
     DEAD_LETTER = "deadletter"
     FRESHNESS = "freshness"
     EXPERIMENT = "experiment"
@@ -101,7 +104,7 @@ _SINGLETONS = {KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyK
 # Keys holding a Redis set: a Write's value is a member to add (SADD), not the value to SET.
 SET_KINDS = frozenset({KeyKind.EXPERIMENTS})
 # Kinds whose part is the epoch-ms start of a period: the period's length in ms.
-_PERIOD_KINDS = {KeyKind.METRICS_MINUTE: 60_000, KeyKind.METRICS_ADS: 86_400_000}
+_PERIOD_KINDS = {KeyKind.STATS_MINUTE: 60_000, KeyKind.METRICS_MINUTE: 60_000, KeyKind.METRICS_ADS: 86_400_000}
 _EPOCH_MS = re.compile(r"0|[1-9][0-9]{0,15}")
 
 

@@ -18,6 +18,7 @@ EXPECTED = {
     KeyKind.TRENDING_GLOBAL: (None, "flowrec:v1:trend:global"),
     KeyKind.TRENDING_CATEGORY: ("Home Garden", "flowrec:v1:trend:cat:Home Garden"),
     KeyKind.STATS: (None, "flowrec:v1:stats"),
+    KeyKind.STATS_MINUTE: ("1700000040000", "flowrec:v1:stats:min:1700000040000"),
     KeyKind.DEAD_LETTER: (None, "flowrec:v1:deadletter"),
     KeyKind.FRESHNESS: (None, "flowrec:v1:freshness"),
     KeyKind.EXPERIMENT: ("ranker-1", "flowrec:v1:experiment:ranker-1"),
@@ -94,6 +95,16 @@ def test_invalid_key_part_is_a_value_error():
 def test_trailing_newline_never_reaches_a_key(kind, part, namespace):
     with pytest.raises(InvalidKeyPart):
         redis_key(kind, part, namespace=namespace)
+
+
+@pytest.mark.parametrize("part", [None, "", "1700000040001", "-60000", "6e4", "60000 ", "１２0000", "1" * 17, "*"], ids=repr)
+def test_a_minute_key_needs_a_minute_start(part):
+    with pytest.raises(InvalidKeyPart, match="epoch-ms start"):
+        redis_key(KeyKind.STATS_MINUTE, part)
+
+
+def test_the_epoch_is_a_minute():
+    assert redis_key(KeyKind.STATS_MINUTE, "0") == "flowrec:v1:stats:min:0"
 
 
 @pytest.mark.parametrize("part", [None, "", "a b", "a.b", "x" * 33, "e:1", 5])
