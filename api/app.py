@@ -45,6 +45,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, Response
 
 from api import models
+from api.ads import AdsLookup
 from api.browse import BrowseCatalog
 from api.dashboard import add_dashboard_routes
 from api.experiments import ExperimentDirectory, add_experiment_routes
@@ -65,7 +66,7 @@ from api.ranking import (
     trending_reason,
     with_reason,
 )
-from api.recids import ANONYMOUS, Assignment, RecIdIssuer, no_experiments, stored_assignment
+from api.recids import ANONYMOUS, Assignment, RecIdIssuer, VariantOf, stored_assignment
 from api.redisconn import PipelinedRedis
 from api.security import SECURITY_HEADERS, FailedAuthThrottle, page_headers
 from api.spool import spool_unwritable_reason, write_spool_file
@@ -132,7 +133,8 @@ def fast_home_body(user_id: str, raw: bytes, n: int, rec_ids: RecIdIssuer) -> by
     Parses with orjson and re-emits the stored item objects as they are (no
     per-item objects); ``None`` when the list is shorter than ``n`` (it needs
     a top-up) or unreadable, so the general path decides.  The rec_id carries
-    the experiment variant recorded in the list (the one that computed it).
+    the experiment variant recorded in the list (the one that computed it);
+    a list that records none is left to the general path too.
     """
     try:
         data = orjson.loads(raw)
@@ -142,7 +144,10 @@ def fast_home_body(user_id: str, raw: bytes, n: int, rec_ids: RecIdIssuer) -> by
         return None
     if not isinstance(items, list) or len(items) < n:
         return None
-    rec_id = rec_ids.issue(user_id, "home", stored_assignment(data))
+    assignment = stored_assignment(data)
+    if assignment is None:  # a list from before experiments: the user's assignment needs a lookup
+        return None
+    rec_id = rec_ids.mint(user_id, "home", assignment)
     return orjson.dumps({"user_id": user_id, "context": "home", "ts": ts, "cold_start": False, "rec_id": rec_id, "items": items[:n]})
 
 
@@ -176,7 +181,7 @@ class Lookups:
     """Reads over one pipelined Redis connection (:mod:`api.redisconn`), opened in the app's lifespan.
 
     ``read_client(url, deadline_s)`` makes the client; anything with the
-    ``mget``/``get``/``hgetall``/``ping``/``aclose`` coroutines of
+    ``mget``/``get``/``hgetall``/``hmget``/``ping``/``aclose`` coroutines of
     ``redis.asyncio.Redis`` will do (``flowrec bench api`` compares one).
     """
 
@@ -221,6 +226,9 @@ class Lookups:
 
     async def stats(self) -> dict[bytes, bytes]:
         return await self.client.hgetall(self.key(KeyKind.STATS))
+
+    async def hmget(self, kind: KeyKind, part: str | None, fields: Sequence[str]) -> list[bytes | None]:
+        return await self.client.hmget(self.key(kind, part), list(fields)) if fields else []
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())
@@ -288,7 +296,7 @@ def create_app(
     read_client: Callable[[str, float], Any] = PipelinedRedis,
     home_shortcut: bool = True,
     body_timeout_s: float = BODY_TIMEOUT_S,
-    variant_of: Callable[[str], Assignment] = no_experiments,
+    variant_of: VariantOf | None = None,
 ) -> FastAPI:
     """The API as an ASGI app.
 
@@ -299,8 +307,9 @@ def create_app(
     write key and injected into the demo page (``flowrec serve --demo`` only).
     ``read_client`` and ``home_shortcut`` exist for ``flowrec bench api``, which
     compares the API without its hand-written client and hot-path shortcut.
-    ``variant_of(user)`` is the user's current ``(experiment, variant)`` for
-    the rec_ids of lists computed at request time (default: no experiment).
+    ``variant_of(user, context)`` is the user's current ``(experiment, variant)``
+    for the rec_ids of lists computed at request time (default: the running
+    experiment the job applied, :class:`api.experiments.ExperimentDirectory`).
     """
     if not settings.redis_url:
         raise ValueError("the API needs settings.redis_url (--redis-url or REDIS_URL)")
@@ -323,13 +332,14 @@ def create_app(
         metrics=ApiMetrics(),
         weights=BlendWeights(cf=settings.model.weight_cf, content=settings.model.weight_content),
         demo_key=demo_key,
-        rec_ids=RecIdIssuer(settings.rec_id_secret, clock_ms, variant_of),
+        rec_ids=RecIdIssuer(settings.rec_id_secret, clock_ms),
         key_digests=tuple(_digest(k) for k in keys if k),
         owns_store=owns_store,
         max_body_bytes=max_body_bytes,
         auth_throttle=FailedAuthThrottle(clock_ms),
         experiments=ExperimentDirectory(lambda: read_experiment_records(store.client, store.namespace), clock_ms),
     )
+    ctx.rec_ids.variant_of = variant_of or ctx.experiments.variant_of
     if settings.spool_dir is not None:
         Path(settings.spool_dir).mkdir(parents=True, exist_ok=True)
 
@@ -461,9 +471,9 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
             items = await only_in(items, category)
         return ts, items
 
-    def answer(user_id: str, context: str, ts: int, cold: bool, items: Sequence[ScoredItem], assignment: Assignment | None = None) -> Response:
+    async def answer(user_id: str, context: str, ts: int, cold: bool, items: Sequence[ScoredItem], assignment: Assignment | None = None) -> Response:
         """A recommendations response; ``assignment`` is the stored list's variant (``None``: the user's current one)."""
-        rec_id = rec_ids.issue(user_id, context, assignment)
+        rec_id = await rec_ids.issue(user_id, context, assignment)
         return _json({"user_id": user_id, "context": context, "ts": ts, "cold_start": cold, "rec_id": rec_id, "items": _items_out(items)})
 
     async def home_body(user_id: str, n: int, category: str | None, skip: set[str]) -> bytes:
@@ -481,10 +491,10 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
             personal = await only_in(personal, category)
         if raw_list is None:
             items = with_reason(take(trending, n, skip), trending_reason(category, COLD_START_NOTE))
-            rec_id = rec_ids.issue(user_id, "home")
+            rec_id = await rec_ids.issue(user_id, "home")
             return orjson.dumps({"user_id": user_id, "context": "home", "ts": trend_ts, "cold_start": True, "rec_id": rec_id, "items": _items_out(items)})
         items = top_up(take(personal, n, skip), trending, n, skip, trending_reason(category))
-        rec_id = rec_ids.issue(user_id, "home", stored_assignment(fields))
+        rec_id = await rec_ids.issue(user_id, "home", stored_assignment(fields))
         return orjson.dumps({"user_id": user_id, "context": "home", "ts": ts, "cold_start": False, "rec_id": rec_id, "items": _items_out(items)})
 
     ctx.home_body = home_body
@@ -521,8 +531,8 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
         cold = raw_cart is None and raw_profile is None
         if not items:
             note = COLD_START_NOTE if cold else ("cart_empty" if not in_cart else "")
-            return answer(user_id, "cart", trend_ts, cold, with_reason(take(trending, n, avoid), trending_reason(category, note)))
-        return answer(user_id, "cart", ts, cold, top_up(items, trending, n, avoid, trending_reason(category)), assignment)
+            return await answer(user_id, "cart", trend_ts, cold, with_reason(take(trending, n, avoid), trending_reason(category, note)))
+        return await answer(user_id, "cart", ts, cold, top_up(items, trending, n, avoid, trending_reason(category)), assignment)
 
     async def item(user_id: str, n: int, anchor: str, category: str | None, skip: set[str]) -> Response:
         raw_cf, raw_content, raw_profile, raw_item = await lookups.mget(
@@ -544,11 +554,11 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
             if interests:
                 items = boost_by_taste(items, cats, interests, weights.taste)
         if items:
-            return answer(user_id, "item", max(cf_ts, content_ts), cold, items[:n])
+            return await answer(user_id, "item", max(cf_ts, content_ts), cold, items[:n])
         # A new item has no neighbours yet: trending in its category (or the one asked for).
         fallback_category = category or top_category(_category_of(raw_item)) or None
         trend_ts, trending = await trending_in(fallback_category)
-        return answer(user_id, "item", trend_ts, cold, with_reason(take(trending, n, avoid), trending_reason(fallback_category, "nothing_similar", item=anchor)))
+        return await answer(user_id, "item", trend_ts, cold, with_reason(take(trending, n, avoid), trending_reason(fallback_category, "nothing_similar", item=anchor)))
 
     async def search(user_id: str, n: int, candidates: list[str], category: str | None, skip: set[str]) -> Response:
         raws = await lookups.mget([(KeyKind.PROFILE, user_id), (KeyKind.USER_RECS, user_id), (KeyKind.TRENDING_GLOBAL, None)] + [(KeyKind.ITEM, c) for c in candidates])
@@ -568,7 +578,9 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
             trending=trending,
             cold_start=cold,
         )
-        return answer(user_id, "search", max(profile_ts, list_ts), cold, ranked[:n])
+        return await answer(user_id, "search", max(profile_ts, list_ts), cold, ranked[:n])
+
+    ads = AdsLookup(lookups, ctx.settings.model, rec_ids)
 
     @app.get(
         RECOMMENDATIONS_PATH,
@@ -580,7 +592,7 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
     async def recommendations(
         user_id: UserId,
         n: Count = 10,
-        context: Annotated[models.Context, Query(description="home: the user's list; cart: complements for the cart; item: similar to item_id, blended with the user's taste; search: re-rank `candidates` by the user's interests")] = "home",
+        context: Annotated[models.Context, Query(description="home: the user's list; cart: complements for the cart; item: similar to item_id, blended with the user's taste; search: re-rank `candidates` by the user's interests; ads: sponsored items by relevance x bid (api/ads.py)")] = "home",
         item_id: Annotated[str | None, Query(pattern=models.ID_REGEX, max_length=128, description="the item being viewed (context=item)")] = None,
         category: CategoryFilter = None,
         exclude: Annotated[str | None, Query(max_length=_ID_LIST_CHARS, description=f"comma-separated item ids to leave out (at most {MAX_LISTED_IDS})")] = None,
@@ -589,6 +601,8 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
         """Cold-start users (no history yet) get trending items, global or in `category`, and `reason` says so.
         A short list is topped up with trending items.  The common path (`context=home`) is one Redis round trip."""
         skip = set(parse_id_list(exclude, "exclude", MAX_LISTED_IDS))
+        if context == "ads":
+            return _json(await ads.body(user_id, n, category, skip, ctx.clock_ms()))
         if context == "home":
             return Response(await home_body(user_id, n, category, skip), media_type=JSON)
         if context == "cart":
@@ -623,7 +637,7 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
             category = top_category(_category_of(raw_item)) or None
             ts, trending = await trending_in(category)
             items = with_reason(take(trending, n, {item_id}), trending_reason(category, "new_item"))
-        rec_id = rec_ids.issue(user_id or ANONYMOUS, "similar")
+        rec_id = await rec_ids.issue(user_id or ANONYMOUS, "similar")
         return _json({"item_id": item_id, "ts": ts, "rec_id": rec_id, "items": _items_out(items)})
 
     @app.get(
@@ -637,7 +651,7 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
         ts, items = await trending_in(category)
         reason = trending_reason(category)
         items = [ScoredItem(i.item, i.score, i.reason or reason) for i in take(items, n)]
-        rec_id = rec_ids.issue(user_id or ANONYMOUS, "trending")
+        rec_id = await rec_ids.issue(user_id or ANONYMOUS, "trending")
         return _json({"category": category, "ts": ts, "rec_id": rec_id, "items": _items_out(items)})
 
     @app.get(

@@ -22,7 +22,7 @@ ID_REGEX = r"^[A-Za-z0-9_.:@\-]{1,128}$"
 CATEGORY_REGEX = f"^{CATEGORY_PATH_REGEX}$"
 MAX_CATEGORY_CHARS = 512
 
-Context = Literal["home", "cart", "item", "search"]
+Context = Literal["home", "cart", "item", "search", "ads"]
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 
 
@@ -48,13 +48,22 @@ class ScoredItemOut(BaseModel):
     why: ReasonOut | None = Field(None, description="the same reason as structured fields, for localised texts")
 
 
+class AdItemOut(ScoredItemOut):
+    """A sponsored item (context=ads): ``score`` is relevance x bid."""
+
+    campaign: str | None = Field(None, description="the item's campaign (null: none)")
+    bid: float = Field(description="the item's cost per click now")
+    relevance: float = Field(description="the user's score for the item over their best item's score (cold start: trending over the top trending item)")
+
+
 class RecommendationsOut(BaseModel):
     user_id: str
     context: Context
     ts: int = Field(description="event time (epoch ms) of the newest list used; 0 when none")
     cold_start: bool = Field(description="true when the user has no history yet and trending was served instead")
     rec_id: str = REC_ID_FIELD
-    items: list[ScoredItemOut]
+    items: list[ScoredItemOut | AdItemOut]
+    empty_reason: str | None = Field(None, description="context=ads with no items: why (no_sponsored_items, none_relevant, budgets_spent)")
 
 
 class SimilarOut(BaseModel):
@@ -107,6 +116,10 @@ class CatalogItemIn(BaseModel):
     created_at: int = Field(0, ge=0, le=MAX_TS_MS)
     in_stock: bool = True
     ts: int | None = Field(None, ge=0, le=MAX_TS_MS, description="when this version takes effect, epoch ms; the server's receive time when omitted")
+    sponsored: bool = Field(False, description="shown in the ad slot (context=ads) when true")
+    bid: float = Field(0.0, ge=0, description="cost per click of a sponsored item (what a click on its ad spends)")
+    campaign: str | None = Field(None, pattern=ID_REGEX, max_length=128, description="the campaign the item's spend counts towards")
+    budget: float | None = Field(None, ge=0, description="the campaign's daily budget (needs campaign); its items leave the ad slot once a day's spend reaches it")
 
 
 class RejectionOut(BaseModel):

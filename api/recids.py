@@ -15,15 +15,18 @@ to it without a lookup.  Which user a list is bound to:
 
 Experiment and variant: the stored list's ``experiment``/``variant`` fields
 (the variant that really computed it) when the list came from the job, else
-the user's current assignment (:attr:`RecIdIssuer.variant_of`, ``~`` when the
-user is in no experiment).
+the user's current assignment for that context (:attr:`RecIdIssuer.variant_of`,
+:meth:`api.experiments.ExperimentDirectory.variant_of` in the app; ``~`` when
+the user is in no experiment).  The home path mints straight from the stored
+list (:meth:`RecIdIssuer.mint`, no await) when it names its variant, as every
+list the job writes does.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from transforms.recid import NAME_PATTERN, NO_EXPERIMENT, RecId, encode_rec_id
 
@@ -33,9 +36,11 @@ log = logging.getLogger(__name__)
 ANONYMOUS = NO_EXPERIMENT
 Assignment = tuple[str, str]
 NO_ASSIGNMENT: Assignment = (NO_EXPERIMENT, NO_EXPERIMENT)
+# (user, context) -> the user's (experiment, variant) for a list of that context.
+VariantOf = Callable[[str, str], Awaitable[Assignment]]
 
 
-def no_experiments(user: str) -> Assignment:
+async def no_experiments(user: str, context: str) -> Assignment:
     """The assignment when no experiment runs: every user is in none."""
     return NO_ASSIGNMENT
 
@@ -69,25 +74,28 @@ def stored_assignment(fields: Any) -> Assignment | None:
 class RecIdIssuer:
     """Mints rec_ids with the deployment's secret, on the API's clock.
 
-    ``variant_of(user)`` is the user's current ``(experiment, variant)``
-    (request-time contexts, and lists the job wrote without the fields);
-    the default puts everyone in no experiment.
+    ``variant_of(user, context)`` is the user's current ``(experiment,
+    variant)`` (request-time contexts, and lists the job wrote without the
+    fields); the default puts everyone in no experiment.
     """
 
-    def __init__(self, secret: str, clock_ms: Callable[[], int], variant_of: Callable[[str], Assignment] = no_experiments) -> None:
+    def __init__(self, secret: str, clock_ms: Callable[[], int], variant_of: VariantOf = no_experiments) -> None:
         self.secret = secret
         self.clock_ms = clock_ms
         self.variant_of = variant_of
 
-    def issue(self, user: str, context: str, assignment: Assignment | None = None) -> str:
+    def mint(self, user: str, context: str, assignment: Assignment) -> str:
         """A fresh rec_id for a list served to ``user`` (:data:`ANONYMOUS` for nobody) in ``context``.
 
-        ``assignment`` is the stored list's (see :func:`stored_assignment`);
-        ``None`` asks ``variant_of`` (the anonymous user is in no experiment).
         The nonce is 32 random bits from the OS, so two responses never share
         a rec_id in practice, even within one millisecond.
         """
-        if assignment is None:
-            assignment = NO_ASSIGNMENT if user == ANONYMOUS else self.variant_of(user)
         experiment, variant = assignment
         return encode_rec_id(RecId(experiment, variant, context, self.clock_ms(), os.urandom(4).hex()), user, self.secret)
+
+    async def issue(self, user: str, context: str, assignment: Assignment | None = None) -> str:
+        """:meth:`mint` with ``assignment`` (the stored list's, see :func:`stored_assignment`),
+        or when ``None`` the user's current one (the anonymous user is in no experiment)."""
+        if assignment is None:
+            assignment = NO_ASSIGNMENT if user == ANONYMOUS else await self.variant_of(user, context)
+        return self.mint(user, context, assignment)

@@ -347,7 +347,8 @@ def seed_redis(url: str, list_size: int) -> str:
     content = [ScoredItem(f"i{k:06d}", round(0.9 - k / 200, 6)) for k in range(20, 70)]
     store.write(
         [
-            Write(KeyKind.USER_RECS, BENCH_USER, encode_list(1_700_000_000_000, items)),
+            # Labelled with its variant like every list the job writes (here: no experiment).
+            Write(KeyKind.USER_RECS, BENCH_USER, encode_list(1_700_000_000_000, items, experiment="~", variant="~")),
             Write(KeyKind.TRENDING_GLOBAL, None, encode_list(1_700_000_000_000, trending)),
             Write(KeyKind.ITEM_NEIGHBOURS, BENCH_ITEM, encode_list(1_700_000_000_000, neighbours)),
             Write(KeyKind.CONTENT_NEIGHBOURS, BENCH_ITEM, encode_list(1_700_000_000_000, content)),

@@ -9,6 +9,7 @@ key                                   value                                     
 ``{ns}:v1:rec:{user}``                the user's home list ``RecList``            user TTL
 ``{ns}:v1:complements:{user}``        "goes with your cart" list ``RecList``      user TTL
 ``{ns}:v1:profile:{user}``            top interests, cart, purchased ``Profile``  user TTL
+``{ns}:v1:ads:{user}``                the user's ads (sponsored) ``RecList``      user TTL
 ``{ns}:v1:sim:{item}``                collaborative neighbours ``NeighbourList``  item TTL
 ``{ns}:v1:content:{item}``            content neighbours ``NeighbourList``        item TTL
 ``{ns}:v1:item:{item}``               catalog item JSON                           none
@@ -30,6 +31,10 @@ key                                   value                                     
 ``{ns}:v1:metrics:ads:{day_ms}``      ad counts per item and campaign of a day    3 days
 ``{ns}:v1:metrics:experiments``       experiments with counts (hash name -> "1")   none
 ====================================  ==========================================  =========
+
+``ads:{user}`` is written only while the catalog has sponsored items
+(:mod:`transforms.ads`); its list carries ``"relevance"``, each item's
+relevance in the order of ``"items"``, so the API can re-rank by current bids.
 
 The ``metrics:*`` hashes are written by the job's attribution with HSET of
 absolute values; their fields are built and parsed only by :mod:`state.metrics`.
@@ -71,6 +76,7 @@ class KeyKind(enum.Enum):
     USER_RECS = "rec"
     COMPLEMENTS = "complements"
     PROFILE = "profile"
+    ADS = "ads"
     # Written by releases before the complements list was renamed; only deleted now.
     LEGACY_CART = "cart"
     ITEM_NEIGHBOURS = "sim"
@@ -90,9 +96,9 @@ class KeyKind(enum.Enum):
     METRICS_EXPERIMENTS = "metrics:experiments"
 
 
-_USER_KINDS = {KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART}
+_USER_KINDS = {KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART, KeyKind.ADS}
 # Every key holding something about one user: what forgetting the user deletes.
-USER_KEY_KINDS = (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART)
+USER_KEY_KINDS = (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART, KeyKind.ADS)
 _ITEM_KINDS = {KeyKind.ITEM_NEIGHBOURS, KeyKind.CONTENT_NEIGHBOURS, KeyKind.ITEM}
 _SINGLETONS = {KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS, KeyKind.EXPERIMENTS, KeyKind.METRICS_EXPERIMENTS}
 # Keys holding a Redis set: a Write's value is a member to add (SADD), not the value to SET.

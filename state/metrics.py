@@ -19,7 +19,9 @@ event time falls in that minute::
 
 ``metrics:ads:{day_ms}`` (TTL :data:`ADS_TTL_S`): ``"{item}|impressions"``,
 ``"{item}|clicks"`` of context ``ads`` (written by attribution) and campaign
-fields ``"{campaign}|{measure}"`` (written by the ad slot).
+fields ``"{campaign}|{measure}"`` for measure in :data:`CAMPAIGN_MEASURES`
+(written by the ad slot; sponsored items without a campaign count under
+campaign ``~``, :data:`transforms.ads.NO_CAMPAIGN`).
 
 Users in no experiment count under experiment and variant ``~``
 (:data:`transforms.recid.NO_EXPERIMENT`).  Counts are integers, revenue a float;
@@ -33,6 +35,7 @@ import logging
 from typing import Any, Callable, Iterable, Union
 
 from state.keys import KeyKind, redis_key
+from transforms.ads import CAMPAIGN_MEASURES as _CAMPAIGN_MEASURES
 
 # Counted per position and summed over positions ("all").
 MEASURES: tuple[str, ...] = ("impressions", "clicks", "carts", "purchases", "revenue")
@@ -43,6 +46,10 @@ ALL_POSITIONS = "all"
 ALL_CONTEXTS = "all"
 # Per-item measures of context ``ads`` in the daily ads hash.
 AD_ITEM_MEASURES: tuple[str, ...] = ("impressions", "clicks")
+# Per-campaign measures of the daily ads hash (written by the ad slot; see transforms.ads):
+# ad impressions and attributed ad clicks of the campaign's items, and spend = the sum of
+# the clicked items' bids at click time.
+CAMPAIGN_MEASURES: tuple[str, ...] = _CAMPAIGN_MEASURES
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000

@@ -223,8 +223,13 @@ class ShopParams:
 
 
 @dataclass
-class _Shop:
-    """The static part of a shop as arrays indexed by item, subcategory and user."""
+class Shop:
+    """The static part of a shop as arrays indexed by item, subcategory and user (see :func:`build_shop`).
+
+    The shoppers' latent tastes (``user_taste``, favourite subcategories and
+    brands) are what the event stream is drawn from; :mod:`transforms.shoppers`
+    uses them to make simulated shoppers respond to the lists they are shown.
+    """
 
     catalog: list[CatalogItem]
     item_ids: np.ndarray  # object[str]
@@ -318,7 +323,7 @@ def _brand_names(rng: np.random.Generator, count: int) -> list[str]:
     return [BRAND_PREFIXES[p // len(BRAND_SUFFIXES)] + BRAND_SUFFIXES[p % len(BRAND_SUFFIXES)] for p in picks]
 
 
-def _build_shop(users: int, items: int, seed: int, start_ms: int, end_ms: int, params: ShopParams) -> _Shop:
+def _build_shop(users: int, items: int, seed: int, start_ms: int, end_ms: int, params: ShopParams) -> Shop:
     """Catalog and shoppers; draws from its own child streams so events never shift them."""
     catalog_seed, user_seed = np.random.SeedSequence(seed).spawn(2)
     rng = np.random.default_rng(catalog_seed)
@@ -430,7 +435,7 @@ def _build_shop(users: int, items: int, seed: int, start_ms: int, end_ms: int, p
     width = _id_width(users)
     user_ids = np.array([f"u{u + 1:0{width}d}" for u in range(users)], dtype=object)
 
-    return _Shop(
+    return Shop(
         catalog=catalog,
         item_ids=item_ids,
         item_sub=item_sub,
@@ -458,7 +463,7 @@ def _build_shop(users: int, items: int, seed: int, start_ms: int, end_ms: int, p
     )
 
 
-def _item_weights(shop: _Shop, slice_start: int, slice_end: int, params: ShopParams) -> np.ndarray:
+def _item_weights(shop: Shop, slice_start: int, slice_end: int, params: ShopParams) -> np.ndarray:
     """Item popularity during one slice (evaluated at its midpoint); 0 for unavailable items.
 
     An item is available when it exists at the slice start and stays in stock
@@ -513,7 +518,7 @@ def _uniform_ms(rng: np.random.Generator, bounds: tuple[int, int], size: int) ->
 
 def _sessions(
     rng: np.random.Generator,
-    shop: _Shop,
+    shop: Shop,
     params: ShopParams,
     count: int,
     slice_start: int,
@@ -630,7 +635,7 @@ def _slice_bounds(start_ms: int, end_ms: int, events: int, params: ShopParams) -
     return bounds, np.diff(targets)
 
 
-def _event_stream(shop: _Shop, events: int, seed: int, start_ms: int, end_ms: int, params: ShopParams) -> Iterator[EventBatch]:
+def _event_stream(shop: Shop, events: int, seed: int, start_ms: int, end_ms: int, params: ShopParams) -> Iterator[EventBatch]:
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])
     bounds, targets = _slice_bounds(start_ms, end_ms, events, params)
     n_items, n_sub, n_top = len(shop.item_ids), len(shop.sub_top), len(shop.top_popularity)
@@ -677,7 +682,7 @@ def _event_stream(shop: _Shop, events: int, seed: int, start_ms: int, end_ms: in
             ready, ready_count = [rest], len(rest)
 
 
-def _to_batch(shop: _Shop, rows: _Rows) -> EventBatch:
+def _to_batch(shop: Shop, rows: _Rows) -> EventBatch:
     unique, inverse = np.unique(rows.session, return_inverse=True)
     names = np.array([f"s{s + 1:09d}" for s in unique.tolist()], dtype=object)
     return EventBatch(
@@ -720,8 +725,24 @@ def generate_shop(
         raise ValueError("the simulated period (and item creation dates a year before it) must lie within 2000..2100")
     if params.chunk_events < 1:
         raise ValueError("chunk_events must be >= 1")
-    shop = _build_shop(users, items, seed, start_ms, end_ms, params)
+    shop = build_shop(users, items, seed, start_ms, days, params)
     return shop.catalog, _event_stream(shop, events, seed, start_ms, end_ms, params)
+
+
+def build_shop(users: int, items: int, seed: int, start_ms: int = 1_700_000_000_000, days: float = 14.0, params: ShopParams | None = None) -> Shop:
+    """The catalog and shoppers of :func:`generate_shop` for the same arguments, without its events.
+
+    Raises ``ValueError`` for impossible sizes or periods.
+    """
+    params = params or ShopParams()
+    if users < 1 or items < 1:
+        raise ValueError("a shop needs at least one user and one item")
+    if not (days > 0 and math.isfinite(days)):
+        raise ValueError("days must be a positive number")
+    end_ms = start_ms + int(round(days * DAY_MS))
+    if start_ms - params.max_item_age_ms < MIN_TS_MS or end_ms + DAY_MS > MAX_TS_MS:
+        raise ValueError("the simulated period (and item creation dates a year before it) must lie within 2000..2100")
+    return _build_shop(users, items, seed, start_ms, end_ms, params)
 
 
 def events_to_jsonl(batch: EventBatch) -> bytes:

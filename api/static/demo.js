@@ -1,6 +1,11 @@
 // flowrec demo shop: browse the catalog, send events, watch the user's list change.
 // Plain browser JavaScript, no build step.  Everything shown comes from the public API;
 // data is rendered with textContent only.
+//
+// Feedback, as a shop frontend should send it: every list shown (the user's list, similar
+// items, trending) is reported once as an `impression` with its response's rec_id, items and
+// positions; a click on an item of a list, and the cart or purchase of an item reached that
+// way, carry the list's rec_id and the item's position, so the job attributes them to it.
 "use strict";
 
 (function () {
@@ -22,6 +27,8 @@
     asked: new Set(),        // item ids already looked up in /v1/items
     shownRecs: new Set(),    // items shown in the last render, to highlight newcomers
     lastRecs: null,          // the last list response, to skip re-rendering an unchanged list
+    shown: {},               // list element id -> {recId, items} of what it shows (reported as an impression)
+    origin: new Map(),       // item id -> {recId, position} of the list it was clicked in
     sent: 0,
     lastStats: null,         // {now, events} of the previous stats sample, for events/s
     busy: { recs: false, stats: false, trending: false },
@@ -86,6 +93,8 @@
     state.user = user;
     state.shownRecs = new Set();
     state.lastRecs = null;
+    state.shown = {};           // rec_ids are bound to their user: the lists are fetched again for this one
+    state.origin = new Map();
     $("user-input").value = user;
     $("current-user").textContent = `shopping as ${user}`;
     $("recs").replaceChildren();
@@ -159,16 +168,27 @@
     showSimilar(itemId);
   }
 
+  // A click on an item of a shown list: attributed to that list (its rec_id and the item's position).
+  function viewFromList(listId, itemId, position) {
+    const shown = state.shown[listId];
+    if (shown) state.origin.set(itemId, { recId: shown.recId, position });
+    send("click", itemId);
+    showSimilar(itemId);
+  }
+
   // ---- events -----------------------------------------------------------------------
   async function send(eventType, itemId) {
     if (!state.user) { status("pick a user first", true); return; }
     if (!state.apiKey) { status("set an API key (top right) to send events", true); $("key-box").open = true; return; }
+    // No ts: the server stamps its receive time, so a skewed browser clock cannot matter.
+    const event = { user_id: state.user, item_id: itemId, event_type: eventType };
+    const origin = state.origin.get(itemId);
+    if (origin) { event.rec_id = origin.recId; event.position = origin.position; }
     try {
       const body = await api("/v1/events", {
         method: "POST",
         headers: { "Content-Type": "application/json", "Authorization": `Bearer ${state.apiKey}` },
-        // No ts: the server stamps its receive time, so a skewed browser clock cannot matter.
-        body: JSON.stringify({ user_id: state.user, item_id: itemId, event_type: eventType }),
+        body: JSON.stringify(event),
       });
       state.sent += body.accepted;
       $("c-sent").textContent = String(state.sent);
@@ -184,11 +204,31 @@
     return reason.replace(/[A-Za-z0-9_.:@\-]+/g, (token) => (state.items.get(token) && state.items.get(token).title) || token);
   }
 
+  // Report what a list element now shows, once per change of its items (a poll that returns the
+  // same items under a new rec_id is not shown again).  Needs a user: rec_ids are bound to one.
+  async function reportShown(listId, body) {
+    const items = body.items.map((i) => i.item);
+    const before = state.shown[listId];
+    if (before && before.items.join(",") === items.join(",")) return;
+    state.shown[listId] = { recId: body.rec_id, items };
+    $(listId).dataset.recId = body.rec_id;
+    if (!items.length || !state.user || !state.apiKey) return;
+    try {
+      await api("/v1/events", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "Authorization": `Bearer ${state.apiKey}` },
+        body: JSON.stringify({ user_id: state.user, event_type: "impression", rec_id: body.rec_id, items, positions: items.map((_, k) => k) }),
+      });
+    } catch (err) {
+      status(`reporting the ${listId} list failed: ${err.message}`, true);
+    }
+  }
+
   function renderList(node, items, highlight) {
-    const rows = items.map((entry) => {
+    const rows = items.map((entry, position) => {
       const li = el("li", { "data-item": entry.item });
-      const name = el("span", { class: "name", textContent: title(entry.item) });
-      name.addEventListener("click", () => showSimilar(entry.item));
+      const name = el("span", { class: "name", textContent: title(entry.item), title: "view this item" });
+      name.addEventListener("click", () => viewFromList(node.id, entry.item, position));
       li.append(name, el("span", { class: "score", textContent: entry.score.toFixed(3) }));
       if (entry.reason) li.append(el("span", { class: "reason", textContent: readable(entry.reason), title: entry.reason }));
       if (highlight && !highlight.has(entry.item)) li.classList.add("new");
@@ -212,12 +252,14 @@
       const query = new URLSearchParams({ n: 10, context: state.context });
       const body = await api(`/v1/users/${encodeURIComponent(user)}/recommendations?${query}`);
       if (user !== state.user) return;
-      const fingerprint = JSON.stringify(body);
+      // Every response has a new rec_id: the list is unchanged when all else is.
+      const fingerprint = JSON.stringify({ ...body, rec_id: null });
       if (fingerprint === state.lastRecs) return;  // unchanged: leave the DOM alone
       state.lastRecs = fingerprint;
       await learnItems(body.items.map((i) => i.item));
       const highlight = state.shownRecs.size ? state.shownRecs : null;
       renderList($("recs"), body.items, highlight);
+      reportShown("recs", body);
       state.shownRecs = new Set(body.items.map((i) => i.item));
       const when = body.ts ? `list from event time ${new Date(body.ts).toLocaleTimeString()}` : "no list yet";
       $("recs-meta").textContent = body.cold_start ? `new here: trending until the job has seen ${user} · ${when}` : when;
@@ -232,9 +274,12 @@
     state.anchor = itemId;
     $("similar-anchor").textContent = title(itemId);
     try {
-      const body = await api(`/v1/items/${encodeURIComponent(itemId)}/similar?n=6`);
+      const query = new URLSearchParams({ n: 6 });
+      if (state.user) query.set("user_id", state.user);  // binds the list's rec_id to the shopper
+      const body = await api(`/v1/items/${encodeURIComponent(itemId)}/similar?${query}`);
       await learnItems(body.items.map((i) => i.item));
       renderList($("similar"), body.items, null);
+      reportShown("similar", body);
       $("similar-hint").textContent = body.items.length ? "" : "no similar items yet";
     } catch (err) {
       $("similar").replaceChildren();
@@ -248,10 +293,12 @@
     try {
       const query = new URLSearchParams({ n: 8 });
       if (state.category) query.set("category", state.category);
+      if (state.user) query.set("user_id", state.user);
       $("trending-scope").textContent = state.category ? `in ${state.category}` : "everywhere";
       const body = await api(`/v1/trending?${query}`);
       await learnItems(body.items.map((i) => i.item));
       renderList($("trending"), body.items, null);
+      reportShown("trending", body);
     } catch (err) {
       $("trending").replaceChildren(el("li", { textContent: err.message }));
     } finally {
@@ -298,6 +345,7 @@
         state.context = tab.dataset.context;
         state.shownRecs = new Set();
         state.lastRecs = null;
+        delete state.shown.recs;  // a new list (another context): reported when it shows
         for (const t of document.querySelectorAll(".tab")) t.classList.toggle("active", t === tab);
         pollRecs();
       });

@@ -1,5 +1,6 @@
 """The /demo page in a real headless Chromium, with the real streaming job: pick a user,
-add an item to the cart, and see the list the job computes replace the old one."""
+see the list reported as an impression, click an item of it (attributed to the list), add an
+item to the cart, and see the list the job computes replace the old one."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from api.browse import BrowseCatalog
 from state.keys import KeyKind
 from transforms.catalog import CatalogItem
+from transforms.recid import decode_rec_id
 
 from .conftest import NOW_MS, put_list
 
@@ -90,24 +92,44 @@ def test_demo_page_sends_an_event_and_shows_the_list_change(serve, store, spool_
         # Read in one script call: the page re-renders the list while it polls.
         return driver.execute_script("return [...document.querySelectorAll('#recs li[data-item]')].map(li => li.dataset.item)")
 
+    def spooled() -> list[dict]:
+        # (each file: JSON-array lines of events, then the end marker the job's spool retention reads)
+        return [r for path in sorted(spool_dir.glob("events/events-*.jsonl")) for line in path.read_bytes().splitlines()[:-1] for r in orjson.loads(line)]
+
     wait.until(lambda d: list_items(d)[:2] == ["i1", "i2"])
-    before = list_items(browser)
+    before = list_items(browser)  # the user's two items, topped up with trending
     # Reasons name items by title where the page knows them (the raw reason is the tooltip).
     assert "because you viewed Product 2" in browser.execute_script("return document.getElementById('recs').textContent")
     assert browser.find_element(By.CSS_SELECTOR, '.product[data-item="i1"] .title').text == "Product 1"
+    # The list shown is reported once, as an impression under its response's rec_id (one spooled row per item) ...
+    rec_id = wait.until(lambda d: d.execute_script("return document.getElementById('recs').dataset.recId"))
+    assert decode_rec_id(rec_id, "u1").context == "home"
+    shown = lambda: sorted((r["item_id"], r["position"]) for r in spooled() if r["event_type"] == "impression" and r.get("rec_id") == rec_id)
+    WebDriverWait(browser, 15, poll_frequency=0.1).until(lambda d: shown() == sorted((item, k) for k, item in enumerate(before)))
+    assert all(r["user_id"] == "u1" and r["ts"] == clock.now_ms for r in spooled() if r.get("rec_id") == rec_id)
+    # ... and a click on one of its items carries the rec_id and the item's position.
+    browser.find_element(By.CSS_SELECTOR, '#recs li[data-item="i2"] .name').click()
+    wait.until(lambda d: "sent click i2" in d.find_element(By.ID, "last-post").text)
+    assert {"user_id": "u1", "item_id": "i2", "event_type": "click", "ts": clock.now_ms, "rec_id": rec_id, "position": 1} in spooled()
+    # The page polls its list every 500 ms (each response a new rec_id) but reports it again only when its items change.
+    time.sleep(1.5)
+    lists: dict[str, list[str]] = {}
+    for r in spooled():
+        if r["event_type"] == "impression" and decode_rec_id(r["rec_id"], "u1").context == "home":
+            lists.setdefault(r["rec_id"], []).append(r["item_id"])
+    reported = sorted(lists.values())  # (spool files of one fake-clock millisecond have no order)
+    assert before in reported and len({tuple(items) for items in reported}) == len(reported), reported
 
     browser.find_element(By.CSS_SELECTOR, '.product[data-item="i3"] button.add-to-cart').click()
     wait.until(lambda d: "sent add_to_cart i3" in d.find_element(By.ID, "last-post").text)
 
     # The event reached the job's live source as a spool file ...
-    # (each file: one JSON-array line of events, then the end marker the job's spool retention reads)
-    spooled = [r for path in sorted(spool_dir.glob("events/events-*.jsonl")) for r in orjson.loads(path.read_bytes().splitlines()[0])]
-    assert {"user_id": "u1", "item_id": "i3", "event_type": "add_to_cart", "ts": clock.now_ms} in spooled
+    assert {"user_id": "u1", "item_id": "i3", "event_type": "add_to_cart", "ts": clock.now_ms} in spooled()
     # ... and once the job has processed it, the page shows the new list with its reasons.
     WebDriverWait(browser, 30, poll_frequency=0.1).until(lambda d: list_items(d) not in ([], before))
     reasons = browser.execute_script("return [...document.querySelectorAll('#recs li .reason')].map(r => r.textContent)")
     assert reasons and all(reasons)
-    assert browser.find_element(By.ID, "c-sent").text == "1"
+    assert browser.find_element(By.ID, "c-sent").text == "2"  # the click and the cart (impressions are not counted)
     severe = [entry["message"] for entry in browser.get_log("browser")]
     assert severe == []
 

@@ -3,6 +3,7 @@ variant that computed the list (api/recids.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import astuple
 
 import httpx
@@ -32,7 +33,11 @@ def shop(store):
 @pytest.fixture
 def client(serve, redis_url, spool_dir, shop):
     settings = Settings(redis_url=redis_url, spool_dir=spool_dir, api_keys=(API_KEY,), rec_id_secret=SECRET)
-    with httpx.Client(base_url=serve(settings, variant_of=lambda user: ("exp1", "control") if user == "u4" else ("~", "~")), timeout=10) as c:
+
+    async def variant_of(user: str, context: str) -> tuple[str, str]:
+        return ("exp1", "control") if user == "u4" else ("~", "~")
+
+    with httpx.Client(base_url=serve(settings, variant_of=variant_of), timeout=10) as c:
         yield c
 
 
@@ -68,7 +73,7 @@ def test_a_rec_id_is_bound_to_its_user_and_unique_per_response(client):
         decode_rec_id(bodies[0]["rec_id"], "u1", "another-secret-of-32-characters!")
 
 
-def test_every_context_carries_a_rec_id(client):
+def test_every_context_carries_a_rec_id(client, store):
     cart = client.get("/v1/users/u1/recommendations?context=cart").json()
     assert parts(cart, "u1")[:3] == ("exp1", "treatment", "cart")
     item = client.get("/v1/users/u4/recommendations?context=item&item_id=i1").json()
@@ -77,6 +82,10 @@ def test_every_context_carries_a_rec_id(client):
     assert parts(search, "u1")[:3] == ("~", "~", "search")
     cold_cart = client.get("/v1/users/u9/recommendations?context=cart").json()
     assert parts(cold_cart, "u9")[:3] == ("~", "~", "cart")
+    # Ads: the stored ads list's variant (it is scored with the home list), else the user's current one.
+    put_list(store, KeyKind.ADS, "u1", NOW_MS - 5, [], relevance=[], experiment="exp1", variant="treatment")
+    assert parts(client.get("/v1/users/u1/recommendations?context=ads").json(), "u1")[:3] == ("exp1", "treatment", "ads")
+    assert parts(client.get("/v1/users/u4/recommendations?context=ads").json(), "u4")[:3] == ("exp1", "control", "ads")
 
 
 def test_similar_and_trending_are_bound_to_the_viewer_named_else_anonymous(client, clock):
@@ -114,14 +123,29 @@ def test_stored_assignment(fields, expected):
 
 
 def test_the_issuer_asks_the_assignment_only_when_the_list_names_none():
-    asked: list[str] = []
+    asked: list[tuple[str, str]] = []
 
-    def variant_of(user: str) -> tuple[str, str]:
-        asked.append(user)
+    async def variant_of(user: str, context: str) -> tuple[str, str]:
+        asked.append((user, context))
         return ("e", "v")
 
     issuer = RecIdIssuer(SECRET, lambda: 42, variant_of)
-    assert parts(issuer.issue("u1", "home", ("e2", "v2")), "u1")[:4] == ("e2", "v2", "home", 42)
-    assert parts(issuer.issue("u1", "home"), "u1")[:2] == ("e", "v")
-    assert parts(issuer.issue(ANONYMOUS, "trending"), ANONYMOUS)[:2] == ("~", "~")
-    assert asked == ["u1"]
+    assert parts(asyncio.run(issuer.issue("u1", "home", ("e2", "v2"))), "u1")[:4] == ("e2", "v2", "home", 42)
+    assert parts(issuer.mint("u1", "cart", ("e2", "v2")), "u1")[:4] == ("e2", "v2", "cart", 42)
+    assert parts(asyncio.run(issuer.issue("u1", "item")), "u1")[:3] == ("e", "v", "item")
+    assert parts(asyncio.run(issuer.issue(ANONYMOUS, "trending")), ANONYMOUS)[:2] == ("~", "~")
+    assert asked == [("u1", "item")]
+
+
+def test_the_running_experiment_the_job_applied_assigns_request_time_lists(serve, redis_url, spool_dir, store):
+    """Without a variant_of, the app asks the experiments the job wrote to Redis (api.experiments)."""
+    from state.writes import experiment_writes
+    from transforms.experiments import ExperimentRecord, assign, parse_experiment
+
+    experiment = parse_experiment({"id": "exp9", "variants": {"control": {"share": 0.5, "preset": "popularity"}, "treatment": {"share": 0.5, "preset": "default"}}})
+    store.write(experiment_writes(ExperimentRecord(experiment, NOW_MS - 1000, NOW_MS - 1000)))
+    settings = Settings(redis_url=redis_url, spool_dir=spool_dir, api_keys=(API_KEY,), rec_id_secret=SECRET)
+    with httpx.Client(base_url=serve(settings), timeout=10) as c:
+        for user in ("a1", "a2", "a3", "a4"):
+            assert parts(c.get(f"/v1/users/{user}/recommendations").json(), user)[:3] == ("exp9", assign(experiment, user), "home")
+            assert parts(c.get(f"/v1/trending?user_id={user}").json(), user)[:3] == ("exp9", assign(experiment, user), "trending")

@@ -11,6 +11,7 @@ EXPECTED = {
     KeyKind.COMPLEMENTS: ("u-1", "flowrec:v1:complements:u-1"),
     KeyKind.LEGACY_CART: ("u-1", "flowrec:v1:cart:u-1"),
     KeyKind.PROFILE: ("u-1", "flowrec:v1:profile:u-1"),
+    KeyKind.ADS: ("u-1", "flowrec:v1:ads:u-1"),
     KeyKind.ITEM_NEIGHBOURS: ("sku.9", "flowrec:v1:sim:sku.9"),
     KeyKind.CONTENT_NEIGHBOURS: ("sku.9", "flowrec:v1:content:sku.9"),
     KeyKind.ITEM: ("sku.9", "flowrec:v1:item:sku.9"),
@@ -27,7 +28,7 @@ EXPECTED = {
     KeyKind.METRICS_ADS: ("1699920000000", "flowrec:v1:metrics:ads:1699920000000"),
     KeyKind.METRICS_EXPERIMENTS: (None, "flowrec:v1:metrics:experiments"),
 }
-USER_KINDS = [KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART]
+USER_KINDS = [KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART, KeyKind.ADS]
 ITEM_KINDS = [KeyKind.ITEM_NEIGHBOURS, KeyKind.CONTENT_NEIGHBOURS, KeyKind.ITEM]
 SINGLETONS = [KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS, KeyKind.EXPERIMENTS, KeyKind.METRICS_EXPERIMENTS]
 
