@@ -17,20 +17,30 @@
 
 Simulated time.  Every event carries its simulated ``ts``, and the API's clock
 (rec_ids, the experiment's start, the future-time check) is the simulated
-clock.  The job's event time follows the events alone: its wall-clock
-heartbeat is off (a heartbeat would push event time to now and make the
-simulated events late), and the simulated period ends at the wall clock's
-minute, so nothing is ever in the future.  The catalog input moves its event
-time too: each step re-sends one catalog item unchanged at the step's end (the
-job's windows wait for the catalog's event time, which carries experiment
-controls).  The simulator advances a step (``--step-seconds``) only once the
-job has closed the windows of the previous one, so the lists shoppers see
-reflect what they did up to then, as in a live shop keeping up.
+clock; the simulated period ends at the wall clock's minute, so nothing is
+ever in the future.  The job's wall-clock heartbeat is off (it would push
+event time to now and make the simulated events late); the simulator is the
+heartbeat instead: at the end of each step (``--step-seconds``) it writes the
+job's own heartbeat record (a tick with the simulated time) into both spool
+folders, so event time advances on the events and the catalog input (which
+carries experiment controls) alike, also through steps without events.
+
+Keeping in step with the job.  Without a live heartbeat, the job closes the
+windows of one batch of events only once later events have followed it
+through its operators (measured: one to two later batches), so before each
+step the simulator waits (up to ``CATCH_UP_S``) until the job has closed the
+windows of the steps ``LAG_STEPS`` back (``last_window_ts`` in its stats): the
+lists shoppers see reflect what happened up to then, as in a live shop that
+keeps up, and a shopper's own browsing (a minute before they look at their
+list) is in.  After the last step, shoppers go on browsing (organic views,
+one a second) until the job has closed every window of the measured period;
+only then are its counts read.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import heapq
 import itertools
@@ -58,6 +68,10 @@ VIEW_GAP_MS = 8_000
 # The job must close the windows of a step within this long (the first step also waits for it to start).
 CATCH_UP_S = 120.0
 START_UP_S = 300.0
+# Steps the job may be behind when the next step starts (see the module doc).
+LAG_STEPS = 3
+# Organic views sent after the last step at most, one a second, for the job to close every window.
+MAX_FLUSH_VIEWS = 120
 # Events per POST /v1/events (its limit is 10,000 records and 1 MiB).
 POST_CHUNK = 2_000
 
@@ -160,14 +174,14 @@ def serving(app: Any) -> Iterator[str]:
 class Simulation:
     """One run: the shop's shoppers, the API client on the simulated clock, and the events sent so far."""
 
-    def __init__(self, http: Any, clock: SimulatedClock, redis_client: Any, namespace: str, shoppers: Any, prices: dict[str, float], catalog_tick: dict[str, Any], list_size: int, settings: Any) -> None:
+    def __init__(self, http: Any, clock: SimulatedClock, redis_client: Any, namespace: str, shoppers: Any, prices: dict[str, float], spool: Path, list_size: int, settings: Any) -> None:
         self.http = http
         self.clock = clock
         self.redis = redis_client
         self.namespace = namespace
         self.shoppers = shoppers
         self.prices = prices
-        self.catalog_tick = catalog_tick
+        self.spool = spool
         self.list_size = list_size
         self.settings = settings
         self.pending: list[tuple[int, int, dict[str, Any]]] = []  # (ts, arrival, event): a heap by time
@@ -176,6 +190,9 @@ class Simulation:
         self.lists_seen = 0
         # Event times of the interactions sent (the events the job scores users on), in order.
         self.interaction_ts: list[int] = []
+        # Heartbeats written before each of the latest events POSTs (the oldest: what the job should have closed).
+        self.heartbeats: collections.deque[int] = collections.deque([0], maxlen=LAG_STEPS)
+        self.heartbeat_ms = 0
 
     def queue(self, events: list[dict[str, Any]]) -> None:
         for event in events:
@@ -200,8 +217,11 @@ class Simulation:
         self.queue(list_events(self.shoppers, visit, body["rec_id"], [entry["item"] for entry in body["items"]], self.prices))
         self.lists_seen += 1
 
-    def send_until(self, end_ms: int) -> int:
-        """POST every queued event before ``end_ms`` in time order, and the catalog's clock record; returns the latest ts sent."""
+    def send_until(self, end_ms: int) -> None:
+        """POST every queued event before ``end_ms`` in time order, then the heartbeat of ``end_ms``."""
+        from api.spool import write_spool_file
+        from pipelines.operators import TICK_PREFIX
+
         due = []
         while self.pending and self.pending[0][0] < end_ms:
             due.append(heapq.heappop(self.pending)[2])
@@ -210,8 +230,11 @@ class Simulation:
             self.post("/v1/events", due)
             self.sent += due
             self.interaction_ts += [event["ts"] for event in due if event["event_type"] != "impression"]
-        self.post("/v1/items", [{**self.catalog_tick, "ts": end_ms - 1}])
-        return due[-1]["ts"] if due else end_ms - 1
+            self.heartbeats.append(self.heartbeat_ms)
+        tick = f"{TICK_PREFIX}{end_ms}\n".encode()
+        for kind in ("events", "catalog"):
+            write_spool_file(self.spool, kind, [tick], end_ms)
+        self.heartbeat_ms = end_ms
 
     def last_window_ts(self) -> int:
         from state.keys import KeyKind, redis_key
@@ -219,34 +242,46 @@ class Simulation:
         raw = self.redis.hget(redis_key(KeyKind.STATS, None, self.namespace), "last_window_ts")
         return int(raw) if raw else 0
 
-    def closable_window_end(self, latest_ms: int) -> int | None:
-        """End of the latest window with interactions that the events sent up to ``latest_ms`` let the job close.
+    def closable_window_end(self, heartbeat_ms: int) -> int | None:
+        """End of the latest window with interactions that the heartbeat of ``heartbeat_ms`` lets the job close.
 
-        The job's event time is the latest event's minus the allowed
-        out-of-orderness (and never ahead of the catalog's clock record, sent
-        with the events); its scorer records each window it closes with users
+        The job's event time is then the heartbeat's minus the allowed
+        out-of-orderness; its scorer records each window it closes with users
         in it (``last_window_ts`` in the job's stats).
         """
         from transforms.windows import WindowClock
 
         windows = WindowClock.of(self.settings.model)
-        watermark = latest_ms - self.settings.max_out_of_orderness_ms - 1
+        watermark = heartbeat_ms - self.settings.max_out_of_orderness_ms - 1
         for ts in reversed(self.interaction_ts):
             end = windows.end(windows.window_of(ts))
             if end - 1 <= watermark:
                 return end
         return None
 
-    def wait_for_job(self, latest_ms: int, timeout_s: float) -> None:
-        """Until the job has closed every window the events sent up to ``latest_ms`` let it close."""
-        target = self.closable_window_end(latest_ms)
-        if target is None:
-            return
+    def wait_for_job(self, timeout_s: float) -> bool:
+        """Until the job has closed the windows of the steps ``LAG_STEPS`` back (False: not within ``timeout_s``)."""
+        target = self.closable_window_end(self.heartbeats[0])
         deadline = time.monotonic() + timeout_s
-        while self.last_window_ts() < target:
+        while target is not None and self.last_window_ts() < target:
             if time.monotonic() > deadline:
-                raise CommandError(f"the job did not keep up: its last window ends at {self.last_window_ts()}, not yet {target} (after {timeout_s:.0f} s)")
+                log.warning("the job is behind: its last window ends at %d, not yet %d after %.0f s; going on", self.last_window_ts(), target, timeout_s)
+                return False
             time.sleep(0.05)
+        return True
+
+    def flush(self, after_ms: int, user: str, item: str) -> int:
+        """Organic views from ``after_ms`` on, one a second, until the job has closed every window before ``after_ms``; returns the last view's time."""
+        target = self.closable_window_end(after_ms)
+        ts = after_ms
+        for _ in range(MAX_FLUSH_VIEWS):
+            if target is None or self.last_window_ts() >= target:
+                return ts
+            ts += 1000
+            self.queue([{"user_id": user, "item_id": item, "event_type": "view", "ts": ts}])
+            self.send_until(ts + 1)
+            time.sleep(1.0)
+        raise CommandError(f"the job did not close the simulated period's windows: its last window ends at {self.last_window_ts()}, not {target}")
 
 
 def _stable_totals(redis_client: Any, namespace: str, timeout_s: float = 60.0) -> dict[str, Any]:
@@ -281,6 +316,7 @@ def main(args: argparse.Namespace) -> int:
 
     settings = load_settings(args)
     variants = parse_variants(args.variants)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     try:
         experiment = parse_experiment(declaration(variants, args.seed))
     except ExperimentError as exc:
@@ -328,7 +364,7 @@ def main(args: argparse.Namespace) -> int:
         print("starting the streaming job on a local Flink mini-cluster ...", file=sys.stderr, flush=True)
         job = run_job(settings, DirectorySource(spool, heartbeat_ms=0), job_name="flowrec-simulate", wait=False)
         with serving(create_app(settings, clock_ms=clock)) as base, httpx.Client(base_url=base, timeout=60, headers={"Authorization": f"Bearer {api_key}"}) as http:
-            sim = Simulation(http, clock, redis_client, settings.namespace, shoppers, prices, catalog[0].to_dict(), args.list_size, settings)
+            sim = Simulation(http, clock, redis_client, settings.namespace, shoppers, prices, spool, args.list_size, settings)
             sim.post("/v1/items", [item.to_dict() for item in catalog])
             clock.now_ms = start_ms
             response = http.post("/v1/experiments", json=declaration(variants, args.seed))
@@ -338,24 +374,21 @@ def main(args: argparse.Namespace) -> int:
                 sim.queue(browse_events(shoppers, visit, VIEW_GAP_MS))
             upcoming = iter(visits)
             visit = next(upcoming, None)
-            first = True
             report_every = max(1, (duration_ms // step_ms) // 10)
             for step, step_start in enumerate(range(start_ms, end_ms, step_ms)):
                 step_end = min(step_start + step_ms, end_ms)
                 while visit is not None and visit.list_ms < step_end:
                     sim.show_list(visit)
                     visit = next(upcoming, None)
-                latest = sim.send_until(step_end)
-                sim.wait_for_job(latest, START_UP_S if first else CATCH_UP_S)
-                first = False
+                sim.send_until(step_end)
+                sim.wait_for_job(START_UP_S if step < 2 * LAG_STEPS else CATCH_UP_S)
                 if step % report_every == 0:
                     print(f"  simulated {(step_end - start_ms) / MINUTE_MS:5.1f} min: {sim.lists_seen} lists shown, {len(sim.sent)} events sent "
                           f"({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
-            # Reactions to the last lists, then one organic view a little later so the job closes every window.
-            latest = sim.send_until(max([ts for ts, _, _ in sim.pending], default=end_ms) + 1)
-            flush_ms = latest + 2 * settings.model.window_ms + settings.max_out_of_orderness_ms + 1000
-            sim.queue([{"user_id": visits[0].user if visits else str(shop.user_ids[0]), "item_id": catalog[0].item_id, "event_type": "view", "ts": flush_ms}])
-            sim.wait_for_job(sim.send_until(flush_ms + 1), CATCH_UP_S)
+            # Reactions to the last lists, then organic views until the job has closed every window.
+            last_ms = max([ts for ts, _, _ in sim.pending], default=end_ms) + 1
+            sim.send_until(last_ms)
+            flush_ms = sim.flush(last_ms, visits[0].user if visits else str(shop.user_ids[0]), catalog[0].item_id)
         totals = _stable_totals(redis_client, settings.namespace)
         minutes = read_minutes(redis_client, settings.namespace, start_ms - MINUTE_MS, flush_ms + MINUTE_MS)
     finally:
