@@ -19,11 +19,18 @@ Simulated time.  Every event carries its simulated ``ts``, and the API's clock
 (rec_ids, the experiment's start, the future-time check) is the simulated
 clock; the simulated period ends at the wall clock's minute, so nothing is
 ever in the future.  The job's wall-clock heartbeat is off (it would push
-event time to now and make the simulated events late); the simulator is the
-heartbeat instead: at the end of each step (``--step-seconds``) it writes the
-job's own heartbeat record (a tick with the simulated time) into both spool
-folders, so event time advances on the events and the catalog input (which
-carries experiment controls) alike, also through steps without events.
+event time to now and make the simulated events late).  Event time follows
+the events; the catalog input, which carries experiment controls and holds
+back the job's windows while idle, gets the job's own heartbeat record (a
+tick with the simulated time) from the simulator at the end of each step
+(``--step-seconds``).  The job's spool source reads the files waiting for it
+newest first (Flink's file source hands out pending splits last-in first-out),
+so while the job is busy a few step files can arrive in reverse order: the
+simulator allows ``LAG_STEPS + 2`` steps of out-of-order events
+(``max_out_of_orderness_ms``), never lets the job fall further behind, and
+orders the files that must be read in order (catalog, experiment) by waiting
+for the job to apply the experiment before any shopper arrives.  The job's
+``late_events`` counter is printed at the end.
 
 Keeping in step with the job.  Without a live heartbeat, the job closes the
 windows of one batch of events only once later events have followed it
@@ -63,7 +70,9 @@ log = logging.getLogger(__name__)
 EXPERIMENT_ID = "simulation"
 MINUTE_MS = 60_000
 # A shopper looks at their list this long after browsing (the job learns from the browsing meanwhile).
-LIST_DELAY_MS = 60_000
+LIST_DELAY_MS = 120_000
+# Seconds between spool files that must be read in order (the job's spool source polls every 100 ms).
+SPOOL_SETTLE_S = 1.0
 VIEW_GAP_MS = 8_000
 # The job must close the windows of a step within this long (the first step also waits for it to start).
 CATCH_UP_S = 120.0
@@ -218,7 +227,7 @@ class Simulation:
         self.lists_seen += 1
 
     def send_until(self, end_ms: int) -> None:
-        """POST every queued event before ``end_ms`` in time order, then the heartbeat of ``end_ms``."""
+        """POST every queued event before ``end_ms`` in time order, then the catalog's heartbeat of ``end_ms``."""
         from api.spool import write_spool_file
         from pipelines.operators import TICK_PREFIX
 
@@ -231,9 +240,7 @@ class Simulation:
             self.sent += due
             self.interaction_ts += [event["ts"] for event in due if event["event_type"] != "impression"]
             self.heartbeats.append(self.heartbeat_ms)
-        tick = f"{TICK_PREFIX}{end_ms}\n".encode()
-        for kind in ("events", "catalog"):
-            write_spool_file(self.spool, kind, [tick], end_ms)
+        write_spool_file(self.spool, "catalog", [f"{TICK_PREFIX}{end_ms}\n".encode()], end_ms)
         self.heartbeat_ms = end_ms
 
     def last_window_ts(self) -> int:
@@ -270,14 +277,38 @@ class Simulation:
             time.sleep(0.05)
         return True
 
+    def await_experiment(self, start_ms: int, timeout_s: float) -> None:
+        """Heartbeats a second past ``start_ms`` on the catalog input until the job has applied the experiment
+        (it is up, and every list it scores from then on is labelled with its variant).  The experiment takes
+        effect when the window holding its start closes: the heartbeat closes it."""
+        from api.spool import write_spool_file
+        from pipelines.operators import TICK_PREFIX
+        from state.keys import KeyKind, redis_key
+
+        key = redis_key(KeyKind.EXPERIMENT, EXPERIMENT_ID, self.namespace)
+        deadline = time.monotonic() + timeout_s
+        while not self.redis.exists(key):
+            if time.monotonic() > deadline:
+                raise CommandError(f"the job did not apply the experiment within {timeout_s:.0f} s")
+            write_spool_file(self.spool, "catalog", [f"{TICK_PREFIX}{start_ms + 1000}\n".encode()], start_ms)
+            time.sleep(1.0)
+
     def flush(self, after_ms: int, user: str, item: str) -> int:
-        """Organic views from ``after_ms`` on, one a second, until the job has closed every window before ``after_ms``; returns the last view's time."""
-        target = self.closable_window_end(after_ms)
+        """Organic views after ``after_ms`` until the job has closed the window of every interaction sent; returns the last view's time.
+
+        Each view moves event time on by a fifth of the allowed out-of-orderness, so a few views
+        carry the job's event time past the last window.
+        """
+        from transforms.windows import WindowClock
+
+        windows = WindowClock.of(self.settings.model)
+        target = windows.end(windows.window_of(self.interaction_ts[-1])) if self.interaction_ts else None
+        stride = max(1000, self.settings.max_out_of_orderness_ms // 5)
         ts = after_ms
         for _ in range(MAX_FLUSH_VIEWS):
             if target is None or self.last_window_ts() >= target:
                 return ts
-            ts += 1000
+            ts += stride
             self.queue([{"user_id": user, "item_id": item, "event_type": "view", "ts": ts}])
             self.send_until(ts + 1)
             time.sleep(1.0)
@@ -324,7 +355,7 @@ def main(args: argparse.Namespace) -> int:
     duration_ms = int(round(args.minutes * MINUTE_MS))
     step_ms = int(round(args.step_seconds * 1000))
     if duration_ms <= LIST_DELAY_MS:
-        raise UsageError(f"--minutes must be more than {LIST_DELAY_MS // MINUTE_MS} (shoppers look at their list a minute after browsing)")
+        raise UsageError(f"--minutes must be more than {LIST_DELAY_MS // MINUTE_MS} (shoppers look at their list {LIST_DELAY_MS // MINUTE_MS} minutes after browsing)")
     # The simulated period ends at the wall clock's minute: nothing the job sees is in the future.
     end_ms = time.time_ns() // 1_000_000 // MINUTE_MS * MINUTE_MS
     start_ms = end_ms - duration_ms
@@ -352,7 +383,8 @@ def main(args: argparse.Namespace) -> int:
         local = LocalRedis().start()
         settings = dataclasses.replace(settings, redis_url=local.url)
     api_key = secrets.token_urlsafe(24)
-    settings = dataclasses.replace(settings, spool_dir=spool, heartbeat_ms=0, checkpoint_dir=str(out / "checkpoints"), api_keys=(api_key,))
+    settings = dataclasses.replace(settings, spool_dir=spool, heartbeat_ms=0, max_out_of_orderness_ms=(LAG_STEPS + 2) * step_ms,
+                                   checkpoint_dir=str(out / "checkpoints"), api_keys=(api_key,))
     clock = SimulatedClock(start_ms - MINUTE_MS)
     redis_client = redis.Redis.from_url(settings.redis_url)
     job = None
@@ -366,10 +398,13 @@ def main(args: argparse.Namespace) -> int:
         with serving(create_app(settings, clock_ms=clock)) as base, httpx.Client(base_url=base, timeout=60, headers={"Authorization": f"Bearer {api_key}"}) as http:
             sim = Simulation(http, clock, redis_client, settings.namespace, shoppers, prices, spool, args.list_size, settings)
             sim.post("/v1/items", [item.to_dict() for item in catalog])
+            time.sleep(SPOOL_SETTLE_S)
             clock.now_ms = start_ms
             response = http.post("/v1/experiments", json=declaration(variants, args.seed))
             if response.status_code != 202:
                 raise CommandError(f"the API refused the experiment: {response.status_code} {response.text[:300]}")
+            time.sleep(SPOOL_SETTLE_S)
+            sim.await_experiment(start_ms, START_UP_S)
             for visit in visits:
                 sim.queue(browse_events(shoppers, visit, VIEW_GAP_MS))
             upcoming = iter(visits)
@@ -391,6 +426,9 @@ def main(args: argparse.Namespace) -> int:
             flush_ms = sim.flush(last_ms, visits[0].user if visits else str(shop.user_ids[0]), catalog[0].item_id)
         totals = _stable_totals(redis_client, settings.namespace)
         minutes = read_minutes(redis_client, settings.namespace, start_ms - MINUTE_MS, flush_ms + MINUTE_MS)
+        stats = {k.decode(): v.decode() for k, v in redis_client.hgetall(redis_key(KeyKind.STATS, None, settings.namespace)).items()}
+        print(f"the job: {stats.get('events', 0)} events, {stats.get('late_events', 0)} late, {stats.get('dead_letters', 0)} dead letters, "
+              f"{stats.get('attribution_late', 0)} late feedback", file=sys.stderr, flush=True)
     finally:
         if job is not None:
             stop_job_quietly(job)

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
         (["--variants", "a=default,a=popularity"], "--variants names 'a' twice"),
         (["--variants", "control=popularity,treatment=fancy"], "--variants: variant 'treatment': unknown preset 'fancy'"),
         (["--variants", "control=popularity,bad.name=default"], "--variants: "),
-        (["--minutes", "0.5"], "--minutes must be more than 1"),
+        (["--minutes", "1.5"], "--minutes must be more than 2"),
     ],
 )
 def test_bad_flags_are_one_line_errors(argv, message, capsys, tmp_path):
@@ -54,7 +54,7 @@ def test_variants_become_an_experiment_with_equal_shares():
 @pytest.mark.flink
 def test_a_small_simulation_through_the_real_job_and_api(tmp_path, redis_url):
     """Few shoppers, few minutes: the JSON result has the documented shape and the job's counts equal the recount."""
-    command = [sys.executable, "-m", "flowrec.cli", "simulate", "--shoppers", "40", "--items", "80", "--minutes", "3",
+    command = [sys.executable, "-m", "flowrec.cli", "simulate", "--shoppers", "40", "--items", "80", "--minutes", "4",
                "--out", str(tmp_path / "sim"), "--redis-url", redis_url, "--namespace", "simtest", "--json"]
     done = subprocess.run(command, cwd=REPO, env=clean_environment(), capture_output=True, timeout=900)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
