@@ -31,8 +31,8 @@ from starlette.responses import Response
 from api import models
 from api.problems import ApiProblem
 from state.experiments import read_experiment_record, read_experiment_records, read_variant_counts, running_experiment
-from transforms.experiments import ExperimentError, ExperimentRecord, ExperimentStart, ExperimentStop, assign, experiment_report, parse_experiment
-from transforms.recid import NAME_PATTERN, NO_EXPERIMENT
+from transforms.experiments import PRESETS, SCORING_FIELDS, ExperimentError, ExperimentRecord, ExperimentStart, ExperimentStop, assign, experiment_report, parse_experiment
+from transforms.recid import CONTEXTS, NAME_PATTERN, NO_EXPERIMENT
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,34 @@ class ExperimentDirectory:
         return record.experiment.id, assign(record.experiment, user_id)
 
 
+# The declaration's shape for the OpenAPI document (the full rules are parse_experiment's).
+DECLARATION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "variants"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string", "pattern": f"^{NAME_PATTERN.pattern}$"},
+        "salt": {"type": "string", "minLength": 1, "maxLength": 128},
+        "contexts": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": list(CONTEXTS)}},
+        "variants": {
+            "type": "object",
+            "minProperties": 2,
+            "maxProperties": 16,
+            "additionalProperties": {
+                "type": "object",
+                "required": ["share"],
+                "additionalProperties": False,
+                "properties": {
+                    "share": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                    "preset": {"type": "string", "enum": sorted(PRESETS)},
+                    "config": {"type": "object", "description": "model settings that act at scoring time: " + ", ".join(sorted(SCORING_FIELDS))},
+                },
+            },
+        },
+    },
+}
+
+
 def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
@@ -130,6 +158,7 @@ def add_experiment_routes(
         status_code=202,
         responses=models.problem_responses(400, 401, 409, 415, 422, 429, 503),
         dependencies=[Depends(require_key)],
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": DECLARATION_SCHEMA}}}},
         summary="Start an experiment, or change the running one (same id)",
     )
     async def start_experiment(request: Request) -> Response:

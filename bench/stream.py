@@ -76,6 +76,15 @@ Sparse history (``sparse``)
     on the same events: ``{"events_per_s", "reference_events_per_s"}``.  Here
     the job's cost is per window and per record, not per event.
 
+Standalone clusters (``events_per_s_by_cluster``)
+    The replay submitted with ``flowrec submit --wait`` to a cluster of
+    deploy/cluster.sh with N one-slot TaskManagers (thread mode) at parallelism
+    N and N user/item shards, for each N of ``--cluster-taskmanagers`` (1 2):
+    ``{"1tm": ..., "2tm": ...}``.  In thread mode each TaskManager embeds one
+    Python interpreter, so N TaskManagers are N Python cores.  ``clusters``
+    adds the TaskManagers' busy cores over the measured span and events/s per
+    busy core (the figure that predicts a larger cluster).
+
 Memory and state
     ``peak_rss_mb``: the largest sum of resident set sizes over the child's
     process tree (the Python client, the JVM and, in process mode, the Python
@@ -149,7 +158,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     live.add_argument("--heartbeat-ms", type=int, default=10, help="heartbeat interval of the live source (default 10)")
     live.add_argument("--send-interval-ms", type=float, default=5.0, help="the sender writes one JSON-array line this often (default 5)")
     live.add_argument("--live-mode", choices=("thread", "process"), default="thread", help="execution mode of the live runs (default thread)")
-    parser.add_argument("--parts", nargs="+", choices=("replay", "naive", "high", "low", "sparse"), default=["replay", "naive", "high", "low", "sparse"], help="measurements to run (default all; the JSON has null for the others)")
+    cluster = parser.add_argument_group("standalone clusters (deploy/cluster.sh: N TaskManagers x 1 slot, thread mode, parallelism N)")
+    cluster.add_argument("--cluster-taskmanagers", type=int, nargs="+", default=[1, 2], help="TaskManager counts to compare (default: %(default)s)")
+    parser.add_argument("--parts", nargs="+", choices=("replay", "naive", "high", "low", "sparse", "cluster"), default=["replay", "naive", "high", "low", "sparse", "cluster"], help="measurements to run (default all; the JSON has null for the others)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement; medians are reported (default 3)")
     parser.add_argument("--live-repeats", type=int, default=None, help="runs per freshness measurement (default --repeats)")
     parser.add_argument("--timeout-s", type=float, default=1800, help="give up on one job run after this long (default 1800)")
@@ -642,6 +653,58 @@ def measure_sparse(args: argparse.Namespace, workdir: Path, base: dict[str, Any]
     }
 
 
+def measure_clusters(args: argparse.Namespace, workdir: Path, shop: "Shop", redis_url: str, repeats: int, say) -> dict[str, Any]:
+    """The replay submitted (`flowrec submit --wait`) to standalone clusters of N one-slot
+    TaskManagers at parallelism N (N user and item shards), thread mode.  Rate from the first to
+    the last Redis write as in the replay; CPU is the TaskManagers' (their /proc times)."""
+    from flowrec.localredis import free_port
+
+    repo = Path(__file__).resolve().parent.parent
+    out: dict[str, Any] = {}
+    for tms in args.cluster_taskmanagers:
+        run_dir = workdir / f"cluster-{tms}tm"
+        rest_port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWREC_", "FLINK_")) and k != "REDIS_URL"}
+        env |= {
+            "FLOWREC_CLUSTER_DIR": str(run_dir), "FLOWREC_FLINK_REST_PORT": str(rest_port), "FLOWREC_FLINK_RPC_PORT": str(free_port()),
+            "FLOWREC_FLINK_SLOTS": "1", "FLOWREC_FLINK_TASKMANAGERS": str(tms), "FLOWREC_PYTHON": sys.executable,
+        }
+        script = lambda action: subprocess.run(["bash", str(repo / "deploy" / "cluster.sh"), action], env=env, capture_output=True, text=True, timeout=300)  # noqa: E731
+        started = script("start")
+        if started.returncode != 0:
+            raise RuntimeError(f"cluster with {tms} TaskManager(s) did not start: {started.stderr[-2000:]}")
+        try:
+            pids = [int(p) for p in (run_dir / "pid" / "flink-flowrec-taskexecutor.pid").read_text().split()]
+            runs = []
+            for r in range(repeats):
+                _flush(redis_url)
+                poller = StatsPoller(redis_url)
+                cpu_before = sum(process_tree_usage(pid)[1] for pid in pids)
+                poller.start()
+                done = subprocess.run(
+                    [sys.executable, "-m", "flowrec.cli", "submit", "--events", str(shop.events_path), "--catalog", str(shop.catalog_path),
+                     "--redis-url", redis_url, "--parallelism", str(tms), "--user-shards", str(tms), "--item-shards", str(tms),
+                     "--batch-size", str(args.chunk), "--restart-attempts", "0", "--jobmanager", f"localhost:{rest_port}", "--wait", "--timeout", str(int(args.timeout_s))],
+                    env=env, cwd=repo, capture_output=True, text=True, timeout=args.timeout_s,
+                )
+                poller.stop()
+                cpu = sum(process_tree_usage(pid)[1] for pid in pids) - cpu_before
+                if done.returncode != 0:
+                    raise RuntimeError(f"submit to the {tms}-TaskManager cluster failed: {done.stderr[-2000:]}")
+                t_first, counted_first, t_last = poller.first_to_last("events", ("events", "user_lists"))
+                events = poller.samples[-1][1].get("events", 0)
+                rate = (events - counted_first) / (t_last - t_first) if t_last > t_first else None
+                # The TaskManagers' CPU over the whole job (start-up included) against the measured span: an upper bound of busy cores.
+                runs.append({"events_per_s": rate, "events": events, "measured_s": t_last - t_first, "taskmanager_cpu_s": cpu, "job_id": done.stdout.strip()})
+                say(f"  cluster {tms} TM x 1 slot, parallelism {tms} #{r + 1}: {rate or 0:,.0f} events/s ({t_last - t_first:.1f} s measured, TaskManagers used {cpu:.1f} CPU s)")
+        finally:
+            script("stop")
+        rate = _median([x["events_per_s"] for x in runs])
+        busy = _median([x["taskmanager_cpu_s"] / x["measured_s"] for x in runs if x["measured_s"] > 0])
+        out[f"{tms}tm"] = {"events_per_s": rate, "taskmanager_cores_busy": busy, "events_per_s_per_busy_core": rate / busy if rate and busy else None, "runs": runs}
+    return out
+
+
 def redis_bytes_per_user(url: str, sample: int = 2000) -> float:
     """Mean ``MEMORY USAGE`` of a user's home list, cart list and profile keys over up to ``sample`` users."""
     import redis
@@ -742,6 +805,9 @@ def main(args: argparse.Namespace) -> int:
         if "sparse" in args.parts:
             sparse = measure_sparse(args, workdir, base, main_mode, server.url, repeats, say)
             peaks += [run["peak_rss_bytes"] for run in sparse["runs"]]
+        clusters = None
+        if "cluster" in args.parts:
+            clusters = measure_clusters(args, workdir, shop, server.url, repeats, say)
         live: dict[str, Any] = {}
         for name, rate, seconds, window in (("high", args.high_rate, args.high_seconds, args.high_window_ms), ("low", args.low_rate, args.low_seconds, args.low_window_ms)):
             if name not in args.parts:
@@ -800,6 +866,8 @@ def main(args: argparse.Namespace) -> int:
             },
             "sparse": None if sparse is None else {k: sparse[k] for k in ("events_per_s", "reference_events_per_s", "ratio_to_reference", "windows", "events")},
             "sparse_runs": [] if sparse is None else sparse["runs"],
+            "events_per_s_by_cluster": None if clusters is None else {name: v["events_per_s"] for name, v in clusters.items()},
+            "clusters": clusters,
             "by_mode": by_mode,
             "naive_runs": naive_runs,
             "live": live,
@@ -822,6 +890,13 @@ def main(args: argparse.Namespace) -> int:
         if f is None:
             continue
         print(f"  freshness @ {v['rate']:>9,.0f}/s   p50 {f['p50']:8.0f}  p95 {f['p95']:8.0f}  p99 {f['p99']:8.0f} ms   (window {v['window_ms']} ms, processed {v['processed_per_s']:,.0f}/s)")
+    if clusters:
+        for name, v in clusters.items():
+            per_core = f"{v['events_per_s_per_busy_core']:,.0f} events/s per busy core" if v["events_per_s_per_busy_core"] else ""
+            print(f"  cluster {name:4s}           {v['events_per_s'] or 0:12,.0f} events/s   {v['taskmanager_cores_busy'] or 0:.2f} TaskManager cores busy   {per_core}")
+        rates = [v["events_per_s"] for v in clusters.values()]
+        if len(rates) >= 2 and rates[0] and rates[-1]:
+            print(f"      {list(clusters)[-1]} / {list(clusters)[0]}: {rates[-1] / rates[0]:.2f}x")
     if sparse is not None:
         print(f"  sparse history         {sparse['events_per_s'] or 0:12,.0f} events/s   reference engine {sparse['reference_events_per_s']:,.0f} events/s on the same events (ratio {sparse['ratio_to_reference'] or 0:.2f}, {sparse['windows']:,} windows)")
     if result["peak_rss_mb"] is not None:

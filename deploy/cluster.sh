@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # A standalone Flink session cluster for flowrec, run from the Flink
 # distribution inside the apache-flink pip package (no separate download):
-# one JobManager and one TaskManager, sized for a small machine.
+# one JobManager and one TaskManager (or more), sized for a small machine.
 #
-#   deploy/cluster.sh start     start it (idempotent; restarts a missing TaskManager)
+#   deploy/cluster.sh start     start it (idempotent; restarts missing TaskManagers)
 #   deploy/cluster.sh stop      stop it (idempotent)
 #   deploy/cluster.sh restart   stop, then start with the same settings (after a code
 #                               upgrade: thread mode caches the job's Python modules
@@ -20,7 +20,12 @@
 #   FLOWREC_FLINK_REST_PORT    REST API and web UI port [8081]
 #   FLOWREC_FLINK_RPC_PORT     JobManager RPC port [6123]
 #   FLOWREC_FLINK_BIND_HOST    address every endpoint binds to [localhost]
-#   FLOWREC_FLINK_SLOTS        TaskManager slots = the largest job parallelism [2]
+#   FLOWREC_FLINK_SLOTS        slots per TaskManager [2]
+#   FLOWREC_FLINK_TASKMANAGERS TaskManagers on this host [1].  In thread mode all Python
+#                              of one TaskManager shares one interpreter (one core):
+#                              more slots add no Python cores, more TaskManagers do, so
+#                              on a multi-core box prefer N TaskManagers with 1 slot each
+#                              (a job's parallelism is at most TASKMANAGERS x SLOTS)
 #   FLOWREC_FLINK_TM_MEMORY    TaskManager process size [1536m]
 #   FLOWREC_FLINK_JM_MEMORY    JobManager process size [1024m]
 #   FLOWREC_FLINK_START_TIMEOUT seconds to wait for the TaskManager to register [90]
@@ -51,12 +56,14 @@ load_settings() {
   RPC_PORT=${RPC_PORT:-${FLOWREC_FLINK_RPC_PORT:-6123}}
   BIND_HOST=${BIND_HOST:-${FLOWREC_FLINK_BIND_HOST:-localhost}}
   SLOTS=${SLOTS:-${FLOWREC_FLINK_SLOTS:-2}}
+  TASKMANAGERS=${TASKMANAGERS:-${FLOWREC_FLINK_TASKMANAGERS:-1}}
   TM_MEMORY=${TM_MEMORY:-${FLOWREC_FLINK_TM_MEMORY:-1536m}}
   JM_MEMORY=${JM_MEMORY:-${FLOWREC_FLINK_JM_MEMORY:-1024m}}
   [ -x "$PYTHON" ] || die "no Python interpreter at $PYTHON (create the venv with 'make setup' or set FLOWREC_PYTHON)"
-  for n in "$REST_PORT" "$RPC_PORT" "$SLOTS"; do
-    [[ "$n" =~ ^[0-9]+$ ]] || die "ports and slots must be numbers (got '$n')"
+  for n in "$REST_PORT" "$RPC_PORT" "$SLOTS" "$TASKMANAGERS"; do
+    [[ "$n" =~ ^[0-9]+$ ]] || die "ports, slots and TaskManagers must be numbers (got '$n')"
   done
+  (( TASKMANAGERS >= 1 && SLOTS >= 1 )) || die "FLOWREC_FLINK_TASKMANAGERS and FLOWREC_FLINK_SLOTS must be at least 1"
   FLINK_HOME=$("$PYTHON" -c 'import os, pyflink; print(os.path.dirname(os.path.abspath(pyflink.__file__)))') \
     || die "pyflink is not installed in $PYTHON's environment"
   [ -x "$FLINK_HOME/bin/start-cluster.sh" ] || die "$FLINK_HOME has no bin/start-cluster.sh"
@@ -144,7 +151,8 @@ with open(sys.argv[2], "w", encoding="utf-8") as out:
 PY
   # Logging setups come from the distribution unchanged.
   cp "$FLINK_HOME"/conf/log4j*.properties "$FLINK_HOME"/conf/logback*.xml "$CONF_DIR"/
-  echo "$BIND_HOST" > "$CONF_DIR/workers"
+  # One line per TaskManager: start-cluster.sh starts one for each (their own ports are picked free).
+  for ((i = 0; i < TASKMANAGERS; i++)); do echo "$BIND_HOST"; done > "$CONF_DIR/workers"
   echo "$BIND_HOST:$REST_PORT" > "$CONF_DIR/masters"
   # lib/ = the distribution's jars + flink-python: without the latter on the
   # cluster classpath only the first thread-mode Python job of a session works.
@@ -160,17 +168,18 @@ REST_PORT='$REST_PORT'
 RPC_PORT='$RPC_PORT'
 BIND_HOST='$BIND_HOST'
 SLOTS='$SLOTS'
+TASKMANAGERS='$TASKMANAGERS'
 TM_MEMORY='$TM_MEMORY'
 JM_MEMORY='$JM_MEMORY'
 EOF
 }
 
-# Wait until the REST API reports a registered TaskManager with all its slots.
+# Wait until the REST API reports every TaskManager registered with all its slots.
 wait_ready() {
   local timeout=${FLOWREC_FLINK_START_TIMEOUT:-90} started=$SECONDS overview
   while (( SECONDS - started < timeout )); do
     if overview=$(rest_get /overview 2>/dev/null) && \
-       "$PYTHON" -c 'import json,sys; o=json.loads(sys.argv[1]); sys.exit(0 if o["taskmanagers"] >= 1 and o["slots-total"] >= int(sys.argv[2]) else 1)' "$overview" "$SLOTS"; then
+       "$PYTHON" -c 'import json,sys; o=json.loads(sys.argv[1]); n=int(sys.argv[2]); sys.exit(0 if o["taskmanagers"] >= n and o["slots-total"] >= n * int(sys.argv[3]) else 1)' "$overview" "$TASKMANAGERS" "$SLOTS"; then
       return 0
     fi
     if [ -z "$(live_pids standalonesession)" ] || [ -z "$(live_pids taskexecutor)" ]; then
@@ -190,20 +199,21 @@ cmd_start() {
   mkdir -p "$RUN_DIR/pid"
   prune_pid_file standalonesession
   prune_pid_file taskexecutor
-  local jm tm
+  local jm tm missing
   jm=$(live_pids standalonesession)
   tm=$(live_pids taskexecutor)
-  if [ -n "$jm" ] && [ -n "$tm" ]; then
-    say "already running (JobManager pid $jm, TaskManager pid $tm) at $(rest_url)"
+  missing=$(( TASKMANAGERS - $(echo -n "$tm" | grep -c '^' || true) ))
+  if [ -n "$jm" ] && (( missing <= 0 )); then
+    say "already running (JobManager pid $jm, TaskManager pid $(echo $tm)) at $(rest_url)"
     return 0
   fi
   if [ -n "$jm" ]; then
-    say "JobManager running (pid $jm); starting the missing TaskManager"
-    "$FLINK_HOME/bin/taskmanager.sh" start >/dev/null
+    say "JobManager running (pid $jm); starting the missing TaskManager$( (( missing > 1 )) && echo "s ($missing)")"
+    for ((i = 0; i < missing; i++)); do "$FLINK_HOME/bin/taskmanager.sh" start >/dev/null; done
   else
     # A fresh start: the environment decides the settings, not an old cluster.env.
     rm -f "$STATE_FILE"
-    unset PYTHON REST_PORT RPC_PORT BIND_HOST SLOTS TM_MEMORY JM_MEMORY
+    unset PYTHON REST_PORT RPC_PORT BIND_HOST SLOTS TASKMANAGERS TM_MEMORY JM_MEMORY
     load_settings no
     export_flink_env
     if [ -n "$tm" ]; then
@@ -213,7 +223,7 @@ cmd_start() {
     port_free "$REST_PORT" || die "REST port $REST_PORT on $BIND_HOST is in use (another Flink?); set FLOWREC_FLINK_REST_PORT"
     port_free "$RPC_PORT" || die "RPC port $RPC_PORT on $BIND_HOST is in use; set FLOWREC_FLINK_RPC_PORT"
     render_conf
-    say "starting Flink from $FLINK_HOME (conf $CONF_DIR, $SLOTS slots, REST $(rest_url))"
+    say "starting Flink from $FLINK_HOME (conf $CONF_DIR, $TASKMANAGERS TaskManager(s) x $SLOTS slots, REST $(rest_url))"
     "$FLINK_HOME/bin/start-cluster.sh" >/dev/null
   fi
   wait_ready || { cmd_stop >/dev/null 2>&1 || true; die "start failed"; }
@@ -249,7 +259,7 @@ cmd_restart() {
   load_settings yes
   export FLOWREC_PYTHON="$PYTHON" FLOWREC_FLINK_REST_PORT="$REST_PORT" FLOWREC_FLINK_RPC_PORT="$RPC_PORT" \
     FLOWREC_FLINK_BIND_HOST="$BIND_HOST" FLOWREC_FLINK_SLOTS="$SLOTS" FLOWREC_FLINK_TM_MEMORY="$TM_MEMORY" \
-    FLOWREC_FLINK_JM_MEMORY="$JM_MEMORY"
+    FLOWREC_FLINK_JM_MEMORY="$JM_MEMORY" FLOWREC_FLINK_TASKMANAGERS="$TASKMANAGERS"
   cmd_stop
   cmd_start
 }
@@ -262,7 +272,7 @@ cmd_status() {
   echo "run dir:     $RUN_DIR"
   echo "rest:        $(rest_url)"
   echo "jobmanager:  $([ -n "$jm" ] && echo "pid $jm" || echo "not running")"
-  echo "taskmanager: $([ -n "$tm" ] && echo "pid $tm" || echo "not running")"
+  echo "taskmanager: $([ -n "$tm" ] && echo "pid $(echo $tm)" || echo "not running")"
   if overview=$(rest_get /overview 2>/dev/null); then
     echo "overview:    $overview"
     [ -n "$jm" ] && [ -n "$tm" ] && return 0

@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "bench": "flowrec.commands.bench",
     "backfill": "flowrec.commands.backfill",
     "train": "flowrec.commands.train",
+    "experiment": "flowrec.commands.experiment",
     "simulate": "flowrec.commands.simulate",
 }
 

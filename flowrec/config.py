@@ -325,7 +325,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...
             text = f"{_HELP[name]} (env {env}; default: {default}; visible in `ps`, prefer --{flag}-file)".replace("%", "%%")
             exclusive.add_argument(f"--{flag}", dest=name, type=_argument_type(flag, kind), default=None, help=text)
             exclusive.add_argument(f"--{flag}-file", dest=name, type=_secret_file_type(name), default=None, metavar="FILE",
-                                   help=f"read it from FILE (env {ENV_PREFIX}{name.upper()}_FILE)")
+                                   help=f"read it from FILE (env {ENV_PREFIX}{name.upper()}_FILE; default: {default})".replace("%", "%%"))
             continue
         # argparse expands %-formats in help texts.
         text = f"{_HELP[name]} (env {env}; default: {default})".replace("%", "%%")

@@ -57,6 +57,7 @@ agree to rounding (far below 1e-9).
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import logging
 import sys
@@ -74,7 +75,8 @@ from state.writes import Ttls, final_writes
 from transforms.catalog import CatalogItem, parse_catalog_lines
 from transforms.config import ModelConfig, event_weights
 from transforms.engine import FinalState, ReferenceEngine
-from transforms.events import parse_json_lines, split_feedback
+from transforms.derive import Derivation, derive_config
+from transforms.events import EventBatch, parse_json_lines, split_feedback
 from transforms.cooccurrence import ItemModel
 from transforms.profile import ItemContribution, UserProfile, apply_user_events, top_interests
 from transforms.windows import WindowClock
@@ -555,8 +557,9 @@ def replay_timeline(
 
 def read_catalog(path: Path, cutoff_ms: int | None) -> tuple[list[CatalogItem], list[bytes], int]:
     """Catalog upserts with ``ts < cutoff`` in file order, dead letters, and the count left to the stream."""
-    with open(path, "rb") as f:
-        items, rejections = parse_catalog_lines(f)
+    from pipelines.sources import read_catalog_lines
+
+    items, rejections = parse_catalog_lines(read_catalog_lines(path))
     kept = [c for c in items if cutoff_ms is None or c.ts < cutoff_ms]
     return kept, [r.to_json() for r in rejections], len(items) - len(kept)
 
@@ -788,11 +791,14 @@ def build_pipeline(pipeline, job: BackfillJob) -> None:
 
 @dataclass(frozen=True)
 class BackfillResult:
-    """Counters of a finished backfill (Beam metrics) and its wall-clock time."""
+    """Counters of a finished backfill (Beam metrics), its wall-clock time and the settings it derived."""
 
     counters: dict[str, int]
     cutoff_ms: int | None
     seconds: float
+    # Settings measured from the history (transforms.derive): name -> value, and the evidence.
+    derived: dict[str, int] = field(default_factory=dict)
+    derivation: dict[str, dict] = field(default_factory=dict)
 
     def summary(self) -> dict:
         c = self.counters
@@ -811,6 +817,7 @@ class BackfillResult:
             "cutoff_ms": self.cutoff_ms,
             "seconds": round(self.seconds, 3),
             "events_per_s": round(events / self.seconds, 1) if self.seconds > 0 else None,
+            **{f"derived_{name}": value for name, value in self.derived.items()},
         }
 
 
@@ -839,6 +846,7 @@ def run_backfill(job: BackfillJob, runner: str = "DirectRunner", beam_args: Sequ
         raise BackfillError("no input files")
     if job.cutoff_ms is not None:
         check_cutoff(job.cutoff_ms, job.config)
+    job, derivation = with_derived_config(job)
     if job.snapshot_dir is not None:
         if waits_for_scoring(job.config):
             raise BackfillError(
@@ -854,7 +862,33 @@ def run_backfill(job: BackfillJob, runner: str = "DirectRunner", beam_args: Sequ
     result.wait_until_finish()
     seconds = time.perf_counter() - started
     counters, cutoff = _metrics(result)
-    return BackfillResult(counters=counters, cutoff_ms=cutoff if cutoff is not None else job.cutoff_ms, seconds=seconds)
+    derived = {name: getattr(job.config, name) for name in derivation.evidence if "value_ms" in derivation.evidence[name]}
+    return BackfillResult(
+        counters=counters, cutoff_ms=cutoff if cutoff is not None else job.cutoff_ms, seconds=seconds, derived=derived, derivation=derivation.to_json()
+    )
+
+
+def with_derived_config(job: BackfillJob) -> tuple[BackfillJob, Derivation]:
+    """``job`` with the settings its config derives from history measured on its inputs (before the cutoff).
+
+    The backfill is the history a streaming job starts from, so this is where
+    such settings get their values: the snapshot records the derived config,
+    and a job started from it continues under it (see
+    :func:`pipelines.bootstrap.continued_config`).  The inputs are read once
+    more for this (the user, item, type and time columns of every event).
+    """
+    from pipelines.sources import read_event_lines
+
+    if not job.config.derive_from_history:
+        return job, Derivation(config=job.config, evidence={})
+    batches = []
+    for path in job.inputs:
+        events = split_feedback(parse_json_lines(read_event_lines(Path(path))).events)[0]
+        if job.cutoff_ms is not None:
+            events = events.take(events.ts < job.cutoff_ms)
+        batches.append(events)
+    derivation = derive_config(EventBatch.concat(batches), job.config)
+    return dataclasses.replace(job, config=derivation.config), derivation
 
 
 def _pyflink_runtime_loaded() -> bool:

@@ -203,6 +203,15 @@ def _copy(nb: Neighbours) -> Neighbours:
     return np.array(nb[0], dtype=object), np.array(nb[1], dtype=np.float64)
 
 
+def continued_config(snapshot: Snapshot, config: ModelConfig) -> ModelConfig:
+    """The config a job started from ``snapshot`` runs under: ``config``, with the snapshot's values for
+    the settings ``config`` leaves to be derived from history (the backfill measured them on the history)."""
+    if not config.derive_from_history:
+        return config
+    theirs = snapshot.config
+    return config.replace(derive_from_history=(), **{name: getattr(theirs, name) for name in config.derive_from_history})
+
+
 def check_config(snapshot: Snapshot, config: ModelConfig) -> None:
     """Raise :class:`SnapshotError` when ``config`` differs from the snapshot's in a state-shaping setting."""
     ours, theirs = config.to_dict(), snapshot.config.to_dict()
@@ -226,7 +235,7 @@ def restore_engine(
     ``config`` defaults to the snapshot's; a different one may change only
     scoring settings (see :data:`STATE_FIELDS`).
     """
-    config = config or snapshot.config
+    config = continued_config(snapshot, config or snapshot.config)
     check_config(snapshot, config)
     engine = ReferenceEngine(config, (), on_window=on_window, score_users=score_users)
     engine.profiles = {user: decode_profile(raw) for user, raw in snapshot.profiles.items()}
@@ -557,6 +566,8 @@ class BootInput:
     cutoff_ms: int
     event_lines: list[str]
     catalog_lines: list[str]
+    # The model settings the job continues under (see continued_config): the job must use these.
+    config: ModelConfig
 
 
 def prepare_bootstrap(directory: Path | str, config: ModelConfig, user_shards: int, item_shards: int) -> BootInput:
@@ -566,13 +577,14 @@ def prepare_bootstrap(directory: Path | str, config: ModelConfig, user_shards: i
     under other state-shaping settings (:func:`check_config`).
     """
     snapshot = read_snapshot(directory)
+    config = continued_config(snapshot, config)
     check_config(snapshot, config)
     event_lines, catalog_lines = boot_lines(snapshot, user_shards, item_shards)
     log.info(
         "bootstrap from %s: cutoff %d, %d users, %d items, %d catalog items in %d + %d lines",
         directory, snapshot.cutoff_ms, len(snapshot.profiles), len(snapshot.counts), len(snapshot.catalog), len(event_lines), len(catalog_lines),
     )
-    return BootInput(Path(directory), snapshot.cutoff_ms, event_lines, catalog_lines)
+    return BootInput(Path(directory), snapshot.cutoff_ms, event_lines, catalog_lines, config)
 
 
 def _boot_line(kind: str, ts: int, **payload: Any) -> str:

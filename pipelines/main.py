@@ -18,11 +18,13 @@ snapshot and writes its bootstrap lines into a temporary directory (under
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
 
 from flowrec.config import SETTINGS_FLAGS, CommandError, Settings, UsageError, add_settings_arguments, load_settings
+from transforms.config import DERIVABLE_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +154,36 @@ def run_job(settings: Settings, source, restore: str | None = None, job_name: st
 
     if not settings.redis_url:
         raise UsageError("no Redis configured: pass --redis-url or set REDIS_URL")
+    settings = with_history_settings(settings, source)
     env = create_environment(settings, restore_from=restore, extra=ALLOW_NON_RESTORED_STATE if allow_non_restored else None)
     build_job(env, source, RedisJobSink(settings.redis_url, settings.namespace), settings)
     if wait:
         env.execute(job_name)
         return None
     return env.execute_async(job_name)
+
+
+def with_history_settings(settings: Settings, source) -> Settings:
+    """``settings`` for the job of ``source``: started from a snapshot, the model settings derived from
+    the history (the backfill measured them) replace the defaults; recorded in the job's stats hash."""
+    from state.store import RedisStore
+
+    boot = getattr(source, "bootstrap", None)
+    model = boot.config if boot is not None else settings.model
+    derived = set(settings.model.derive_from_history) if boot is not None else set()
+    for name in settings.model.derive_from_history:
+        log.info("%s = %s (%s)", name, getattr(model, name), "from the snapshot's history" if name in derived else "configured: no history to derive it from")
+    store = RedisStore.from_url(settings.redis_url, settings.namespace)
+    try:
+        store.set_stats(
+            {f"model.{name}": getattr(model, name) for name in DERIVABLE_FIELDS}
+            | {f"model.{name}.source": "derived from history" if name in derived else "configured" for name in DERIVABLE_FIELDS}
+        )
+    except Exception as exc:  # Redis down at start-up: the job itself retries; the stats are informative
+        log.warning("could not record the model settings in Redis stats: %s", exc)
+    finally:
+        store.client.close()
+    return dataclasses.replace(settings, model=model) if model is not settings.model else settings
 
 
 class _Py4jFilter(logging.Filter):

@@ -55,18 +55,7 @@ from pipelines.spool_retention import SPOOL_FILES_READ
 from pipelines.spoolfiles import END_PREFIX, ended_file
 from state.embeddings import ExportError, read_export
 from state.keys import KeyKind
-from state.metrics import (
-    ADS_TTL_S,
-    ALL_CONTEXTS,
-    ALL_POSITIONS,
-    DAY_MS,
-    MINUTE_MS,
-    MINUTE_TTL_S,
-    ads_field,
-    experiment_field,
-    format_value,
-    metric_field,
-)
+from state.metrics import DAYS, EXPERIMENTS, MINUTE_MS, MINUTES, RunningTotals
 from state.schemas import (
     decode_attribution,
     decode_embedding_ref,
@@ -89,9 +78,8 @@ from state.schemas import (
     encode_totals,
     encode_versions,
 )
-from state.store import HashWrite
 from state.writes import Ttls, catalog_write, experiment_writes, keyable, neighbour_write, trending_write, user_writes
-from transforms.attribution import attribute
+from transforms.attribution import AttributionState, attribute
 from transforms.catalog import CatalogItem, EmbeddingSwitch, parse_catalog_lines, validate_catalog_record, validate_embedding_switch
 from transforms.config import ModelConfig, event_weights
 from transforms.content import ContentIndex
@@ -566,6 +554,8 @@ class Attribution(KeyedProcessFunction):
         self.last_ms = runtime_context.get_map_state(MapStateDescriptor("attribution_last_ms", Types.STRING(), Types.LONG()))
         self.last_sweep = runtime_context.get_state(ValueStateDescriptor("attribution_last_sweep", Types.LONG()))
         self.pending = PendingByWindow(_bytes_map(runtime_context, "pending-feedback"))
+        # Decoded states, written through to managed state (rebuilt from it after a restore).
+        self.cache: dict[str, AttributionState] = {}
         metrics = runtime_context.get_metrics_group()
         self.late_counter = metrics.counter("attribution_late")
 
@@ -598,13 +588,15 @@ class Attribution(KeyedProcessFunction):
         rejections = []
         tallies = {"attribution_duplicates": 0, "attribution_unattributed": 0}
         for user, index in group_by_user(rows.user):
-            raw = self.states.get(user) if self.states.contains(user) else None
-            result = attribute(None if raw is None else decode_attribution(raw), user, rows.take(index), self.config, self.secret)
+            before = self._state(user)
+            result = attribute(before, user, rows, self.config, self.secret, index)
             if result.state is None:
-                if raw is not None:
+                self.cache.pop(user, None)
+                if before is not None:
                     self.states.remove(user)
                     self.last_ms.remove(user)
             else:
+                self.cache[user] = result.state
                 self.states.put(user, encode_attribution(result.state))
                 self.last_ms.put(user, result.state.last_ms)
             for key, amount in result.counts.items():
@@ -621,6 +613,14 @@ class Attribution(KeyedProcessFunction):
         if stats or batch.dead_letters:
             yield DEAD_LETTERS, SinkBatch(dead_letters=batch.dead_letters, stats=stats)
 
+    def _state(self, user: str) -> AttributionState | None:
+        state = self.cache.get(user)
+        if state is None and self.states.contains(user):
+            if len(self.cache) > 200_000:
+                self.cache.clear()
+            state = self.cache[user] = decode_attribution(self.states.get(user))
+        return state
+
     def _sweep(self, now_ms: int) -> None:
         """Drop users whose every impression is out of reach (at most once per attribution window of event time)."""
         window = self.config.attribution_window_ms
@@ -631,6 +631,7 @@ class Attribution(KeyedProcessFunction):
         for user in [u for u, shown_ms in self.last_ms.items() if now_ms - shown_ms > window]:
             self.states.remove(user)
             self.last_ms.remove(user)
+            self.cache.pop(user, None)
 
 
 class MetricsAggregator(KeyedProcessFunction):
@@ -652,76 +653,33 @@ class MetricsAggregator(KeyedProcessFunction):
         self.horizon_ms = horizon_ms
 
     def open(self, runtime_context) -> None:
-        self.minutes = _bytes_map(runtime_context, "metrics-minutes")
-        self.days = _bytes_map(runtime_context, "metrics-days")
-        self.experiments = _bytes_map(runtime_context, "metrics-experiments")
-        self.cache: dict[tuple[str, str], dict[str, float]] = {}
-        self.evicted_until = None
+        self.states = {
+            MINUTES: _bytes_map(runtime_context, "metrics-minutes"),
+            DAYS: _bytes_map(runtime_context, "metrics-days"),
+            EXPERIMENTS: _bytes_map(runtime_context, "metrics-experiments"),
+        }
+        self.totals = RunningTotals(self._load, self.horizon_ms)
+        self.evicted_at: int | None = None
 
-    def _totals(self, state, name: str, part: str) -> dict[str, float]:
-        key = (name, part)
-        totals = self.cache.get(key)
-        if totals is None:
-            totals = decode_totals(state.get(part)) if state.contains(part) else {}
-            self.cache[key] = totals
-        return totals
+    def _load(self, kind: str, part: str) -> dict[str, float]:
+        state = self.states[kind]
+        return decode_totals(state.get(part)) if state.contains(part) else {}
 
     def process_element(self, value: AttributionCounts, ctx) -> Iterable:
         watermark = ctx.timer_service().current_watermark()
-        minute_changes: dict[str, dict[str, float]] = {}
-        day_changes: dict[str, dict[str, float]] = {}
-        experiment_changes: dict[str, dict[str, float]] = {}
-        too_late = 0
-        for (minute, experiment, variant, context, position, measure), amount in value.counts.items():
-            if position == ALL_POSITIONS:
-                for where in (context, ALL_CONTEXTS):
-                    field = experiment_field(variant, where, measure)
-                    totals = self._totals(self.experiments, "exp", experiment)
-                    totals[field] = totals.get(field, 0) + amount
-                    experiment_changes.setdefault(experiment, {})[field] = totals[field]
-            if minute + MINUTE_MS + self.horizon_ms <= watermark:
-                too_late += 1
-                continue
-            field = metric_field(experiment, variant, context, position, measure)
-            totals = self._totals(self.minutes, "min", str(minute))
-            totals[field] = totals.get(field, 0) + amount
-            minute_changes.setdefault(str(minute), {})[field] = totals[field]
-        for (day, item, measure), amount in value.ad_counts.items():
-            if day + DAY_MS + self.horizon_ms <= watermark:
-                too_late += 1
-                continue
-            field = ads_field(item, measure)
-            totals = self._totals(self.days, "day", str(day))
-            totals[field] = totals.get(field, 0) + amount
-            day_changes.setdefault(str(day), {})[field] = totals[field]
-        for part in minute_changes:
-            self.minutes.put(part, encode_totals(self.cache[("min", part)]))
-        for part in day_changes:
-            self.days.put(part, encode_totals(self.cache[("day", part)]))
-        for part in experiment_changes:
-            self.experiments.put(part, encode_totals(self.cache[("exp", part)]))
-        writes = [HashWrite(KeyKind.METRICS_MINUTE, part, _formatted(f), MINUTE_TTL_S) for part, f in minute_changes.items()]
-        writes += [HashWrite(KeyKind.METRICS_ADS, part, _formatted(f), ADS_TTL_S) for part, f in day_changes.items()]
-        writes += [HashWrite(KeyKind.METRICS_EXPERIMENT, part, _formatted(f)) for part, f in experiment_changes.items()]
-        if experiment_changes:  # the index readers list experiments from (idempotent like the rest)
-            writes.append(HashWrite(KeyKind.METRICS_EXPERIMENTS, None, {part: "1" for part in experiment_changes}))
-        self._evict(watermark)
-        if writes or too_late:
-            yield SinkBatch(writes=writes, stats={"metrics_too_late": too_late} if too_late else {})
-
-    def _evict(self, watermark: int) -> None:
-        """Forget the totals of minutes and days the watermark has left behind by more than the horizon."""
-        if self.evicted_until is not None and watermark < self.evicted_until + MINUTE_MS:
-            return
-        self.evicted_until = watermark
-        for name, state, period in (("min", self.minutes, MINUTE_MS), ("day", self.days, DAY_MS)):
-            for part in [p for p in state.keys() if int(p) + period + self.horizon_ms <= watermark]:
-                state.remove(part)
-                self.cache.pop((name, part), None)
-
-
-def _formatted(fields: dict[str, float]) -> dict[str, str]:
-    return {field: format_value(value) for field, value in fields.items()}
+        update = self.totals.add(value.counts, value.ad_counts, watermark)
+        for kind, parts in update.changed.items():
+            for part in parts:
+                self.states[kind].put(part, encode_totals(self.totals.totals(kind, part)))
+        # Evict at most once per minute of event time (a scan of the minutes and days held).
+        if self.evicted_at is None or watermark >= self.evicted_at + MINUTE_MS:
+            self.evicted_at = watermark
+            for kind in (MINUTES, DAYS):
+                for part in self.totals.expired(kind, list(self.states[kind].keys()), watermark):
+                    self.states[kind].remove(part)
+        writes = update.writes()
+        if writes or update.too_late:
+            yield SinkBatch(writes=writes, stats={"metrics_too_late": update.too_late} if update.too_late else {})
 
 
 # -- item model --------------------------------------------------------------------
@@ -898,7 +856,11 @@ class ContentOperator(KeyedProcessFunction):
             if kind == "embeddings":
                 switches.append(validate_embedding_switch(payload)[0])
             elif kind == "experiment":
-                controls.append(validate_experiment_control(payload)[0])
+                control, rejection = validate_experiment_control(payload)
+                if control is None:  # pending in state from a release with other rules
+                    log.warning("dropping a pending experiment control: %s: %s", rejection.detail, rejection.raw)
+                    continue
+                controls.append(control)
             else:
                 item, rejection = validate_catalog_record(payload)
                 if item is None:  # pending in state from a release that did not check categories yet
@@ -1274,8 +1236,10 @@ class RedisSink(ProcessFunction):
         self.store = RedisStore.from_url(self.url, namespace=self.namespace)
         metrics = runtime_context.get_metrics_group()
         self.writes_counter = metrics.counter("redis_writes")
-        self.latency_ms = 0
-        metrics.gauge("redis_write_latency_ms", lambda: self.latency_ms)
+        # A distribution lives on the Java side; a Python gauge would be called from Flink's
+        # metric threads, which crashed a TaskManager (SIGSEGV in pemja) once the operator had
+        # finished and its interpreter state was gone.
+        self.latency_ms = metrics.distribution("redis_write_latency_ms")
 
     def close(self) -> None:
         self.store.client.close()
@@ -1292,6 +1256,6 @@ class RedisSink(ProcessFunction):
         self.store.add_stats(counters)
         self.store.set_stats({k: v for k, v in batch.stats.items() if k in GAUGES})
         self.store.record_freshness(batch.lags_ms)
-        self.latency_ms = int((time.perf_counter() - started) * 1000)
+        self.latency_ms.update(int((time.perf_counter() - started) * 1000))
         self.writes_counter.inc(len(writes))
         return ()

@@ -113,6 +113,13 @@ def read_event_lines(path: Path) -> list[str]:
     raise ValueError(f"unsupported event file type {path.suffix!r} (use .jsonl, .csv or .parquet)")
 
 
+def read_catalog_lines(path: Path) -> list[bytes]:
+    """Catalog records of a JSON-lines file (a spool file's end marker is no record)."""
+    marker = END_PREFIX.encode()
+    with open(path, "rb") as f:
+        return [line for line in f if line.strip() and not line.startswith(marker)]
+
+
 def _catalog_time(line: str) -> int:
     """When a catalog line takes effect (its validated ``ts``); -1 for an invalid one (dead-lettered)."""
     try:

@@ -30,7 +30,7 @@ contexts or measures, so fields split unambiguously.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Union
+from typing import Any, Callable, Iterable, Union
 
 from state.keys import KeyKind, redis_key
 
@@ -226,3 +226,94 @@ def read_ads_day(redis_client: Any, namespace: str, day_ms: int) -> dict[tuple[s
     """The ads hash of the UTC day holding ``day_ms``: ``{(item or campaign, measure): value}``."""
     key = redis_key(KeyKind.METRICS_ADS, str(day_start(int(day_ms))), namespace)
     return _parse_hash(redis_client.hgetall(key) or {}, parse_ads_field, key)
+
+
+# -- running totals (the job's metrics aggregator) -------------------------------------------
+
+MINUTES, DAYS, EXPERIMENTS = "min", "day", "exp"
+# Where each kind of totals goes in Redis, and for how long.
+_TOTALS_KEYS: dict[str, tuple[KeyKind, int | None]] = {
+    MINUTES: (KeyKind.METRICS_MINUTE, MINUTE_TTL_S),
+    DAYS: (KeyKind.METRICS_ADS, ADS_TTL_S),
+    EXPERIMENTS: (KeyKind.METRICS_EXPERIMENT, None),
+}
+_PERIODS = {MINUTES: MINUTE_MS, DAYS: DAY_MS}
+
+
+class TotalsUpdate:
+    """What one :meth:`RunningTotals.add` changed: ``{kind: {part: {field: new total}}}``, and what it could not count."""
+
+    def __init__(self) -> None:
+        self.changed: dict[str, dict[str, dict[str, float]]] = {MINUTES: {}, DAYS: {}, EXPERIMENTS: {}}
+        self.too_late = 0
+
+    def writes(self) -> list:
+        """HSETs of the changed fields' absolute totals (and the experiments index)."""
+        from state.store import HashWrite
+
+        out = []
+        for kind, parts in self.changed.items():
+            key_kind, ttl_s = _TOTALS_KEYS[kind]
+            out += [HashWrite(key_kind, part, {f: format_value(v) for f, v in fields.items()}, ttl_s) for part, fields in parts.items()]
+        if self.changed[EXPERIMENTS]:
+            out.append(HashWrite(KeyKind.METRICS_EXPERIMENTS, None, {name: "1" for name in self.changed[EXPERIMENTS]}))
+        return out
+
+
+class RunningTotals:
+    """Sums of attribution counts in the layout of the metrics hashes, for the job's aggregator.
+
+    Totals are kept per part (a minute, a UTC day of ads counts, an
+    experiment) as ``{field: value}``; ``load(kind, part)`` supplies a part's
+    stored totals the first time it is touched (the aggregator's managed
+    state).  Minutes and days stay open while the watermark is less than
+    ``horizon_ms`` past their end; counts of an older minute or day go to the
+    experiment totals only (:attr:`TotalsUpdate.too_late`), so a written
+    minute never goes back to a sum that restarted from zero.
+    """
+
+    def __init__(self, load: Callable[[str, str], dict[str, float]], horizon_ms: int) -> None:
+        self.load = load
+        self.horizon_ms = horizon_ms
+        self.cache: dict[tuple[str, str], dict[str, float]] = {}
+
+    def totals(self, kind: str, part: str) -> dict[str, float]:
+        """The running totals of one part (loaded on first use)."""
+        totals = self.cache.get((kind, part))
+        if totals is None:
+            totals = self.cache[(kind, part)] = dict(self.load(kind, part))
+        return totals
+
+    def closed(self, kind: str, start_ms: int, watermark: int) -> bool:
+        """True when the minute or day starting at ``start_ms`` is past the horizon."""
+        return start_ms + _PERIODS[kind] + self.horizon_ms <= watermark
+
+    def _bump(self, update: TotalsUpdate, kind: str, part: str, field: str, amount: float) -> None:
+        totals = self.totals(kind, part)
+        totals[field] = totals.get(field, 0) + amount
+        update.changed[kind].setdefault(part, {})[field] = totals[field]
+
+    def add(self, counts: dict, ad_counts: dict, watermark: int) -> TotalsUpdate:
+        """Add attribution counts (keys as in :mod:`transforms.attribution`) at ``watermark``."""
+        update = TotalsUpdate()
+        for (minute, experiment, variant, context, position, measure), amount in counts.items():
+            if position == ALL_POSITIONS:  # every count has its "all" twin: experiments sum those
+                for where in (context, ALL_CONTEXTS):
+                    self._bump(update, EXPERIMENTS, experiment, experiment_field(variant, where, measure), amount)
+            if self.closed(MINUTES, minute, watermark):
+                update.too_late += 1
+            else:
+                self._bump(update, MINUTES, str(minute), metric_field(experiment, variant, context, position, measure), amount)
+        for (day, item, measure), amount in ad_counts.items():
+            if self.closed(DAYS, day, watermark):
+                update.too_late += 1
+            else:
+                self._bump(update, DAYS, str(day), ads_field(item, measure), amount)
+        return update
+
+    def expired(self, kind: str, parts: Iterable[str], watermark: int) -> list[str]:
+        """The parts (minutes or days) past the horizon: dropped from the cache, to drop from storage."""
+        gone = [part for part in parts if self.closed(kind, int(part), watermark)]
+        for part in gone:
+            self.cache.pop((kind, part), None)
+        return gone

@@ -52,6 +52,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Union
 
+import numpy as np
 import orjson
 
 from transforms.config import ModelConfig
@@ -84,11 +85,11 @@ class Impression:
     shown: dict[str, tuple[int, int]] = field(default_factory=dict)  # item -> (position, shown ms)
     counted: set[tuple[str, int]] = field(default_factory=set)  # (item, outcome type) already counted
     chosen: set[str] = field(default_factory=set)  # items already counted as a choice of this list
+    last_ms: int = -1  # when this list last showed an item (what its reach is measured from)
 
-    @property
-    def last_ms(self) -> int:
-        """When this list last showed an item (what its reach is measured from)."""
-        return max(ts for _, ts in self.shown.values())
+    def show(self, item: str, position: int, ts: int) -> None:
+        self.shown[item] = (position, ts)
+        self.last_ms = max(self.last_ms, ts)
 
 
 @dataclass
@@ -136,6 +137,7 @@ class AttributionState:
                 shown={item: (int(pos), int(ts)) for item, pos, ts in d["s"]},
                 counted={(item, int(etype)) for item, etype in d["k"]},
                 chosen=set(d["h"]),
+                last_ms=max(int(ts) for _, _, ts in d["s"]),
             )
             impressions[imp.rec_id] = imp
         return cls(impressions, int(data["n"]))
@@ -185,11 +187,14 @@ def impression_record(user: str, rec_id: str, ts: int, items: list[str], positio
     return orjson.dumps({"user_id": user, "event_type": "impression", "rec_id": rec_id, "items": items, "positions": positions, "ts": ts}).decode()
 
 
-def attribute(state: AttributionState | None, user: str, rows: EventBatch, config: ModelConfig, secret: str) -> AttributionResult:
+def attribute(
+    state: AttributionState | None, user: str, rows: EventBatch, config: ModelConfig, secret: str, index: np.ndarray | None = None
+) -> AttributionResult:
     """Apply one user's feedback rows (in event-time order) to their state: the step the job runs.
 
-    The step takes ``state`` over (it may change it in place: pass a copy to
-    keep the old one).  ``rows`` may hold other event types (they are ignored).  Returns the new
+    The rows are ``rows`` at ``index`` (all of them when None).  The step
+    takes ``state`` over (it may change it in place: pass a copy to keep the
+    old one).  Other event types are ignored.  Returns the new
     state (None when no impression is left in reach), the counts the rows
     caused, and one rejection per impression record (rows of one rec_id and
     time) whose rec_id does not decode for ``user``.
@@ -199,9 +204,10 @@ def attribute(state: AttributionState | None, user: str, rows: EventBatch, confi
     window = config.attribution_window_ms
     rejected: dict[tuple[str, int], tuple[str, str, list[str], list[int]]] = {}
     decoded: dict[str, Any] = {}
-    for i in range(len(rows)):
-        etype = int(rows.etype[i])
-        ts = int(rows.ts[i])
+    take = slice(None) if index is None else index
+    etypes, times, items, rec_ids = rows.etype[take].tolist(), rows.ts[take].tolist(), rows.item[take].tolist(), rows.rec_id[take].tolist()
+    positions, prices, quantities = rows.position[take].tolist(), rows.price[take].tolist(), rows.quantity[take].tolist()
+    for i, (etype, ts) in enumerate(zip(etypes, times)):
         if etype == FORGET:
             state.impressions.clear()
             continue
@@ -210,8 +216,7 @@ def attribute(state: AttributionState | None, user: str, rows: EventBatch, confi
         # Out of reach: lists that last showed an item more than the window ago.
         for rec_id in [r for r, imp in state.impressions.items() if ts - imp.last_ms > window]:
             del state.impressions[rec_id]
-        item = str(rows.item[i])
-        rec_id = str(rows.rec_id[i])
+        item, rec_id = items[i], rec_ids[i]
         if etype == IMPRESSION:
             if rec_id not in decoded:
                 try:
@@ -222,11 +227,11 @@ def attribute(state: AttributionState | None, user: str, rows: EventBatch, confi
             if isinstance(rec, BadRecId):
                 entry = rejected.setdefault((rec_id, ts), (rec.reason, rec.detail, [], []))
                 entry[2].append(item)
-                entry[3].append(int(rows.position[i]))
+                entry[3].append(positions[i])
                 continue
-            _impression(state, result, rec_id, rec, item, int(rows.position[i]), ts, config)
+            _impression(state, result, rec_id, rec, item, positions[i], ts, config)
         else:
-            _outcome(state, result, rec_id, item, etype, ts, float(rows.price[i]), float(rows.quantity[i]), window)
+            _outcome(state, result, rec_id, item, etype, ts, prices[i], quantities[i], window)
     result.rejections = [
         Rejection(reason, detail, impression_record(user, rec_id, ts, items, positions))
         for (rec_id, ts), (reason, detail, items, positions) in rejected.items()
@@ -245,7 +250,7 @@ def _impression(state: AttributionState, result: AttributionResult, rec_id: str,
     if item in imp.shown:
         result.duplicate_impressions += 1
         return
-    imp.shown[item] = (position, ts)
+    imp.show(item, position, ts)
     _count(result, ts, imp, position, "impressions")
     if imp.context == ADS_CONTEXT:
         _add(result.ad_counts, (day_of(ts), item, "impressions"), 1)
@@ -314,14 +319,25 @@ class Recount:
 
 
 def recount(events: Iterable[Any], config: ModelConfig, secret: str) -> Recount:
-    """Count a whole raw event log (records as producers send them) from scratch, the plain way.
+    """Count a whole raw event log from scratch, the plain way.
+
+    ``events``: records as producers send them, decoded (dicts) or as JSON
+    lines (str or bytes; a line may hold one record or an array of them).
 
     A reference for the job, written independently of :func:`attribute`: one
     loop over every row in event-time order (ties in log order), lists
     instead of indexes, every rule spelled out again.  Records that do not
     parse are ignored here (the job dead-letters them before attribution).
     """
-    parsed = parse_records(events).events
+    records: list[Any] = []
+    for record in events:
+        if isinstance(record, (str, bytes)):
+            try:
+                record = orjson.loads(record)
+            except orjson.JSONDecodeError:
+                continue  # the job dead-letters it as malformed JSON
+        records.extend(record if isinstance(record, list) else [record])
+    parsed = parse_records(records).events
     order = sorted(range(len(parsed)), key=lambda i: int(parsed.ts[i]))
     window = config.attribution_window_ms
     shown_lists: dict[str, list[dict]] = {}  # user -> their lists in reach, each a plain dict

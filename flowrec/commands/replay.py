@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from flowrec.config import UsageError, add_settings_arguments, load_settings, require_redis
-from pipelines.sources import read_event_lines
+from pipelines.sources import read_catalog_lines, read_event_lines
 from state.store import RedisStore
 from state.writes import Ttls, final_writes
 from transforms.catalog import parse_catalog_lines
@@ -47,8 +47,7 @@ def main(args: argparse.Namespace) -> int:
     parsed = parse_json_lines(lines)
     catalog, catalog_rejections = ([], [])
     if args.catalog:
-        with open(args.catalog, "rb") as f:
-            catalog, catalog_rejections = parse_catalog_lines(f)
+        catalog, catalog_rejections = parse_catalog_lines(read_catalog_lines(args.catalog))
     engine, final = replay(parsed.events, settings.model, catalog)
     store = RedisStore.from_url(settings.redis_url, namespace=settings.namespace)
     writes = final_writes(final, Ttls(settings.user_ttl_s, settings.item_ttl_s))

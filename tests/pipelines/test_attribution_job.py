@@ -3,6 +3,7 @@ event log, at parallelism 1 and 2, and after a stop with savepoint and a restore
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from state.keys import KeyKind, redis_key
 from tests.pipelines.jobkit import metric_differences, metrics_of, run_job
 from tests.transforms.test_attribution import SECRET, random_log
 from transforms.attribution import recount
+from transforms.events import parse_records
 
 pytestmark = pytest.mark.flink
 
@@ -34,9 +36,19 @@ def dead_letter_reasons(url: str) -> list[str]:
         client.close()
 
 
-@pytest.mark.parametrize("parallelism", [1, 2])
-def test_metrics_equal_the_recount(parallelism, redis_url):
+def out_of_order(log: list[dict], seed: int, within_ms: int) -> list[dict]:
+    """``log`` reordered: records less than ``within_ms`` apart in event time may swap."""
+    rng = random.Random(seed)
+    return [r for _, r in sorted(((r["ts"] + rng.uniform(0, within_ms), r) for r in log), key=lambda pair: pair[0])]
+
+
+@pytest.mark.parametrize("parallelism, disorder_ms", [(1, 0), (2, 0), (2, 90)], ids=["p1", "p2", "p2-out-of-order"])
+def test_metrics_equal_the_recount(parallelism, disorder_ms, redis_url):
+    """In order, and out of order by less than max_out_of_orderness_ms (100): windows close after their feedback arrived."""
     log = feedback_log(seed=parallelism)
+    if disorder_ms:
+        log = out_of_order(log, seed=5, within_ms=disorder_ms)
+        assert log != feedback_log(seed=parallelism)
     settings = Settings(parallelism=parallelism, restart_attempts=0, rec_id_secret=SECRET)
     lines = [orjson.dumps(r).decode() for r in log]
     run_job(CollectionSource(list(pack_chunks(lines, 50))), settings, redis_url)
@@ -45,6 +57,18 @@ def test_metrics_equal_the_recount(parallelism, redis_url):
     assert expected.minutes and expected.ads and "exp" in expected.experiments, "the log exercised nothing"
     assert metric_differences(job, expected) == []
     assert dead_letter_reasons(redis_url) == sorted(r.reason for r in expected.rejections)
+
+
+def test_attribution_off_writes_no_metrics(redis_url):
+    log = feedback_log(seed=3, users=10, steps=300)
+    settings = Settings(parallelism=1, restart_attempts=0, rec_id_secret=SECRET, attribution=False)
+    run_job(CollectionSource(list(pack_chunks([orjson.dumps(r).decode() for r in log], 50))), settings, redis_url)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert int(client.hget(redis_key(KeyKind.STATS), "events")) == len(parse_records(log).events)
+        assert client.keys("flowrec:v1:metrics:*") == [] and dead_letter_reasons(redis_url) == []
+    finally:
+        client.close()
 
 
 def test_stop_with_savepoint_and_restore_counts_each_event_once(redis_url, tmp_path: Path):

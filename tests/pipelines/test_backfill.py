@@ -415,3 +415,57 @@ def test_skipping_unread_refreshes_changes_nothing_but_the_work():
     dirty_pairs = len({(a, r) for a, r in zip(merged.pair_a.tolist(), at.tolist()) if r < len(refreshing)})
     observed = sum(len(v) for v in observed_refreshes(merged, CONFIG, reads).values())
     assert 0 < observed < dirty_pairs
+
+
+def ratings_log(days: int = 120, users: int = 40, items: int = 30) -> EventBatch:
+    """A ratings-like history: every user rates distinct items once, spread over ``days`` (no repeated pairs)."""
+    rng = np.random.default_rng(3)
+    start = 1_700_000_000_000
+    rows = [(f"u{u}", f"i{i}", int(start + rng.integers(0, days * 86_400_000))) for u in range(users) for i in rng.choice(items, 8, replace=False)]
+    user, item, ts = zip(*rows)
+    return batch_from_columns(user, item, ["view"] * len(rows), ts)
+
+
+def test_snapshot_records_the_half_life_derived_from_its_history_and_the_job_continues_under_it(tmp_path):
+    from pipelines.bootstrap import prepare_bootstrap
+
+    events = ratings_log()
+    span = int(events.ts.max() - events.ts.min())
+    path, _ = write_inputs(tmp_path, events, [])
+    result = run_backfill(BackfillJob(inputs=(path,), snapshot_dir=tmp_path / "snap", shards=2))
+    # Nobody came back to an item: the half-life is the history's span (over the one-day default).
+    assert result.derived == {"half_life_ms": span} and result.summary()["derived_half_life_ms"] == span
+    assert read_snapshot(tmp_path / "snap").config.half_life_ms == span
+    # A job with the default config (half-life left to the history) continues under the snapshot's value...
+    assert prepare_bootstrap(tmp_path / "snap", ModelConfig(), 2, 2).config.half_life_ms == span
+    # ...and one given a half-life explicitly is told the snapshot was made under another.
+    with pytest.raises(SnapshotError, match="half_life_ms"):
+        prepare_bootstrap(tmp_path / "snap", ModelConfig().replace(half_life_ms=86_400_000), 2, 2)
+    # A config that fixes its half-life is not derived.
+    fixed = run_backfill(BackfillJob(inputs=(path,), config=ModelConfig().replace(half_life_ms=3_600_000), snapshot_dir=tmp_path / "fixed", shards=2))
+    assert fixed.derived == {} and read_snapshot(tmp_path / "fixed").config.half_life_ms == 3_600_000
+
+
+def test_the_job_records_its_model_settings_in_stats(tmp_path, redis_url):
+    from pipelines.bootstrap import prepare_bootstrap
+    from pipelines.main import with_history_settings
+    from flowrec.config import Settings
+
+    events = ratings_log()
+    path, _ = write_inputs(tmp_path, events, [])
+    run_backfill(BackfillJob(inputs=(path,), snapshot_dir=tmp_path / "snap", shards=2))
+    settings = Settings(redis_url=redis_url)
+
+    class Started:
+        bootstrap = prepare_bootstrap(tmp_path / "snap", settings.model, settings.user_shards, settings.item_shards)
+
+    class Fresh:
+        bootstrap = None
+
+    stats = redis.Redis.from_url(redis_url)
+    adopted = with_history_settings(settings, Started())
+    assert adopted.model.half_life_ms == int(events.ts.max() - events.ts.min())
+    assert stats.hget(redis_key(KeyKind.STATS), "model.half_life_ms") == str(adopted.model.half_life_ms).encode()
+    assert stats.hget(redis_key(KeyKind.STATS), "model.half_life_ms.source") == b"derived from history"
+    assert with_history_settings(settings, Fresh()) is settings
+    assert stats.hget(redis_key(KeyKind.STATS), "model.half_life_ms.source") == b"configured"

@@ -7,9 +7,13 @@ import pytest
 from state.keys import KeyKind
 from state.metrics import (
     ALL_POSITIONS,
+    DAYS,
+    EXPERIMENTS,
+    MINUTES,
     MAX_READ_MINUTES,
     MINUTE_TTL_S,
     BadMetricField,
+    RunningTotals,
     ads_field,
     day_start,
     experiment_field,
@@ -130,3 +134,57 @@ def test_read_minutes_refuses_huge_ranges(redis_client):
     with pytest.raises(ValueError, match="at most"):
         read_minutes(redis_client, "shop", T0, T0 + (MAX_READ_MINUTES + 1) * 60_000)
     assert read_minutes(redis_client, "shop", T0, T0) == {}
+
+
+# -- running totals ------------------------------------------------------------------------
+
+HOUR = 3_600_000
+DAY0 = T0 - T0 % 86_400_000
+
+
+def test_running_totals_sum_and_write_absolute_values():
+    totals = RunningTotals(lambda kind, part: {}, horizon_ms=HOUR)
+    first = totals.add({(T0, "e", "a", "home", 0, "clicks"): 1, (T0, "e", "a", "home", "all", "clicks"): 1}, {(DAY0, "sku1", "clicks"): 1}, watermark=T0)
+    assert first.changed == {
+        MINUTES: {str(T0): {"e|a|home|0|clicks": 1, "e|a|home|all|clicks": 1}},
+        DAYS: {str(DAY0): {"sku1|clicks": 1}},
+        EXPERIMENTS: {"e": {"a|home|clicks": 1, "a|all|clicks": 1}},
+    }
+    second = totals.add({(T0, "e", "a", "cart", "all", "revenue"): 2.5, (T0, "e", "a", "cart", 1, "revenue"): 2.5}, {}, watermark=T0 + 1)
+    assert second.changed[EXPERIMENTS] == {"e": {"a|cart|revenue": 2.5, "a|all|revenue": 2.5}}  # only what changed, as totals
+    third = totals.add({(T0, "e", "a", "home", "all", "clicks"): 2}, {}, watermark=T0 + 2)
+    assert third.changed[MINUTES] == {str(T0): {"e|a|home|all|clicks": 3}}
+    assert third.changed[EXPERIMENTS] == {"e": {"a|home|clicks": 3, "a|all|clicks": 3}}
+    kinds = {(w.kind, w.part): (dict(w.fields), w.ttl_s) for w in third.writes()}
+    assert kinds == {
+        (KeyKind.METRICS_MINUTE, str(T0)): ({"e|a|home|all|clicks": "3"}, MINUTE_TTL_S),
+        (KeyKind.METRICS_EXPERIMENT, "e"): ({"a|home|clicks": "3", "a|all|clicks": "3"}, None),
+        (KeyKind.METRICS_EXPERIMENTS, None): ({"e": "1"}, None),
+    }
+
+
+def test_running_totals_continue_from_what_was_stored():
+    stored = {(MINUTES, str(T0)): {"e|a|home|all|clicks": 5.0}, (EXPERIMENTS, "e"): {"a|home|clicks": 5.0, "a|all|clicks": 5.0}}
+    totals = RunningTotals(lambda kind, part: stored.get((kind, part), {}), horizon_ms=HOUR)
+    update = totals.add({(T0, "e", "a", "home", "all", "clicks"): 1}, {}, watermark=T0)
+    assert update.changed[MINUTES] == {str(T0): {"e|a|home|all|clicks": 6.0}}
+    assert update.changed[EXPERIMENTS]["e"]["a|all|clicks"] == 6.0
+    assert stored[(MINUTES, str(T0))] == {"e|a|home|all|clicks": 5.0}  # the loader's dict is not changed behind its back
+
+
+def test_counts_past_the_horizon_reach_only_the_experiment_totals():
+    totals = RunningTotals(lambda kind, part: {}, horizon_ms=HOUR)
+    open_until = T0 + 60_000 + HOUR  # the minute's end plus the horizon
+    update = totals.add({(T0, "e", "a", "home", 0, "impressions"): 1, (T0, "e", "a", "home", "all", "impressions"): 1}, {(DAY0, "sku1", "impressions"): 1}, watermark=open_until)
+    assert update.too_late == 2 and update.changed[MINUTES] == {} and update.changed[DAYS] == {str(DAY0): {"sku1|impressions": 1}}
+    assert update.changed[EXPERIMENTS] == {"e": {"a|home|impressions": 1, "a|all|impressions": 1}}
+    assert totals.add({(T0, "e", "a", "home", 0, "impressions"): 1}, {}, watermark=open_until - 1).too_late == 0
+    late_day = totals.add({}, {(DAY0, "sku1", "clicks"): 1}, watermark=DAY0 + 86_400_000 + HOUR)
+    assert late_day.too_late == 1 and late_day.changed[DAYS] == {}
+
+
+def test_expired_parts_leave_the_cache():
+    totals = RunningTotals(lambda kind, part: {}, horizon_ms=HOUR)
+    totals.add({(T0, "e", "a", "home", "all", "clicks"): 1, (T0 + HOUR, "e", "a", "home", "all", "clicks"): 1}, {}, watermark=T0)
+    assert totals.expired(MINUTES, [str(T0), str(T0 + HOUR)], watermark=T0 + 60_000 + HOUR) == [str(T0)]
+    assert (MINUTES, str(T0)) not in totals.cache and (MINUTES, str(T0 + HOUR)) in totals.cache

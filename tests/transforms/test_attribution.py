@@ -260,6 +260,12 @@ def test_step_over_chunks_equals_recount(seed, config):
 
 def test_recount_ignores_records_that_do_not_parse():
     a = rid("u1", "0000000a")
-    expected = recount([shown("u1", a, ["x"], T0), {"user_id": "u1"}, "junk"], CONFIG, SECRET)
+    expected = recount([shown("u1", a, ["x"], T0), {"user_id": "u1"}, "junk", b"[1, 2]"], CONFIG, SECRET)
     assert expected.minutes == {T0: {("exp", "a", "home", 0, "impressions"): 1.0, ("exp", "a", "home", ALL, "impressions"): 1.0}}
     assert expected.experiments == {"exp": {("a", "home", "impressions"): 1.0, ("a", ALL, "impressions"): 1.0}}
+
+
+def test_recount_reads_json_lines_too():
+    log = random_log(seed=2)
+    lines = [orjson.dumps(r) for r in log[:100]] + [orjson.dumps(log[100:300]).decode()] + [orjson.dumps(r).decode() for r in log[300:]]
+    assert recount(lines, CONFIG, SECRET) == recount(log, CONFIG, SECRET)
