@@ -113,7 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shoppers", type=_count(1), default=2000, help="shoppers in the synthetic shop")
     parser.add_argument("--items", type=_count(10), default=500, help="items in the synthetic shop")
     parser.add_argument("--variants", default="control=popularity,treatment=default",
-                        help="NAME=PRESET,... (presets: default, popularity); equal traffic shares; 'control' (else the first) is the control")
+                        help="NAME=PRESET,... with presets default or popularity, equal traffic shares; 'control' (else the first) is the control (default: %(default)s)")
     parser.add_argument("--visits", type=_positive_float, default=3.0, help="mean visits per shopper over the simulated time")
     parser.add_argument("--list-size", type=_count(1), default=10, help="items in the home list a shopper is shown")
     parser.add_argument("--step-seconds", type=_positive_float, default=10.0, help="simulated seconds per step (the job catches up after each)")
