@@ -22,8 +22,11 @@ ever in the future.  The job's wall-clock heartbeat is off (it would push
 event time to now and make the simulated events late).  Event time follows
 the events; the catalog input, which carries experiment controls and holds
 back the job's windows while idle, gets the job's own heartbeat record (a
-tick with the simulated time) from the simulator at the end of each step
-(``--step-seconds``).  The job's spool source reads the files waiting for it
+tick with the simulated time) from the simulator: one a second past the
+experiment's start until the job has applied it, then one past the end of
+the whole run (nothing else comes on that input, and few files there keep
+clear of a race in Flink's file enumeration, which fails a listing when a
+file being written is renamed meanwhile).  The job's spool source reads the files waiting for it
 newest first (Flink's file source hands out pending splits last-in first-out),
 so while the job is busy a few step files can arrive in reverse order: the
 simulator allows ``LAG_STEPS + 2`` steps of out-of-order events
@@ -227,10 +230,7 @@ class Simulation:
         self.lists_seen += 1
 
     def send_until(self, end_ms: int) -> None:
-        """POST every queued event before ``end_ms`` in time order, then the catalog's heartbeat of ``end_ms``."""
-        from api.spool import write_spool_file
-        from pipelines.operators import TICK_PREFIX
-
+        """POST every queued event before ``end_ms`` in time order."""
         due = []
         while self.pending and self.pending[0][0] < end_ms:
             due.append(heapq.heappop(self.pending)[2])
@@ -240,8 +240,14 @@ class Simulation:
             self.sent += due
             self.interaction_ts += [event["ts"] for event in due if event["event_type"] != "impression"]
             self.heartbeats.append(self.heartbeat_ms)
-        write_spool_file(self.spool, "catalog", [f"{TICK_PREFIX}{end_ms}\n".encode()], end_ms)
         self.heartbeat_ms = end_ms
+
+    def catalog_heartbeat(self, ts: int) -> None:
+        """The job's heartbeat record of ``ts`` on the catalog input (see the module doc)."""
+        from api.spool import write_spool_file
+        from pipelines.operators import TICK_PREFIX
+
+        write_spool_file(self.spool, "catalog", [f"{TICK_PREFIX}{ts}\n".encode()], self.clock.now_ms)
 
     def last_window_ts(self) -> int:
         from state.keys import KeyKind, redis_key
@@ -281,8 +287,6 @@ class Simulation:
         """Heartbeats a second past ``start_ms`` on the catalog input until the job has applied the experiment
         (it is up, and every list it scores from then on is labelled with its variant).  The experiment takes
         effect when the window holding its start closes: the heartbeat closes it."""
-        from api.spool import write_spool_file
-        from pipelines.operators import TICK_PREFIX
         from state.keys import KeyKind, redis_key
 
         key = redis_key(KeyKind.EXPERIMENT, EXPERIMENT_ID, self.namespace)
@@ -290,8 +294,8 @@ class Simulation:
         while not self.redis.exists(key):
             if time.monotonic() > deadline:
                 raise CommandError(f"the job did not apply the experiment within {timeout_s:.0f} s")
-            write_spool_file(self.spool, "catalog", [f"{TICK_PREFIX}{start_ms + 1000}\n".encode()], start_ms)
-            time.sleep(1.0)
+            self.catalog_heartbeat(start_ms + 1000)
+            time.sleep(3.0)
 
     def flush(self, after_ms: int, user: str, item: str) -> int:
         """Organic views after ``after_ms`` until the job has closed the window of every interaction sent; returns the last view's time.
@@ -327,6 +331,17 @@ def _stable_totals(redis_client: Any, namespace: str, timeout_s: float = 60.0) -
         if current == previous or time.monotonic() > deadline:
             return current
         previous = current
+
+
+def _await_running(job: Any, timeout_s: float) -> None:
+    """Until the job runs, and a little longer for its sources to be reading (files written before would wait
+    together, and the spool source reads waiting files newest first)."""
+    deadline = time.monotonic() + timeout_s
+    while "RUNNING" not in str(job.get_job_status().result()):
+        if time.monotonic() > deadline:
+            raise CommandError(f"the job did not start within {timeout_s:.0f} s")
+        time.sleep(0.5)
+    time.sleep(5.0)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -395,6 +410,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         print("starting the streaming job on a local Flink mini-cluster ...", file=sys.stderr, flush=True)
         job = run_job(settings, DirectorySource(spool, heartbeat_ms=0), job_name="flowrec-simulate", wait=False)
+        _await_running(job, START_UP_S)
         with serving(create_app(settings, clock_ms=clock)) as base, httpx.Client(base_url=base, timeout=60, headers={"Authorization": f"Bearer {api_key}"}) as http:
             sim = Simulation(http, clock, redis_client, settings.namespace, shoppers, prices, spool, args.list_size, settings)
             sim.post("/v1/items", [item.to_dict() for item in catalog])
@@ -405,6 +421,8 @@ def main(args: argparse.Namespace) -> int:
                 raise CommandError(f"the API refused the experiment: {response.status_code} {response.text[:300]}")
             time.sleep(SPOOL_SETTLE_S)
             sim.await_experiment(start_ms, START_UP_S)
+            # Past every event of the run (reactions and the flush views included): the catalog never holds the job back.
+            sim.catalog_heartbeat(end_ms + 30 * MINUTE_MS)
             for visit in visits:
                 sim.queue(browse_events(shoppers, visit, VIEW_GAP_MS))
             upcoming = iter(visits)
