@@ -45,7 +45,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, Response
 
 from api import models
+from api.ads import AdsLookup
 from api.browse import BrowseCatalog
+from api.dashboard import add_dashboard_routes
 from api.experiments import ExperimentDirectory, add_experiment_routes
 from api.ingest import MAX_RECORDS_PER_REQUEST, RecordRejection, forget_event_line, spool_lines, validate_catalog, validate_events
 from api.middleware import ApiMetrics, BodyLimitMiddleware, HomeListShortcut, MetricsMiddleware, SecurityHeadersMiddleware
@@ -179,7 +181,7 @@ class Lookups:
     """Reads over one pipelined Redis connection (:mod:`api.redisconn`), opened in the app's lifespan.
 
     ``read_client(url, deadline_s)`` makes the client; anything with the
-    ``mget``/``get``/``hgetall``/``ping``/``aclose`` coroutines of
+    ``mget``/``get``/``hgetall``/``hmget``/``ping``/``aclose`` coroutines of
     ``redis.asyncio.Redis`` will do (``flowrec bench api`` compares one).
     """
 
@@ -224,6 +226,9 @@ class Lookups:
 
     async def stats(self) -> dict[bytes, bytes]:
         return await self.client.hgetall(self.key(KeyKind.STATS))
+
+    async def hmget(self, kind: KeyKind, part: str | None, fields: Sequence[str]) -> list[bytes | None]:
+        return await self.client.hmget(self.key(kind, part), list(fields)) if fields else []
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())
@@ -372,6 +377,7 @@ def create_app(
     _add_write_routes(app, ctx)
     _add_ops_routes(app, ctx)
     _add_demo_routes(app, ctx)
+    add_dashboard_routes(app, ctx)
     _add_docs_routes(app)
     # Middleware added last runs first: metrics, the body limits, the shortcut, security headers, then FastAPI.
     # (The shortcut and the body limits send their few answers with the security headers themselves,
@@ -574,6 +580,8 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
         )
         return await answer(user_id, "search", max(profile_ts, list_ts), cold, ranked[:n])
 
+    ads = AdsLookup(lookups, ctx.settings.model, rec_ids)
+
     @app.get(
         RECOMMENDATIONS_PATH,
         tags=["lookups"],
@@ -584,7 +592,7 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
     async def recommendations(
         user_id: UserId,
         n: Count = 10,
-        context: Annotated[models.Context, Query(description="home: the user's list; cart: complements for the cart; item: similar to item_id, blended with the user's taste; search: re-rank `candidates` by the user's interests")] = "home",
+        context: Annotated[models.Context, Query(description="home: the user's list; cart: complements for the cart; item: similar to item_id, blended with the user's taste; search: re-rank `candidates` by the user's interests; ads: sponsored items by relevance x bid (api/ads.py)")] = "home",
         item_id: Annotated[str | None, Query(pattern=models.ID_REGEX, max_length=128, description="the item being viewed (context=item)")] = None,
         category: CategoryFilter = None,
         exclude: Annotated[str | None, Query(max_length=_ID_LIST_CHARS, description=f"comma-separated item ids to leave out (at most {MAX_LISTED_IDS})")] = None,
@@ -593,6 +601,8 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
         """Cold-start users (no history yet) get trending items, global or in `category`, and `reason` says so.
         A short list is topped up with trending items.  The common path (`context=home`) is one Redis round trip."""
         skip = set(parse_id_list(exclude, "exclude", MAX_LISTED_IDS))
+        if context == "ads":
+            return _json(await ads.body(user_id, n, category, skip, ctx.clock_ms()))
         if context == "home":
             return Response(await home_body(user_id, n, category, skip), media_type=JSON)
         if context == "cart":
@@ -898,7 +908,7 @@ def _add_ops_routes(app: FastAPI, ctx: ApiContext) -> None:
 
     @app.get("/", include_in_schema=False)
     async def index() -> Response:
-        return _json({"name": "flowrec", "docs": "/docs", "openapi": "/openapi.json", "demo": "/demo"})
+        return _json({"name": "flowrec", "docs": "/docs", "openapi": "/openapi.json", "demo": "/demo", "dashboard": "/dashboard"})
 
 
 def _add_demo_routes(app: FastAPI, ctx: ApiContext) -> None:

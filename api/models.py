@@ -22,7 +22,7 @@ ID_REGEX = r"^[A-Za-z0-9_.:@\-]{1,128}$"
 CATEGORY_REGEX = f"^{CATEGORY_PATH_REGEX}$"
 MAX_CATEGORY_CHARS = 512
 
-Context = Literal["home", "cart", "item", "search"]
+Context = Literal["home", "cart", "item", "search", "ads"]
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 
 
@@ -48,13 +48,22 @@ class ScoredItemOut(BaseModel):
     why: ReasonOut | None = Field(None, description="the same reason as structured fields, for localised texts")
 
 
+class AdItemOut(ScoredItemOut):
+    """A sponsored item (context=ads): ``score`` is relevance x bid."""
+
+    campaign: str | None = Field(None, description="the item's campaign (null: none)")
+    bid: float = Field(description="the item's cost per click now")
+    relevance: float = Field(description="the user's score for the item over their best item's score (cold start: trending over the top trending item)")
+
+
 class RecommendationsOut(BaseModel):
     user_id: str
     context: Context
     ts: int = Field(description="event time (epoch ms) of the newest list used; 0 when none")
     cold_start: bool = Field(description="true when the user has no history yet and trending was served instead")
     rec_id: str = REC_ID_FIELD
-    items: list[ScoredItemOut]
+    items: list[ScoredItemOut | AdItemOut]
+    empty_reason: str | None = Field(None, description="context=ads with no items: why (no_sponsored_items, none_relevant, budgets_spent)")
 
 
 class SimilarOut(BaseModel):
@@ -107,6 +116,10 @@ class CatalogItemIn(BaseModel):
     created_at: int = Field(0, ge=0, le=MAX_TS_MS)
     in_stock: bool = True
     ts: int | None = Field(None, ge=0, le=MAX_TS_MS, description="when this version takes effect, epoch ms; the server's receive time when omitted")
+    sponsored: bool = Field(False, description="shown in the ad slot (context=ads) when true")
+    bid: float = Field(0.0, ge=0, description="cost per click of a sponsored item (what a click on its ad spends)")
+    campaign: str | None = Field(None, pattern=ID_REGEX, max_length=128, description="the campaign the item's spend counts towards")
+    budget: float | None = Field(None, ge=0, description="the campaign's daily budget (needs campaign); its items leave the ad slot once a day's spend reaches it")
 
 
 class RejectionOut(BaseModel):
@@ -131,6 +144,65 @@ class StatsOut(BaseModel):
     now_ms: int = Field(description="the server's clock, epoch ms")
     freshness_ms: int | None = Field(description="now_ms - last_window_ts: how far the job's newest closed window is behind")
     counters: dict[str, int | float | str] = Field(description="the job's counters (events, dead_letters, late_events, windows, last_window_ts, ...)")
+
+
+class LiveSeriesTotalsOut(BaseModel):
+    impressions: float
+    clicks: float
+    carts: float
+    purchases: float
+    revenue: float
+    choices: float
+    hits: float
+    ctr: float | None
+    conversion: float | None
+    hit_rate: float | None
+
+
+class LiveSeriesOut(BaseModel):
+    """One experiment x variant x context: a value per minute of `minute_starts` (rates null where their denominator is 0)."""
+
+    experiment: str = Field(description="experiment name, '~' for users in no experiment")
+    variant: str
+    context: str = Field(description="where the list was shown; 'all' sums the variant's contexts")
+    impressions: list[float]
+    clicks: list[float]
+    carts: list[float]
+    purchases: list[float]
+    revenue: list[float]
+    choices: list[float] = Field(description="outcomes attributed to the user's latest impression (live HR denominator)")
+    hits: list[float] = Field(description="choices of an item that impression showed")
+    ctr: list[float | None] = Field(description="clicks / impressions")
+    conversion: list[float | None] = Field(description="purchases / impressions")
+    hit_rate: list[float | None] = Field(description="hits / choices (live HR@k)")
+    totals: LiveSeriesTotalsOut = Field(description="the counts summed over the minutes, and their rates")
+
+
+class LiveOpsOut(BaseModel):
+    """The job's own numbers; per-minute lists follow `minute_starts` here (processing time by the API clock)."""
+
+    minute_starts: list[int]
+    events: list[int]
+    late_events: list[int]
+    dead_letters: list[int]
+    events_per_s: list[float | None] = Field(description="events of a minute over its 60 s (over the seconds passed for the current one)")
+    totals: dict[str, int] = Field(description="cumulative counters: events, late_events, dead_letters")
+    dead_letter_reasons: dict[str, int] = Field(description="cumulative dead letters by reason")
+    last_window_ts: int | None = Field(description="end of the job's newest closed window (event time)")
+    freshness_ms: int | None = Field(description="now_ms - last_window_ts")
+    freshness_p50_ms: float | None = Field(description="median of the newest recorded event -> list lags (null unless the job records them: record_freshness)")
+    freshness_p99_ms: float | None
+    freshness_samples: int = Field(description="how many recorded lags the percentiles are over")
+
+
+class LiveMetricsOut(BaseModel):
+    now_ms: int = Field(description="the server's clock, epoch ms")
+    minutes: int
+    anchor: Literal["clock", "job"] = Field(description="what the minutes end with: the API clock, or the job's newest closed window")
+    experiment: str | None
+    minute_starts: list[int] = Field(description="epoch-ms starts of the minutes (event time), oldest first")
+    series: list[LiveSeriesOut]
+    ops: LiveOpsOut
 
 
 class CatalogPageOut(BaseModel):

@@ -239,6 +239,9 @@ class PipelinedRedis:
         flat = await self.execute("HGETALL", key)
         return dict(zip(flat[0::2], flat[1::2]))
 
+    async def hmget(self, key: str, fields: Sequence[str]) -> list[bytes | None]:
+        return await self.execute("HMGET", key, *fields)
+
     async def ping(self) -> bool:
         return await self.execute("PING") in (b"PONG", "PONG")
 

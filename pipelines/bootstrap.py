@@ -65,8 +65,10 @@ from state.schemas import (
     encode_facts,
     encode_row,
     encode_scored,
+    encode_sponsored,
     encode_versions,
 )
+from transforms.ads import sponsored_bids
 from transforms.catalog import CatalogItem, valid_top_category, validate_catalog_record
 from transforms.config import ModelConfig
 from transforms.content import ContentIndex
@@ -266,6 +268,7 @@ def restore_engine(
     model = engine.model
     model.neighbours = items.neighbours
     model.facts = {item.item_id: (item.top_category, item.in_stock) for item in snapshot.catalog}
+    model.sponsored = sponsored_bids(snapshot.catalog)
     model.content = {item: nb for item, (_, nb) in snapshot.content.items()}
     if snapshot.trending_global is not None:
         model.trending_global = snapshot.trending_global[1]
@@ -552,6 +555,9 @@ def boot_lines(snapshot: Snapshot, user_shards: int, item_shards: int, max_users
     )
     catalog_model = [["c:" + i, t // snapshot.config.window_ms - 1, encode_scored(*nb).decode()] for i, (t, nb) in sorted(snapshot.content.items())]
     catalog_model += [["f:" + c.item_id, window, encode_facts(c.top_category, c.in_stock).decode()] for c in snapshot.catalog]
+    sponsored = sponsored_bids(snapshot.catalog)
+    if sponsored:
+        catalog_model.append(["a:", window, encode_sponsored(sponsored).decode()])
     catalog_lines = [
         _boot_line("catalog", ts, window=window, items={c.item_id: c.to_json().decode() for c in snapshot.catalog}, model=catalog_model)
     ]

@@ -10,6 +10,8 @@ Dataflow (element shapes in brackets)::
                    -> key 0 -> metrics [SinkBatch of HashWrite]  (side of attribution: dead letters)
     catalog [chunk str] -> parse-catalog [CatalogItem | EmbeddingSwitch | ExperimentStart | ExperimentStop]
         -> content [ModelUpdate]  (side: facts -> trending; writes incl. experiment records, refused controls)
+    attribution's ads counts [AttributionCounts] + content's side sponsorships [SponsorshipUpdate]
+        -> key 0 -> ad-spend [SinkBatch of HashWrite: campaign fields of metrics:ads]
     user-state [UserSnapshot] keyed by user shard  +  model updates broadcast -> scorer [SinkBatch]
     every operator's SinkBatch (writes, counters, dead letters) -> its own Redis sink
     a spool input: the parsers' spool files read [str] -> spool-retention (deletes them later)
@@ -40,9 +42,11 @@ from pipelines.operators import (
     FACTS,
     FEEDBACK,
     ITEM_DELTAS,
+    SPONSORSHIPS,
     STATS,
     TREND_DELTAS,
     WRITES,
+    AdSpend,
     Attribution,
     BootGate,
     ContentOperator,
@@ -133,8 +137,7 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
     # [Bundle of UserSnapshot]; side: [Bundle of ItemDelta], [Bundle of TrendDelta], feedback [Bundle of EventSlice], counters [SinkBatch]
     sink.attach(users.get_side_output(STATS), "job-stats")
 
-    if settings.attribution:
-        _attribution(users.get_side_output(FEEDBACK), sink, settings)
+    attributed = _attribution(users.get_side_output(FEEDBACK), sink, settings) if settings.attribution else None
 
     items = (
         users.get_side_output(ITEM_DELTAS)
@@ -185,6 +188,8 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
         # [ModelUpdate: content, facts, embeddings, experiment]; side: [FactsUpdate], writes [SinkBatch]
         sink.attach(content.get_side_output(WRITES), "catalog")
         trend_input = trend_input.union(content.get_side_output(FACTS))
+        if attributed is not None:
+            _ad_spend(attributed, content.get_side_output(SPONSORSHIPS), sink, config)
         model_updates = model_updates.union(content)
 
     if inputs.spool_dir is not None and settings.spool_retention_s > 0:
@@ -220,8 +225,10 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
     sink.attach(scored, "user-lists", p)
 
 
-def _attribution(feedback, sink: JobSink, settings: Settings) -> None:
-    """Feedback [Bundle of EventSlice] -> attribution (per user shard) -> metrics (one instance) -> Redis."""
+def _attribution(feedback, sink: JobSink, settings: Settings):
+    """Feedback [Bundle of EventSlice] -> attribution (per user shard) -> metrics (one instance) -> Redis.
+
+    Returns attribution's output [AttributionCounts], for the ad spend."""
     attributed = (
         feedback.key_by(lambda b: b.shard, key_type=Types.INT())
         .process(Attribution(settings.model, settings.rec_id_secret), output_type=PICKLED)
@@ -240,6 +247,24 @@ def _attribution(feedback, sink: JobSink, settings: Settings) -> None:
     )
     # [SinkBatch: HSET of absolute totals to the metrics:min / metrics:exp / metrics:ads hashes]
     sink.attach(metrics, "metrics")
+    return attributed
+
+
+def _ad_spend(attributed, sponsorships, sink: JobSink, config) -> None:
+    """Campaign spend: attribution's ad counts [AttributionCounts] joined with the sponsorships
+    [SponsorshipUpdate] in effect for their window -> ad-spend (one instance) -> Redis."""
+    # At parallelism 1, like the side output it is united with (a key_by after a union takes a forward edge).
+    ad_counts = attributed.filter(lambda c: bool(c.ad_counts)).name("ad-counts").uid("ad-counts").set_parallelism(1)
+    spend = (
+        ad_counts.union(sponsorships)
+        .key_by(lambda _: 0, key_type=Types.INT())
+        .process(AdSpend(config), output_type=PICKLED)
+        .name("ad-spend")
+        .uid("ad-spend")
+        .set_parallelism(1)
+    )
+    # [SinkBatch: HSET of absolute totals to the campaign fields of the metrics:ads hashes]
+    sink.attach(spend, "ad-spend")
 
 
 def initial_embeddings(settings: Settings) -> str | None:

@@ -120,6 +120,16 @@ class AttributionCounts(NamedTuple):
 
     counts: dict
     ad_counts: dict
+    # The window whose feedback this is (late feedback: the open window it was applied in);
+    # the ad-spend operator joins the ad counts with the sponsorships of that window.
+    window: int = -1
+
+
+class SponsorshipUpdate(NamedTuple):
+    """Every sponsored item's ``(bid, campaign)`` from ``window`` on (sent when the set or a bid changes)."""
+
+    window: int
+    sponsored: dict  # item -> (bid, campaign)
 
 
 class SinkBatch(NamedTuple):

@@ -16,8 +16,9 @@ rescale the copy is empty and is rebuilt from managed state on first use.
 from __future__ import annotations
 
 import logging
+import math
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import orjson
@@ -43,6 +44,7 @@ from pipelines.messages import (
     ItemDelta,
     ModelUpdate,
     SinkBatch,
+    SponsorshipUpdate,
     Tick,
     TrendDelta,
     UserSnapshot,
@@ -55,7 +57,7 @@ from pipelines.spool_retention import SPOOL_FILES_READ
 from pipelines.spoolfiles import END_PREFIX, ended_file
 from state.embeddings import ExportError, read_export
 from state.keys import KeyKind
-from state.metrics import DAYS, EXPERIMENTS, MINUTE_MS, MINUTES, RunningTotals
+from state.metrics import ADS_TTL_S, DAY_MS, DAYS, EXPERIMENTS, MINUTE_MS, MINUTES, RunningTotals, ads_field, format_value
 from state.schemas import (
     decode_attribution,
     decode_embedding_ref,
@@ -65,6 +67,8 @@ from state.schemas import (
     decode_profile,
     decode_row,
     decode_scored,
+    decode_sponsored,
+    decode_sponsorships,
     decode_totals,
     decode_versions,
     encode_attribution,
@@ -75,10 +79,14 @@ from state.schemas import (
     encode_profile,
     encode_row,
     encode_scored,
+    encode_sponsored,
+    encode_sponsorships,
     encode_totals,
     encode_versions,
 )
+from state.store import HashWrite
 from state.writes import Ttls, catalog_write, experiment_writes, keyable, neighbour_write, trending_write, user_writes
+from transforms.ads import Sponsorship, campaign_counts, sponsored_bids, sponsorships
 from transforms.attribution import AttributionState, attribute
 from transforms.catalog import CatalogItem, EmbeddingSwitch, parse_catalog_lines, validate_catalog_record, validate_embedding_switch
 from transforms.config import ModelConfig, event_weights
@@ -87,6 +95,7 @@ from transforms.cooccurrence import ItemModel, sum_by_key
 from transforms.embedding import EmbeddingModel
 from transforms.engine import content_neighbours
 from transforms.events import EventBatch, parse_json_lines, split_feedback
+from transforms.livemetrics import minute_start
 from transforms.experiments import ExperimentControl, ExperimentStart, ExperimentStop, apply_control, control_order, score_by_variant, validate_experiment_control
 from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user, scorable
 from transforms.scoring import ItemCodes, ScoringModel
@@ -104,6 +113,7 @@ DEAD_LETTERS = OutputTag("dead-letters", Types.PICKLED_BYTE_ARRAY())
 ITEM_DELTAS = OutputTag("item-deltas", Types.PICKLED_BYTE_ARRAY())
 TREND_DELTAS = OutputTag("trend-deltas", Types.PICKLED_BYTE_ARRAY())
 FACTS = OutputTag("facts", Types.PICKLED_BYTE_ARRAY())
+SPONSORSHIPS = OutputTag("sponsorships", Types.PICKLED_BYTE_ARRAY())
 WRITES = OutputTag("writes", Types.PICKLED_BYTE_ARRAY())
 STATS = OutputTag("stats", Types.PICKLED_BYTE_ARRAY())
 FEEDBACK = OutputTag("feedback", Types.PICKLED_BYTE_ARRAY())
@@ -572,15 +582,15 @@ class Attribution(KeyedProcessFunction):
         if late:
             rows = EventBatch.concat(late)
             self.late_counter.inc(len(rows))
-            yield from self._attribute(rows, {"attribution_late": len(rows)})
+            yield from self._attribute(rows, {"attribution_late": len(rows)}, clock.open_window(watermark))
 
     def on_timer(self, timestamp: int, ctx) -> Iterable:
-        for _, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending):
+        for window, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending):
             rows = EventBatch.concat([_feedback_rows(decode_pending(raw)[2]) for raw in raws])
-            yield from self._attribute(rows, {})
+            yield from self._attribute(rows, {}, window)
         self._sweep(timestamp)
 
-    def _attribute(self, rows: EventBatch, stats: dict) -> Iterable:
+    def _attribute(self, rows: EventBatch, stats: dict, window: int) -> Iterable:
         """Apply rows (any users of this shard) user by user, in event-time order; emit their counts."""
         rows = rows.sorted_by_time()
         counts: dict = {}
@@ -607,7 +617,7 @@ class Attribution(KeyedProcessFunction):
             tallies["attribution_duplicates"] += result.duplicate_impressions + result.duplicate_outcomes
             tallies["attribution_unattributed"] += result.unattributed
         if counts or ad_counts:
-            yield AttributionCounts(counts, ad_counts)
+            yield AttributionCounts(counts, ad_counts, window)
         batch = _dead_letter_batch(rejections) if rejections else SinkBatch()
         stats = {**stats, **{k: v for k, v in tallies.items() if v}, **batch.stats}
         if stats or batch.dead_letters:
@@ -680,6 +690,91 @@ class MetricsAggregator(KeyedProcessFunction):
         writes = update.writes()
         if writes or update.too_late:
             yield SinkBatch(writes=writes, stats={"metrics_too_late": update.too_late} if update.too_late else {})
+
+
+def _sponsorship_update(window: int, items: Iterable[CatalogItem]) -> SponsorshipUpdate:
+    return SponsorshipUpdate(window, {item: (s.bid, s.campaign) for item, s in sponsorships(items).items()})
+
+
+class AdSpend(KeyedProcessFunction):
+    """Single key: impressions, clicks and spend per campaign and UTC day (:func:`transforms.ads.campaign_counts`).
+
+    Input: attribution's counts (their per-item ad counts, tagged with their
+    window) and the catalog's sponsorships (``SponsorshipUpdate``, from the
+    window of the upsert on).  Both wait for their window's timer: once the
+    watermark has passed it, every sponsorship change up to that window has
+    arrived, so a window's clicks are priced with the bids in effect for that
+    window (a change in the same window applies to it), whichever input came
+    first.  Running totals per day live in managed state until the windows
+    closed here are ``horizon_ms`` past the day's end (counts for a day after
+    that are counted in ``ad_spend_too_late``, and its written values stay
+    final) and go to ``metrics:ads:{day}`` as absolute values (HSET), so a
+    replay after a restore rewrites the same numbers: exactly once.
+    """
+
+    def __init__(self, config: ModelConfig, horizon_ms: int = 6 * 3600 * 1000) -> None:
+        self.config = config
+        self.horizon_ms = horizon_ms
+
+    def open(self, runtime_context) -> None:
+        self.pending = PendingByWindow(_bytes_map(runtime_context, "pending-ad-spend"))
+        self.days = _bytes_map(runtime_context, "ad-spend-days")
+        self.current = _bytes_value(runtime_context, "ad-sponsorships")
+
+    def process_element(self, value: AttributionCounts | SponsorshipUpdate, ctx) -> Iterable:
+        clock = WindowClock.of(self.config)
+        window = value.window
+        watermark = ctx.timer_service().current_watermark()
+        if clock.timer(window) <= watermark:
+            window = clock.open_window(watermark)  # its window is closed here: the open one, as for late events
+        if isinstance(value, SponsorshipUpdate):
+            raw = encode_pending("sponsorships", window, {"s": {item: list(s) for item, s in value.sponsored.items()}})
+        elif value.ad_counts:
+            raw = encode_pending("ad_counts", window, {"a": [[day, item, measure, amount] for (day, item, measure), amount in value.ad_counts.items()]})
+        else:
+            return ()
+        self.pending.add(window, raw)
+        ctx.timer_service().register_event_time_timer(clock.timer(window))
+        return ()
+
+    def on_timer(self, timestamp: int, ctx) -> Iterable:
+        clock = WindowClock.of(self.config)
+        raw_current = self.current.value()
+        current = {item: Sponsorship(bid, campaign, math.nan) for item, (bid, campaign) in (decode_sponsorships(raw_current) if raw_current else {}).items()}
+        changed_days: dict[str, dict[str, float]] = {}
+        too_late = 0
+        # Event time is measured by the windows closed here, not the watermark, which is
+        # Long.MAX_VALUE at the end of a bounded input when the last timers fire.
+        end = 0
+        for window, raws in take_due_windows(ctx, timestamp, clock, self.pending):
+            end = clock.end(window)
+            messages = [decode_pending(raw) for raw in raws]
+            for kind, _, payload in messages:  # sponsorships first: they apply to their own window's clicks
+                if kind == "sponsorships":
+                    current = {item: Sponsorship(float(bid), campaign, math.nan) for item, (bid, campaign) in payload["s"].items()}
+                    self.current.update(encode_sponsorships({item: (s.bid, s.campaign) for item, s in current.items()}))
+            ad_counts: dict[tuple[int, str, str], float] = {}
+            for kind, _, payload in messages:
+                if kind == "ad_counts":
+                    for day, item, measure, amount in payload["a"]:
+                        ad_counts[(day, item, measure)] = ad_counts.get((day, item, measure), 0) + amount
+            for (day, campaign, measure), amount in campaign_counts(ad_counts, current).items():
+                if day + DAY_MS + self.horizon_ms <= end:
+                    too_late += 1  # the day's totals are gone from state: its written values stay final
+                    continue
+                part = str(day)
+                totals = changed_days.get(part)
+                if totals is None:
+                    totals = changed_days[part] = decode_totals(self.days.get(part)) if self.days.contains(part) else {}
+                field = ads_field(campaign, measure)
+                totals[field] = totals.get(field, 0) + amount
+        for part, totals in changed_days.items():
+            self.days.put(part, encode_totals(totals))
+        for part in [d for d in self.days.keys() if int(d) + DAY_MS + self.horizon_ms <= end]:
+            self.days.remove(part)
+        writes = [HashWrite(KeyKind.METRICS_ADS, part, {f: format_value(v) for f, v in totals.items()}, ADS_TTL_S) for part, totals in changed_days.items()]
+        if writes or too_late:
+            yield SinkBatch(writes=writes, stats={"ad_spend_too_late": too_late} if too_late else {})
 
 
 # -- item model --------------------------------------------------------------------
@@ -800,6 +895,10 @@ class ItemModelOperator(KeyedProcessFunction):
 class ContentOperator(KeyedProcessFunction):
     """Single key: the catalog and its TF-IDF index; content neighbours of changed items per window.
 
+    When an upsert changes which items are sponsored or their bids, it sends
+    every sponsored item's bid to the scorer (the ``a:`` entry) and, on the
+    ``SPONSORSHIPS`` side output, with their campaigns to the ad spend.
+
     It also times the catalog input's embedding switches: like an upsert, a
     switch takes effect when its window closes (a late one in the open
     window), as the ``e:`` model entry (the newest switch of the window wins;
@@ -825,6 +924,11 @@ class ContentOperator(KeyedProcessFunction):
             entries = load_content_state(item, self.items)
             self.catalog = None
             yield from boot_model_updates(entries)
+            windows = [w for w, key, _ in entries if key == "a:"]
+            if windows:
+                # The snapshot's sponsorships, for the ad spend of the windows from the cutoff on.
+                items = [validate_catalog_record(orjson.loads(raw))[0] for raw in item.payload["items"].values()]
+                yield SPONSORSHIPS, _sponsorship_update(max(windows), [c for c in items if c is not None])
             return
         clock = WindowClock.of(self.config)
         window = clock.window_of(item.ts)
@@ -874,7 +978,10 @@ class ContentOperator(KeyedProcessFunction):
             yield from self._control_experiment(window, end, controls)
         if not due:
             return
+        sponsorship_changed = False
         for item in due:
+            previous = self.catalog.get(item.item_id)
+            sponsorship_changed |= sponsored_bids([item]) != sponsored_bids([previous] if previous is not None else [])
             self.catalog[item.item_id] = item
             self.items.put(item.item_id, item.to_json())
         index = ContentIndex.build(list(self.catalog.values()))
@@ -883,6 +990,10 @@ class ContentOperator(KeyedProcessFunction):
         facts = {i.item_id: (i.top_category, i.in_stock) for i in due}
         entries = [("c:" + item, encode_scored(ids, sims)) for item, (ids, sims) in content.items()]
         entries += [("f:" + item, encode_facts(*fact)) for item, fact in facts.items()]
+        if sponsorship_changed:
+            # The whole set of sponsored items and bids, as one entry: the scorer ranks ads among all of them.
+            entries.append(("a:", encode_sponsored(sponsored_bids(self.catalog.values()))))
+            yield SPONSORSHIPS, _sponsorship_update(window, self.catalog.values())
         yield ModelUpdate(window, entries)
         yield FACTS, FactsUpdate(window, facts)
         writes = [catalog_write(i) for i in due]
@@ -1067,6 +1178,8 @@ class _VersionedView:
 def _decode_model_value(key: str, raw: bytes):
     if key.startswith("f:"):
         return decode_facts(raw)
+    if key == "a:":
+        return decode_sponsored(raw)
     if key == "x:":  # a one-tuple: a decoded None would read as "not decoded yet"
         return (decode_experiment_ref(raw),)
     return decode_embedding_ref(raw) if key == "e:" else decode_scored(raw)
@@ -1078,7 +1191,8 @@ class Scorer(KeyedBroadcastProcessFunction):
     Broadcast state keeps every model entry with the window that produced it
     (``n:`` neighbours, ``c:`` content, ``f:`` facts, ``t:`` global trending,
     ``tc:`` category trending, ``e:`` the learned-embedding version, ``x:``
-    the experiment in effect), so a window is scored with the model exactly
+    the experiment in effect, ``a:`` the sponsored items' bids, which switch
+    on the users' ads lists), so a window is scored with the model exactly
     as of its close, whatever order the inputs arrive in.  During an
     experiment the window's users are grouped by variant and each group is
     scored with its variant's configuration
@@ -1202,6 +1316,7 @@ class Scorer(KeyedBroadcastProcessFunction):
             trending_by_category=_VersionedView(mirror, "tc:", window),
             facts=_VersionedView(mirror, "f:", window),
             embeddings=self._embeddings(view.get("e:", self.initial_embeddings)),
+            sponsored=view.get("a:", {}),
             codes=self.codes,
         )
         users = sorted(latest)
@@ -1223,12 +1338,23 @@ class Scorer(KeyedBroadcastProcessFunction):
 # -- sink ----------------------------------------------------------------------------------
 
 
-class RedisSink(ProcessFunction):
-    """Writes SinkBatches to Redis in one pipeline each (retried with backoff; idempotent)."""
+def processing_time_ms() -> int:
+    """The wall clock, epoch ms: the sink's default clock for its per-minute counters."""
+    return time.time_ns() // 1_000_000
 
-    def __init__(self, url: str, namespace: str) -> None:
+
+class RedisSink(ProcessFunction):
+    """Writes SinkBatches to Redis in one pipeline each (retried with backoff; idempotent).
+
+    Counters also go to the hash of the current minute of ``clock_ms``
+    (processing time, not event time: the dashboard's events/s is how fast
+    the job works now, whatever the events' timestamps).
+    """
+
+    def __init__(self, url: str, namespace: str, clock_ms: Callable[[], int] = processing_time_ms) -> None:
         self.url = url
         self.namespace = namespace
+        self.clock_ms = clock_ms
 
     def open(self, runtime_context) -> None:
         from state.store import RedisStore
@@ -1253,7 +1379,7 @@ class RedisSink(ProcessFunction):
         if invalid:
             counters["dead_letters"] = counters.get("dead_letters", 0) + len(invalid)
             counters["dead_letters:invalid_key"] = counters.get("dead_letters:invalid_key", 0) + len(invalid)
-        self.store.add_stats(counters)
+        self.store.add_stats(counters, minute_ms=minute_start(self.clock_ms()))
         self.store.set_stats({k: v for k, v in batch.stats.items() if k in GAUGES})
         self.store.record_freshness(batch.lags_ms)
         self.latency_ms.update(int((time.perf_counter() - started) * 1000))

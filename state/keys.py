@@ -9,12 +9,15 @@ key                                   value                                     
 ``{ns}:v1:rec:{user}``                the user's home list ``RecList``            user TTL
 ``{ns}:v1:complements:{user}``        "goes with your cart" list ``RecList``      user TTL
 ``{ns}:v1:profile:{user}``            top interests, cart, purchased ``Profile``  user TTL
+``{ns}:v1:ads:{user}``                the user's ads (sponsored) ``RecList``      user TTL
 ``{ns}:v1:sim:{item}``                collaborative neighbours ``NeighbourList``  item TTL
 ``{ns}:v1:content:{item}``            content neighbours ``NeighbourList``        item TTL
 ``{ns}:v1:item:{item}``               catalog item JSON                           none
 ``{ns}:v1:trend:global``              global trending ``NeighbourList``           none
 ``{ns}:v1:trend:cat:{category}``      trending in a top category                  none
 ``{ns}:v1:stats``                     job counters (Redis hash)                   none
+``{ns}:v1:stats:min:{minute_ms}``     the job's counters added in one minute of   2 days
+                                      processing time (Redis hash; dashboard)
 ``{ns}:v1:deadletter``                dead-lettered records (Redis stream)        capped
 ``{ns}:v1:freshness``                 recent event->list lags in ms (Redis list)  capped
 ``{ns}:v1:experiment:{id}``           an experiment as the job applied it: JSON   none
@@ -28,6 +31,10 @@ key                                   value                                     
 ``{ns}:v1:metrics:ads:{day_ms}``      ad counts per item and campaign of a day    3 days
 ``{ns}:v1:metrics:experiments``       experiments with counts (hash name -> "1")   none
 ====================================  ==========================================  =========
+
+``ads:{user}`` is written only while the catalog has sponsored items
+(:mod:`transforms.ads`); its list carries ``"relevance"``, each item's
+relevance in the order of ``"items"``, so the API can re-rank by current bids.
 
 The ``metrics:*`` hashes are written by the job's attribution with HSET of
 absolute values; their fields are built and parsed only by :mod:`state.metrics`.
@@ -69,6 +76,7 @@ class KeyKind(enum.Enum):
     USER_RECS = "rec"
     COMPLEMENTS = "complements"
     PROFILE = "profile"
+    ADS = "ads"
     # Written by releases before the complements list was renamed; only deleted now.
     LEGACY_CART = "cart"
     ITEM_NEIGHBOURS = "sim"
@@ -77,6 +85,7 @@ class KeyKind(enum.Enum):
     TRENDING_GLOBAL = "trend:global"
     TRENDING_CATEGORY = "trend:cat"
     STATS = "stats"
+    STATS_MINUTE = "stats:min"
     DEAD_LETTER = "deadletter"
     FRESHNESS = "freshness"
     EXPERIMENT = "experiment"
@@ -87,15 +96,15 @@ class KeyKind(enum.Enum):
     METRICS_EXPERIMENTS = "metrics:experiments"
 
 
-_USER_KINDS = {KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART}
+_USER_KINDS = {KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART, KeyKind.ADS}
 # Every key holding something about one user: what forgetting the user deletes.
-USER_KEY_KINDS = (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART)
+USER_KEY_KINDS = (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART, KeyKind.ADS)
 _ITEM_KINDS = {KeyKind.ITEM_NEIGHBOURS, KeyKind.CONTENT_NEIGHBOURS, KeyKind.ITEM}
 _SINGLETONS = {KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS, KeyKind.EXPERIMENTS, KeyKind.METRICS_EXPERIMENTS}
 # Keys holding a Redis set: a Write's value is a member to add (SADD), not the value to SET.
 SET_KINDS = frozenset({KeyKind.EXPERIMENTS})
 # Kinds whose part is the epoch-ms start of a period: the period's length in ms.
-_PERIOD_KINDS = {KeyKind.METRICS_MINUTE: 60_000, KeyKind.METRICS_ADS: 86_400_000}
+_PERIOD_KINDS = {KeyKind.STATS_MINUTE: 60_000, KeyKind.METRICS_MINUTE: 60_000, KeyKind.METRICS_ADS: 86_400_000}
 _EPOCH_MS = re.compile(r"0|[1-9][0-9]{0,15}")
 
 

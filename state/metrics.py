@@ -19,7 +19,9 @@ event time falls in that minute::
 
 ``metrics:ads:{day_ms}`` (TTL :data:`ADS_TTL_S`): ``"{item}|impressions"``,
 ``"{item}|clicks"`` of context ``ads`` (written by attribution) and campaign
-fields ``"{campaign}|{measure}"`` (written by the ad slot).
+fields ``"{campaign}|{measure}"`` for measure in :data:`CAMPAIGN_MEASURES`
+(written by the ad slot; sponsored items without a campaign count under
+campaign ``~``, :data:`transforms.ads.NO_CAMPAIGN`).
 
 Users in no experiment count under experiment and variant ``~``
 (:data:`transforms.recid.NO_EXPERIMENT`).  Counts are integers, revenue a float;
@@ -33,6 +35,7 @@ import logging
 from typing import Any, Callable, Iterable, Union
 
 from state.keys import KeyKind, redis_key
+from transforms.ads import CAMPAIGN_MEASURES as _CAMPAIGN_MEASURES
 
 # Counted per position and summed over positions ("all").
 MEASURES: tuple[str, ...] = ("impressions", "clicks", "carts", "purchases", "revenue")
@@ -43,6 +46,10 @@ ALL_POSITIONS = "all"
 ALL_CONTEXTS = "all"
 # Per-item measures of context ``ads`` in the daily ads hash.
 AD_ITEM_MEASURES: tuple[str, ...] = ("impressions", "clicks")
+# Per-campaign measures of the daily ads hash (written by the ad slot; see transforms.ads):
+# ad impressions and attributed ad clicks of the campaign's items, and spend = the sum of
+# the clicked items' bids at click time.
+CAMPAIGN_MEASURES: tuple[str, ...] = _CAMPAIGN_MEASURES
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
@@ -317,3 +324,64 @@ class RunningTotals:
         for part in gone:
             self.cache.pop((kind, part), None)
         return gone
+
+# HSCAN asks for this many fields per call: a minute hash's "all" rows come back in one call.
+_SCAN_COUNT = 10_000
+# Minutes per pipelined round trip: a day in one pipeline kept Redis busy past a reader's socket timeout.
+_SCAN_BATCH = 120
+
+
+def read_minute_sums(redis_client: Any, namespace: str, start_ms: int, end_ms: int) -> dict[int, dict[tuple[str, str, str], dict[str, float]]]:
+    """The rows summed over positions of the minute hashes in ``[minute_start(start_ms), end_ms)``.
+
+    Returns ``{minute_ms: {(experiment, variant, context): {measure: value}}}``
+    for the minutes with counts.  What a dashboard needs of
+    :func:`read_minutes` at a fraction of its cost: Redis filters the fields
+    (``HSCAN MATCH *|all|*``, pipelined, a round trip per 120 minutes, more
+    only for a hash too large for one scan call), so the per-position rows (most of a hash)
+    are neither sent nor parsed, and each distinct field is parsed once
+    however many minutes hold it.  Unparseable fields are skipped (warned).
+    """
+    first = minute_start(int(start_ms))
+    minutes = list(range(first, int(end_ms), MINUTE_MS))
+    if len(minutes) > MAX_READ_MINUTES:
+        raise ValueError(f"read at most {MAX_READ_MINUTES} minutes at once (minute keys expire after 7 days)")
+    if not minutes:
+        return {}
+    keys = [redis_key(KeyKind.METRICS_MINUTE, str(minute), namespace) for minute in minutes]
+    pattern = f"*{_SEP}{ALL_POSITIONS}{_SEP}*"
+    replies: list[Any] = []
+    for at in range(0, len(keys), _SCAN_BATCH):
+        pipe = redis_client.pipeline(transaction=False)
+        for key in keys[at : at + _SCAN_BATCH]:
+            pipe.hscan(key, 0, match=pattern, count=_SCAN_COUNT)
+        replies += pipe.execute()
+    parsed: dict[Any, MinuteField | None] = {}
+    skipped = 0
+    result: dict[int, dict[tuple[str, str, str], dict[str, float]]] = {}
+    for minute, key, (cursor, fields) in zip(minutes, keys, replies):
+        fields = dict(fields)
+        while cursor:
+            cursor, more = redis_client.hscan(key, cursor, match=pattern, count=_SCAN_COUNT)
+            fields.update(more)
+        rows: dict[tuple[str, str, str], dict[str, float]] = {}
+        for field, value in fields.items():
+            if field not in parsed:
+                try:
+                    parsed[field] = parse_metric_field(field)
+                except (BadMetricField, UnicodeDecodeError):
+                    parsed[field] = None
+            name = parsed[field]
+            # (A variant named "all" matches the pattern at another place: its rows per position are dropped here.)
+            if name is None or name[3] != ALL_POSITIONS:
+                skipped += name is None
+                continue
+            try:
+                rows.setdefault(name[:3], {})[name[4]] = float(value)
+            except ValueError:
+                skipped += 1
+        if rows:
+            result[minute] = rows
+    if skipped:
+        log.warning("skipped %d minute-hash fields that are not in the metrics layout", skipped)
+    return result

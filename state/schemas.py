@@ -18,6 +18,8 @@ trending bucket             i [item], w [weight]
 id list                     i [item]
 versioned value             x [[window, payload]]  (payload: another encoded value)
 catalog facts               k top category, s in stock
+sponsored bids              b {item: bid} of every sponsored item (the scorer's ``a:`` entry)
+sponsorships                s {item: [bid, campaign]} of every sponsored item (ad spend)
 embedding version           e path of the export version directory
 experiment in effect        d the running experiment's declaration (null: none)
 experiment record           r :class:`transforms.experiments.ExperimentRecord` as a dict
@@ -175,6 +177,32 @@ def encode_facts(top_category: str, in_stock: bool) -> bytes:
 def decode_facts(raw: bytes) -> tuple[str, bool]:
     d = _load(raw, (LIST_VERSION,))
     return d["k"], d["s"]
+
+
+def encode_sponsored(bids: dict[str, float]) -> bytes:
+    """Every sponsored item's bid (cost per click), as of one catalog window."""
+    return orjson.dumps({"v": LIST_VERSION, "b": {item: float(bid) for item, bid in sorted(bids.items())}})
+
+
+@_shape_checked
+def decode_sponsored(raw: bytes) -> dict[str, float]:
+    bids = _load(raw, (LIST_VERSION,))["b"]
+    if not isinstance(bids, dict):
+        raise SchemaError("sponsored bids must be an object")
+    return {str(item): float(bid) for item, bid in bids.items()}
+
+
+def encode_sponsorships(sponsored: dict[str, tuple[float, str]]) -> bytes:
+    """Every sponsored item's bid and campaign (the ad-spend operator's current catalog)."""
+    return orjson.dumps({"v": LIST_VERSION, "s": {item: [float(bid), campaign] for item, (bid, campaign) in sorted(sponsored.items())}})
+
+
+@_shape_checked
+def decode_sponsorships(raw: bytes) -> dict[str, tuple[float, str]]:
+    entries = _load(raw, (LIST_VERSION,))["s"]
+    if not isinstance(entries, dict):
+        raise SchemaError("sponsorships must be an object")
+    return {str(item): (float(bid), str(campaign)) for item, (bid, campaign) in entries.items()}
 
 
 def encode_embedding_ref(path: str) -> bytes:

@@ -19,11 +19,13 @@ from state.schemas import REDIS_LIST_VERSION, REDIS_LIST_VERSIONS
 from transforms.reasons import read_reason
 from transforms.scoring import ScoredItem
 
-__all__ = ["ScoredItem", "encode_list", "decode_list", "Write", "HashWrite", "RetryPolicy", "RedisStore"]
+__all__ = ["ScoredItem", "encode_list", "decode_list", "Write", "HashWrite", "RetryPolicy", "RedisStore", "JobStats"]
 
 log = logging.getLogger(__name__)
 
 DAY_MS = 24 * 3600 * 1000
+# The per-minute copies of the job's counters are for the dashboard's recent history only.
+STATS_MINUTE_TTL_S = 2 * 24 * 3600
 
 
 def encode_list(ts: int, items: Sequence[ScoredItem], **extra: Any) -> bytes:
@@ -81,6 +83,32 @@ class RetryPolicy:
     attempts: int = 30
     first_delay_s: float = 0.05
     max_delay_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class JobStats:
+    """What :meth:`RedisStore.read_job_stats` read: counters as stored (text), per-minute counts, recent lags in ms."""
+
+    counters: dict[str, str]
+    per_minute: dict[int, dict[str, int]]
+    lags_ms: list[int]
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+
+
+def _is_int(raw: bytes | str) -> bool:
+    try:
+        int(raw)
+    except ValueError:
+        return False
+    return True
+
+
+def _counts(raw: dict) -> dict[str, int]:
+    """A hash of HINCRBY counters; a field that is not an integer (never written so) is skipped."""
+    return {_text(k): int(v) for k, v in raw.items() if _is_int(v)}
 
 
 class RedisStore:
@@ -154,16 +182,27 @@ class RedisStore:
         self._with_retry("write", run)
         return len(writes)
 
-    def add_stats(self, counters: dict[str, int]) -> None:
-        """Add to the job's counters hash (HINCRBY; not idempotent, so only for monitoring)."""
+    def add_stats(self, counters: dict[str, int], minute_ms: int | None = None) -> None:
+        """Add to the job's counters hash (HINCRBY; not idempotent, so only for monitoring).
+
+        With ``minute_ms`` (the start of the current minute of processing time)
+        the same amounts are also added to that minute's hash, which expires
+        after :data:`STATS_MINUTE_TTL_S`: the dashboard's events/s, late events
+        and dead letters per minute.
+        """
         counters = {k: v for k, v in counters.items() if v}
         if not counters:
             return
+        minute_key = self.key(KeyKind.STATS_MINUTE, str(minute_ms)) if minute_ms is not None else None
 
         def run() -> None:
             pipe = self.client.pipeline(transaction=False)
             for name, value in counters.items():
                 pipe.hincrby(self.key(KeyKind.STATS), name, int(value))
+                if minute_key is not None:
+                    pipe.hincrby(minute_key, name, int(value))
+            if minute_key is not None:
+                pipe.expire(minute_key, STATS_MINUTE_TTL_S)
             pipe.execute()
 
         self._with_retry("stats", run)
@@ -201,6 +240,21 @@ class RedisStore:
             pipe.execute()
 
         self._with_retry("freshness", run)
+
+    def read_job_stats(self, minutes: Sequence[int], recent_lags: int) -> "JobStats":
+        """The job's counters hash, its per-minute hashes of ``minutes`` and the newest ``recent_lags``
+        freshness lags, in one round trip (what the dashboard shows of the job)."""
+        if recent_lags < 1:
+            raise ValueError(f"recent_lags must be at least 1, got {recent_lags}")
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.key(KeyKind.STATS))
+        for minute in minutes:
+            pipe.hgetall(self.key(KeyKind.STATS_MINUTE, str(minute)))
+        pipe.lrange(self.key(KeyKind.FRESHNESS), -recent_lags, -1)
+        replies = pipe.execute()
+        per_minute = {minute: _counts(raw) for minute, raw in zip(minutes, replies[1:-1]) if raw}
+        lags = [int(v) for v in replies[-1] if _is_int(v)]
+        return JobStats({_text(k): _text(v) for k, v in replies[0].items()}, per_minute, lags)
 
     def get_many(self, keys: Sequence[tuple[KeyKind, str | None]]) -> list[bytes | None]:
         """MGET of several keys in one round trip."""

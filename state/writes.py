@@ -12,10 +12,12 @@ import orjson
 
 from state.keys import USER_KEY_KINDS, InvalidKeyPart, KeyKind, redis_key
 from state.store import Write, encode_list
+from transforms.ads import SPONSORED, AdPick
 from transforms.catalog import CatalogItem
 from transforms.events import Rejection, _reject
 from transforms.engine import FinalState, WindowOutput
 from transforms.experiments import ExperimentRecord
+from transforms.recid import NO_EXPERIMENT
 from transforms.scoring import Neighbours, ScoredItem, UserLists
 
 
@@ -28,10 +30,12 @@ class Ttls:
 
 
 def user_writes(user: str, ts: int, lists: UserLists | None, ttls: Ttls) -> list[Write]:
-    """The user's home list, complements list and profile; a forgotten user's keys are deleted (the legacy ``cart:`` key too).
+    """The user's home list, complements list, profile and (while the shop has sponsored items) ads list;
+    a forgotten user's keys are deleted (the legacy ``cart:`` key too).
 
     The lists carry ``"experiment"`` and ``"variant"``: the experiment variant whose
     configuration computed them (``"~"`` for none), so the API issues rec_ids naming it.
+    The ads list is ranked from the same scoring as the home list and carries its label.
     """
     if lists is None:
         return [Write(kind, user, None) for kind in USER_KEY_KINDS]
@@ -44,13 +48,22 @@ def user_writes(user: str, ts: int, lists: UserLists | None, ttls: Ttls) -> list
     )
     home_experiment, home_variant = lists.home_from
     cart_experiment, cart_variant = lists.cart_from
-    return [
+    writes = [
         Write(KeyKind.USER_RECS, user, encode_list(ts, lists.home, experiment=home_experiment, variant=home_variant), ttls.user_s or None),
         Write(KeyKind.COMPLEMENTS, user, encode_list(ts, lists.cart, experiment=cart_experiment, variant=cart_variant), ttls.user_s or None)
         if lists.cart
         else Write(KeyKind.COMPLEMENTS, user, None),
         Write(KeyKind.PROFILE, user, profile, ttls.user_s or None),
     ]
+    if lists.ads is not None:
+        writes.append(Write(KeyKind.ADS, user, encode_ads(ts, lists.ads, *lists.home_from), ttls.user_s or None))
+    return writes
+
+
+def encode_ads(ts: int, ads: list[AdPick], experiment: str = NO_EXPERIMENT, variant: str = NO_EXPERIMENT) -> bytes:
+    """The ads list value: a ranked list (score = relevance x bid at scoring time), each item's
+    ``relevance``, and the experiment variant that scored it."""
+    return encode_list(ts, [ScoredItem(a.item, a.score, SPONSORED) for a in ads], relevance=[a.relevance for a in ads], experiment=experiment, variant=variant)
 
 
 def neighbour_write(kind: KeyKind, item: str, ts: int, neighbours: Neighbours, ttl_s: int = 0) -> Write:

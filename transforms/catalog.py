@@ -1,5 +1,11 @@
 """The catalog model: items with the content features used for content similarity and filters.
 
+An item may be sponsored (the ad slot, :mod:`transforms.ads`): ``sponsored``
+(bool), ``bid`` (cost per click, a number >= 0), optionally ``campaign`` (an
+id, the unit of spend and budget) and ``budget`` (the campaign's daily budget,
+>= 0, in the bid's currency; only with a campaign).  An item without these
+fields is not sponsored and its JSON is as before.
+
 Catalog changes are a stream too: every record is an upsert of one item with a
 ``ts`` (epoch ms) at which it takes effect; a later upsert of the same item
 replaces the earlier one.  The job's catalog input also carries one kind of
@@ -66,6 +72,12 @@ class CatalogItem:
     created_at: int = 0
     in_stock: bool = True
     ts: int = 0
+    # The ad slot: a sponsored item's cost per click, its campaign ("" = none) and the
+    # campaign's daily budget (NaN = no cap).
+    sponsored: bool = False
+    bid: float = 0.0
+    campaign: str = ""
+    budget: float = math.nan
 
     @property
     def top_category(self) -> str:
@@ -84,6 +96,13 @@ class CatalogItem:
         }
         if not math.isnan(self.price):
             out["price"] = self.price
+        if self.sponsored or self.bid or self.campaign or not math.isnan(self.budget):
+            out["sponsored"] = self.sponsored
+            out["bid"] = self.bid
+            if self.campaign:
+                out["campaign"] = self.campaign
+            if not math.isnan(self.budget):
+                out["budget"] = self.budget
         return out
 
     def to_json(self) -> bytes:
@@ -167,6 +186,9 @@ def validate_catalog_record(rec: Any, raw: Any = None) -> tuple[CatalogItem | No
     in_stock = rec.get("in_stock", True)
     if not isinstance(in_stock, bool):
         return None, _reject("bad_field", "in_stock must be true or false", raw)
+    ads, rejection = _sponsorship_fields(rec, raw)
+    if rejection is not None:
+        return None, rejection
     return (
         CatalogItem(
             item_id=item_id,
@@ -178,9 +200,37 @@ def validate_catalog_record(rec: Any, raw: Any = None) -> tuple[CatalogItem | No
             created_at=created_at,
             in_stock=in_stock,
             ts=ts,
+            **ads,
         ),
         None,
     )
+
+
+def _number_at_least_zero(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and _finite(value) and value >= 0
+
+
+def _sponsorship_fields(rec: Mapping[str, Any], raw: Any) -> tuple[dict[str, Any], Rejection | None]:
+    """The ad-slot fields of a catalog record (``sponsored``, ``bid``, ``campaign``, ``budget``), checked."""
+    sponsored = rec.get("sponsored", False)
+    if not isinstance(sponsored, bool):
+        return {}, _reject("bad_sponsorship", "sponsored must be true or false", raw)
+    bid = rec.get("bid", 0.0)
+    if bid is None:
+        bid = 0.0
+    if not _number_at_least_zero(bid):
+        return {}, _reject("bad_sponsorship", "bid must be a finite number >= 0 (cost per click)", raw)
+    campaign = rec.get("campaign") or ""
+    if campaign and not valid_id(campaign):
+        return {}, _reject("bad_sponsorship", "campaign must be 1-128 chars of [A-Za-z0-9_.:@-]", raw)
+    budget = rec.get("budget")
+    if budget is None:
+        budget = math.nan
+    elif not _number_at_least_zero(budget):
+        return {}, _reject("bad_sponsorship", "budget must be a finite number >= 0 (the campaign's daily budget)", raw)
+    elif not campaign:
+        return {}, _reject("bad_sponsorship", "budget is a campaign's daily budget: give the campaign too", raw)
+    return {"sponsored": sponsored, "bid": float(bid), "campaign": campaign, "budget": float(budget)}, None
 
 
 def parse_catalog_lines(

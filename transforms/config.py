@@ -115,6 +115,13 @@ class ModelConfig:
     allow_categories: tuple[str, ...] = ()
     deny_categories: tuple[str, ...] = ()
     exclude_out_of_stock: bool = True
+    # The ad slot (transforms.ads): at most `ads_n` sponsored items per user, each with a
+    # relevance of at least `ads_relevance_floor`, where relevance is the user's blended
+    # score for the item over their best item's score (in [0, 1]; 1 = as good as the
+    # top of their home list).  The floor keeps a high bid from buying a slot in front
+    # of a user it means nothing to: at 0.1 an ad must score a tenth of the user's best.
+    ads_n: int = 10
+    ads_relevance_floor: float = 0.1
     # Trending: positive event weight per item summed over a sliding window.
     trending_window_ms: int = 60 * 60 * 1000
     trending_slide_ms: int = 60 * 1000
@@ -150,6 +157,7 @@ class ModelConfig:
             "trending_slide_ms": self.trending_slide_ms,
             "trending_size": self.trending_size,
             "content_neighbours": self.content_neighbours,
+            "ads_n": self.ads_n,
             "attribution_window_ms": self.attribution_window_ms,
             "impressions_kept": self.impressions_kept,
         }
@@ -167,6 +175,8 @@ class ModelConfig:
                 raise ValueError(f"{name} must be > 0, got {value}")
         if self.score_interval_ms < 0 or self.score_interval_ms % self.window_ms:
             raise ValueError(f"score_interval_ms must be 0 or a multiple of window_ms ({self.window_ms}), got {self.score_interval_ms}")
+        if not 0 <= self.ads_relevance_floor <= 1:
+            raise ValueError(f"ads_relevance_floor must be in [0, 1], got {self.ads_relevance_floor}")
         if self.trending_window_ms % self.trending_slide_ms:
             raise ValueError("trending_window_ms must be a multiple of trending_slide_ms")
         not_derivable = set(self.derive_from_history) - set(DERIVABLE_FIELDS)

@@ -44,6 +44,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from transforms.ads import sponsored_bids
 from transforms.catalog import CatalogItem
 from transforms.config import ModelConfig, event_weights
 from transforms.content import ContentIndex
@@ -336,9 +337,14 @@ class ReferenceEngine:
 
     def _apply_catalog(self, items: list[CatalogItem], out: WindowOutput) -> None:
         """Upsert items, rebuild the content index, recompute the changed items' content neighbours."""
+        sponsored = dict(self.model.sponsored)
         for item in items:
             self.catalog[item.item_id] = item
             self.model.facts[item.item_id] = (item.top_category, item.in_stock)
+            sponsored.pop(item.item_id, None)
+            sponsored.update(sponsored_bids([item]))
+        # A new mapping, not an update in place: lists already handed out keep the bids they were scored with.
+        self.model.sponsored = sponsored
         self.content_index = ContentIndex.build(list(self.catalog.values()))
         content = content_neighbours(self.content_index, sorted({i.item_id for i in items}), self.config.content_neighbours)
         self.model.content.update(content)

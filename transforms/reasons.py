@@ -42,6 +42,7 @@ TEMPLATES: dict[str, str] = {
     "matches_interest_in": "matches your interest in {category}",
     "in_your_recommendations": "also in your recommendations",
     "search_order": "search order",
+    "sponsored": "sponsored",
 }
 NOTES: dict[str, str] = {
     "no_history": " (no history yet)",

@@ -57,6 +57,13 @@ embedding components "similar to X" (X: the strongest interest whose query
 vector adds most to ``u . c_j``) or "picked for you" (each a
 :class:`transforms.reasons.Reason`: a code, the item or category, the text).
 The cart list is :func:`transforms.complements.cart_complements`, ranked like the home list.
+
+When the catalog has sponsored items (``ScoringModel.sponsored``), each user's
+blended scores of them, over the user's best score, are their relevance
+(:func:`sponsored_relevance`, read from the blend before the top-N cut, after
+the exclusions and business filters), and :func:`transforms.ads.rank_ads`
+turns those into the user's ads list (``UserLists.ads``).  Without sponsored
+items none of this runs.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from transforms.ads import AdPick, rank_ads
 from transforms.complements import cart_complements, goes_with
 from transforms.config import ModelConfig
 from transforms.cooccurrence import Vocabulary
@@ -104,7 +112,8 @@ class ScoringModel:
 
     ``facts`` maps item -> (top category, in stock) from the catalog;
     ``embeddings`` is the current learned-embedding version (None: no
-    embedding components, whatever their weights).
+    embedding components, whatever their weights); ``sponsored`` maps each
+    sponsored item to its bid (empty: no ads lists are computed).
     """
 
     neighbours: Mapping[str, Neighbours] = field(default_factory=dict)
@@ -113,6 +122,7 @@ class ScoringModel:
     trending_by_category: Mapping[str, Neighbours] = field(default_factory=dict)
     facts: Mapping[str, tuple[str, bool]] = field(default_factory=dict)
     embeddings: EmbeddingModel | None = None
+    sponsored: Mapping[str, float] = field(default_factory=dict)
     # Dense item codes for the batched scorer: a cache, shared by the models of one scorer.
     codes: "ItemCodes" = field(default_factory=lambda: ItemCodes())
 
@@ -135,6 +145,10 @@ class UserLists:
     # (see transforms.experiments.score_by_variant); NO_EXPERIMENT for neither.
     home_from: tuple[str, str] = (NO_EXPERIMENT, NO_EXPERIMENT)
     cart_from: tuple[str, str] = (NO_EXPERIMENT, NO_EXPERIMENT)
+    # The ad slot (None: the shop has no sponsored items): the user's ads, best first, and the
+    # relevance of every sponsored item the user could be shown (before the floor).
+    ads: list[AdPick] | None = None
+    sponsored_relevance: dict[str, float] = field(default_factory=dict)
 
 
 def relative_scores(scores: np.ndarray) -> np.ndarray:
@@ -526,8 +540,15 @@ def score_users(
         blend = blend.take(np.argsort(blend.row, kind="stable"))
         blend = _without_banned(blend, users, codes)
         blend = _grouped(blend, len(codes.vocab), "sum")
-    top = _top_n(blend, users, model, config, n, codes)
+    blend = _only_allowed(blend, model, config, codes)
+    top = _top_n(blend, users, model, config, n, codes, filtered=True)
     carts = _cart_lists(users, model, config, n)
+    relevance: dict[int, dict[str, float]] = {}
+    if model.sponsored:
+        ids = codes.vocab.array()
+        rel_row, rel_code, rel_value = sponsored_relevance(blend.row, blend.code, blend.value, np.asarray(codes.known(model.sponsored), dtype=np.int64))
+        for r, code, value in zip(rel_row.tolist(), rel_code.tolist(), rel_value.tolist()):
+            relevance.setdefault(r, {})[ids[code]] = value
 
     out = []
     ids = codes.vocab.array()
@@ -542,9 +563,33 @@ def score_users(
                 categories=user.categories,
                 in_cart=list(profile.cart) if profile else [],
                 purchased=list(profile.purchased) if profile else [],
+                ads=_ads(relevance.get(row, {}), profile, model, config) if model.sponsored else None,
+                sponsored_relevance=relevance.get(row, {}),
             )
         )
     return out
+
+
+def _ads(relevance: dict[str, float], profile: UserProfile | None, model: ScoringModel, config: ModelConfig) -> list[AdPick]:
+    purchased = profile.purchased if profile is not None else ()
+    return rank_ads(relevance, model.sponsored, purchased, config.ads_relevance_floor, config.ads_n)
+
+
+def sponsored_relevance(row: np.ndarray, code: np.ndarray, value: np.ndarray, sponsored: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each entry whose code is in ``sponsored``, as (row, code, value / the row's largest value).
+
+    The input is a blend in long form (one entry per row and item, ``row``
+    ascending, only items the row may be recommended); entries with a
+    non-positive value, or in a row whose largest value is not positive, are
+    left out.  Order is kept.
+    """
+    if len(row) == 0 or len(sponsored) == 0:
+        empty = np.empty(0)
+        return empty.astype(np.intp), empty.astype(np.int64), empty
+    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+    best = np.repeat(np.maximum.reduceat(value, starts), np.diff(np.r_[starts, len(row)]))
+    keep = np.isin(code, sponsored) & (value > 0) & (best > 0)
+    return row[keep], code[keep], value[keep] / best[keep]
 
 
 def _reason(kind: int, source: int, item: str, user: _Prepared, ids: np.ndarray, categories: list[str], texts: list[Reason]) -> Reason:
@@ -596,7 +641,20 @@ def _without_banned(blend: _Long, users: list[_Prepared], codes: ItemCodes) -> _
     return blend.take(~np.isin(keys, np.asarray(banned_keys, dtype=np.int64)))
 
 
-def _top_n(blend: _Long, users: list[_Prepared], model: ScoringModel, config: ModelConfig, n: int, codes: ItemCodes) -> dict[int, list[tuple[int, float, int, int]]]:
+def _only_allowed(blend: _Long, model: ScoringModel, config: ModelConfig, codes: ItemCodes) -> _Long:
+    """The entries whose item passes the business filters (stock, categories)."""
+    if len(blend.row) == 0:
+        return blend
+    present = np.flatnonzero(np.bincount(blend.code, minlength=len(codes.vocab)))
+    ids = codes.vocab.array()
+    allowed = np.zeros(len(codes.vocab), dtype=bool)
+    allowed[present] = np.fromiter((_allowed(i, model, config) for i in ids[present].tolist()), dtype=bool, count=len(present))
+    return blend.take(allowed[blend.code])
+
+
+def _top_n(
+    blend: _Long, users: list[_Prepared], model: ScoringModel, config: ModelConfig, n: int, codes: ItemCodes, filtered: bool = False
+) -> dict[int, list[tuple[int, float, int, int]]]:
     """Per row, the ``n`` best allowed entries (score desc, then item id asc), at most
     ``max_per_category`` per top category (0: no cap): ``row -> [(code, score, kind, source)]``.
 

@@ -3,7 +3,7 @@
 1. generates a synthetic shop (catalog + shoppers' sessions);
 2. starts a private Redis unless one is configured;
 3. runs the streaming job on a local Flink mini-cluster, watching a spool directory;
-4. serves the API and the demo page (`/demo`);
+4. serves the API, the demo page (`/demo`) and the dashboard (`/dashboard`);
 5. replays the shop's sessions live into the spool (re-timestamped to now), and
    prints a few shoppers' lists as they change.
 """
@@ -153,7 +153,7 @@ def main(args: argparse.Namespace) -> int:
         job = run_job(settings, DirectorySource(spool), job_name="flowrec-demo", wait=False)
         feeder = threading.Thread(target=_feed, args=(shop / "events.jsonl", spool, args.rate, stop), daemon=True)
         feeder.start()
-        print(f"\n  demo page:  http://127.0.0.1:{port}/demo\n  API docs:   http://127.0.0.1:{port}/docs\n  Redis:      {settings.redis_url}\n", flush=True)
+        print(f"\n  demo page:  http://127.0.0.1:{port}/demo\n  dashboard:  http://127.0.0.1:{port}/dashboard\n  API docs:   http://127.0.0.1:{port}/docs\n  Redis:      {settings.redis_url}\n", flush=True)
         print(f"replaying the shop live at {args.rate:.0f} events/s; shoppers' top 3 as they change (Ctrl-C stops):", flush=True)
         client = redis.Redis.from_url(settings.redis_url)
         users = _first_users(shop / "events.jsonl", 5)

@@ -98,7 +98,7 @@ def main(args: argparse.Namespace) -> int:
     uvicorn_options = dict(host=args.host, port=args.port, access_log=args.access_log, log_level="info", server_header=False,
                            proxy_headers=bool(args.trusted_proxies), forwarded_allow_ips=args.trusted_proxies,
                            http=functools.partial(GuardedHttpToolsProtocol, limits=limits))
-    print(f"flowrec API on http://{args.host}:{args.port}  (docs /docs, demo page http://{args.host}:{args.port}/demo)", flush=True)
+    print(f"flowrec API on http://{args.host}:{args.port}  (docs /docs, demo page http://{args.host}:{args.port}/demo, dashboard http://{args.host}:{args.port}/dashboard)", flush=True)
     try:
         if args.workers <= 1:
             catalog = BrowseCatalog.from_file(args.catalog) if args.catalog else None

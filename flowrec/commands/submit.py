@@ -5,7 +5,7 @@ passed through to pipelines/main.py, which builds the job in a Python
 client process started by the Flink CLI.  The Redis URL is required (there
 is no private-Redis fallback on a cluster) and is handed to that process in
 the environment, never on a command line, so it does not show up in process
-listings or Flink's logs.
+listings or Flink's logs; so is the rec_id secret (``--rec-id-secret[-file]``).
 
 By default the command returns once the job is accepted and prints its id on
 stdout; ``--wait`` also waits for the job to end (bounded inputs).  Inputs
@@ -43,14 +43,14 @@ log = logging.getLogger(__name__)
 
 HELP = "submit the streaming job to a Flink cluster (flink run -py pipelines/main.py), optionally from a savepoint"
 
+# Where pipelines/main.py's settings find the rec_id secret (masked in Flink's log: "secret" is in the name).
+REC_ID_SECRET_ENV = "FLOWREC_REC_ID_SECRET"
 MAIN_SCRIPT = Path(__file__).resolve().parent.parent.parent / "pipelines" / "main.py"
 _SUBMITTED = re.compile(r"JobID ([0-9a-f]{32})")
 # Job flags submit handles itself instead of passing them to pipelines/main.py.
-# Secrets stay out of `flink run` command lines and logs: the Redis URL and the rec_id secret travel
-# in the environment.  (Forwarding a secret's flag would also repeat it as its --FLAG-file twin,
-# which shares the destination.)
+# Secrets stay out of `flink run` command lines and logs: the Redis URL travels in the environment.
+# Secrets go in the environment, never on a command line (see client_environment).
 _NOT_FORWARDED = {"restore", "redis_url", "rec_id_secret", "help"}
-REC_ID_SECRET_ENV = ENV_PREFIX + "REC_ID_SECRET"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -143,13 +143,13 @@ def flink_command(home: Path, jobmanager: str, job_argv: list[str], python: str,
 
 
 def client_environment(redis_url: str, cluster_dir: Path, env: Mapping[str, str], rec_id_secret: str | None = None) -> dict[str, str]:
-    """The Flink client's environment: the Redis URL and rec_id secret for pipelines/main.py, the local cluster's conf and log dirs."""
+    """The Flink client's environment: the Redis URL (and the rec_id secret) for pipelines/main.py, the local cluster's conf and log dirs."""
     # Flink logs the driver's environment, masking only names with "secret", "password",
     # "token" or "api-key" in them: the URL goes under such a name, the plain ones are dropped.
     child = {k: v for k, v in env.items() if k not in ("REDIS_URL", "FLOWREC_REDIS_URL", "FLOWREC_API_KEYS")}
     child[SECRET_REDIS_URL_ENV] = redis_url
     if rec_id_secret is not None:
-        child[REC_ID_SECRET_ENV] = rec_id_secret  # "SECRET" in the name: masked too
+        child[REC_ID_SECRET_ENV] = rec_id_secret  # "secret" in the name: masked in Flink's log too
     conf = cluster_dir / "conf"
     if "FLINK_CONF_DIR" not in env and (conf / "config.yaml").is_file():
         child["FLINK_CONF_DIR"] = str(conf)

@@ -256,12 +256,13 @@ def test_delete_user_removes_keys_now_and_tells_the_job(api, auth, store, redis_
         put_list(store, KeyKind.COMPLEMENTS, user, 1, [("i2", 1.0)])
         put_list(store, KeyKind.LEGACY_CART, user, 1, [("i2", 1.0)])
         put_list(store, KeyKind.PROFILE, user, 1, [("i3", 1.0)], categories={}, cart=[], purchased=[])
+        put_list(store, KeyKind.ADS, user, 1, [("i4", 1.0)], relevance=[0.5])
     response = api.delete("/v1/users/u1", headers=auth)
     assert response.status_code == 202, response.text
-    assert response.json() == {"user_id": "u1", "deleted_keys": 4, "forget_queued": True}
-    user_kinds = (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART)
+    assert response.json() == {"user_id": "u1", "deleted_keys": 5, "forget_queued": True}
+    user_kinds = (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART, KeyKind.ADS)
     assert redis_client.exists(*(store.key(k, "u1") for k in user_kinds)) == 0
-    assert redis_client.exists(*(store.key(k, "u2") for k in user_kinds)) == 4
+    assert redis_client.exists(*(store.key(k, "u2") for k in user_kinds)) == 5
     [spooled] = spool_files(spool_dir)
     assert lines(spooled) == [{"user_id": "u1", "event_type": "forget", "ts": NOW_MS}]
     # The user is now a cold-start user.

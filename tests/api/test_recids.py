@@ -73,7 +73,7 @@ def test_a_rec_id_is_bound_to_its_user_and_unique_per_response(client):
         decode_rec_id(bodies[0]["rec_id"], "u1", "another-secret-of-32-characters!")
 
 
-def test_every_context_carries_a_rec_id(client):
+def test_every_context_carries_a_rec_id(client, store):
     cart = client.get("/v1/users/u1/recommendations?context=cart").json()
     assert parts(cart, "u1")[:3] == ("exp1", "treatment", "cart")
     item = client.get("/v1/users/u4/recommendations?context=item&item_id=i1").json()
@@ -82,6 +82,10 @@ def test_every_context_carries_a_rec_id(client):
     assert parts(search, "u1")[:3] == ("~", "~", "search")
     cold_cart = client.get("/v1/users/u9/recommendations?context=cart").json()
     assert parts(cold_cart, "u9")[:3] == ("~", "~", "cart")
+    # Ads: the stored ads list's variant (it is scored with the home list), else the user's current one.
+    put_list(store, KeyKind.ADS, "u1", NOW_MS - 5, [], relevance=[], experiment="exp1", variant="treatment")
+    assert parts(client.get("/v1/users/u1/recommendations?context=ads").json(), "u1")[:3] == ("exp1", "treatment", "ads")
+    assert parts(client.get("/v1/users/u4/recommendations?context=ads").json(), "u4")[:3] == ("exp1", "control", "ads")
 
 
 def test_similar_and_trending_are_bound_to_the_viewer_named_else_anonymous(client, clock):

@@ -40,6 +40,7 @@ REDIS_REQUESTS: list[tuple[str, str, object]] = [
     ("GET", "/v1/items/i1", None),
     ("GET", "/v1/items?ids=i1,i2", None),
     ("GET", "/v1/stats", None),
+    ("GET", "/v1/metrics/live?minutes=5", None),
     ("GET", "/readyz", None),
     ("POST", "/v1/items", {"item_id": "i1", "title": "Item 1", "category": "toys"}),
     ("DELETE", "/v1/users/u1", None),

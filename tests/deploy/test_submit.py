@@ -83,6 +83,13 @@ def test_client_environment_carries_the_redis_url_and_the_local_conf(tmp_path: P
     assert submit.client_environment("redis://r:1/0", tmp_path, {"FLINK_CONF_DIR": "/mine"})["FLINK_CONF_DIR"] == "/mine"
 
 
+def test_the_rec_id_secret_goes_in_the_environment_not_on_the_command_line(tmp_path: Path):
+    args = parse("submit", "--spool-dir", "/s", "--rec-id-secret", "s" * 20)
+    assert "s" * 20 not in submit.job_arguments(args) and "--rec-id-secret" not in submit.job_arguments(args)
+    env = submit.client_environment("redis://r:1/0", tmp_path, {}, "s" * 20)
+    assert env["FLOWREC_REC_ID_SECRET"] == "s" * 20
+
+
 def test_check_inputs_wants_exactly_one_existing_input(tmp_path: Path):
     events = tmp_path / "e.jsonl"
     events.write_text("")

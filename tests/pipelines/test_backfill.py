@@ -288,6 +288,26 @@ def test_snapshot_round_trip_and_restore(tmp_path: Path):
     assert engine._last_end == a.last_end_ms <= cutoff
 
 
+def test_sponsored_items_reach_the_restored_engine_and_the_scorer(tmp_path: Path):
+    """A snapshot's catalog carries the sponsorships: the restored engine ranks ads with them, and the
+    bootstrap lines give the job's scorer the same bids (its ``a:`` entry)."""
+    from pipelines.bootstrap import decode_boot_line
+    from state.schemas import decode_sponsored
+
+    events, catalog, cutoff = split_shop()
+    catalog = [dataclasses.replace(c, sponsored=True, bid=1.0 + k % 3, campaign="c1") if c.item_id in {x.item_id for x in catalog[:30:5]} else c for k, c in enumerate(catalog)]
+    events_path, catalog_path = write_inputs(tmp_path, events, catalog)
+    run_backfill(BackfillJob(inputs=(events_path,), config=SLOW_REFRESH, catalog=catalog_path, snapshot_dir=tmp_path / "s", cutoff_ms=cutoff))
+    snapshot = read_snapshot(tmp_path / "s")
+    before_cutoff = {c.item_id: c for c in sorted(catalog, key=lambda c: c.ts) if c.ts < cutoff}
+    expected = {item: c.bid for item, c in before_cutoff.items() if c.sponsored}
+    assert len(expected) == 6
+    assert restore_engine(snapshot).model.sponsored == expected
+    _, lines = boot_lines(snapshot, user_shards=2, item_shards=2)
+    entries = [entry for line in lines for entry in decode_boot_line(line).model_update_entries()]
+    assert [decode_sponsored(value) for _, key, value in entries if key == "a:"] == [expected]
+
+
 def test_restore_refuses_other_state_settings_and_misaligned_cutoffs(tmp_path: Path):
     events, catalog = shop(events=300, users=20, items=20)
     events_path, _ = write_inputs(tmp_path, events, catalog)

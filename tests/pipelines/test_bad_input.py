@@ -52,6 +52,10 @@ def test_job_dead_letters_bad_records_and_applies_the_good_ones(redis_url, tmp_p
     stats = {k.decode(): int(v) for k, v in client.hgetall(redis_key(KeyKind.STATS)).items()}
     assert stats["events"] == len(events)
     assert stats["dead_letters"] == len(bad)
+    # The same counts, added per minute of the sink's clock for the dashboard, add up to the totals.
+    minutes = [{k.decode(): int(v) for k, v in client.hgetall(key).items()} for key in client.keys(redis_key(KeyKind.STATS) + ":min:*")]
+    assert minutes and sum(m.get("events", 0) for m in minutes) == len(events)
+    assert sum(m.get("dead_letters", 0) for m in minutes) == len(bad)
     dead = [orjson.loads(fields[b"record"]) for _, fields in client.xrange(redis_key(KeyKind.DEAD_LETTER))]
     assert len(dead) == len(bad)
     assert all(d["reason"] and d["detail"] and "raw" in d for d in dead)

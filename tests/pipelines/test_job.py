@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import redis
 
 from flowrec.config import Settings
 from pipelines.sources import CollectionSource, FileReplaySource, pack_chunks
@@ -34,6 +35,13 @@ def test_synthetic_shop_equals_reference(parallelism, redis_url):
     assert any(b":rec:" in k for k in job), "the job wrote no user lists"
     assert any(b":sim:" in k for k in job) and any(b":trend:" in k for k in job) and any(b":content:" in k for k in job)
     assert differences(job, reference) == []
+    client = redis.Redis.from_url(redis_url)
+    try:
+        # Every sink instance adds its counters to the minute's hash too (the dashboard's events/s): they add up.
+        minutes = [int(client.hget(key, "events") or 0) for key in client.keys("flowrec:v1:stats:min:*")]
+        assert sum(minutes) == int(client.hget("flowrec:v1:stats", "events")) == len(events)
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize("parallelism", [1, 2])

@@ -11,12 +11,14 @@ EXPECTED = {
     KeyKind.COMPLEMENTS: ("u-1", "flowrec:v1:complements:u-1"),
     KeyKind.LEGACY_CART: ("u-1", "flowrec:v1:cart:u-1"),
     KeyKind.PROFILE: ("u-1", "flowrec:v1:profile:u-1"),
+    KeyKind.ADS: ("u-1", "flowrec:v1:ads:u-1"),
     KeyKind.ITEM_NEIGHBOURS: ("sku.9", "flowrec:v1:sim:sku.9"),
     KeyKind.CONTENT_NEIGHBOURS: ("sku.9", "flowrec:v1:content:sku.9"),
     KeyKind.ITEM: ("sku.9", "flowrec:v1:item:sku.9"),
     KeyKind.TRENDING_GLOBAL: (None, "flowrec:v1:trend:global"),
     KeyKind.TRENDING_CATEGORY: ("Home Garden", "flowrec:v1:trend:cat:Home Garden"),
     KeyKind.STATS: (None, "flowrec:v1:stats"),
+    KeyKind.STATS_MINUTE: ("1700000040000", "flowrec:v1:stats:min:1700000040000"),
     KeyKind.DEAD_LETTER: (None, "flowrec:v1:deadletter"),
     KeyKind.FRESHNESS: (None, "flowrec:v1:freshness"),
     KeyKind.EXPERIMENT: ("ranker-1", "flowrec:v1:experiment:ranker-1"),
@@ -26,7 +28,7 @@ EXPECTED = {
     KeyKind.METRICS_ADS: ("1699920000000", "flowrec:v1:metrics:ads:1699920000000"),
     KeyKind.METRICS_EXPERIMENTS: (None, "flowrec:v1:metrics:experiments"),
 }
-USER_KINDS = [KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART]
+USER_KINDS = [KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART, KeyKind.ADS]
 ITEM_KINDS = [KeyKind.ITEM_NEIGHBOURS, KeyKind.CONTENT_NEIGHBOURS, KeyKind.ITEM]
 SINGLETONS = [KeyKind.TRENDING_GLOBAL, KeyKind.STATS, KeyKind.DEAD_LETTER, KeyKind.FRESHNESS, KeyKind.EXPERIMENTS, KeyKind.METRICS_EXPERIMENTS]
 
@@ -93,6 +95,16 @@ def test_invalid_key_part_is_a_value_error():
 def test_trailing_newline_never_reaches_a_key(kind, part, namespace):
     with pytest.raises(InvalidKeyPart):
         redis_key(kind, part, namespace=namespace)
+
+
+@pytest.mark.parametrize("part", [None, "", "1700000040001", "-60000", "6e4", "60000 ", "１２0000", "1" * 17, "*"], ids=repr)
+def test_a_minute_key_needs_a_minute_start(part):
+    with pytest.raises(InvalidKeyPart, match="epoch-ms start"):
+        redis_key(KeyKind.STATS_MINUTE, part)
+
+
+def test_the_epoch_is_a_minute():
+    assert redis_key(KeyKind.STATS_MINUTE, "0") == "flowrec:v1:stats:min:0"
 
 
 @pytest.mark.parametrize("part", [None, "", "a b", "a.b", "x" * 33, "e:1", 5])

@@ -27,6 +27,7 @@ from state.metrics import (
     read_all_experiment_totals,
     read_experiment_names,
     read_experiment_totals,
+    read_minute_sums,
     read_minutes,
 )
 from state.store import HashWrite, RedisStore
@@ -188,3 +189,48 @@ def test_expired_parts_leave_the_cache():
     totals.add({(T0, "e", "a", "home", "all", "clicks"): 1, (T0 + HOUR, "e", "a", "home", "all", "clicks"): 1}, {}, watermark=T0)
     assert totals.expired(MINUTES, [str(T0), str(T0 + HOUR)], watermark=T0 + 60_000 + HOUR) == [str(T0)]
     assert (MINUTES, str(T0)) not in totals.cache and (MINUTES, str(T0 + HOUR)) in totals.cache
+
+def test_read_minute_sums_keeps_only_the_rows_summed_over_positions(redis_client):
+    minute = 1_700_000_040_000
+    redis_client.hset(f"flowrec:v1:metrics:min:{minute}", mapping={
+        metric_field("e", "A", "home", ALL_POSITIONS, "impressions"): 30,
+        metric_field("e", "A", "home", ALL_POSITIONS, "revenue"): "12.5",
+        metric_field("e", "A", "home", 0, "impressions"): 20,
+        metric_field("e", "all", "home", 3, "clicks"): 9,  # a variant named "all": its per-position row still left out
+        metric_field("e", "all", "home", ALL_POSITIONS, "clicks"): 4,
+        "not|a|field": 1,
+        metric_field("e", "A", "cart", ALL_POSITIONS, "hits"): "x",  # unreadable value
+    })
+    redis_client.hset(f"flowrec:v1:metrics:min:{minute + 60_000}", mapping={metric_field("~", "~", "cart", ALL_POSITIONS, "choices"): 2})
+    redis_client.hset(f"flowrec:v1:metrics:min:{minute + 120_000}", mapping={metric_field("~", "~", "cart", ALL_POSITIONS, "choices"): 5})
+    got = read_minute_sums(redis_client, "flowrec", minute + 1, minute + 120_000)
+    assert got == {
+        minute: {("e", "A", "home"): {"impressions": 30.0, "revenue": 12.5}, ("e", "all", "home"): {"clicks": 4.0}},
+        minute + 60_000: {("~", "~", "cart"): {"choices": 2.0}},
+    }
+    assert read_minute_sums(redis_client, "flowrec", minute, minute) == {}
+    with pytest.raises(ValueError):
+        read_minute_sums(redis_client, "flowrec", 0, (MAX_READ_MINUTES + 1) * 60_000)
+
+
+def test_read_minute_sums_of_a_hash_larger_than_one_scan(redis_client, monkeypatch):
+    import state.metrics
+
+    monkeypatch.setattr(state.metrics, "_SCAN_COUNT", 10)
+    minute = 1_700_000_040_000
+    rows = {metric_field("e", f"v{k}", "home", ALL_POSITIONS, "impressions"): k for k in range(300)}
+    rows.update({metric_field("e", f"v{k}", "home", 1, "impressions"): k for k in range(300)})
+    redis_client.hset(f"flowrec:v1:metrics:min:{minute}", mapping=rows)
+    got = read_minute_sums(redis_client, "flowrec", minute, minute + 60_000)
+    assert got[minute] == {("e", f"v{k}", "home"): {"impressions": float(k)} for k in range(300)}
+
+
+def test_read_minute_sums_over_several_round_trips(redis_client, monkeypatch):
+    import state.metrics
+
+    monkeypatch.setattr(state.metrics, "_SCAN_BATCH", 2)
+    minute = 1_700_000_040_000
+    for k in range(5):
+        redis_client.hset(f"flowrec:v1:metrics:min:{minute + k * 60_000}", mapping={metric_field("e", "A", "home", ALL_POSITIONS, "clicks"): k + 1})
+    got = read_minute_sums(redis_client, "flowrec", minute, minute + 5 * 60_000)
+    assert got == {minute + k * 60_000: {("e", "A", "home"): {"clicks": float(k + 1)}} for k in range(5)}

@@ -13,12 +13,16 @@ from state.schemas import (
     decode_profile,
     decode_row,
     decode_scored,
+    decode_sponsored,
+    decode_sponsorships,
     decode_versions,
     encode_facts,
     encode_ids,
     encode_profile,
     encode_row,
     encode_scored,
+    encode_sponsored,
+    encode_sponsorships,
     encode_versions,
 )
 from transforms.config import ModelConfig
@@ -67,6 +71,11 @@ def test_row_scored_ids_facts_round_trips():
     assert decode_ids(encode_ids(["u1", "u2"])) == ["u1", "u2"]
     assert decode_facts(encode_facts("books", False)) == ("books", False)
     assert decode_facts(encode_facts("", True)) == ("", True)
+    assert decode_sponsored(encode_sponsored({"b": 0.1 + 0.2, "a": 2})) == {"a": 2.0, "b": 0.1 + 0.2}
+    assert decode_sponsored(encode_sponsored({})) == {}
+    assert decode_sponsorships(encode_sponsorships({"b": (0.5, "~"), "a": (2, "c1")})) == {"a": (2.0, "c1"), "b": (0.5, "~")}
+    with pytest.raises(SchemaError):
+        decode_sponsored(b'{"v": 1, "b": [1]}')
 
 
 def test_versions_round_trip():
@@ -79,7 +88,7 @@ def test_versions_round_trip():
 
 @pytest.mark.parametrize(
     "decode",
-    [decode_profile, decode_row, decode_scored, decode_ids, decode_versions, decode_facts],
+    [decode_profile, decode_row, decode_scored, decode_ids, decode_versions, decode_facts, decode_sponsored, decode_sponsorships],
     ids=lambda f: f.__name__,
 )
 @pytest.mark.parametrize("raw", [b'{"v": 99, "i": [], "s": []}', b'{"i": []}', b"[1, 2]", b'"text"', b'{"v": "1"}'], ids=["v99", "no-v", "list", "string", "v-as-string"])

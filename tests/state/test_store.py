@@ -8,7 +8,7 @@ import redis
 
 from state.keys import InvalidKeyPart, KeyKind
 from transforms.reasons import UNSTRUCTURED, Reason, because_you
-from state.store import RedisStore, RetryPolicy, ScoredItem, Write, decode_list, encode_list
+from state.store import STATS_MINUTE_TTL_S, RedisStore, RetryPolicy, ScoredItem, Write, decode_list, encode_list
 
 
 @pytest.fixture
@@ -90,6 +90,17 @@ def test_add_stats(store, redis_client):
     assert redis_client.hgetall("flowrec:v1:stats") == {b"events": b"7", b"windows": b"1"}  # zero counters skipped
     store.add_stats({"rejected": 0})
     assert redis_client.hgetall("flowrec:v1:stats") == {b"events": b"7", b"windows": b"1"}
+    assert redis_client.keys("flowrec:v1:stats:min:*") == []  # no minute given: no minute hash
+
+
+def test_add_stats_also_counts_per_minute(store, redis_client):
+    store.add_stats({"events": 5, "late_events": 1}, minute_ms=1_700_000_040_000)
+    store.add_stats({"events": 2, "dead_letters": 0}, minute_ms=1_700_000_040_000)
+    store.add_stats({"events": 3}, minute_ms=1_700_000_100_000)
+    assert redis_client.hgetall("flowrec:v1:stats") == {b"events": b"10", b"late_events": b"1"}
+    assert redis_client.hgetall("flowrec:v1:stats:min:1700000040000") == {b"events": b"7", b"late_events": b"1"}
+    assert redis_client.hgetall("flowrec:v1:stats:min:1700000100000") == {b"events": b"3"}
+    assert 0 < redis_client.ttl("flowrec:v1:stats:min:1700000040000") <= STATS_MINUTE_TTL_S
 
 
 def test_record_freshness_is_capped(store, redis_client):
@@ -187,6 +198,27 @@ def test_version_1_values_still_read_and_unknown_versions_are_refused():
     assert items == [ScoredItem("a", 1.0, Reason(UNSTRUCTURED, text="goes with b")), ScoredItem("c", 0.5)]
     with pytest.raises(ValueError, match="version"):
         decode_list(orjson.dumps({"v": 3, "ts": 7, "items": []}))
+
+
+def test_read_job_stats(store, redis_client):
+    minute = 1_700_000_040_000
+    store.add_stats({"events": 7, "dead_letters": 1}, minute_ms=minute)
+    store.add_stats({"events": 3}, minute_ms=minute + 120_000)
+    store.set_stats({"last_window_ts": minute + 125_000})
+    store.record_freshness([40, 50, 60])
+    redis_client.rpush("flowrec:v1:freshness", b"not a lag")
+    redis_client.hset(f"flowrec:v1:stats:min:{minute}", "odd", b"x")  # not written by the job: skipped
+    read = store.read_job_stats([minute, minute + 60_000, minute + 120_000], recent_lags=3)
+    assert read.counters == {"events": "10", "dead_letters": "1", "last_window_ts": str(minute + 125_000)}
+    assert read.per_minute == {minute: {"events": 7, "dead_letters": 1}, minute + 120_000: {"events": 3}}
+    assert read.lags_ms == [50, 60]  # the newest 3 entries, one of them unreadable
+    with pytest.raises(ValueError):
+        store.read_job_stats([minute], recent_lags=0)
+
+
+def test_read_job_stats_of_an_empty_store(store):
+    read = store.read_job_stats([0, 60_000], recent_lags=100)
+    assert (read.counters, read.per_minute, read.lags_ms) == ({}, {}, [])
 
 
 def test_a_write_of_a_set_key_adds_a_member(store, redis_client):

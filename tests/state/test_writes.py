@@ -62,7 +62,7 @@ def test_lists_name_the_variant_that_computed_them():
 
 def test_forgotten_user_is_deleted():
     # The key older releases wrote the complements under goes too.
-    assert user_writes("u1", T, None, TTLS) == [Write(kind, "u1", None) for kind in (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART)]
+    assert user_writes("u1", T, None, TTLS) == [Write(kind, "u1", None) for kind in (KeyKind.USER_RECS, KeyKind.COMPLEMENTS, KeyKind.PROFILE, KeyKind.LEGACY_CART, KeyKind.ADS)]
 
 
 def test_zero_ttl_means_none():
@@ -101,9 +101,9 @@ def test_window_writes_order_and_content():
         (KeyKind.TRENDING_GLOBAL, None),
         (KeyKind.TRENDING_CATEGORY, "books"),
         (KeyKind.USER_RECS, "u1"), (KeyKind.COMPLEMENTS, "u1"), (KeyKind.PROFILE, "u1"),
-        (KeyKind.USER_RECS, "u2"), (KeyKind.COMPLEMENTS, "u2"), (KeyKind.PROFILE, "u2"), (KeyKind.LEGACY_CART, "u2"),
+        (KeyKind.USER_RECS, "u2"), (KeyKind.COMPLEMENTS, "u2"), (KeyKind.PROFILE, "u2"), (KeyKind.LEGACY_CART, "u2"), (KeyKind.ADS, "u2"),
     ]
-    assert [w.value is None for w in writes[-4:]] == [True, True, True, True]  # u2 was forgotten
+    assert [w.value is None for w in writes[-5:]] == [True] * 5  # u2 was forgotten
     assert all(decode_list(w.value)[0] == T for w in writes[1:6])
     # A window without trending output writes no trending key.
     assert all(w.kind is not KeyKind.TRENDING_GLOBAL for w in window_writes(WindowOutput(window_end_ms=T), TTLS))
@@ -170,3 +170,23 @@ def test_writes_whose_key_cannot_be_built_become_dead_letters(redis_url, redis_c
     store.dead_letter([r.to_json() for r in rejected])
     assert redis_client.keys("*trend*") == [b"flowrec:v1:trend:cat:toys"]
     assert redis_client.xlen("flowrec:v1:deadletter") == 1
+
+
+def test_ads_list_is_written_only_while_the_shop_has_sponsored_items():
+    from dataclasses import replace
+
+    from state.writes import encode_ads
+    from transforms.ads import AdPick
+
+    assert KeyKind.ADS not in [w.kind for w in user_writes("u1", T, user_lists(), TTLS)]  # ads None: no sponsored items
+    picks = [AdPick("s1", 1.5, 0.75, 2.0), AdPick("s2", 0.2, 0.1, 2.0)]
+    lists = replace(user_lists(), ads=picks, home_from=("exp1", "b"))
+    [ads] = [w for w in user_writes("u1", T, lists, TTLS) if w.kind is KeyKind.ADS]
+    assert (ads.part, ads.ttl_s) == ("u1", 100)
+    ts, items, extra = decode_list(ads.value)
+    assert ts == T and [(i.item, i.score, i.reason.code) for i in items] == [("s1", 1.5, "sponsored"), ("s2", 0.2, "sponsored")]
+    assert extra == {"relevance": [0.75, 0.1], "experiment": "exp1", "variant": "b"}  # labelled like the home list it was scored with
+    assert ads.value == encode_ads(T, picks, "exp1", "b")
+    # A user with sponsored items in the shop but none relevant gets an empty list (not a cold start).
+    [empty] = [w for w in user_writes("u1", T, replace(user_lists(), ads=[]), TTLS) if w.kind is KeyKind.ADS]
+    assert decode_list(empty.value)[1] == []

@@ -78,6 +78,19 @@ REJECTED = [
     ({"item_id": "a", "created_at": "soon"}, "bad_timestamp"),
     ({"item_id": "a", "ts": 1.5}, "bad_timestamp"),
     ({"item_id": "a", "ts": True}, "bad_timestamp"),
+    ({"item_id": "a", "sponsored": "yes"}, "bad_sponsorship"),
+    ({"item_id": "a", "sponsored": 1}, "bad_sponsorship"),
+    ({"item_id": "a", "sponsored": True, "bid": -0.01}, "bad_sponsorship"),
+    ({"item_id": "a", "sponsored": True, "bid": "1"}, "bad_sponsorship"),
+    ({"item_id": "a", "sponsored": True, "bid": True}, "bad_sponsorship"),
+    ({"item_id": "a", "sponsored": True, "bid": math.inf}, "bad_sponsorship"),
+    ({"item_id": "a", "sponsored": True, "bid": math.nan}, "bad_sponsorship"),
+    ({"item_id": "a", "sponsored": True, "bid": 1, "campaign": "spring sale"}, "bad_sponsorship"),
+    ({"item_id": "a", "sponsored": True, "bid": 1, "campaign": "c|spend"}, "bad_sponsorship"),
+    ({"item_id": "a", "sponsored": True, "bid": 1, "campaign": 7}, "bad_sponsorship"),
+    ({"item_id": "a", "sponsored": True, "bid": 1, "campaign": "c1", "budget": -5}, "bad_sponsorship"),
+    ({"item_id": "a", "sponsored": True, "bid": 1, "campaign": "c1", "budget": "100"}, "bad_sponsorship"),
+    ({"item_id": "a", "sponsored": True, "bid": 1, "budget": 100}, "bad_sponsorship"),  # a budget belongs to a campaign
 ]
 
 
@@ -99,6 +112,19 @@ def test_parse_catalog_lines():
     assert items == [good, CatalogItem(item_id="z")]  # to_json round-trips
     assert [r.reason for r in rejections] == ["bad_json", "bad_id", "too_large"]
     assert rejections[1].raw == '{"item_id": "b*"}'
+
+
+def test_sponsored_item_round_trips():
+    record = {"item_id": "a", "sponsored": True, "bid": 0.35, "campaign": "spring-24", "budget": 120, "ts": T0}
+    item, rejection = validate_catalog_record(record)
+    assert rejection is None
+    assert (item.sponsored, item.bid, item.campaign, item.budget) == (True, 0.35, "spring-24", 120.0)
+    assert validate_catalog_record(orjson.loads(item.to_json()))[0] == item
+    bare, _ = validate_catalog_record({"item_id": "b", "sponsored": True, "bid": 0})
+    assert (bare.sponsored, bare.bid, bare.campaign) == (True, 0.0, "") and math.isnan(bare.budget)
+    # An item without ad fields keeps its JSON as before.
+    assert set(CatalogItem(item_id="c").to_dict()) == {"item_id", "title", "category", "brand", "tags", "created_at", "in_stock", "ts"}
+    assert CatalogItem(item_id="d", sponsored=True, bid=1.0).to_dict()["sponsored"] is True
 
 
 def test_to_dict_omits_missing_price():

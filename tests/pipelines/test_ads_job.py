@@ -1,0 +1,132 @@
+"""The ad slot in the real job: with sponsored items in the catalog (and sponsorships that change
+mid-stream), the job's ``ads:{user}`` lists, like every other key, equal the reference engine's;
+and the campaigns' impressions, clicks and spend per day equal a click-by-click count."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import orjson
+import pytest
+
+from flowrec.config import Settings
+from pipelines.sources import CollectionSource, pack_chunks
+from tests.pipelines.jobkit import catalog_lines, differences, event_lines, metrics_of, reference_content, results, run_job
+from tests.pipelines.test_job import small_shop
+from tests.transforms.test_attribution import SECRET, random_log
+from transforms.ads import CAMPAIGN_MEASURES, NO_CAMPAIGN, campaign_counts, sponsorships
+from transforms.attribution import attribute, recount
+from transforms.catalog import CatalogItem
+from transforms.config import ModelConfig
+from transforms.events import parse_records
+from transforms.windows import WindowClock
+
+pytestmark = pytest.mark.flink
+
+
+def sponsored_shop():
+    """The small shop with every 7th item sponsored (bids 0.5-3.0, two campaigns), then, half-way
+    through the events, one sponsorship ended, one bid raised and one item newly sponsored."""
+    events, catalog = small_shop()
+    middle = int(events.sorted_by_time().ts[len(events) // 2])
+    sponsored = []
+    for k, item in enumerate(catalog):
+        if k % 7 == 0:
+            item = dataclasses.replace(item, sponsored=True, bid=0.5 + (k % 6) * 0.5, campaign=f"c{k % 2}", budget=100.0)
+        sponsored.append(item)
+    chosen = [item for item in sponsored if item.sponsored]
+    updates = [
+        dataclasses.replace(chosen[0], sponsored=False, ts=middle),
+        dataclasses.replace(chosen[1], bid=chosen[1].bid * 4, ts=middle),
+        dataclasses.replace(sponsored[3], sponsored=True, bid=2.5, ts=middle),
+    ]
+    return events, sponsored + updates
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_ads_lists_equal_reference(parallelism, redis_url):
+    events, catalog = sponsored_shop()
+    settings = Settings(parallelism=parallelism, restart_attempts=0)
+    source = CollectionSource(list(pack_chunks(event_lines(events), 200)), list(pack_chunks(catalog_lines(catalog), 50)))
+    run_job(source, settings, redis_url)
+    job = results(redis_url)
+    reference = reference_content(events, catalog, settings)
+    ads = [k for k in reference if b":ads:" in k]
+    assert len(ads) == sum(1 for k in reference if b":rec:" in k), "every scored user has an ads list"
+    assert any(b'"item"' in reference[k] for k in ads), "some user was shown an ad"
+    assert differences(job, reference) == []
+
+
+# -- spend per campaign -------------------------------------------------------------------------------------
+
+
+def spend_reference(log: list[dict], catalog: list[CatalogItem], config: ModelConfig, secret: str) -> dict[int, dict[tuple[str, str], float]]:
+    """Campaign fields of the ads hashes, counted click by click: each row attributed on its own
+    (:func:`transforms.attribution.attribute`, state carried per user), and each ad impression or
+    click priced with the catalog as of its window (upserts take effect in their own window)."""
+    rows = parse_records(log).events.sorted_by_time()
+    clock = WindowClock.of(config)
+    upserts = sorted(catalog, key=lambda c: c.ts)
+    states: dict = {}
+    out: dict[int, dict[tuple[str, str], float]] = {}
+    for i in range(len(rows)):
+        user = str(rows.user[i])
+        result = attribute(states.get(user), user, rows.take(slice(i, i + 1)), config, secret)
+        states[user] = result.state
+        if not result.ad_counts:
+            continue
+        window = clock.window_of(int(rows.ts[i]))
+        in_effect = {c.item_id: c for c in upserts if clock.window_of(c.ts) <= window}
+        for (day, campaign, measure), amount in campaign_counts(result.ad_counts, sponsorships(in_effect.values())).items():
+            fields = out.setdefault(day, {})
+            fields[(campaign, measure)] = fields.get((campaign, measure), 0.0) + amount
+    return out
+
+
+def ad_catalog(log: list[dict]) -> list[CatalogItem]:
+    """The feedback log's items i0-i14: four sponsored from the start (two campaigns and none), and half-way
+    a bid raised, a sponsorship ended and a new one begun."""
+    start = log[0]["ts"] - 60_000
+    middle = log[len(log) // 2]["ts"]
+    items = {f"i{n}": CatalogItem(f"i{n}", category="toys", ts=start) for n in range(15)}
+    items["i0"] = dataclasses.replace(items["i0"], sponsored=True, bid=0.5, campaign="c1", budget=100.0)
+    items["i1"] = dataclasses.replace(items["i1"], sponsored=True, bid=1.25, campaign="c1", budget=100.0)
+    items["i2"] = dataclasses.replace(items["i2"], sponsored=True, bid=2.0, campaign="c2")
+    items["i3"] = dataclasses.replace(items["i3"], sponsored=True, bid=0.75)
+    changes = [
+        dataclasses.replace(items["i0"], bid=1.5, ts=middle),
+        dataclasses.replace(items["i2"], sponsored=False, ts=middle),
+        dataclasses.replace(items["i5"], sponsored=True, bid=3.0, campaign="c2", ts=middle),
+    ]
+    return list(items.values()) + changes
+
+
+def campaign_fields(ads_days: dict) -> dict[int, dict[tuple[str, str], float]]:
+    return {day: {k: v for k, v in fields.items() if k[1] in CAMPAIGN_MEASURES} for day, fields in ads_days.items()}
+
+
+def item_fields(ads_days: dict) -> dict[int, dict[tuple[str, str], float]]:
+    return {day: {k: v for k, v in fields.items() if k[1] not in CAMPAIGN_MEASURES} for day, fields in ads_days.items()}
+
+
+def close(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(x.keys() == y.keys() and all(math.isclose(x[k], y[k], rel_tol=1e-9, abs_tol=1e-9) for k in x) for x, y in ((a[d], b[d]) for d in a))
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_campaign_spend_equals_a_click_by_click_count(parallelism, redis_url):
+    log = sorted(random_log(seed=3, users=12, steps=1500), key=lambda r: r["ts"])
+    catalog = ad_catalog(log)
+    settings = Settings(parallelism=parallelism, restart_attempts=0, rec_id_secret=SECRET)
+    source = CollectionSource(list(pack_chunks([orjson.dumps(r).decode() for r in log], 50)), list(pack_chunks(catalog_lines(catalog), 50)))
+    run_job(source, settings, redis_url)
+    job = metrics_of(redis_url).ads
+    expected = spend_reference(log, catalog, settings.model, SECRET)
+    spent = {campaign for fields in expected.values() for (campaign, measure), v in fields.items() if measure == "spend" and v > 0}
+    assert spent == {"c1", "c2", NO_CAMPAIGN}, "the log exercised every kind of campaign"
+    unchanged = spend_reference(log, catalog[:15], settings.model, SECRET)
+    assert not close(unchanged, expected), "the mid-stream catalog changes changed the spend"
+    assert close(campaign_fields(job), expected), f"job {campaign_fields(job)} != expected {expected}"
+    # Attribution's own per-item fields are untouched by the campaign fields next to them.
+    assert close(item_fields(job), recount(log, settings.model, SECRET).ads)
