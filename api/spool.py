@@ -1,9 +1,13 @@
 """Hand records to the live job: one new JSON-lines file per request in the spool directory.
 
-The job's file source monitors the directory and ignores names starting with
-``.`` or ``_``, so a file is written under a hidden temporary name, flushed to
-disk, and then renamed to its final name in the same directory (an atomic
-rename on POSIX): the job never sees a half-written file.  Files go to the
+A file is written under a temporary name in ``.staging/`` (next to the
+watched folders, on the same file system), flushed to disk, and then renamed
+into its folder (an atomic rename on POSIX): the job never sees a half-written
+file.  The temporary files stay out of the watched folders because Flink's
+file source fails a whole listing of a folder ("Failed to enumerate files")
+when a file in it disappears between listing and reading its attributes, as a
+temporary file does when it is renamed; under frequent writes new files then
+went unnoticed (found by `flowrec simulate`).  Files go to the
 subfolder of their stream (``events/`` or ``catalog/``, which
 :class:`pipelines.sources.DirectorySource` watches); the name
 ``<kind>-<ms>-<uuid>.jsonl`` sorts by time of writing.  The last line is the
@@ -20,7 +24,10 @@ from typing import Iterable
 
 from pipelines.spoolfiles import SPOOL_KINDS, end_marker, spool_file_name
 
-__all__ = ["SPOOL_KINDS", "spool_file_name", "write_spool_file"]
+__all__ = ["SPOOL_KINDS", "STAGING", "spool_file_name", "write_spool_file"]
+
+# Where files are written before they are renamed into their watched folder.
+STAGING = ".staging"
 
 
 def write_spool_file(spool_dir: Path, kind: str, lines: Iterable[bytes], now_ms: int) -> Path:
@@ -31,9 +38,11 @@ def write_spool_file(spool_dir: Path, kind: str, lines: Iterable[bytes], now_ms:
     """
     name = spool_file_name(kind, now_ms, uuid.uuid4().hex)
     folder = spool_dir / kind
+    staging = spool_dir / STAGING
     folder.mkdir(parents=True, exist_ok=True)
+    staging.mkdir(parents=True, exist_ok=True)
     final = folder / name
-    temporary = folder / f".{name}.tmp"
+    temporary = staging / f"{name}.tmp"
     data = b"".join(lines) + end_marker(name)
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
@@ -51,12 +60,12 @@ def write_spool_file(spool_dir: Path, kind: str, lines: Iterable[bytes], now_ms:
 def spool_unwritable_reason(spool_dir: Path, min_free_bytes: int) -> str | None:
     """Why a request's records could not be spooled now (one line), or ``None`` when they could.
 
-    Creates and removes a hidden probe file in each stream's folder (the job
-    ignores hidden names), which catches what permission bits do not show to
+    Creates and removes a probe file in each stream's folder and in the staging
+    folder (the job ignores hidden names), which catches what permission bits do not show to
     root: a read-only mount, a file where a folder should be, no inodes left;
     then checks that ``min_free_bytes`` are free for unprivileged writers.
     """
-    for kind in SPOOL_KINDS:
+    for kind in (*SPOOL_KINDS, STAGING):
         folder = spool_dir / kind
         try:
             folder.mkdir(parents=True, exist_ok=True)

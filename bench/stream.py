@@ -76,6 +76,15 @@ Sparse history (``sparse``)
     on the same events: ``{"events_per_s", "reference_events_per_s"}``.  Here
     the job's cost is per window and per record, not per event.
 
+Closing the loop (``feedback``)
+    The same shop with an impression of 10 items before every click, cart and
+    purchase (and a quarter of the views), rec_ids on half the outcomes and a
+    two-variant experiment (popularity vs default) on the catalog input
+    (:mod:`bench.feedback`), replayed with attribution on, interleaved with the
+    plain shop and attribution off: shop events/s both ways and their ratio
+    (impression rows are extra input, so rates count the shop's own events),
+    freshness at the low live rate both ways, and Redis bytes per user.
+
 Standalone clusters (``events_per_s_by_cluster``)
     The replay submitted with ``flowrec submit --wait`` to a cluster of
     deploy/cluster.sh with N one-slot TaskManagers (thread mode) at parallelism
@@ -160,7 +169,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     live.add_argument("--live-mode", choices=("thread", "process"), default="thread", help="execution mode of the live runs (default thread)")
     cluster = parser.add_argument_group("standalone clusters (deploy/cluster.sh: N TaskManagers x 1 slot, thread mode, parallelism N)")
     cluster.add_argument("--cluster-taskmanagers", type=int, nargs="+", default=[1, 2], help="TaskManager counts to compare (default: %(default)s)")
-    parser.add_argument("--parts", nargs="+", choices=("replay", "naive", "high", "low", "sparse", "cluster"), default=["replay", "naive", "high", "low", "sparse", "cluster"], help="measurements to run (default all; the JSON has null for the others)")
+    parser.add_argument("--parts", nargs="+", choices=("replay", "naive", "high", "low", "sparse", "cluster", "feedback"), default=["replay", "naive", "high", "low", "sparse", "cluster", "feedback"], help="measurements to run (default all; the JSON has null for the others)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement; medians are reported (default 3)")
     parser.add_argument("--live-repeats", type=int, default=None, help="runs per freshness measurement (default --repeats)")
     parser.add_argument("--timeout-s", type=float, default=1800, help="give up on one job run after this long (default 1800)")
@@ -287,6 +296,8 @@ def _settings(spec: dict[str, Any], **changes: Any):
         shards["embeddings"] = Path(spec["embeddings"])
     return Settings(
         **shards,
+        attribution=spec.get("attribution", True),
+        **({"rec_id_secret": spec["rec_id_secret"]} if spec.get("rec_id_secret") else {}),
         redis_url=spec["redis_url"],
         parallelism=spec["parallelism"],
         execution_mode=spec["mode"],
@@ -705,6 +716,68 @@ def measure_clusters(args: argparse.Namespace, workdir: Path, shop: "Shop", redi
     return out
 
 
+def measure_feedback(args: argparse.Namespace, workdir: Path, shop: "Shop", base: dict[str, Any], mode: str, redis_url: str, repeats: int, say) -> dict[str, Any]:
+    """The loop closed against the plain job: the shop with impressions (bench.feedback), a two-variant
+    experiment and attribution on, against the plain shop with attribution off (interleaved replays);
+    freshness at the low live rate both ways; Redis bytes per user (lists and profile) and of the metrics hashes."""
+    import redis
+
+    from bench.feedback import feedback_shop
+    from state.keys import KeyKind, redis_key
+
+    secret = "bench-rec-id-secret-0123"
+    fed = feedback_shop(shop.events, [item.item_id for item in shop.catalog], secret, seed=args.seed)
+    events_path, catalog_path = workdir / "feedback-events.jsonl", workdir / "feedback-catalog.jsonl"
+    events_path.write_bytes(fed.events.to_jsonl())
+    catalog_path.write_bytes(fed.control_line + shop.catalog_path.read_bytes())
+    variants = {
+        "off": {"attribution": False, "events_path": str(shop.events_path), "catalog_path": str(shop.catalog_path)},
+        "on": {"attribution": True, "events_path": str(events_path), "catalog_path": str(catalog_path), "rec_id_secret": secret},
+    }
+    runs: dict[str, list] = {name: [] for name in variants}
+    redis_bytes: dict[str, dict[str, float]] = {}
+    for r in range(repeats):
+        for name, extra in variants.items():
+            _flush(redis_url)
+            run = run_child({**base, **extra, "kind": "replay", "mode": mode, "redis_url": redis_url}, workdir, args.timeout_s)
+            run["interactions_per_s"] = fed.interactions / run["measured_s"] if run["measured_s"] else None
+            runs[name].append(run)
+            say(f"  feedback {name} #{r + 1}: {run['interactions_per_s'] or 0:,.0f} shop events/s ({run['events']} rows incl. impressions), {run['cpu_us_per_event']:,.0f} CPU us/row")
+            if name not in redis_bytes:
+                client = redis.Redis.from_url(redis_url)
+                metrics = sum(client.memory_usage(k) or 0 for k in client.scan_iter(match=redis_key(KeyKind.METRICS_MINUTE, "0")[:-1] + "*"))
+                metrics += sum(client.memory_usage(k) or 0 for k in client.scan_iter(match=redis_key(KeyKind.METRICS_EXPERIMENT, "x")[:-1] + "*"))
+                users = len(np.unique(shop.events.user))
+                redis_bytes[name] = {"lists_and_profile_per_user": redis_bytes_per_user(redis_url), "metrics_hashes_bytes": metrics, "metrics_bytes_per_user": metrics / max(users, 1)}
+                client.close()
+    live: dict[str, Any] = {}
+    for name, extra in variants.items():
+        if "low" not in args.parts:
+            break
+        freshness = []
+        for r in range(max(1, args.live_repeats or repeats)):
+            _flush(redis_url)
+            spec = {
+                **base, **extra, "kind": "live", "mode": args.live_mode, "redis_url": redis_url, "window_ms": args.low_window_ms, "rate": args.low_rate,
+                "seconds": args.low_seconds, "warmup_seconds": args.warmup_seconds, "out_of_orderness_ms": args.out_of_orderness_ms,
+                "heartbeat_ms": args.heartbeat_ms, "send_interval_ms": args.send_interval_ms,
+            }
+            run = run_child(spec, workdir, args.timeout_s)
+            freshness.append(run)
+            f = run["freshness_ms"]
+            say(f"  feedback {name} live {args.low_rate:,.0f}/s #{r + 1}: freshness p50 {f['p50']:.0f} p99 {f['p99']:.0f} ms")
+        live[name] = {q: _median([x["freshness_ms"][q] for x in freshness]) for q in ("p50", "p95", "p99")}
+    summary = {name: {"interactions_per_s": _median([x["interactions_per_s"] for x in rs]), "rows_per_s": _median([x["events_per_s"] for x in rs]), "cpu_us_per_row": _median([x["cpu_us_per_event"] for x in rs]), "freshness_1k_ms": live.get(name), "redis": redis_bytes.get(name)} for name, rs in runs.items()}
+    off, on = summary["off"]["interactions_per_s"], summary["on"]["interactions_per_s"]
+    return {
+        **summary,
+        "ratio_on_to_off": on / off if on and off else None,
+        "impression_records": fed.impressions,
+        "rows_per_interaction": len(fed.events) / max(fed.interactions, 1),
+        "runs": runs,
+    }
+
+
 def redis_bytes_per_user(url: str, sample: int = 2000) -> float:
     """Mean ``MEMORY USAGE`` of a user's home list, cart list and profile keys over up to ``sample`` users."""
     import redis
@@ -805,6 +878,9 @@ def main(args: argparse.Namespace) -> int:
         if "sparse" in args.parts:
             sparse = measure_sparse(args, workdir, base, main_mode, server.url, repeats, say)
             peaks += [run["peak_rss_bytes"] for run in sparse["runs"]]
+        feedback = None
+        if "feedback" in args.parts:
+            feedback = measure_feedback(args, workdir, shop, base, main_mode, server.url, repeats, say)
         clusters = None
         if "cluster" in args.parts:
             clusters = measure_clusters(args, workdir, shop, server.url, repeats, say)
@@ -866,6 +942,8 @@ def main(args: argparse.Namespace) -> int:
             },
             "sparse": None if sparse is None else {k: sparse[k] for k in ("events_per_s", "reference_events_per_s", "ratio_to_reference", "windows", "events")},
             "sparse_runs": [] if sparse is None else sparse["runs"],
+            "feedback": None if feedback is None else {k: v for k, v in feedback.items() if k != "runs"},
+            "feedback_runs": [] if feedback is None else feedback["runs"],
             "events_per_s_by_cluster": None if clusters is None else {name: v["events_per_s"] for name, v in clusters.items()},
             "clusters": clusters,
             "by_mode": by_mode,
@@ -890,6 +968,13 @@ def main(args: argparse.Namespace) -> int:
         if f is None:
             continue
         print(f"  freshness @ {v['rate']:>9,.0f}/s   p50 {f['p50']:8.0f}  p95 {f['p95']:8.0f}  p99 {f['p99']:8.0f} ms   (window {v['window_ms']} ms, processed {v['processed_per_s']:,.0f}/s)")
+    if feedback:
+        for name in ("off", "on"):
+            v = feedback[name]
+            f = v["freshness_1k_ms"]
+            fresh = f"   freshness @1k p50 {f['p50']:.0f} p99 {f['p99']:.0f} ms" if f else ""
+            print(f"  attribution {name:3s}        {v['interactions_per_s'] or 0:12,.0f} shop events/s   {v['cpu_us_per_row']:8,.0f} CPU us/row{fresh}")
+        print(f"      on / off: {feedback['ratio_on_to_off'] or 0:.2f}x ({feedback['rows_per_interaction']:.1f} rows per shop event with impressions)")
     if clusters:
         for name, v in clusters.items():
             per_core = f"{v['events_per_s_per_busy_core']:,.0f} events/s per busy core" if v["events_per_s_per_busy_core"] else ""

@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "backfill": "flowrec.commands.backfill",
     "train": "flowrec.commands.train",
     "experiment": "flowrec.commands.experiment",
+    "simulate": "flowrec.commands.simulate",
 }
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import orjson
 import redis
 
+from api.spool import write_spool_file
 from flowrec.config import UsageError, add_settings_arguments, load_settings, port_number
 from flowrec.localredis import LocalRedis, free_port
 from state.keys import KeyKind, redis_key
@@ -55,15 +56,8 @@ def _port(wanted: int) -> int:
             return free_port()
 
 
-def _write_spool(folder: Path, name: str, data: bytes) -> None:
-    temporary = folder / f".{name}.tmp"
-    temporary.write_bytes(data)
-    os.rename(temporary, folder / name)
-
-
 def _feed(events_path: Path, spool: Path, rate: float, stop: threading.Event) -> None:
     """Replay the shop's events into the spool, ``rate`` per second, with ts = now."""
-    folder = spool / "events"
     sent = 0
     started = time.monotonic()
     with open(events_path, "rb") as f:
@@ -81,7 +75,7 @@ def _feed(events_path: Path, spool: Path, rate: float, stop: threading.Event) ->
                 record = orjson.loads(line)
                 record["ts"] = now_ms
                 batch.append(record)
-            _write_spool(folder, f"events-{now_ms}-{sent}.jsonl", orjson.dumps(batch) + b"\n")
+            write_spool_file(spool, "events", [orjson.dumps(batch) + b"\n"], now_ms)
             sent += len(batch)
 
 
@@ -131,7 +125,7 @@ def main(args: argparse.Namespace) -> int:
         record = orjson.loads(line)
         record["ts"] = now_ms  # the whole catalog is known from the start of the demo
         catalog_lines.append(orjson.dumps(record))
-    _write_spool(spool / "catalog", "catalog-0.jsonl", b"\n".join(catalog_lines) + b"\n")
+    write_spool_file(spool, "catalog", [line + b"\n" for line in catalog_lines], now_ms)
 
     local = None
     if not settings.redis_url:

@@ -4,6 +4,7 @@ everything works again once the disk does."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from api.spool import spool_unwritable_reason
+from api.spool import spool_unwritable_reason, write_spool_file
 from state.keys import KeyKind
 
 from .conftest import assert_problem, put_list
@@ -88,5 +89,21 @@ def test_a_read_only_spool(api, auth, spool_dir, redis_client, user_with_a_list)
 
 def test_unwritable_reason_is_none_for_a_healthy_spool(tmp_path):
     assert spool_unwritable_reason(tmp_path, min_free_bytes=1) is None
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["catalog", "events"], "the probe files are removed"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == [".staging", "catalog", "events"], "the probe files are removed"
     assert "bytes free" in spool_unwritable_reason(tmp_path, min_free_bytes=1 << 62)
+
+
+def test_temporary_files_stay_out_of_the_watched_folders(tmp_path, monkeypatch):
+    """Flink's file source fails a whole listing when a file vanishes while it lists a folder, as a
+    temporary file does when it is renamed: temporaries are written in .staging/, never in events/."""
+    seen: list[tuple[str, str]] = []
+    real_rename = os.rename
+
+    def watching_rename(source, target):
+        seen.append((Path(source).parent.name, Path(target).parent.name))
+        real_rename(source, target)
+
+    monkeypatch.setattr(os, "rename", watching_rename)
+    final = write_spool_file(tmp_path, "events", [b'{"a": 1}\n'], 1_700_000_000_000)
+    assert seen == [(".staging", "events")] and final.parent == tmp_path / "events"
+    assert list((tmp_path / ".staging").iterdir()) == []
