@@ -179,6 +179,14 @@ def _parse_hash(raw: dict[Any, Any], parse: Callable[[Any], Any], key: str) -> d
     return out
 
 
+def _minute_keys(namespace: str, start_ms: int, end_ms: int) -> tuple[list[int], list[str]]:
+    """The minutes from ``start_ms``'s minute up to ``end_ms`` (exclusive) and their hash keys."""
+    minutes = list(range(minute_start(int(start_ms)), int(end_ms), MINUTE_MS))
+    if len(minutes) > MAX_READ_MINUTES:
+        raise ValueError(f"read at most {MAX_READ_MINUTES} minutes at once (minute keys expire after 7 days)")
+    return minutes, [redis_key(KeyKind.METRICS_MINUTE, str(minute), namespace) for minute in minutes]
+
+
 def read_minutes(redis_client: Any, namespace: str, start_ms: int, end_ms: int) -> dict[int, dict[MinuteField, float]]:
     """Minute hashes of minutes starting in ``[minute_start(start_ms), end_ms)``, one pipelined round trip.
 
@@ -186,13 +194,9 @@ def read_minutes(redis_client: Any, namespace: str, start_ms: int, end_ms: int) 
     with only the minutes that have counts.  Fields not in the layout are
     skipped.  Raises ValueError for a range longer than :data:`MAX_READ_MINUTES`.
     """
-    first = minute_start(int(start_ms))
-    minutes = list(range(first, int(end_ms), MINUTE_MS))
-    if len(minutes) > MAX_READ_MINUTES:
-        raise ValueError(f"read at most {MAX_READ_MINUTES} minutes at once (minute keys expire after 7 days)")
+    minutes, keys = _minute_keys(namespace, start_ms, end_ms)
     if not minutes:
         return {}
-    keys = [redis_key(KeyKind.METRICS_MINUTE, str(minute), namespace) for minute in minutes]
     pipe = redis_client.pipeline(transaction=False)
     for key in keys:
         pipe.hgetall(key)
@@ -342,13 +346,9 @@ def read_minute_sums(redis_client: Any, namespace: str, start_ms: int, end_ms: i
     are neither sent nor parsed, and each distinct field is parsed once
     however many minutes hold it.  Unparseable fields are skipped (warned).
     """
-    first = minute_start(int(start_ms))
-    minutes = list(range(first, int(end_ms), MINUTE_MS))
-    if len(minutes) > MAX_READ_MINUTES:
-        raise ValueError(f"read at most {MAX_READ_MINUTES} minutes at once (minute keys expire after 7 days)")
+    minutes, keys = _minute_keys(namespace, start_ms, end_ms)
     if not minutes:
         return {}
-    keys = [redis_key(KeyKind.METRICS_MINUTE, str(minute), namespace) for minute in minutes]
     pattern = f"*{_SEP}{ALL_POSITIONS}{_SEP}*"
     replies: list[Any] = []
     for at in range(0, len(keys), _SCAN_BATCH):
