@@ -412,7 +412,8 @@ def test_metrics_vs_k_plot_has_integer_ticks_intervals_and_a_coverage_diversity_
         for cut, values in result["at_k"].items():
             for metric in harness.PLOT_METRICS:
                 low, high = result["intervals"][cut][metric]
-                assert low <= values[metric] <= high, (name, cut, metric)
+                # Where every resample gives one value the bounds and the mean differ by float rounding only.
+                assert low - 1e-12 <= values[metric] <= high + 1e-12, (name, cut, metric)
     fig = harness.metrics_figure(report)
     try:
         panels = fig.axes
