@@ -125,11 +125,13 @@ def test_dashboard_shows_live_numbers_from_the_real_job(serve, store, job, brows
         shown = api.get("/v1/users/u1/recommendations", params={"n": 3}).json()
         items = [entry["item"] for entry in shown["items"]]
         assert items == ["i1", "i2", "i4"] and shown["rec_id"]
-        impression = {"user_id": "u1", "event_type": "impression", "rec_id": shown["rec_id"], "items": items, "positions": [0, 1, 2], "ts": now}
-        click = {"user_id": "u1", "item_id": "i2", "event_type": "click", "rec_id": shown["rec_id"], "position": 1, "ts": now + 1}
-        for record in (impression, click):
-            response = api.post("/v1/events", json=record)
-            assert response.status_code == 202 and response.json()["accepted"] == 1, response.text
+        # Stamped when sent (starting the API may take seconds under load, and older events would be
+        # late), in one request: one spool file, so the job reads the impression before the click.
+        sent = wall_clock_ms()
+        impression = {"user_id": "u1", "event_type": "impression", "rec_id": shown["rec_id"], "items": items, "positions": [0, 1, 2], "ts": sent}
+        click = {"user_id": "u1", "item_id": "i2", "event_type": "click", "rec_id": shown["rec_id"], "position": 1, "ts": sent + 1}
+        response = api.post("/v1/events", json=[impression, click])
+        assert response.status_code == 202 and response.json()["accepted"] == 2, response.text
 
     browser.get(f"{base}/dashboard")
     wait = WebDriverWait(browser, 90, poll_frequency=0.2)
