@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             times.append(time.process_time() - started)
     result = {
         "events": len(events),
-        "replay_cpu_s_without": round(statistics.median(plain), 3),
-        "replay_cpu_s_with_two_variants": round(statistics.median(with_experiment), 3),
+        "replay_cpu_s_without": round(statistics.median(plain), 6),
+        "replay_cpu_s_with_two_variants": round(statistics.median(with_experiment), 6),
         "ratio": round(statistics.median(with_experiment) / statistics.median(plain), 3),
     }
     if args.json:
