@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from flowrec.config import add_settings_arguments, load_settings, port_number
+from flowrec.config import DEFAULT_REC_ID_SECRET, add_settings_arguments, load_settings, port_number
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,8 @@ def main(args: argparse.Namespace) -> int:
         log.warning("--demo puts a write key into the /demo page and %s is not a loopback address: anyone who can reach it can send events", args.host)
     if not settings.api_keys and not demo_key:
         log.warning("no API key configured (FLOWREC_API_KEYS / --api-keys): write endpoints will answer 503")
+    if settings.rec_id_secret == DEFAULT_REC_ID_SECRET and not _is_loopback(args.host):
+        log.warning("rec_ids are signed with the built-in secret, which anyone can read: set FLOWREC_REC_ID_SECRET (or --rec-id-secret-file) here and in the job")
     if settings.spool_dir is None:
         log.warning("no spool directory (FLOWREC_SPOOL_DIR / --spool-dir): events cannot reach the job, write endpoints will answer 503")
     local = None
