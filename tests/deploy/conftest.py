@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -66,11 +68,11 @@ def cluster_environment(run_dir: Path, rest_port: int, rpc_port: int) -> dict[st
     return env
 
 
-@pytest.fixture(scope="session")
-def flink_cluster(tmp_path_factory) -> Cluster:
-    run_dir = tmp_path_factory.mktemp("flink-cluster")
+@contextmanager
+def running_cluster(run_dir: Path, **settings: str) -> Iterator[Cluster]:
+    """A cluster started by deploy/cluster.sh on free ports (``settings``: extra FLOWREC_FLINK_* values), stopped after."""
     rest_port = free_port()
-    cluster = Cluster(run_dir, rest_port, cluster_environment(run_dir, rest_port, free_port()))
+    cluster = Cluster(run_dir, rest_port, cluster_environment(run_dir, rest_port, free_port()) | settings)
     started = cluster.script("start")
     assert started.returncode == 0, f"cluster start failed:\n{started.stdout}\n{started.stderr}"
     try:
@@ -79,3 +81,9 @@ def flink_cluster(tmp_path_factory) -> Cluster:
         stopped = cluster.script("stop")
         assert stopped.returncode == 0, stopped.stderr
         assert cluster.pids("standalonesession") == [] and cluster.pids("taskexecutor") == []
+
+
+@pytest.fixture(scope="session")
+def flink_cluster(tmp_path_factory) -> Cluster:
+    with running_cluster(tmp_path_factory.mktemp("flink-cluster")) as cluster:
+        yield cluster

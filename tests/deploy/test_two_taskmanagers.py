@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from flowrec.config import Settings
-from flowrec.localredis import free_port
-from tests.deploy.conftest import Cluster, cluster_environment
+from tests.deploy.conftest import Cluster, running_cluster
 from tests.pipelines.jobkit import differences, reference_content, results
 from transforms.catalog import parse_catalog_lines
 from transforms.events import parse_json_lines
@@ -21,18 +20,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.flink]
 
 @pytest.fixture(scope="module")
 def two_taskmanagers(tmp_path_factory) -> Cluster:
-    run_dir = tmp_path_factory.mktemp("flink-two-tms")
-    rest_port = free_port()
-    env = cluster_environment(run_dir, rest_port, free_port()) | {"FLOWREC_FLINK_TASKMANAGERS": "2", "FLOWREC_FLINK_SLOTS": "1"}
-    cluster = Cluster(run_dir, rest_port, env)
-    started = cluster.script("start")
-    assert started.returncode == 0, f"cluster start failed:\n{started.stdout}\n{started.stderr}"
-    try:
+    with running_cluster(tmp_path_factory.mktemp("flink-two-tms"), FLOWREC_FLINK_TASKMANAGERS="2", FLOWREC_FLINK_SLOTS="1") as cluster:
         yield cluster
-    finally:
-        stopped = cluster.script("stop")
-        assert stopped.returncode == 0, stopped.stderr
-        assert cluster.pids("taskexecutor") == []
 
 
 def test_two_taskmanagers_register_and_start_is_idempotent(two_taskmanagers):
