@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from transforms.events import IMPRESSION, OUTCOME_TYPES, VIEW, EventBatch
+from transforms.events import COLUMNS, IMPRESSION, OUTCOME_TYPES, VIEW, EventBatch
 from transforms.experiments import Experiment, ExperimentStart, assign, parse_experiment
 from transforms.recid import RecId, encode_rec_id
 
@@ -63,7 +63,7 @@ def feedback_shop(events: EventBatch, items: list[str], secret: str, seed: int =
         rec_id=np.asarray(rec_id, dtype=object),
         position=np.asarray(position, dtype=np.int16),
     )
-    shop = EventBatch(**{**{name: getattr(events, name) for name in ("user", "item", "etype", "ts", "session", "quantity", "price", "rating", "query")}, "rec_id": rec_ids, "position": positions})
+    shop = EventBatch(**{name: getattr(events, name) for name in COLUMNS} | {"rec_id": rec_ids, "position": positions})
     # Each impression goes right before the event it was shown for (a stable merge by position).
     order = np.argsort(np.concatenate([np.asarray(before, dtype=np.float64) - 0.5, np.arange(len(shop), dtype=np.float64)]), kind="stable")
     merged = EventBatch.concat([impressions, shop]).take(order) if rows else shop
