@@ -58,6 +58,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import orjson
 
+from state.profile_log import ProfileLog
 from state.schemas import (
     decode_profile,
     decode_row,
@@ -479,7 +480,7 @@ def read_snapshot(directory: Path | str) -> Snapshot:
 #
 # One line per record: BOOT_PREFIX + versioned JSON {"v", "k": kind, ...}.  Kinds, and the
 # operator that loads each (see pipelines/BACKFILL.md for the hooks):
-#   users    user shard  -> UserState: profiles + last_seen MapStates
+#   users    user shard  -> UserState: its profile log (state.profile_log), one block per record
 #   items    item shard  -> ItemModelOperator: rows (owned items), counts (all items), meta
 #   trending             -> TrendingOperator: buckets, facts, meta, listed categories
 #   catalog  (catalog input) -> ContentOperator: catalog MapState
@@ -626,12 +627,14 @@ def decode_boot_line(line: str) -> BootRecord:
     return BootRecord(kind=kind, ts=int(data.pop("ts")), shard=int(data.pop("shard", 0)), payload=data)
 
 
-def load_user_state(record: BootRecord, profiles, last_seen) -> int:
-    """UserState: put the record's profiles and last-seen times into its MapStates; returns the user count."""
+def load_user_state(record: BootRecord, profiles: ProfileLog) -> int:
+    """UserState: put the record's profiles and last-seen times into its shard's profile log; returns the user count.
+
+    The caller flushes the log (one block per record).
+    """
+    last_seen = record.payload["last_seen"]
     for user, raw in record.payload["profiles"].items():
-        profiles.put(user, raw.encode())
-    for user, ts in record.payload["last_seen"].items():
-        last_seen.put(user, int(ts))
+        profiles.put_encoded(user, int(last_seen[user]), raw.encode())
     return len(record.payload["profiles"])
 
 

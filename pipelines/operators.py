@@ -58,6 +58,7 @@ from pipelines.spoolfiles import END_PREFIX, ended_file
 from state.embeddings import ExportError, read_export
 from state.keys import KeyKind
 from state.metrics import ADS_TTL_S, DAY_MS, DAYS, EXPERIMENTS, MINUTE_MS, MINUTES, RunningTotals, ads_field, format_value
+from state.profile_log import ProfileLog
 from state.schemas import (
     decode_attribution,
     decode_blend_learner,
@@ -102,7 +103,7 @@ from transforms.engine import content_neighbours
 from transforms.events import EventBatch, parse_json_lines, split_feedback
 from transforms.livemetrics import minute_start
 from transforms.experiments import ExperimentControl, ExperimentStart, ExperimentStop, apply_control, control_order, score_by_variant, validate_experiment_control
-from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user, scorable
+from transforms.profile import ItemContribution, apply_window, group_by_user, scorable
 from transforms.scoring import ItemCodes, ScoringModel
 from transforms.trending import TrendingModel
 from transforms.windows import WindowClock
@@ -365,7 +366,7 @@ class BootGate(KeyedProcessFunction):
 
 
 class UserState(KeyedProcessFunction):
-    """Keyed by user shard: applies events to profiles (managed MapState user -> profile).
+    """Keyed by user shard: applies events to profiles, kept as a log of profile blocks.
 
     Emits per slice: a UserSnapshot (to the scorer), ItemDeltas (one per item
     shard), a TrendDelta, and counters; and per bundle with feedback rows
@@ -374,6 +375,14 @@ class UserState(KeyedProcessFunction):
     ``emit_feedback`` is off).  Late events — whose window the
     watermark has already closed — are counted and folded into the open window.
     Users inactive for ``user_ttl_ms`` of event time are dropped by a sweep.
+
+    State: the MapState ``profile-log`` (block number -> profile block), laid
+    out and cleaned by :class:`state.profile_log.ProfileLog`: one put per call
+    with every user the call changed, not a put per user.  The shard's users
+    are in memory; a shard is read from state when this instance first sees it
+    (after a start, restore or rescale).  A savepoint of the earlier per-user
+    layout (MapStates ``profiles`` and ``last_seen``) is migrated into the log
+    then, and those states cleared.
     """
 
     def __init__(self, config: ModelConfig, item_shards: int, user_ttl_ms: int, sweep_every_ms: int = 3_600_000, emit_feedback: bool = True) -> None:
@@ -384,19 +393,37 @@ class UserState(KeyedProcessFunction):
         self.emit_feedback = emit_feedback
 
     def open(self, runtime_context) -> None:
-        self.profiles = _bytes_map(runtime_context, "profiles")
-        self.last_seen = runtime_context.get_map_state(MapStateDescriptor("last_seen", Types.STRING(), Types.LONG()))
+        self.blocks = runtime_context.get_map_state(MapStateDescriptor("profile-log", Types.LONG(), Types.PICKLED_BYTE_ARRAY()))
+        # The per-user layout of earlier releases, read once per shard to migrate it.
+        self.legacy_profiles = _bytes_map(runtime_context, "profiles")
+        self.legacy_last_seen = runtime_context.get_map_state(MapStateDescriptor("last_seen", Types.STRING(), Types.LONG()))
         self.last_sweep = runtime_context.get_state(ValueStateDescriptor("last_sweep", Types.LONG()))
-        self.cache: dict[str, UserProfile] = {}
+        self.logs: dict[int, ProfileLog] = {}
         metrics = runtime_context.get_metrics_group()
         self.late_counter = metrics.counter("late_events")
         self.users_counter = metrics.counter("profiles_updated")
 
-    def _profile(self, user: str) -> UserProfile | None:
-        profile = self.cache.get(user)
-        if profile is None and self.profiles.contains(user):
-            profile = decode_profile(self.profiles.get(user))
-        return profile
+    def _log(self, shard: int) -> ProfileLog:
+        """The shard's profiles; read from state the first time (the current key must be ``shard``)."""
+        found = self.logs.get(shard)
+        if found is None:
+            found = self.logs[shard] = ProfileLog.restore(self.blocks.items())
+            if not self.legacy_profiles.is_empty():
+                migrated = found.migrate(self.legacy_profiles.items(), dict(self.legacy_last_seen.items()))
+                self.legacy_profiles.clear()
+                self.legacy_last_seen.clear()
+                self._flush(found)
+                log.info("user shard %d: migrated %d profiles of the per-user layout into the profile log", shard, migrated)
+            elif found.blocks:
+                log.info("user shard %d: %d profiles restored from %d blocks", shard, len(found), found.blocks)
+        return found
+
+    def _flush(self, profile_log: ProfileLog) -> None:
+        puts, removes = profile_log.flush()
+        for seq, raw in puts:
+            self.blocks.put(seq, raw)
+        for seq in removes:
+            self.blocks.remove(seq)
 
     def process_element(self, value: Bundle | BootRecord, ctx) -> Iterable:
         if isinstance(value, BootRecord):
@@ -405,6 +432,7 @@ class UserState(KeyedProcessFunction):
         # One bundle in, one record out per downstream key: [Bundle of UserSnapshot],
         # item deltas [Bundle of ItemDelta] per item shard, [Bundle of TrendDelta], counters.
         watermark = ctx.timer_service().current_watermark()
+        profile_log = self._log(value.shard)
         snapshots: list[UserSnapshot] = []
         deltas: dict[int, list[ItemDelta]] = {shard: [] for shard in range(self.item_shards)}
         trends: list[TrendDelta] = []
@@ -414,13 +442,15 @@ class UserState(KeyedProcessFunction):
             interactions, piece_feedback = split_feedback(piece.events)
             if self.emit_feedback and len(piece_feedback):
                 feedback.append(EventSlice(piece.window, piece.shard, piece_feedback, int(piece_feedback.ts.max())))
-            snapshot, piece_deltas, trend, piece_late = self._apply(piece, interactions, watermark)
+            snapshot, piece_deltas, trend, piece_late = self._apply(profile_log, piece, interactions, watermark)
             snapshots.append(snapshot)
             for delta in piece_deltas:
                 deltas[delta.shard].append(delta)
             trends.append(trend)
             events_in += len(piece.events)
             late += piece_late
+        self._sweep(profile_log, value.max_ts)
+        self._flush(profile_log)
         yield Bundle(value.shard, snapshots)
         for shard, parts in deltas.items():
             yield ITEM_DELTAS, Bundle(shard, parts)
@@ -428,9 +458,8 @@ class UserState(KeyedProcessFunction):
         if feedback:
             yield FEEDBACK, Bundle(value.shard, feedback, max(piece.max_ts for piece in feedback))
         yield STATS, SinkBatch(stats={"events": events_in, "late_events": late})
-        self._sweep(value.max_ts)
 
-    def _apply(self, value: EventSlice, events: EventBatch, watermark: int) -> tuple[UserSnapshot, list[ItemDelta], TrendDelta, int]:
+    def _apply(self, profile_log: ProfileLog, value: EventSlice, events: EventBatch, watermark: int) -> tuple[UserSnapshot, list[ItemDelta], TrendDelta, int]:
         """One window's events of this shard (``events``: its interactions): profiles updated, and what they add to the item model and trending."""
         clock = WindowClock.of(self.config)
         window = value.window
@@ -443,32 +472,17 @@ class UserState(KeyedProcessFunction):
         contribution = ItemContribution()
         snapshots: dict[str, bytes | None] = {}
         last_ts: dict[str, int] = {}
-        for user, rows in group_by_user(events.user):
-            profile = apply_user_events(
-                self._profile(user),
-                events.item[rows].tolist(),
-                events.etype[rows].tolist(),
-                events.ts[rows].tolist(),
-                weights[rows].tolist(),
-                self.config,
-                contribution,
-            )
+        for user, profile, latest in apply_window(profile_log.get, events.user, events.item, events.etype, events.ts, weights, self.config, contribution):
             if profile is None:
-                self.cache.pop(user, None)
-                self.profiles.remove(user)
-                self.last_seen.remove(user)
+                profile_log.remove(user)
                 snapshots[user] = None
             else:
                 raw = encode_profile(profile)
-                self.profiles.put(user, raw)
-                self.last_seen.put(user, profile.last_ts)
-                self.cache[user] = profile
+                profile_log.put(user, profile, raw, profile.last_ts)
                 # A forgotten user's tombstone stays in state; the scorer deletes their keys.
                 snapshots[user] = None if scorable(profile) is None else raw
-            last_ts[user] = int(events.ts[rows].max())
+            last_ts[user] = latest
         self.users_counter.inc(len(snapshots))
-        if len(self.cache) > 200_000:
-            self.cache.clear()
         counts = sum_by_key(contribution.items, contribution.item_weights)
         by_shard: dict[int, tuple[list, list, list]] = {s: ([], [], []) for s in range(self.item_shards)}
         for a, b, w in zip(contribution.pair_a, contribution.pair_b, contribution.pair_weights):
@@ -484,15 +498,16 @@ class UserState(KeyedProcessFunction):
     def _boot(self, record: BootRecord) -> Iterable:
         """Bootstrap: load this shard's users; route item-model and trending records on."""
         if record.kind == "users":
-            loaded = load_user_state(record, self.profiles, self.last_seen)
-            self.cache.clear()
+            profile_log = self._log(record.shard)
+            loaded = load_user_state(record, profile_log)
+            self._flush(profile_log)
             log.info("user shard %d: loaded %d profiles from the snapshot", record.shard, loaded)
         elif record.kind == "items":
             yield ITEM_DELTAS, record
         elif record.kind == "trending":
             yield TREND_DELTAS, record
 
-    def _sweep(self, now_ms: int) -> None:
+    def _sweep(self, profile_log: ProfileLog, now_ms: int) -> None:
         """Drop users not seen for ``user_ttl_ms`` of event time (at most once per sweep interval)."""
         last = self.last_sweep.value()
         if last is not None and now_ms - last < self.sweep_every_ms:
@@ -500,11 +515,8 @@ class UserState(KeyedProcessFunction):
         self.last_sweep.update(now_ms)
         if last is None:
             return
-        expired = [u for u, seen in self.last_seen.items() if now_ms - seen > self.user_ttl_ms]
-        for user in expired:
-            self.profiles.remove(user)
-            self.last_seen.remove(user)
-            self.cache.pop(user, None)
+        for user in profile_log.expired(now_ms, self.user_ttl_ms):
+            profile_log.remove(user)
 
 
 # -- attribution --------------------------------------------------------------------

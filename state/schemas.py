@@ -32,6 +32,15 @@ attribution state           n next arrival number, m [{r rec_id, e experiment, a
 metric totals               f {field: value} (fields of :mod:`state.metrics`)
 ==========================  ==========================================================
 
+One value is binary, not JSON: a **profile block** (:func:`encode_profile_block`),
+an entry of the user-state log (:mod:`state.profile_log`) holding many users'
+encoded profiles.  Its profiles are already JSON; embedding them in a JSON
+document would escape every quote of every profile, so a block frames them:
+``b"FRPB"``, a version byte (:data:`PROFILE_BLOCK_VERSION`), the entry count
+(uint32), then per entry a head — user id length (uint16), the user's last
+event time (int64 ms), profile length (int32; -1: the user was removed) — the
+user id (UTF-8) and the profile bytes.  All integers little-endian.
+
 Redis list values (``rec:``, ``complements:``, ``profile:``, ``sim:``,
 ``content:``, ``trend:``; written by :func:`state.store.encode_list`) carry
 their own version, :data:`REDIS_LIST_VERSION`:
@@ -50,6 +59,7 @@ Version 2 only adds fields, so a reader of version 1 reads it unchanged.
 
 from __future__ import annotations
 
+import struct
 from typing import Any, Iterable
 
 import numpy as np
@@ -115,6 +125,59 @@ def encode_profile(profile: UserProfile) -> bytes:
             "f": profile.forgotten_until,
         }
     )
+
+
+PROFILE_BLOCK_MAGIC = b"FRPB"
+PROFILE_BLOCK_VERSION = 1
+_BLOCK_HEAD = struct.Struct("<4sBI")
+_ENTRY_HEAD = struct.Struct("<Hqi")  # user id length, last event ms, profile length (REMOVED: none)
+REMOVED = -1
+
+
+def encode_profile_block(entries: Iterable[tuple[str, int, bytes | None]]) -> bytes:
+    """Many users' state in one value: ``(user, last event ms, encoded profile or None: removed)``."""
+    parts = [b""]
+    head = _ENTRY_HEAD.pack
+    count = 0
+    for user, last_ts, raw in entries:
+        key = user.encode()
+        if raw is None:
+            parts += (head(len(key), last_ts, REMOVED), key)
+        else:
+            parts += (head(len(key), last_ts, len(raw)), key, raw)
+        count += 1
+    parts[0] = _BLOCK_HEAD.pack(PROFILE_BLOCK_MAGIC, PROFILE_BLOCK_VERSION, count)
+    return b"".join(parts)
+
+
+def decode_profile_block(raw: bytes) -> list[tuple[str, int, bytes | None]]:
+    """The entries of :func:`encode_profile_block`, in order (raises :class:`SchemaError` for another layout)."""
+    if len(raw) < _BLOCK_HEAD.size or raw[:4] != PROFILE_BLOCK_MAGIC:
+        raise SchemaError("not a profile block")
+    _, version, count = _BLOCK_HEAD.unpack_from(raw)
+    if version != PROFILE_BLOCK_VERSION:
+        raise SchemaError(f"unsupported profile block version {version}")
+    out: list[tuple[str, int, bytes | None]] = []
+    at = _BLOCK_HEAD.size
+    head, head_size = _ENTRY_HEAD.unpack_from, _ENTRY_HEAD.size
+    try:
+        for _ in range(count):
+            n, last_ts, size = head(raw, at)
+            at += head_size
+            user = raw[at : at + n].decode()
+            at += n
+            if size == REMOVED:
+                out.append((user, last_ts, None))
+                continue
+            if size < 0 or at + size > len(raw):
+                raise SchemaError("malformed profile block: entry past its end")
+            out.append((user, last_ts, raw[at : at + size]))
+            at += size
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise SchemaError(f"malformed profile block: {type(exc).__name__}: {exc}") from exc
+    if at != len(raw):
+        raise SchemaError("malformed profile block: trailing bytes")
+    return out
 
 
 @_shape_checked

@@ -5,7 +5,7 @@ Semantics (shared by every engine; the Flink job is tested against this):
 1. Event time is cut into windows ``[k*W, (k+1)*W)`` with ``W = window_ms``;
    the model refreshes in slots of ``R = model_refresh_ms``.
 2. Each user's events are applied in event-time order to the user's profile
-   (:func:`transforms.profile.apply_user_events`) as they arrive; this yields
+   (:func:`transforms.profile.apply_window`, one user at a time) as they arrive; this yields
    the window's item-model deltas.
 3. When window ``k`` closes (at ``T = (k+1)*W``): catalog upserts with
    ``ts < T`` take effect (content neighbours of the changed items are
@@ -58,7 +58,7 @@ from transforms.cooccurrence import ItemModel
 from transforms.embedding import EmbeddingModel
 from transforms.events import EventBatch, Rejection, split_feedback
 from transforms.experiments import ExperimentControl, ExperimentRecord, apply_control, control_order, score_by_variant
-from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user, scorable
+from transforms.profile import ItemContribution, UserProfile, apply_window, scorable
 from transforms.scoring import Neighbours, ScoredItem, ScoringModel, UserLists, score_users
 from transforms.trending import TrendingModel
 from transforms.windows import WindowClock
@@ -351,16 +351,8 @@ class ReferenceEngine:
 
     # -- internals -----------------------------------------------------------
     def _apply(self, events: EventBatch, weights: np.ndarray) -> None:
-        for user, rows in group_by_user(events.user):
-            profile = apply_user_events(
-                self.profiles.get(user),
-                events.item[rows].tolist(),
-                events.etype[rows].tolist(),
-                events.ts[rows].tolist(),
-                weights[rows].tolist(),
-                self.config,
-                self._contribution,
-            )
+        changed = apply_window(self.profiles.get, events.user, events.item, events.etype, events.ts, weights, self.config, self._contribution)
+        for user, profile, _ in changed:
             if profile is None:
                 self.profiles.pop(user, None)
             else:

@@ -24,6 +24,7 @@ state like a profile (and expires like one); engines write nothing for it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -152,6 +153,42 @@ def apply_user_events(
         if len(profile.interests) > config.max_user_items + config.max_user_items // 4:
             _prune(profile, config.max_user_items)
     return profile
+
+
+def apply_window(
+    profile_of: Callable[[str], UserProfile | None],
+    users: np.ndarray,
+    items: np.ndarray,
+    codes: np.ndarray,
+    ts: np.ndarray,
+    weights: np.ndarray,
+    config: ModelConfig,
+    out: ItemContribution,
+) -> list[tuple[str, UserProfile | None, int]]:
+    """Apply one window's events (columns, event-time order) to their users' profiles.
+
+    ``profile_of(user)`` gives the user's current profile (None: unknown).
+    Returns ``(user, new profile, latest event time of the user in these
+    events)`` per user, users in first-appearance order; appends the item-model
+    deltas to ``out``.  The one step the reference engine and the user-state
+    operator share, so they apply events identically.
+    """
+    items_l, codes_l, ts_l, weights_l = items.tolist(), codes.tolist(), ts.tolist(), weights.tolist()
+    changed = []
+    for user, rows in group_by_user(users):
+        picked = rows.tolist()
+        times = [ts_l[r] for r in picked]
+        profile = apply_user_events(
+            profile_of(user),
+            [items_l[r] for r in picked],
+            [codes_l[r] for r in picked],
+            times,
+            [weights_l[r] for r in picked],
+            config,
+            out,
+        )
+        changed.append((user, profile, max(times)))
+    return changed
 
 
 def _prune(profile: UserProfile, keep: int) -> None:

@@ -34,6 +34,7 @@ from pipelines.bootstrap import (
     restore_engine,
 )
 from state.schemas import decode_profile
+from state.profile_log import ProfileLog
 from state.keys import KeyKind, redis_key
 from state.schemas import decode_row, encode_profile
 from state.store import RedisStore, decode_list
@@ -346,14 +347,15 @@ def test_boot_lines_load_into_each_operators_state(tmp_path: Path):
     event_lines, catalog_lines = boot_lines(snapshot, user_shards=4, item_shards=3, max_users_per_line=10)
     assert all(line.startswith(BOOT_PREFIX) and "\n" not in line for line in event_lines + catalog_lines)
 
-    profiles, last_seen, model = MapState(), MapState(), {}
+    user_logs: dict[int, ProfileLog] = {}
+    model = {}
     item_shards: dict[int, tuple[MapState, MapState, MapState]] = {}
     for line in event_lines:
         record = decode_boot_line(line)
         assert record.ts == cutoff - 1
         if record.kind == "users":
             assert all(shard_of(u, 4) == record.shard for u in record.payload["profiles"])
-            load_user_state(record, profiles, last_seen)
+            load_user_state(record, user_logs.setdefault(record.shard, ProfileLog()))
         elif record.kind == "items":
             maps = item_shards.setdefault(record.shard, (MapState(), MapState(), MapState()))
             model.update({key: (w, v) for w, key, v in load_item_state(record, *maps)})
@@ -363,8 +365,8 @@ def test_boot_lines_load_into_each_operators_state(tmp_path: Path):
     content = MapState()
     model.update({key: (w, v) for w, key, v in load_content_state(decode_boot_line(catalog_lines[0]), content)})
 
-    assert {u: raw for u, raw in profiles.items()} == snapshot.profiles
-    assert dict(last_seen) == snapshot.last_ts
+    assert {u: profile_log.encoded(u) for profile_log in user_logs.values() for u in profile_log.users()} == snapshot.profiles
+    assert {u: profile_log.last_seen(u) for profile_log in user_logs.values() for u in profile_log.users()} == snapshot.last_ts
     rows = {item: decode_row(raw) for shard, (r, _, _) in item_shards.items() for item, raw in r.items()}
     assert {a: dict(zip(*r)) for a, r in rows.items()} == {a: dict(zip(*r)) for a, r in snapshot.rows.items()}
     assert all(dict(counts) == snapshot.counts for _, counts, _ in item_shards.values())

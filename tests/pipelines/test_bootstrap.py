@@ -29,6 +29,7 @@ from pipelines.bootstrap import BOOT_PREFIX, BootRecord, prepare_bootstrap, read
 from pipelines.messages import ModelUpdate
 from pipelines.operators import ITEM_DELTAS, TICK_PREFIX, TREND_DELTAS, BootGate, ParseCatalog, ParseEvents, UserState, boot_model_updates
 from pipelines.sources import DirectorySource, FileReplaySource, _catalog_time, _event_time, _from_cutoff
+from state.profile_log import ProfileLog
 from state.store import RedisStore
 from state.writes import Ttls, final_writes
 from tests.pipelines.jobkit import differences, event_lines, reference_content, results, run_job
@@ -207,21 +208,42 @@ class _Counter:
 
 
 class _MapState(dict):
+    """The MapState calls UserState makes, on a dict."""
+
     def put(self, key, value):
         self[key] = value
+
+    def remove(self, key):
+        del self[key]
+
+    def is_empty(self):
+        return not self
 
 
 def test_user_state_loads_its_users_and_routes_the_rest(backfilled):
     *_, snap, _ = backfilled
     boot = prepare_bootstrap(snap, CONFIG, 4, 2)
     operator = UserState(CONFIG, 2, 10**12)
-    operator.profiles, operator.last_seen, operator.cache = _MapState(), _MapState(), {"stale": None}
+    # One state per user shard (the operator's current key), as Flink keys it.
+    states: dict[int, dict[str, _MapState]] = {}
+    operator.logs = {}
     routed = []
+    user_records = 0
     for line in boot.event_lines:
-        routed += list(operator.process_element(next(iter(ParseEvents(CONFIG.window_ms, 4, True).process_element(line, None))), None))
+        record = next(iter(ParseEvents(CONFIG.window_ms, 4, True).process_element(line, None)))
+        if record.kind == "users":
+            user_records += 1
+            state = states.setdefault(record.shard, {"blocks": _MapState(), "profiles": _MapState(), "last_seen": _MapState()})
+            operator.blocks, operator.legacy_profiles, operator.legacy_last_seen = state["blocks"], state["profiles"], state["last_seen"]
+        routed += list(operator.process_element(record, None))
     snapshot = read_snapshot(snap)
-    assert dict(operator.profiles) == snapshot.profiles and dict(operator.last_seen) == snapshot.last_ts
-    assert operator.cache == {}
+    # In memory, and in the shards' logs as a restore reads them back.
+    assert {u: operator.logs[s].encoded(u) for s in operator.logs for u in operator.logs[s].users()} == snapshot.profiles
+    restored = {s: ProfileLog.restore(state["blocks"].items()) for s, state in states.items()}
+    assert {u: restored[s].encoded(u) for s in restored for u in restored[s].users()} == snapshot.profiles
+    assert {u: restored[s].last_seen(u) for s in restored for u in restored[s].users()} == snapshot.last_ts
+    # One block per bootstrap line, not a put per user.
+    assert sum(len(state["blocks"]) for state in states.values()) == user_records
     assert sorted((tag.tag_id, r.kind, r.shard) for tag, r in routed) == sorted([(ITEM_DELTAS.tag_id, "items", 0), (ITEM_DELTAS.tag_id, "items", 1), (TREND_DELTAS.tag_id, "trending", 0)])
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
 from transforms.config import ModelConfig
 from transforms.decay import naive_decayed_sum
 from transforms.events import ADD_TO_CART, CLICK, FAVORITE, FORGET, PURCHASE, REMOVE_FROM_CART, VIEW
-from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user, scorable, top_interests
+from transforms.profile import ItemContribution, UserProfile, apply_user_events, apply_window, group_by_user, scorable, top_interests
 
 BIG_HALF_LIFE = 10**12  # decay is negligible over the few hundred ms of these sequences
 
@@ -194,3 +196,31 @@ def test_group_by_user():
 def test_empty_profile():
     assert UserProfile().is_empty
     assert not UserProfile(purchased={"x": 1}).is_empty
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_apply_window_is_the_per_user_loop(seed):
+    """apply_window (the step the engine and the user-state operator share) applies each user's
+    events with apply_user_events, users in first-appearance order: same profiles, same deltas in
+    the same order, and each user's latest event time; on random streams with forgets, cart
+    removals, purchases, ties in time and pruning."""
+    rng = np.random.default_rng(seed)
+    n = 400
+    config = ModelConfig(max_user_items=4, max_clock_skew_ms=50, half_life_ms=500)
+    users = np.array([f"u{k}" for k in rng.integers(0, 12, n)], dtype=object)
+    items = np.array([f"i{k}" for k in rng.integers(0, 15, n)], dtype=object)
+    codes = rng.choice([VIEW, CLICK, ADD_TO_CART, REMOVE_FROM_CART, PURCHASE, FAVORITE, FORGET], n, p=[0.4, 0.15, 0.15, 0.1, 0.1, 0.05, 0.05])
+    ts = np.sort(rng.integers(0, 20_000, n))  # repeats: ties in time
+    weights = np.where(codes == REMOVE_FROM_CART, -1.0, rng.integers(0, 4, n).astype(np.float64))
+    start = {"u0": apply_user_events(None, ["i1", "i2"], [VIEW, ADD_TO_CART], [0, 1], [1.0, 2.0], config, ItemContribution())}
+
+    expected_out = ItemContribution()
+    expected = []
+    for user, rows in group_by_user(users):
+        profile = apply_user_events(copy.deepcopy(start.get(user)), items[rows].tolist(), codes[rows].tolist(), ts[rows].tolist(), weights[rows].tolist(), config, expected_out)
+        expected.append((user, profile, int(ts[rows].max())))
+    out = ItemContribution()
+    got = apply_window(lambda u: copy.deepcopy(start.get(u)), users, items, codes, ts, weights, config, out)
+    assert got == expected
+    assert out == expected_out and out.pair_a
+    assert any(p.is_forgotten for _, p, _ in got)

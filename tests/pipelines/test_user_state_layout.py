@@ -1,0 +1,179 @@
+"""UserState's state layout without a cluster: the operator's calls on dict-backed state handles.
+
+The Flink equality, restore and kill tests run the same code on a real
+mini-cluster; here the cases a cluster run cannot set up: a savepoint of the
+earlier per-user layout (migrated, or refused with a clear message), the
+number of state calls per window, and the TTL sweep.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from pipelines.messages import Bundle, EventSlice, UserSnapshot
+from pipelines.operators import UserState
+from state.profile_log import ProfileLog
+from state.schemas import SchemaError, encode_profile
+from transforms.config import ModelConfig
+from transforms.engine import ReferenceEngine
+from transforms.events import EventBatch, split_feedback
+from transforms.synthetic import generate_shop
+from transforms.windows import WindowClock
+
+CONFIG = ModelConfig()
+LONG_MIN = -(2**63)
+
+
+class _Map(dict):
+    """A MapState on a dict, counting the calls that write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def put(self, key, value):
+        self.writes += 1
+        self[key] = value
+
+    def remove(self, key):
+        self.writes += 1
+        del self[key]
+
+    def is_empty(self):
+        return not self
+
+
+class _Value:
+    def __init__(self) -> None:
+        self.value_ = None
+
+    def value(self):
+        return self.value_
+
+    def update(self, value):
+        self.value_ = value
+
+
+class _Counter:
+    def inc(self, n=1):
+        pass
+
+
+class _Ctx:
+    class _Timers:
+        def current_watermark(self):
+            return LONG_MIN
+
+    def timer_service(self):
+        return self._Timers()
+
+
+def _operator(blocks: _Map, legacy_profiles: _Map | None = None, legacy_last_seen: _Map | None = None, ttl_ms: int = 10**12, sweep_every_ms: int = 3_600_000) -> UserState:
+    operator = UserState(CONFIG, 2, ttl_ms, sweep_every_ms=sweep_every_ms, emit_feedback=False)
+    operator.blocks = blocks
+    operator.legacy_profiles = legacy_profiles if legacy_profiles is not None else _Map()
+    operator.legacy_last_seen = legacy_last_seen if legacy_last_seen is not None else _Map()
+    operator.last_sweep = _Value()
+    operator.logs = {}
+    operator.late_counter = operator.users_counter = _Counter()
+    return operator
+
+
+def _events() -> EventBatch:
+    _, stream = generate_shop(users=300, items=100, events=4_000, seed=3)
+    return split_feedback(EventBatch.concat(list(stream)).sorted_by_time())[0]
+
+
+def _bundles(events: EventBatch, chunk: int = 500) -> list[Bundle]:
+    """The events in chunks, each chunk split by window (one user shard: 0), as ParseEvents bundles them."""
+    clock = WindowClock.of(CONFIG)
+    out = []
+    for start in range(0, len(events), chunk):
+        part = events.take(slice(start, start + chunk))
+        windows = clock.window_of(part.ts)
+        slices = []
+        for window in sorted(set(windows.tolist())):
+            rows = part.take(windows == window)
+            slices.append(EventSlice(window, 0, rows, int(rows.ts.max())))
+        out.append(Bundle(0, slices, max(s.max_ts for s in slices)))
+    return out
+
+
+def _run(operator: UserState, bundles: list[Bundle]) -> dict[str, bytes | None]:
+    """Feed the bundles; the latest snapshot bytes per user."""
+    latest: dict[str, bytes | None] = {}
+    for bundle in bundles:
+        for out in operator.process_element(bundle, _Ctx()):
+            if isinstance(out, Bundle) and out.parts and isinstance(out.parts[0], UserSnapshot):
+                for snapshot in out.parts:
+                    latest.update(snapshot.profiles)
+    return latest
+
+
+def _engine_profiles(events: EventBatch) -> dict[str, bytes]:
+    engine = ReferenceEngine(CONFIG, score_users=False)
+    engine.process(events)
+    return {user: encode_profile(profile) for user, profile in engine.profiles.items()}
+
+
+def test_one_put_per_call_and_a_restore_continues_exactly():
+    events = _events()
+    bundles = _bundles(events)
+    half = len(bundles) // 2
+    blocks = _Map()
+    first = _operator(blocks)
+    _run(first, bundles[:half])
+    # A put per call (plus the removes of cleaned blocks), not a put per user.
+    assert blocks.writes <= 3 * half
+    # A restarted operator (memory empty) reads the shard back from its blocks and goes on.
+    second = _operator(blocks)
+    latest = _run(second, bundles[half:])
+    expected = _engine_profiles(events)
+    assert {u: second.logs[0].encoded(u) for u in second.logs[0].users()} == expected
+    assert {u: raw for u, raw in latest.items()} == {u: expected[u] for u in latest}
+    assert {u: raw for u, raw in ProfileLog.restore(blocks.items())._raw.items()} == expected
+
+
+def test_a_savepoint_of_the_per_user_layout_is_migrated():
+    events = _events()
+    bundles = _bundles(events)
+    half = len(bundles) // 2
+    before = EventBatch.concat([s.events for b in bundles[:half] for s in b.parts])
+    # What the earlier release kept: a profile and a last-seen time per user.
+    legacy_profiles, legacy_last_seen = _Map(), _Map()
+    engine = ReferenceEngine(CONFIG, score_users=False)
+    engine.process(before)
+    for user, profile in engine.profiles.items():
+        legacy_profiles[user] = encode_profile(profile)
+        legacy_last_seen[user] = profile.last_ts
+    blocks = _Map()
+    operator = _operator(blocks, legacy_profiles, legacy_last_seen)
+    _run(operator, bundles[half:])
+    assert not legacy_profiles and not legacy_last_seen  # migrated, then cleared
+    expected = _engine_profiles(events)
+    restored = ProfileLog.restore(blocks.items())
+    assert {u: restored.encoded(u) for u in restored.users()} == expected
+
+
+def test_a_per_user_value_of_an_unknown_version_is_refused_clearly():
+    legacy = _Map()
+    legacy["u1"] = orjson.dumps({"v": 99})
+    operator = _operator(_Map(), legacy)
+    with pytest.raises(SchemaError, match="cannot migrate user state of the per-user layout \\(user 'u1'\\)"):
+        _run(operator, _bundles(_events())[:1])
+
+
+def test_users_unseen_for_the_ttl_are_dropped_from_state():
+    events = _events()
+    bundles = _bundles(events)
+    blocks = _Map()
+    # Event time of the shop spans days: a one-hour TTL swept every 10 minutes drops most users.
+    operator = _operator(blocks, ttl_ms=3_600_000, sweep_every_ms=600_000)
+    _run(operator, bundles)
+    end = int(events.ts.max())
+    restored = ProfileLog.restore(blocks.items())
+    kept = set(restored.users())
+    assert kept == set(operator.logs[0].users())
+    assert kept and len(kept) < len(set(events.user.tolist()))
+    assert all(end - restored.last_seen(u) <= 3_600_000 + 600_000 for u in kept)
