@@ -99,10 +99,12 @@ Memory and state
     process tree (the Python client, the JVM and, in process mode, the Python
     workers), sampled every 100 ms, over all runs.
     ``state_bytes_per_user``: what the user-state operator keeps per user in
-    managed state — the encoded profile (:func:`state.schemas.encode_profile`)
-    plus the user id as key of the two MapStates and the 8-byte last-seen
-    time — averaged over the users of the replay, computed from the reference
-    engine's profiles after the same events (the job's are identical).
+    managed state — the user's entry in a profile block
+    (:func:`state.schemas.encode_profile_block`: encoded profile, user id,
+    last-seen time, framing) — averaged over the users of the replay, computed
+    from the reference engine's profiles after the same events (the job's are
+    identical).  Between cleanings the profile log holds up to
+    ``ProfileLog.max_ratio`` times that (:mod:`state.profile_log`).
     ``redis_bytes_per_user``: ``MEMORY USAGE`` of a user's keys (home list,
     cart list, profile summary) after the replay, averaged over up to 2,000 users.
 """
@@ -610,18 +612,17 @@ def run_child(spec: dict[str, Any], workdir: Path, timeout_s: float) -> dict[str
 
 def state_bytes_per_user(events, catalog, config) -> dict[str, float]:
     """Mean bytes the user-state operator keeps per user, from the reference engine's profiles after ``events``."""
-    from state.schemas import encode_profile
+    from state.schemas import encode_profile, encode_profile_block
     from transforms.engine import ReferenceEngine
 
     engine = ReferenceEngine(config, catalog, score_users=False)
     engine.process(events)
-    sizes = [len(encode_profile(p)) for p in engine.profiles.values()]
-    keys = [len(u.encode()) for u in engine.profiles]
-    if not sizes:
+    encoded = {user: encode_profile(p) for user, p in engine.profiles.items()}
+    if not encoded:
         return {"state_bytes_per_user": 0.0, "profile_bytes_per_user": 0.0, "users": 0}
-    # profiles MapState (key + encoded profile) and last_seen MapState (key + 8-byte long).
-    total = [s + 2 * k + 8 for s, k in zip(sizes, keys)]
-    return {"state_bytes_per_user": float(np.mean(total)), "profile_bytes_per_user": float(np.mean(sizes)), "users": len(sizes)}
+    block = encode_profile_block((user, engine.profiles[user].last_ts, raw) for user, raw in encoded.items())
+    sizes = [len(raw) for raw in encoded.values()]
+    return {"state_bytes_per_user": len(block) / len(sizes), "profile_bytes_per_user": float(np.mean(sizes)), "users": len(sizes)}
 
 
 def measure_sparse(args: argparse.Namespace, workdir: Path, base: dict[str, Any], mode: str, redis_url: str, repeats: int, say) -> dict[str, Any]:
