@@ -56,6 +56,7 @@ from pipelines.messages import (
 from pipelines.spool_retention import SPOOL_FILES_READ
 from pipelines.spoolfiles import END_PREFIX, ended_file
 from state.embeddings import ExportError, read_export
+from state.itemstate import ItemModelStore
 from state.keys import KeyKind
 from state.metrics import ADS_TTL_S, DAY_MS, DAYS, EXPERIMENTS, MINUTE_MS, MINUTES, RunningTotals, ads_field, format_value
 from state.schemas import (
@@ -67,7 +68,6 @@ from state.schemas import (
     decode_experiment_ref,
     decode_facts,
     decode_profile,
-    decode_row,
     decode_scored,
     decode_sponsored,
     decode_sponsorships,
@@ -81,7 +81,6 @@ from state.schemas import (
     encode_experiment_ref,
     encode_facts,
     encode_profile,
-    encode_row,
     encode_scored,
     encode_sponsored,
     encode_sponsorships,
@@ -798,6 +797,11 @@ class ItemModelOperator(KeyedProcessFunction):
     At each window close: apply the window's deltas; at the first close of each
     refresh slot (and at the end of a bounded input), recompute the neighbours
     of changed items and emit them to the scorer and to Redis.
+
+    The model lives in memory between windows; managed state is a columnar
+    block plus a log of changes, one entry per timer pass whatever it closed
+    (:class:`state.itemstate.ItemModelStore`), and is read back after a
+    restore or rescale.
     """
 
     def __init__(self, config: ModelConfig, item_shards: int, ttls: Ttls) -> None:
@@ -807,10 +811,14 @@ class ItemModelOperator(KeyedProcessFunction):
 
     def open(self, runtime_context) -> None:
         self.pending = PendingByWindow(_bytes_map(runtime_context, "pending"))
+        # "rows" and "counts" hold the row layout of earlier releases (and of a bootstrap): migrated on first use.
         self.rows = _bytes_map(runtime_context, "rows")
         self.counts = runtime_context.get_map_state(MapStateDescriptor("counts", Types.STRING(), Types.DOUBLE()))
         self.meta = _bytes_value(runtime_context, "meta")
-        self.models: dict[int, ItemModel] = {}
+        self.store = ItemModelStore(
+            self.config, _bytes_value(runtime_context, "items-block"), _bytes_map(runtime_context, "items-log"), self.meta, self.rows, self.counts
+        )
+        self.models: dict[int, tuple[ItemModel, dict]] = {}
 
     def process_element(self, value: Bundle | BootRecord, ctx) -> Iterable:
         if isinstance(value, BootRecord):
@@ -827,41 +835,23 @@ class ItemModelOperator(KeyedProcessFunction):
         if value.parts:
             ctx.timer_service().register_event_time_timer(LONG_MAX)
 
-    def _meta(self) -> dict:
-        raw = self.meta.value()
-        return orjson.loads(raw) if raw else {"v": 1, "slot": None, "end": 0, "dirty": []}
-
-    def _model(self, shard: int) -> ItemModel:
-        model = self.models.get(shard)
-        if model is None:
+    def _model(self, shard: int) -> tuple[ItemModel, dict]:
+        loaded = self.models.get(shard)
+        if loaded is None:
             shards = self.item_shards
-            model = ItemModel(self.config, owns=lambda item: shard_of(item, shards) == shard)
-            counted = list(self.counts.items())
-            if counted:
-                codes = model.vocab.encode([item for item, _ in counted])
-                model._grow()
-                model.counts[codes] = [count for _, count in counted]
-            for item, raw in self.rows.items():
-                others, weights = decode_row(raw)
-                order = np.argsort(codes_of := model.vocab.encode(others), kind="stable")
-                model._grow()
-                model.rows[int(model.vocab.encode([item])[0])] = (codes_of[order], np.asarray(weights, dtype=np.float64)[order])
-            model.dirty = set(model.vocab.encode(self._meta()["dirty"]).tolist())
-            self.models[shard] = model
-        return model
+            loaded = self.models[shard] = self.store.load(owns=lambda item: shard_of(item, shards) == shard)
+        return loaded
 
     def on_timer(self, timestamp: int, ctx) -> Iterable:
-        model = self._model(ctx.get_current_key())
-        meta = self._meta()
+        model, meta = self._model(ctx.get_current_key())
         updates: list[ModelUpdate] = []
         writes: list = []
         if timestamp == LONG_MAX:
-            self._refresh(model, meta, meta["end"], updates, writes)
+            self._refresh(model, meta["end"], updates, writes)
         else:
             for window, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending):
                 self._close(model, meta, window, raws, updates, writes)
-        meta["dirty"] = [model.vocab.ids[c] for c in sorted(model.dirty)]
-        self.meta.update(orjson.dumps(meta))
+        self.store.save(model, meta)
         if updates:
             yield Bundle(0, updates)
         if writes:
@@ -871,28 +861,20 @@ class ItemModelOperator(KeyedProcessFunction):
         """Apply one window's deltas; at the first close of a refresh slot, refresh the changed neighbours."""
         end = WindowClock.of(self.config).end(window)
         deltas = [decode_pending(raw)[2] for raw in raws]
-        items = [i for d in deltas for i in d["i"]]
-        pair_a = [a for d in deltas for a in d["a"]]
         model.apply_window(
-            items,
+            [i for d in deltas for i in d["i"]],
             [w for d in deltas for w in d["n"]],
-            pair_a,
+            [a for d in deltas for a in d["a"]],
             [b for d in deltas for b in d["b"]],
             [w for d in deltas for w in d["w"]],
         )
-        for item in set(items):
-            self.counts.put(item, model.count_of(item))
-        ids = model.vocab.array()
-        for item in set(pair_a):
-            codes, weights = model.rows[model.vocab.code[item]]
-            self.rows.put(item, encode_row(ids[codes].tolist(), weights.tolist()))
         meta["end"] = end
         slot = WindowClock.of(self.config).refresh_slot(end)
         if slot != meta["slot"]:
             meta["slot"] = slot
-            self._refresh(model, meta, end, updates, writes)
+            self._refresh(model, end, updates, writes)
 
-    def _refresh(self, model: ItemModel, meta: dict, end: int, updates: list, writes: list) -> None:
+    def _refresh(self, model: ItemModel, end: int, updates: list, writes: list) -> None:
         changed = model.refresh()
         if not changed:
             return
