@@ -1,9 +1,8 @@
-"""`flowrec bench itemmodel`: per-window cost of the item model and trending, by state layout.
+"""`flowrec bench itemmodel`: per-window cost of the item-model operator, by state layout.
 
-The item-model and trending operators close windows: apply the window's
-deltas, refresh neighbour lists / trending lists at refresh slots, and write
-their state.  This benchmark replays what those operators receive, outside
-Flink, on two shops:
+The item-model operator closes windows: it applies the window's deltas,
+refreshes neighbour lists at refresh slots, and writes its state.  This
+benchmark replays what the operator receives, outside Flink, on two shops:
 
 * ``dense``: the `flowrec bench stream` shop (``--users/--items/--events``,
   time compressed to ``--event-rate`` events/s of event time), so each 200 ms
@@ -14,20 +13,21 @@ Flink, on two shops:
 Each window's deltas are computed as the user-state operator computes them
 (:func:`transforms.profile.apply_user_events` per user, item occurrence
 weights summed per window), before any timing.  Then each layout closes the
-same windows, timed per phase (CPU time of this process):
+same windows with the same model maths, timed per phase (CPU time):
 
-* ``rows`` (the layout before the columnar model): after each window, every
-  touched item's count is a MapState put and every touched co-occurrence row
-  is re-encoded (:func:`state.schemas.encode_row`) and put; the meta (with the
-  dirty list) is rewritten; trending re-encodes and puts each touched bucket;
-* ``columnar`` (:mod:`state.itemstate`): the window's aggregated deltas are one
-  log entry, the meta one small value, and every ``compact_every`` windows the
-  whole model is written as one columnar block (trending likewise).
+* ``rows`` (the layout before the columnar block): every touched item's count
+  is a MapState put and every touched co-occurrence row is re-encoded
+  (:func:`state.schemas.encode_row`) and put; the meta, with the dirty list,
+  is rewritten once per timer pass;
+* ``columnar`` (:class:`state.itemstate.ItemModelStore`): per timer pass the
+  model's changes are one log entry and the meta one small value; the log is
+  compacted into one columnar block when it outgrows it.
 
-State calls are counted against dict-backed stand-ins for Flink's MapState
-and ValueState (each real call crosses from Python to the JVM, so fewer is
-better, whatever they cost here); bytes are the encoded sizes written.
-Numbers are printed, never asserted.
+``--pass-windows`` windows are closed per timer pass.  State calls are counted
+against dict-backed stand-ins for Flink's MapState and ValueState (each real
+call crosses from Python to the JVM, so fewer is better, whatever they cost
+here); bytes are the encoded sizes written and kept.  Numbers are printed,
+never asserted.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any, Callable
 import numpy as np
 import orjson
 
-HELP = "per-window cost of the item model and trending operators' maths and state writes, old row layout vs columnar blocks"
+HELP = "per-window cost of the item model operator's maths and state writes, old row layout vs columnar block + change log"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shops", nargs="+", choices=("dense", "sparse"), default=["dense", "sparse"])
     parser.add_argument("--layouts", nargs="+", choices=("rows", "columnar"), default=["rows", "columnar"])
     parser.add_argument("--repeats", type=int, default=3, help="runs per layout, interleaved; medians are reported (default 3)")
+    parser.add_argument("--pass-windows", type=int, default=1, help="windows closed per timer pass (the job closes every window up to the watermark in one pass; default 1, the worst case for per-pass writes)")
     parser.add_argument("--json", action="store_true")
 
 
@@ -188,56 +189,38 @@ class Timer:
         return result
 
 
-def run_rows(windows: list[Window], config) -> dict:
-    """The row layout as ItemModelOperator and TrendingOperator kept it before the columnar blocks."""
+def run_rows(windows: list[Window], config, pass_windows: int) -> dict:
+    """The row layout ItemModelOperator kept before the columnar block: per pass, a put per touched count and row."""
     from state.schemas import encode_row, encode_scored
     from transforms.cooccurrence import ItemModel
-    from transforms.trending import TrendingModel
     from transforms.windows import WindowClock
 
     clock = WindowClock.of(config)
     stats = {"calls": 0, "bytes": 0}
     rows, counts, meta_state = CountingMap(stats), CountingMap(stats), CountingValue(stats)
-    buckets, trend_meta = CountingMap(stats), CountingValue(stats)
-    model, trending = ItemModel(config), TrendingModel(config)
+    model = ItemModel(config)
     timer = Timer()
-    slot = trend_slot = None
-    since = 0
-    for w in windows:
-        end = clock.end(w.window)
-        timer.time("apply", lambda: model.apply_window(w.items, w.item_weights, w.pair_a, w.pair_b, w.pair_weights))
+    slot = None
+    for start in range(0, len(windows), pass_windows):
+        for w in windows[start : start + pass_windows]:
+            end = clock.end(w.window)
+            timer.time("apply", lambda: model.apply_window(w.items, w.item_weights, w.pair_a, w.pair_b, w.pair_weights))
 
-        def write_rows() -> None:
-            for item in set(w.items):
-                counts.put(item, model.count_of(item))
-            ids = model.vocab.array()
-            for item in set(w.pair_a):
-                codes, weights = model.rows[model.vocab.code[item]]
-                rows.put(item, encode_row(ids[codes].tolist(), weights.tolist()))
+            def write_rows() -> None:
+                for item in set(w.items):
+                    counts.put(item, model.count_of(item))
+                ids = model.vocab.array()
+                for item in set(w.pair_a):
+                    codes, weights = model.rows[model.vocab.code[item]]
+                    rows.put(item, encode_row(ids[codes].tolist(), weights.tolist()))
 
-        timer.time("state", write_rows)
-        if clock.refresh_slot(end) != slot:
-            slot = clock.refresh_slot(end)
-            changed = timer.time("refresh", model.refresh)
-            timer.time("emit", lambda: [encode_scored(ids, sims) for ids, sims in changed.values()])
+            timer.time("state", write_rows)
+            if clock.refresh_slot(end) != slot:
+                slot = clock.refresh_slot(end)
+                changed = timer.time("refresh", model.refresh)
+                timer.time("emit", lambda: [encode_scored(ids, sims) for ids, sims in changed.values()])
         timer.time("state", lambda: meta_state.update(orjson.dumps({"v": 1, "slot": slot, "end": end, "dirty": [model.vocab.ids[c] for c in sorted(model.dirty)]})))
-        # trending
-        timer.time("trend", lambda: trending.add(w.trend_items, w.trend_ts, w.trend_weights))
-        since += w.events
-
-        def write_buckets() -> None:
-            for bucket in {t // config.trending_slide_ms for t in w.trend_ts}:
-                values = trending.buckets[bucket]
-                buckets.put(str(bucket), encode_scored(list(values.keys()), list(values.values())))
-
-        timer.time("trend_state", write_buckets)
-        if clock.refresh_slot(end) != trend_slot:
-            trend_slot = clock.refresh_slot(end)
-            if since:
-                since = 0
-                timer.time("trend", lambda: trending.lists(end, lambda item: ""))
-        timer.time("trend_state", lambda: trend_meta.update(orjson.dumps({"v": 2, "slot": trend_slot, "end": end, "since": since, "changed": sorted(trending.changed)})))
-    return {"phases": timer.phases, "state_calls": stats["calls"], "state_bytes_written": stats["bytes"], "state_bytes_kept": _kept(rows, counts, meta_state, buckets, trend_meta)}
+    return {"phases": timer.phases, "state_calls": stats["calls"], "state_bytes_written": stats["bytes"], "state_bytes_kept": _kept(rows, counts, meta_state)}
 
 
 def _kept(*states) -> int:
@@ -250,44 +233,29 @@ def _kept(*states) -> int:
     return total
 
 
-def run_columnar(windows: list[Window], config) -> dict:
-    """The columnar layout: :class:`state.itemstate.ItemModelStore` and :class:`state.itemstate.TrendingStore`."""
-    from state.itemstate import ItemModelStore, TrendingStore
+def run_columnar(windows: list[Window], config, pass_windows: int) -> dict:
+    """The columnar layout (:class:`state.itemstate.ItemModelStore`): per pass one log entry (or block) and the meta."""
+    from state.itemstate import ItemModelStore
+    from state.schemas import encode_scored
     from transforms.windows import WindowClock
 
     clock = WindowClock.of(config)
     stats = {"calls": 0, "bytes": 0}
     states = [CountingValue(stats), CountingMap(stats), CountingValue(stats)]
-    trend_states = [CountingValue(stats), CountingMap(stats), CountingValue(stats)]
     store = ItemModelStore(config, *states)
-    trend_store = TrendingStore(config, *trend_states)
-    model = store.load(owns=lambda item: True)
-    trending = trend_store.load()
+    model, meta = store.load(owns=lambda item: True)
     timer = Timer()
-    slot = trend_slot = None
-    since = 0
-    for w in windows:
-        end = clock.end(w.window)
-        timer.time("apply", lambda: model.apply_window(w.items, w.item_weights, w.pair_a, w.pair_b, w.pair_weights))
-        timer.time("state", lambda: store.log_window(model, w.window, w.items, w.item_weights, w.pair_a, w.pair_b, w.pair_weights))
-        refreshed = clock.refresh_slot(end) != slot
-        if refreshed:
-            slot = clock.refresh_slot(end)
-            from state.schemas import encode_scored
-
-            changed = timer.time("refresh", model.refresh)
-            timer.time("emit", lambda: [encode_scored(ids, sims) for ids, sims in changed.values()])
-        timer.time("state", lambda: store.close(model, {"slot": slot, "end": end}, w.window, refreshed))
-        timer.time("trend", lambda: trending.add(w.trend_items, w.trend_ts, w.trend_weights))
-        since += w.events
-        timer.time("trend_state", lambda: trend_store.log_window(trending, w.window, w.trend_items, w.trend_ts, w.trend_weights))
-        if clock.refresh_slot(end) != trend_slot:
-            trend_slot = clock.refresh_slot(end)
-            if since:
-                since = 0
-                timer.time("trend", lambda: trending.lists(end, lambda item: ""))
-        timer.time("trend_state", lambda: trend_store.close(trending, {"slot": trend_slot, "end": end, "since": since}, w.window))
-    return {"phases": timer.phases, "state_calls": stats["calls"], "state_bytes_written": stats["bytes"], "state_bytes_kept": _kept(*states, *trend_states)}
+    for start in range(0, len(windows), pass_windows):
+        for w in windows[start : start + pass_windows]:
+            end = clock.end(w.window)
+            timer.time("apply", lambda: model.apply_window(w.items, w.item_weights, w.pair_a, w.pair_b, w.pair_weights))
+            meta["end"] = end
+            if clock.refresh_slot(end) != meta["slot"]:
+                meta["slot"] = clock.refresh_slot(end)
+                changed = timer.time("refresh", model.refresh)
+                timer.time("emit", lambda: [encode_scored(ids, sims) for ids, sims in changed.values()])
+        timer.time("state", lambda: store.save(model, meta))
+    return {"phases": timer.phases, "state_calls": stats["calls"], "state_bytes_written": stats["bytes"], "state_bytes_kept": _kept(*states)}
 
 
 LAYOUTS = {"rows": run_rows, "columnar": run_columnar}
@@ -297,12 +265,12 @@ def _median(values: list[float]) -> float:
     return float(np.median(values)) if values else 0.0
 
 
-def measure(name: str, windows: list[Window], config, layouts: list[str], repeats: int) -> dict:
+def measure(name: str, windows: list[Window], config, layouts: list[str], repeats: int, pass_windows: int = 1) -> dict:
     events = sum(w.events for w in windows)
     runs: dict[str, list[dict]] = {layout: [] for layout in layouts}
     for _ in range(repeats):
         for layout in layouts:  # interleaved
-            runs[layout].append(LAYOUTS[layout](windows, config))
+            runs[layout].append(LAYOUTS[layout](windows, config, pass_windows))
     out: dict[str, Any] = {"events": events, "windows": len(windows)}
     for layout, results in runs.items():
         phases = sorted({p for r in results for p in r["phases"]})
@@ -333,10 +301,10 @@ def main(args: argparse.Namespace) -> int:
     if "dense" in args.shops:
         _, stream = generate_shop(users=args.users, items=args.items, events=args.events, seed=args.seed)
         events = compress_time(EventBatch.concat(list(stream)), args.event_rate)
-        result["dense"] = measure("dense", windows_of(events, config), config, args.layouts, args.repeats)
+        result["dense"] = measure("dense", windows_of(events, config), config, args.layouts, args.repeats, args.pass_windows)
     if "sparse" in args.shops:
         _, stream = generate_shop(users=args.sparse_users, items=args.sparse_items, events=args.sparse_events, seed=args.seed)
-        result["sparse"] = measure("sparse", windows_of(EventBatch.concat(list(stream)), config), config, args.layouts, args.repeats)
+        result["sparse"] = measure("sparse", windows_of(EventBatch.concat(list(stream)), config), config, args.layouts, args.repeats, args.pass_windows)
     if args.json:
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return 0

@@ -103,7 +103,7 @@ from transforms.livemetrics import minute_start
 from transforms.experiments import ExperimentControl, ExperimentStart, ExperimentStop, apply_control, control_order, score_by_variant, validate_experiment_control
 from transforms.profile import ItemContribution, UserProfile, apply_user_events, group_by_user, scorable
 from transforms.scoring import ItemCodes, ScoringModel
-from transforms.trending import TrendingModel
+from transforms.trending import TrendingModel, TrendingState
 from transforms.windows import WindowClock
 
 log = logging.getLogger(__name__)
@@ -1063,18 +1063,17 @@ class TrendingOperator(KeyedProcessFunction):
 
     def _load(self) -> TrendingModel:
         if self.model is None:
-            model = TrendingModel(self.config)
+            meta = self._meta()
+            buckets = {}
             for bucket, raw in self.buckets.items():
                 ids, weights = decode_scored(raw)
-                model.add(ids.tolist(), [int(bucket) * self.config.trending_slide_ms] * len(ids), weights.tolist())
-            meta = self._meta()
-            model.changed = set(meta["changed"])
+                buckets[int(bucket)] = dict(zip(ids.tolist(), weights.tolist()))
             self.categories = {item: decode_facts(raw)[0] for item, raw in self.facts.items()}
-            listed = dict(self.listed.items()) if meta["v"] >= 2 else {item: self.categories.get(item, "") for item in model.totals}
-            for item, category in listed.items():
-                model.category[item] = category
-                model.members.setdefault(category, set()).add(item)
-            self.model = model
+            if meta["v"] >= 2:
+                listed = dict(self.listed.items())
+            else:  # v1 state did not keep the listed categories: file every item under its current one
+                listed = {item: self.categories.get(item, "") for values in buckets.values() for item in values}
+            self.model = TrendingModel.from_state(self.config, TrendingState(buckets, None, meta["changed"], listed))
         return self.model
 
     def on_timer(self, timestamp: int, ctx) -> Iterable:
@@ -1087,7 +1086,7 @@ class TrendingOperator(KeyedProcessFunction):
         else:
             for window, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending):
                 self._close(model, meta, window, raws, updates, writes)
-        meta["changed"] = sorted(model.changed)
+        meta["changed"] = sorted(model.changed_items())
         self.meta.update(orjson.dumps(meta))
         if updates:
             yield Bundle(0, updates)
@@ -1110,7 +1109,7 @@ class TrendingOperator(KeyedProcessFunction):
             meta["since"] += p["e"]
             model.add(p["i"], p["t"], p["w"])
             for bucket in {t // slide for t in p["t"]}:
-                values = model.buckets[bucket]
+                values = model.bucket(bucket)
                 self.buckets.put(str(bucket), encode_scored(list(values.keys()), list(values.values())))
         if events_window:
             meta["end"] = end
@@ -1126,19 +1125,21 @@ class TrendingOperator(KeyedProcessFunction):
         slide = self.config.trending_slide_ms
         # lists() re-files the changed items, including those whose buckets expire now.
         model.expire(end)
-        refiled = set(model.changed)
-        live = set(model.buckets)
+        refiled = model.changed_items()
+        live = model.bucket_indices()
         global_list, per_category = model.lists(end, lambda item: self.categories.get(item, ""))
         if meta["v"] < 2:  # v1 state: record every listed item once
-            refiled |= set(model.category)
+            refiled |= model.listed_items()
             meta["v"] = 2
+        kept = model.bucket_indices()
         for item in refiled:
-            if item in model.category:
-                self.listed.put(item, model.category[item])
+            category = model.listed_category(item)
+            if category is not None:
+                self.listed.put(item, category)
             else:
                 self.listed.remove(item)
         for bucket in [int(b) for b in self.buckets.keys()]:
-            if bucket not in live or bucket not in model.buckets:
+            if bucket not in live or bucket not in kept:
                 self.buckets.remove(str(bucket))
         window = WindowClock.of(self.config).window_of(end - 1)  # the window ending at `end`
         entries = [("t:", encode_scored(*global_list))] + [("tc:" + c, encode_scored(*tl)) for c, tl in per_category.items()]

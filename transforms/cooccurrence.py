@@ -136,11 +136,16 @@ def batch_top_k(row: np.ndarray, candidates: np.ndarray, scores: np.ndarray, k: 
     order = np.lexsort((k2[candidates], k1[candidates], -scores, row))
     sorted_rows = row[order]
     bounds = group_starts(sorted_rows)
+    # Rows where equal scores meet ids sharing their first 16 bytes need the exact order (rare): found in one pass.
+    c, s_sorted = candidates[order], scores[order]
+    tied = (sorted_rows[1:] == sorted_rows[:-1]) & (s_sorted[1:] == s_sorted[:-1]) & (k1[c][1:] == k1[c][:-1]) & (k2[c][1:] == k2[c][:-1])
+    needs_fix = set(sorted_rows[1:][tied].tolist()) if tied.any() else set()
     out = []
-    for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+    for s, e, r in zip(bounds[:-1].tolist(), bounds[1:].tolist(), sorted_rows[bounds[:-1]].tolist()):
         idx = order[s:e]
-        _fix_long_id_ties(idx, candidates, scores, k1, k2, vocab)
-        out.append((int(sorted_rows[s]), idx[:k]))
+        if r in needs_fix:
+            _fix_long_id_ties(idx, candidates, scores, k1, k2, vocab)
+        out.append((r, idx[:k]))
     return out
 
 
