@@ -73,9 +73,9 @@ from transforms.ads import sponsored_bids
 from transforms.catalog import CatalogItem, valid_top_category, validate_catalog_record
 from transforms.config import ModelConfig
 from transforms.content import ContentIndex
-from transforms.cooccurrence import ItemModel, Neighbours
+from transforms.cooccurrence import ItemModel, Neighbours, maps_from_state, state_from_maps
 from transforms.engine import FinalState, ReferenceEngine
-from transforms.trending import TrendingModel
+from transforms.trending import TrendingModel, TrendingState
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +172,8 @@ def capture(
     """
     check_cutoff(cutoff_ms, engine.config)
     items = engine.items
-    ids = items.vocab.ids
-    counts = {item: float(items.counts[code]) for code, item in enumerate(ids)}
-    rows = {ids[code]: ([ids[c] for c in codes.tolist()], weights.tolist()) for code, (codes, weights) in items.rows.items()}
-    trending = engine.trending
+    counts, rows, dirty = maps_from_state(items.to_state())
+    trending = engine.trending.to_state()
     model = engine.model
     return Snapshot(
         cutoff_ms=cutoff_ms,
@@ -188,14 +186,14 @@ def capture(
         last_window=dict(last_window),
         counts=counts,
         rows=rows,
-        dirty=sorted(ids[c] for c in items.dirty),
+        dirty=dirty,
         neighbours={item: (final.neighbours[item][0], _copy(nb)) for item, nb in items.neighbours.items()},
         catalog=list(engine.catalog.values()),
         content={item: (final.content[item][0], _copy(nb)) for item, nb in model.content.items()},
-        trending_buckets={b: dict(values) for b, values in trending.buckets.items()},
-        trending_totals=dict(trending.totals),
-        trending_category=dict(trending.category),
-        trending_changed=sorted(trending.changed),
+        trending_buckets=trending.buckets,
+        trending_totals=trending.totals,
+        trending_category=trending.category,
+        trending_changed=trending.changed,
         trending_global=None if final.trending_global is None else (final.trending_global[0], _copy(model.trending_global)),
         trending_by_category={c: (final.trending_by_category[c][0], _copy(tl)) for c, tl in model.trending_by_category.items()},
         counters=dict(counters or {}),
@@ -243,27 +241,12 @@ def restore_engine(
     engine = ReferenceEngine(config, (), on_window=on_window, score_users=score_users)
     engine.profiles = {user: decode_profile(raw) for user, raw in snapshot.profiles.items()}
 
-    items = ItemModel(config)
-    codes = items.vocab.encode(list(snapshot.counts))
-    items._grow()
-    items.counts[codes] = np.fromiter(snapshot.counts.values(), dtype=np.float64, count=len(codes))
-    for item, (others, weights) in snapshot.rows.items():
-        row_codes = items.vocab.encode(others)
-        order = np.argsort(row_codes, kind="stable")
-        items._grow()
-        items.rows[int(items.vocab.encode([item])[0])] = (row_codes[order], np.asarray(weights, dtype=np.float64)[order])
-    items.dirty = set(items.vocab.encode(snapshot.dirty).tolist())
+    items = ItemModel.from_state(config, state_from_maps(snapshot.counts, snapshot.rows, snapshot.dirty))
     items.neighbours.update({item: nb for item, (_, nb) in snapshot.neighbours.items()})
     engine.items = items
-
-    trending = TrendingModel(config)
-    trending.buckets = {b: dict(values) for b, values in snapshot.trending_buckets.items()}
-    trending.totals = dict(snapshot.trending_totals)
-    trending.changed = set(snapshot.trending_changed)
-    trending.category = dict(snapshot.trending_category)
-    for item, category in snapshot.trending_category.items():
-        trending.members.setdefault(category, set()).add(item)
-    engine.trending = trending
+    engine.trending = TrendingModel.from_state(
+        config, TrendingState(snapshot.trending_buckets, snapshot.trending_totals, snapshot.trending_changed, snapshot.trending_category)
+    )
 
     engine.catalog = {item.item_id: item for item in snapshot.catalog}
     model = engine.model

@@ -56,6 +56,7 @@ from pipelines.messages import (
 from pipelines.spool_retention import SPOOL_FILES_READ
 from pipelines.spoolfiles import END_PREFIX, ended_file
 from state.embeddings import ExportError, read_export
+from state.itemstate import ItemModelStore
 from state.keys import KeyKind
 from state.metrics import ADS_TTL_S, DAY_MS, DAYS, EXPERIMENTS, MINUTE_MS, MINUTES, RunningTotals, ads_field, format_value
 from state.profile_log import ProfileLog
@@ -68,7 +69,6 @@ from state.schemas import (
     decode_experiment_ref,
     decode_facts,
     decode_profile,
-    decode_row,
     decode_scored,
     decode_sponsored,
     decode_sponsorships,
@@ -82,7 +82,6 @@ from state.schemas import (
     encode_experiment_ref,
     encode_facts,
     encode_profile,
-    encode_row,
     encode_scored,
     encode_sponsored,
     encode_sponsorships,
@@ -105,7 +104,7 @@ from transforms.livemetrics import minute_start
 from transforms.experiments import ExperimentControl, ExperimentStart, ExperimentStop, apply_control, control_order, score_by_variant, validate_experiment_control
 from transforms.profile import ItemContribution, apply_window, group_by_user, scorable
 from transforms.scoring import ItemCodes, ScoringModel
-from transforms.trending import TrendingModel
+from transforms.trending import TrendingModel, TrendingState
 from transforms.windows import WindowClock
 
 log = logging.getLogger(__name__)
@@ -810,6 +809,11 @@ class ItemModelOperator(KeyedProcessFunction):
     At each window close: apply the window's deltas; at the first close of each
     refresh slot (and at the end of a bounded input), recompute the neighbours
     of changed items and emit them to the scorer and to Redis.
+
+    The model lives in memory between windows; managed state is a columnar
+    block plus a log of changes, one entry per timer pass whatever it closed
+    (:class:`state.itemstate.ItemModelStore`), and is read back after a
+    restore or rescale.
     """
 
     def __init__(self, config: ModelConfig, item_shards: int, ttls: Ttls) -> None:
@@ -819,10 +823,14 @@ class ItemModelOperator(KeyedProcessFunction):
 
     def open(self, runtime_context) -> None:
         self.pending = PendingByWindow(_bytes_map(runtime_context, "pending"))
+        # "rows" and "counts" hold the row layout of earlier releases (and of a bootstrap): migrated on first use.
         self.rows = _bytes_map(runtime_context, "rows")
         self.counts = runtime_context.get_map_state(MapStateDescriptor("counts", Types.STRING(), Types.DOUBLE()))
         self.meta = _bytes_value(runtime_context, "meta")
-        self.models: dict[int, ItemModel] = {}
+        self.store = ItemModelStore(
+            self.config, _bytes_value(runtime_context, "items-block"), _bytes_map(runtime_context, "items-log"), self.meta, self.rows, self.counts
+        )
+        self.models: dict[int, tuple[ItemModel, dict]] = {}
 
     def process_element(self, value: Bundle | BootRecord, ctx) -> Iterable:
         if isinstance(value, BootRecord):
@@ -839,41 +847,23 @@ class ItemModelOperator(KeyedProcessFunction):
         if value.parts:
             ctx.timer_service().register_event_time_timer(LONG_MAX)
 
-    def _meta(self) -> dict:
-        raw = self.meta.value()
-        return orjson.loads(raw) if raw else {"v": 1, "slot": None, "end": 0, "dirty": []}
-
-    def _model(self, shard: int) -> ItemModel:
-        model = self.models.get(shard)
-        if model is None:
+    def _model(self, shard: int) -> tuple[ItemModel, dict]:
+        loaded = self.models.get(shard)
+        if loaded is None:
             shards = self.item_shards
-            model = ItemModel(self.config, owns=lambda item: shard_of(item, shards) == shard)
-            counted = list(self.counts.items())
-            if counted:
-                codes = model.vocab.encode([item for item, _ in counted])
-                model._grow()
-                model.counts[codes] = [count for _, count in counted]
-            for item, raw in self.rows.items():
-                others, weights = decode_row(raw)
-                order = np.argsort(codes_of := model.vocab.encode(others), kind="stable")
-                model._grow()
-                model.rows[int(model.vocab.encode([item])[0])] = (codes_of[order], np.asarray(weights, dtype=np.float64)[order])
-            model.dirty = set(model.vocab.encode(self._meta()["dirty"]).tolist())
-            self.models[shard] = model
-        return model
+            loaded = self.models[shard] = self.store.load(owns=lambda item: shard_of(item, shards) == shard)
+        return loaded
 
     def on_timer(self, timestamp: int, ctx) -> Iterable:
-        model = self._model(ctx.get_current_key())
-        meta = self._meta()
+        model, meta = self._model(ctx.get_current_key())
         updates: list[ModelUpdate] = []
         writes: list = []
         if timestamp == LONG_MAX:
-            self._refresh(model, meta, meta["end"], updates, writes)
+            self._refresh(model, meta["end"], updates, writes)
         else:
             for window, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending):
                 self._close(model, meta, window, raws, updates, writes)
-        meta["dirty"] = [model.vocab.ids[c] for c in sorted(model.dirty)]
-        self.meta.update(orjson.dumps(meta))
+        self.store.save(model, meta)
         if updates:
             yield Bundle(0, updates)
         if writes:
@@ -883,28 +873,20 @@ class ItemModelOperator(KeyedProcessFunction):
         """Apply one window's deltas; at the first close of a refresh slot, refresh the changed neighbours."""
         end = WindowClock.of(self.config).end(window)
         deltas = [decode_pending(raw)[2] for raw in raws]
-        items = [i for d in deltas for i in d["i"]]
-        pair_a = [a for d in deltas for a in d["a"]]
         model.apply_window(
-            items,
+            [i for d in deltas for i in d["i"]],
             [w for d in deltas for w in d["n"]],
-            pair_a,
+            [a for d in deltas for a in d["a"]],
             [b for d in deltas for b in d["b"]],
             [w for d in deltas for w in d["w"]],
         )
-        for item in set(items):
-            self.counts.put(item, model.count_of(item))
-        ids = model.vocab.array()
-        for item in set(pair_a):
-            codes, weights = model.rows[model.vocab.code[item]]
-            self.rows.put(item, encode_row(ids[codes].tolist(), weights.tolist()))
         meta["end"] = end
         slot = WindowClock.of(self.config).refresh_slot(end)
         if slot != meta["slot"]:
             meta["slot"] = slot
-            self._refresh(model, meta, end, updates, writes)
+            self._refresh(model, end, updates, writes)
 
-    def _refresh(self, model: ItemModel, meta: dict, end: int, updates: list, writes: list) -> None:
+    def _refresh(self, model: ItemModel, end: int, updates: list, writes: list) -> None:
         changed = model.refresh()
         if not changed:
             return
@@ -1093,18 +1075,17 @@ class TrendingOperator(KeyedProcessFunction):
 
     def _load(self) -> TrendingModel:
         if self.model is None:
-            model = TrendingModel(self.config)
+            meta = self._meta()
+            buckets = {}
             for bucket, raw in self.buckets.items():
                 ids, weights = decode_scored(raw)
-                model.add(ids.tolist(), [int(bucket) * self.config.trending_slide_ms] * len(ids), weights.tolist())
-            meta = self._meta()
-            model.changed = set(meta["changed"])
+                buckets[int(bucket)] = dict(zip(ids.tolist(), weights.tolist()))
             self.categories = {item: decode_facts(raw)[0] for item, raw in self.facts.items()}
-            listed = dict(self.listed.items()) if meta["v"] >= 2 else {item: self.categories.get(item, "") for item in model.totals}
-            for item, category in listed.items():
-                model.category[item] = category
-                model.members.setdefault(category, set()).add(item)
-            self.model = model
+            if meta["v"] >= 2:
+                listed = dict(self.listed.items())
+            else:  # v1 state did not keep the listed categories: file every item under its current one
+                listed = {item: self.categories.get(item, "") for values in buckets.values() for item in values}
+            self.model = TrendingModel.from_state(self.config, TrendingState(buckets, None, meta["changed"], listed))
         return self.model
 
     def on_timer(self, timestamp: int, ctx) -> Iterable:
@@ -1117,7 +1098,7 @@ class TrendingOperator(KeyedProcessFunction):
         else:
             for window, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending):
                 self._close(model, meta, window, raws, updates, writes)
-        meta["changed"] = sorted(model.changed)
+        meta["changed"] = sorted(model.changed_items())
         self.meta.update(orjson.dumps(meta))
         if updates:
             yield Bundle(0, updates)
@@ -1140,7 +1121,7 @@ class TrendingOperator(KeyedProcessFunction):
             meta["since"] += p["e"]
             model.add(p["i"], p["t"], p["w"])
             for bucket in {t // slide for t in p["t"]}:
-                values = model.buckets[bucket]
+                values = model.bucket(bucket)
                 self.buckets.put(str(bucket), encode_scored(list(values.keys()), list(values.values())))
         if events_window:
             meta["end"] = end
@@ -1156,19 +1137,21 @@ class TrendingOperator(KeyedProcessFunction):
         slide = self.config.trending_slide_ms
         # lists() re-files the changed items, including those whose buckets expire now.
         model.expire(end)
-        refiled = set(model.changed)
-        live = set(model.buckets)
+        refiled = model.changed_items()
+        live = model.bucket_indices()
         global_list, per_category = model.lists(end, lambda item: self.categories.get(item, ""))
         if meta["v"] < 2:  # v1 state: record every listed item once
-            refiled |= set(model.category)
+            refiled |= model.listed_items()
             meta["v"] = 2
+        kept = model.bucket_indices()
         for item in refiled:
-            if item in model.category:
-                self.listed.put(item, model.category[item])
+            category = model.listed_category(item)
+            if category is not None:
+                self.listed.put(item, category)
             else:
                 self.listed.remove(item)
         for bucket in [int(b) for b in self.buckets.keys()]:
-            if bucket not in live or bucket not in model.buckets:
+            if bucket not in live or bucket not in kept:
                 self.buckets.remove(str(bucket))
         window = WindowClock.of(self.config).window_of(end - 1)  # the window ending at `end`
         entries = [("t:", encode_scored(*global_list))] + [("tc:" + c, encode_scored(*tl)) for c, tl in per_category.items()]

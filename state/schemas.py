@@ -12,7 +12,8 @@ value                       fields (version 1)
 user profile                L landmark ms, t last ts, i [item], s [interest], a [action],
                             h [[item, ts, weight]], c [[item, ts]], p [[item, ts]];
                             version 2 adds f (forgotten until, ms; null: never forgotten)
-co-occurrence row           o [other item], w [weight]
+co-occurrence row           o [other item], w [weight] (snapshots and bootstrap lines; the job's
+                            item model keeps columnar blocks, see :mod:`state.itemstate`)
 neighbour list              i [item], s [score]
 trending bucket             i [item], w [weight]
 id list                     i [item]

@@ -40,16 +40,18 @@ class Vocabulary:
         self.encode(list(ids))
 
     def encode(self, ids: Sequence[str]) -> np.ndarray:
+        """Codes of ``ids``; unknown ids get the next codes, in order of first appearance."""
         code = self.code
-        out = np.empty(len(ids), dtype=np.int64)
-        for k, item in enumerate(ids):
-            c = code.get(item)
-            if c is None:
-                c = code[item] = len(self.ids)
+        try:  # the common case, every id known: one C-level pass
+            return np.fromiter(map(code.__getitem__, ids), dtype=np.int64, count=len(ids))
+        except KeyError:
+            pass
+        for item in dict.fromkeys(ids):
+            if item not in code:
+                code[item] = len(self.ids)
                 self.ids.append(item)
-                self._array = None
-            out[k] = c
-        return out
+        self._array = None
+        return np.fromiter(map(code.__getitem__, ids), dtype=np.int64, count=len(ids))
 
     def array(self) -> np.ndarray:
         """All ids as an object array indexed by code (cached until the vocabulary grows)."""
@@ -134,11 +136,16 @@ def batch_top_k(row: np.ndarray, candidates: np.ndarray, scores: np.ndarray, k: 
     order = np.lexsort((k2[candidates], k1[candidates], -scores, row))
     sorted_rows = row[order]
     bounds = group_starts(sorted_rows)
+    # Rows where equal scores meet ids sharing their first 16 bytes need the exact order (rare): found in one pass.
+    c, s_sorted = candidates[order], scores[order]
+    tied = (sorted_rows[1:] == sorted_rows[:-1]) & (s_sorted[1:] == s_sorted[:-1]) & (k1[c][1:] == k1[c][:-1]) & (k2[c][1:] == k2[c][:-1])
+    needs_fix = set(sorted_rows[1:][tied].tolist()) if tied.any() else set()
     out = []
-    for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+    for s, e, r in zip(bounds[:-1].tolist(), bounds[1:].tolist(), sorted_rows[bounds[:-1]].tolist()):
         idx = order[s:e]
-        _fix_long_id_ties(idx, candidates, scores, k1, k2, vocab)
-        out.append((int(sorted_rows[s]), idx[:k]))
+        if r in needs_fix:
+            _fix_long_id_ties(idx, candidates, scores, k1, k2, vocab)
+        out.append((r, idx[:k]))
     return out
 
 
@@ -159,12 +166,46 @@ def _fix_long_id_ties(idx: np.ndarray, candidates: np.ndarray, scores: np.ndarra
 
 
 @dataclass
+class ItemModelState:
+    """The item model (or the part of it changed since a point) as columns, keyed by vocabulary code.
+
+    ``base`` is the vocabulary size the state extends: ``ids`` are the ids of
+    codes ``base, base + 1, ...`` (a full state has ``base`` 0).  Codes are
+    stable: a model restored from a full state and then given the later
+    changes in order numbers items exactly as the model that wrote them.
+    ``count_codes``/``counts``: occurrence weights (of every changed item);
+    ``row_items`` (ascending), ``row_ptr`` (CSR offsets), ``row_codes``,
+    ``row_weights``: the full co-occurrence rows of the changed owned items,
+    each sorted by code; ``dirty``: every item whose neighbours are due at the
+    next refresh (the whole set, not a change).
+    """
+
+    base: int
+    ids: list[str]
+    count_codes: np.ndarray
+    counts: np.ndarray
+    row_items: np.ndarray
+    row_ptr: np.ndarray
+    row_codes: np.ndarray
+    row_weights: np.ndarray
+    dirty: np.ndarray
+
+    @property
+    def vocabulary_size(self) -> int:
+        return self.base + len(self.ids)
+
+
+@dataclass
 class ItemModel:
     """Counts for all items, and co-occurrence rows plus neighbour lists for the owned items.
 
     ``owns(item)`` selects the rows this instance keeps (all items in the
     reference engine, one shard's items in the Flink job); counts are kept for
     every item because similarity needs ``n_b`` of any neighbour.
+
+    State goes in and out only through :meth:`to_state`, :meth:`changes` and
+    :meth:`from_state` / :meth:`apply_state` (columns, see
+    :class:`ItemModelState`); the neighbour lists are outputs, not state.
     """
 
     config: ModelConfig
@@ -174,6 +215,13 @@ class ItemModel:
     rows: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     dirty: set[int] = field(default_factory=set)
     neighbours: dict[str, Neighbours] = field(default_factory=dict)
+    # What changed since the last `changes()`: counts, rows, and the vocabulary size then.
+    _changed_counts: set[int] = field(default_factory=set, repr=False)
+    _changed_rows: set[int] = field(default_factory=set, repr=False)
+    _taken_vocab: int = field(default=0, repr=False)
+    _refreshed: bool = field(default=False, repr=False)
+    # Whether each code's row is owned (computed once per code).
+    _owned: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
 
     def __post_init__(self) -> None:
         if self.config.similarity not in COUNT_MEASURES:
@@ -188,6 +236,15 @@ class ItemModel:
             grown[: len(self.counts)] = self.counts
             self.counts = grown
 
+    def _owned_mask(self) -> np.ndarray:
+        """Per code, whether this instance keeps its row (``owns`` is asked once per new code)."""
+        n = len(self.vocab)
+        if len(self._owned) < n:
+            ids = self.vocab.ids
+            fresh = np.fromiter((self.owns(ids[c]) for c in range(len(self._owned), n)), dtype=bool, count=n - len(self._owned))
+            self._owned = np.concatenate([self._owned, fresh])
+        return self._owned
+
     def count_of(self, item: str) -> float:
         code = self.vocab.code.get(item)
         return 0.0 if code is None else float(self.counts[code])
@@ -200,7 +257,12 @@ class ItemModel:
         pair_b: Sequence[str],
         pair_weights: Sequence[float],
     ) -> None:
-        """Apply one window's deltas: occurrence weights of any item, pair weights of owned items."""
+        """Apply one window's deltas: occurrence weights of any item, pair weights of owned items.
+
+        Weights are summed per item and per pair first, then added to the
+        counts and rows; a row longer than ``row_capacity * 5/4`` is cut back to
+        its ``row_capacity`` heaviest entries (ties: smaller id kept).
+        """
         codes = self.vocab.encode(items)
         a = self.vocab.encode(pair_a)
         b = self.vocab.encode(pair_b)
@@ -208,21 +270,50 @@ class ItemModel:
         if len(codes):
             unique, inverse = np.unique(codes, return_inverse=True)
             self.counts[unique] += np.bincount(inverse, weights=np.asarray(item_weights, dtype=np.float64), minlength=len(unique))
+            self._changed_counts.update(unique.tolist())
         sa, sb, sw = sum_pair_codes(a, b, np.asarray(pair_weights, dtype=np.float64))
+        if len(sa):
+            owned = self._owned_mask()[sa]
+            self._merge_rows(sa[owned], sb[owned], sw[owned])
+
+    def _merge_rows(self, sa: np.ndarray, sb: np.ndarray, sw: np.ndarray) -> None:
+        """Add summed pair weights (sorted by a, then b; unique pairs) into the rows, all rows at once."""
+        if not len(sa):
+            return
         bounds = group_starts(sa)
-        ids = self.vocab.ids
+        heads = sa[bounds[:-1]].tolist()
+        k = len(heads)
+        old = [self.rows.get(c) for c in heads]
+        old_len = np.fromiter((0 if r is None else len(r[0]) for r in old), dtype=np.int64, count=k)
+        present = [r for r in old if r is not None]
+        old_codes = np.concatenate([r[0] for r in present]) if present else EMPTY_CODES
+        old_weights = np.concatenate([r[1] for r in present]) if present else EMPTY_WEIGHTS
+        row_of_old = np.repeat(np.arange(k, dtype=np.int64), old_len)
+        row_of_new = np.repeat(np.arange(k, dtype=np.int64), np.diff(bounds))
+        # One key space for all touched rows: (row index, code), sorted since each row is sorted.
+        old_keys = (row_of_old << 32) | old_codes
+        new_keys = (row_of_new << 32) | sb
+        pos = np.searchsorted(old_keys, new_keys)
+        found = pos < len(old_keys)
+        found[found] = old_keys[pos[found]] == new_keys[found]
+        old_weights[pos[found]] += sw[found]  # a concatenation: a fresh array, no row is changed in place
+        missing = ~found
+        merged_codes = np.insert(old_codes, pos[missing], sb[missing])
+        merged_weights = np.insert(old_weights, pos[missing], sw[missing])
+        lengths = old_len + np.bincount(row_of_new[missing], minlength=k)
+        ends = np.cumsum(lengths).tolist()
         capacity = self.config.row_capacity
-        for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-            code = int(sa[s])
-            if not self.owns(ids[code]):
-                continue
-            old = self.rows.get(code, (EMPTY_CODES, EMPTY_WEIGHTS))
-            row_codes, row_weights = merge_row(old[0], old[1], sb[s:e], sw[s:e])
-            if len(row_codes) > capacity + capacity // 4:
+        limit = capacity + capacity // 4
+        start = 0
+        for code, end in zip(heads, ends):
+            row_codes, row_weights = merged_codes[start:end].copy(), merged_weights[start:end].copy()
+            start = end
+            if len(row_codes) > limit:
                 keep = np.sort(top_k(row_weights, self.vocab.array()[row_codes], capacity))
                 row_codes, row_weights = row_codes[keep], row_weights[keep]
             self.rows[code] = (row_codes, row_weights)
-            self.dirty.add(code)
+        self.dirty.update(heads)
+        self._changed_rows.update(heads)
 
     def refresh(self) -> dict[str, Neighbours]:
         """Recompute the neighbours of every item changed since the last refresh; return them."""
@@ -231,6 +322,7 @@ class ItemModel:
         config = self.config
         codes = np.array(sorted(self.dirty), dtype=np.int64)
         self.dirty = set()
+        self._refreshed = True
         lengths = np.array([len(self.rows[c][0]) for c in codes.tolist()], dtype=np.int64)
         others = np.concatenate([self.rows[c][0] for c in codes.tolist()]) if len(codes) else EMPTY_CODES
         c_ab = np.concatenate([self.rows[c][1] for c in codes.tolist()]) if len(codes) else EMPTY_WEIGHTS
@@ -244,3 +336,110 @@ class ItemModel:
             out[id_array[code]] = (id_array[others[idx]], sims[idx])
         self.neighbours.update(out)
         return out
+
+    # -- state ---------------------------------------------------------------------------
+
+    def to_state(self) -> ItemModelState:
+        """The whole model as columns (counts of every item, every owned row, the dirty set)."""
+        n = len(self.vocab)
+        return self._state(0, np.arange(n, dtype=np.int64), sorted(self.rows))
+
+    def has_changes(self) -> bool:
+        """Whether anything changed since the last :meth:`changes` (counts, rows, vocabulary or the dirty set)."""
+        return bool(self._changed_counts or self._changed_rows or self._refreshed or self._taken_vocab != len(self.vocab))
+
+    def changes(self) -> ItemModelState:
+        """What changed since the last call (or since the model was built or restored), as columns.
+
+        Applying every change in order to the state the model had at that point
+        (:meth:`apply_state`) gives its state now.
+        """
+        state = self._state(self._taken_vocab, np.array(sorted(self._changed_counts), dtype=np.int64), sorted(self._changed_rows))
+        self._mark_taken()
+        return state
+
+    def _mark_taken(self) -> None:
+        self._changed_counts = set()
+        self._changed_rows = set()
+        self._taken_vocab = len(self.vocab)
+        self._refreshed = False
+
+    def _state(self, base: int, count_codes: np.ndarray, row_items: list[int]) -> ItemModelState:
+        rows = [self.rows[c] for c in row_items]
+        lengths = np.fromiter((len(r[0]) for r in rows), dtype=np.int64, count=len(rows))
+        return ItemModelState(
+            base=base,
+            ids=self.vocab.ids[base:],
+            count_codes=count_codes,
+            counts=self.counts[count_codes].copy(),
+            row_items=np.array(row_items, dtype=np.int64),
+            row_ptr=np.r_[0, np.cumsum(lengths)].astype(np.int64),
+            row_codes=np.concatenate([r[0] for r in rows]).astype(np.int64) if rows else EMPTY_CODES,
+            row_weights=np.concatenate([r[1] for r in rows]).astype(np.float64) if rows else EMPTY_WEIGHTS,
+            dirty=np.array(sorted(self.dirty), dtype=np.int64),
+        )
+
+    def apply_state(self, state: ItemModelState) -> None:
+        """Load a state from :meth:`to_state` or :meth:`changes` (in order): counts and rows overwritten, dirty replaced."""
+        if state.base != len(self.vocab):
+            raise ValueError(f"item model state extends a vocabulary of {state.base} ids; this model has {len(self.vocab)}")
+        self.vocab.encode(state.ids)
+        if len(self.vocab) != state.vocabulary_size:
+            raise ValueError("item model state repeats an id")
+        self._grow()
+        self.counts[state.count_codes] = state.counts
+        ptr = state.row_ptr.tolist()
+        for k, code in enumerate(state.row_items.tolist()):
+            self.rows[code] = (state.row_codes[ptr[k] : ptr[k + 1]].copy(), state.row_weights[ptr[k] : ptr[k + 1]].copy())
+        self.dirty = set(state.dirty.tolist())
+        self._mark_taken()
+
+    @classmethod
+    def from_state(cls, config: ModelConfig, state: ItemModelState, owns: Callable[[str], bool] = lambda item: True) -> "ItemModel":
+        """A model in ``state`` (a full state, :meth:`to_state`); apply later changes with :meth:`apply_state`."""
+        model = cls(config, owns=owns)
+        model.apply_state(state)
+        return model
+
+
+def state_from_maps(counts: dict[str, float], rows: dict[str, tuple[Sequence[str], Sequence[float]]], dirty: Sequence[str]) -> ItemModelState:
+    """A full :class:`ItemModelState` from id-keyed maps (a backfill snapshot, or the row layout of old job state).
+
+    ``rows[item]`` is ``(other items, weights)`` in any order.
+    """
+    vocab = Vocabulary(counts)
+    row_items = list(rows)
+    item_codes = vocab.encode(row_items)
+    parts = [vocab.encode(list(rows[item][0])) for item in row_items]
+    vocab.encode(list(dirty))
+    order = np.argsort(item_codes, kind="stable")
+    codes, weights = [], []
+    for k in order.tolist():
+        row_order = np.argsort(parts[k], kind="stable")
+        codes.append(parts[k][row_order])
+        weights.append(np.asarray(rows[row_items[k]][1], dtype=np.float64)[row_order])
+    lengths = np.fromiter((len(c) for c in codes), dtype=np.int64, count=len(codes))
+    return ItemModelState(
+        base=0,
+        ids=list(vocab.ids),
+        count_codes=np.arange(len(counts), dtype=np.int64),
+        counts=np.fromiter(counts.values(), dtype=np.float64, count=len(counts)),
+        row_items=item_codes[order].astype(np.int64),
+        row_ptr=np.r_[0, np.cumsum(lengths)].astype(np.int64),
+        row_codes=np.concatenate(codes).astype(np.int64) if codes else EMPTY_CODES,
+        row_weights=np.concatenate(weights) if weights else EMPTY_WEIGHTS,
+        dirty=np.unique(vocab.encode(list(dirty))),
+    )
+
+
+def maps_from_state(state: ItemModelState) -> tuple[dict[str, float], dict[str, tuple[list[str], list[float]]], list[str]]:
+    """A full state as id-keyed maps: (counts, rows as (others, weights) sorted by code, dirty ids sorted)."""
+    if state.base:
+        raise ValueError("maps_from_state needs a full state (base 0)")
+    ids = state.ids
+    counts = {ids[c]: float(n) for c, n in zip(state.count_codes.tolist(), state.counts.tolist())}
+    ptr = state.row_ptr.tolist()
+    others = state.row_codes.tolist()
+    weights = state.row_weights.tolist()
+    rows = {ids[c]: ([ids[o] for o in others[ptr[k] : ptr[k + 1]]], weights[ptr[k] : ptr[k + 1]]) for k, c in enumerate(state.row_items.tolist())}
+    return counts, rows, sorted(ids[c] for c in state.dirty.tolist())

@@ -21,6 +21,18 @@ TrendList = tuple[np.ndarray, np.ndarray]  # (item ids, scores), best first
 
 
 @dataclass
+class TrendingState:
+    """Everything a :class:`TrendingModel` keeps: buckets (index of ``trending_slide_ms`` -> item -> weight),
+    running totals (None: summed from the buckets, in their order), the items changed since the last
+    lists, and each listed item's category as of its last filing."""
+
+    buckets: dict[int, dict[str, float]]
+    totals: dict[str, float] | None
+    changed: list[str]
+    category: dict[str, str]
+
+
+@dataclass
 class TrendingModel:
     """Bucketed positive weights with running totals; lists computed on demand at a time ``T``."""
 
@@ -31,6 +43,50 @@ class TrendingModel:
     changed: set[str] = field(default_factory=set)
     members: dict[str, set[str]] = field(default_factory=dict)
     category: dict[str, str] = field(default_factory=dict)
+
+    def to_state(self) -> TrendingState:
+        """A copy of the model's state (:meth:`from_state` rebuilds the model)."""
+        return TrendingState(
+            buckets={b: dict(values) for b, values in self.buckets.items()},
+            totals=dict(self.totals),
+            changed=sorted(self.changed),
+            category=dict(self.category),
+        )
+
+    @classmethod
+    def from_state(cls, config: ModelConfig, state: TrendingState) -> "TrendingModel":
+        model = cls(config)
+        model.buckets = {int(b): dict(values) for b, values in state.buckets.items()}
+        if state.totals is None:
+            for values in model.buckets.values():
+                for item, w in values.items():
+                    model.totals[item] = model.totals.get(item, 0.0) + w
+        else:
+            model.totals = dict(state.totals)
+        model.changed = set(state.changed)
+        model.category = dict(state.category)
+        for item, category in state.category.items():
+            model.members.setdefault(category, set()).add(item)
+        return model
+
+    def bucket(self, index: int) -> dict[str, float]:
+        """The weights of bucket ``index`` (empty when it holds none)."""
+        return dict(self.buckets.get(index, {}))
+
+    def bucket_indices(self) -> set[int]:
+        """The indices of the buckets kept (not yet expired)."""
+        return set(self.buckets)
+
+    def changed_items(self) -> set[str]:
+        """Items whose totals changed since the last :meth:`lists`."""
+        return set(self.changed)
+
+    def listed_category(self, item: str) -> str | None:
+        """The category ``item`` is filed under (None: not listed)."""
+        return self.category.get(item)
+
+    def listed_items(self) -> set[str]:
+        return set(self.category)
 
     def add(self, items: Iterable[str], ts: Iterable[int], weights: Iterable[float]) -> None:
         """Add positive event weights at their event times."""

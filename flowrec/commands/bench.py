@@ -14,6 +14,7 @@ BENCHMARKS = {
     "api": "bench.api",
     "backfill": "bench.backfill",
     "bootstrap": "bench.bootstrap",
+    "itemmodel": "bench.itemmodel",
 }
 
 

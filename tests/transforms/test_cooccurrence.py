@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transforms.config import ModelConfig
-from transforms.cooccurrence import ItemModel, Vocabulary, batch_top_k, group_starts, merge_row, sum_pair_codes
+from transforms.cooccurrence import ItemModel, Vocabulary, batch_top_k, group_starts, maps_from_state, merge_row, sum_pair_codes
 from transforms.similarity import pair_similarity
 
 ID_CHARS = "ABCZabcz0129_.:@-"
@@ -239,3 +239,59 @@ def test_order_and_window_split_do_not_matter(item_w, pairs, measure, rng, cut):
     for item, (ids, sims) in got_one.items():
         assert ids == [b for b, _ in reference.get(item, [])]
         assert sims == pytest.approx([s for _, s in reference.get(item, [])], rel=1e-12)
+
+
+# -- the vectorised window merge against the row-by-row one -------------------------------------
+
+
+def row_by_row_apply(counts: dict, rows: dict, items, item_weights, pair_a, pair_b, pair_weights, config, owns) -> None:
+    """The merge as it was before it was vectorised: per owned row, merge_row then the capacity cut."""
+    from transforms.similarity import top_k
+
+    for item, w in zip(items, item_weights):
+        counts[item] = counts.get(item, 0.0) + w
+    summed: dict = {}
+    for a, b, w in zip(pair_a, pair_b, pair_weights):
+        summed.setdefault(a, {})[b] = summed.setdefault(a, {}).get(b, 0.0) + w
+    capacity = config.row_capacity
+    for a, new in summed.items():
+        if not owns(a):
+            continue
+        row = rows.get(a, {})
+        for b, w in new.items():
+            row[b] = row.get(b, 0.0) + w
+        if len(row) > capacity + capacity // 4:
+            ids = np.array(list(row), dtype=object)
+            kept = top_k(np.array(list(row.values())), ids, capacity)
+            row = {ids[k]: row[ids[k]] for k in kept.tolist()}
+        rows[a] = row
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.tuples(item_names, st.integers(1, 3)), max_size=6),
+            st.lists(st.tuples(item_names, item_names, st.integers(1, 2)), max_size=20),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    st.sampled_from([None, {"A", "C", "long-id-prefix-0000-x"}]),
+)
+def test_vectorised_merge_matches_row_by_row(windows, owned):
+    # A tiny capacity makes rows overflow and be cut, with many weight ties (broken by id).
+    config = CONFIG.replace(row_capacity=2)
+    owns = (lambda item: True) if owned is None else (lambda item: item in owned)
+    model = ItemModel(config, owns=owns)
+    counts: dict = {}
+    rows: dict = {}
+    for item_w, pairs in windows:
+        args = ([i for i, _ in item_w], [float(w) for _, w in item_w], [a for a, _, _ in pairs], [b for _, b, _ in pairs], [float(w) for _, _, w in pairs])
+        model.apply_window(*args)
+        row_by_row_apply(counts, rows, *args, config, owns)
+        got_counts, got_rows, _ = maps_from_state(model.to_state())
+        assert {k: v for k, v in got_counts.items() if k in counts} == counts
+        assert {a: dict(zip(*row)) for a, row in got_rows.items()} == rows
+        for codes, _ in model.rows.values():
+            assert codes.tolist() == sorted(codes.tolist())

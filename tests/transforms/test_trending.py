@@ -81,3 +81,31 @@ def test_item_moving_category():
     _, per_category = model.lists(300, moved)
     assert categories(per_category) == {"w": [("a", 4.0)], "x": [("c", 1.0)]}
     assert model.members["x"] == {"c"} and model.category["a"] == "w"
+
+
+def test_state_round_trip_continues_exactly():
+    import random
+
+    from transforms.trending import TrendingState
+
+    rng = random.Random(4)
+    original = TrendingModel(CONFIG)
+    category = {"a": "x", "b": "y", "c": "x", "d": "z"}.get
+    for step in range(1, 30):
+        now = step * 70
+        original.add([rng.choice("abcd") for _ in range(3)], [now - rng.randint(0, 60) for _ in range(3)], [float(rng.randint(1, 3)) for _ in range(3)])
+        if step % 4 == 0:
+            original.lists(now, lambda i: category(i, ""))
+        if step % 5 == 0:
+            state = original.to_state()
+            for restored in (TrendingModel.from_state(CONFIG, state), TrendingModel.from_state(CONFIG, TrendingState(state.buckets, None, state.changed, state.category))):
+                assert restored.to_state() == state
+                now_later = now + 150
+                assert [plain(restored.lists(now_later, lambda i: category(i, ""))[0])] == [plain(TrendingModel.from_state(CONFIG, state).lists(now_later, lambda i: category(i, ""))[0])]
+    # The restored model then goes on exactly as the original.
+    copy = TrendingModel.from_state(CONFIG, original.to_state())
+    for model in (original, copy):
+        model.add(["a", "d"], [2100, 2110], [2.0, 1.0])
+    got = [(plain(m.lists(2200, lambda i: category(i, ""))[0]), categories(m.lists(2250, lambda i: category(i, ""))[1])) for m in (original, copy)]
+    assert got[0] == got[1]
+    assert original.to_state() == copy.to_state()
