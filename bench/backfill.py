@@ -42,6 +42,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beam-option", action="append", default=[], metavar="NAME=VALUE", help="Beam pipeline option, repeatable")
     parser.add_argument("--direct-running-mode", choices=("in_memory", "multi_threading", "multi_processing"), help="DirectRunner mode (as flowrec backfill)")
     parser.add_argument("--direct-num-workers", type=int, metavar="N", help="DirectRunner workers (as flowrec backfill)")
+    parser.add_argument("--stages", action="store_true", help="also time the backfill's pure stages in this process, without Beam (where the time goes)")
+
+
+def stage_cpu_seconds(events_path: Path, catalog_path: Path, shards: int = 16, chunk_lines: int = 20_000) -> dict[str, float]:
+    """CPU seconds of each stage of the backfill run as plain function calls in one process (no Beam):
+    the settings derived from history (a parse of its own), read + parse, the per-user replay, the window
+    timeline.  Beam's own cost is what the pipeline takes beyond their sum."""
+    from pipelines.backfill import BackfillJob, parse_chunk, read_catalog, read_chunks, replay_timeline, replay_users, with_derived_config
+
+    out = {}
+    started = time.process_time()
+    job, _ = with_derived_config(BackfillJob(inputs=(events_path,)))
+    out["derive"] = time.process_time() - started
+    started = time.process_time()
+    parts: dict[int, list] = {}
+    for chunk_index, lines in read_chunks(events_path, chunk_lines):
+        for shard, columns in parse_chunk(0, chunk_index, lines, job.config, shards, None)[0].items():
+            parts.setdefault(shard, []).append(columns)
+    out["read_parse"] = time.process_time() - started
+    started = time.process_time()
+    replayed = [replay_users(shard, columns, job.config) for shard, columns in sorted(parts.items())]
+    out["replay_users"] = time.process_time() - started
+    started = time.process_time()
+    replay_timeline(job.config, read_catalog(catalog_path, None)[0], [d for _, d in replayed], [u for u, _ in replayed])
+    out["timeline"] = time.process_time() - started
+    return {name: round(seconds, 2) for name, seconds in out.items()}
 
 
 def cpu_seconds() -> float:
@@ -55,7 +81,7 @@ def peak_rss_mb() -> float:
     return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
 
 
-def measure(name: str, events_path: Path, catalog_path: Path, runner: str, beam_args: list[str], workdir: Path) -> dict:
+def measure(name: str, events_path: Path, catalog_path: Path, runner: str, beam_args: list[str], workdir: Path, stages: bool = False) -> dict:
     """Reference then Beam on the same files; returns both rates and whether Redis ended equal."""
     import redis
 
@@ -122,6 +148,7 @@ def measure(name: str, events_path: Path, catalog_path: Path, runner: str, beam_
         "beam_args": beam_args,
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "redis_equal": equal,
+        **({"stages_cpu_seconds": stage_cpu_seconds(events_path, catalog_path)} if stages else {}),
     }
 
 
@@ -133,6 +160,7 @@ def _line(row: dict) -> str:
         f"beam {row['runner']} {' '.join(row['beam_args'])} {row['beam_events_per_s']:.0f} ev/s ({row['beam_seconds']} s, {row['beam_cpu_seconds']} CPU s) | "
         f"ratio to reference {row['beam_over_reference']}, to training {row['beam_over_training']} | peak {row['peak_rss_mb']} MiB | "
         f"redis equal: {row['redis_equal']}"
+        + (f" | stages (CPU s, no Beam): {row['stages_cpu_seconds']}" if "stages_cpu_seconds" in row else "")
     )
 
 
@@ -141,5 +169,5 @@ def main(args: argparse.Namespace) -> int:
 
     beam_args = direct_arguments(args.runner, args.direct_running_mode, args.direct_num_workers) + beam_arguments(args.beam_option)
     workdir = work_folder(args, "flowrec-bench-backfill-")
-    rows = [print_row(measure(name, *paths, args.runner, beam_args, workdir), args.json, _line) for name, *paths in benchmark_inputs(args, workdir)]
+    rows = [print_row(measure(name, *paths, args.runner, beam_args, workdir, args.stages), args.json, _line) for name, *paths in benchmark_inputs(args, workdir)]
     return 0 if all(row["redis_equal"] for row in rows) else 1
