@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 
 from flowrec.config import CommandError, UsageError, add_settings_arguments, load_settings
@@ -33,10 +34,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="a Beam pipeline option, repeatable, e.g. flink_master=host:8081, environment_type=LOOPBACK, direct_num_workers=2",
     )
+    parser.add_argument(
+        "--direct-running-mode",
+        choices=DIRECT_RUNNING_MODES,
+        help="DirectRunner only: in_memory (one process, the default), multi_threading, or multi_processing (worker processes, one per core)",
+    )
+    parser.add_argument("--direct-num-workers", type=int, metavar="N", help="DirectRunner only: worker threads/processes (default: 1; with multi_processing: the cores)")
     parser.add_argument("--shards", type=int, default=16, help="user shards: units of parallel per-user replay")
     parser.add_argument("--chunk-lines", type=int, default=20_000, help="records per parse task")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the counters")
     add_settings_arguments(parser, only=("redis-url", "namespace", "user-ttl-s", "item-ttl-s", "model-config"))
+
+
+DIRECT_RUNNING_MODES = ("in_memory", "multi_threading", "multi_processing")
+
+
+def direct_arguments(runner: str, mode: str | None, workers: int | None) -> list[str]:
+    """The DirectRunner's ``direct_running_mode`` / ``direct_num_workers`` options as Beam arguments.
+
+    ``multi_processing`` without a worker count uses one worker per core
+    (Beam's own default is a single worker, which would run everything in
+    one subprocess: slower than ``in_memory``).
+    """
+    if mode is None and workers is None:
+        return []
+    if runner != "DirectRunner":
+        raise UsageError(f"--direct-running-mode and --direct-num-workers are DirectRunner options (runner is {runner})")
+    if workers is not None and workers < 1:
+        raise UsageError("--direct-num-workers must be >= 1")
+    if mode == "multi_processing" and workers is None:
+        workers = os.cpu_count() or 1
+    out = [] if mode is None else [f"--direct_running_mode={mode}"]
+    return out + ([] if workers is None else [f"--direct_num_workers={workers}"])
 
 
 def beam_arguments(options: list[str]) -> list[str]:
@@ -62,6 +91,7 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"catalog file not found: {args.catalog}")
     if args.shards < 1 or args.chunk_lines < 1:
         raise UsageError("--shards and --chunk-lines must be >= 1")
+    beam_args = direct_arguments(args.runner, args.direct_running_mode, args.direct_num_workers) + beam_arguments(args.beam_option)
     try:
         inputs = expand_inputs(args.input)
     except BackfillError as exc:  # no such file, or not an event file
@@ -80,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
             chunk_lines=args.chunk_lines,
         )
         log.info("backfill of %d file(s) on %s", len(job.inputs), args.runner)
-        result = run_backfill(job, runner=args.runner, beam_args=beam_arguments(args.beam_option))
+        result = run_backfill(job, runner=args.runner, beam_args=beam_args)
     except (BackfillError, SnapshotError) as exc:
         raise CommandError(str(exc)) from exc
     summary = result.summary()

@@ -396,6 +396,54 @@ def test_cli_prints_one_json_object(tmp_path: Path, redis_url: str, capsys):
     assert (tmp_path / "snap" / "snapshot.json").is_file()
 
 
+def test_multi_processing_direct_runner_equals_reference_and_in_memory(tmp_path: Path, redis_url: str, reference_redis, capsys):
+    """`--direct-running-mode multi_processing`: parse and per-user replay run in two worker processes
+    (the elements cross process boundaries encoded); Redis equals the reference engine's, and the snapshot
+    equals the one the in-process runner writes for the same input."""
+    events, catalog, _ = split_shop()  # catalog changes during the history
+    events_path, catalog_path = write_inputs(tmp_path, events, catalog)
+    code = cli_main(
+        ["backfill", "--input", str(events_path), "--catalog", str(catalog_path), "--redis-url", redis_url, "--snapshot", str(tmp_path / "mp"),
+         "--json", "--shards", "4", "--chunk-lines", "700", "--direct-running-mode", "multi_processing", "--direct-num-workers", "2"]
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["events"] == len(events) and summary["rejected"] == 0
+    _, final = replay(events, CONFIG, catalog)
+    expected = reference_content(final, reference_redis.url)
+    assert results(redis_url) == expected
+
+    run_backfill(BackfillJob(inputs=(events_path,), config=CONFIG, catalog=catalog_path, snapshot_dir=tmp_path / "one", shards=4, chunk_lines=700))
+    a, b = read_snapshot(tmp_path / "mp"), read_snapshot(tmp_path / "one")
+    for name in ("cutoff_ms", "last_end_ms", "refresh_slot", "events_since_refresh", "profiles", "last_ts", "last_window", "counts", "rows", "dirty", "trending_totals", "trending_changed"):
+        assert getattr(a, name) == getattr(b, name), name
+    assert {i: (w, nb[0].tolist(), nb[1].tolist()) for i, (w, nb) in a.neighbours.items()} == {i: (w, nb[0].tolist(), nb[1].tolist()) for i, (w, nb) in b.neighbours.items()}
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--direct-running-mode", "multi_processing", "--runner", "FlinkRunner"], "DirectRunner options"),
+        (["--direct-num-workers", "0"], "--direct-num-workers must be >= 1"),
+    ],
+)
+def test_direct_runner_options_are_checked(tmp_path: Path, capsys, extra, message):
+    events, catalog = shop(events=50, users=5, items=5)
+    events_path, _ = write_inputs(tmp_path, events, catalog)
+    assert cli_main(["backfill", "--input", str(events_path), "--snapshot", str(tmp_path / "s"), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_direct_arguments():
+    from flowrec.commands.backfill import direct_arguments
+
+    assert direct_arguments("DirectRunner", None, None) == []
+    assert direct_arguments("DirectRunner", "multi_processing", 3) == ["--direct_running_mode=multi_processing", "--direct_num_workers=3"]
+    assert direct_arguments("DirectRunner", "multi_processing", None)[1].startswith("--direct_num_workers=")
+    assert direct_arguments("DirectRunner", None, 2) == ["--direct_num_workers=2"]
+
+
 @pytest.mark.datasets
 def test_taobao_sample_equals_reference(tmp_path: Path, redis_url: str, reference_redis):
     try:
