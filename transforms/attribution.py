@@ -325,6 +325,13 @@ def feedback_order(rows: EventBatch) -> np.ndarray:
     return np.lexsort((rows.quantity, rows.price, rows.position, rows.rec_id.astype(str), rows.item.astype(str), rank, rows.ts))
 
 
+def _order_key(rows: EventBatch, i: int) -> tuple:
+    """Row ``i``'s place in :func:`feedback_order`, as a tuple (NaN sorts last, as there)."""
+    price, quantity = float(rows.price[i]), float(rows.quantity[i])
+    return (int(rows.ts[i]), TYPE_RANK.get(int(rows.etype[i]), len(TYPE_RANK)), str(rows.item[i]), str(rows.rec_id[i]), int(rows.position[i]),
+            math.inf if price != price else price, math.inf if quantity != quantity else quantity)
+
+
 def screen(user: str, rows: EventBatch, secret: str) -> tuple[np.ndarray, list[Rejection]]:
     """The rows attribution keeps (outcomes, forgets and impressions whose rec_id decodes for ``user``), and
     one rejection per impression record (rows of one rec_id and time) whose rec_id does not."""
@@ -450,33 +457,38 @@ def feed(state: UserFeedback | None, user: str, rows: EventBatch, watermark: int
     """
     state = state if state is not None else UserFeedback()
     keep, rejections = screen(user, rows, secret)
-    rows = rows.take(keep)
+    if not keep.all():
+        rows = rows.take(keep)
     bound = max(state.settled_ms, watermark - config.attribution_window_ms)
     within = rows.ts >= bound
-    result = FeedResult(state, rejections=rejections, too_late=int((~within).sum()))
-    if result.too_late and (rows.etype[~within] == FORGET).any():
-        state = result.state = UserFeedback(settled_ms=state.settled_ms)  # forgotten: keep nothing of before
-    rows = rows.take(within)
+    result = FeedResult(state, rejections=rejections, too_late=int(len(rows) - within.sum()))
+    if result.too_late:
+        if (rows.etype[~within] == FORGET).any():
+            state = result.state = UserFeedback(settled_ms=state.settled_ms)  # forgotten: keep nothing of before
+        rows = rows.take(within)
     if len(rows):
         if state.current is None:
             state.current = _replay(state.settled, user, state.log, config, secret).state
-        merged = EventBatch.concat([state.log, rows])
-        order = feedback_order(merged)
+        if len(rows) > 1:
+            rows = rows.take(feedback_order(rows))
         old = len(state.log)
-        if np.array_equal(order[:old], np.arange(old)):
-            step = attribute(state.current, user, merged.take(order[old:]), config, secret)
+        if not old or _order_key(rows, 0) >= _order_key(state.log, old - 1):  # in order: extend the log
+            step = attribute(state.current, user, rows, config, secret)
             result.counts, result.ad_counts = step.counts, step.ad_counts
             result.duplicates = step.duplicate_impressions + step.duplicate_outcomes
             result.unattributed = step.unattributed
+            state.log = EventBatch.concat([state.log, rows])
         else:
+            merged = EventBatch.concat([state.log, rows])
+            merged = merged.take(feedback_order(merged))
             before = _replay(state.settled, user, state.log, config, secret)
-            step = _replay(state.settled, user, merged.take(order), config, secret)
+            step = _replay(state.settled, user, merged, config, secret)
             result.counts, result.ad_counts = _difference(step.counts, before.counts), _difference(step.ad_counts, before.ad_counts)
             result.duplicates = step.duplicate_impressions + step.duplicate_outcomes - before.duplicate_impressions - before.duplicate_outcomes
             result.unattributed = step.unattributed - before.unattributed
             result.replayed = True
+            state.log = merged
         state.current = step.state if step.state is not None else AttributionState()
-        state.log = merged.take(order)
     result.state = settle(state, user, bound, config, secret)
     return result
 
