@@ -902,8 +902,8 @@ def _add_ops_routes(app: FastAPI, ctx: ApiContext) -> None:
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics (text exposition)", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
     async def metrics() -> Response:
-        # The API's own series, then the job's attribution counters read from Redis (off the event loop).
-        attribution = await run_in_threadpool(attribution_exposition, ctx.store.client, ctx.store.namespace)
+        # The API's own series, then the job's attribution and today's campaign counters read from Redis (off the event loop).
+        attribution = await run_in_threadpool(attribution_exposition, ctx.store.client, ctx.store.namespace, ctx.clock_ms())
         return Response(generate_latest(ctx.metrics.registry) + attribution, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", include_in_schema=False)

@@ -1,4 +1,5 @@
-"""Attribution counts for Prometheus: ``flowrec_rec_*_total{experiment, variant, context}``.
+"""Attribution counts for Prometheus: ``flowrec_rec_*_total{experiment, variant, context}`` and
+``flowrec_campaign_*_total{campaign}``.
 
 The job keeps the cumulative counts per experiment in Redis
 (:mod:`state.metrics`, ``metrics:exp:*``); each scrape of ``/metrics`` reads
@@ -6,6 +7,13 @@ them (one index read and one pipelined round trip) and exposes one counter
 family per measure.  The counters are the job's absolute totals, so they only
 grow, as Prometheus expects; they are exposed per context only (the
 ``all`` fields are their sums, which Prometheus computes itself).
+
+Campaigns (impressions, clicks and spend of their sponsored items) are read
+from the ads hash of the current UTC day of the API's clock
+(``metrics:ads:{day}``, one more round trip), the day the ad slot checks
+budgets against.  They count since midnight UTC, so they drop to zero once a
+day: Prometheus takes that as a counter reset, and ``rate``/``increase`` stay
+right across it.  Campaign ``~`` is the sponsored items without a campaign.
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ from typing import Any, Iterable
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily
 
-from state.metrics import ALL_CONTEXTS, ALL_MEASURES, read_all_experiment_totals
+from state.metrics import ALL_CONTEXTS, ALL_MEASURES, read_ads_day, read_all_experiment_totals
+from transforms.ads import CAMPAIGN_CLICKS, CAMPAIGN_IMPRESSIONS, SPEND
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +40,20 @@ HELP = {
 }
 
 
+# The campaign measures of the daily ads hash, and their Prometheus family names and help.
+CAMPAIGN_FAMILIES = {
+    CAMPAIGN_IMPRESSIONS: ("flowrec_campaign_impressions", "Ad impressions of the campaign's sponsored items since midnight UTC"),
+    CAMPAIGN_CLICKS: ("flowrec_campaign_clicks", "Attributed ad clicks on the campaign's sponsored items since midnight UTC"),
+    SPEND: ("flowrec_campaign_spend", "Spend (clicks x bid) of the campaign since midnight UTC"),
+}
+
+
 class _Snapshot:
     """A collector over totals read once per scrape."""
 
-    def __init__(self, totals: dict[str, dict[tuple[str, str, str], float]]) -> None:
+    def __init__(self, totals: dict[str, dict[tuple[str, str, str], float]], ads_day: dict[tuple[str, str], float]) -> None:
         self.totals = totals
+        self.ads_day = ads_day
 
     def collect(self) -> Iterable[CounterMetricFamily]:
         families = {m: CounterMetricFamily(f"flowrec_rec_{m}", HELP[m], labels=("experiment", "variant", "context")) for m in ALL_MEASURES}
@@ -43,11 +61,16 @@ class _Snapshot:
             for (variant, context, measure), value in sorted(self.totals[experiment].items()):
                 if context != ALL_CONTEXTS:
                     families[measure].add_metric((experiment, variant, context), value)
-        return list(families.values())
+        campaigns = {m: CounterMetricFamily(name, text, labels=("campaign",)) for m, (name, text) in CAMPAIGN_FAMILIES.items()}
+        for (name, measure), value in sorted(self.ads_day.items()):
+            if measure in campaigns:  # the hash's other fields are per item
+                campaigns[measure].add_metric((name,), value)
+        return list(families.values()) + list(campaigns.values())
 
 
-def attribution_exposition(redis_client: Any, namespace: str) -> bytes:
-    """The text exposition of the attribution counters (empty families when the job has counted nothing).
+def attribution_exposition(redis_client: Any, namespace: str, now_ms: int) -> bytes:
+    """The text exposition of the attribution and campaign counters (empty families when the job has counted
+    nothing); campaigns of the UTC day holding ``now_ms``.
 
     Blocking (a sync Redis client): call it off the event loop.  When Redis
     cannot be read it logs a warning and returns nothing, so ``/metrics``
@@ -57,9 +80,10 @@ def attribution_exposition(redis_client: Any, namespace: str) -> bytes:
 
     try:
         totals = read_all_experiment_totals(redis_client, namespace)
+        ads_day = read_ads_day(redis_client, namespace, now_ms)
     except (redis.RedisError, OSError) as exc:
         log.warning("attribution metrics not exposed: Redis read failed (%s)", type(exc).__name__)
         return b""
     registry = CollectorRegistry()
-    registry.register(_Snapshot(totals))
+    registry.register(_Snapshot(totals, ads_day))
     return generate_latest(registry)

@@ -91,7 +91,7 @@ from state.schemas import (
 from state.store import HashWrite
 from state.writes import Ttls, catalog_write, experiment_writes, keyable, neighbour_write, trending_write, user_writes
 from transforms.ads import Sponsorship, campaign_counts, sponsored_bids, sponsorships
-from transforms.attribution import AttributionState, attribute
+from transforms.attribution import UserFeedback, expired, feed
 from transforms.blend import CONTEXTS, memo_key, score_and_learn, served_weights
 from transforms.catalog import CatalogItem, EmbeddingSwitch, parse_catalog_lines, validate_catalog_record, validate_embedding_switch
 from transforms.config import ModelConfig, event_weights
@@ -560,22 +560,24 @@ def _feedback_rows(payload: dict) -> EventBatch:
 class Attribution(KeyedProcessFunction):
     """Keyed by user shard: attributes feedback to the impressions that caused it (:mod:`transforms.attribution`).
 
-    Holds each user's attribution state (managed MapState user -> encoded
-    :class:`~transforms.attribution.AttributionState`) and the feedback of open
-    windows.  A window's feedback is applied at the window's close, all of its
-    rows of a user in event-time order (ties in arrival order), so on input
-    that is in order up to the job's allowed out-of-orderness the counts are
-    exactly :func:`transforms.attribution.recount`'s.  Feedback arriving after
-    its window closed (late) is applied on arrival against the impressions the
-    user has then (counted under its own minute, and in ``attribution_late``):
-    a late impression cannot take an outcome that was already counted, and a
-    late outcome may find its impression out of reach, so late feedback can
-    count differently from the recount.
+    Holds each user's attribution (managed MapState user -> encoded
+    :class:`~transforms.attribution.UserFeedback`: settled state and the log
+    of rows still within the bound) and the feedback of open windows.  A
+    window's feedback is fed at the window's close; feedback arriving after its
+    window closed (late, counted in ``attribution_late``) is fed on arrival.
+    Either way :func:`transforms.attribution.feed` places each row in the
+    user's log by event time and replays the log when a row sorts before one
+    already applied (``attribution_replays``), so a click read before its
+    impression is attributed once the impression arrives, and the counts equal
+    :func:`transforms.attribution.recount` whenever every row arrives at most
+    ``attribution_window_ms`` of event time behind the watermark.  Rows later
+    than that are not attributed (``attribution_too_late``).
 
     Emits :class:`~pipelines.messages.AttributionCounts` (to the metrics
-    aggregator); side: dead letters for impressions with a bad or unknown
-    rec_id, and counters.  Users with no impression in reach are dropped from
-    state (on their next feedback, or by a sweep once per attribution window).
+    aggregator; a replay's differences may be negative); side: dead letters for
+    impressions with a bad or unknown rec_id, and counters.  Users whose state
+    nothing within the bound can need any more are dropped (on their next
+    feedback, or by a sweep once per attribution window).
     """
 
     def __init__(self, config: ModelConfig, secret: str) -> None:
@@ -588,7 +590,7 @@ class Attribution(KeyedProcessFunction):
         self.last_sweep = runtime_context.get_state(ValueStateDescriptor("attribution_last_sweep", Types.LONG()))
         self.pending = PendingByWindow(_bytes_map(runtime_context, "pending-feedback"))
         # Decoded states, written through to managed state (rebuilt from it after a restore).
-        self.cache: dict[str, AttributionState] = {}
+        self.cache: dict[str, UserFeedback] = {}
         metrics = runtime_context.get_metrics_group()
         self.late_counter = metrics.counter("attribution_late")
 
@@ -605,24 +607,24 @@ class Attribution(KeyedProcessFunction):
         if late:
             rows = EventBatch.concat(late)
             self.late_counter.inc(len(rows))
-            yield from self._attribute(rows, {"attribution_late": len(rows)}, clock.open_window(watermark))
+            yield from self._attribute(rows, {"attribution_late": len(rows)}, clock.open_window(watermark), watermark)
 
     def on_timer(self, timestamp: int, ctx) -> Iterable:
+        # The timer's time, not the watermark: at the end of a bounded input the watermark jumps to Long.MAX_VALUE.
         for window, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending):
             rows = EventBatch.concat([_feedback_rows(decode_pending(raw)[2]) for raw in raws])
-            yield from self._attribute(rows, {}, window)
+            yield from self._attribute(rows, {}, window, timestamp)
         self._sweep(timestamp)
 
-    def _attribute(self, rows: EventBatch, stats: dict, window: int) -> Iterable:
-        """Apply rows (any users of this shard) user by user, in event-time order; emit their counts."""
-        rows = rows.sorted_by_time()
+    def _attribute(self, rows: EventBatch, stats: dict, window: int, watermark: int) -> Iterable:
+        """Feed rows (any users of this shard) user by user; emit the counts they changed."""
         counts: dict = {}
         ad_counts: dict = {}
         rejections = []
-        tallies = {"attribution_duplicates": 0, "attribution_unattributed": 0}
+        tallies = {"attribution_duplicates": 0, "attribution_unattributed": 0, "attribution_too_late": 0, "attribution_replays": 0}
         for user, index in group_by_user(rows.user):
             before = self._state(user)
-            result = attribute(before, user, rows, self.config, self.secret, index)
+            result = feed(before, user, rows.take(index), watermark, self.config, self.secret)
             if result.state is None:
                 self.cache.pop(user, None)
                 if before is not None:
@@ -637,8 +639,10 @@ class Attribution(KeyedProcessFunction):
             for key, amount in result.ad_counts.items():
                 ad_counts[key] = ad_counts.get(key, 0) + amount
             rejections += result.rejections
-            tallies["attribution_duplicates"] += result.duplicate_impressions + result.duplicate_outcomes
+            tallies["attribution_duplicates"] += result.duplicates
             tallies["attribution_unattributed"] += result.unattributed
+            tallies["attribution_too_late"] += result.too_late
+            tallies["attribution_replays"] += int(result.replayed)
         if counts or ad_counts:
             yield AttributionCounts(counts, ad_counts, window)
         batch = _dead_letter_batch(rejections) if rejections else SinkBatch()
@@ -646,7 +650,7 @@ class Attribution(KeyedProcessFunction):
         if stats or batch.dead_letters:
             yield DEAD_LETTERS, SinkBatch(dead_letters=batch.dead_letters, stats=stats)
 
-    def _state(self, user: str) -> AttributionState | None:
+    def _state(self, user: str) -> UserFeedback | None:
         state = self.cache.get(user)
         if state is None and self.states.contains(user):
             if len(self.cache) > 200_000:
@@ -655,13 +659,12 @@ class Attribution(KeyedProcessFunction):
         return state
 
     def _sweep(self, now_ms: int) -> None:
-        """Drop users whose every impression is out of reach (at most once per attribution window of event time)."""
-        window = self.config.attribution_window_ms
+        """Drop users nothing within the bound can need (at most once per attribution window of event time)."""
         last = self.last_sweep.value()
-        if last is not None and now_ms - last < window:
+        if last is not None and now_ms - last < self.config.attribution_window_ms:
             return
         self.last_sweep.update(now_ms)
-        for user in [u for u, shown_ms in self.last_ms.items() if now_ms - shown_ms > window]:
+        for user in [u for u, last_ms in self.last_ms.items() if expired(last_ms, now_ms, self.config)]:
             self.states.remove(user)
             self.last_ms.remove(user)
             self.cache.pop(user, None)

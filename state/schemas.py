@@ -27,9 +27,13 @@ blend memo                  t scored ms, k settings key, i [item], r [[index int
 experiment in effect        d the running experiment's declaration (null: none)
 experiment record           r :class:`transforms.experiments.ExperimentRecord` as a dict
                             (null: none running)
-attribution state           n next arrival number, m [{r rec_id, e experiment, a variant,
-                            c context, q arrival, s [[item, position, shown ms]],
-                            k [[item, outcome code]] counted, h [item] chosen}]
+attribution state           version 2: settled {the version 1 fields}, b settled ms (the
+                            user's bound), log {i [item], e [type code], t [ms], r [rec_id],
+                            o [position], pr [price or null], q [quantity or null]};
+                            version 1 (n next arrival number, m [{r rec_id, e experiment,
+                            a variant, c context, q arrival, s [[item, position, shown ms]],
+                            k [[item, outcome code]] counted, h [item] chosen}]) restores
+                            as a settled state with an empty log and no bound yet
 metric totals               f {field: value} (fields of :mod:`state.metrics`)
 ==========================  ==========================================================
 
@@ -67,7 +71,7 @@ import numpy as np
 import orjson
 
 from transforms.blend import BlendLearner, BlendMemo
-from transforms.attribution import AttributionState
+from transforms.attribution import AttributionState, UserFeedback
 from transforms.experiments import Experiment, ExperimentError, ExperimentRecord, parse_experiment
 from transforms.profile import UserProfile
 
@@ -77,7 +81,7 @@ REDIS_LIST_VERSION = 2
 REDIS_LIST_VERSIONS = (1, 2)
 ROW_VERSION = 1
 LIST_VERSION = 1
-ATTRIBUTION_VERSION = 1
+ATTRIBUTION_VERSION = 2
 TOTALS_VERSION = 1
 
 
@@ -313,14 +317,17 @@ def decode_experiment_record(raw: bytes) -> ExperimentRecord | None:
         raise SchemaError(f"stored experiment: {exc}") from exc
 
 
-def encode_attribution(state: AttributionState) -> bytes:
-    """A user's attribution state (:class:`transforms.attribution.AttributionState`)."""
+def encode_attribution(state: UserFeedback) -> bytes:
+    """A user's attribution (:class:`transforms.attribution.UserFeedback`: settled state and log)."""
     return orjson.dumps({"v": ATTRIBUTION_VERSION, **state.to_state()})
 
 
 @_shape_checked
-def decode_attribution(raw: bytes) -> AttributionState:
-    return AttributionState.from_state(_load(raw, (ATTRIBUTION_VERSION,)))
+def decode_attribution(raw: bytes) -> UserFeedback:
+    data = _load(raw, (1, ATTRIBUTION_VERSION))
+    if data["v"] == 1:  # before late feedback was logged: all of it settled
+        return UserFeedback(AttributionState.from_state(data))
+    return UserFeedback.from_state(data)
 
 
 def encode_totals(totals: dict[str, float]) -> bytes:

@@ -40,14 +40,40 @@ measure is also counted under ``"all"``; choices and hits only there).
 Impressions and clicks of context ``ads`` are also counted per item and UTC
 day (``(day_ms, item, measure)``) for the ad slot.
 
-:func:`attribute` is the step the job runs per user and window;
-:func:`recount` is an independent, deliberately plain reference over a whole
-raw event log, which tests and ``flowrec simulate`` compare the job's Redis
-counts against.  Nothing here touches Flink or Redis.
+Order: rows apply in :func:`feedback_order`: event time, then at equal time
+impressions before clicks, carts, purchases and forgets, then item, rec_id,
+position, price and quantity.  Rows equal in all of these are interchangeable,
+so the order, and with it every count, depends only on the set of rows, never
+on the order they arrived in.
+
+Late feedback (:func:`feed`, what the job runs): a user's feedback is kept as
+a *settled* state (every row before ``settled_ms`` applied) and the *log* of
+the rows since, in the order above.  Rows that arrive in order extend the log
+and are applied to the current state (settled state plus log).  A row that
+sorts before a row already applied (a click read before its impression, a
+late impression) is merged into the log and the log is replayed from the
+settled state; the difference between the new and the old counts is what the
+row changed (it may take a click or a choice from another list: a negative
+count there).  Rows leave the log into the settled state once they are more
+than ``attribution_window_ms`` behind the watermark (the *bound*).  So on any
+arrival order in which every row arrives at most ``attribution_window_ms`` of
+event time behind the watermark, the sum of the counts :func:`feed` returns is
+exactly :func:`recount`'s.  Rows arriving later than that are not attributed
+(counted as ``too_late``; a forget that late still clears the user).  A log
+longer than :data:`LOG_ROWS_MAX` rows settles its oldest rows early, which
+moves the user's bound forward.  A forget clears the state as of its event
+time; rows before it stay in the log until they pass the bound.
+
+:func:`attribute` is the step, over rows already in order; :func:`feed` the
+job's per-user call around it; :func:`recount` is an independent,
+deliberately plain reference over a whole raw event log, which tests and
+``flowrec simulate`` compare the job's Redis counts against.  Nothing here
+touches Flink or Redis.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Union
@@ -63,6 +89,10 @@ MINUTE_MS = 60_000
 DAY_MS = 86_400_000
 ALL = "all"
 ADS_CONTEXT = "ads"
+# Rows a user's log holds at most before its oldest rows settle early (a bot's burst).
+LOG_ROWS_MAX = 5_000
+# The order of row types at equal event time: an impression before the outcomes it may explain.
+TYPE_RANK: dict[int, int] = {IMPRESSION: 0, CLICK: 1, ADD_TO_CART: 2, PURCHASE: 3, FORGET: 4}
 # The measure each outcome type counts as.
 OUTCOME_MEASURE: dict[int, str] = {CLICK: "clicks", ADD_TO_CART: "carts", PURCHASE: "purchases"}
 
@@ -202,7 +232,7 @@ def attribute(
     state = state if state is not None else AttributionState()
     result = AttributionResult(state)
     window = config.attribution_window_ms
-    rejected: dict[tuple[str, int], tuple[str, str, list[str], list[int]]] = {}
+    any_rejected = False
     decoded: dict[str, Any] = {}
     take = slice(None) if index is None else index
     etypes, times, items, rec_ids = rows.etype[take].tolist(), rows.ts[take].tolist(), rows.item[take].tolist(), rows.rec_id[take].tolist()
@@ -225,17 +255,13 @@ def attribute(
                     decoded[rec_id] = exc
             rec = decoded[rec_id]
             if isinstance(rec, BadRecId):
-                entry = rejected.setdefault((rec_id, ts), (rec.reason, rec.detail, [], []))
-                entry[2].append(item)
-                entry[3].append(positions[i])
+                any_rejected = True
                 continue
             _impression(state, result, rec_id, rec, item, positions[i], ts, config)
         else:
             _outcome(state, result, rec_id, item, etype, ts, prices[i], quantities[i], window)
-    result.rejections = [
-        Rejection(reason, detail, impression_record(user, rec_id, ts, items, positions))
-        for (rec_id, ts), (reason, detail, items, positions) in rejected.items()
-    ]
+    if any_rejected:
+        result.rejections = screen(user, rows if index is None else rows.take(index), secret)[1]
     if not state.impressions:
         result.state = None
     return result
@@ -290,6 +316,213 @@ def _count_all(result: AttributionResult, ts: int, imp: Impression, measure: str
     _add(result.counts, (minute_of(ts), imp.experiment, imp.variant, imp.context, ALL, measure), 1)
 
 
+# -- late feedback: the settled state, the log, and replays ---------------------------------------
+
+
+def feedback_order(rows: EventBatch) -> np.ndarray:
+    """Indices of ``rows`` in the order attribution applies them (see the module doc): not the arrival order's."""
+    rank = np.array([TYPE_RANK.get(e, len(TYPE_RANK)) for e in rows.etype.tolist()], dtype=np.int8)
+    return np.lexsort((rows.quantity, rows.price, rows.position, rows.rec_id.astype(str), rows.item.astype(str), rank, rows.ts))
+
+
+def _order_key(rows: EventBatch, i: int) -> tuple:
+    """Row ``i``'s place in :func:`feedback_order`, as a tuple (NaN sorts last, as there)."""
+    price, quantity = float(rows.price[i]), float(rows.quantity[i])
+    return (int(rows.ts[i]), TYPE_RANK.get(int(rows.etype[i]), len(TYPE_RANK)), str(rows.item[i]), str(rows.rec_id[i]), int(rows.position[i]),
+            math.inf if price != price else price, math.inf if quantity != quantity else quantity)
+
+
+def screen(user: str, rows: EventBatch, secret: str) -> tuple[np.ndarray, list[Rejection]]:
+    """The rows attribution keeps (outcomes, forgets and impressions whose rec_id decodes for ``user``), and
+    one rejection per impression record (rows of one rec_id and time) whose rec_id does not."""
+    keep = np.zeros(len(rows), dtype=bool)
+    decoded: dict[str, BadRecId | None] = {}
+    rejected: dict[tuple[str, int], tuple[str, str, list[str], list[int]]] = {}
+    for i, (etype, rec_id) in enumerate(zip(rows.etype.tolist(), rows.rec_id.tolist())):
+        if etype != IMPRESSION:
+            keep[i] = etype in OUTCOME_MEASURE or etype == FORGET
+            continue
+        if rec_id not in decoded:
+            try:
+                decode_rec_id(rec_id, user, secret)
+                decoded[rec_id] = None
+            except BadRecId as exc:
+                decoded[rec_id] = exc
+        bad = decoded[rec_id]
+        if bad is None:
+            keep[i] = True
+            continue
+        entry = rejected.setdefault((rec_id, int(rows.ts[i])), (bad.reason, bad.detail, [], []))
+        entry[2].append(str(rows.item[i]))
+        entry[3].append(int(rows.position[i]))
+    rejections = [Rejection(reason, detail, impression_record(user, rec_id, ts, items, positions)) for (rec_id, ts), (reason, detail, items, positions) in rejected.items()]
+    return keep, rejections
+
+
+# Before any event time: a new user's bound.
+NO_BOUND = -(2**62)
+
+
+@dataclass
+class UserFeedback:
+    """A user's attribution: the settled state, and the log of rows since ``settled_ms`` (see the module doc)."""
+
+    settled: AttributionState = field(default_factory=AttributionState)
+    settled_ms: int = NO_BOUND  # rows before this time are beyond the user's bound
+    log: EventBatch = field(default_factory=EventBatch.empty)  # screened rows at or after settled_ms, in feedback_order
+    current: AttributionState | None = None  # settled + log applied; None: not computed yet (replayed when needed)
+
+    @property
+    def last_ms(self) -> int:
+        """The latest event time the state depends on: its latest shown item or logged row."""
+        return max(self.settled.last_ms, int(self.log.ts.max()) if len(self.log) else NO_BOUND)
+
+    def to_state(self) -> dict[str, Any]:
+        """A JSON-ready dict (versioned by :func:`state.schemas.encode_attribution`); ``current`` is not kept."""
+        log = self.log
+        return {
+            "settled": self.settled.to_state(),
+            "b": self.settled_ms,
+            "log": {
+                "i": log.item.tolist(),
+                "e": log.etype.tolist(),
+                "t": log.ts.tolist(),
+                "r": log.rec_id.tolist(),
+                "o": log.position.tolist(),
+                "pr": [None if v != v else v for v in log.price.tolist()],  # NaN -> null
+                "q": [None if v != v else v for v in log.quantity.tolist()],
+            },
+        }
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any]) -> "UserFeedback":
+        """Inverse of :meth:`to_state`."""
+        log = data["log"]
+
+        def numbers(values: list) -> np.ndarray:
+            return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+        rows = EventBatch(
+            user=np.full(len(log["t"]), "", dtype=object),  # one user's: attribution reads no user column
+            item=np.array(log["i"], dtype=object),
+            etype=np.array(log["e"], dtype=np.int8),
+            ts=np.array(log["t"], dtype=np.int64),
+            rec_id=np.array(log["r"], dtype=object),
+            position=np.array(log["o"], dtype=np.int16),
+            price=numbers(log["pr"]),
+            quantity=numbers(log["q"]),
+        )
+        return cls(AttributionState.from_state(data["settled"]), int(data["b"]), rows)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, UserFeedback):
+            return NotImplemented
+        return self.to_state() == other.to_state()
+
+
+@dataclass
+class FeedResult:
+    """What :func:`feed` produced: the user's new state (None: nothing to keep) and the counts it changed."""
+
+    state: UserFeedback | None
+    counts: dict[CountKey, float] = field(default_factory=dict)
+    ad_counts: dict[AdKey, float] = field(default_factory=dict)
+    rejections: list[Rejection] = field(default_factory=list)
+    duplicates: int = 0
+    unattributed: int = 0
+    too_late: int = 0  # rows beyond the bound, not attributed
+    replayed: bool = False  # a row sorted before one already applied: the log was replayed
+
+
+def _replay(settled: AttributionState, user: str, rows: EventBatch, config: ModelConfig, secret: str) -> AttributionResult:
+    result = attribute(copy.deepcopy(settled), user, rows, config, secret)
+    if result.state is None:
+        result.state = AttributionState()
+    return result
+
+
+def _difference(new: dict, old: dict) -> dict:
+    out = {key: value - old.get(key, 0) for key, value in new.items()}
+    out.update({key: -value for key, value in old.items() if key not in new})
+    return {key: value for key, value in out.items() if value != 0}
+
+
+def feed(state: UserFeedback | None, user: str, rows: EventBatch, watermark: int, config: ModelConfig, secret: str) -> FeedResult:
+    """Apply one user's newly arrived feedback rows (any order) at ``watermark``: the step the job runs.
+
+    Returns the counts the rows changed (differences when the log was
+    replayed), the rejections of their bad impressions, and the new state
+    (None when nothing is left that a row within the bound could need).  Takes
+    ``state`` over (changes it in place).
+    """
+    state = state if state is not None else UserFeedback()
+    keep, rejections = screen(user, rows, secret)
+    if not keep.all():
+        rows = rows.take(keep)
+    bound = max(state.settled_ms, watermark - config.attribution_window_ms)
+    within = rows.ts >= bound
+    result = FeedResult(state, rejections=rejections, too_late=int(len(rows) - within.sum()))
+    if result.too_late:
+        if (rows.etype[~within] == FORGET).any():
+            state = result.state = UserFeedback(settled_ms=state.settled_ms)  # forgotten: keep nothing of before
+        rows = rows.take(within)
+    if len(rows):
+        if state.current is None:
+            state.current = _replay(state.settled, user, state.log, config, secret).state
+        if len(rows) > 1:
+            rows = rows.take(feedback_order(rows))
+        old = len(state.log)
+        if not old or _order_key(rows, 0) >= _order_key(state.log, old - 1):  # in order: extend the log
+            step = attribute(state.current, user, rows, config, secret)
+            result.counts, result.ad_counts = step.counts, step.ad_counts
+            result.duplicates = step.duplicate_impressions + step.duplicate_outcomes
+            result.unattributed = step.unattributed
+            state.log = EventBatch.concat([state.log, rows])
+        else:
+            merged = EventBatch.concat([state.log, rows])
+            merged = merged.take(feedback_order(merged))
+            before = _replay(state.settled, user, state.log, config, secret)
+            step = _replay(state.settled, user, merged, config, secret)
+            result.counts, result.ad_counts = _difference(step.counts, before.counts), _difference(step.ad_counts, before.ad_counts)
+            result.duplicates = step.duplicate_impressions + step.duplicate_outcomes - before.duplicate_impressions - before.duplicate_outcomes
+            result.unattributed = step.unattributed - before.unattributed
+            result.replayed = True
+            state.log = merged
+        state.current = step.state if step.state is not None else AttributionState()
+    result.state = settle(state, user, bound, config, secret)
+    return result
+
+
+def settle(state: UserFeedback, user: str, bound: int, config: ModelConfig, secret: str) -> UserFeedback | None:
+    """Move the log's rows before ``bound`` (and its oldest beyond :data:`LOG_ROWS_MAX`) into the settled state.
+
+    Returns None when nothing is left that a row at or after the bound could
+    need: an empty log, and no settled impression in reach of ``bound``.
+    """
+    log = state.log
+    upto = int(np.searchsorted(log.ts, bound, side="left"))  # the log is in time order first
+    if len(log) - upto > LOG_ROWS_MAX:
+        bound = int(log.ts[len(log) - LOG_ROWS_MAX]) + 1
+        upto = int(np.searchsorted(log.ts, bound, side="left"))
+    if upto:
+        step = attribute(state.settled, user, log.take(slice(0, upto)), config, secret)
+        state.settled = step.state if step.state is not None else AttributionState()
+        state.log = log.take(slice(upto, None))
+    state.settled_ms = max(state.settled_ms, bound)
+    if not len(state.log) and (not state.settled.impressions or state.settled.last_ms < state.settled_ms - config.attribution_window_ms):
+        return None
+    return state
+
+
+def expired(last_ms: int, now_ms: int, config: ModelConfig) -> bool:
+    """Whether a user whose state depends on nothing after ``last_ms`` can be dropped at watermark ``now_ms``.
+
+    Rows still within the bound are at or after ``now_ms - attribution_window_ms``;
+    rows and impressions a window before that can no longer touch them.
+    """
+    return now_ms - last_ms > 2 * config.attribution_window_ms
+
+
 # -- totals in the layout of the Redis metrics hashes ---------------------------------------------
 
 
@@ -325,7 +558,7 @@ def recount(events: Iterable[Any], config: ModelConfig, secret: str) -> Recount:
     lines (str or bytes; a line may hold one record or an array of them).
 
     A reference for the job, written independently of :func:`attribute`: one
-    loop over every row in event-time order (ties in log order), lists
+    loop over every row in the module doc's order (never the log's), lists
     instead of indexes, every rule spelled out again.  Records that do not
     parse are ignored here (the job dead-letters them before attribution).
     """
@@ -338,7 +571,14 @@ def recount(events: Iterable[Any], config: ModelConfig, secret: str) -> Recount:
                 continue  # the job dead-letters it as malformed JSON
         records.extend(record if isinstance(record, list) else [record])
     parsed = parse_records(records).events
-    order = sorted(range(len(parsed)), key=lambda i: int(parsed.ts[i]))
+
+    def order_key(i):  # event time, then impressions first, item, rec_id, position, price, quantity (NaN last)
+        rank = {IMPRESSION: 0, CLICK: 1, ADD_TO_CART: 2, PURCHASE: 3, FORGET: 4}.get(int(parsed.etype[i]), 5)
+        price, quantity = float(parsed.price[i]), float(parsed.quantity[i])
+        return (int(parsed.ts[i]), rank, str(parsed.item[i]), str(parsed.rec_id[i]), int(parsed.position[i]),
+                math.inf if math.isnan(price) else price, math.inf if math.isnan(quantity) else quantity)
+
+    order = sorted(range(len(parsed)), key=order_key)
     window = config.attribution_window_ms
     shown_lists: dict[str, list[dict]] = {}  # user -> their lists in reach, each a plain dict
     arrivals: dict[str, int] = {}
@@ -367,11 +607,8 @@ def recount(events: Iterable[Any], config: ModelConfig, secret: str) -> Recount:
         if etype == IMPRESSION:
             try:
                 rec = decode_rec_id(rec_id, user, secret)
-            except BadRecId as exc:
-                bad.setdefault((user, rec_id, ts), [exc.reason, exc.detail, [], []])
-                bad[(user, rec_id, ts)][2].append(item)
-                bad[(user, rec_id, ts)][3].append(position)
-                continue
+            except BadRecId:
+                continue  # dead-lettered below
             same = [lst for lst in lists if lst["rec_id"] == rec_id]
             if same:
                 lst = same[0]
@@ -425,6 +662,18 @@ def recount(events: Iterable[Any], config: ModelConfig, secret: str) -> Recount:
         if etype == CLICK and chosen["context"] == ADS_CONTEXT:
             day = ads.setdefault(ts - ts % DAY_MS, {})
             day[(item, "clicks")] = day.get((item, "clicks"), 0.0) + 1
+
+    # Dead letters: one per impression record (user, rec_id, time) with a bad rec_id, its rows in log order.
+    for i in range(len(parsed)):
+        if int(parsed.etype[i]) != IMPRESSION:
+            continue
+        user, rec_id, ts = str(parsed.user[i]), str(parsed.rec_id[i]), int(parsed.ts[i])
+        try:
+            decode_rec_id(rec_id, user, secret)
+        except BadRecId as exc:
+            entry = bad.setdefault((user, rec_id, ts), [exc.reason, exc.detail, [], []])
+            entry[2].append(str(parsed.item[i]))
+            entry[3].append(int(parsed.position[i]))
 
     minutes: dict[int, dict] = {}
     for (minute, *rest), value in counts.items():

@@ -9,6 +9,14 @@ shopper does with the list (:func:`list_events`): an ``impression`` of it at
 apart, every one carrying the list's ``rec_id`` and the item's position (a
 purchase also its price).
 
+:func:`sponsor` makes some of the shop's items ads (campaigns with bids and, for
+the first campaign, a tight daily budget); :func:`list_events` with
+``stream="ads"`` is a visit's look at the ad slot (``context=ads``) half a
+second after the home list, with its own random stream.  :func:`campaign_totals` reads
+the job's per-campaign counts from its daily ads hashes, and
+:func:`campaign_recount` counts the same from an offline recount's
+per-item ad counts and the bids, the plain way.
+
 :func:`summary` turns per-variant totals (as the job keeps them in Redis,
 :func:`state.metrics.read_experiment_totals`) into the result ``flowrec
 simulate`` prints, with the statistics of :func:`transforms.experiments.compare`;
@@ -18,12 +26,14 @@ recount's), exactly for counts and to float rounding for revenue.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from transforms.catalog import CatalogItem
 from transforms.experiments import VariantCounts, compare
 from transforms.shoppers import Reaction, Shoppers
 
@@ -33,6 +43,14 @@ REACTION_DELAY_MS = {"click": 3 * SECOND_MS, "add_to_cart": 10 * SECOND_MS, "pur
 # Two clicks on one list are this far apart (the shopper reads down the list).
 NEXT_CLICK_MS = 2 * SECOND_MS
 ALL_CONTEXTS = "all"
+HOME_CONTEXT = "home"
+# The ad slot is looked at this long after the home list.
+ADS_DELAY_MS = 500
+# The random stream of a visit's browsing, home list and ad slot (Shoppers.rng(user, stream)); the ad
+# slot's are numbered apart, so adding it changed no draw of the other two.
+def visit_stream(visit_number: int, kind: str) -> int:
+    return {"browse": 2 * visit_number, "home": 2 * visit_number + 1, "ads": (1 << 20) + visit_number}[kind]
+
 
 
 @dataclass(frozen=True)
@@ -66,22 +84,24 @@ def visit_schedule(users: Sequence[str], start_ms: int, end_ms: int, visits_per_
 
 def browse_events(shoppers: Shoppers, visit: Visit, view_gap_ms: int) -> list[dict[str, Any]]:
     """The visit's organic views, ``view_gap_ms`` apart from ``browse_ms`` (events as the API takes them)."""
-    rng = shoppers.rng(visit.user, 2 * visit.number)
+    rng = shoppers.rng(visit.user, visit_stream(visit.number, "browse"))
     return [{"user_id": visit.user, "item_id": item, "event_type": "view", "ts": visit.browse_ms + k * view_gap_ms} for k, item in enumerate(shoppers.browse(visit.user, rng))]
 
 
-def list_events(shoppers: Shoppers, visit: Visit, rec_id: str, items: Sequence[str], prices: Mapping[str, float]) -> list[dict[str, Any]]:
-    """The impression of the list the visit was shown and the shopper's reactions to it, in time order."""
+def list_events(shoppers: Shoppers, visit: Visit, rec_id: str, items: Sequence[str], prices: Mapping[str, float], stream: str = "home") -> list[dict[str, Any]]:
+    """The impression of the list the visit was shown (``stream``: the home list at ``list_ms``, or the ad
+    slot ``ADS_DELAY_MS`` later) and the shopper's reactions to it, in time order."""
     if not items:
         return []
+    shown_ms = visit.list_ms + (ADS_DELAY_MS if stream == "ads" else 0)
     positions = list(range(len(items)))
-    reactions: list[Reaction] = shoppers.respond(visit.user, items, positions, shoppers.rng(visit.user, 2 * visit.number + 1))
-    events = [{"user_id": visit.user, "event_type": "impression", "rec_id": rec_id, "items": list(items), "positions": positions, "ts": visit.list_ms}]
+    reactions: list[Reaction] = shoppers.respond(visit.user, items, positions, shoppers.rng(visit.user, visit_stream(visit.number, stream)))
+    events = [{"user_id": visit.user, "event_type": "impression", "rec_id": rec_id, "items": list(items), "positions": positions, "ts": shown_ms}]
     clicks = 0
     for reaction in reactions:
         if reaction.event_type == "click":
             clicks += 1
-        ts = visit.list_ms + (clicks - 1) * NEXT_CLICK_MS + REACTION_DELAY_MS[reaction.event_type]
+        ts = shown_ms + (clicks - 1) * NEXT_CLICK_MS + REACTION_DELAY_MS[reaction.event_type]
         event = {"user_id": visit.user, "item_id": reaction.item, "event_type": reaction.event_type, "rec_id": rec_id, "position": reaction.position, "ts": ts}
         if reaction.event_type == "purchase" and reaction.item in prices:
             event["price"] = prices[reaction.item]
@@ -107,18 +127,18 @@ def variant_counts(totals: Mapping[tuple[str, str, str], float], context: str = 
     }
 
 
-def summary(totals: Mapping[tuple[str, str, str], float], variants: Sequence[str], control: str, recount_equal: bool, alpha: float = 0.05) -> dict[str, Any]:
+def summary(totals: Mapping[tuple[str, str, str], float], variants: Sequence[str], control: str, recount_equal: bool, alpha: float = 0.05, context: str = ALL_CONTEXTS) -> dict[str, Any]:
     """The result of a simulation: ``{"variants": {NAME: {...}}, "p_value", "winner", "recount_equal"}``.
 
     Per variant: impressions, clicks, ``ctr`` with its Wilson 95% interval
-    ``ctr_ci``, purchases and ``conversion`` (purchases per impression), over
-    all contexts.  ``p_value``: the two-sided pooled two-proportion z-test of
+    ``ctr_ci``, purchases and ``conversion`` (purchases per impression), of
+    ``context`` (default: over all contexts).  ``p_value``: the two-sided pooled two-proportion z-test of
     CTR against ``control``, for the non-control variant with the highest CTR
     (with two variants: the one comparison).  ``winner``: as
     :func:`transforms.experiments.compare` decides at ``alpha`` (None while
     nothing is significant).
     """
-    result = compare(variants, control, variant_counts(totals), alpha)
+    result = compare(variants, control, variant_counts(totals, context), alpha)
     out: dict[str, Any] = {}
     challengers = [row for row in result.variants if row.name != control]
     for row in result.variants:
@@ -144,3 +164,67 @@ def same_totals(a: Mapping[Any, Mapping[Any, float]], b: Mapping[Any, Mapping[An
             if not math.isclose(u, v, rel_tol=1e-9, abs_tol=1e-6):
                 return False
     return True
+
+
+# -- the ad slot ---------------------------------------------------------------------------------
+
+
+def sponsor(catalog: Sequence[CatalogItem], campaigns: int, share: float, budget: float, seed: int) -> list[CatalogItem]:
+    """``catalog`` with about ``share`` of its items sponsored, spread over campaigns ``c0 .. c{campaigns-1}``.
+
+    Bids are uniform in [0.1, 1.0] (two decimals); campaign ``c0`` has the daily
+    ``budget`` (so the run shows the slot stop serving it), the others none.
+    Deterministic for a seed; ``campaigns`` 0 returns the catalog as it is.
+    """
+    if campaigns <= 0:
+        return list(catalog)
+    rng = np.random.default_rng([seed, 0xAD5])
+    chosen = rng.random(len(catalog)) < share
+    out = []
+    for k, (item, pick) in enumerate(zip(catalog, chosen)):
+        if pick:
+            campaign = f"c{k % campaigns}"
+            bid = round(float(rng.uniform(0.1, 1.0)), 2)
+            item = dataclasses.replace(item, sponsored=True, bid=bid, campaign=campaign, budget=budget if campaign == "c0" else math.nan)
+        out.append(item)
+    return out
+
+
+CAMPAIGN_MEASURES = {"campaign_impressions": "impressions", "campaign_clicks": "clicks", "spend": "spend"}
+
+
+def _campaign_rows(sums: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    rows = {}
+    for campaign, m in sorted(sums.items()):
+        impressions, clicks = int(m.get("impressions", 0)), int(m.get("clicks", 0))
+        rows[campaign] = {"impressions": impressions, "clicks": clicks, "ctr": clicks / impressions if impressions else 0.0, "spend": float(m.get("spend", 0.0))}
+    return rows
+
+
+def campaign_totals(days: Mapping[int, Mapping[tuple[str, str], float]]) -> dict[str, dict[str, float]]:
+    """Per campaign over ``days`` (the job's daily ads hashes, :func:`state.metrics.read_ads_day`):
+    ``{"impressions", "clicks", "ctr", "spend"}``.  The hashes' per-item fields are skipped."""
+    sums: dict[str, dict[str, float]] = {}
+    for fields in days.values():
+        for (name, measure), value in fields.items():
+            if measure in CAMPAIGN_MEASURES:
+                m = sums.setdefault(name, {})
+                m[CAMPAIGN_MEASURES[measure]] = m.get(CAMPAIGN_MEASURES[measure], 0.0) + value
+    return _campaign_rows(sums)
+
+
+def campaign_recount(ads: Mapping[int, Mapping[tuple[str, str], float]], sponsored: Mapping[str, tuple[float, str]]) -> dict[str, dict[str, float]]:
+    """:func:`campaign_totals` counted offline: from a recount's per-item ad counts
+    (:attr:`transforms.attribution.Recount.ads`) and each sponsored item's fixed ``(bid, campaign)``
+    (``"~"`` for none): a campaign's impressions and clicks are its items', its spend their clicks times bids."""
+    sums: dict[str, dict[str, float]] = {}
+    for fields in ads.values():
+        for (item, measure), value in fields.items():
+            if item not in sponsored:
+                continue
+            bid, campaign = sponsored[item]
+            m = sums.setdefault(campaign or "~", {})
+            m[measure] = m.get(measure, 0.0) + value
+            if measure == "clicks":
+                m["spend"] = m.get("spend", 0.0) + value * bid
+    return _campaign_rows(sums)

@@ -82,4 +82,36 @@ def test_metrics_still_served_when_the_attribution_read_fails(redis_url):
     from api.recmetrics import attribution_exposition
 
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
-    assert attribution_exposition(dead, "flowrec") == b""
+    assert attribution_exposition(dead, "flowrec", 0) == b""
+
+
+def test_campaign_counters_come_from_todays_ads_hash(api, store, clock):
+    from state.metrics import ads_field, day_start
+    from state.store import HashWrite
+
+    today, yesterday = day_start(clock.now_ms), day_start(clock.now_ms) - 86_400_000
+    assert not [k for k in samples(api) if k[0].startswith("flowrec_campaign_")]  # nothing counted yet: no series
+    store.write(
+        [
+            HashWrite(KeyKind.METRICS_ADS, str(today), {
+                ads_field("c1", "campaign_impressions"): "30",
+                ads_field("c1", "campaign_clicks"): "3",
+                ads_field("c1", "spend"): "1.5",
+                ads_field("~", "campaign_clicks"): "1",
+                ads_field("sku1", "impressions"): "30",  # per item: not a campaign series
+                ads_field("sku1", "clicks"): "3",
+            }),
+            HashWrite(KeyKind.METRICS_ADS, str(yesterday), {ads_field("c2", "spend"): "9"}),
+        ]
+    )
+    got = {k: v for k, v in samples(api).items() if k[0].startswith("flowrec_campaign_")}
+    assert got == {
+        ("flowrec_campaign_impressions_total", (("campaign", "c1"),)): 30,
+        ("flowrec_campaign_clicks_total", (("campaign", "c1"),)): 3,
+        ("flowrec_campaign_clicks_total", (("campaign", "~"),)): 1,
+        ("flowrec_campaign_spend_total", (("campaign", "c1"),)): 1.5,
+    }
+    # At midnight UTC the series start again from the new day's hash.
+    clock.now_ms = yesterday + 5
+    got = {k: v for k, v in samples(api).items() if k[0].startswith("flowrec_campaign_")}
+    assert got == {("flowrec_campaign_spend_total", (("campaign", "c2"),)): 9}

@@ -146,14 +146,17 @@ def metrics_of(url: str, namespace: str = "flowrec") -> Recount:
 
 
 def metric_differences(job: Recount, expected: Recount, tolerance: float = 1e-9) -> list[str]:
-    """Where the job's metrics differ from a recount (revenue sums may differ in float rounding only)."""
+    """Where the job's metrics differ from a recount (revenue sums may differ in float rounding only).
+
+    A field the job wrote as 0 equals one the recount does not have: a replay of
+    late feedback may take a count back from where it first went."""
     out = []
     for name in ("minutes", "experiments", "ads"):
         a, b = getattr(job, name), getattr(expected, name)
         for key in sorted(set(a) | set(b), key=str):
             fa, fb = a.get(key, {}), b.get(key, {})
             for field in sorted(set(fa) | set(fb), key=str):
-                va, vb = fa.get(field), fb.get(field)
-                if va is None or vb is None or not math.isclose(va, vb, rel_tol=tolerance, abs_tol=tolerance):
+                va, vb = fa.get(field, 0.0), fb.get(field, 0.0)
+                if not math.isclose(va, vb, rel_tol=tolerance, abs_tol=tolerance):
                     out.append(f"{name} {key} {field}: job {va} != recount {vb}")
     return out

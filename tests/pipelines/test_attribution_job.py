@@ -59,6 +59,33 @@ def test_metrics_equal_the_recount(parallelism, disorder_ms, redis_url):
     assert dead_letter_reasons(redis_url) == sorted(r.reason for r in expected.rejections)
 
 
+def stats_of(url: str) -> dict[str, int]:
+    client = redis.Redis.from_url(url)
+    try:
+        return {k.decode(): int(float(v)) for k, v in client.hgetall(redis_key(KeyKind.STATS)).items()}
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_impressions_read_after_their_clicks_are_attributed_late(parallelism, redis_url):
+    """Every impression is read 20 minutes of event time after it was shown (a spool file read late), so the
+    watermark has passed it and the clicks it explains came first; 20 minutes is within the bound
+    (attribution_window_ms, 30 minutes).  The counts still equal the recount of the log."""
+    log = feedback_log(seed=11, users=20, steps=1200)
+    delay = 20 * 60_000
+    late = sorted(log, key=lambda r: r["ts"] + (delay if r["event_type"] == "impression" else 0))
+    settings = Settings(parallelism=parallelism, restart_attempts=0, rec_id_secret=SECRET)
+    run_job(CollectionSource(list(pack_chunks([orjson.dumps(r).decode() for r in late], 10))), settings, redis_url)
+    stats = stats_of(redis_url)
+    assert stats.get("attribution_late", 0) > 0 and stats.get("attribution_replays", 0) > 0, f"nothing arrived late: {stats}"
+    assert stats.get("attribution_too_late", 0) == 0
+    expected = recount(log, settings.model, SECRET)
+    assert expected.minutes and expected.ads
+    assert metric_differences(metrics_of(redis_url), expected) == []
+    assert dead_letter_reasons(redis_url) == sorted(r.reason for r in expected.rejections)
+
+
 def test_attribution_off_writes_no_metrics(redis_url):
     log = feedback_log(seed=3, users=10, steps=300)
     settings = Settings(parallelism=1, restart_attempts=0, rec_id_secret=SECRET, attribution=False)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import orjson
 import pytest
 
 from state.schemas import SchemaError, decode_attribution, encode_attribution
-from transforms.attribution import ALL, AttributionState, attribute, experiment_totals, recount
+from transforms.attribution import ALL, NO_BOUND, UserFeedback, attribute, experiment_totals, feed, recount
 from transforms.config import ModelConfig
 from transforms.events import parse_records
 from transforms.recid import NO_EXPERIMENT, RecId, encode_rec_id
@@ -172,15 +173,135 @@ def test_ads_count_per_item_and_day_and_no_experiment():
 
 def test_state_encoding_round_trips_and_is_versioned():
     a = rid("u1", "0000000a")
-    state = step([shown("u1", a, ["x", "y"], T0), event("u1", "click", "x", T0 + 1), event("u1", "click", "q", T0 + 2)]).state
+    records = [shown("u1", a, ["x", "y"], T0), event("u1", "click", "x", T0 + 1), event("u1", "click", "q", T0 + 2, rec_id=a), event("u1", "purchase", "x", T0 + 3, price=2.5)]
+    state = feed(None, "u1", parse_records(records).events, T0, CONFIG, SECRET).state
+    assert len(state.log) == 5 and state.settled.impressions == {}  # two shown items, three outcomes
     raw = encode_attribution(state)
-    assert orjson.loads(raw)["v"] == 1
-    assert decode_attribution(raw) == state
+    assert orjson.loads(raw)["v"] == 2
+    decoded = decode_attribution(raw)
+    assert decoded == state and decoded.current is None  # the current state is replayed when needed
+    settled = feed(state, "u1", parse_records([event("u1", "view", "x", T0 + 5)]).events, T0 + 2 * WINDOW + 4, CONFIG, SECRET).state
+    assert settled is None  # every row settled, its impressions out of reach of the bound
     with pytest.raises(SchemaError):
         decode_attribution(orjson.dumps({"v": 99, "n": 0, "m": []}))
     with pytest.raises(SchemaError):
-        decode_attribution(orjson.dumps({"v": 1, "m": []}))
-    assert decode_attribution(encode_attribution(AttributionState())) == AttributionState()
+        decode_attribution(orjson.dumps({"v": 2, "settled": {"n": 0, "m": []}}))
+    # Version 1 (a settled state, no log) restores with its impressions settled.
+    v1 = step(records).state
+    migrated = decode_attribution(orjson.dumps({"v": 1, **v1.to_state()}))
+    assert migrated.settled == v1 and len(migrated.log) == 0
+    assert decode_attribution(encode_attribution(UserFeedback())) == UserFeedback()
+
+
+# -- late feedback ---------------------------------------------------------------------------
+
+
+def arrive(state, records, watermark, user="u1"):
+    return feed(state, user, parse_records(records).events, watermark, CONFIG, SECRET)
+
+
+def test_a_click_read_before_its_impression_is_attributed_when_the_impression_arrives():
+    a = rid("u1", "0000000a")
+    click = arrive(None, [event("u1", "click", "x", T0 + 1000)], T0 + 5 * MIN)
+    assert click.counts == {} and click.unattributed == 1 and click.state is not None  # kept: an impression may come
+    late = arrive(click.state, [shown("u1", a, ["w", "x"], T0)], T0 + 10 * MIN)
+    assert late.replayed and late.unattributed == -1  # the click found its impression
+    assert measures(late.counts, 1) == {"impressions": 1, "clicks": 1}
+    assert measures(late.counts) == {"impressions": 2, "clicks": 1, "choices": 1, "hits": 1}
+    # Resent, later still: nothing new.
+    again = arrive(late.state, [shown("u1", a, ["x"], T0 + 2, positions=[1]), event("u1", "click", "x", T0 + 3000, rec_id=a)], T0 + 11 * MIN)
+    assert again.counts == {} and again.duplicates == 2
+    both = recount([event("u1", "click", "x", T0 + 1000), shown("u1", a, ["w", "x"], T0)], CONFIG, SECRET)
+    assert measures({(m, *k): v for m, d in both.minutes.items() for k, v in d.items()}, 1) == {"impressions": 1, "clicks": 1}
+
+
+def test_a_late_impression_takes_the_click_from_an_earlier_list():
+    a, b = rid("u1", "0000000a"), rid("u1", "0000000b", variant="b")
+    first = arrive(None, [shown("u1", a, ["x"], T0), event("u1", "click", "x", T0 + 2000)], T0 + MIN)
+    assert measures(first.counts)["clicks"] == 1
+    late = arrive(first.state, [shown("u1", b, ["x"], T0 + 1000)], T0 + 2 * MIN)  # the last touch, read late
+    assert measures(late.counts) == {"clicks": -1, "choices": -1, "hits": -1}  # taken from list a ...
+    assert measures(late.counts, variant="b") == {"impressions": 1, "clicks": 1, "choices": 1, "hits": 1}  # ... by b
+    assert measures(late.counts, 0, variant="b") == {"impressions": 1, "clicks": 1}
+
+
+def test_feedback_beyond_the_bound_is_not_attributed():
+    a = rid("u1", "0000000a")
+    clicked = lambda: arrive(None, [event("u1", "click", "x", T0 + 1000)], T0).state  # noqa: E731 (feed takes a state over)
+    too_late = arrive(clicked(), [shown("u1", a, ["x"], T0)], T0 + WINDOW + 1)
+    assert too_late.too_late == 1 and too_late.counts == {}
+    at_bound = arrive(clicked(), [shown("u1", a, ["x"], T0)], T0 + WINDOW)
+    assert at_bound.too_late == 0 and measures(at_bound.counts)["clicks"] == 1
+    # A forget that late still clears the user.
+    forgotten = arrive(at_bound.state, [{"user_id": "u1", "event_type": "forget", "ts": T0 - 1}], T0 + 3 * WINDOW)
+    assert forgotten.too_late == 1 and forgotten.state is None
+
+
+def test_a_bad_impression_read_late_is_dead_lettered_once():
+    borrowed = rid("u2", "0000000a")
+    result = arrive(None, [event("u1", "click", "x", T0 + 5), shown("u1", borrowed, ["x", "y"], T0)], T0 + MIN)
+    assert [r.reason for r in result.rejections] == ["unknown_rec_id"] and result.counts == {}
+    assert len(result.state.log) == 1  # only the click: rejected rows are never replayed
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("config", [CONFIG, ModelConfig(impressions_kept=2, attribution_window_ms=300_000)], ids=["default", "tight"])
+def test_any_arrival_order_within_the_bound_counts_as_the_recount(seed, config):
+    """Records arrive shuffled, each at most 0.9 of the bound behind the latest event time read before it,
+    in batches; the state is encoded between batches.  The summed counts are the recount's."""
+    rng = random.Random(seed)
+    log = random_log(seed, users=6)
+    bound = config.attribution_window_ms
+    arrival = [r for _, r in sorted(((r["ts"] + rng.uniform(0, 0.9 * bound), r) for r in log), key=lambda pair: pair[0])]
+    assert arrival != sorted(log, key=lambda r: r["ts"])
+    states: dict[str, bytes] = {}
+    counts: dict = {}
+    ads: dict = {}
+    rejections = []
+    replays = 0
+    watermark = NO_BOUND
+    start = 0
+    while start < len(arrival):
+        batch = arrival[start : start + rng.randint(1, 12)]
+        start += len(batch)
+        events = parse_records(batch).events
+        for user in dict.fromkeys(events.user.tolist()):
+            previous = decode_attribution(states[user]) if user in states else None
+            result = feed(previous, user, events.take(events.user == user), watermark, config, SECRET)
+            assert result.too_late == 0
+            if result.state is None:
+                states.pop(user, None)
+            else:
+                states[user] = encode_attribution(result.state)
+            replays += result.replayed
+            rejections += result.rejections
+            for key, value in result.counts.items():
+                counts[key] = counts.get(key, 0) + value
+            for (day, item, measure), value in result.ad_counts.items():
+                ads.setdefault(day, {})[(item, measure)] = ads.setdefault(day, {}).get((item, measure), 0) + value
+        watermark = max(watermark, max(r["ts"] for r in batch))
+    expected = recount(log, config, SECRET)
+    minutes: dict[int, dict] = {}
+    for (minute, *rest), value in counts.items():
+        if value:
+            minutes.setdefault(minute, {})[tuple(rest)] = value
+    assert close(minutes, expected.minutes)
+    assert close(experiment_totals(counts), expected.experiments)
+    assert close({d: {k: v for k, v in c.items() if v} for d, c in ads.items()}, expected.ads)
+    assert sorted(r.raw for r in rejections) == sorted(r.raw for r in expected.rejections)
+    assert replays and rejections  # the order exercised the replays
+
+
+def close(a: dict, b: dict) -> bool:
+    """Nested count dicts equal, up to float rounding of revenue (a replay adds and takes back) and zero totals."""
+    def flat(d, prefix=()):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from flat(v, prefix + (k,))
+            elif abs(v) > 1e-9:
+                yield prefix + (k,), v
+    fa, fb = dict(flat(a)), dict(flat(b))
+    return fa.keys() == fb.keys() and all(math.isclose(fa[k], fb[k], rel_tol=1e-9, abs_tol=1e-9) for k in fa)
 
 
 # -- the step against the recount ------------------------------------------------------------
@@ -224,7 +345,7 @@ def random_log(seed: int, users: int = 12, steps: int = 600) -> list[dict]:
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("config", [CONFIG, ModelConfig(impressions_kept=2, attribution_window_ms=300_000)], ids=["default", "tight"])
 def test_step_over_chunks_equals_recount(seed, config):
-    """The job's way (per user, in chunks, state encoded between) gives the recount's totals."""
+    """The job's way on input in order (per user, in windows, state encoded between) gives the recount's totals."""
     log = random_log(seed)
     events = parse_records(log).events.sorted_by_time()
     states: dict[str, bytes] = {}
@@ -238,7 +359,8 @@ def test_step_over_chunks_equals_recount(seed, config):
         for user in dict.fromkeys(chunk.user.tolist()):
             rows = chunk.take(chunk.user == user)
             previous = decode_attribution(states[user]) if user in states else None
-            result = attribute(previous, user, rows, config, SECRET)
+            result = feed(previous, user, rows, window * 200, config, SECRET)
+            assert not result.replayed and not result.too_late  # in order: no replays
             if result.state is None:
                 states.pop(user, None)
             else:

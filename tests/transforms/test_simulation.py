@@ -6,7 +6,20 @@ import numpy as np
 import pytest
 
 from transforms.shoppers import Shoppers
-from transforms.simulation import Visit, browse_events, list_events, same_totals, summary, variant_counts, visit_schedule
+from transforms.simulation import (
+    ADS_DELAY_MS,
+    Visit,
+    browse_events,
+    campaign_recount,
+    campaign_totals,
+    list_events,
+    same_totals,
+    sponsor,
+    summary,
+    variant_counts,
+    visit_schedule,
+    visit_stream,
+)
 from transforms.synthetic import build_shop
 
 START_MS = 1_700_000_000_000
@@ -88,3 +101,40 @@ def test_same_totals_is_exact_for_counts_and_ignores_zeros():
     assert not same_totals(job, {"exp": {("v", "all", "clicks"): 4.0, ("v", "all", "revenue"): 0.3}})
     assert not same_totals(job, {})
     assert same_totals({"exp": {("v", "all", "clicks"): 0.0}, "other": {}}, {})
+
+
+def test_sponsor_makes_campaigns_with_bids_and_one_budget():
+    from transforms.ads import sponsorships
+    from transforms.catalog import CatalogItem
+
+    catalog = [CatalogItem(f"i{n}", category="c") for n in range(400)]
+    sponsored = sponsorships(sponsor(catalog, campaigns=3, share=0.2, budget=4.0, seed=1))
+    assert sponsored == sponsorships(sponsor(catalog, campaigns=3, share=0.2, budget=4.0, seed=1))  # deterministic
+    assert len(sponsored) == pytest.approx(80, rel=0.3)
+    assert {s.campaign for s in sponsored.values()} == {"c0", "c1", "c2"}
+    assert all(0.1 <= s.bid <= 1.0 for s in sponsored.values())
+    assert {s.budget for s in sponsored.values() if s.campaign == "c0"} == {4.0}
+    assert all(np.isnan(s.budget) for s in sponsored.values() if s.campaign != "c0")
+    assert sponsor(catalog, campaigns=0, share=0.2, budget=4.0, seed=1) == catalog
+
+
+def test_the_ad_slot_has_its_own_random_stream(shoppers):
+    user = shoppers.user_ids[0]
+    visit = Visit(str(user), 1, START_MS, START_MS + MINUTE_MS)
+    home = list_events(shoppers, visit, "r1.home", ["a", "b"], {})
+    ads = list_events(shoppers, visit, "r1.ads", ["a", "b"], {}, stream="ads")
+    assert home[0]["ts"] == visit.list_ms and ads[0]["ts"] == visit.list_ms + ADS_DELAY_MS
+    assert all(e["rec_id"] == "r1.ads" for e in ads)
+    assert len({visit_stream(n, kind) for n in range(1000) for kind in ("browse", "home", "ads")}) == 3000  # streams never shared
+
+
+def test_campaigns_from_the_jobs_hashes_equal_their_recount_from_item_counts():
+    day = 19_000 * 86_400_000
+    sponsored = {"a": (0.5, "c1"), "b": (2.0, "c1"), "n": (0.25, "")}
+    recounted = {day: {("a", "impressions"): 10.0, ("a", "clicks"): 2.0, ("b", "impressions"): 5.0, ("b", "clicks"): 1.0, ("n", "impressions"): 4.0, ("x", "clicks"): 9.0}}
+    job = {day: {("c1", "campaign_impressions"): 15.0, ("c1", "campaign_clicks"): 3.0, ("c1", "spend"): 3.0, ("~", "campaign_impressions"): 4.0,
+                 ("a", "impressions"): 10.0, ("a", "clicks"): 2.0}}  # per-item fields are not campaigns
+    expected = {"c1": {"impressions": 15, "clicks": 3, "ctr": 0.2, "spend": 3.0}, "~": {"impressions": 4, "clicks": 0, "ctr": 0.0, "spend": 0.0}}
+    assert campaign_totals(job) == expected
+    assert campaign_recount(recounted, sponsored) == expected
+    assert not same_totals(campaign_totals(job), campaign_recount({day: {("a", "clicks"): 3.0}}, sponsored))
