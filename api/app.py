@@ -687,7 +687,7 @@ def _add_read_routes(app: FastAPI, ctx: ApiContext) -> None:
 
     @app.get("/v1/catalog", tags=["catalog"], response_model=models.CatalogPageOut, summary="Browse the catalog file loaded at start (demo shop window)")
     async def browse(
-        category: Annotated[str | None, Query(max_length=models.MAX_CATEGORY_CHARS)] = None,
+        category: CategoryFilter = None,
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
         limit: Annotated[int, Query(ge=1, le=200)] = 24,
     ) -> Response:

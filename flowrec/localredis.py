@@ -14,7 +14,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from flowrec.config import CommandError
+
 log = logging.getLogger(__name__)
+
+
+class LocalRedisError(CommandError, RuntimeError):
+    """A private redis-server cannot be started (the command line prints it as one line)."""
 
 
 def free_port() -> int:
@@ -26,7 +32,7 @@ def free_port() -> int:
 def find_redis_server() -> str:
     path = shutil.which("redis-server")
     if path is None:
-        raise RuntimeError("redis-server not found; run `make setup` (installs Debian's redis-server) or set --redis-url")
+        raise LocalRedisError("redis-server not found; run `make setup` (installs Debian's redis-server) or set --redis-url")
     return path
 
 
@@ -45,9 +51,10 @@ class LocalRedis:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> "LocalRedis":
+        server = find_redis_server()  # before the folder is made: nothing to clean up when it is missing
         self.port = self.port or free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="flowrec-redis-"))
-        cmd = [find_redis_server(), "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        cmd = [server, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
         if self.password:
             cmd += ["--requirepass", self.password]
         # No terminal: the server may outlive the command that started it (flowrec run --keep-redis).
@@ -55,7 +62,8 @@ class LocalRedis:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
+                self.stop()
+                raise LocalRedisError(f"redis-server exited with status {self.process.returncode} on start (port {self.port})")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
                     conn.sendall(b"PING\r\n" if not self.password else f"AUTH {self.password}\r\nPING\r\n".encode())
@@ -65,7 +73,7 @@ class LocalRedis:
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
+        raise LocalRedisError(f"redis-server did not start on port {self.port} within {timeout_s:g} s")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -81,6 +81,8 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_input_flags(args: argparse.Namespace, settings: Settings) -> None:
     """Exactly one input, the flags that belong to it, and its files exist; raises :class:`UsageError` otherwise."""
+    from pipelines.sources import check_event_file
+
     chosen = [name for name in ("events", "socket", "kafka_brokers") if getattr(args, name, None)]
     if settings.spool_dir is not None and not args.events:
         chosen.append("spool_dir")
@@ -95,6 +97,11 @@ def check_input_flags(args: argparse.Namespace, settings: Settings) -> None:
     for path in (args.events or []) + ([args.catalog] if args.catalog else []) + list(args.jar or []):
         if not Path(path).is_file():
             raise UsageError(f"input file not found: {path}")
+    for path in args.events or []:
+        try:
+            check_event_file(Path(path))  # before the JVM starts: the job reads the files when it is built
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     if settings.embeddings is not None:
         from state.embeddings import latest_version
 

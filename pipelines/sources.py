@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -91,6 +92,27 @@ def _event_time(line: str) -> int:
         return int(ts) if isinstance(ts, (int, float)) and not isinstance(ts, bool) else -1
     except (orjson.JSONDecodeError, AttributeError, ValueError, OverflowError):
         return -1
+
+
+EVENT_FILE_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".parquet")
+
+
+def check_event_file(path: Path) -> None:
+    """Raise ValueError saying why ``path`` cannot be read as an event file, without reading its records.
+
+    Cheap enough to run before a job starts: the suffix, and for Parquet the footer (a file that is
+    not Parquet fails there).  Bad records inside a readable file are no error: they are dead-lettered.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in EVENT_FILE_SUFFIXES:
+        raise ValueError(f"{path}: unsupported event file type {path.suffix!r} (use .jsonl, .csv or .parquet)")
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            pq.read_metadata(path)
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise ValueError(f"{path} is not a readable Parquet file: {exc}") from None
 
 
 def read_event_lines(path: Path) -> list[str]:
@@ -205,6 +227,10 @@ class FileReplaySource:
     chunk_size: int = 1000
     workdir: Path = field(default_factory=_workdir)
     bootstrap: BootInput | None = None
+
+    def remove_workdir(self) -> None:
+        """Delete the packed copies of the input (call once the job has ended: its sources read them)."""
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def create(self, env) -> JobInput:
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -198,6 +198,12 @@ class ModelConfig:
             raise ValueError(f"ads_relevance_floor must be in [0, 1], got {self.ads_relevance_floor}")
         if self.trending_window_ms % self.trending_slide_ms:
             raise ValueError("trending_window_ms must be a multiple of trending_slide_ms")
+        from transforms.catalog import CATEGORY_RULE, valid_category  # (transforms.catalog imports this module)
+
+        for name in CATEGORY_LISTS:
+            bad = [c for c in getattr(self, name) if not valid_category(c)]
+            if bad:
+                raise ValueError(f"{name} must be a list of categories ({CATEGORY_RULE}), got {bad[0]!r}")
         not_derivable = set(self.derive_from_history) - set(DERIVABLE_FIELDS)
         if not_derivable:
             raise ValueError(f"derive_from_history: {sorted(not_derivable)} cannot be derived; derivable: {list(DERIVABLE_FIELDS)}")
@@ -218,12 +224,16 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+        if not isinstance(data, Mapping):
+            raise ValueError(f"model settings are a JSON object of setting: value, got {type(data).__name__}")
         reject_unknown_fields(cls, data, "model settings")
         values = dict(data)
         if "event_weights" in values:
             values["event_weights"] = {**DEFAULT_EVENT_WEIGHTS, **values["event_weights"]}
         for name in ("repeat_purchase_categories", "allow_categories", "deny_categories", "derive_from_history"):
             if name in values:
+                if not isinstance(values[name], (list, tuple)):  # tuple("fashion") would be its letters
+                    raise ValueError(f"{name} must be a list, got {values[name]!r}")
                 values[name] = tuple(values[name])
         return cls().replace(**values)
 
@@ -234,6 +244,10 @@ class ModelConfig:
             if given:
                 changes["derive_from_history"] = tuple(f for f in self.derive_from_history if f not in given)
         return dataclasses.replace(self, **changes)
+
+
+# The settings that hold categories (full paths or top categories, compared with an item's category).
+CATEGORY_LISTS = ("repeat_purchase_categories", "allow_categories", "deny_categories")
 
 
 def reject_unknown_fields(cls: type, data: Mapping[str, Any], what: str) -> None:

@@ -24,7 +24,18 @@ import orjson
 import redis
 
 from api.spool import write_spool_file
-from flowrec.config import UsageError, add_settings_arguments, load_settings, port_number
+from flowrec.config import (
+    CommandError,
+    UsageError,
+    add_settings_arguments,
+    load_settings,
+    non_negative_seconds,
+    port_number,
+    positive_float,
+    redacted_url,
+    require_redis,
+    whole_number_at_least,
+)
 from flowrec.localredis import LocalRedis, free_port
 from state.keys import KeyKind, redis_key
 from state.store import decode_list
@@ -35,12 +46,12 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path(".flowrec/demo"), help="where the shop, spool and checkpoints go")
-    parser.add_argument("--users", type=int, default=400)
-    parser.add_argument("--items", type=int, default=250)
-    parser.add_argument("--events", type=int, default=60_000, help="events of the synthetic shop to replay")
-    parser.add_argument("--rate", type=float, default=300.0, help="events per second replayed live")
+    parser.add_argument("--users", type=whole_number_at_least(1), default=400, help="shoppers in the synthetic shop")
+    parser.add_argument("--items", type=whole_number_at_least(1), default=250, help="items in the synthetic shop")
+    parser.add_argument("--events", type=whole_number_at_least(1), default=60_000, help="events of the synthetic shop to replay")
+    parser.add_argument("--rate", type=positive_float, default=300.0, help="events per second replayed live")
     parser.add_argument("--port", type=port_number, default=8000, help="API port (a free one is used if taken)")
-    parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
+    parser.add_argument("--duration", type=non_negative_seconds, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
     parser.add_argument("--seed", type=int, default=7)
     add_settings_arguments(parser, only=("redis-url", "namespace", "execution-mode", "model-config", "rec-id-secret"))
 
@@ -102,12 +113,63 @@ def _show(client: redis.Redis, namespace: str, users: list[str], last: dict[str,
             print(f"  {user}: {shown}", flush=True)
 
 
+def _watch(settings, events_path: Path, api: subprocess.Popen, job, duration_s: float) -> None:
+    """Print shoppers' lists and the counters as they change, until ``duration_s`` (0: Ctrl-C).
+
+    Raises :class:`CommandError` when a part of the demo stops under it (the API process, the job, or
+    Redis - e.g. a Redis given with ``--redis-url`` that was shut down): one line saying which, and
+    ``main`` still stops the rest.
+    """
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
+    result = job.get_job_execution_result()
+    users = _first_users(events_path, 5)
+    last: dict[str, list[str]] = {}
+    shown_stats = None
+    deadline = time.monotonic() + duration_s if duration_s else None
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(1.0)
+            if api.poll() is not None:
+                raise CommandError(f"the API process ended with exit status {api.returncode}; stopping the demo")
+            try:
+                finished = result.done()
+            except Exception:  # py4j: the JVM running the mini-cluster is gone (killed, out of memory)
+                raise CommandError("the JVM running the streaming job is gone; stopping the demo") from None
+            if finished:
+                raise CommandError(f"the streaming job stopped: {_job_outcome(result)}; stopping the demo")
+            try:
+                _show(client, settings.namespace, users, last)
+                stats = {k.decode(): v.decode() for k, v in client.hgetall(redis_key(KeyKind.STATS, None, settings.namespace)).items()}
+                lags = sorted(int(x) for x in client.lrange(redis_key(KeyKind.FRESHNESS, None, settings.namespace), -500, -1))
+            except redis.RedisError as exc:
+                raise CommandError(f"Redis at {redacted_url(settings.redis_url)} stopped answering ({exc}); stopping the demo") from None
+            if lags:
+                line = (f"  [events {stats.get('events', 0)}, lists {stats.get('user_lists', 0)}, "
+                        f"freshness p50 {lags[len(lags) // 2]} ms, p99 {lags[int(len(lags) * 0.99)]} ms]")
+                if line != shown_stats:  # once the replay has ended nothing changes: say it once
+                    print(line, flush=True)
+                    shown_stats = line
+    finally:
+        client.close()
+
+
+def _job_outcome(result) -> str:
+    """One line on how a finished job ended (its failure's first line, without the Java stack)."""
+    try:
+        result.result()
+    except Exception as exc:  # the job failed: py4j wraps the Java exception; its first line says what
+        return "failed: " + (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return "it ended"
+
+
 def main(args: argparse.Namespace) -> int:
     from pipelines.main import run_job, stop_job_quietly
     from pipelines.sources import DirectorySource
     from transforms.synthetic import write_shop
 
     settings = load_settings(args)
+    if settings.redis_url:
+        require_redis(settings.redis_url)  # before the work: a Redis that does not answer is a one-line error, not a broken demo
     out = args.out.resolve()
     shop, spool = out / "shop", out / "spool"
     try:
@@ -128,47 +190,42 @@ def main(args: argparse.Namespace) -> int:
     write_spool_file(spool, "catalog", [line + b"\n" for line in catalog_lines], now_ms)
 
     local = None
-    if not settings.redis_url:
-        local = LocalRedis().start()
-        settings = dataclasses.replace(settings, redis_url=local.url)
-    settings = dataclasses.replace(settings, spool_dir=spool, record_freshness=True, checkpoint_dir=str(out / "checkpoints"))
-    port = _port(args.port)
-    # The Redis URL (it may hold a password) and the rec_id secret go in the environment: a command line shows
-    # in `ps`.  The API and the job share the secret, so the job accepts the rec_ids the API issues.
-    api = subprocess.Popen(
-        [sys.executable, "-m", "flowrec.cli", "serve", "--demo", "--port", str(port),
-         "--namespace", settings.namespace, "--spool-dir", str(spool), "--catalog", str(shop / "catalog.jsonl")],
-        env={**os.environ, "FLOWREC_REDIS_URL": settings.redis_url, "FLOWREC_REC_ID_SECRET": settings.rec_id_secret},
-    )
+    api = None
     job = None
     stop = threading.Event()
     try:
+        if not settings.redis_url:
+            local = LocalRedis().start()
+            settings = dataclasses.replace(settings, redis_url=local.url)
+        settings = dataclasses.replace(settings, spool_dir=spool, record_freshness=True, checkpoint_dir=str(out / "checkpoints"))
+        port = _port(args.port)
+        # The Redis URL (it may hold a password) and the rec_id secret go in the environment: a command line shows
+        # in `ps`.  The API and the job share the secret, so the job accepts the rec_ids the API issues.
+        api = subprocess.Popen(
+            [sys.executable, "-m", "flowrec.cli", "serve", "--demo", "--port", str(port),
+             "--namespace", settings.namespace, "--spool-dir", str(spool), "--catalog", str(shop / "catalog.jsonl")],
+            env={**os.environ, "FLOWREC_REDIS_URL": settings.redis_url, "FLOWREC_REC_ID_SECRET": settings.rec_id_secret},
+        )
         print("starting the streaming job on a local Flink mini-cluster ...", flush=True)
         job = run_job(settings, DirectorySource(spool), job_name="flowrec-demo", wait=False)
         feeder = threading.Thread(target=_feed, args=(shop / "events.jsonl", spool, args.rate, stop), daemon=True)
         feeder.start()
-        print(f"\n  demo page:  http://127.0.0.1:{port}/demo\n  dashboard:  http://127.0.0.1:{port}/dashboard\n  API docs:   http://127.0.0.1:{port}/docs\n  Redis:      {settings.redis_url}\n", flush=True)
-        print(f"replaying the shop live at {args.rate:.0f} events/s; shoppers' top 3 as they change (Ctrl-C stops):", flush=True)
-        client = redis.Redis.from_url(settings.redis_url)
-        users = _first_users(shop / "events.jsonl", 5)
-        last: dict[str, list[str]] = {}
-        deadline = time.monotonic() + args.duration if args.duration else None
-        while deadline is None or time.monotonic() < deadline:
-            time.sleep(1.0)
-            _show(client, settings.namespace, users, last)
-            stats = {k.decode(): v.decode() for k, v in client.hgetall(redis_key(KeyKind.STATS, None, settings.namespace)).items()}
-            lags = sorted(int(x) for x in client.lrange(redis_key(KeyKind.FRESHNESS, None, settings.namespace), -500, -1))
-            if lags:
-                print(f"  [events {stats.get('events', 0)}, lists {stats.get('user_lists', 0)}, "
-                      f"freshness p50 {lags[len(lags) // 2]} ms, p99 {lags[int(len(lags) * 0.99)]} ms]", flush=True)
+        print(f"\n  demo page:  http://127.0.0.1:{port}/demo\n  dashboard:  http://127.0.0.1:{port}/dashboard\n  API docs:   http://127.0.0.1:{port}/docs\n  Redis:      {redacted_url(settings.redis_url)}\n", flush=True)
+        print(f"replaying the shop live at {args.rate:g} events/s; shoppers' top 3 as they change (Ctrl-C stops):", flush=True)
+        _watch(settings, shop / "events.jsonl", api, job, args.duration)
     except KeyboardInterrupt:
         pass
     finally:
         stop.set()
         if job is not None:
             stop_job_quietly(job)
-        api.terminate()
-        api.wait(timeout=15)
+        if api is not None:
+            api.terminate()
+            try:
+                api.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                api.kill()
+                api.wait()
         if local is not None:
             local.stop()
     return 0

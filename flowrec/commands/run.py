@@ -21,6 +21,7 @@ from flowrec.config import UsageError, load_settings, non_negative_seconds, reda
 from flowrec.localredis import LocalRedis
 from flowrec.progress import ProgressReporter
 from pipelines.main import add_job_arguments, choose_source, run_job, silence_gateway_logs, stop_job_quietly
+from pipelines.sources import FileReplaySource
 
 HELP = "run the streaming job on a local mini-cluster (a private Redis is started when none is configured)"
 log = logging.getLogger(__name__)
@@ -49,20 +50,22 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"savepoint or checkpoint not found: {args.restore}")
     source = choose_source(args, settings)
     local = None
-    if settings.redis_url:
-        require_redis(settings.redis_url)
-    else:
-        local = LocalRedis().start()
-        settings = dataclasses.replace(settings, redis_url=local.url)
-        print(f"started a local Redis at {local.url} (set --redis-url or REDIS_URL to use your own)", file=sys.stderr, flush=True)
     keep = bool(args.keep_redis)
     try:
+        if settings.redis_url:
+            require_redis(settings.redis_url)
+        else:
+            local = LocalRedis().start()
+            settings = dataclasses.replace(settings, redis_url=local.url)
+            print(f"started a local Redis at {local.url} (set --redis-url or REDIS_URL to use your own)", file=sys.stderr, flush=True)
         summary = run_with_progress(settings, source, args)
         print(json.dumps(summary) if args.json else " ".join(f"{k}={v}" for k, v in summary.items()), flush=True)
         print(f"job finished; results are in {redacted_url(settings.redis_url)} under '{settings.namespace}:v1:*'", file=sys.stderr, flush=True)
         if local is not None:
             keep = keep_local_redis(args.keep_redis, bounded=bool(args.events))
     finally:
+        if isinstance(source, FileReplaySource):
+            source.remove_workdir()  # a packed copy of every event replayed: nothing reads it once the job has ended
         if local is not None:
             if keep:
                 print(f"the local Redis keeps running with the results: {local.url} (process {local.process.pid}, in memory only, "

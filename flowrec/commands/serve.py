@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from flowrec.config import DEFAULT_REC_ID_SECRET, add_settings_arguments, load_settings, port_number
+from flowrec.config import DEFAULT_REC_ID_SECRET, UsageError, add_settings_arguments, load_settings, port_number
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,11 @@ def _positive(kind: Callable[[str], int | float]) -> Callable[[str], int | float
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, loopback only)")
     parser.add_argument("--port", type=port_number, default=8000, help="port to listen on")
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (metrics are per process)")
+    parser.add_argument("--workers", type=_positive(int), default=1, help="uvicorn worker processes (metrics are per process)")
     parser.add_argument("--catalog", type=Path, default=None, help="catalog JSON-lines file for browsing (demo shop window), loaded once")
     parser.add_argument("--demo", action="store_true", help="accept a demo write key (generated, or --demo-key) and put it in the /demo page")
     parser.add_argument("--demo-key", default=None, help="the demo key to use with --demo (default: a random one)")
-    parser.add_argument("--max-body-bytes", type=int, default=None, help="largest request body accepted, 413 beyond (default 1 MiB)")
+    parser.add_argument("--max-body-bytes", type=_positive(int), default=None, help="largest request body accepted, 413 beyond (default 1 MiB)")
     parser.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs throughput)")
     edge = parser.add_argument_group("limits at the HTTP edge (per worker process; see deploy/README.md for a reverse proxy in front)")
     edge.add_argument("--max-header-bytes", type=_positive(int), default=None, help="largest request head (request line + headers), 431 beyond (default 16 KiB)")
@@ -61,6 +61,20 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def check_files(catalog: Path | None, spool_dir: Path | None) -> None:
+    """The files the API needs before it listens: the catalog file readable, the spool directory creatable.
+
+    Raises :class:`UsageError` naming the path (the API would otherwise fail at start with a traceback).
+    """
+    if catalog is not None and not catalog.is_file():
+        raise UsageError(f"catalog file not found: {catalog}")
+    if spool_dir is not None:
+        try:
+            Path(spool_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create the spool directory {spool_dir}: {exc.strerror or exc}") from None
+
+
 def main(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -70,6 +84,7 @@ def main(args: argparse.Namespace) -> int:
     from flowrec.localredis import LocalRedis
 
     settings = load_settings(args)
+    check_files(args.catalog, settings.spool_dir)
     max_body_bytes = args.max_body_bytes or MAX_BODY_BYTES
     body_timeout_s = args.body_timeout_s or BODY_TIMEOUT_S
     defaults = EdgeLimits()
@@ -103,7 +118,10 @@ def main(args: argparse.Namespace) -> int:
     print(f"flowrec API on http://{args.host}:{args.port}  (docs /docs, demo page http://{args.host}:{args.port}/demo, dashboard http://{args.host}:{args.port}/dashboard)", flush=True)
     try:
         if args.workers <= 1:
-            catalog = BrowseCatalog.from_file(args.catalog) if args.catalog else None
+            try:
+                catalog = BrowseCatalog.from_file(args.catalog) if args.catalog else None
+            except OSError as exc:
+                raise UsageError(f"cannot read the catalog file {args.catalog}: {exc.strerror or exc}") from None
             app = create_app(settings, catalog=catalog, demo_key=demo_key, max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s)
             freeze_startup_objects()
             uvicorn.run(app, **uvicorn_options)

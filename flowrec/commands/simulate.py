@@ -65,7 +65,7 @@ from typing import Any, Iterator
 
 import orjson
 
-from flowrec.config import CommandError, UsageError, add_settings_arguments, load_settings
+from flowrec.config import CommandError, UsageError, add_settings_arguments, load_settings, positive_float, whole_number_at_least
 
 HELP = "run the job, the API and simulated shoppers who respond to their lists; prints the experiment's result"
 log = logging.getLogger(__name__)
@@ -88,38 +88,15 @@ MAX_FLUSH_VIEWS = 120
 POST_CHUNK = 2_000
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, not {text!r}")
-    return value
-
-
-def _count(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, not {text!r}")
-        return value
-
-    return parse
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--minutes", type=_positive_float, default=20.0, help="simulated minutes of shopping")
-    parser.add_argument("--shoppers", type=_count(1), default=2000, help="shoppers in the synthetic shop")
-    parser.add_argument("--items", type=_count(10), default=500, help="items in the synthetic shop")
+    parser.add_argument("--minutes", type=positive_float, default=20.0, help="simulated minutes of shopping")
+    parser.add_argument("--shoppers", type=whole_number_at_least(1), default=2000, help="shoppers in the synthetic shop")
+    parser.add_argument("--items", type=whole_number_at_least(10), default=500, help="items in the synthetic shop")
     parser.add_argument("--variants", default="control=popularity,treatment=default",
                         help="NAME=PRESET,... with presets default or popularity, equal traffic shares; 'control' (else the first) is the control (default: %(default)s)")
-    parser.add_argument("--visits", type=_positive_float, default=3.0, help="mean visits per shopper over the simulated time")
-    parser.add_argument("--list-size", type=_count(1), default=10, help="items in the home list a shopper is shown")
-    parser.add_argument("--step-seconds", type=_positive_float, default=10.0, help="simulated seconds per step (the job catches up after each)")
+    parser.add_argument("--visits", type=positive_float, default=3.0, help="mean visits per shopper over the simulated time")
+    parser.add_argument("--list-size", type=whole_number_at_least(1), default=10, help="items in the home list a shopper is shown")
+    parser.add_argument("--step-seconds", type=positive_float, default=10.0, help="simulated seconds per step (the job catches up after each)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path(".flowrec/simulate"), help="where the spool, checkpoints and the sent event log go")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")

@@ -72,6 +72,14 @@ def test_bad_parameters(api, query):
     assert_problem(api.get(f"/v1/users/u1/recommendations?{query}"), 422, "validation")
 
 
+@pytest.mark.parametrize("category", ["a*b", "[x]", "a//b", "%0A", "", "/".join(["a"] * 9), "x" * 129])
+def test_every_category_filter_has_the_one_category_rule(api, category):
+    # /v1/catalog used to check the length only and answer 200 with nothing for a category no item can have.
+    for route in ("/v1/catalog", "/v1/trending", "/v1/users/u1/recommendations"):
+        doc = assert_problem(api.get(f"{route}?category={category}"), 422, "validation")
+        assert "'category'" in doc["detail"], route
+
+
 def test_validation_problem_lists_every_error(api):
     doc = assert_problem(api.get("/v1/users/u1/recommendations?n=0&context=basket"), 422, "validation")
     locations = sorted(e["location"] for e in doc["errors"])

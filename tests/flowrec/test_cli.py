@@ -127,11 +127,31 @@ def flowrec_process(*argv: str, env: dict[str, str] | None = None) -> subprocess
         (["run", "--events", "{events}", "--embeddings", "{tmp}/no-exports"], {}, "no embedding export in"),
         (["cluster", "cancel", "not-a-job-id"], {}, "not a Flink job id"),
         (["submit", "--events", "{events}", "--redis-url", "redis://127.0.0.1:1/0", "--restore", "/a", "--savepoint", "/b"], {}, "give the path once"),
+        # Input files the job could not read are refused before the JVM starts (it read them when built, with a traceback).
+        (["run", "--events", "{tmp}/events.txt"], {}, r"events\.txt: unsupported event file type '\.txt'"),
+        (["run", "--events", "{tmp}/garbage.parquet"], {}, r"garbage\.parquet is not a readable Parquet file"),
+        (["run", "--events", "{events}", "--model-config", "{tmp}/string-list.json"], {}, "allow_categories must be a list, got 'fashion'"),
+        (["run", "--events", "{events}", "--model-config", "{tmp}/bad-category.json"], {}, r"deny_categories must be a list of categories .*got '\*'"),
+        (["run", "--events", "{events}", "--model-config", "{tmp}/array.json"], {}, "model settings are a JSON object"),
+        (["demo", "--users", "0"], {}, "--users: expected a whole number >= 1, not '0'"),
+        (["demo", "--events", "-5"], {}, "--events: expected a whole number >= 1, not '-5'"),
+        (["demo", "--rate", "0"], {}, "--rate: expected a number > 0, not '0'"),
+        (["demo", "--duration", "nan"], {}, "--duration: expected a number of seconds >= 0, not 'nan'"),
+        (["serve", "--catalog", "{tmp}/missing.jsonl"], {}, "catalog file not found: .*missing.jsonl"),
+        (["serve", "--catalog", "{tmp}"], {}, "catalog file not found"),
+        (["serve", "--spool-dir", "{events}/spool"], {}, "cannot create the spool directory .*events.jsonl/spool"),
+        (["serve", "--workers", "0"], {}, "--workers: must be above 0"),
+        (["serve", "--max-body-bytes", "-5"], {}, "--max-body-bytes: must be above 0"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_status_2(tmp_path: Path, argv, env, message):
     events = tmp_path / "events.jsonl"
     events.write_text('{"user_id": "u1", "item_id": "i1", "event_type": "view", "ts": 1700000000000}\n')
+    (tmp_path / "events.txt").write_text(events.read_text())
+    (tmp_path / "garbage.parquet").write_bytes(b"not a parquet file\n" * 50)
+    (tmp_path / "string-list.json").write_text('{"allow_categories": "fashion"}')
+    (tmp_path / "bad-category.json").write_text('{"deny_categories": ["*"]}')
+    (tmp_path / "array.json").write_text('[{"top_n": 5}]')
     done = flowrec_process(*(a.format(tmp=tmp_path, events=events) for a in argv), env=env)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
@@ -148,6 +168,15 @@ def test_replay_checks_redis_before_the_work(tmp_path: Path):
     assert re.match(r"flowrec replay: error: cannot reach Redis at redis://:\*\*\*@127\.0\.0\.1:\d+/0: .*Connection refused", done.stderr)
     # Refused up front: no write was tried (the store would log every retry) and nothing was computed.
     assert "retry" not in done.stderr and done.stdout == ""
+
+
+def test_demo_checks_the_given_redis_before_the_work(tmp_path: Path):
+    # It used to generate the shop, start the API and the job against it and fail in a loop of tracebacks.
+    done = flowrec_process("demo", "--out", str(tmp_path / "demo"), "--redis-url", f"redis://127.0.0.1:{free_port()}/0")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert re.match(r"flowrec demo: error: cannot reach Redis at redis://127\.0\.0\.1:\d+/0: .*Connection refused", done.stderr)
+    assert done.stdout == "" and not (tmp_path / "demo").exists(), "nothing was generated"
 
 
 # -- help, version, the flags each command offers ----------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from api.ready import wait_ready
-from flowrec.localredis import free_port
+from flowrec.localredis import LocalRedis, free_port
 from tests.envkit import clean_environment
 
 pytestmark = pytest.mark.flink
@@ -61,3 +61,31 @@ def test_demo_runs_the_shop_live_and_sigterm_stops_everything_it_started(tmp_pat
     # What the demo started is gone with it: its API server and its private redis-server.
     assert not _listening(port), "the demo's API still answers"
     assert not _listening(redis_port), "the demo's private redis-server still runs"
+
+
+def test_demo_ends_with_one_line_when_its_redis_goes_away(tmp_path):
+    # A Redis given with --redis-url that is shut down under the demo used to end it with a redis-py traceback.
+    port = free_port()
+    log = tmp_path / "demo.log"
+    with LocalRedis() as server:
+        command = [
+            sys.executable, "-m", "flowrec.cli", "demo", "--out", str(tmp_path / "demo"), "--users", "60", "--items", "40",
+            "--events", "4000", "--rate", "400", "--port", str(port), "--redis-url", server.url,
+        ]
+        with log.open("wb") as out:
+            demo = subprocess.Popen(command, cwd=REPO, env=clean_environment(), stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", demo, timeout_s=300)
+            _wait_for(log, r"\[events \d+, lists [1-9]\d*, freshness p50 \d+ ms", demo, 300)
+            server.process.kill()
+            returncode = demo.wait(timeout=120)
+        finally:
+            if demo.poll() is None:
+                demo.send_signal(signal.SIGTERM)
+                demo.wait(timeout=90)
+    text = log.read_text()
+    assert returncode == 1, text
+    assert re.fullmatch(r"flowrec demo: error: Redis at redis://127\.0\.0\.1:\d+/0 stopped answering \(.+\); stopping the demo",
+                        text.strip().splitlines()[-1]), text[-3000:]
+    assert "flowrec/commands/demo.py" not in text, "no traceback of the demo's own"
+    assert not _listening(port), "the demo's API still answers"

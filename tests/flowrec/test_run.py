@@ -39,10 +39,12 @@ def flowrec(*argv: str) -> list[str]:
 def test_a_bounded_run_without_redis_keeps_the_results_and_reports_progress(tmp_path: Path):
     shop = tmp_path / "shop"
     write_shop(shop, users=40, items=30, events=EVENTS, seed=5)
+    temp = tmp_path / "tmp"  # the command's TMPDIR: what it leaves there is seen
+    temp.mkdir()
     done = subprocess.run(
         flowrec("run", "--events", str(shop / "events.jsonl"), "--catalog", str(shop / "catalog.jsonl"), "--progress-interval", "1",
                 "--restart-attempts", "0", "--checkpoint-dir", str(tmp_path / "checkpoints")),
-        cwd=REPO, env=clean_environment(), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
+        cwd=REPO, env=clean_environment(TMPDIR=str(temp)), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
     )
     kept = re.search(r"keeps running with the results: (redis://127\.0\.0\.1:\d+/0) \(process (\d+)", done.stderr)
     try:
@@ -61,6 +63,9 @@ def test_a_bounded_run_without_redis_keeps_the_results_and_reports_progress(tmp_
         summary = dict(pair.split("=", 1) for pair in done.stdout.split())
         assert int(summary["events"]) == EVENTS and int(summary["dead_letters"]) == 0 and int(summary["user_lists"]) > 0
         assert float(summary["seconds"]) > 0 and float(summary["events_per_s"]) > 0
+        # The packed copy of the replayed events is gone; only the kept Redis's folder stays.
+        assert [p.name for p in temp.glob("flowrec-replay-*")] == []
+        assert [p.name for p in temp.glob("flowrec-redis-*")], "the kept Redis's folder is under TMPDIR"
     finally:
         if kept:
             os.kill(int(kept.group(2)), signal.SIGTERM)
