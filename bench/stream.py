@@ -151,6 +151,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--item-shards", type=int, default=None, help="Settings.item_shards (default: --parallelism)")
     job.add_argument("--embeddings", type=Path, default=None, help="an export root (`flowrec train --out`, trained on this shop): the replay also runs with the embedding components on, interleaved with plain runs")
     job.add_argument("--embedding-weights", default="1.0,0.0", help="weight_embedding,weight_sequence of the embedding runs (default 1.0,0.0)")
+    job.add_argument("--attribution", choices=("on", "off"), default="on", help="Settings.attribution of the replay and live runs (default on; the feedback part sets its own)")
     job.add_argument("--chunk", type=int, default=1000, help="events per source record in the replay (Settings.batch_size, default 1000)")
     job.add_argument("--naive-events", type=int, default=5_000, help="events for the naive design (default 5000)")
     sparse = parser.add_argument_group("sparse history (a `flowrec generate` shop at its own event-time density)")
@@ -834,7 +835,7 @@ def main(args: argparse.Namespace) -> int:
     say(f"shop: {len(shop.events)} events, {args.users} users, {args.items} items, event time compressed to {args.event_rate:,.0f} events/s")
     user_shards = args.user_shards or args.parallelism
     item_shards = args.item_shards or args.parallelism
-    base = {"parallelism": args.parallelism, "chunk": args.chunk, "window_ms": config.window_ms, "user_shards": user_shards, "item_shards": item_shards}
+    base = {"parallelism": args.parallelism, "chunk": args.chunk, "window_ms": config.window_ms, "user_shards": user_shards, "item_shards": item_shards, "attribution": args.attribution == "on"}
     result: dict[str, Any] = {"cpus": os.cpu_count(), "repeats": repeats, "live_repeats": live_repeats}
     peaks: list[int] = []
     with LocalRedis() as server:

@@ -97,12 +97,14 @@ class _SliceTimestamps(TimestampAssigner):
 def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None:
     """Add the flowrec dataflow to ``env``: ``source`` in, everything out through ``sink``.
 
-    The keyed operators (user state, item model, scorer) and their sinks run
-    at ``settings.parallelism``; everything else at 1.  The default
-    parallelism is 1 because PyFlink's ``key_by`` adds a key-extracting Python
-    operator at the default parallelism: at 1 it is fed over a forward edge and
-    keeps each user's events in order, at more it would be fed round-robin and
-    could reorder them.
+    The keyed operators (user state, item model, scorer), the extraction of
+    their side outputs and their sinks run at ``settings.parallelism``; parsing
+    (at the source's parallelism), trending (fed round-robin, its input
+    extracted at 1), content, metrics and ad spend at 1.  The default parallelism is 1 because PyFlink's ``key_by`` adds a
+    key-extracting Python operator at the default parallelism (or its input's):
+    at 1 behind a source at 1 it is fed over a forward edge and keeps each
+    user's events in order, at more it would be fed round-robin and could
+    reorder them.  No edge but trending's input is round-robin (tests/pipelines/test_job_graph.py).
     """
     config = settings.model
     env.set_parallelism(1)
@@ -121,7 +123,9 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
     )
     # [Bundle of EventSlice | Tick]; side: dead letters [SinkBatch], spool files read [str]
     sink.attach(parsed.get_side_output(DEAD_LETTERS), "dead-letters")
-    spool_files_read = parsed.get_side_output(SPOOL_FILES_READ)
+    # Only a spool input has files to retire: PyFlink adds a Python operator per side output taken.
+    retire_spool = inputs.spool_dir is not None and settings.spool_retention_s > 0
+    spool_files_read = parsed.get_side_output(SPOOL_FILES_READ) if retire_spool else None
     event_time = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(settings.max_out_of_orderness_ms)).with_timestamp_assigner(_SliceTimestamps())
     timed = parsed.assign_timestamps_and_watermarks(event_time).name("event-time").uid("event-time").set_parallelism(inputs.parallelism)
     slices = timed.filter(lambda r: not isinstance(r, Tick)).name("drop-heartbeats").uid("drop-heartbeats").set_parallelism(inputs.parallelism)
@@ -135,12 +139,12 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
         .set_parallelism(p)
     )
     # [Bundle of UserSnapshot]; side: [Bundle of ItemDelta], [Bundle of TrendDelta], feedback [Bundle of EventSlice], counters [SinkBatch]
-    sink.attach(users.get_side_output(STATS), "job-stats")
+    sink.attach(_side_output(users, STATS, p), "job-stats", p)
 
-    attributed = _attribution(users.get_side_output(FEEDBACK), sink, settings) if settings.attribution else None
+    attributed = _attribution(_side_output(users, FEEDBACK, p), sink, settings) if settings.attribution else None
 
     items = (
-        users.get_side_output(ITEM_DELTAS)
+        _side_output(users, ITEM_DELTAS, p)
         .key_by(lambda d: d.shard, key_type=Types.INT())
         .process(ItemModelOperator(config, settings.item_shards, ttls), output_type=PICKLED)
         .name("item-model")
@@ -148,11 +152,10 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
         .set_parallelism(p)
     )
     # [Bundle of ModelUpdate: neighbours]; side: writes [SinkBatch]
-    # Side outputs pass through a PyFlink extraction operator at the default
-    # parallelism (1), so their sinks run at 1 too: a forward edge that keeps
-    # each key's writes in order.
-    sink.attach(items.get_side_output(WRITES), "item-neighbours")
+    sink.attach(_side_output(items, WRITES, p), "item-neighbours", p)
     model_updates = items
+    # Extracted at 1, the parallelism of trending and of content's facts it is united with
+    # (a union's key extraction takes a forward edge from each input).
     trend_input = users.get_side_output(TREND_DELTAS)
 
     catalog_in = inputs.catalog
@@ -166,7 +169,8 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
         catalog = catalog_in.process(ParseCatalog(accept_boot=inputs.bootstrapped), output_type=PICKLED).name("parse-catalog").uid("parse-catalog").set_parallelism(1)
         # [CatalogItem | EmbeddingSwitch | ExperimentStart | ExperimentStop]; side: dead letters, spool files read
         sink.attach(catalog.get_side_output(DEAD_LETTERS), "catalog-dead-letters")
-        spool_files_read = spool_files_read.union(catalog.get_side_output(SPOOL_FILES_READ))
+        if retire_spool:
+            spool_files_read = spool_files_read.union(catalog.get_side_output(SPOOL_FILES_READ))
         # Live, the heartbeat moves the catalog's event time too, so upserts take
         # effect (and an idle catalog never holds back the event-time of the job).
         catalog_time = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(0)).with_timestamp_assigner(_SliceTimestamps())
@@ -192,7 +196,7 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
             _ad_spend(attributed, content.get_side_output(SPONSORSHIPS), sink, config)
         model_updates = model_updates.union(content)
 
-    if inputs.spool_dir is not None and settings.spool_retention_s > 0:
+    if retire_spool:
         delay_ms = retention_delay_ms(settings.spool_retention_s, settings.checkpoint_interval_ms)
         (
             spool_files_read.key_by(lambda _: 0, key_type=Types.INT())
@@ -225,19 +229,32 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
     sink.attach(scored, "user-lists", p)
 
 
+def _side_output(stream, tag, parallelism: int):
+    """``stream``'s side output ``tag``, extracted at ``parallelism`` (``stream``'s own).
+
+    PyFlink extracts a side output with a Python operator created at the
+    default parallelism (1); at ``stream``'s parallelism it is fed over a
+    forward edge instead of round-robin, so what follows (a key-extraction
+    operator, a sink) scales with the job and each producer's records stay in
+    order.
+    """
+    return stream.get_side_output(tag).set_parallelism(parallelism)
+
+
 def _attribution(feedback, sink: JobSink, settings: Settings):
     """Feedback [Bundle of EventSlice] -> attribution (per user shard) -> metrics (one instance) -> Redis.
 
     Returns attribution's output [AttributionCounts], for the ad spend."""
+    p = settings.parallelism
     attributed = (
         feedback.key_by(lambda b: b.shard, key_type=Types.INT())
         .process(Attribution(settings.model, settings.rec_id_secret), output_type=PICKLED)
         .name("attribution")
         .uid("attribution")
-        .set_parallelism(settings.parallelism)
+        .set_parallelism(p)
     )
     # [AttributionCounts]; side: dead letters and counters [SinkBatch]
-    sink.attach(attributed.get_side_output(DEAD_LETTERS), "attribution-dead-letters")
+    sink.attach(_side_output(attributed, DEAD_LETTERS, p), "attribution-dead-letters", p)
     metrics = (
         attributed.key_by(lambda c: 0, key_type=Types.INT())
         .process(MetricsAggregator(), output_type=PICKLED)

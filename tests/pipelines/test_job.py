@@ -25,7 +25,7 @@ def small_shop(events: int = 3000):
     return EventBatch.concat(list(stream)), catalog
 
 
-@pytest.mark.parametrize("parallelism", [1, 2])
+@pytest.mark.parametrize("parallelism", [1, 2, 4])
 def test_synthetic_shop_equals_reference(parallelism, redis_url):
     events, catalog = small_shop()
     settings = Settings(parallelism=parallelism, restart_attempts=0)

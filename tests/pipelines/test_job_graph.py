@@ -1,0 +1,47 @@
+"""The shape of the job's dataflow (its execution plan, no job run): the Python operators it has.
+
+Every Python operator in thread mode costs a Java/Python crossing per record and
+a share of one interpreter, and a round-robin edge from a keyed operator to one
+at parallelism 1 caps the job's scale-out.  These tests catch either coming back.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flowrec.config import Settings
+from pipelines.flink_env import create_environment
+from pipelines.job import RedisJobSink, build_job
+from pipelines.sources import SocketSource
+
+pytestmark = pytest.mark.flink
+
+
+def plan(settings: Settings) -> list[dict]:
+    """The plan's nodes of the live job on a socket (nothing connects: the plan is only built)."""
+    env = create_environment(settings)
+    build_job(env, SocketSource("127.0.0.1", 9, heartbeat_ms=10), RedisJobSink("redis://127.0.0.1:9/0"), settings)
+    return json.loads(env.get_execution_plan())["nodes"]
+
+
+def test_no_side_output_without_a_consumer():
+    """Each side output taken adds a Python operator: a node nothing reads must be a sink."""
+    nodes = plan(Settings(parallelism=1))
+    read = {p["id"] for node in nodes for p in node.get("predecessors", [])}
+    dangling = [node["contents"] for node in nodes if node["id"] not in read and "redis-" not in node["contents"]]
+    assert dangling == []
+
+
+def test_side_outputs_scale_with_the_keyed_operators():
+    """At parallelism 2 nothing but trending's input (trending runs at 1) is fed round-robin: each
+    side output is extracted at its producer's parallelism (a forward edge keeps each producer's
+    records in order) and sinks follow it."""
+    nodes = plan(Settings(parallelism=2))
+    by_id = {node["id"]: node for node in nodes}
+    (trending,) = [node for node in nodes if node["contents"] == "trending"]
+    feeds_trending = {p["id"] for p in trending["predecessors"]}
+    round_robin = [(by_id[p["id"]]["contents"], node["contents"]) for node in nodes for p in node.get("predecessors", []) if p["ship_strategy"] == "REBALANCE" and node["id"] not in feeds_trending]
+    assert round_robin == []
+    assert all(node["parallelism"] == 2 for node in nodes if any(name in node["contents"] for name in ("redis-job-stats", "redis-item-neighbours", "user-state", "item-model", "scorer")))
