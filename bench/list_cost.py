@@ -1,7 +1,7 @@
 """Cost per list of the batched scorer, by batch size, on the default bench shop.
 
     python -m bench.list_cost [--users 20000] [--items 5000] [--events 200000] [--batches 1,10,100,1000]
-                              [--lists 2000] [--runs 3] [--json] [--profile FILE]
+                              [--lists 2000] [--runs 3] [--json] [--profile FILE] [--state-cache FILE]
 
 Builds the state of the shop ``flowrec bench stream`` replays (same generator,
 seed and time compression) with the reference engine (no lists), then times
@@ -12,7 +12,9 @@ the treatment with another content weight); 5% of the items sponsored (the
 ads lists); and both.  Prints process CPU µs per list, the least of
 ``--runs`` (the machine's other load moves wall-clock times far more),
 per batch size and setting.  ``--profile FILE`` writes a cProfile of one
-pass over every setting at the largest batch size instead.
+pass over every setting at the largest batch size instead.  Building the
+state replays the shop (minutes on a busy machine): ``--state-cache FILE``
+keeps it between runs (the same file serves a base worktree and yours).
 """
 
 from __future__ import annotations
