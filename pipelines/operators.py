@@ -1165,15 +1165,30 @@ class TrendingOperator(KeyedProcessFunction):
 # -- scoring -----------------------------------------------------------------------------
 
 
+_ABSENT = object()
+
+
 class _VersionedView:
-    """``get(name)`` -> the latest value of ``prefix + name`` produced in a window <= ``window``."""
+    """``get(name)`` -> the latest value of ``prefix + name`` produced in a window <= ``window``.
+
+    A view lives for one window's scoring, during which the mirror does not
+    change, so each name is resolved once: the scorer reads the same facts and
+    neighbour lists for many users of a window.
+    """
 
     def __init__(self, mirror: dict, prefix: str, window: int) -> None:
         self.mirror = mirror
         self.prefix = prefix
         self.window = window
+        self._resolved: dict[str, object] = {}
 
     def get(self, name: str, default=None):
+        found = self._resolved.get(name, _ABSENT)
+        if found is _ABSENT:
+            found = self._resolved[name] = self._lookup(name)
+        return default if found is _ABSENT else found
+
+    def _lookup(self, name: str):
         key = self.prefix + name
         versions = self.mirror.get(key)
         if versions:
@@ -1182,7 +1197,7 @@ class _VersionedView:
                     if version[2] is None:  # decoded on first use: most versions are never read
                         version[2] = _decode_model_value(key, version[1])
                     return version[2]
-        return default
+        return _ABSENT
 
 
 def _decode_model_value(key: str, raw: bytes):

@@ -284,6 +284,9 @@ class ItemCodes:
     def __init__(self) -> None:
         self.vocab = Vocabulary()
         self._lists: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # Reasons by what determines them (kind, source code, action...): immutable values, so the
+        # entries of every list may share them instead of rendering the same text again.
+        self._reasons: dict[tuple, Reason] = {}
 
     def of_list(self, ids: np.ndarray) -> np.ndarray:
         """Codes of a neighbour or trending list's ids (cached per list object)."""
@@ -297,7 +300,19 @@ class ItemCodes:
         return codes
 
     def of(self, items: Sequence[str]) -> np.ndarray:
-        return self.vocab.encode(items)
+        try:  # every item already coded (the usual case): one C-level pass
+            return np.fromiter(map(self.vocab.code.__getitem__, items), dtype=np.int64, count=len(items))
+        except KeyError:
+            return self.vocab.encode(items)
+
+    def reason(self, key: tuple, build, *args) -> Reason:
+        """The reason ``build(*args)``, built once per ``key`` (which must determine it)."""
+        found = self._reasons.get(key)
+        if found is None:
+            if len(self._reasons) > 8 * len(self.vocab) + 4096:
+                self._reasons.clear()  # bounded: keys of items no list names any more would pile up
+            found = self._reasons[key] = build(*args)
+        return found
 
     def known(self, items: Iterable[str]) -> list[int]:
         """Codes of the items that have one (an item without a code is in no list)."""
@@ -448,11 +463,6 @@ def _prepare(profile: UserProfile | None, now_ms: int, model: ScoringModel, conf
     return _Prepared(profile, interests, interests[: config.interest_items], category_interests(interests, model), banned)
 
 
-def _action(profile: UserProfile, item: str) -> str:
-    """The event type of the user's latest positive event on ``item`` (for "because you viewed X")."""
-    return EVENT_TYPES[profile.last_action.get(item, 0)]
-
-
 def score_users(
     profiles: Sequence[UserProfile | None],
     now_ms: int,
@@ -473,6 +483,7 @@ def score_users(
     """
     n = n or config.top_n
     codes = model.codes
+    allowed = _Allowed(model, codes)
     users = [_prepare(p, now_ms, model, config, excludes[u] if excludes is not None else ()) for u, p in enumerate(profiles)]
 
     # Source pairs (row, interest item, interest), per row in rank order.
@@ -551,15 +562,21 @@ def score_users(
         blend = blend.take(np.argsort(blend.row, kind="stable"))
         blend = _without_banned(blend, users, codes)
         if part_entries is not None:
-            part_entries.append(_part_entries(blend, model, config, codes))
+            part_entries.append(_part_entries(blend, allowed, config, codes))
         blend = _grouped(blend, len(codes.vocab), "sum")
-    blend = _only_allowed(blend, model, config, codes)
-    top = _top_n(blend, users, model, config, n, codes, filtered=True)
-    carts = _cart_lists(users, model, cart_config or config, n)
+    # The business filters are checked lazily, on the entries that could make a list (see _top_n).
+    top = _top_n(blend, model, config, n, codes, allowed)
+    carts = _cart_lists(users, model, cart_config or config, n, allowed)
     relevance: dict[int, dict[str, float]] = {}
-    if model.sponsored:
+    if model.sponsored and len(blend.row):
         ids = codes.vocab.array()
-        rel_row, rel_code, rel_value = sponsored_relevance(blend.row, blend.code, blend.value, np.asarray(codes.known(model.sponsored), dtype=np.int64))
+        # Sponsored entries of allowed items, over their row's best allowed entry: the head of the row's list.
+        candidate = np.flatnonzero(np.isin(blend.code, np.asarray(codes.known(model.sponsored), dtype=np.int64)))
+        candidate = candidate[allowed.mask(blend.code[candidate], config)]
+        row_best = np.zeros(len(users))
+        for r, entries in top.items():
+            row_best[r] = entries[0][1]
+        rel_row, rel_code, rel_value = sponsored_relevance(blend.row[candidate], blend.code[candidate], blend.value[candidate], np.asarray(codes.known(model.sponsored), dtype=np.int64), row_best[blend.row[candidate]])
         for r, code, value in zip(rel_row.tolist(), rel_code.tolist(), rel_value.tolist()):
             relevance.setdefault(r, {})[ids[code]] = value
 
@@ -567,7 +584,7 @@ def score_users(
     ids = codes.vocab.array()
     for row, user in enumerate(users):
         profile = user.profile
-        home, cart = ([ScoredItem(ids[code], score, _reason(kind, source, ids[code], user, ids, category_names, texts)) for code, score, kind, source in lists.get(row, ())] for lists in (top, carts))
+        home, cart = ([ScoredItem(ids[code], score, _reason(kind, source, ids[code], user, ids, category_names, texts, codes)) for code, score, kind, source in lists.get(row, ())] for lists in (top, carts))
         out.append(
             UserLists(
                 home=home,
@@ -588,38 +605,54 @@ def _ads(relevance: dict[str, float], profile: UserProfile | None, model: Scorin
     return rank_ads(relevance, model.sponsored, purchased, config.ads_relevance_floor, config.ads_n)
 
 
-def sponsored_relevance(row: np.ndarray, code: np.ndarray, value: np.ndarray, sponsored: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sponsored_relevance(
+    row: np.ndarray, code: np.ndarray, value: np.ndarray, sponsored: np.ndarray, best: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each entry whose code is in ``sponsored``, as (row, code, value / the row's largest value).
 
     The input is a blend in long form (one entry per row and item, ``row``
     ascending, only items the row may be recommended); entries with a
     non-positive value, or in a row whose largest value is not positive, are
-    left out.  Order is kept.
+    left out.  Order is kept.  ``best`` gives each entry its row's largest
+    value when the caller knows it (then the input may hold only some of each
+    row's entries); without it, it is the largest of the row's given entries.
     """
     if len(row) == 0 or len(sponsored) == 0:
         empty = np.empty(0)
         return empty.astype(np.intp), empty.astype(np.int64), empty
-    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
-    best = np.repeat(np.maximum.reduceat(value, starts), np.diff(np.r_[starts, len(row)]))
+    if best is None:
+        starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+        best = np.repeat(np.maximum.reduceat(value, starts), np.diff(np.r_[starts, len(row)]))
     keep = np.isin(code, sponsored) & (value > 0) & (best > 0)
     return row[keep], code[keep], value[keep] / best[keep]
 
 
-def _reason(kind: int, source: int, item: str, user: _Prepared, ids: np.ndarray, categories: list[str], texts: list[Reason]) -> Reason:
+def _reason(kind: int, source: int, item: str, user: _Prepared, ids: np.ndarray, categories: list[str], texts: list[Reason], codes: ItemCodes) -> Reason:
+    """The reason of a list entry, shared through ``codes``' cache (keyed by all it depends on)."""
     if kind == _CF:
         src = ids[source]
-        return because_you(_action(user.profile, src), src)
+        action = user.profile.last_action.get(src, 0)
+        return codes.reason((_CF, source, action), because_you, EVENT_TYPES[action], src)
     if kind == _CONTENT:
-        return reason("similar_to", item=ids[source])
+        return codes.reason((_CONTENT, source), _similar_to, ids[source])
     if kind == _RECENT:
-        return you_did_recently(_action(user.profile, item), item)
+        action = user.profile.last_action.get(item, 0)
+        return codes.reason((_RECENT, item, action), you_did_recently, EVENT_TYPES[action], item)
     if kind == _CATEGORY:
-        return reason("trending_in", category=categories[source])
+        return codes.reason((_CATEGORY, categories[source]), _trending_in, categories[source])
     if kind == _POPULAR:
-        return reason("popular_now" if user.strongest else "trending_now")
+        return codes.reason((_POPULAR, bool(user.strongest)), reason, "popular_now" if user.strongest else "trending_now")
     if kind == _CART:
-        return goes_with(ids[source])
+        return codes.reason((_CART, source), goes_with, ids[source])
     return texts[source]
+
+
+def _similar_to(item: str) -> Reason:
+    return reason("similar_to", item=item)
+
+
+def _trending_in(category: str) -> Reason:
+    return reason("trending_in", category=category)
 
 
 def _embedding_parts(users: list[_Prepared], blended: list[_Long], model: ScoringModel, config: ModelConfig, texts: list[Reason]) -> list[_Long]:
@@ -654,56 +687,61 @@ def _without_banned(blend: _Long, users: list[_Prepared], codes: ItemCodes) -> _
     return blend.take(~np.isin(keys, np.asarray(banned_keys, dtype=np.int64)))
 
 
-def _only_allowed(blend: _Long, model: ScoringModel, config: ModelConfig, codes: ItemCodes) -> _Long:
-    """The entries whose item passes the business filters (stock, categories)."""
-    if len(blend.row) == 0:
-        return blend
-    present = np.flatnonzero(np.bincount(blend.code, minlength=len(codes.vocab)))
-    ids = codes.vocab.array()
-    allowed = np.zeros(len(codes.vocab), dtype=bool)
-    allowed[present] = np.fromiter((_allowed(i, model, config) for i in ids[present].tolist()), dtype=bool, count=len(present))
-    return blend.take(allowed[blend.code])
+class _Allowed:
+    """The business filters (:func:`item_allowed`) per item code, each item checked at most once
+    per batch and filter setting (the facts may change between batches, so it lives for one)."""
+
+    def __init__(self, model: ScoringModel, codes: ItemCodes) -> None:
+        self.model = model
+        self.codes = codes
+        self._memo: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # filter setting -> (checked, allowed) by code
+
+    def mask(self, code: np.ndarray, config: ModelConfig) -> np.ndarray:
+        """Whether each entry's item passes ``config``'s filters."""
+        key = (config.exclude_out_of_stock, config.allow_categories, config.deny_categories)
+        width = len(self.codes.vocab)
+        checked, allowed = self._memo.get(key, (np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)))
+        if len(checked) < width:  # the vocabulary grew: new codes are unchecked
+            checked = np.r_[checked, np.zeros(width - len(checked), dtype=bool)]
+            allowed = np.r_[allowed, np.zeros(width - len(allowed), dtype=bool)]
+            self._memo[key] = (checked, allowed)
+        need = np.unique(code[~checked[code]])
+        if len(need):
+            ids = self.codes.vocab.array()
+            model = self.model
+            allowed[need] = np.fromiter((_allowed(i, model, config) for i in ids[need].tolist()), dtype=bool, count=len(need))
+            checked[need] = True
+        return allowed[code]
 
 
-def _top_n(
-    blend: _Long, users: list[_Prepared], model: ScoringModel, config: ModelConfig, n: int, codes: ItemCodes, filtered: bool = False
-) -> dict[int, list[tuple[int, float, int, int]]]:
+def _top_n(blend: _Long, model: ScoringModel, config: ModelConfig, n: int, codes: ItemCodes, allowed: _Allowed) -> dict[int, list[tuple[int, float, int, int]]]:
     """Per row, the ``n`` best allowed entries (score desc, then item id asc), at most
     ``max_per_category`` per top category (0: no cap): ``row -> [(code, score, kind, source)]``.
 
     ``blend`` has one entry per (row, item), ``row`` ascending.  Each row is first cut to its
-    ``want`` best scores (ties at the cut kept) by a row-wise partition, and only that cut is
-    sorted exactly; with a category cap a row whose cut held too few items after the cap is
-    cut again, four times wider, until it is complete.
+    ``want`` best scores (ties at the cut kept) by a row-wise partition; only that cut is
+    checked against the business filters and sorted exactly.  Every entry left out of a cut
+    ranks below every entry in it, so a row whose cut yields ``n`` items is complete; a row
+    short of ``n`` items (after the filters and the cap) whose cut left entries out is cut
+    again, four times wider, until it is complete.
     """
     if len(blend.row) == 0:
         return {}
-    present = np.flatnonzero(np.bincount(blend.code, minlength=len(codes.vocab)))
     ids = codes.vocab.array()
-    allowed = np.zeros(len(codes.vocab), dtype=bool)
-    allowed[present] = np.fromiter((_allowed(i, model, config) for i in ids[present].tolist()), dtype=bool, count=len(present))
-    blend = blend.take(allowed[blend.code])
     cap = config.max_per_category
     want = n if cap <= 0 else n * 4
     out: dict[int, list[tuple[int, float, int, int]]] = {}
     while len(blend.row):
         cut = blend.take(blend.value >= _row_thresholds(blend.row, blend.value, want))
-        candidates, inverse = np.unique(cut.code, return_inverse=True)
-        id_rank = np.empty(len(candidates), dtype=np.int64)
-        id_rank[np.argsort(ids[candidates], kind="stable")] = np.arange(len(candidates))  # item id order, exact
-        order = np.lexsort((id_rank[inverse], -cut.value, cut.row))
-        if cap > 0:
-            category = np.unique(np.array([model.top_category(i) for i in ids[candidates].tolist()], dtype=object), return_inverse=True)[1]
-            order = order[_rank_within(cut.row[order].astype(np.int64) * (int(category.max()) + 1) + category[inverse[order]]) < cap]
-        order = order[_rank_within(cut.row[order]) < n]
-        for r, code, value, kind, source in zip(cut.row[order].tolist(), cut.code[order].tolist(), cut.value[order].tolist(), cut.kind[order].tolist(), cut.source[order].tolist()):
-            out.setdefault(r, []).append((code, value, kind, source))
-        if cap <= 0:
-            break
+        cut_sizes = np.bincount(cut.row, minlength=int(blend.row[-1]) + 1)
+        cut = cut.take(allowed.mask(cut.code, config))
+        if len(cut.row):
+            _rank_cut(cut, model, n, cap, ids, out)
         # Rows short of n whose cut left items out go round again with a wider cut.
-        rows, sizes = np.unique(blend.row, return_counts=True)
-        cut_sizes = np.bincount(cut.row, minlength=int(rows.max()) + 1)[rows]
-        again = rows[(cut_sizes < sizes) & np.array([len(out.get(r, ())) < n for r in rows.tolist()], dtype=bool)]
+        starts = np.flatnonzero(np.r_[True, blend.row[1:] != blend.row[:-1]])
+        rows = blend.row[starts]
+        sizes = np.diff(np.r_[starts, len(blend.row)])
+        again = rows[(cut_sizes[rows] < sizes) & np.array([len(out.get(r, ())) < n for r in rows.tolist()], dtype=bool)]
         if not len(again):
             break
         for r in again.tolist():
@@ -711,6 +749,21 @@ def _top_n(
         blend = blend.take(np.isin(blend.row, again))
         want *= 4
     return out
+
+
+def _rank_cut(cut: _Long, model: ScoringModel, n: int, cap: int, ids: np.ndarray, out: dict[int, list[tuple[int, float, int, int]]]) -> None:
+    """Each row's ``n`` best entries of ``cut`` (score desc, item id asc; at most ``cap`` per
+    top category, 0: no cap), appended to ``out[row]`` as (code, score, kind, source)."""
+    candidates, inverse = np.unique(cut.code, return_inverse=True)
+    id_rank = np.empty(len(candidates), dtype=np.int64)
+    id_rank[np.argsort(ids[candidates], kind="stable")] = np.arange(len(candidates))  # item id order, exact
+    order = np.lexsort((id_rank[inverse], -cut.value, cut.row))
+    if cap > 0:
+        category = np.unique(np.array([model.top_category(i) for i in ids[candidates].tolist()], dtype=object), return_inverse=True)[1]
+        order = order[_rank_within(cut.row[order].astype(np.int64) * (int(category.max()) + 1) + category[inverse[order]]) < cap]
+    order = order[_rank_within(cut.row[order]) < n]
+    for r, code, value, kind, source in zip(cut.row[order].tolist(), cut.code[order].tolist(), cut.value[order].tolist(), cut.kind[order].tolist(), cut.source[order].tolist()):
+        out.setdefault(r, []).append((code, value, kind, source))
 
 
 def _row_thresholds(row: np.ndarray, value: np.ndarray, want: int) -> np.ndarray:
@@ -751,7 +804,7 @@ def _rank_within(group: np.ndarray) -> np.ndarray:
     return out
 
 
-def _cart_lists(users: list[_Prepared], model: ScoringModel, config: ModelConfig, n: int) -> dict[int, list[tuple[int, float, int, int]]]:
+def _cart_lists(users: list[_Prepared], model: ScoringModel, config: ModelConfig, n: int, allowed: _Allowed) -> dict[int, list[tuple[int, float, int, int]]]:
     """Complements of each row's cart (:func:`transforms.complements.cart_complements`, the one
     formula the API uses too), without banned and disallowed items, ranked like the home list."""
     codes = model.codes
@@ -772,7 +825,7 @@ def _cart_lists(users: list[_Prepared], model: ScoringModel, config: ModelConfig
         return {}
     entries = _Long(np.asarray(rows, dtype=np.intp), codes.of(items), np.asarray(scores, dtype=np.float64), np.full(len(rows), _CART, dtype=np.int8), codes.of(sources))
     entries = _without_banned(entries, users, codes)
-    return _top_n(entries.take(entries.value > 0), users, model, config, n, codes)
+    return _top_n(entries.take(entries.value > 0), model, config, n, codes, allowed)
 
 
 class PartEntries(NamedTuple):
@@ -792,9 +845,9 @@ class PartEntries(NamedTuple):
 _KIND_PART = np.array([PARTS.index(p) for p in ("cf", "content", "recent", "category", "popularity", "learned")] + [-1], dtype=np.intp)
 
 
-def _part_entries(blend: _Long, model: ScoringModel, config: ModelConfig, codes: ItemCodes) -> PartEntries:
+def _part_entries(blend: _Long, allowed: _Allowed, config: ModelConfig, codes: ItemCodes) -> PartEntries:
     ids = codes.vocab.array()
-    kept = _only_allowed(blend, model, config, codes)
+    kept = blend.take(allowed.mask(blend.code, config))
     return PartEntries(kept.row.copy(), ids[kept.code], _KIND_PART[kept.kind.astype(np.intp)], kept.value.copy())
 
 

@@ -116,6 +116,15 @@ def test_sponsored_relevance_divides_by_each_rows_best():
     assert all(len(part) == 0 for part in empty)
 
 
+def test_sponsored_relevance_takes_each_rows_best_from_the_caller():
+    # Only the sponsored entries are given; each row's best (4, 0.5, 0) comes with them.
+    row = np.array([0, 1, 1, 2], dtype=np.intp)
+    code = np.array([2, 2, 4, 2], dtype=np.int64)
+    value = np.array([1.0, 0.5, 0.25, 0.0])
+    r, c, rel = sponsored_relevance(row, code, value, np.array([2, 4], dtype=np.int64), np.array([4.0, 0.5, 0.5, 0.0]))
+    assert r.tolist() == [0, 1, 1] and c.tolist() == [2, 2, 4] and rel.tolist() == [0.25, 1.0, 0.5]
+
+
 def test_scorer_ranks_ads_by_relevance_times_bid_with_the_floor():
     lists = score_user(make_profile(), 0, make_model(sponsored=BIDS), CONFIG)
     assert lists.sponsored_relevance == pytest.approx({item: HOME_SCORES[item] / BEST for item in BIDS})

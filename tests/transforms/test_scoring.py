@@ -214,3 +214,29 @@ def test_exclude_purchased_false_keeps_purchases():
 def test_cart_complements_with_zero_content_weight():
     lists = score_user(make_profile(cart={"A": 5}), 0, make_model(), CONFIG.replace(weight_content=0.0))
     assert rounded(lists.cart) == [("C", 1.0, "goes with A in your cart"), ("D", 0.5, "goes with A in your cart")]
+
+
+def test_filters_reach_past_the_first_cut():
+    # A's 60 neighbours score 60, 59, ... 1; the 45 best are out of stock or in a denied
+    # category, so the list (n=5, with a cap of 2 per category) is cut well past its first
+    # partition: the scorer must widen the cut until the filtered, capped list is complete.
+    items = [f"n{k:02d}" for k in range(60)]
+    facts = {"A": ("books", True)}
+    for k, item in enumerate(items):
+        category = ("denied", "toys", "games", "garden")[k % 4]
+        facts[item] = (category, k >= 30 or category == "denied")
+    model = make_model(neighbours={"A": nb(*[(item, float(60 - k)) for k, item in enumerate(items)])}, content={}, trending_global=nb(), trending_by_category={}, facts=facts)
+    config = CONFIG.replace(deny_categories=("denied",), max_per_category=2, weight_content=0.0, weight_category=0.0, weight_popularity=0.0)
+    lists = score_user(make_profile(interests={"A": 1.0}, last_action={"A": VIEW}), 0, model, config, n=5)
+    # Allowed: in stock (k >= 30) and not denied (k % 4 != 0); then at most two per category, best first.
+    allowed = [k for k in range(60) if k >= 30 and k % 4 != 0]
+    capped: list[int] = []
+    per_category: dict[str, int] = {}
+    for k in allowed:
+        category = facts[items[k]][0]
+        if per_category.get(category, 0) < 2:
+            per_category[category] = per_category.get(category, 0) + 1
+            capped.append(k)
+    assert [i.item for i in lists.home] == [items[k] for k in capped[:5]]
+    assert [round(i.score, 9) for i in lists.home] == [round((60 - k) / 60, 9) for k in capped[:5]]
+    assert all(i.reason.text == "because you viewed A" for i in lists.home)
