@@ -142,6 +142,9 @@ def flowrec_process(*argv: str, env: dict[str, str] | None = None) -> subprocess
         (["serve", "--spool-dir", "{events}/spool"], {}, "cannot create the spool directory .*events.jsonl/spool"),
         (["serve", "--workers", "0"], {}, "--workers: must be above 0"),
         (["serve", "--max-body-bytes", "-5"], {}, "--max-body-bytes: must be above 0"),
+        (["bench", "stream", "--events", "-5"], {}, "--events: expected a whole number >= 1, not '-5'"),
+        (["bench", "stream", "--low-rate", "nan"], {}, "--low-rate: expected a number > 0, not 'nan'"),
+        (["bench", "stream", "--repeats", "0"], {}, "--repeats: expected a whole number >= 1, not '0'"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_status_2(tmp_path: Path, argv, env, message):
