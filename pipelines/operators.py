@@ -91,7 +91,7 @@ from state.schemas import (
 from state.store import HashWrite
 from state.writes import Ttls, catalog_write, experiment_writes, keyable, neighbour_write, trending_write, user_writes
 from transforms.ads import Sponsorship, campaign_counts, sponsored_bids, sponsorships
-from transforms.attribution import UserFeedback, expired, feed
+from transforms.attribution import UserFeedback, expired, feed, feedback_columns, feedback_rows
 from transforms.blend import CONTEXTS, memo_key, score_and_learn, served_weights
 from transforms.catalog import CatalogItem, EmbeddingSwitch, parse_catalog_lines, validate_catalog_record, validate_embedding_switch
 from transforms.config import ModelConfig, event_weights
@@ -521,42 +521,6 @@ class UserState(KeyedProcessFunction):
 # -- attribution --------------------------------------------------------------------
 
 
-def _feedback_payload(rows: EventBatch) -> dict:
-    """The columns attribution reads, JSON-ready (a missing price or quantity is null)."""
-
-    def numbers(column: np.ndarray) -> list:
-        return [None if v != v else v for v in column.tolist()]  # NaN -> null
-
-    return {
-        "u": rows.user.tolist(),
-        "i": rows.item.tolist(),
-        "e": rows.etype.tolist(),
-        "t": rows.ts.tolist(),
-        "r": rows.rec_id.tolist(),
-        "o": rows.position.tolist(),
-        "pr": numbers(rows.price),
-        "q": numbers(rows.quantity),
-    }
-
-
-def _feedback_rows(payload: dict) -> EventBatch:
-    """Inverse of :func:`_feedback_payload`."""
-
-    def numbers(values: list) -> np.ndarray:
-        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-
-    return EventBatch(
-        user=np.array(payload["u"], dtype=object),
-        item=np.array(payload["i"], dtype=object),
-        etype=np.array(payload["e"], dtype=np.int8),
-        ts=np.array(payload["t"], dtype=np.int64),
-        rec_id=np.array(payload["r"], dtype=object),
-        position=np.array(payload["o"], dtype=np.int16),
-        price=numbers(payload["pr"]),
-        quantity=numbers(payload["q"]),
-    )
-
-
 class Attribution(KeyedProcessFunction):
     """Keyed by user shard: attributes feedback to the impressions that caused it (:mod:`transforms.attribution`).
 
@@ -602,7 +566,7 @@ class Attribution(KeyedProcessFunction):
             if clock.timer(piece.window) <= watermark:
                 late.append(piece.events)
                 continue
-            self.pending.add(piece.window, encode_pending("feedback", piece.window, _feedback_payload(piece.events)))
+            self.pending.add(piece.window, encode_pending("feedback", piece.window, feedback_columns(piece.events)))
             ctx.timer_service().register_event_time_timer(clock.timer(piece.window))
         if late:
             rows = EventBatch.concat(late)
@@ -612,7 +576,7 @@ class Attribution(KeyedProcessFunction):
     def on_timer(self, timestamp: int, ctx) -> Iterable:
         # The timer's time, not the watermark: at the end of a bounded input the watermark jumps to Long.MAX_VALUE.
         for window, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending):
-            rows = EventBatch.concat([_feedback_rows(decode_pending(raw)[2]) for raw in raws])
+            rows = EventBatch.concat([feedback_rows(decode_pending(raw)[2]) for raw in raws])
             yield from self._attribute(rows, {}, window, timestamp)
         self._sweep(timestamp)
 

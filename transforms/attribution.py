@@ -363,6 +363,45 @@ def screen(user: str, rows: EventBatch, secret: str) -> tuple[np.ndarray, list[R
 NO_BOUND = -(2**62)
 
 
+def feedback_columns(rows: EventBatch, with_user: bool = True) -> dict[str, list]:
+    """The columns attribution reads, JSON-ready (a missing price or quantity is null); without the
+    user column for one user's rows (:func:`feedback_rows` fills it with "")."""
+
+    def numbers(column: np.ndarray) -> list:
+        return [None if v != v else v for v in column.tolist()]  # NaN -> null
+
+    columns = {"u": rows.user.tolist()} if with_user else {}
+    columns.update(
+        i=rows.item.tolist(),
+        e=rows.etype.tolist(),
+        t=rows.ts.tolist(),
+        r=rows.rec_id.tolist(),
+        o=rows.position.tolist(),
+        pr=numbers(rows.price),
+        q=numbers(rows.quantity),
+    )
+    return columns
+
+
+def feedback_rows(columns: dict[str, list]) -> EventBatch:
+    """Inverse of :func:`feedback_columns`."""
+
+    def numbers(values: list) -> np.ndarray:
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+    users = columns.get("u")
+    return EventBatch(
+        user=np.array(users, dtype=object) if users is not None else np.full(len(columns["t"]), "", dtype=object),
+        item=np.array(columns["i"], dtype=object),
+        etype=np.array(columns["e"], dtype=np.int8),
+        ts=np.array(columns["t"], dtype=np.int64),
+        rec_id=np.array(columns["r"], dtype=object),
+        position=np.array(columns["o"], dtype=np.int16),
+        price=numbers(columns["pr"]),
+        quantity=numbers(columns["q"]),
+    )
+
+
 @dataclass
 class UserFeedback:
     """A user's attribution: the settled state, and the log of rows since ``settled_ms`` (see the module doc)."""
@@ -383,36 +422,13 @@ class UserFeedback:
         return {
             "settled": self.settled.to_state(),
             "b": self.settled_ms,
-            "log": {
-                "i": log.item.tolist(),
-                "e": log.etype.tolist(),
-                "t": log.ts.tolist(),
-                "r": log.rec_id.tolist(),
-                "o": log.position.tolist(),
-                "pr": [None if v != v else v for v in log.price.tolist()],  # NaN -> null
-                "q": [None if v != v else v for v in log.quantity.tolist()],
-            },
+            "log": feedback_columns(log, with_user=False),
         }
 
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> "UserFeedback":
         """Inverse of :meth:`to_state`."""
-        log = data["log"]
-
-        def numbers(values: list) -> np.ndarray:
-            return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-
-        rows = EventBatch(
-            user=np.full(len(log["t"]), "", dtype=object),  # one user's: attribution reads no user column
-            item=np.array(log["i"], dtype=object),
-            etype=np.array(log["e"], dtype=np.int8),
-            ts=np.array(log["t"], dtype=np.int64),
-            rec_id=np.array(log["r"], dtype=object),
-            position=np.array(log["o"], dtype=np.int16),
-            price=numbers(log["pr"]),
-            quantity=numbers(log["q"]),
-        )
-        return cls(AttributionState.from_state(data["settled"]), int(data["b"]), rows)
+        return cls(AttributionState.from_state(data["settled"]), int(data["b"]), feedback_rows(data["log"]))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, UserFeedback):
