@@ -11,7 +11,7 @@ benchmark replays what the operator receives, outside Flink, on two shops:
   per window).
 
 Each window's deltas are computed as the user-state operator computes them
-(:func:`transforms.profile.apply_user_events` per user, item occurrence
+(:func:`transforms.profile.apply_window`, the user-state step, item occurrence
 weights summed per window), before any timing.  Then each layout closes the
 same windows with the same model maths, timed per phase (CPU time):
 
@@ -33,12 +33,13 @@ never asserted.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from typing import Any, Callable
 
 import numpy as np
 import orjson
+
+from pipelines.messages import ItemDelta
 
 HELP = "per-window cost of the item model operator's maths and state writes, old row layout vs columnar block + change log"
 
@@ -135,26 +136,12 @@ class CountingValue:
 # -- the windows the operators receive --------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Window:
-    window: int
-    events: int
-    items: list
-    item_weights: list
-    pair_a: list
-    pair_b: list
-    pair_weights: list
-    trend_items: list
-    trend_ts: list
-    trend_weights: list
-
-
-def windows_of(events, config) -> list[Window]:
-    """Per window, the deltas the user-state operator sends (one item shard, one trending operator)."""
+def windows_of(events, config) -> list[ItemDelta]:
+    """Per window, the item deltas the user-state operator sends (one item shard)."""
     from transforms.config import event_weights
     from transforms.cooccurrence import sum_by_key
     from transforms.events import split_feedback
-    from transforms.profile import ItemContribution, apply_user_events, group_by_user
+    from transforms.profile import ItemContribution, apply_window
     from transforms.windows import WindowClock
 
     clock = WindowClock.of(config)
@@ -168,10 +155,10 @@ def windows_of(events, config) -> list[Window]:
         part = events.take(slice(s, e))
         w = weights[s:e]
         c = ItemContribution()
-        for user, rows in group_by_user(part.user):
-            profiles[user] = apply_user_events(profiles.get(user), part.item[rows].tolist(), part.etype[rows].tolist(), part.ts[rows].tolist(), w[rows].tolist(), config, c)
+        for user, profile, _ in apply_window(profiles.get, part.user, part.item, part.etype, part.ts, w, config, c):
+            profiles[user] = profile
         counts = sum_by_key(c.items, c.item_weights)
-        out.append(Window(int(windows[s]), e - s, list(counts), list(counts.values()), c.pair_a, c.pair_b, c.pair_weights, c.trend_items, c.trend_ts, c.trend_weights))
+        out.append(ItemDelta(int(windows[s]), 0, e - s, list(counts), list(counts.values()), c.pair_a, c.pair_b, c.pair_weights))
     return out
 
 
@@ -189,7 +176,7 @@ class Timer:
         return result
 
 
-def run_rows(windows: list[Window], config, pass_windows: int) -> dict:
+def run_rows(windows: list[ItemDelta], config, pass_windows: int) -> dict:
     """The row layout ItemModelOperator kept before the columnar block: per pass, a put per touched count and row."""
     from state.schemas import encode_row, encode_scored
     from transforms.cooccurrence import ItemModel
@@ -233,7 +220,7 @@ def _kept(*states) -> int:
     return total
 
 
-def run_columnar(windows: list[Window], config, pass_windows: int) -> dict:
+def run_columnar(windows: list[ItemDelta], config, pass_windows: int) -> dict:
     """The columnar layout (:class:`state.itemstate.ItemModelStore`): per pass one log entry (or block) and the meta."""
     from state.itemstate import ItemModelStore
     from state.schemas import encode_scored
@@ -265,7 +252,7 @@ def _median(values: list[float]) -> float:
     return float(np.median(values)) if values else 0.0
 
 
-def measure(name: str, windows: list[Window], config, layouts: list[str], repeats: int, pass_windows: int = 1) -> dict:
+def measure(name: str, windows: list[ItemDelta], config, layouts: list[str], repeats: int, pass_windows: int = 1) -> dict:
     events = sum(w.events for w in windows)
     runs: dict[str, list[dict]] = {layout: [] for layout in layouts}
     for _ in range(repeats):
