@@ -441,12 +441,18 @@ class UserState(KeyedProcessFunction):
             interactions, piece_feedback = split_feedback(piece.events)
             if self.emit_feedback and len(piece_feedback):
                 feedback.append(EventSlice(piece.window, piece.shard, piece_feedback, int(piece_feedback.ts.max())))
+            events_in += len(piece.events)
+            if not len(interactions):
+                # Impressions alone: no window for the model.  Empty deltas would still make the
+                # item model and trending close this window, and a refresh due in its slot would
+                # then run here, before the slot's windows with events (the reference engine drops
+                # impressions before windowing).
+                continue
             snapshot, piece_deltas, trend, piece_late = self._apply(profile_log, piece, interactions, watermark)
             snapshots.append(snapshot)
             for delta in piece_deltas:
                 deltas[delta.shard].append(delta)
             trends.append(trend)
-            events_in += len(piece.events)
             late += piece_late
         self._sweep(profile_log, value.max_ts)
         self._flush(profile_log)

@@ -3,7 +3,8 @@
 The Flink equality, restore and kill tests run the same code on a real
 mini-cluster; here the cases a cluster run cannot set up: a savepoint of the
 earlier per-user layout (migrated, or refused with a clear message), the
-number of state calls per window, and the TTL sweep.
+number of state calls per window, and the TTL sweep; and what a window of
+impressions alone emits.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import orjson
 import pytest
 
 from pipelines.messages import Bundle, EventSlice, UserSnapshot
-from pipelines.operators import UserState
+from pipelines.operators import FEEDBACK, ITEM_DELTAS, STATS, TREND_DELTAS, UserState
 from state.profile_log import ProfileLog
 from state.schemas import SchemaError, encode_profile
 from transforms.config import ModelConfig
 from transforms.engine import ReferenceEngine
-from transforms.events import EventBatch, split_feedback
+from transforms.events import EventBatch, parse_records, split_feedback
 from transforms.synthetic import generate_shop
 from transforms.windows import WindowClock
 
@@ -177,3 +178,29 @@ def test_users_unseen_for_the_ttl_are_dropped_from_state():
     assert kept == set(operator.logs[0].users())
     assert kept and len(kept) < len(set(events.user.tolist()))
     assert all(end - restored.last_seen(u) <= 3_600_000 + 600_000 for u in kept)
+
+
+def test_a_window_of_impressions_alone_goes_to_attribution_only():
+    """Impressions leave the learning path (as in the reference engine): a window holding only impressions
+    sends attribution its rows, but the item model and trending no delta, so they close no window there
+    (a refresh due in its slot would otherwise run before the slot's first window with events)."""
+    clock = WindowClock.of(CONFIG)
+    t0 = 1_700_000_000_000
+    shown_w = clock.window_of(t0)
+    clicked_w = shown_w + 2
+    shown = parse_records([{"user_id": "u1", "event_type": "impression", "rec_id": "r", "items": ["i1", "i2"], "ts": t0}]).events
+    clicked = parse_records([{"user_id": "u1", "event_type": "click", "item_id": "i1", "ts": t0 + 2 * CONFIG.window_ms}]).events
+    assert clock.window_of(int(clicked.ts[0])) == clicked_w
+    operator = _operator(_Map())
+    operator.emit_feedback = True
+    bundle = Bundle(0, [EventSlice(shown_w, 0, shown, int(shown.ts.max())), EventSlice(clicked_w, 0, clicked, int(clicked.ts.max()))], int(clicked.ts.max()))
+    out = list(operator.process_element(bundle, _Ctx()))
+    snapshots = [part.window for record in out if isinstance(record, Bundle) for part in record.parts]
+    side = {}
+    for tag, record in (r for r in out if not isinstance(r, Bundle)):
+        side.setdefault(tag.tag_id, []).append(record)
+    assert snapshots == [clicked_w]
+    assert {d.window for b in side[ITEM_DELTAS.tag_id] for d in b.parts} == {clicked_w}
+    assert [d.window for b in side[TREND_DELTAS.tag_id] for d in b.parts] == [clicked_w]
+    assert [s.window for b in side[FEEDBACK.tag_id] for s in b.parts] == [shown_w, clicked_w]
+    assert side[STATS.tag_id][0].stats["events"] == len(shown) + len(clicked)  # every row is counted in
