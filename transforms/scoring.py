@@ -579,11 +579,11 @@ def score_users(
 
     blend = _Long.concat(blended)
     if len(blend.row):
-        # Stable sort by row keeps component order within each (row, item) sum.
-        blend = blend.take(np.argsort(blend.row, kind="stable"))
+        # The parts are concatenated in component order, which _grouped's stable sort keeps
+        # within each (row, item) sum; its output is in (row, item) order.
         blend = _without_banned(blend, users, codes)
         if part_entries is not None:
-            part_entries.append(_part_entries(blend, allowed, config, codes))
+            part_entries.append(_part_entries(blend.take(np.argsort(blend.row, kind="stable")), allowed, config, codes))
         blend = _grouped(blend, len(codes.vocab), "sum")
     # The business filters are checked lazily, on the entries that could make a list (see _top_n).
     top = _top_n(blend, model, config, n, codes, allowed)
