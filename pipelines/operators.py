@@ -1404,7 +1404,7 @@ def processing_time_ms() -> int:
 
 
 class RedisSink(ProcessFunction):
-    """Writes SinkBatches to Redis in one pipeline each (retried with backoff; idempotent).
+    """Writes each SinkBatch to Redis in one pipeline, one round trip (retried with backoff; the writes are idempotent).
 
     Counters also go to the hash of the current minute of ``clock_ms``
     (processing time, not event time: the dashboard's events/s is how fast
@@ -1433,15 +1433,18 @@ class RedisSink(ProcessFunction):
     def process_element(self, batch: SinkBatch, ctx) -> Iterable:
         started = time.perf_counter()
         writes, invalid = keyable(batch.writes, self.namespace)
-        self.store.write(writes)
-        self.store.dead_letter(batch.dead_letters + [r.to_json() for r in invalid])
         counters = {k: v for k, v in batch.stats.items() if not is_gauge(k)}
         if invalid:
             counters["dead_letters"] = counters.get("dead_letters", 0) + len(invalid)
             counters["dead_letters:invalid_key"] = counters.get("dead_letters:invalid_key", 0) + len(invalid)
-        self.store.add_stats(counters, minute_ms=minute_start(self.clock_ms()))
-        self.store.set_stats({k: v for k, v in batch.stats.items() if is_gauge(k)})
-        self.store.record_freshness(batch.lags_ms)
+        self.store.apply(
+            writes,
+            batch.dead_letters + [r.to_json() for r in invalid],
+            counters,
+            minute_ms=minute_start(self.clock_ms()),
+            gauges={k: v for k, v in batch.stats.items() if is_gauge(k)},
+            lags_ms=batch.lags_ms,
+        )
         self.latency_ms.update(int((time.perf_counter() - started) * 1000))
         self.writes_counter.inc(len(writes))
         return ()

@@ -154,6 +154,35 @@ class RedisStore:
                 delay = min(delay * 2, self.retry.max_delay_s)
         raise AssertionError("unreachable")
 
+    def apply(
+        self,
+        writes: Sequence[Write | HashWrite] = (),
+        dead_letters: Sequence[bytes] = (),
+        counters: Mapping[str, int] | None = None,
+        minute_ms: int | None = None,
+        gauges: Mapping[str, int | str] | None = None,
+        lags_ms: Sequence[int] = (),
+    ) -> None:
+        """A sink batch in one pipeline, one round trip (retried whole, like each part alone):
+        :meth:`write`, :meth:`dead_letter`, :meth:`add_stats`, :meth:`set_stats` and
+        :meth:`record_freshness` together.  A job sink calls this once per batch: a window's
+        lists, counters and lags cost one round trip instead of up to five."""
+        counters = {k: v for k, v in (counters or {}).items() if v}
+        if not (writes or dead_letters or counters or gauges or lags_ms):
+            return
+
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            self._queue_writes(pipe, writes)
+            self._queue_dead_letters(pipe, dead_letters)
+            self._queue_stats(pipe, counters, minute_ms)
+            if gauges:
+                pipe.hset(self.key(KeyKind.STATS), mapping=dict(gauges))
+            self._queue_freshness(pipe, lags_ms)
+            pipe.execute()
+
+        self._with_retry("batch", run)
+
     def write(self, writes: Iterable[Write | HashWrite]) -> int:
         """Apply SET/DEL, HSET and SADD writes in one pipeline (retried whole: every write is idempotent)."""
         writes = list(writes)
@@ -162,25 +191,28 @@ class RedisStore:
 
         def run() -> None:
             pipe = self.client.pipeline(transaction=False)
-            for w in writes:
-                key = self.key(w.kind, w.part)
-                if isinstance(w, HashWrite):
-                    if w.fields:
-                        pipe.hset(key, mapping=dict(w.fields))
-                        if w.ttl_s:
-                            pipe.expire(key, w.ttl_s)
-                elif w.kind in SET_KINDS and w.value is not None:
-                    pipe.sadd(key, w.value)
-                elif w.value is None:
-                    pipe.delete(key)
-                elif w.ttl_s:
-                    pipe.set(key, w.value, ex=w.ttl_s)
-                else:
-                    pipe.set(key, w.value)
+            self._queue_writes(pipe, writes)
             pipe.execute()
 
         self._with_retry("write", run)
         return len(writes)
+
+    def _queue_writes(self, pipe, writes: Iterable[Write | HashWrite]) -> None:
+        for w in writes:
+            key = self.key(w.kind, w.part)
+            if isinstance(w, HashWrite):
+                if w.fields:
+                    pipe.hset(key, mapping=dict(w.fields))
+                    if w.ttl_s:
+                        pipe.expire(key, w.ttl_s)
+            elif w.kind in SET_KINDS and w.value is not None:
+                pipe.sadd(key, w.value)
+            elif w.value is None:
+                pipe.delete(key)
+            elif w.ttl_s:
+                pipe.set(key, w.value, ex=w.ttl_s)
+            else:
+                pipe.set(key, w.value)
 
     def add_stats(self, counters: dict[str, int], minute_ms: int | None = None) -> None:
         """Add to the job's counters hash (HINCRBY; not idempotent, so only for monitoring).
@@ -193,19 +225,24 @@ class RedisStore:
         counters = {k: v for k, v in counters.items() if v}
         if not counters:
             return
-        minute_key = self.key(KeyKind.STATS_MINUTE, str(minute_ms)) if minute_ms is not None else None
 
         def run() -> None:
             pipe = self.client.pipeline(transaction=False)
-            for name, value in counters.items():
-                pipe.hincrby(self.key(KeyKind.STATS), name, int(value))
-                if minute_key is not None:
-                    pipe.hincrby(minute_key, name, int(value))
-            if minute_key is not None:
-                pipe.expire(minute_key, STATS_MINUTE_TTL_S)
+            self._queue_stats(pipe, counters, minute_ms)
             pipe.execute()
 
         self._with_retry("stats", run)
+
+    def _queue_stats(self, pipe, counters: Mapping[str, int], minute_ms: int | None) -> None:
+        if not counters:
+            return
+        minute_key = self.key(KeyKind.STATS_MINUTE, str(minute_ms)) if minute_ms is not None else None
+        for name, value in counters.items():
+            pipe.hincrby(self.key(KeyKind.STATS), name, int(value))
+            if minute_key is not None:
+                pipe.hincrby(minute_key, name, int(value))
+        if minute_key is not None:
+            pipe.expire(minute_key, STATS_MINUTE_TTL_S)
 
     def set_stats(self, values: dict[str, int | str]) -> None:
         """Set gauges in the job's counters hash (HSET; e.g. the last closed window, the embeddings in use)."""
@@ -221,12 +258,15 @@ class RedisStore:
 
         def run() -> None:
             pipe = self.client.pipeline(transaction=False)
-            for entry in entries:
-                pipe.xadd(self.key(KeyKind.DEAD_LETTER), {"record": entry}, maxlen=max_len, approximate=True)
+            self._queue_dead_letters(pipe, entries, max_len)
             pipe.execute()
 
         self._with_retry("dead-letter", run)
         return len(entries)
+
+    def _queue_dead_letters(self, pipe, entries: Iterable[bytes], max_len: int = 100_000) -> None:
+        for entry in entries:
+            pipe.xadd(self.key(KeyKind.DEAD_LETTER), {"record": entry}, maxlen=max_len, approximate=True)
 
     def record_freshness(self, lags_ms: list[int], keep: int = 100_000) -> None:
         """Append event -> list lags (ms) to the capped freshness list read by `flowrec bench stream`."""
@@ -235,11 +275,15 @@ class RedisStore:
 
         def run() -> None:
             pipe = self.client.pipeline(transaction=False)
-            pipe.rpush(self.key(KeyKind.FRESHNESS), *lags_ms)
-            pipe.ltrim(self.key(KeyKind.FRESHNESS), -keep, -1)
+            self._queue_freshness(pipe, lags_ms, keep)
             pipe.execute()
 
         self._with_retry("freshness", run)
+
+    def _queue_freshness(self, pipe, lags_ms: Sequence[int], keep: int = 100_000) -> None:
+        if lags_ms:
+            pipe.rpush(self.key(KeyKind.FRESHNESS), *lags_ms)
+            pipe.ltrim(self.key(KeyKind.FRESHNESS), -keep, -1)
 
     def read_job_stats(self, minutes: Sequence[int], recent_lags: int) -> "JobStats":
         """The job's counters hash, its per-minute hashes of ``minutes`` and the newest ``recent_lags``

@@ -110,6 +110,25 @@ def test_record_freshness_is_capped(store, redis_client):
     assert redis_client.lrange("flowrec:v1:freshness", 0, -1) == [b"6", b"7", b"8", b"9"]
 
 
+def test_apply_writes_a_whole_sink_batch(store, redis_client):
+    store.apply(
+        [Write(KeyKind.ITEM, "i1", b"x", ttl_s=60), Write(KeyKind.ITEM, "i2", b"y")],
+        [b'{"reason":"bad_id"}'],
+        {"events": 3, "late_events": 0},
+        minute_ms=1_700_000_040_000,
+        gauges={"last_window_ts": 1200},
+        lags_ms=[4, 5],
+    )
+    assert redis_client.get("flowrec:v1:item:i1") == b"x" and 0 < redis_client.ttl("flowrec:v1:item:i1") <= 60
+    assert redis_client.get("flowrec:v1:item:i2") == b"y"
+    assert [fields[b"record"] for _, fields in redis_client.xrange("flowrec:v1:deadletter")] == [b'{"reason":"bad_id"}']
+    assert redis_client.hgetall("flowrec:v1:stats") == {b"events": b"3", b"last_window_ts": b"1200"}  # zero counters skipped
+    assert redis_client.hgetall("flowrec:v1:stats:min:1700000040000") == {b"events": b"3"}
+    assert redis_client.lrange("flowrec:v1:freshness", 0, -1) == [b"4", b"5"]
+    store.apply()  # nothing to do: no round trip, nothing written
+    assert redis_client.hgetall("flowrec:v1:stats") == {b"events": b"3", b"last_window_ts": b"1200"}
+
+
 def test_namespace(redis_url, redis_client):
     other = RedisStore.from_url(redis_url, namespace="shop2")
     other.write([Write(KeyKind.USER_RECS, "u1", b"x")])
@@ -181,6 +200,13 @@ def test_transient_errors_are_retried(error):
     store, client, sleeps = make([error])
     store.add_stats({"events": 1})
     assert sleeps == [0.05] and client.executed == [[("hincrby", "flowrec:v1:stats", "events", 1)]]
+
+
+def test_a_sink_batch_is_one_round_trip_retried_whole():
+    store, client, sleeps = make([redis.ConnectionError("down")])
+    store.apply([Write(KeyKind.ITEM, "i1", b"x")], [b"bad"], {"events": 2})
+    assert sleeps == [0.05]
+    assert client.executed == [[("set", "flowrec:v1:item:i1", b"x", None), ("xadd", "flowrec:v1:deadletter", b"bad"), ("hincrby", "flowrec:v1:stats", "events", 2)]]
 
 
 def test_other_errors_are_not_retried():
