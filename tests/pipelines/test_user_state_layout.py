@@ -70,13 +70,14 @@ class _Ctx:
 
 
 def _operator(blocks: _Map, legacy_profiles: _Map | None = None, legacy_last_seen: _Map | None = None, ttl_ms: int = 10**12, sweep_every_ms: int = 3_600_000) -> UserState:
-    operator = UserState(CONFIG, 2, ttl_ms, sweep_every_ms=sweep_every_ms, emit_feedback=False)
+    operator = UserState(CONFIG, 2, ttl_ms, sweep_every_ms=sweep_every_ms)
     operator.blocks = blocks
     operator.legacy_profiles = legacy_profiles if legacy_profiles is not None else _Map()
     operator.legacy_last_seen = legacy_last_seen if legacy_last_seen is not None else _Map()
     operator.last_sweep = _Value()
     operator.logs = {}
     operator.late_counter = operator.users_counter = _Counter()
+    operator.attribution = None  # attribution off (no rec_id secret)
     return operator
 
 
