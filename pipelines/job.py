@@ -29,7 +29,8 @@ Attribution runs inside user-state (same key, the user shard: no feedback
 record crosses to another operator, and no window of it waits for a timer).
 Earlier releases had a separate ``attribution`` operator (uid
 ``attribution``) fed by a feedback side output.  Flink refuses a savepoint of
-that layout (its ``attribution`` state maps to no operator here).  Restored
+that layout: "Cannot map checkpoint/savepoint state for operator
+1c776bf8e858620128fb8cc3627ce105" (the hash of uid ``attribution``).  Restored
 with ``--allow-non-restored-state`` that state is dropped: attribution starts
 empty, so the clicks of impressions shown before the savepoint and the feedback
 of windows open at the savepoint are not counted (profiles, models and the

@@ -448,12 +448,12 @@ class UserState(KeyedProcessFunction):
         snapshots: list[UserSnapshot] = []
         deltas: dict[int, list[ItemDelta]] = {shard: [] for shard in range(self.item_shards)}
         trends: list[TrendDelta] = []
-        feedback: list[EventSlice] = []
+        feedback: list[tuple[int, EventBatch]] = []
         events_in = late = 0
         for piece in value.parts:
             interactions, piece_feedback = split_feedback(piece.events)
             if self.attribution is not None and len(piece_feedback):
-                feedback.append(EventSlice(piece.window, piece.shard, piece_feedback, int(piece_feedback.ts.max())))
+                feedback.append((piece.window, piece_feedback))
             snapshot, piece_deltas, trend, piece_late = self._apply(profile_log, piece, interactions, watermark)
             snapshots.append(snapshot)
             for delta in piece_deltas:
@@ -578,18 +578,17 @@ class FeedbackAttribution:
         self.cache: dict[str, UserFeedback] = {}
         self.late_counter = runtime_context.get_metrics_group().counter("attribution_late")
 
-    def attribute(self, feedback: list[EventSlice], watermark: int) -> tuple[list[AttributionCounts], SinkBatch]:
-        """One bundle's feedback (one slice per window, ascending) of the current shard, at ``watermark``:
-        the counts it changed, per window, and its dead letters and counters."""
+    def attribute(self, feedback: list[tuple[int, EventBatch]], watermark: int) -> tuple[list[AttributionCounts], SinkBatch]:
+        """One bundle's feedback rows of the current shard, per window (``(window, rows)``), at ``watermark``:
+        the counts they changed, per window, and their dead letters and counters."""
         clock = WindowClock.of(self.config)
         by_window: dict[int, list[EventBatch]] = {}
         late = 0
-        for piece in feedback:
-            window = piece.window
+        for window, rows in feedback:
             if clock.timer(window) <= watermark:
-                late += len(piece.events)
+                late += len(rows)
                 window = clock.open_window(watermark)
-            by_window.setdefault(window, []).append(piece.events)
+            by_window.setdefault(window, []).append(rows)
         counts: list[AttributionCounts] = []
         rejections: list = []
         tallies = {"attribution_late": late, "attribution_duplicates": 0, "attribution_unattributed": 0, "attribution_too_late": 0, "attribution_replays": 0}
