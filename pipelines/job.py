@@ -3,14 +3,14 @@
 Dataflow (element shapes in brackets)::
 
     events [chunk str] -> parse-events [Bundle of EventSlice (one per window) per user shard | Tick | BootRecord]
-        -> event-time (watermarks) -> key by user shard -> user-state [Bundle of UserSnapshot]
+        -> event-time (watermarks) -> key by user shard -> user-state (profiles and attribution) [Bundle of UserSnapshot]
              side: item-deltas [Bundle of ItemDelta] -> key by item shard -> item-model [Bundle of ModelUpdate]
              side: trend-deltas [Bundle of TrendDelta] -------------------> trending [Bundle of ModelUpdate]
-             side: feedback [Bundle of EventSlice] -> key by user shard -> attribution [AttributionCounts]
-                   -> key 0 -> metrics [SinkBatch of HashWrite]  (side of attribution: dead letters)
+             side: attributed [AttributionCounts] -> key 0 -> metrics [SinkBatch of HashWrite]
+             side: stats [SinkBatch: counters, attribution's dead letters] -> job-stats
     catalog [chunk str] -> parse-catalog [CatalogItem | EmbeddingSwitch | ExperimentStart | ExperimentStop]
         -> content [ModelUpdate]  (side: facts -> trending; writes incl. experiment records, refused controls)
-    attribution's ads counts [AttributionCounts] + content's side sponsorships [SponsorshipUpdate]
+    user-state's attributed ads counts [AttributionCounts] + content's side sponsorships [SponsorshipUpdate]
         -> key 0 -> ad-spend [SinkBatch of HashWrite: campaign fields of metrics:ads]
     user-state [UserSnapshot] keyed by user shard  +  model updates broadcast -> scorer [SinkBatch]
     every operator's SinkBatch (writes, counters, dead letters) -> its own Redis sink
@@ -24,6 +24,19 @@ bootstrap gate: see :class:`pipelines.operators.BootGate`).
 Each operator is documented in :mod:`pipelines.operators`; the maths is in
 :mod:`transforms`.  Operators carry stable names and uids so savepoints
 survive upgrades.
+
+Attribution runs inside user-state (same key, the user shard: no feedback
+record crosses to another operator, and no window of it waits for a timer).
+Earlier releases had a separate ``attribution`` operator (uid
+``attribution``) fed by a feedback side output.  Flink refuses a savepoint of
+that layout: "Cannot map checkpoint/savepoint state for operator
+1c776bf8e858620128fb8cc3627ce105" (the hash of uid ``attribution``).  Restored
+with ``--allow-non-restored-state`` that state is dropped: attribution starts
+empty, so the clicks of impressions shown before the savepoint and the feedback
+of windows open at the savepoint are not counted (profiles, models and the
+metrics totals so far restore).  Its state cannot be moved across operators
+from PyFlink; its names (``attribution``, ``attribution_last_ms``,
+``attribution_last_sweep``) are kept under user-state all the same.
 """
 
 from __future__ import annotations
@@ -38,16 +51,15 @@ from pyflink.common.watermark_strategy import TimestampAssigner
 from flowrec.config import Settings
 from pipelines.messages import Bundle, Tick
 from pipelines.operators import (
+    ATTRIBUTED,
     DEAD_LETTERS,
     FACTS,
-    FEEDBACK,
     ITEM_DELTAS,
     SPONSORSHIPS,
     STATS,
     TREND_DELTAS,
     WRITES,
     AdSpend,
-    Attribution,
     BootGate,
     ContentOperator,
     ItemModelOperator,
@@ -133,15 +145,15 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
 
     users = (
         slices.key_by(lambda s: s.shard, key_type=Types.INT())
-        .process(UserState(config, settings.item_shards, settings.user_state_ttl_ms, emit_feedback=settings.attribution), output_type=PICKLED)
+        .process(UserState(config, settings.item_shards, settings.user_state_ttl_ms, rec_id_secret=settings.rec_id_secret if settings.attribution else None), output_type=PICKLED)
         .name("user-state")
         .uid("user-state")
         .set_parallelism(p)
     )
-    # [Bundle of UserSnapshot]; side: [Bundle of ItemDelta], [Bundle of TrendDelta], feedback [Bundle of EventSlice], counters [SinkBatch]
+    # [Bundle of UserSnapshot]; side: [Bundle of ItemDelta], [Bundle of TrendDelta], [AttributionCounts], counters and dead letters [SinkBatch]
     sink.attach(_side_output(users, STATS, p), "job-stats", p)
 
-    attributed = _attribution(_side_output(users, FEEDBACK, p), sink, settings) if settings.attribution else None
+    attributed = _metrics(_side_output(users, ATTRIBUTED, p), sink) if settings.attribution else None
 
     items = (
         _side_output(users, ITEM_DELTAS, p)
@@ -241,20 +253,10 @@ def _side_output(stream, tag, parallelism: int):
     return stream.get_side_output(tag).set_parallelism(parallelism)
 
 
-def _attribution(feedback, sink: JobSink, settings: Settings):
-    """Feedback [Bundle of EventSlice] -> attribution (per user shard) -> metrics (one instance) -> Redis.
+def _metrics(attributed, sink: JobSink):
+    """User-state's attribution counts [AttributionCounts] -> metrics (one instance) -> Redis.
 
-    Returns attribution's output [AttributionCounts], for the ad spend."""
-    p = settings.parallelism
-    attributed = (
-        feedback.key_by(lambda b: b.shard, key_type=Types.INT())
-        .process(Attribution(settings.model, settings.rec_id_secret), output_type=PICKLED)
-        .name("attribution")
-        .uid("attribution")
-        .set_parallelism(p)
-    )
-    # [AttributionCounts]; side: dead letters and counters [SinkBatch]
-    sink.attach(_side_output(attributed, DEAD_LETTERS, p), "attribution-dead-letters", p)
+    Returns ``attributed``, for the ad spend."""
     metrics = (
         attributed.key_by(lambda c: 0, key_type=Types.INT())
         .process(MetricsAggregator(), output_type=PICKLED)
@@ -268,7 +270,7 @@ def _attribution(feedback, sink: JobSink, settings: Settings):
 
 
 def _ad_spend(attributed, sponsorships, sink: JobSink, config) -> None:
-    """Campaign spend: attribution's ad counts [AttributionCounts] joined with the sponsorships
+    """Campaign spend: user-state's attributed ad counts [AttributionCounts] joined with the sponsorships
     [SponsorshipUpdate] in effect for their window -> ad-spend (one instance) -> Redis."""
     # At parallelism 1, like the side output it is united with (a key_by after a union takes a forward edge).
     ad_counts = attributed.filter(lambda c: bool(c.ad_counts)).name("ad-counts").uid("ad-counts").set_parallelism(1)

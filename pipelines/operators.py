@@ -128,7 +128,7 @@ FACTS = OutputTag("facts", Types.PICKLED_BYTE_ARRAY())
 SPONSORSHIPS = OutputTag("sponsorships", Types.PICKLED_BYTE_ARRAY())
 WRITES = OutputTag("writes", Types.PICKLED_BYTE_ARRAY())
 STATS = OutputTag("stats", Types.PICKLED_BYTE_ARRAY())
-FEEDBACK = OutputTag("feedback", Types.PICKLED_BYTE_ARRAY())
+ATTRIBUTED = OutputTag("attributed", Types.PICKLED_BYTE_ARRAY())
 
 
 def model_descriptor() -> MapStateDescriptor:
@@ -368,12 +368,23 @@ class UserState(KeyedProcessFunction):
     """Keyed by user shard: applies events to profiles, kept as a log of profile blocks.
 
     Emits per slice: a UserSnapshot (to the scorer), ItemDeltas (one per item
-    shard), a TrendDelta, and counters; and per bundle with feedback rows
-    (impressions, outcomes, forgets) a Bundle of EventSlices of those rows
-    alone, in their own windows, to attribution (:data:`FEEDBACK`; unless
-    ``emit_feedback`` is off).  Late events — whose window the
-    watermark has already closed — are counted and folded into the open window.
-    Users inactive for ``user_ttl_ms`` of event time are dropped by a sweep.
+    shard), a TrendDelta; per bundle, counters (:data:`STATS`).  Late events —
+    whose window the watermark has already closed — are counted and folded
+    into the open window.  Users inactive for ``user_ttl_ms`` of event time
+    are dropped by a sweep.
+
+    Attribution runs here too, on the same key, unless ``rec_id_secret`` is
+    None (attribution off): the feedback rows of each bundle (impressions,
+    outcomes, forgets; :func:`transforms.events.split_feedback`) go to
+    :class:`FeedbackAttribution` on arrival, which emits what they counted as
+    :class:`~pipelines.messages.AttributionCounts` (:data:`ATTRIBUTED`, one per
+    window) and adds its dead letters and counters to the bundle's
+    :data:`STATS` batch.  Its state is that of the ``attribution`` operator of
+    earlier releases (same state names, now under ``user-state``); a savepoint
+    of that layout is refused by Flink (its ``attribution`` state has no
+    operator), and restored with ``--allow-non-restored-state`` it loses the
+    impressions then in reach and the feedback of windows then open (see
+    :mod:`pipelines.job`).
 
     State: the MapState ``profile-log`` (block number -> profile block), laid
     out and cleaned by :class:`state.profile_log.ProfileLog`: one put per call
@@ -384,12 +395,12 @@ class UserState(KeyedProcessFunction):
     then, and those states cleared.
     """
 
-    def __init__(self, config: ModelConfig, item_shards: int, user_ttl_ms: int, sweep_every_ms: int = 3_600_000, emit_feedback: bool = True) -> None:
+    def __init__(self, config: ModelConfig, item_shards: int, user_ttl_ms: int, sweep_every_ms: int = 3_600_000, rec_id_secret: str | None = None) -> None:
         self.config = config
         self.item_shards = item_shards
         self.user_ttl_ms = user_ttl_ms
         self.sweep_every_ms = sweep_every_ms
-        self.emit_feedback = emit_feedback
+        self.rec_id_secret = rec_id_secret
 
     def open(self, runtime_context) -> None:
         self.blocks = runtime_context.get_map_state(MapStateDescriptor("profile-log", Types.LONG(), Types.PICKLED_BYTE_ARRAY()))
@@ -401,6 +412,7 @@ class UserState(KeyedProcessFunction):
         metrics = runtime_context.get_metrics_group()
         self.late_counter = metrics.counter("late_events")
         self.users_counter = metrics.counter("profiles_updated")
+        self.attribution = FeedbackAttribution(runtime_context, self.config, self.rec_id_secret) if self.rec_id_secret is not None else None
 
     def _log(self, shard: int) -> ProfileLog:
         """The shard's profiles; read from state the first time (the current key must be ``shard``)."""
@@ -429,18 +441,19 @@ class UserState(KeyedProcessFunction):
             yield from self._boot(value)
             return
         # One bundle in, one record out per downstream key: [Bundle of UserSnapshot],
-        # item deltas [Bundle of ItemDelta] per item shard, [Bundle of TrendDelta], counters.
+        # item deltas [Bundle of ItemDelta] per item shard, [Bundle of TrendDelta], counters
+        # and attribution's dead letters; and what attribution counted, per window.
         watermark = ctx.timer_service().current_watermark()
         profile_log = self._log(value.shard)
         snapshots: list[UserSnapshot] = []
         deltas: dict[int, list[ItemDelta]] = {shard: [] for shard in range(self.item_shards)}
         trends: list[TrendDelta] = []
-        feedback: list[EventSlice] = []
+        feedback: list[tuple[int, EventBatch]] = []
         events_in = late = 0
         for piece in value.parts:
             interactions, piece_feedback = split_feedback(piece.events)
-            if self.emit_feedback and len(piece_feedback):
-                feedback.append(EventSlice(piece.window, piece.shard, piece_feedback, int(piece_feedback.ts.max())))
+            if self.attribution is not None and len(piece_feedback):
+                feedback.append((piece.window, piece_feedback))
             events_in += len(piece.events)
             if not len(interactions):
                 # Impressions alone: no window for the model.  Empty deltas would still make the
@@ -460,9 +473,13 @@ class UserState(KeyedProcessFunction):
         for shard, parts in deltas.items():
             yield ITEM_DELTAS, Bundle(shard, parts)
         yield TREND_DELTAS, Bundle(0, trends)
+        stats = SinkBatch(stats={"events": events_in, "late_events": late})
         if feedback:
-            yield FEEDBACK, Bundle(value.shard, feedback, max(piece.max_ts for piece in feedback))
-        yield STATS, SinkBatch(stats={"events": events_in, "late_events": late})
+            counts, attributed = self.attribution.attribute(feedback, watermark)
+            for found in counts:
+                yield ATTRIBUTED, found
+            stats = SinkBatch(dead_letters=attributed.dead_letters, stats={**stats.stats, **attributed.stats})
+        yield STATS, stats
 
     def _apply(self, profile_log: ProfileLog, value: EventSlice, events: EventBatch, watermark: int) -> tuple[UserSnapshot, list[ItemDelta], TrendDelta, int]:
         """One window's events of this shard (``events``: its interactions): profiles updated, and what they add to the item model and trending."""
@@ -527,71 +544,74 @@ class UserState(KeyedProcessFunction):
 # -- attribution --------------------------------------------------------------------
 
 
-class Attribution(KeyedProcessFunction):
-    """Keyed by user shard: attributes feedback to the impressions that caused it (:mod:`transforms.attribution`).
+class FeedbackAttribution:
+    """Attribution inside :class:`UserState` (same key, the user shard): feeds each bundle's feedback rows on
+    arrival to :func:`transforms.attribution.feed` (the maths is in :mod:`transforms.attribution`).
 
-    Holds each user's attribution (managed MapState user -> encoded
-    :class:`~transforms.attribution.UserFeedback`: settled state and the log
-    of rows still within the bound) and the feedback of open windows.  A
-    window's feedback is fed at the window's close; feedback arriving after its
-    window closed (late, counted in ``attribution_late``) is fed on arrival.
-    Either way :func:`transforms.attribution.feed` places each row in the
-    user's log by event time and replays the log when a row sorts before one
-    already applied (``attribution_replays``), so a click read before its
-    impression is attributed once the impression arrives, and the counts equal
-    :func:`transforms.attribution.recount` whenever every row arrives at most
-    ``attribution_window_ms`` of event time behind the watermark.  Rows later
-    than that are not attributed (``attribution_too_late``).
+    Holds each user's attribution (managed MapState ``attribution``: user ->
+    encoded :class:`~transforms.attribution.UserFeedback`, the settled state
+    and the log of rows still within the bound; ``attribution_last_ms``: what
+    the sweep reads; ``attribution_last_sweep``), the state names of the
+    separate ``attribution`` operator of earlier releases.  No feedback waits
+    for its window to close: :func:`~transforms.attribution.feed` places each
+    row in the user's log by event time and replays the log when a row sorts
+    before one already applied (``attribution_replays``), so a click read
+    before its impression is attributed once the impression arrives, and the
+    counts equal :func:`transforms.attribution.recount` whenever every row
+    arrives at most ``attribution_window_ms`` of event time behind the
+    watermark; rows later than that are not attributed
+    (``attribution_too_late``).  Feedback whose window the watermark has
+    already closed is counted in ``attribution_late`` and applied in the open
+    window.  Everything is in managed state and its outputs leave with the
+    call that made them, so a restore replays them exactly once.
 
-    Emits :class:`~pipelines.messages.AttributionCounts` (to the metrics
-    aggregator; a replay's differences may be negative); side: dead letters for
-    impressions with a bad or unknown rec_id, and counters.  Users whose state
-    nothing within the bound can need any more are dropped (on their next
-    feedback, or by a sweep once per attribution window).
+    Produces, per window of a bundle, :class:`~pipelines.messages.AttributionCounts`
+    tagged with that window (to the metrics aggregator and the ad spend; a
+    replay's differences may be negative), and the dead letters of impressions
+    with a bad or unknown rec_id and the counters, for the bundle's stats
+    batch.  Users whose state nothing within the bound can need any more are
+    dropped (on their next feedback, or by a sweep once per attribution window
+    of event time).
     """
 
-    def __init__(self, config: ModelConfig, secret: str) -> None:
+    def __init__(self, runtime_context, config: ModelConfig, secret: str) -> None:
         self.config = config
         self.secret = secret
-
-    def open(self, runtime_context) -> None:
         self.states = _bytes_map(runtime_context, "attribution")
         self.last_ms = runtime_context.get_map_state(MapStateDescriptor("attribution_last_ms", Types.STRING(), Types.LONG()))
         self.last_sweep = runtime_context.get_state(ValueStateDescriptor("attribution_last_sweep", Types.LONG()))
-        self.pending = PendingByWindow(_bytes_map(runtime_context, "pending-feedback"))
         # Decoded states, written through to managed state (rebuilt from it after a restore).
         self.cache: dict[str, UserFeedback] = {}
-        metrics = runtime_context.get_metrics_group()
-        self.late_counter = metrics.counter("attribution_late")
+        self.late_counter = runtime_context.get_metrics_group().counter("attribution_late")
 
-    def process_element(self, value: Bundle, ctx) -> Iterable:
+    def attribute(self, feedback: list[tuple[int, EventBatch]], watermark: int) -> tuple[list[AttributionCounts], SinkBatch]:
+        """One bundle's feedback rows of the current shard, per window (``(window, rows)``), at ``watermark``:
+        the counts they changed, per window, and their dead letters and counters."""
         clock = WindowClock.of(self.config)
-        watermark = ctx.timer_service().current_watermark()
-        late: list[EventBatch] = []
-        for piece in value.parts:
-            if clock.timer(piece.window) <= watermark:
-                late.append(piece.events)
-                continue
-            self.pending.add(piece.window, encode_pending("feedback", piece.window, feedback_columns(piece.events)))
-            ctx.timer_service().register_event_time_timer(clock.timer(piece.window))
+        by_window: dict[int, list[EventBatch]] = {}
+        late = 0
+        for window, rows in feedback:
+            if clock.timer(window) <= watermark:
+                late += len(rows)
+                window = clock.open_window(watermark)
+            by_window.setdefault(window, []).append(rows)
+        counts: list[AttributionCounts] = []
+        rejections: list = []
+        tallies = {"attribution_late": late, "attribution_duplicates": 0, "attribution_unattributed": 0, "attribution_too_late": 0, "attribution_replays": 0}
+        for window in sorted(by_window):
+            found = self._feed(EventBatch.concat(by_window[window]), window, watermark, rejections, tallies)
+            if found is not None:
+                counts.append(found)
         if late:
-            rows = EventBatch.concat(late)
-            self.late_counter.inc(len(rows))
-            yield from self._attribute(rows, {"attribution_late": len(rows)}, clock.open_window(watermark), watermark)
+            self.late_counter.inc(late)
+        self._sweep(watermark)
+        batch = _dead_letter_batch(rejections) if rejections else SinkBatch()
+        return counts, SinkBatch(dead_letters=batch.dead_letters, stats={**{k: v for k, v in tallies.items() if v}, **batch.stats})
 
-    def on_timer(self, timestamp: int, ctx) -> Iterable:
-        # The timer's time, not the watermark: at the end of a bounded input the watermark jumps to Long.MAX_VALUE.
-        for window, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending):
-            rows = EventBatch.concat([feedback_rows(decode_pending(raw)[2]) for raw in raws])
-            yield from self._attribute(rows, {}, window, timestamp)
-        self._sweep(timestamp)
-
-    def _attribute(self, rows: EventBatch, stats: dict, window: int, watermark: int) -> Iterable:
-        """Feed rows (any users of this shard) user by user; emit the counts they changed."""
+    def _feed(self, rows: EventBatch, window: int, watermark: int, rejections: list, tallies: dict) -> AttributionCounts | None:
+        """Feed rows (any users of this shard) user by user; the counts they changed."""
         counts: dict = {}
         ad_counts: dict = {}
-        rejections = []
-        tallies = {"attribution_duplicates": 0, "attribution_unattributed": 0, "attribution_too_late": 0, "attribution_replays": 0}
         for user, index in group_by_user(rows.user):
             before = self._state(user)
             result = feed(before, user, rows.take(index), watermark, self.config, self.secret)
@@ -613,12 +633,7 @@ class Attribution(KeyedProcessFunction):
             tallies["attribution_unattributed"] += result.unattributed
             tallies["attribution_too_late"] += result.too_late
             tallies["attribution_replays"] += int(result.replayed)
-        if counts or ad_counts:
-            yield AttributionCounts(counts, ad_counts, window)
-        batch = _dead_letter_batch(rejections) if rejections else SinkBatch()
-        stats = {**stats, **{k: v for k, v in tallies.items() if v}, **batch.stats}
-        if stats or batch.dead_letters:
-            yield DEAD_LETTERS, SinkBatch(dead_letters=batch.dead_letters, stats=stats)
+        return AttributionCounts(counts, ad_counts, window) if counts or ad_counts else None
 
     def _state(self, user: str) -> UserFeedback | None:
         state = self.cache.get(user)

@@ -45,3 +45,15 @@ def test_side_outputs_scale_with_the_keyed_operators():
     round_robin = [(by_id[p["id"]]["contents"], node["contents"]) for node in nodes for p in node.get("predecessors", []) if p["ship_strategy"] == "REBALANCE" and node["id"] not in feeds_trending]
     assert round_robin == []
     assert all(node["parallelism"] == 2 for node in nodes if any(name in node["contents"] for name in ("redis-job-stats", "redis-item-neighbours", "user-state", "item-model", "scorer")))
+
+
+def test_attribution_adds_only_the_metrics_path():
+    """Attribution runs inside user-state: turned on, it adds its counts' side output (extracted and keyed
+    for the metrics) and the metrics operator with its sink, no operator of its own and no feedback edge."""
+    on = plan(Settings(parallelism=2))
+    off = plan(Settings(parallelism=2, attribution=False))
+    assert not any("attribution" in node["contents"] for node in on)
+    added = sorted(node["contents"] for node in on)
+    for node in off:
+        added.remove(node["contents"])
+    assert len(added) == 2 and any("metrics" in contents for contents in added), added

@@ -12,8 +12,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from pipelines.messages import Bundle, EventSlice, UserSnapshot
-from pipelines.operators import FEEDBACK, ITEM_DELTAS, STATS, TREND_DELTAS, UserState
+from pipelines.messages import Bundle, EventSlice, SinkBatch, UserSnapshot
+from pipelines.operators import ITEM_DELTAS, STATS, TREND_DELTAS, UserState
 from state.profile_log import ProfileLog
 from state.schemas import SchemaError, encode_profile
 from transforms.config import ModelConfig
@@ -71,13 +71,14 @@ class _Ctx:
 
 
 def _operator(blocks: _Map, legacy_profiles: _Map | None = None, legacy_last_seen: _Map | None = None, ttl_ms: int = 10**12, sweep_every_ms: int = 3_600_000) -> UserState:
-    operator = UserState(CONFIG, 2, ttl_ms, sweep_every_ms=sweep_every_ms, emit_feedback=False)
+    operator = UserState(CONFIG, 2, ttl_ms, sweep_every_ms=sweep_every_ms)
     operator.blocks = blocks
     operator.legacy_profiles = legacy_profiles if legacy_profiles is not None else _Map()
     operator.legacy_last_seen = legacy_last_seen if legacy_last_seen is not None else _Map()
     operator.last_sweep = _Value()
     operator.logs = {}
     operator.late_counter = operator.users_counter = _Counter()
+    operator.attribution = None  # attribution off (no rec_id secret)
     return operator
 
 
@@ -180,6 +181,17 @@ def test_users_unseen_for_the_ttl_are_dropped_from_state():
     assert all(end - restored.last_seen(u) <= 3_600_000 + 600_000 for u in kept)
 
 
+class _RecordingAttribution:
+    """Stands in for FeedbackAttribution: records the (window, rows) it is fed, counts nothing."""
+
+    def __init__(self) -> None:
+        self.fed: list = []
+
+    def attribute(self, feedback, watermark):
+        self.fed += feedback
+        return [], SinkBatch()
+
+
 def test_a_window_of_impressions_alone_goes_to_attribution_only():
     """Impressions leave the learning path (as in the reference engine): a window holding only impressions
     sends attribution its rows, but the item model and trending no delta, so they close no window there
@@ -192,7 +204,7 @@ def test_a_window_of_impressions_alone_goes_to_attribution_only():
     clicked = parse_records([{"user_id": "u1", "event_type": "click", "item_id": "i1", "ts": t0 + 2 * CONFIG.window_ms}]).events
     assert clock.window_of(int(clicked.ts[0])) == clicked_w
     operator = _operator(_Map())
-    operator.emit_feedback = True
+    operator.attribution = _RecordingAttribution()
     bundle = Bundle(0, [EventSlice(shown_w, 0, shown, int(shown.ts.max())), EventSlice(clicked_w, 0, clicked, int(clicked.ts.max()))], int(clicked.ts.max()))
     out = list(operator.process_element(bundle, _Ctx()))
     snapshots = [part.window for record in out if isinstance(record, Bundle) for part in record.parts]
@@ -202,5 +214,5 @@ def test_a_window_of_impressions_alone_goes_to_attribution_only():
     assert snapshots == [clicked_w]
     assert {d.window for b in side[ITEM_DELTAS.tag_id] for d in b.parts} == {clicked_w}
     assert [d.window for b in side[TREND_DELTAS.tag_id] for d in b.parts] == [clicked_w]
-    assert [s.window for b in side[FEEDBACK.tag_id] for s in b.parts] == [shown_w, clicked_w]
+    assert [window for window, _ in operator.attribution.fed] == [shown_w, clicked_w]
     assert side[STATS.tag_id][0].stats["events"] == len(shown) + len(clicked)  # every row is counted in
