@@ -11,35 +11,11 @@ from pipelines.operators import AdSpend, PendingByWindow
 from state.keys import KeyKind
 from transforms.ads import NO_CAMPAIGN
 from transforms.config import ModelConfig
+from tests.pipelines.fakestate import FakeMap, FakeValue
 
 DAY = 86_400_000
 D = 20 * DAY
 W0 = D // 200  # the first window of day D
-
-
-class FakeMap(dict):
-    def put(self, key, value):
-        self[key] = value
-
-    def get(self, key):
-        return dict.get(self, key)
-
-    def contains(self, key):
-        return key in self
-
-    def remove(self, key):
-        self.pop(key, None)
-
-
-class FakeValue:
-    def __init__(self):
-        self.raw = None
-
-    def value(self):
-        return self.raw
-
-    def update(self, raw):
-        self.raw = raw
 
 
 class FakeTimers:

@@ -13,30 +13,9 @@ from transforms.attribution import recount
 from transforms.config import ModelConfig
 from transforms.events import parse_records, split_feedback
 from transforms.windows import WindowClock
+from tests.pipelines.fakestate import FakeMap, FakeValue
 
 CONFIG = ModelConfig()
-
-
-class FakeMap(dict):
-    def put(self, key, value):
-        self[key] = value
-
-    def contains(self, key):
-        return key in self
-
-    def remove(self, key):
-        self.pop(key, None)
-
-
-class FakeValue:
-    def __init__(self):
-        self.raw = None
-
-    def value(self):
-        return self.raw
-
-    def update(self, raw):
-        self.raw = raw
 
 
 class FakeCounter:
