@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import orjson
@@ -12,9 +13,10 @@ import redis
 
 from flowrec.config import Settings
 from flowrec.localredis import LocalRedis
-from pipelines.flink_env import create_environment
+from pipelines.flink_env import create_environment, stop_with_savepoint
 from pipelines.job import RedisJobSink, build_job
 from state.embeddings import EmbeddingExport, UserVectorRule
+from state.keys import KeyKind, redis_key
 from state.metrics import read_ads_day, read_experiment_totals, read_minutes
 from state.store import RedisStore
 from state.writes import Ttls, final_writes
@@ -45,6 +47,27 @@ def run_job(source, settings: Settings, redis_url: str, restore: str | None = No
     env = create_environment(settings, restore_from=restore)
     build_job(env, source, RedisJobSink(redis_url, settings.namespace), settings)
     env.execute("flowrec-test")
+
+
+def events_counted(client: redis.Redis) -> int:
+    """The job's ``events`` counter (0 before the first)."""
+    return int(client.hget(redis_key(KeyKind.STATS), "events") or 0)
+
+
+def run_until_savepoint(source, settings: Settings, redis_url: str, savepoints: Path, ready: Callable[[redis.Redis], bool]) -> str:
+    """Run the job until ``ready(client)`` holds (at most 240 s), then stop it with a savepoint in ``savepoints``: its path."""
+    env = create_environment(settings)
+    build_job(env, source, RedisJobSink(redis_url, settings.namespace), settings)
+    job = env.execute_async("flowrec-test-first-part")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + 240
+        while not ready(client):
+            assert time.monotonic() < deadline, "the job did not get there"
+            time.sleep(0.05)
+        return stop_with_savepoint(job, savepoints.as_uri())
+    finally:
+        client.close()
 
 
 def reference_content(

@@ -4,7 +4,6 @@ event log, at parallelism 1 and 2, and after a stop with savepoint and a restore
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 
 import orjson
@@ -12,11 +11,9 @@ import pytest
 import redis
 
 from flowrec.config import Settings
-from pipelines.flink_env import create_environment, stop_with_savepoint
-from pipelines.job import RedisJobSink, build_job
 from pipelines.sources import CollectionSource, FileReplaySource, pack_chunks
 from state.keys import KeyKind, redis_key
-from tests.pipelines.jobkit import metric_differences, metrics_of, run_job
+from tests.pipelines.jobkit import events_counted, metric_differences, metrics_of, run_job, run_until_savepoint
 from tests.transforms.test_attribution import SECRET, random_log
 from transforms.attribution import recount
 from transforms.events import parse_records
@@ -105,16 +102,9 @@ def test_stop_with_savepoint_and_restore_counts_each_event_once(redis_url, tmp_p
     settings = Settings(parallelism=2, restart_attempts=0, rec_id_secret=SECRET, checkpoint_dir=str(tmp_path / "checkpoints"))
     source = FileReplaySource([events_file], chunk_size=10, workdir=tmp_path / "replay")
 
-    env = create_environment(settings)
-    build_job(env, source, RedisJobSink(redis_url), settings)
-    job = env.execute_async("flowrec-attribution-first-half")
+    savepoint = run_until_savepoint(source, settings, redis_url, tmp_path / "savepoints", lambda client: events_counted(client) >= 800)
     client = redis.Redis.from_url(redis_url)
     stats = redis_key(KeyKind.STATS)
-    deadline = time.monotonic() + 240
-    while int(client.hget(stats, "events") or 0) < 800:
-        assert time.monotonic() < deadline, "the job processed nothing"
-        time.sleep(0.05)
-    savepoint = stop_with_savepoint(job, (tmp_path / "savepoints").as_uri())
     processed = int(client.hget(stats, "events"))
     assert 0 < processed < len(log), "the savepoint was not taken mid-stream"
     assert client.keys("flowrec:v1:metrics:*"), "nothing was counted before the savepoint"

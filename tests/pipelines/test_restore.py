@@ -5,7 +5,6 @@ broadcast model all survive, and the operators rebuild their in-memory copies.""
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 
 import orjson
@@ -13,11 +12,9 @@ import pytest
 import redis
 
 from flowrec.config import Settings
-from pipelines.flink_env import create_environment, stop_with_savepoint
-from pipelines.job import RedisJobSink, build_job
 from pipelines.sources import FileReplaySource
 from state.keys import KeyKind, redis_key
-from tests.pipelines.jobkit import catalog_lines, differences, metric_differences, metrics_of, reference_content, results, run_job
+from tests.pipelines.jobkit import catalog_lines, differences, events_counted, metric_differences, metrics_of, reference_content, results, run_job, run_until_savepoint
 from tests.transforms.test_attribution import SECRET
 from transforms.attribution import recount
 from transforms.config import ModelConfig
@@ -43,16 +40,9 @@ def test_stop_with_savepoint_and_restore_gives_the_uninterrupted_result(backend,
     # Small chunks make the replay long enough to stop in the middle.
     source = FileReplaySource([events_file], catalog_file, chunk_size=10, workdir=tmp_path / "replay")
 
-    env = create_environment(settings)
-    build_job(env, source, RedisJobSink(redis_url), settings)
-    job = env.execute_async("flowrec-first-half")
+    savepoint = run_until_savepoint(source, settings, redis_url, tmp_path / "savepoints", lambda client: events_counted(client) >= 1000)
     client = redis.Redis.from_url(redis_url)
     stats = redis_key(KeyKind.STATS)
-    deadline = time.monotonic() + 240
-    while int(client.hget(stats, "events") or 0) < 1000:
-        assert time.monotonic() < deadline, "the job processed nothing"
-        time.sleep(0.05)
-    savepoint = stop_with_savepoint(job, (tmp_path / "savepoints").as_uri())
     processed = int(client.hget(stats, "events"))
     assert 0 < processed < len(events), "the savepoint was not taken mid-stream"
 
@@ -95,16 +85,9 @@ def test_impressions_leave_the_model_as_the_reference_has_it_across_a_savepoint(
     settings = Settings(parallelism=2, restart_attempts=0, rec_id_secret=SECRET, checkpoint_dir=str(tmp_path / "checkpoints"))
     source = FileReplaySource([events_file], catalog_file, chunk_size=10, workdir=tmp_path / "replay")
 
-    env = create_environment(settings)
-    build_job(env, source, RedisJobSink(redis_url), settings)
-    job = env.execute_async("flowrec-impressions-first-half")
+    savepoint = run_until_savepoint(source, settings, redis_url, tmp_path / "savepoints", lambda client: events_counted(client) >= 2000 and bool(client.keys("flowrec:v1:metrics:*")))
     client = redis.Redis.from_url(redis_url)
     stats = redis_key(KeyKind.STATS)
-    deadline = time.monotonic() + 240
-    while int(client.hget(stats, "events") or 0) < 2000 or not client.keys("flowrec:v1:metrics:*"):
-        assert time.monotonic() < deadline, "the job processed nothing"
-        time.sleep(0.05)
-    savepoint = stop_with_savepoint(job, (tmp_path / "savepoints").as_uri())
     assert int(client.hget(stats, "events")) < len(log), "the savepoint was not taken mid-stream"
 
     run_job(source, settings, redis_url, restore=savepoint)
