@@ -9,13 +9,15 @@ import math
 
 import orjson
 import pytest
+import redis
 
 from flowrec.config import Settings
 from pipelines.sources import CollectionSource, pack_chunks
-from tests.pipelines.jobkit import catalog_lines, metrics_of, run_job
+from state.keys import KeyKind, redis_key
+from tests.pipelines.jobkit import catalog_lines, metric_differences, metrics_of, run_job
 from tests.transforms.test_attribution import SECRET, random_log
 from transforms.ads import CAMPAIGN_MEASURES, NO_CAMPAIGN, campaign_counts, sponsorships
-from transforms.attribution import attribute, recount
+from transforms.attribution import Recount, attribute, recount
 from transforms.catalog import CatalogItem
 from transforms.config import ModelConfig
 from transforms.events import parse_records
@@ -25,6 +27,14 @@ pytestmark = pytest.mark.flink
 
 
 # -- spend per campaign -------------------------------------------------------------------------------------
+
+
+def dead_letter_reasons(url: str) -> list[str]:
+    client = redis.Redis.from_url(url)
+    try:
+        return sorted(orjson.loads(fields[b"record"])["reason"] for _, fields in client.xrange(redis_key(KeyKind.DEAD_LETTER)))
+    finally:
+        client.close()
 
 
 def spend_reference(log: list[dict], catalog: list[CatalogItem], config: ModelConfig, secret: str) -> dict[int, dict[tuple[str, str], float]]:
@@ -95,4 +105,11 @@ def test_campaign_spend_equals_a_click_by_click_count(parallelism, redis_url):
     assert not close(unchanged, expected), "the mid-stream catalog changes changed the spend"
     assert close(campaign_fields(job), expected), f"job {campaign_fields(job)} != expected {expected}"
     # Attribution's own per-item fields are untouched by the campaign fields next to them.
-    assert close(item_fields(job), recount(log, settings.model, SECRET).ads)
+    counted = recount(log, settings.model, SECRET)
+    assert close(item_fields(job), counted.ads)
+    # The rest of attribution's output on this log equals the recount too (the per-minute and experiment
+    # hashes, the rejected rows' dead letters), with sponsorships changing in the catalog next to it.
+    assert counted.minutes and "exp" in counted.experiments and counted.rejections, "the log exercised nothing"
+    metrics = metrics_of(redis_url)
+    assert metric_differences(Recount(metrics.minutes, metrics.experiments, {}, []), Recount(counted.minutes, counted.experiments, {}, [])) == []
+    assert dead_letter_reasons(redis_url) == sorted(r.reason for r in counted.rejections)
