@@ -81,10 +81,13 @@ def test_bench_engine_prints_positive_numbers():
 
 @pytest.mark.flink
 def test_bench_stream_prints_positive_numbers():
+    """Every part of the bench runs, at tiny sizes: the sparse shop (20,000 events by default) and the
+    cluster part (by default a cluster of one and one of two TaskManagers) made this test take minutes."""
     result = _flowrec(
         "bench", "stream", "--users", "100", "--items", "60", "--events", "2000", "--event-rate", "2000",
         "--naive-events", "100", "--modes", "thread", "--repeats", "1",
         "--high-rate", "1000", "--high-seconds", "0.5", "--low-rate", "200", "--low-seconds", "1", "--warmup-seconds", "0.5",
+        "--sparse-events", "1000", "--sparse-users", "50", "--sparse-items", "40", "--cluster-taskmanagers", "1",
         "--json",
         timeout=900,
     )
@@ -94,3 +97,8 @@ def test_bench_stream_prints_positive_numbers():
         assert set(result[key]) >= {"p50", "p95", "p99"}
         assert all(result[key][q] > 0 for q in ("p50", "p95", "p99")), key
         assert result[key]["p50"] <= result[key]["p95"] <= result[key]["p99"]
+    # The other parts ran too (the sparse shop through job and engine, the feedback loop, a standalone cluster).
+    assert result["sparse"]["events"] == 1000 and result["sparse"]["windows"] > 0 and result["sparse"]["reference_events_per_s"] > 0
+    assert result["feedback"]["impression_records"] > 0
+    assert all(result["feedback"][name]["cpu_us_per_row"] > 0 for name in ("on", "off"))
+    assert set(result["clusters"]) == {"1tm"} and result["clusters"]["1tm"]["runs"][0]["events"] > 0

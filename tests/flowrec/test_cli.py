@@ -98,6 +98,9 @@ def test_missing_command_modules_are_skipped_but_broken_ones_raise(tmp_path, mon
 
 
 # -- bad usage: one line, exit status 2, no traceback --------------------------------------------------------------
+# The table runs each case through cli.main in this process (the flowrec_call fixture: same environment,
+# working directory and stderr as the process); the tests below that start `python -m flowrec.cli` show
+# that the process exits with what main returns.
 
 
 def flowrec_process(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -147,7 +150,7 @@ def flowrec_process(*argv: str, env: dict[str, str] | None = None) -> subprocess
         (["bench", "stream", "--repeats", "0"], {}, "--repeats: expected a whole number >= 1, not '0'"),
     ],
 )
-def test_bad_usage_is_one_line_and_exit_status_2(tmp_path: Path, argv, env, message):
+def test_bad_usage_is_one_line_and_exit_status_2(tmp_path: Path, flowrec_call, argv, env, message):
     events = tmp_path / "events.jsonl"
     events.write_text('{"user_id": "u1", "item_id": "i1", "event_type": "view", "ts": 1700000000000}\n')
     (tmp_path / "events.txt").write_text(events.read_text())
@@ -155,7 +158,7 @@ def test_bad_usage_is_one_line_and_exit_status_2(tmp_path: Path, argv, env, mess
     (tmp_path / "string-list.json").write_text('{"allow_categories": "fashion"}')
     (tmp_path / "bad-category.json").write_text('{"deny_categories": ["*"]}')
     (tmp_path / "array.json").write_text('[{"top_n": 5}]')
-    done = flowrec_process(*(a.format(tmp=tmp_path, events=events) for a in argv), env=env)
+    done = flowrec_call(*(a.format(tmp=tmp_path, events=events) for a in argv), env=env)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     last = done.stderr.strip().splitlines()[-1]

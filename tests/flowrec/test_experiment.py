@@ -18,7 +18,6 @@ from state.metrics import experiment_field
 from state.store import HashWrite, RedisStore
 from state.writes import experiment_writes
 from tests.api.conftest import API_KEY, FakeClock, running
-from tests.flowrec.test_cli import flowrec_process
 from transforms.catalog import parse_catalog_lines
 from transforms.experiments import ExperimentRecord, ExperimentStart, ExperimentStop, parse_experiment
 
@@ -115,7 +114,7 @@ def test_start_show_and_refusals_through_the_api(tmp_path: Path, redis_url, caps
         (["experiment", "start"], "the following arguments are required: FILE"),
     ],
 )
-def test_bad_files_and_flags_are_one_line_errors(tmp_path: Path, argv, message):
+def test_bad_files_and_flags_are_one_line_errors(tmp_path: Path, flowrec_call, argv, message):
     files = {
         "good": DECLARATION,
         "bad_shares": {**DECLARATION, "variants": {"a": {"share": 0.5}, "b": {"share": 0.4}}},
@@ -127,7 +126,7 @@ def test_bad_files_and_flags_are_one_line_errors(tmp_path: Path, argv, message):
         names[name].write_bytes(orjson.dumps(data))
     names["bad_json"] = tmp_path / "bad.json"
     names["bad_json"].write_text("{nope")
-    done = flowrec_process(*(a.format(tmp=tmp_path, **names) for a in argv))
+    done = flowrec_call(*(a.format(tmp=tmp_path, **names) for a in argv))
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     [line] = done.stderr.strip().splitlines()
