@@ -49,6 +49,15 @@ def run_job(source, settings: Settings, redis_url: str, restore: str | None = No
     env.execute("flowrec-test")
 
 
+def dead_letter_reasons(url: str) -> list[str]:
+    """The reasons of the dead-letter stream's records, sorted."""
+    client = redis.Redis.from_url(url)
+    try:
+        return sorted(orjson.loads(fields[b"record"])["reason"] for _, fields in client.xrange(redis_key(KeyKind.DEAD_LETTER)))
+    finally:
+        client.close()
+
+
 def events_counted(client: redis.Redis) -> int:
     """The job's ``events`` counter (0 before the first)."""
     return int(client.hget(redis_key(KeyKind.STATS), "events") or 0)

@@ -9,12 +9,10 @@ import math
 
 import orjson
 import pytest
-import redis
 
 from flowrec.config import Settings
 from pipelines.sources import CollectionSource, pack_chunks
-from state.keys import KeyKind, redis_key
-from tests.pipelines.jobkit import catalog_lines, metric_differences, metrics_of, run_job
+from tests.pipelines.jobkit import catalog_lines, dead_letter_reasons, metric_differences, metrics_of, run_job
 from tests.transforms.test_attribution import SECRET, random_log
 from transforms.ads import CAMPAIGN_MEASURES, NO_CAMPAIGN, campaign_counts, sponsorships
 from transforms.attribution import Recount, attribute, recount
@@ -27,14 +25,6 @@ pytestmark = pytest.mark.flink
 
 
 # -- spend per campaign -------------------------------------------------------------------------------------
-
-
-def dead_letter_reasons(url: str) -> list[str]:
-    client = redis.Redis.from_url(url)
-    try:
-        return sorted(orjson.loads(fields[b"record"])["reason"] for _, fields in client.xrange(redis_key(KeyKind.DEAD_LETTER)))
-    finally:
-        client.close()
 
 
 def spend_reference(log: list[dict], catalog: list[CatalogItem], config: ModelConfig, secret: str) -> dict[int, dict[tuple[str, str], float]]:
