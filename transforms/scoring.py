@@ -410,16 +410,15 @@ def _row_normalised(long: _Long) -> _Long:
 
 def _list_table(lists: Sequence[Neighbours], codes: ItemCodes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Concatenated (codes, values) of lists, with each list's start and length."""
-    lengths = np.fromiter((len(ids) for ids, _ in lists), dtype=np.intp, count=len(lists))
+    list_codes, list_values = [], []
+    for ids, values in lists:  # one pass: per list a dict lookup (codes) and usually no copy (values)
+        list_codes.append(codes.of_list(ids))
+        list_values.append(np.asarray(values, dtype=np.float64))
+    lengths = np.fromiter(map(len, list_codes), dtype=np.intp, count=len(lists))
     starts = np.cumsum(lengths) - lengths
     if not lists or not lengths.sum():
         return np.empty(0, dtype=np.int64), np.empty(0), starts, lengths
-    return (
-        np.concatenate([codes.of_list(ids) for ids, _ in lists]),
-        np.concatenate([np.asarray(values, dtype=np.float64) for _, values in lists]),
-        starts,
-        lengths,
-    )
+    return np.concatenate(list_codes), np.concatenate(list_values), starts, lengths
 
 
 def _neighbour_entries(
@@ -775,13 +774,13 @@ def _top_n(blend: _Long, model: ScoringModel, config: ModelConfig, n: int, codes
         rows = blend.row[starts]
         sizes = _run_lengths(starts, len(blend.row))
         found = np.bincount(chosen.row, minlength=int(blend.row[-1]) + 1)
-        again = rows[(cut_sizes[rows] < sizes) & (found[rows] < n)]
-        if len(again):
-            chosen = chosen.take(~np.isin(chosen.row, again))
-        ranked.append(chosen)
-        if not len(again):
+        again = np.zeros(len(found), dtype=bool)
+        again[rows[(cut_sizes[rows] < sizes) & (found[rows] < n)]] = True
+        if not again.any():
+            ranked.append(chosen)
             break
-        blend = blend.take(np.isin(blend.row, again))
+        ranked.append(chosen.take(~again[chosen.row]))
+        blend = blend.take(again[blend.row])
         want *= 4
     if len(ranked) == 1:
         return ranked[0]
