@@ -91,7 +91,7 @@ from state.schemas import (
 from state.store import HashWrite
 from state.writes import Ttls, catalog_write, experiment_writes, keyable, neighbour_write, trending_write, user_writes
 from transforms.ads import Sponsorship, campaign_counts, sponsored_bids, sponsorships
-from transforms.attribution import UserFeedback, expired, feed, feedback_columns, feedback_rows
+from transforms.attribution import UserFeedback, expired, feed
 from transforms.blend import CONTEXTS, memo_key, score_and_learn, served_weights
 from transforms.catalog import CatalogItem, EmbeddingSwitch, parse_catalog_lines, validate_catalog_record, validate_embedding_switch
 from transforms.config import ModelConfig, event_weights
@@ -1122,7 +1122,6 @@ class TrendingOperator(KeyedProcessFunction):
         if not meta["since"]:
             return
         meta["since"] = 0
-        slide = self.config.trending_slide_ms
         # lists() re-files the changed items, including those whose buckets expire now.
         model.expire(end)
         refiled = model.changed_items()

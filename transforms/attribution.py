@@ -363,15 +363,14 @@ def screen(user: str, rows: EventBatch, secret: str) -> tuple[np.ndarray, list[R
 NO_BOUND = -(2**62)
 
 
-def feedback_columns(rows: EventBatch, with_user: bool = True) -> dict[str, list]:
-    """The columns attribution reads, JSON-ready (a missing price or quantity is null); without the
-    user column for one user's rows (:func:`feedback_rows` fills it with "")."""
+def feedback_columns(rows: EventBatch) -> dict[str, list]:
+    """One user's rows as the columns attribution reads, JSON-ready (a missing price or quantity
+    is null); no user column (:func:`feedback_rows` fills it with "")."""
 
     def numbers(column: np.ndarray) -> list:
         return [None if v != v else v for v in column.tolist()]  # NaN -> null
 
-    columns = {"u": rows.user.tolist()} if with_user else {}
-    columns.update(
+    return dict(
         i=rows.item.tolist(),
         e=rows.etype.tolist(),
         t=rows.ts.tolist(),
@@ -380,7 +379,6 @@ def feedback_columns(rows: EventBatch, with_user: bool = True) -> dict[str, list
         pr=numbers(rows.price),
         q=numbers(rows.quantity),
     )
-    return columns
 
 
 def feedback_rows(columns: dict[str, list]) -> EventBatch:
@@ -389,9 +387,8 @@ def feedback_rows(columns: dict[str, list]) -> EventBatch:
     def numbers(values: list) -> np.ndarray:
         return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
-    users = columns.get("u")
     return EventBatch(
-        user=np.array(users, dtype=object) if users is not None else np.full(len(columns["t"]), "", dtype=object),
+        user=np.full(len(columns["t"]), "", dtype=object),
         item=np.array(columns["i"], dtype=object),
         etype=np.array(columns["e"], dtype=np.int8),
         ts=np.array(columns["t"], dtype=np.int64),
@@ -422,7 +419,7 @@ class UserFeedback:
         return {
             "settled": self.settled.to_state(),
             "b": self.settled_ms,
-            "log": feedback_columns(log, with_user=False),
+            "log": feedback_columns(log),
         }
 
     @classmethod

@@ -516,7 +516,6 @@ def score_users(
     pair_row_a = np.asarray(pair_row, dtype=np.intp)
     pair_item = codes.of(pair_names)
     pair_weight_a = np.asarray(pair_weight, dtype=np.float64)
-    width = len(codes.vocab)  # grows below; every key uses the final width
     parts: list[tuple[float | np.ndarray, _Long]] = []  # (weight per entry, normalised component)
     if config.weight_cf > 0:
         parts.append((config.weight_cf, _neighbour_component(pair_row_a, pair_item, pair_weight_a, model.neighbours, _CF, codes)))
@@ -591,12 +590,13 @@ def score_users(
     if model.sponsored and len(blend.row):
         ids = codes.vocab.array()
         # Sponsored entries of allowed items, over their row's best allowed entry: the head of the row's list.
-        candidate = np.flatnonzero(np.isin(blend.code, np.asarray(codes.known(model.sponsored), dtype=np.int64)))
+        sponsored_codes = np.asarray(codes.known(model.sponsored), dtype=np.int64)
+        candidate = np.flatnonzero(np.isin(blend.code, sponsored_codes))
         candidate = candidate[allowed.mask(blend.code[candidate], config)]
         row_best = np.zeros(len(users))
         heads = _run_starts(top.row)
         row_best[top.row[heads]] = top.value[heads]
-        rel_row, rel_code, rel_value = sponsored_relevance(blend.row[candidate], blend.code[candidate], blend.value[candidate], np.asarray(codes.known(model.sponsored), dtype=np.int64), row_best[blend.row[candidate]])
+        rel_row, rel_code, rel_value = sponsored_relevance(blend.row[candidate], blend.code[candidate], blend.value[candidate], sponsored_codes, row_best[blend.row[candidate]])
         for r, code, value in zip(rel_row.tolist(), rel_code.tolist(), rel_value.tolist()):
             relevance.setdefault(r, {})[ids[code]] = value
 
