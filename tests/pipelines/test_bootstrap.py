@@ -32,6 +32,7 @@ from pipelines.sources import DirectorySource, FileReplaySource, _catalog_time, 
 from state.profile_log import ProfileLog
 from state.store import RedisStore
 from state.writes import Ttls, final_writes
+from tests.pipelines.fakestate import FakeValue
 from tests.pipelines.jobkit import differences, event_lines, reference_content, results, run_job
 from tests.pipelines.test_backfill import SLOW_REFRESH, split_shop, write_inputs
 from transforms.engine import FinalState, last_windows
@@ -155,20 +156,9 @@ class ListState(list):
         del self[:]
 
 
-class ValueState:
-    def __init__(self):
-        self.current = None
-
-    def value(self):
-        return self.current
-
-    def update(self, value):
-        self.current = value
-
-
 def gate(expected: int) -> BootGate:
     g = BootGate(expected)
-    g.seen, g.held = ValueState(), ListState()
+    g.seen, g.held = FakeValue(), ListState()
     return g
 
 
