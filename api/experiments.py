@@ -30,8 +30,8 @@ from starlette.responses import Response
 
 from api import models
 from api.problems import ApiProblem
-from state.experiments import read_experiment_record, read_experiment_records, read_variant_counts, running_experiment
-from transforms.experiments import PRESETS, SCORING_FIELDS, ExperimentError, ExperimentRecord, ExperimentStart, ExperimentStop, assign, experiment_report, parse_experiment
+from state.experiments import read_experiment_record, read_experiment_records, read_kept_settings, read_variant_counts, running_experiment
+from transforms.experiments import KEPT_FIELDS, PRESETS, SCORING_FIELDS, ExperimentError, ExperimentRecord, ExperimentStart, ExperimentStop, assign, experiment_report, parse_experiment, unsupported
 from transforms.recid import CONTEXTS, NAME_PATTERN, NO_EXPERIMENT
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,13 @@ DECLARATION_SCHEMA: dict[str, Any] = {
                 "properties": {
                     "share": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                     "preset": {"type": "string", "enum": sorted(PRESETS)},
-                    "config": {"type": "object", "description": "model settings that act at scoring time: " + ", ".join(sorted(SCORING_FIELDS))},
+                    "config": {
+                        "type": "object",
+                        "description": "model settings that act at scoring time: "
+                        + ", ".join(sorted(SCORING_FIELDS))
+                        + "; and "
+                        + ", ".join(f"{name} (a value in the job's {kept_in})" for name, kept_in in KEPT_FIELDS.items()),
+                    },
                 },
             },
         },
@@ -164,7 +170,7 @@ def add_experiment_routes(
     async def start_experiment(request: Request) -> Response:
         """The declaration `{"id", "salt"?, "contexts"?, "variants": {NAME: {"share", "preset"?, "config"?}}}` is
         checked with the job's rules (422 naming the problem: unknown fields, shares not summing to 1, fewer than
-        2 variants, unknown or state-shaping config keys) and queued for the job, which starts it at the close of
+        2 variants, unknown or state-shaping config keys, a half-life or similarity the job keeps no state for) and queued for the job, which starts it at the close of
         the window holding now.  409 while another experiment runs."""
         folder = require_spool()
         body = await json_body(request)
@@ -176,6 +182,10 @@ def add_experiment_routes(
             experiment = parse_experiment(data)
         except ExperimentError as exc:
             raise ApiProblem(422, "bad-experiment", str(exc)) from None
+        kept = await run_in_threadpool(read_kept_settings, client, namespace)
+        why = unsupported(experiment, kept) if kept is not None else None
+        if why is not None:
+            raise ApiProblem(422, "experiment-unsupported", why)
         running = running_experiment(await records())
         if running is not None and running.experiment.id != experiment.id:
             raise ApiProblem(409, "experiment-running", f"experiment {running.experiment.id!r} is running: stop it (DELETE /v1/experiments/{running.experiment.id}) before starting {experiment.id!r}")

@@ -529,6 +529,7 @@ def replay_timeline(
     engine = ReferenceEngine(config, list(catalog), on_window=final.merge, score_users=last_window)
     items = engine.items = ObservedItemModel(config)
     engine.model.neighbours = items.neighbours
+    engine.model.variant_neighbours = items.variant_neighbours
     observed = observed_refreshes(merged, config, reads) if skip_unread_refreshes else None
     refreshing = refresh_windows(merged.windows, config)
     refresh_index = -1

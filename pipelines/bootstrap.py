@@ -251,6 +251,7 @@ def restore_engine(
     engine.catalog = {item.item_id: item for item in snapshot.catalog}
     model = engine.model
     model.neighbours = items.neighbours
+    model.variant_neighbours = items.variant_neighbours
     model.facts = {item.item_id: (item.top_category, item.in_stock) for item in snapshot.catalog}
     model.sponsored = sponsored_bids(snapshot.catalog)
     model.content = {item: nb for item, (_, nb) in snapshot.content.items()}

@@ -173,6 +173,7 @@ def run_job(settings: Settings, source, restore: str | None = None, job_name: st
 def with_history_settings(settings: Settings, source) -> Settings:
     """``settings`` for the job of ``source``: started from a snapshot, the model settings derived from
     the history (the backfill measured them) replace the defaults; recorded in the job's stats hash."""
+    from state.experiments import kept_settings_stats
     from state.store import RedisStore
 
     boot = getattr(source, "bootstrap", None)
@@ -185,6 +186,7 @@ def with_history_settings(settings: Settings, source) -> Settings:
         store.set_stats(
             {f"model.{name}": getattr(model, name) for name in DERIVABLE_FIELDS}
             | {f"model.{name}.source": "derived from history" if name in derived else "configured" for name in DERIVABLE_FIELDS}
+            | kept_settings_stats(model)
         )
     except Exception as exc:  # Redis down at start-up: the job itself retries; the stats are informative
         log.warning("could not record the model settings in Redis stats: %s", exc)

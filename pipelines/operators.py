@@ -879,7 +879,11 @@ class ItemModelOperator(KeyedProcessFunction):
         if not changed:
             return
         window = WindowClock.of(self.config).window_of(end - 1)  # the window ending at `end`
-        updates.append(ModelUpdate(window, [("n:" + item, encode_scored(ids, sims)) for item, (ids, sims) in changed.items()]))
+        entries = [("n:" + item, encode_scored(ids, sims)) for item, (ids, sims) in changed.items()]
+        for measure, lists in model.variant_neighbours.items():
+            # The same items' lists by each variant measure (experiments; not written to Redis).
+            entries += [(variant_neighbours_prefix(measure) + item, encode_scored(*lists[item])) for item in changed]
+        updates.append(ModelUpdate(window, entries))
         writes += [neighbour_write(KeyKind.ITEM_NEIGHBOURS, item, end, nb, self.ttls.item_s) for item, nb in changed.items()]
 
 
@@ -1002,7 +1006,7 @@ class ContentOperator(KeyedProcessFunction):
         writes: list = []
         rejections = []
         for control in control_order(controls):
-            outcome = apply_control(running, control, end)
+            outcome = apply_control(running, control, end, self.config)
             running = outcome.running
             if outcome.stored is not None:
                 writes += experiment_writes(outcome.stored)
@@ -1184,6 +1188,11 @@ class _VersionedView:
         return _ABSENT
 
 
+def variant_neighbours_prefix(measure: str) -> str:
+    """The broadcast key prefix of the item neighbour lists by variant measure ``measure`` (main lists: ``n:``)."""
+    return f"n~{measure}:"
+
+
 def _decode_model_value(key: str, raw: bytes):
     if key.startswith("f:"):
         return decode_facts(raw)
@@ -1198,7 +1207,7 @@ class Scorer(KeyedBroadcastProcessFunction):
     """Keyed by user shard, with the item-side model as broadcast state.
 
     Broadcast state keeps every model entry with the window that produced it
-    (``n:`` neighbours, ``c:`` content, ``f:`` facts, ``t:`` global trending,
+    (``n:`` neighbours, ``n~M:`` neighbours by variant measure ``M``, ``c:`` content, ``f:`` facts, ``t:`` global trending,
     ``tc:`` category trending, ``e:`` the learned-embedding version, ``x:``
     the experiment in effect, ``a:`` the sponsored items' bids, which switch
     on the users' ads lists), so a window is scored with the model exactly
@@ -1339,6 +1348,7 @@ class Scorer(KeyedBroadcastProcessFunction):
             embeddings=self._embeddings(view.get("e:", self.initial_embeddings)),
             sponsored=view.get("a:", {}),
             codes=self.codes,
+            variant_neighbours={m: _VersionedView(mirror, variant_neighbours_prefix(m), window) for m in self.config.variant_similarities if m != self.config.similarity},
         )
         users = sorted(latest)
         kept = [u for u in users if latest[u] is not None]

@@ -4,6 +4,11 @@ The job writes each experiment it applied to ``experiment:{id}`` and its id to
 the set ``experiments`` (:func:`state.writes.experiment_writes`); attribution
 counts live in ``metrics:exp:{id}`` (read through :mod:`state.metrics`, the
 one place their fields are parsed).  Readers take a synchronous redis client.
+
+At start-up the job records in its stats hash which half-lives and similarity
+measures it keeps state for (:func:`kept_settings_stats`), so the API can
+refuse an experiment the job could not run before queueing it
+(:func:`read_kept_settings`); the job checks again when it applies it.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import orjson
 
 from state.keys import KeyKind, redis_key
 from state.metrics import ALL_CONTEXTS, read_experiment_totals
-from transforms.experiments import ExperimentError, ExperimentRecord, VariantCounts
+from transforms.config import ModelConfig
+from transforms.experiments import KEPT_FIELDS, ExperimentError, ExperimentRecord, VariantCounts
 
 log = logging.getLogger(__name__)
 
@@ -69,3 +75,40 @@ def read_variant_counts(client: Any, namespace: str, experiment_id: str) -> tupl
         else:
             by_context.setdefault(variant, {})[context] = counts
     return overall, by_context
+
+
+def _kept_names() -> list[str]:
+    """The job's settings that decide which variant values it can run: each kept field and its list."""
+    return [name for field in KEPT_FIELDS.items() for name in field]
+
+
+def kept_settings_stats(model: ModelConfig) -> dict[str, int | str]:
+    """The stats fields (``model.{setting}``) recording what ``model`` keeps state for; lists comma-separated."""
+    out: dict[str, int | str] = {}
+    for name in _kept_names():
+        value = getattr(model, name)
+        out[f"model.{name}"] = ",".join(str(v) for v in value) if isinstance(value, tuple) else value
+    return out
+
+
+def read_kept_settings(client: Any, namespace: str) -> ModelConfig | None:
+    """A model config with the job's recorded kept settings (the rest default); None when the job recorded none
+    (not started yet, or a release before they were recorded) or they cannot be read."""
+    names = _kept_names()
+    values = client.hmget(redis_key(KeyKind.STATS, None, namespace), [f"model.{n}" for n in names])
+    if any(v is None for v in values):
+        return None
+    defaults = ModelConfig()
+    given: dict[str, Any] = {}
+    try:
+        for name, raw in zip(names, values):
+            text = raw.decode()
+            default = getattr(defaults, name)
+            if isinstance(default, tuple):
+                given[name] = tuple(int(v) if name.endswith("_ms") else v for v in text.split(",") if v)
+            else:
+                given[name] = int(text) if isinstance(default, int) else text
+        return defaults.replace(**given)
+    except (UnicodeDecodeError, ValueError) as exc:
+        log.warning("cannot read the job's kept settings from its stats: %s", exc)
+        return None

@@ -11,7 +11,9 @@ value                       fields (version 1)
 ==========================  ==========================================================
 user profile                L landmark ms, t last ts, i [item], s [interest], a [action],
                             h [[item, ts, weight]], c [[item, ts]], p [[item, ts]];
-                            version 2 adds f (forgotten until, ms; null: never forgotten)
+                            version 2 adds f (forgotten until, ms; null: never forgotten);
+                            version 3 adds x [[half-life ms, landmark ms, [sum per item
+                            of i]]] when variant half-lives are kept (absent: none)
 co-occurrence row           o [other item], w [weight] (snapshots and bootstrap lines; the job's
                             item model keeps columnar blocks, see :mod:`state.itemstate`)
 neighbour list              i [item], s [score]
@@ -75,7 +77,7 @@ from transforms.attribution import AttributionState, UserFeedback
 from transforms.experiments import Experiment, ExperimentError, ExperimentRecord, parse_experiment
 from transforms.profile import UserProfile
 
-PROFILE_VERSION = 2
+PROFILE_VERSION = 3
 # Redis list values: the version written, and every version readers accept.
 REDIS_LIST_VERSION = 2
 REDIS_LIST_VERSIONS = (1, 2)
@@ -128,6 +130,8 @@ def encode_profile(profile: UserProfile) -> bytes:
             "c": [[k, v] for k, v in profile.cart.items()],
             "p": [[k, v] for k, v in profile.purchased.items()],
             "f": profile.forgotten_until,
+            # Variant half-lives' sums, aligned with "i" (ModelConfig.variant_half_lives_ms): [[half-life, landmark, sums]].
+            **({"x": [[h, landmark, [sums.get(i, 0.0) for i in profile.interests]] for h, (landmark, sums) in profile.variant_interests.items()]} if profile.variant_interests else {}),
         }
     )
 
@@ -187,7 +191,7 @@ def decode_profile_block(raw: bytes) -> list[tuple[str, int, bytes | None]]:
 
 @_shape_checked
 def decode_profile(raw: bytes) -> UserProfile:
-    d = _load(raw, (1, PROFILE_VERSION))
+    d = _load(raw, (1, 2, PROFILE_VERSION))
     return UserProfile(
         landmark_ms=d["L"],
         last_ts=d["t"],
@@ -197,6 +201,7 @@ def decode_profile(raw: bytes) -> UserProfile:
         cart={k: v for k, v in d["c"]},
         purchased={k: v for k, v in d["p"]},
         forgotten_until=d.get("f"),
+        variant_interests={h: (landmark, dict(zip(d["i"], sums))) for h, landmark, sums in d.get("x", ())},
     )
 
 

@@ -58,6 +58,13 @@ class ModelConfig:
     # from_dict or replace is taken as given and leaves this list (the
     # constructor cannot tell a given value from a default: pass this list too).
     derive_from_history: tuple[str, ...] = DERIVABLE_FIELDS
+    # Half-lives an experiment's variants may use (transforms.experiments): a
+    # profile keeps one more forward-decayed interest sum per listed half-life,
+    # exact from the user's first event under this setting on (a profile kept
+    # from before is seeded from its main sum at its next event).  A decayed sum
+    # cannot be re-decayed with another half-life afterwards, so the sums must
+    # be kept before an experiment asks for them.  Empty: no extra state.
+    variant_half_lives_ms: tuple[int, ...] = ()
     # Co-occurrence: an event pairs with at most `history_length` distinct recent
     # items of the same user that were seen within `session_gap_ms` before it.
     history_length: int = 20
@@ -70,6 +77,11 @@ class ModelConfig:
     # entries per scored list; larger catalogs lose more to a short list.
     neighbours: int = 50
     similarity: str = "cosine"
+    # More count-based measures (transforms.similarity.COUNT_MEASURES) an
+    # experiment's variants may use: the item model keeps a neighbour list per
+    # listed measure next to the main one, from the same co-occurrence rows
+    # (each costs one more top-k per refreshed item).  Empty: none.
+    variant_similarities: tuple[str, ...] = ()
     # Popularity damping exponent for the "conditional" measure: c_ab / (n_a * n_b^alpha).
     conditional_alpha: float = 0.5
     # Swing parameters (Flink ML): 1/((|I_u|+alpha1)^beta (|I_v|+alpha1)^beta (alpha2 + |I_u ∩ I_v|)).
@@ -204,6 +216,14 @@ class ModelConfig:
             bad = [c for c in getattr(self, name) if not valid_category(c)]
             if bad:
                 raise ValueError(f"{name} must be a list of categories ({CATEGORY_RULE}), got {bad[0]!r}")
+        bad_half_lives = [h for h in self.variant_half_lives_ms if isinstance(h, bool) or not isinstance(h, int) or h <= 0]
+        if bad_half_lives:
+            raise ValueError(f"variant_half_lives_ms must be a list of whole milliseconds > 0, got {bad_half_lives[0]!r}")
+        from transforms.similarity import COUNT_MEASURES  # (transforms.similarity imports this module)
+
+        bad_measures = [m for m in self.variant_similarities if m not in COUNT_MEASURES]
+        if bad_measures:
+            raise ValueError(f"variant_similarities must be count-based measures {list(COUNT_MEASURES)}, got {bad_measures[0]!r}")
         not_derivable = set(self.derive_from_history) - set(DERIVABLE_FIELDS)
         if not_derivable:
             raise ValueError(f"derive_from_history: {sorted(not_derivable)} cannot be derived; derivable: {list(DERIVABLE_FIELDS)}")
@@ -218,7 +238,7 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["event_weights"] = dict(self.event_weights)
-        for name in ("repeat_purchase_categories", "allow_categories", "deny_categories", "derive_from_history"):
+        for name in LIST_FIELDS:
             out[name] = list(getattr(self, name))
         return out
 
@@ -230,7 +250,7 @@ class ModelConfig:
         values = dict(data)
         if "event_weights" in values:
             values["event_weights"] = {**DEFAULT_EVENT_WEIGHTS, **values["event_weights"]}
-        for name in ("repeat_purchase_categories", "allow_categories", "deny_categories", "derive_from_history"):
+        for name in LIST_FIELDS:
             if name in values:
                 if not isinstance(values[name], (list, tuple)):  # tuple("fashion") would be its letters
                     raise ValueError(f"{name} must be a list, got {values[name]!r}")
@@ -246,6 +266,8 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
+# The settings that hold lists (tuples here, JSON lists in a model config file).
+LIST_FIELDS = ("repeat_purchase_categories", "allow_categories", "deny_categories", "derive_from_history", "variant_half_lives_ms", "variant_similarities")
 # The settings that hold categories (full paths or top categories, compared with an item's category).
 CATEGORY_LISTS = ("repeat_purchase_categories", "allow_categories", "deny_categories")
 

@@ -215,6 +215,9 @@ class ItemModel:
     rows: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     dirty: set[int] = field(default_factory=set)
     neighbours: dict[str, Neighbours] = field(default_factory=dict)
+    # Lists by each other measure of ``config.variant_similarities`` (measure -> item -> list),
+    # refreshed with ``neighbours`` for the same items.
+    variant_neighbours: dict[str, dict[str, Neighbours]] = field(default_factory=dict)
     # What changed since the last `changes()`: counts, rows, and the vocabulary size then.
     _changed_counts: set[int] = field(default_factory=set, repr=False)
     _changed_rows: set[int] = field(default_factory=set, repr=False)
@@ -327,14 +330,25 @@ class ItemModel:
         others = np.concatenate([self.rows[c][0] for c in codes.tolist()]) if len(codes) else EMPTY_CODES
         c_ab = np.concatenate([self.rows[c][1] for c in codes.tolist()]) if len(codes) else EMPTY_WEIGHTS
         owner = np.repeat(codes, lengths)
-        sims = pair_similarity(config.similarity, c_ab, self.counts[owner], self.counts[others], config.conditional_alpha)
-        keep = (c_ab >= config.min_cooccurrence) & (others != owner) & (sims > 0)
+        counted = (c_ab >= config.min_cooccurrence) & (others != owner)
+        owner, others, c_ab = owner[counted], others[counted], c_ab[counted]
+        out = self._lists(codes, owner, others, c_ab, config.similarity)
+        self.neighbours.update(out)
+        for measure in config.variant_similarities:
+            if measure != config.similarity:
+                self.variant_neighbours.setdefault(measure, {}).update(self._lists(codes, owner, others, c_ab, measure))
+        return out
+
+    def _lists(self, codes: np.ndarray, owner: np.ndarray, others: np.ndarray, c_ab: np.ndarray, measure: str) -> dict[str, Neighbours]:
+        """The top ``neighbours`` by ``measure`` of each item of ``codes`` from its row entries (owner, other, weight)."""
+        config = self.config
+        sims = pair_similarity(measure, c_ab, self.counts[owner], self.counts[others], config.conditional_alpha)
+        keep = sims > 0
         owner, others, sims = owner[keep], others[keep], sims[keep]
         id_array = self.vocab.array()
         out: dict[str, Neighbours] = {id_array[c]: (np.empty(0, dtype=object), EMPTY_WEIGHTS) for c in codes.tolist()}
         for code, idx in batch_top_k(owner, others, sims, config.neighbours, self.vocab):
             out[id_array[code]] = (id_array[others[idx]], sims[idx])
-        self.neighbours.update(out)
         return out
 
     # -- state ---------------------------------------------------------------------------

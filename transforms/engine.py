@@ -157,7 +157,7 @@ class ReferenceEngine:
         self.trending = TrendingModel(config)
         self.catalog: dict[str, CatalogItem] = {}
         self.content_index: ContentIndex | None = None
-        self.model = ScoringModel(neighbours=self.items.neighbours, content={}, facts={}, embeddings=embeddings)
+        self.model = ScoringModel(neighbours=self.items.neighbours, content={}, facts={}, embeddings=embeddings, variant_neighbours=self.items.variant_neighbours)
         # (effective from, version), oldest first; the first entry is in effect from the start.
         self._embedding_versions: list[tuple[int, EmbeddingModel | None]] = [(FROM_START_MS, embeddings)]
         self._window: int | None = None
@@ -394,7 +394,7 @@ class ReferenceEngine:
         for window in sorted(by_window):
             out = WindowOutput(window_end_ms=self.clock.end(window))
             for control in control_order(by_window[window]):
-                outcome = apply_control(self.experiment, control, out.window_end_ms)
+                outcome = apply_control(self.experiment, control, out.window_end_ms, self.config)
                 self.experiment = outcome.running
                 if outcome.stored is not None:
                     out.experiments.append(outcome.stored)

@@ -14,18 +14,28 @@ is a stable hash of ``salt:user`` mapped to ``[0, 1)`` and cut by the
 cumulative shares (:func:`assign`): the same user gets the same variant in
 every process and release, and changing the salt reshuffles everyone.
 
-Only settings that act when a list is *scored* can differ per variant
+Settings that act when a list is *scored* can differ per variant
 (:data:`SCORING_FIELDS`): the blend weights, the list length, the interests
-used, exclusions, filters and diversity.  Everything else shapes state the
-job keeps once for all variants (profiles, co-occurrence rows, neighbours,
-trending, windows) and is refused at declaration time, naming the fields.
-``half_life_ms`` is among them: a profile keeps each interest as one
-forward-decayed sum against a landmark (:mod:`transforms.decay`), in which
-every past event is already weighted by the job's half-life; re-decaying the
-sums with another half-life only scales all of a user's interests by one
-factor (which no normalised component sees), and the per-event history that
-a true re-weighting needs is not kept (only the last event of each of the
-``history_length`` most recent items).
+used, exclusions, filters and diversity.  Two settings that shape state can
+too, among the values the job keeps state for (:data:`KEPT_FIELDS`):
+
+* ``half_life_ms``: a profile keeps each interest as one forward-decayed sum
+  against a landmark (:mod:`transforms.decay`), in which every past event is
+  already weighted by the job's half-life; re-decaying it with another
+  half-life would only scale all of a user's interests by one factor (which no
+  normalised component sees).  So profiles keep one more sum per half-life of
+  ``ModelConfig.variant_half_lives_ms``, and a variant may use any of those
+  (:func:`transforms.profile.with_half_life`).
+* ``similarity``: the item model keeps a neighbour list per measure of
+  ``ModelConfig.variant_similarities`` next to the main one, from the same
+  co-occurrence rows, and a variant may use any of those.
+
+A declaration is checked on its own (:func:`parse_experiment`); whether the
+job keeps what it asks for is checked against the job's configuration when it
+is applied (:func:`unsupported`, by :func:`apply_control`; the API checks it
+too when it knows the job's settings).  Everything else (event weights,
+windows, neighbour counts, ...) shapes state the job keeps once for all
+variants and is refused at declaration time, naming the fields.
 
 The job's catalog input carries the control records
 ``{"experiment": DECLARATION, "ts": T}`` (start, or change of a running
@@ -51,9 +61,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from transforms.config import ModelConfig, reject_unknown_fields
 from transforms.events import MAX_TS_MS, Rejection, _as_int_ts, _reject
-from transforms.profile import UserProfile
-from transforms.recid import CONTEXTS, NAME_PATTERN, NO_EXPERIMENT
+from transforms.profile import UserProfile, with_half_life
+from transforms.recid import CONTEXTS, NAME_PATTERN
 from transforms.scoring import ScoringModel, UserLists, score_users
+from transforms.similarity import COUNT_MEASURES
 
 SHARE_TOLERANCE = 1e-9
 MAX_VARIANTS = 16
@@ -83,11 +94,12 @@ SCORING_FIELDS: frozenset[str] = frozenset(
         "exclude_out_of_stock",
     }
 )
+# State-shaping settings a variant may set to a value the job keeps state for:
+# the setting -> the ModelConfig list of the values kept (see the module doc).
+KEPT_FIELDS: dict[str, str] = {"half_life_ms": "variant_half_lives_ms", "similarity": "variant_similarities"}
 # Why the most asked-for state settings cannot vary (the message names them).
 _STATE_REASONS = {
-    "half_life_ms": "profiles store interests already decayed with the job's half-life",
     "event_weights": "profiles store interests already weighted by the job's event weights",
-    "similarity": "item neighbours are computed once for all variants",
     "neighbours": "item neighbours are computed once for all variants",
     "window_ms": "windows are the job's clock, shared by all variants",
     "max_user_items": "profiles are pruned to the job's max_user_items",
@@ -190,19 +202,22 @@ def check_overrides(config: object, where: str) -> dict[str, Any]:
         reject_unknown_fields(ModelConfig, config, "model settings")
     except ValueError as exc:
         raise ExperimentError(f"{where}: {exc}") from None
-    shared = sorted(set(config) - SCORING_FIELDS)
+    shared = sorted(set(config) - SCORING_FIELDS - set(KEPT_FIELDS))
     if shared:
         why = "; ".join(f"{name}: {_STATE_REASONS[name]}" for name in shared if name in _STATE_REASONS)
         raise ExperimentError(
             f"{where}: {shared} cannot differ between variants: they shape state the job keeps once for all variants"
             + (f" ({why})" if why else "")
-            + f"; a variant may set only {sorted(SCORING_FIELDS)}"
+            + f"; a variant may set only {sorted(SCORING_FIELDS | set(KEPT_FIELDS))}"
         )
     defaults = ModelConfig()
     out: dict[str, Any] = {}
     for name, value in config.items():
         default = getattr(defaults, name)
-        if isinstance(default, bool):
+        if name == "similarity":
+            ok = value in COUNT_MEASURES
+            rule = f"one of {list(COUNT_MEASURES)}"
+        elif isinstance(default, bool):
             ok = isinstance(value, bool)
             rule = "true or false"
         elif isinstance(default, int):
@@ -277,6 +292,26 @@ def parse_experiment(data: object) -> Experiment:
     if abs(total - 1.0) > SHARE_TOLERANCE:
         raise ExperimentError(f"variant shares must sum to 1, they sum to {total!r}")
     return Experiment(id=experiment_id, salt=salt, variants=tuple(variants), contexts=contexts)
+
+
+def unsupported(experiment: Experiment, config: ModelConfig) -> str | None:
+    """Why a job with ``config`` cannot run ``experiment`` (None: it can).
+
+    A variant's ``half_life_ms`` or ``similarity`` other than the job's own
+    must be among the values the job keeps state for (:data:`KEPT_FIELDS`).
+    """
+    for variant in experiment.variants:
+        overrides = variant.overrides()
+        for name, kept_in in KEPT_FIELDS.items():
+            value = overrides.get(name, getattr(config, name))
+            kept = getattr(config, kept_in)
+            if value != getattr(config, name) and value not in kept:
+                return (
+                    f"variant {variant.name!r}: {name} {value!r} is not kept by the job "
+                    f"(its {name} is {getattr(config, name)!r}, {kept_in} {list(kept)}); "
+                    f"list it in the job's model setting {kept_in} (a restart) to experiment with it"
+                )
+    return None
 
 
 # -- assignment ---------------------------------------------------------------------------
@@ -381,15 +416,20 @@ class ControlOutcome:
     rejection: Rejection | None = None
 
 
-def apply_control(running: ExperimentRecord | None, control: ExperimentControl, at_ms: int) -> ControlOutcome:
+def apply_control(running: ExperimentRecord | None, control: ExperimentControl, at_ms: int, config: ModelConfig) -> ControlOutcome:
     """Apply ``control`` at ``at_ms`` (the end of the window it takes effect in) to the running experiment.
 
     Start: when none runs, or to change the running one (same id; start time kept).
     Stop: only the running one.  Anything else is refused (reason
-    ``experiment_conflict``) and the running experiment stays as it was.
+    ``experiment_conflict``), and so is a start the job with ``config`` cannot
+    run (reason ``experiment_unsupported``, see :func:`unsupported`); the
+    running experiment stays as it was.
     """
     if isinstance(control, ExperimentStart):
         experiment = control.experiment
+        why = unsupported(experiment, config)
+        if why is not None:
+            return ControlOutcome(running, rejection=_reject("experiment_unsupported", why, control.to_dict()))
         if running is None:
             record = ExperimentRecord(experiment, at_ms, at_ms)
             return ControlOutcome(record, record)
@@ -448,7 +488,9 @@ def score_by_variant(
         if not rows or not (home_in or cart_in):
             continue
         label = (experiment.id, variant.name)
-        scored = score_users([profiles[r] for r in rows], now_ms, model, variant.model_config(config))
+        variant_config = variant.model_config(config)
+        variant_profiles = [with_half_life(profiles[r], variant_config.half_life_ms, config.half_life_ms, now_ms) for r in rows]
+        scored = score_users(variant_profiles, now_ms, model.with_similarity(variant_config.similarity, config.similarity), variant_config)
         for row, lists in zip(rows, scored):
             if home_in and cart_in:
                 out[row] = dataclasses.replace(lists, home_from=label, cart_from=label)

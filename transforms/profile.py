@@ -23,7 +23,7 @@ state like a profile (and expires like one); engines write nothing for it
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -54,6 +54,10 @@ class UserProfile:
     purchased: dict[str, int] = field(default_factory=dict)
     # Events of this user stamped at or before this time (ms) are dropped (None: never forgotten).
     forgotten_until: int | None = None
+    # One more forward-decayed sum of the same interests per half-life of
+    # ``ModelConfig.variant_half_lives_ms`` (for experiments): half-life ->
+    # (landmark, item -> sum); always the same items as ``interests``.
+    variant_interests: dict[int, tuple[int, dict[str, float]]] = field(default_factory=dict)
 
     @property
     def is_empty(self) -> bool:
@@ -104,6 +108,7 @@ def apply_user_events(
     module docstring).  Units: weights are interest points; times ms.
     """
     half_life = config.half_life_ms
+    variant_half_lives = [h for h in config.variant_half_lives_ms if h != half_life]
     gap = config.session_gap_ms
     history_length = config.history_length
     for item, code, t, w in zip(items, codes, ts, weights):
@@ -117,6 +122,8 @@ def apply_user_events(
             continue  # stamped before the forget took hold: the forget wins
         if profile is None or profile.is_forgotten:
             profile = UserProfile(landmark_ms=initial_landmark(t, half_life), last_ts=t, forgotten_until=None if profile is None else profile.forgotten_until)
+        if variant_half_lives or profile.variant_interests:
+            _add_variant_interests(profile, half_life, variant_half_lives, item, t, w)
         landmark, scale = renormalise(profile.landmark_ms, t, half_life)
         if scale != 1.0:
             profile.interests = {k: v * scale for k, v in profile.interests.items()}
@@ -153,6 +160,36 @@ def apply_user_events(
         if len(profile.interests) > config.max_user_items + config.max_user_items // 4:
             _prune(profile, config.max_user_items)
     return profile
+
+
+def _decayed_sums_at(interests: dict[str, float], landmark_ms: int, half_life_ms: int, ts_ms: int, new_half_life_ms: int) -> tuple[int, dict[str, float]]:
+    """Sums decayed with ``half_life_ms`` against ``landmark_ms``, re-expressed at ``ts_ms`` as sums
+    decaying with ``new_half_life_ms``: equal values at ``ts_ms``, another decay from then on."""
+    landmark = initial_landmark(ts_ms, new_half_life_ms)
+    factor = 2.0 ** ((landmark_ms - ts_ms) / half_life_ms) * forward_factor(ts_ms, landmark, new_half_life_ms)
+    return landmark, {k: v * factor for k, v in interests.items()}
+
+
+def _add_variant_interests(profile: UserProfile, main_half_life: int, half_lives: list[int], item: str, t: int, w: float) -> None:
+    """The event ``(item, t, w)`` added to each variant half-life's sum (before the main sum takes it).
+
+    A sum the profile lacks is seeded first from the main sum as it stands
+    (decayed to ``t``); a sum of a half-life no longer configured is dropped.
+    """
+    sums = profile.variant_interests
+    for stale in [h for h in sums if h not in half_lives]:
+        del sums[stale]
+    for half_life in half_lives:
+        found = sums.get(half_life)
+        if found is None:
+            found = _decayed_sums_at(profile.interests, profile.landmark_ms, main_half_life, t, half_life) if profile.interests else (initial_landmark(t, half_life), {})
+        landmark, values = found
+        new_landmark, scale = renormalise(landmark, t, half_life)
+        if scale != 1.0:
+            values = {k: v * scale for k, v in values.items()}
+        if w != 0.0:
+            values[item] = values.get(item, 0.0) + w * forward_factor(t, new_landmark, half_life)
+        sums[half_life] = (new_landmark, values)
 
 
 def apply_window(
@@ -197,6 +234,8 @@ def _prune(profile: UserProfile, keep: int) -> None:
     kept = {item for item, _ in ranked}
     profile.interests = {item: value for item, value in profile.interests.items() if item in kept}
     profile.last_action = {item: code for item, code in profile.last_action.items() if item in kept}
+    for half_life, (landmark, values) in list(profile.variant_interests.items()):
+        profile.variant_interests[half_life] = (landmark, {item: value for item, value in values.items() if item in kept})
 
 
 def group_by_user(users: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -219,3 +258,21 @@ def top_interests(profile: UserProfile, now_ms: int, config: ModelConfig, limit:
     decayed = ((item, value * scale) for item, value in profile.interests.items() if value > 0)
     ranked = sorted(((item, value) for item, value in decayed if value > 0), key=lambda kv: (-kv[1], kv[0]))
     return ranked[: limit or config.interest_items]
+
+
+def with_half_life(profile: UserProfile | None, half_life_ms: int, main_half_life_ms: int, now_ms: int) -> UserProfile | None:
+    """``profile`` as seen by a variant that decays interests with ``half_life_ms`` (for scoring only).
+
+    Its interests are the profile's sum for that half-life
+    (``ModelConfig.variant_half_lives_ms``); a profile not updated since the
+    half-life was configured has none yet and is seen with its main sum
+    re-expressed at ``now_ms`` (as its next event would seed it).  The main
+    half-life returns ``profile`` itself.
+    """
+    if profile is None or half_life_ms == main_half_life_ms:
+        return profile
+    found = profile.variant_interests.get(half_life_ms)
+    if found is None:
+        found = _decayed_sums_at(profile.interests, profile.landmark_ms, main_half_life_ms, now_ms, half_life_ms) if profile.interests else (initial_landmark(now_ms, half_life_ms), {})
+    landmark, values = found
+    return replace(profile, landmark_ms=landmark, interests=values, variant_interests={})

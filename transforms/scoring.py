@@ -68,6 +68,7 @@ items none of this runs.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
@@ -126,10 +127,36 @@ class ScoringModel:
     sponsored: Mapping[str, float] = field(default_factory=dict)
     # Dense item codes for the batched scorer: a cache, shared by the models of one scorer.
     codes: "ItemCodes" = field(default_factory=lambda: ItemCodes())
+    # Neighbour lists by the measures of ModelConfig.variant_similarities (measure -> item -> list),
+    # for experiments' variants (see with_similarity).
+    variant_neighbours: Mapping[str, Mapping[str, Neighbours]] = field(default_factory=dict)
 
     def top_category(self, item: str) -> str:
         fact = self.facts.get(item)
         return fact[0] if fact else ""
+
+    def with_similarity(self, measure: str, main_measure: str) -> "ScoringModel":
+        """This model as seen by a variant whose item neighbours come from ``measure``.
+
+        ``main_measure`` (the job's ``similarity``) gives this model itself.  An
+        item with no list of ``measure`` yet (the item model computes them as
+        rows change, see ``ModelConfig.variant_similarities``) keeps its main list.
+        """
+        if measure == main_measure:
+            return self
+        return dataclasses.replace(self, neighbours=FallbackNeighbours(self.variant_neighbours.get(measure, {}), self.neighbours))
+
+
+class FallbackNeighbours:
+    """Neighbour lists looked up in ``lists``, else in ``fallback`` (``.get`` only, as the scorer reads them)."""
+
+    def __init__(self, lists: Mapping[str, Neighbours], fallback: Mapping[str, Neighbours]) -> None:
+        self.lists = lists
+        self.fallback = fallback
+
+    def get(self, item: str, default: Neighbours | None = None) -> Neighbours | None:
+        found = self.lists.get(item)
+        return found if found is not None else self.fallback.get(item, default)
 
 
 @dataclass(frozen=True)

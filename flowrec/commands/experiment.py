@@ -14,8 +14,11 @@ the spool's ``catalog/`` folder (``--spool-dir``, like ``flowrec train
 --publish``) or through ``POST /v1/experiments`` of the API (``--api``).  The
 job applies it when the window holding now closes, without a restart; the
 same id as the running experiment changes it.  ``stop ID`` likewise.  A
-start the job refuses (another experiment runs) is dead-lettered by the job
-(through the API it is refused at once with 409).  ``list`` and ``show`` read
+start the job refuses is dead-lettered by the job: another experiment runs
+(through the API: 409 at once), or a variant asks for a ``half_life_ms`` or
+``similarity`` the job keeps no state for (through the API: 422 at once, once
+the job has recorded what it keeps; see ``variant_half_lives_ms`` and
+``variant_similarities`` in :mod:`transforms.config`).  ``list`` and ``show`` read
 what the job applied, from the API or straight from Redis (``--redis-url``).
 """
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import asyncio
 
-import orjson
 import pytest
 
 from api.experiments import ExperimentDirectory
-from state.experiments import read_experiment_records
+from state.experiments import kept_settings_stats, read_experiment_records, read_kept_settings
 from state.keys import KeyKind
 from state.metrics import experiment_field, format_value
 from state.store import HashWrite
 from state.writes import experiment_writes
+from transforms.config import ModelConfig
 from transforms.experiments import ExperimentRecord, assign, compare, parse_experiment, validate_experiment_control, wilson_interval
 
 from .conftest import NOW_MS, assert_problem
@@ -57,7 +57,8 @@ def test_start_is_checked_and_queued_on_the_catalog_spool(api, auth, spool_dir, 
         ({**DECLARATION, "variants": {"a": {"share": 0.5}, "b": {"share": 0.4}}}, "shares must sum to 1"),
         ({**DECLARATION, "variants": {"a": {"share": 1.0}}}, "needs 2-16 variants"),
         ({**DECLARATION, "variants": {"a": {"share": 0.5}, "b": {"share": 0.5, "config": {"weight_cff": 1}}}}, "unknown model settings: ['weight_cff']"),
-        ({**DECLARATION, "variants": {"a": {"share": 0.5}, "b": {"share": 0.5, "config": {"half_life_ms": 1000}}}}, "['half_life_ms'] cannot differ between variants"),
+        ({**DECLARATION, "variants": {"a": {"share": 0.5}, "b": {"share": 0.5, "config": {"neighbours": 10}}}}, "['neighbours'] cannot differ between variants"),
+        ({**DECLARATION, "variants": {"a": {"share": 0.5}, "b": {"share": 0.5, "config": {"similarity": "swing"}}}}, "similarity must be one of"),
         ([DECLARATION], "must be a JSON object"),
     ],
 )
@@ -65,6 +66,24 @@ def test_bad_declarations_are_422_naming_the_problem(api, auth, spool_dir, decla
     doc = assert_problem(api.post("/v1/experiments", json=declaration, headers=auth), 422, "bad-experiment")
     assert problem in doc["detail"]
     assert spool_files(spool_dir, "catalog") == []
+
+
+def test_a_half_life_or_similarity_the_job_keeps_no_state_for_is_422_once_the_job_said_what_it_keeps(api, auth, spool_dir, store):
+    treatment = {"share": 0.5, "config": {"half_life_ms": 3_600_000, "similarity": "jaccard"}}
+    declaration = {**DECLARATION, "variants": {"control": {"share": 0.5}, "treatment": treatment}}
+    # No job has recorded its settings yet: queued, the job decides when it applies it.
+    assert api.post("/v1/experiments", json=declaration, headers=auth).status_code == 202
+    assert len(spool_files(spool_dir, "catalog")) == 1
+    # A job keeping neither (as pipelines.main records at start-up): refused before queueing.
+    store.set_stats(kept_settings_stats(ModelConfig()))
+    doc = assert_problem(api.post("/v1/experiments", json=declaration, headers=auth), 422, "experiment-unsupported")
+    assert "half_life_ms 3600000 is not kept by the job" in doc["detail"] and "variant_half_lives_ms" in doc["detail"]
+    assert len(spool_files(spool_dir, "catalog")) == 1
+    # A job keeping both: queued.
+    store.set_stats(kept_settings_stats(ModelConfig(variant_half_lives_ms=(3_600_000, 600_000), variant_similarities=("jaccard",))))
+    assert read_kept_settings(store.client, store.namespace).variant_half_lives_ms == (3_600_000, 600_000)
+    assert api.post("/v1/experiments", json=declaration, headers=auth).status_code == 202
+    assert len(spool_files(spool_dir, "catalog")) == 2
 
 
 def test_start_needs_a_key_and_json(api, auth, spool_dir):

@@ -106,7 +106,7 @@ def test_start_show_and_refusals_through_the_api(tmp_path: Path, redis_url, caps
         (["experiment", "start", "{tmp}/missing.json", "--spool-dir", "{tmp}/spool"], "cannot read .*missing.json: No such file or directory"),
         (["experiment", "start", "{bad_json}", "--spool-dir", "{tmp}/spool"], "is not JSON"),
         (["experiment", "start", "{bad_shares}", "--spool-dir", "{tmp}/spool"], "variant shares must sum to 1, they sum to 0.9"),
-        (["experiment", "start", "{bad_key}", "--spool-dir", "{tmp}/spool"], r"\['half_life_ms'\] cannot differ between variants"),
+        (["experiment", "start", "{bad_key}", "--spool-dir", "{tmp}/spool"], r"\['neighbours'\] cannot differ between variants"),
         (["experiment", "start", "{good}"], "give the job's spool directory"),
         (["experiment", "stop", "a.b", "--spool-dir", "{tmp}/spool"], "experiment id must be"),
         (["experiment", "show", "ranker-1"], "give the job's Redis"),
@@ -118,7 +118,7 @@ def test_bad_files_and_flags_are_one_line_errors(tmp_path: Path, flowrec_call, a
     files = {
         "good": DECLARATION,
         "bad_shares": {**DECLARATION, "variants": {"a": {"share": 0.5}, "b": {"share": 0.4}}},
-        "bad_key": {**DECLARATION, "variants": {"a": {"share": 0.5}, "b": {"share": 0.5, "config": {"half_life_ms": 1000}}}},
+        "bad_key": {**DECLARATION, "variants": {"a": {"share": 0.5}, "b": {"share": 0.5, "config": {"neighbours": 10}}}},
     }
     names = {}
     for name, data in files.items():

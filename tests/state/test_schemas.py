@@ -41,7 +41,7 @@ def test_profile_round_trip_is_exact():
         purchased={"b": 1_700_000_000_100},
     )
     raw = encode_profile(profile)
-    assert orjson.loads(raw)["v"] == 2
+    assert orjson.loads(raw)["v"] == 3
     assert decode_profile(raw) == profile
     assert encode_profile(decode_profile(raw)) == raw  # stable bytes
     tombstone = UserProfile(last_ts=5, forgotten_until=300_005)
@@ -51,6 +51,14 @@ def test_profile_round_trip_is_exact():
     del v1["f"]
     v1["v"] = 1
     assert decode_profile(orjson.dumps(v1)) == profile
+    # Version 2 (before variant half-lives' sums) restores with none.
+    v2 = orjson.loads(raw)
+    v2["v"] = 2
+    assert decode_profile(orjson.dumps(v2)) == profile
+    with_sums = UserProfile(landmark_ms=0, last_ts=9, interests={"a": 1.5, "c": -2.0}, variant_interests={3_600_000: (0, {"a": 0.25, "c": -1.0})})
+    raw = encode_profile(with_sums)
+    assert orjson.loads(raw)["x"] == [[3_600_000, 0, [0.25, -1.0]]]
+    assert decode_profile(raw) == with_sums
 
 
 def test_profile_from_real_events_round_trips():

@@ -153,6 +153,35 @@ def test_windows_and_refresh_on_a_hand_board():
     assert as_lists(model.neighbours)["B"] == [("A", r), ("C", r)]  # B's list is kept from the first refresh
 
 
+def test_variant_measures_are_the_lists_a_model_of_that_measure_computes():
+    rng = np.random.default_rng(5)
+    ids = [f"i{k:02d}" for k in range(40)]
+    windows = []
+    for _ in range(6):
+        a = rng.choice(ids, 300).tolist()
+        b = rng.choice(ids, 300).tolist()
+        w = rng.choice([1.0, 2.0, 4.0], 300).tolist()
+        windows.append((a + b, w + w, a + b, b + a, w + w))
+    config = CONFIG.replace(neighbours=5, min_cooccurrence=2.0, variant_similarities=("jaccard", "lift", "cosine"))
+    kept = ItemModel(config)
+    alone = {m: ItemModel(CONFIG.replace(neighbours=5, min_cooccurrence=2.0, similarity=m)) for m in ("cosine", "jaccard", "lift")}
+    for window in windows:
+        for model in (kept, *alone.values()):
+            model.apply_window(*window)
+        changed = kept.refresh()
+        for model in alone.values():
+            model.refresh()
+        # The variants refresh the same items as the main lists.
+        assert all(set(lists) >= set(changed) for lists in kept.variant_neighbours.values())
+    assert as_lists(kept.neighbours) == as_lists(alone["cosine"].neighbours)
+    # The job's own measure is not kept twice.
+    assert set(kept.variant_neighbours) == {"jaccard", "lift"}
+    for measure in ("jaccard", "lift"):
+        assert as_lists(kept.variant_neighbours[measure]) == as_lists(alone[measure].neighbours)
+    # The measures really differ here (else the test shows nothing).
+    assert {k: v[0].tolist() for k, v in kept.variant_neighbours["lift"].items()} != {k: v[0].tolist() for k, v in kept.neighbours.items()}
+
+
 def test_min_cooccurrence_and_self_pairs():
     model = ItemModel(CONFIG.replace(min_cooccurrence=2.0))
     model.apply_window(["A", "B", "C"], [4.0, 4.0, 4.0], ["A", "A", "A"], ["B", "C", "A"], [1.0, 2.0, 5.0])

@@ -3,11 +3,15 @@ per-variant scoring, and the statistics (checked against values computed by hand
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
+import re
 
+import numpy as np
 import pytest
 
+from tests.transforms.test_profile import random_events, run
 from tests.transforms.test_scoring_batch import CONFIG, random_model, random_profile
 from transforms.config import ModelConfig
 from transforms.experiments import (
@@ -25,6 +29,7 @@ from transforms.experiments import (
     parse_experiment,
     score_by_variant,
     two_proportion_p_value,
+    unsupported,
     validate_experiment_control,
     wilson_interval,
 )
@@ -100,14 +105,44 @@ def test_bad_declarations_are_refused_naming_the_problem(data, problem):
 
 
 def test_settings_that_shape_shared_state_are_refused_by_name():
-    variants = {"a": {"share": 0.5}, "b": {"share": 0.5, "config": {"half_life_ms": 3_600_000, "similarity": "jaccard", "weight_cf": 1.0}}}
+    variants = {"a": {"share": 0.5}, "b": {"share": 0.5, "config": {"event_weights": {"view": 2.0}, "neighbours": 10, "weight_cf": 1.0}}}
     with pytest.raises(ExperimentError) as caught:
         parse_experiment(declaration(variants=variants))
     message = str(caught.value)
-    assert "['half_life_ms', 'similarity'] cannot differ between variants" in message
-    assert "already decayed with the job's half-life" in message
+    assert "['event_weights', 'neighbours'] cannot differ between variants" in message
+    assert "already weighted by the job's event weights" in message
+    # The message lists what a variant may set, the kept state settings included.
+    assert "'half_life_ms'" in message and "'similarity'" in message
     # Every scoring field is a real ModelConfig field.
     assert SCORING_FIELDS <= set(ModelConfig().to_dict())
+
+
+def test_half_life_and_similarity_are_checked_on_their_own_then_against_the_job():
+    variants = {"a": {"share": 0.5}, "b": {"share": 0.5, "config": {"half_life_ms": 3_600_000, "similarity": "jaccard"}}}
+    experiment = parse_experiment(declaration(variants=variants))
+    assert experiment.variant("b").model_config(ModelConfig()).half_life_ms == 3_600_000
+    for config, problem in [
+        ({"similarity": "swing"}, "similarity must be one of ['cosine', 'jaccard', 'lift', 'conditional']"),
+        ({"similarity": 3}, "similarity must be one of"),
+        ({"half_life_ms": 0}, "half_life_ms must be > 0"),
+        ({"half_life_ms": 1.5}, "half_life_ms must be an integer"),
+    ]:
+        with pytest.raises(ExperimentError, match=re.escape(problem)):
+            parse_experiment(declaration(variants={"a": {"share": 0.5}, "b": {"share": 0.5, "config": config}}))
+    # A job keeping neither: refused, naming the setting to list them in.
+    job = ModelConfig()
+    why = unsupported(experiment, job)
+    assert why is not None and "half_life_ms 3600000 is not kept by the job" in why and "variant_half_lives_ms" in why
+    outcome = apply_control(None, ExperimentStart(experiment, 10), 100, job)
+    assert outcome.running is None and outcome.stored is None and outcome.rejection.reason == "experiment_unsupported"
+    only_half_life = ModelConfig(variant_half_lives_ms=(3_600_000,))
+    assert "similarity 'jaccard' is not kept" in unsupported(experiment, only_half_life)
+    both = ModelConfig(variant_half_lives_ms=(3_600_000,), variant_similarities=("jaccard", "lift"))
+    assert unsupported(experiment, both) is None
+    assert apply_control(None, ExperimentStart(experiment, 10), 100, both).running == ExperimentRecord(experiment, 100, 100)
+    # The job's own values need nothing kept.
+    own = parse_experiment(declaration(variants={"a": {"share": 0.5}, "b": {"share": 0.5, "config": {"half_life_ms": job.half_life_ms, "similarity": job.similarity}}}))
+    assert unsupported(own, job) is None
 
 
 def test_assignment_is_stable_and_within_two_percent_of_the_shares():
@@ -150,20 +185,20 @@ def test_apply_control_runs_one_experiment_at_a_time():
     first = parse_experiment(DECLARATION)
     changed = parse_experiment(declaration(variants={"control": {"share": 0.3}, "treatment": {"share": 0.7}}))
     other = parse_experiment(declaration(id="other"))
-    started = apply_control(None, ExperimentStart(first, 10), 100)
+    started = apply_control(None, ExperimentStart(first, 10), 100, ModelConfig())
     assert started.running == ExperimentRecord(first, 100, 100) and started.stored == started.running and started.rejection is None
     # A change keeps the start time.
-    change = apply_control(started.running, ExperimentStart(changed, 20), 200)
+    change = apply_control(started.running, ExperimentStart(changed, 20), 200, ModelConfig())
     assert change.running == ExperimentRecord(changed, 100, 200)
     # Another experiment while one runs: refused, the running one stays.
-    refused = apply_control(change.running, ExperimentStart(other, 30), 300)
+    refused = apply_control(change.running, ExperimentStart(other, 30), 300, ModelConfig())
     assert refused.running == change.running and refused.stored is None
     assert refused.rejection.reason == "experiment_conflict" and "'ranker-1' is running" in refused.rejection.detail
-    assert apply_control(change.running, ExperimentStop("other", 30), 300).rejection.reason == "experiment_conflict"
-    stopped = apply_control(change.running, ExperimentStop("ranker-1", 40), 400)
+    assert apply_control(change.running, ExperimentStop("other", 30), 300, ModelConfig()).rejection.reason == "experiment_conflict"
+    stopped = apply_control(change.running, ExperimentStop("ranker-1", 40), 400, ModelConfig())
     assert stopped.running is None and stopped.stored == ExperimentRecord(changed, 100, 200, 400)
     assert ExperimentRecord.from_dict(stopped.stored.to_dict()) == stopped.stored
-    assert apply_control(None, ExperimentStop("ranker-1", 50), 500).rejection.detail == "experiment 'ranker-1' is not running"
+    assert apply_control(None, ExperimentStop("ranker-1", 50), 500, ModelConfig()).rejection.detail == "experiment 'ranker-1' is not running"
     # Within a window, controls apply by ts, then arrival.
     a, b, c = ExperimentStop("x", 5), ExperimentStop("y", 3), ExperimentStop("z", 5)
     assert control_order([a, b, c]) == [b, a, c]
@@ -189,6 +224,38 @@ def test_score_by_variant_equals_each_variant_scored_alone():
     plain = score_by_variant(users, profiles, 10_000, model, CONFIG, None)
     assert plain == score_users(profiles, 10_000, model, CONFIG)
     assert all(lists.home_from == ("~", "~") for lists in plain)
+
+
+def test_a_variant_with_its_own_half_life_and_similarity_scores_as_a_job_running_with_them():
+    rng = random.Random(9)
+    model = random_model(rng)
+    ids = sorted(model.facts)
+    short = 3_600_000
+    job = CONFIG.replace(variant_half_lives_ms=(short,), variant_similarities=("jaccard",))
+    # The jaccard lists of half the items (the rest keep their main lists, as before the item model refreshed them).
+    jaccard = {item: (np.array(rng.sample(ids, 6), dtype=object), np.array(sorted((rng.random() for _ in range(6)), reverse=True))) for item in ids[::2]}
+    model.variant_neighbours = {"jaccard": jaccard}
+    experiment = parse_experiment(declaration(variants={"control": {"share": 0.5}, "treatment": {"share": 0.5, "config": {"half_life_ms": short, "similarity": "jaccard"}}}))
+    assert unsupported(experiment, job) is None
+    users = [f"u{k}" for k in range(40)]
+    histories = {u: [(ids[int(i[1:]) * 7 % len(ids)], code, t, w) for i, code, t, w in random_events(k, n=40, span_ms=6 * 3_600_000)] for k, u in enumerate(users)}
+    now = 6 * 3_600_000 + 1
+    kept = [run(histories[u], job)[0] for u in users]
+    out = score_by_variant(users, kept, now, model, job, experiment)
+    as_job_with_them = dataclasses.replace(model, neighbours={**model.neighbours, **jaccard}, variant_neighbours={})
+    treated = 0
+    for user, profile, lists in zip(users, kept, out):
+        if assign(experiment, user) == "treatment":
+            treated += 1
+            alone = run(histories[user], CONFIG.replace(half_life_ms=short))[0]
+            expected = score_users([alone], now, as_job_with_them, CONFIG.replace(half_life_ms=short))[0]
+        else:
+            expected = score_users([profile], now, model, job)[0]
+        assert lists.home == expected.home and lists.cart == expected.cart
+    assert 10 <= treated <= 30
+    # The treatment really differs from the control's lists of the same users.
+    control_view = score_users(kept, now, model, job)
+    assert any(a.home != b.home for user, a, b in zip(users, out, control_view) if assign(experiment, user) == "treatment")
 
 
 def test_score_by_variant_leaves_lists_outside_its_contexts_to_the_base_config():

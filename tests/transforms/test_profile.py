@@ -10,7 +10,7 @@ import pytest
 from transforms.config import ModelConfig
 from transforms.decay import naive_decayed_sum
 from transforms.events import ADD_TO_CART, CLICK, FAVORITE, FORGET, PURCHASE, REMOVE_FROM_CART, VIEW
-from transforms.profile import ItemContribution, UserProfile, apply_user_events, apply_window, group_by_user, scorable, top_interests
+from transforms.profile import ItemContribution, UserProfile, apply_user_events, apply_window, group_by_user, scorable, top_interests, with_half_life
 
 BIG_HALF_LIFE = 10**12  # decay is negligible over the few hundred ms of these sequences
 
@@ -224,3 +224,77 @@ def test_apply_window_is_the_per_user_loop(seed):
     assert got == expected
     assert out == expected_out and out.pair_a
     assert any(p.is_forgotten for _, p, _ in got)
+
+
+def random_events(seed: int, n: int = 300, items: int = 12, span_ms: int = 40 * 3600 * 1000) -> list[tuple[str, int, int, float]]:
+    """A user's events over ``span_ms`` (sorted), with negative weights and a purchase now and then."""
+    rng = np.random.default_rng(seed)
+    ts = np.sort(rng.integers(0, span_ms, n))
+    codes = rng.choice([VIEW, CLICK, ADD_TO_CART, REMOVE_FROM_CART, PURCHASE], n, p=[0.6, 0.2, 0.1, 0.05, 0.05])
+    weight = {VIEW: 1.0, CLICK: 2.0, ADD_TO_CART: 4.0, REMOVE_FROM_CART: -2.0, PURCHASE: 6.0}
+    return [(f"i{int(rng.integers(items))}", int(c), int(t), weight[int(c)]) for c, t in zip(codes, ts)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_variant_half_life_sum_is_the_profile_a_job_with_that_half_life_keeps(seed):
+    # Hours-long half-lives over 40 h cross the renormalisation threshold of the short one.
+    main, variant = 6 * 3600 * 1000, 1800 * 1000
+    events = random_events(seed)
+    both = ModelConfig(half_life_ms=main, max_user_items=8, variant_half_lives_ms=(variant, main))
+    kept, _ = run(events, both)
+    # The main sum is untouched by the extra one; the job's own half-life in the list keeps no copy.
+    assert kept.interests == run(events, ModelConfig(half_life_ms=main, max_user_items=8))[0].interests
+    assert set(kept.variant_interests) == {variant}
+    # Pruning follows the main sums (an item pruned and met again restarts in both), so the
+    # variant keeps the main sum's items; its values are checked without pruning below.
+    seen = with_half_life(kept, variant, main, events[-1][2])
+    assert set(seen.interests) == set(kept.interests) and len(kept.interests) <= 8 + 8 // 4
+    now = events[-1][2] + 600_000
+    # Without pruning the two are bit-identical.
+    unpruned = ModelConfig(half_life_ms=main, variant_half_lives_ms=(variant,))
+    kept, _ = run(events, unpruned)
+    reference, _ = run(events, ModelConfig(half_life_ms=variant))
+    seen = with_half_life(kept, variant, main, now)
+    assert (seen.landmark_ms, seen.interests) == (reference.landmark_ms, reference.interests)
+    assert with_half_life(kept, main, main, now) is kept
+
+
+def test_a_variant_half_life_added_later_is_seeded_from_the_main_sum_then_exact():
+    main, variant = 24 * 3600 * 1000, 3600 * 1000
+    events = random_events(11, n=100)
+    before, after = events[:50], events[50:]
+    profile, _ = run(before, ModelConfig(half_life_ms=main))
+    assert profile.variant_interests == {}
+    t = after[0][2]
+    # Scored before its next event: the main sums re-expressed at the scoring time.
+    seen = with_half_life(profile, variant, main, t)
+    as_seen = dict(top_interests(seen, t, ModelConfig(half_life_ms=variant), limit=100))
+    as_kept = dict(top_interests(profile, t, ModelConfig(half_life_ms=main), limit=100))
+    assert as_seen.keys() == as_kept.keys() and all(as_seen[i] == pytest.approx(v, rel=1e-12) for i, v in as_kept.items())
+    # Its next event seeds the sum from the main sum at that time; later events decay with the variant's half-life.
+    seed_values = {i: v * 2.0 ** ((profile.landmark_ms - t) / main) for i, v in profile.interests.items()}
+    profile, _ = run(after, ModelConfig(half_life_ms=main, variant_half_lives_ms=(variant,)), profile=profile)
+    now = after[-1][2]
+    expected = dict(seed_values)
+    for item, _, ts, w in after:  # the definition, event by event
+        expected = {i: v * 2.0 ** (-(ts - t) / variant) for i, v in expected.items()}
+        expected[item] = expected.get(item, 0.0) + w
+        t = ts
+    got = dict(top_interests(with_half_life(profile, variant, main, now), now, ModelConfig(half_life_ms=variant), limit=100))
+    positive = {i: v for i, v in expected.items() if v > 0}
+    assert set(got) == set(positive)
+    for item, value in positive.items():
+        assert got[item] == pytest.approx(value, rel=1e-9)
+    # A half-life no longer listed is dropped at the user's next event.
+    profile, _ = run([("i1", VIEW, now + 1, 1.0)], ModelConfig(half_life_ms=main), profile=profile)
+    assert profile.variant_interests == {}
+
+
+def test_variant_sums_survive_the_state_encoding():
+    from state.schemas import decode_profile, encode_profile
+
+    profile, _ = run(random_events(3, n=60), ModelConfig(half_life_ms=86_400_000, variant_half_lives_ms=(3_600_000, 600_000)))
+    assert set(profile.variant_interests) == {3_600_000, 600_000}
+    assert decode_profile(encode_profile(profile)) == profile
+    plain, _ = run(random_events(3, n=60), ModelConfig(half_life_ms=86_400_000))
+    assert b'"x"' not in encode_profile(plain)  # no extra bytes when none are kept
