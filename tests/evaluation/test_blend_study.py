@@ -42,3 +42,23 @@ def test_the_learner_serves_the_setting_that_wins_and_only_on_its_shard():
     hits = blend_study.simulate(observations, gains, settings, config, shards=8)
     # The first list is served with the configured weights (a miss); every later one with lean_content.
     assert hits.tolist() == [0.0, 1.0, 1.0, 1.0]
+
+
+def test_with_the_catalog_at_first_event_no_list_holds_an_item_before_someone_touched_it(tmp_path):
+    pytest.importorskip("transforms.engine")
+    dataset = _dataset(tmp_path)
+    ordered = dataset.events.sorted_by_time()
+    first: dict[str, int] = {}
+    for item, ts in zip(ordered.item.tolist(), ordered.ts.tolist()):
+        first.setdefault(item, ts)
+    untouched = CatalogItem("a-never", title="a item never", category="a", tags=("a",), ts=5)
+    arriving = blend_study.catalog_at_first_event([*dataset.catalog, untouched], dataset.events)
+    assert [c.ts for c in arriving] == [first[c.item_id] for c in dataset.catalog] + [5]
+    config = harness.ModelConfig()
+    # With the whole catalog from the start, content lists items nobody has touched yet (else this proves little)...
+    ahead = blend_study.record(dataset.events, dataset.catalog, config)
+    assert any(i in first and first[i] >= o.ts for o in ahead for i in o.items.tolist())
+    # ...and with each item arriving at its first event, none (the untouched item is listable throughout).
+    observations = blend_study.record(dataset.events, arriving, config)
+    listed = [i for o in observations for i in o.items.tolist() if i not in first or first[i] >= o.ts]
+    assert listed and set(listed) == {"a-never"}
