@@ -56,6 +56,8 @@ Freshness (``freshness_ms`` at ``--high-rate``, ``freshness_1k_ms`` at ``--low-r
     longer than the recorded lag.
 
 Settings (tuned for this machine; each is a flag)
+    The hashmap state backend (``--state-backend rocksdb``: state off the JVM
+    heap and incremental checkpoints, for shops of many users).
     Parallelism 1 and as many user and item shards as the parallelism: a shard
     is a key of the keyed operators, and at parallelism 1 the default 8 user /
     4 item shards only multiply records (one slice per user shard, one item
@@ -155,6 +157,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--embedding-weights", default="1.0,0.0", help="weight_embedding,weight_sequence of the embedding runs (default 1.0,0.0)")
     job.add_argument("--attribution", choices=("on", "off"), default="on", help="Settings.attribution of the replay and live runs (default on; the feedback part sets its own)")
     job.add_argument("--chunk", type=whole_number_at_least(1), default=1000, help="events per source record in the replay (Settings.batch_size, default 1000)")
+    job.add_argument("--state-backend", choices=("hashmap", "rocksdb"), default="hashmap", help="Settings.state_backend of every job run (default hashmap; rocksdb keeps state off the JVM heap, checkpoints incrementally)")
     job.add_argument("--naive-events", type=whole_number_at_least(1), default=5_000, help="events for the naive design (default 5000)")
     sparse = parser.add_argument_group("sparse history (a `flowrec generate` shop at its own event-time density)")
     sparse.add_argument("--sparse-events", type=whole_number_at_least(1), default=20_000, help="events of the sparse shop (default 20000)")
@@ -309,6 +312,7 @@ def _settings(spec: dict[str, Any], **changes: Any):
         restart_attempts=0,
         checkpoint_dir=str(Path(spec["workdir"]) / "checkpoints"),
         batch_size=spec.get("chunk", 1000),
+        state_backend=spec.get("state_backend", "hashmap"),
         checkpoint_interval_ms=spec.get("checkpoint_interval_ms", 10_000),
         model=model,
         **changes,
@@ -699,7 +703,7 @@ def measure_clusters(args: argparse.Namespace, workdir: Path, shop: "Shop", redi
                 done = subprocess.run(
                     [sys.executable, "-m", "flowrec.cli", "submit", "--events", str(shop.events_path), "--catalog", str(shop.catalog_path),
                      "--redis-url", redis_url, "--parallelism", str(tms), "--user-shards", str(tms), "--item-shards", str(tms),
-                     "--batch-size", str(args.chunk), "--restart-attempts", "0", "--jobmanager", f"localhost:{rest_port}", "--wait", "--timeout", str(int(args.timeout_s))],
+                     "--batch-size", str(args.chunk), "--state-backend", args.state_backend, "--restart-attempts", "0", "--jobmanager", f"localhost:{rest_port}", "--wait", "--timeout", str(int(args.timeout_s))],
                     env=env, cwd=repo, capture_output=True, text=True, timeout=args.timeout_s,
                 )
                 poller.stop()
@@ -837,7 +841,7 @@ def main(args: argparse.Namespace) -> int:
     say(f"shop: {len(shop.events)} events, {args.users} users, {args.items} items, event time compressed to {args.event_rate:,.0f} events/s")
     user_shards = args.user_shards or args.parallelism
     item_shards = args.item_shards or args.parallelism
-    base = {"parallelism": args.parallelism, "chunk": args.chunk, "window_ms": config.window_ms, "user_shards": user_shards, "item_shards": item_shards, "attribution": args.attribution == "on"}
+    base = {"parallelism": args.parallelism, "chunk": args.chunk, "window_ms": config.window_ms, "user_shards": user_shards, "item_shards": item_shards, "attribution": args.attribution == "on", "state_backend": args.state_backend}
     result: dict[str, Any] = {"cpus": os.cpu_count(), "repeats": repeats, "live_repeats": live_repeats}
     peaks: list[int] = []
     with LocalRedis() as server:
@@ -940,6 +944,7 @@ def main(args: argparse.Namespace) -> int:
             "shop": {"users": args.users, "items": args.items, "events": args.events, "seed": args.seed, "event_rate": args.event_rate, "users_in_state": state["users"]},
             "settings": {
                 "parallelism": args.parallelism, "chunk": args.chunk, "user_shards": user_shards, "item_shards": item_shards, "window_ms": config.window_ms, "naive_events": args.naive_events,
+                "state_backend": args.state_backend,
                 "high": {"rate": args.high_rate, "seconds": args.high_seconds, "window_ms": args.high_window_ms},
                 "low": {"rate": args.low_rate, "seconds": args.low_seconds, "window_ms": args.low_window_ms},
                 "out_of_orderness_ms": args.out_of_orderness_ms, "heartbeat_ms": args.heartbeat_ms, "send_interval_ms": args.send_interval_ms, "live_mode": args.live_mode,

@@ -81,14 +81,14 @@ def test_bench_engine_prints_positive_numbers():
 
 @pytest.mark.flink
 def test_bench_stream_prints_positive_numbers():
-    """Every part of the bench runs, at tiny sizes: the sparse shop (20,000 events by default) and the
+    """Every part of the bench runs, at tiny sizes and on the RocksDB state backend: the sparse shop (20,000 events by default) and the
     cluster part (by default a cluster of one and one of two TaskManagers) made this test take minutes."""
     result = _flowrec(
         "bench", "stream", "--users", "100", "--items", "60", "--events", "2000", "--event-rate", "2000",
         "--naive-events", "100", "--modes", "thread", "--repeats", "1",
         "--high-rate", "1000", "--high-seconds", "0.5", "--low-rate", "200", "--low-seconds", "1", "--warmup-seconds", "0.5",
         "--sparse-events", "1000", "--sparse-users", "50", "--sparse-items", "40", "--cluster-taskmanagers", "1",
-        "--json",
+        "--state-backend", "rocksdb", "--json",
         timeout=900,
     )
     for key in ("events_per_s", "naive_events_per_s", "peak_rss_mb", "state_bytes_per_user", "redis_bytes_per_user"):
@@ -102,3 +102,4 @@ def test_bench_stream_prints_positive_numbers():
     assert result["feedback"]["impression_records"] > 0
     assert all(result["feedback"][name]["cpu_us_per_row"] > 0 for name in ("on", "off"))
     assert set(result["clusters"]) == {"1tm"} and result["clusters"]["1tm"]["runs"][0]["events"] > 0
+    assert result["settings"]["state_backend"] == "rocksdb"
