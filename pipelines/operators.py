@@ -1348,7 +1348,7 @@ class Scorer(KeyedBroadcastProcessFunction):
             embeddings=self._embeddings(view.get("e:", self.initial_embeddings)),
             sponsored=view.get("a:", {}),
             codes=self.codes,
-            variant_neighbours={m: _VersionedView(mirror, variant_neighbours_prefix(m), window) for m in self.config.variant_similarities if m != self.config.similarity},
+            variant_neighbours={m: _VersionedView(mirror, variant_neighbours_prefix(m), window) for m in self.config.extra_similarities()},
         )
         users = sorted(latest)
         kept = [u for u in users if latest[u] is not None]

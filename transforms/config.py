@@ -231,6 +231,16 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown event types in event_weights: {sorted(unknown)}")
 
+    def extra_half_lives_ms(self) -> list[int]:
+        """The half-lives profiles keep a sum for besides the main one: ``variant_half_lives_ms``
+        without the job's own ``half_life_ms``, each once (a repeated one would add each event twice)."""
+        return list(dict.fromkeys(h for h in self.variant_half_lives_ms if h != self.half_life_ms))
+
+    def extra_similarities(self) -> list[str]:
+        """The measures the item model keeps lists for besides the main one: ``variant_similarities``
+        without the job's own ``similarity``, each once."""
+        return list(dict.fromkeys(m for m in self.variant_similarities if m != self.similarity))
+
     def weight_table(self) -> np.ndarray:
         """Weights indexed by event-type code (see :data:`transforms.events.EVENT_TYPES`)."""
         return np.array([float(self.event_weights.get(name, 0.0)) for name in EVENT_TYPES], dtype=np.float64)

@@ -334,9 +334,8 @@ class ItemModel:
         owner, others, c_ab = owner[counted], others[counted], c_ab[counted]
         out = self._lists(codes, owner, others, c_ab, config.similarity)
         self.neighbours.update(out)
-        for measure in config.variant_similarities:
-            if measure != config.similarity:
-                self.variant_neighbours.setdefault(measure, {}).update(self._lists(codes, owner, others, c_ab, measure))
+        for measure in config.extra_similarities():
+            self.variant_neighbours.setdefault(measure, {}).update(self._lists(codes, owner, others, c_ab, measure))
         return out
 
     def _lists(self, codes: np.ndarray, owner: np.ndarray, others: np.ndarray, c_ab: np.ndarray, measure: str) -> dict[str, Neighbours]:

@@ -108,7 +108,7 @@ def apply_user_events(
     module docstring).  Units: weights are interest points; times ms.
     """
     half_life = config.half_life_ms
-    variant_half_lives = [h for h in config.variant_half_lives_ms if h != half_life]
+    variant_half_lives = config.extra_half_lives_ms()
     gap = config.session_gap_ms
     history_length = config.history_length
     for item, code, t, w in zip(items, codes, ts, weights):
@@ -164,7 +164,8 @@ def apply_user_events(
 
 def _decayed_sums_at(interests: dict[str, float], landmark_ms: int, half_life_ms: int, ts_ms: int, new_half_life_ms: int) -> tuple[int, dict[str, float]]:
     """Sums decayed with ``half_life_ms`` against ``landmark_ms``, re-expressed at ``ts_ms`` as sums
-    decaying with ``new_half_life_ms``: equal values at ``ts_ms``, another decay from then on."""
+    decaying with ``new_half_life_ms``: equal values at ``ts_ms``, another decay from then on
+    (against the new half-life's grid landmark at or before ``ts_ms``; no sums: none)."""
     landmark = initial_landmark(ts_ms, new_half_life_ms)
     factor = 2.0 ** ((landmark_ms - ts_ms) / half_life_ms) * forward_factor(ts_ms, landmark, new_half_life_ms)
     return landmark, {k: v * factor for k, v in interests.items()}
@@ -182,7 +183,7 @@ def _add_variant_interests(profile: UserProfile, main_half_life: int, half_lives
     for half_life in half_lives:
         found = sums.get(half_life)
         if found is None:
-            found = _decayed_sums_at(profile.interests, profile.landmark_ms, main_half_life, t, half_life) if profile.interests else (initial_landmark(t, half_life), {})
+            found = _decayed_sums_at(profile.interests, profile.landmark_ms, main_half_life, t, half_life)
         landmark, values = found
         new_landmark, scale = renormalise(landmark, t, half_life)
         if scale != 1.0:
@@ -273,6 +274,6 @@ def with_half_life(profile: UserProfile | None, half_life_ms: int, main_half_lif
         return profile
     found = profile.variant_interests.get(half_life_ms)
     if found is None:
-        found = _decayed_sums_at(profile.interests, profile.landmark_ms, main_half_life_ms, now_ms, half_life_ms) if profile.interests else (initial_landmark(now_ms, half_life_ms), {})
+        found = _decayed_sums_at(profile.interests, profile.landmark_ms, main_half_life_ms, now_ms, half_life_ms)
     landmark, values = found
     return replace(profile, landmark_ms=landmark, interests=values, variant_interests={})

@@ -162,7 +162,7 @@ def test_variant_measures_are_the_lists_a_model_of_that_measure_computes():
         b = rng.choice(ids, 300).tolist()
         w = rng.choice([1.0, 2.0, 4.0], 300).tolist()
         windows.append((a + b, w + w, a + b, b + a, w + w))
-    config = CONFIG.replace(neighbours=5, min_cooccurrence=2.0, variant_similarities=("jaccard", "lift", "cosine"))
+    config = CONFIG.replace(neighbours=5, min_cooccurrence=2.0, variant_similarities=("jaccard", "lift", "cosine", "jaccard"))
     kept = ItemModel(config)
     alone = {m: ItemModel(CONFIG.replace(neighbours=5, min_cooccurrence=2.0, similarity=m)) for m in ("cosine", "jaccard", "lift")}
     for window in windows:

@@ -240,7 +240,8 @@ def test_a_variant_half_life_sum_is_the_profile_a_job_with_that_half_life_keeps(
     # Hours-long half-lives over 40 h cross the renormalisation threshold of the short one.
     main, variant = 6 * 3600 * 1000, 1800 * 1000
     events = random_events(seed)
-    both = ModelConfig(half_life_ms=main, max_user_items=8, variant_half_lives_ms=(variant, main))
+    # Listed twice, and the job's own listed too: one extra sum all the same.
+    both = ModelConfig(half_life_ms=main, max_user_items=8, variant_half_lives_ms=(variant, main, variant))
     kept, _ = run(events, both)
     # The main sum is untouched by the extra one; the job's own half-life in the list keeps no copy.
     assert kept.interests == run(events, ModelConfig(half_life_ms=main, max_user_items=8))[0].interests
@@ -251,7 +252,7 @@ def test_a_variant_half_life_sum_is_the_profile_a_job_with_that_half_life_keeps(
     assert set(seen.interests) == set(kept.interests) and len(kept.interests) <= 8 + 8 // 4
     now = events[-1][2] + 600_000
     # Without pruning the two are bit-identical.
-    unpruned = ModelConfig(half_life_ms=main, variant_half_lives_ms=(variant,))
+    unpruned = ModelConfig(half_life_ms=main, variant_half_lives_ms=(variant, variant))
     kept, _ = run(events, unpruned)
     reference, _ = run(events, ModelConfig(half_life_ms=variant))
     seen = with_half_life(kept, variant, main, now)
