@@ -78,7 +78,7 @@ from transforms.ads import AdPick, rank_ads
 from transforms.blend import PARTS
 from transforms.complements import cart_complements, goes_with
 from transforms.config import ModelConfig
-from transforms.cooccurrence import Vocabulary
+from transforms.cooccurrence import Vocabulary, group_starts
 from transforms.embedding import EmbeddingModel
 from transforms.events import EVENT_TYPES
 from transforms.profile import UserProfile, top_interests
@@ -379,25 +379,6 @@ def _expand(pair_list: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> t
     return pair, starts[pair_list][pair] + (np.arange(len(pair)) - first)
 
 
-def _run_starts(sorted_keys: np.ndarray) -> np.ndarray:
-    """Where each run of equal values of ``sorted_keys`` starts (``np.r_`` costs microseconds a call)."""
-    if len(sorted_keys) == 0:
-        return np.empty(0, dtype=np.intp)
-    change = np.empty(len(sorted_keys), dtype=bool)
-    change[0] = True
-    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=change[1:])
-    return np.flatnonzero(change)
-
-
-def _run_lengths(starts: np.ndarray, total: int) -> np.ndarray:
-    """Lengths of the runs starting at ``starts`` in an array of ``total`` entries."""
-    lengths = np.empty(len(starts), dtype=np.intp)
-    if len(starts):
-        lengths[:-1] = starts[1:] - starts[:-1]
-        lengths[-1] = total - starts[-1]
-    return lengths
-
-
 def _grouped(long: _Long, width: int, reduce: str) -> _Long:
     """One entry per (row, code): values summed (``"sum"``) or maxed (``"max"``) in entry order.
 
@@ -413,10 +394,11 @@ def _grouped(long: _Long, width: int, reduce: str) -> _Long:
     order = np.argsort(key, kind="stable")
     key = key[order]
     value = long.value[order]
-    starts = _run_starts(key)
+    bounds = group_starts(key)
+    starts = bounds[:-1]
     best = np.maximum.reduceat(value, starts)
     total = np.add.reduceat(value, starts) if reduce == "sum" else best
-    group = np.repeat(np.arange(len(starts)), _run_lengths(starts, len(key)))
+    group = np.repeat(np.arange(len(starts)), np.diff(bounds))
     position = np.where(value == best[group], np.arange(len(key)), len(key))
     first = order[np.minimum.reduceat(position, starts)]
     return _Long(long.row[first], long.code[first], total, long.kind[first], long.source[first])
@@ -426,9 +408,8 @@ def _row_normalised(long: _Long) -> _Long:
     """Each row's values divided by the row's maximum; only positive values stay (``row`` sorted)."""
     if len(long.row) == 0:
         return long
-    starts = _run_starts(long.row)
-    top = np.maximum.reduceat(long.value, starts)
-    top = np.repeat(top, _run_lengths(starts, len(long.row)))
+    bounds = group_starts(long.row)
+    top = np.repeat(np.maximum.reduceat(long.value, bounds[:-1]), np.diff(bounds))
     keep = (top > 0) & (long.value > 0)
     out = long.take(keep)
     out.value = out.value / top[keep]
@@ -621,7 +602,7 @@ def score_users(
         candidate = np.flatnonzero(np.isin(blend.code, sponsored_codes))
         candidate = candidate[allowed.mask(blend.code[candidate], config)]
         row_best = np.zeros(len(users))
-        heads = _run_starts(top.row)
+        heads = group_starts(top.row)[:-1]
         row_best[top.row[heads]] = top.value[heads]
         rel_row, rel_code, rel_value = sponsored_relevance(blend.row[candidate], blend.code[candidate], blend.value[candidate], sponsored_codes, row_best[blend.row[candidate]])
         for r, code, value in zip(rel_row.tolist(), rel_code.tolist(), rel_value.tolist()):
@@ -676,8 +657,8 @@ def sponsored_relevance(
         empty = np.empty(0)
         return empty.astype(np.intp), empty.astype(np.int64), empty
     if best is None:
-        starts = _run_starts(row)
-        best = np.repeat(np.maximum.reduceat(value, starts), _run_lengths(starts, len(row)))
+        bounds = group_starts(row)
+        best = np.repeat(np.maximum.reduceat(value, bounds[:-1]), np.diff(bounds))
     keep = np.isin(code, sponsored) & (value > 0) & (best > 0)
     return row[keep], code[keep], value[keep] / best[keep]
 
@@ -797,9 +778,9 @@ def _top_n(blend: _Long, model: ScoringModel, config: ModelConfig, n: int, codes
         cut = cut.take(allowed.mask(cut.code, config))
         chosen = _rank_cut(cut, model, n, cap, ids) if len(cut.row) else _Long.empty()
         # Rows short of n whose cut left items out go round again with a wider cut.
-        starts = _run_starts(blend.row)
-        rows = blend.row[starts]
-        sizes = _run_lengths(starts, len(blend.row))
+        bounds = group_starts(blend.row)
+        rows = blend.row[bounds[:-1]]
+        sizes = np.diff(bounds)
         found = np.bincount(chosen.row, minlength=int(blend.row[-1]) + 1)
         again = np.zeros(len(found), dtype=bool)
         again[rows[(cut_sizes[rows] < sizes) & (found[rows] < n)]] = True
@@ -840,8 +821,8 @@ def _row_thresholds(row: np.ndarray, value: np.ndarray, want: int) -> np.ndarray
     Rows are laid out in a padded matrix per power-of-two length class, so the
     partition works on whole rows at once and no class pads a short row to a long one.
     """
-    starts = _run_starts(row)
-    lengths = _run_lengths(starts, len(row))
+    bounds = group_starts(row)
+    starts, lengths = bounds[:-1], np.diff(bounds)
     per_row = np.full(len(starts), -np.inf)
     long_rows = np.flatnonzero(lengths > want)
     if len(long_rows):
@@ -865,8 +846,8 @@ def _rank_within(group: np.ndarray) -> np.ndarray:
         return np.empty(0, dtype=np.intp)
     order = np.argsort(group, kind="stable")
     sorted_group = group[order]
-    starts = _run_starts(sorted_group)
-    position = np.arange(len(group)) - np.repeat(starts, _run_lengths(starts, len(group)))
+    bounds = group_starts(sorted_group)
+    position = np.arange(len(group)) - np.repeat(bounds[:-1], np.diff(bounds))
     out = np.empty(len(group), dtype=np.intp)
     out[order] = position
     return out
