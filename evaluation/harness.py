@@ -358,7 +358,11 @@ class TrainedEmbeddings(EmbeddingSource):
             hash(tuple(train.user[:: max(1, len(train) // 64)].tolist())), _state_key(config),
         )
         if key not in self._trained:
-            self._trained[key] = train_embedding_model(train, self.catalog, config, self.seed, self.train_config, self.keep_dir)
+            # The catalog as of the last training event: an item added later is not in the
+            # export (it is what a shop's training job would have seen).
+            cutoff = int(train.ts.max())
+            catalog = [c for c in self.catalog if c.ts <= cutoff]
+            self._trained[key] = train_embedding_model(train, catalog, config, self.seed, self.train_config, self.keep_dir)
         return self._trained[key]
 
 
@@ -571,7 +575,7 @@ class EngineLearner(Learner):
         from transforms.profile import scorable
         from transforms.scoring import score_users
 
-        model = dataclasses.replace(self.engine.model, embeddings=self.engine.embeddings_at(now_ms))
+        model = dataclasses.replace(self.engine.model, embeddings=self.engine.served_embeddings(now_ms))
         users = list(user_ids)
         lists = score_users([scorable(self.engine.profiles.get(u)) for u in users], now_ms, model, config, [exclude.get(u, frozenset()) for u in users], n)
         return {user: [entry.item for entry in user_lists.home] for user, user_lists in zip(users, lists)}
@@ -953,12 +957,19 @@ class _PrequentialStats:
     diversities: list[float] = field(default_factory=list)
     novelties: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
+    # Hits at k, and those on items first touched since the day's training (no batch model,
+    # no trained embedding has seen them: only what learns in the stream can list them).
+    hits: int = 0
+    new_item_hits: int = 0
 
     def __post_init__(self) -> None:
         self.overall = _Accumulator(self.ks)
 
-    def add(self, recommended: list[str], target: str, window: int, latency_ms: float, category_of, popularity, n_users) -> None:
+    def add(self, recommended: list[str], target: str, window: int, latency_ms: float, category_of, popularity, n_users, target_is_new: bool = False) -> None:
         relevant = {target}
+        if target in recommended[: self.k]:
+            self.hits += 1
+            self.new_item_hits += target_is_new
         self.latencies.append(latency_ms)
         self.overall.add(recommended, relevant)
         self.windows.setdefault(window, _Accumulator([self.k])).add(recommended, relevant)
@@ -976,6 +987,7 @@ class _PrequentialStats:
         metrics["coverage"] = len(self.shown & all_items) / len(all_items) if all_items else 0.0
         metrics["diversity"] = sum(self.diversities) / len(self.diversities) if self.diversities else None
         metrics["novelty"] = sum(self.novelties) / len(self.novelties) if self.novelties else None
+        metrics["new_item_hit_share"] = self.new_item_hits / self.hits if self.hits else None
         rows = []
         for index in sorted(self.windows):
             acc = self.windows[index]
@@ -1029,6 +1041,11 @@ def evaluate_prequential(
     popularity = users_per_item(ordered)
     n_users = len(set(users))
     origin = (ts[0] // window_ms) * window_ms
+    # The UTC day of each event's item's first event: a target first touched on its own day is
+    # newer than the day's training (every learner here retrains or refits at each day's start).
+    first_day: dict[str, int] = {}
+    for item, t in zip(items, ts):
+        first_day.setdefault(item, t // DAY_MS)
     results = {}
     blend_windows: dict[int, dict[str, Any]] = {}  # report window -> learned blend at its last evaluated event
     for learner in learners:
@@ -1071,7 +1088,7 @@ def evaluate_prequential(
                             failed[name] = _failure(name, exc)
                             continue
                         latency = (time.perf_counter() - started) * 1000.0
-                        stats[name].add(found.get(user, []), item, window, latency, category_of, popularity, n_users)
+                        stats[name].add(found.get(user, []), item, window, latency, category_of, popularity, n_users, first_day[item] == ts[row] // DAY_MS)
                 if etypes[row] == FORGET:
                     touched.pop(user, None)
                 else:
@@ -1191,6 +1208,8 @@ _TABLE_COLUMNS = (
     ("coverage", "Cov"),
     ("diversity", "ILD"),
     ("novelty", "Nov"),
+    # Prequential: the share of hits on items first touched that day (newer than the day's training).
+    ("new_item_hit_share", "New"),
 )
 
 
@@ -1204,7 +1223,7 @@ def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
             rows.append(cells + ["-"] * (len(header) - 1))
             continue
         for metric, _ in _TABLE_COLUMNS:
-            value = result[metric]
+            value = result.get(metric)
             cells.append("-" if value is None else (f"{value:.2f}" if metric == "novelty" else f"{value:.4f}"))
         latency = result["latency_ms"]
         cells += ["-" if latency.get(q) is None else f"{latency[q]:.2f}" for q in ("p50", "p95")]

@@ -118,6 +118,16 @@ class ModelConfig:
     # ``embedding_candidates`` of the whole catalog by dot product (an exact
     # scan), besides the export's neighbours of the user's strongest items.
     embedding_candidates: int = 100
+    # Item vectors learned in the stream (transforms.embedding.OnlineItemVectors), while an
+    # embedding export is in effect: each item's co-occurrences since the export in use took
+    # effect (its `online_vector_evidence` heaviest partners) move its candidate vector from
+    # the export's (an item the export lacks starts from zero), a ridge step toward the
+    # vector its partners' users would score 1, held to the prior with
+    # `online_vector_prior` (in co-occurrence weight: the evidence at which data and prior
+    # weigh alike).  False: the export's vectors only, until the next training.
+    online_item_vectors: bool = True
+    online_vector_prior: float = 10.0
+    online_vector_evidence: int = 50
     # Blend weights learned online (transforms.blend): per user shard, the engines serve the best
     # of a few weight settings (the configured weights, and "lean on" each configured part:
     # that part's weight raised to `blend_lean` times the configured total), credited
@@ -188,6 +198,8 @@ class ModelConfig:
             "ads_n": self.ads_n,
             "attribution_window_ms": self.attribution_window_ms,
             "impressions_kept": self.impressions_kept,
+            "online_vector_prior": self.online_vector_prior,
+            "online_vector_evidence": self.online_vector_evidence,
         }
         non_negative = {
             "max_clock_skew_ms": self.max_clock_skew_ms,

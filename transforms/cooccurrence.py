@@ -347,6 +347,26 @@ class ItemModel:
             self.variant_neighbours.setdefault(measure, {}).update(self._lists(codes, owner, others, c_ab, measure))
         return out
 
+    def refresh_rows(self, limit: int) -> dict[str, Neighbours]:
+        """The ``limit`` heaviest entries of every row changed since the last refresh (heaviest first,
+        ties: smaller id), by item id; the rows themselves, where :meth:`refresh` gives similarities.
+
+        What the online item vectors read (:class:`transforms.embedding.OnlineItemVectors`).
+        """
+        if not self.dirty:
+            return {}
+        codes = sorted(self.dirty)
+        self.dirty = set()
+        self._refreshed = True
+        id_array = self.vocab.array()
+        out: dict[str, Neighbours] = {}
+        for code in codes:
+            row_codes, row_weights = self.rows.get(code, (EMPTY_CODES, EMPTY_WEIGHTS))
+            others = id_array[row_codes]
+            idx = top_k(row_weights, others, limit)
+            out[id_array[code]] = (others[idx], row_weights[idx])
+        return out
+
     def _lists(self, codes: np.ndarray, owner: np.ndarray, others: np.ndarray, c_ab: np.ndarray, measure: str) -> dict[str, Neighbours]:
         """The top ``neighbours`` by ``measure`` of each item of ``codes`` from its row entries (owner, other, weight)."""
         config = self.config

@@ -58,7 +58,6 @@ window (the window holds only the past, so no causal mask is needed).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -131,38 +130,97 @@ def fold_in(gram: np.ndarray, candidates: np.ndarray, weights: np.ndarray, confi
     return np.linalg.solve(system, rows.T @ positive)
 
 
-@dataclass(frozen=True)
 class EmbeddingModel:
-    """An export made ready for scoring: an id -> row index and the matrices."""
+    """An export made ready for scoring: an id -> row index and the matrices.
 
-    export: EmbeddingExport
-    rows: dict[str, int] = field(init=False, repr=False)
-    # ``C^T C`` (float64) under the fold_in rule, else None.
-    gram: np.ndarray | None = field(init=False, repr=False)
+    ``with_item_vectors`` gives the same export with some candidate vectors
+    learned in the stream (:class:`OnlineItemVectors`): rows of known items
+    replaced, items the export does not know appended (sorted by id, so the
+    row order is the same in every engine that sees the same vectors).  The
+    Gramian of the ``fold_in`` rule stays the export's: it stands for "every
+    other item is a negative", which a few moved vectors barely change, and
+    keeping it makes a model a pure function of the export and the vectors.
+    Query vectors (the ``mean`` rule, the sequence model) stay the export's,
+    except under ``fold_in``, where they are the candidate vectors by
+    definition.
+    """
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "rows", {item: k for k, item in enumerate(self.export.item_ids.tolist())})
-        gram = None
-        if self.export.user_vector.kind == "fold_in":
-            candidate = self.export.candidate.astype(np.float64)
-            gram = candidate.T @ candidate
-        object.__setattr__(self, "gram", gram)
+    def __init__(self, export: EmbeddingExport) -> None:
+        self.export = export
+        self.rows: dict[str, int] = {item: k for k, item in enumerate(export.item_ids.tolist())}
+        self.ids: np.ndarray = export.item_ids
+        self.candidate: np.ndarray = export.candidate
+        # ``C^T C`` (float64) under the fold_in rule, else None.
+        self.gram: np.ndarray | None = None
+        if export.user_vector.kind == "fold_in":
+            candidate = export.candidate.astype(np.float64)
+            self.gram = candidate.T @ candidate
+        # Items whose candidate vector was learned in the stream (see with_item_vectors).
+        self.online_items = 0
 
     @property
     def version(self) -> str:
         return self.export.version
 
+    @property
+    def shared_towers(self) -> bool:
+        """Whether query vectors are the candidate vectors (the ``fold_in`` rule)."""
+        return self.export.user_vector.kind == "fold_in"
+
+    def with_item_vectors(self, vectors: Mapping[str, np.ndarray]) -> "EmbeddingModel":
+        """This export with ``vectors`` (item -> candidate vector, ``dim`` floats) in place of, or added to, its own."""
+        model = object.__new__(EmbeddingModel)
+        model.export = self.export
+        model.gram = self.gram
+        base = self.export.item_ids
+        known = sorted(item for item in vectors if item in self.rows and self.rows[item] < len(base))
+        new = sorted(item for item in vectors if item not in self.rows or self.rows[item] >= len(base))
+        base_rows = {item: k for k, item in enumerate(base.tolist())} if len(self.ids) != len(base) else self.rows
+        candidate = np.empty((len(base) + len(new), self.export.dim), dtype=np.float32)
+        candidate[: len(base)] = self.export.candidate
+        for item in known:
+            candidate[base_rows[item]] = vectors[item]
+        for k, item in enumerate(new):
+            candidate[len(base) + k] = vectors[item]
+        model.candidate = candidate
+        model.rows = dict(base_rows)
+        model.rows.update((item, len(base) + k) for k, item in enumerate(new))
+        model.ids = np.concatenate([base, np.array(new, dtype=object)]) if new else base
+        model.online_items = len(known) + len(new)
+        return model
+
+    def _query(self, rows: np.ndarray) -> np.ndarray:
+        return (self.candidate if self.shared_towers else self.export.query)[rows]
+
+    def _query_rows(self) -> Mapping[str, int]:
+        """Items with a query vector: every row under shared towers, else the export's own items."""
+        if self.shared_towers or len(self.ids) == len(self.export.item_ids):
+            return self.rows
+        return {item: k for item, k in self.rows.items() if k < len(self.export.item_ids)}
+
+    def query_vectors(self, items: Sequence[str]) -> tuple[list[int], np.ndarray]:
+        """(positions in ``items`` that have a query vector, those vectors as float64 rows)."""
+        index = self._query_rows()
+        keep = [k for k, item in enumerate(items) if item in index]
+        rows = np.fromiter((index[items[k]] for k in keep), dtype=np.intp, count=len(keep))
+        return keep, self._query(rows).astype(np.float64)
+
+    def candidate_vectors(self, items: Sequence[str]) -> np.ndarray:
+        """The candidate vectors (float64 rows) of ``items``, every one of which must be known (``in rows``)."""
+        return self.candidate[[self.rows[j] for j in items]].astype(np.float64)
+
     def user_vector(self, interests: Sequence[tuple[str, float]]) -> np.ndarray | None:
-        """The user vector (by the export's rule, module doc) of the positive interests the export knows; None if none."""
-        index = [(self.rows[item], value) for item, value in interests if value > 0 and item in self.rows]
+        """The user vector (by the export's rule, module doc) of the positive interests the model knows; None if none."""
+        rule = self.export.user_vector
+        known = self.rows if rule.kind == "fold_in" else self._query_rows()
+        index = [(known[item], value) for item, value in interests if value > 0 and item in known]
         if not index:
             return None
         rows = np.fromiter((k for k, _ in index), dtype=np.intp, count=len(index))
         weights = np.fromiter((v for _, v in index), dtype=np.float64, count=len(index))
-        rule = self.export.user_vector
         if rule.kind == "fold_in":
-            return fold_in(self.gram, self.export.candidate[rows], weights, rule.confidence, rule.regularization)
-        return (weights @ self.export.query[rows].astype(np.float64)) / weights.sum()
+            return fold_in(self.gram, self.candidate[rows], weights, rule.confidence, rule.regularization)
+        return (weights @ self._query(rows).astype(np.float64)) / weights.sum()
 
     def sequence_vector(self, recent_items: Sequence[str]) -> np.ndarray | None:
         """The sequence model's user vector from the recent items (oldest first; unknown ones skipped).
@@ -173,14 +231,15 @@ class EmbeddingModel:
         weights = self.export.sequence
         if weights is None:
             return None
-        rows = [self.rows[item] for item in recent_items if item in self.rows]
+        known = self._query_rows()
+        rows = [known[item] for item in recent_items if item in known]
         if not rows:
             return None
         rows = rows[-weights["position"].shape[0]:]
-        return sequence_forward(weights, self.export.query[np.array(rows, dtype=np.intp)])
+        return sequence_forward(weights, self._query(np.array(rows, dtype=np.intp)))
 
     def scan(self, vector: np.ndarray) -> np.ndarray:
-        """``vector . c_j`` for every item of the export, in its row order.
+        """``vector . c_j`` for every item of the model, in its row order (:attr:`ids`).
 
         A float32 matrix-vector product widened to float64: on 50k items x 65 it
         takes 0.4-0.8 ms where the float64 product takes 6-10 ms (one BLAS thread;
@@ -188,11 +247,11 @@ class EmbeddingModel:
         and float32 logits are ample for ranking.  Every engine and the offline
         measures call this same method, so the results are bit-identical across them.
         """
-        return (self.export.candidate @ np.asarray(vector, dtype=np.float32)).astype(np.float64)
+        return (self.candidate @ np.asarray(vector, dtype=np.float32)).astype(np.float64)
 
     def best(self, scores: np.ndarray, k: int, exclude: set[str] | frozenset[str] = frozenset()) -> Neighbours:
-        """The ``k`` highest of ``scores`` (one per export row, as :meth:`scan` gives) not in ``exclude``; id tie-break."""
-        ids = self.export.item_ids
+        """The ``k`` highest of ``scores`` (one per row, as :meth:`scan` gives) not in ``exclude``; id tie-break."""
+        ids = self.ids
         if k <= 0:
             return ids[:0], scores[:0]
         masked = scores
@@ -211,3 +270,104 @@ class EmbeddingModel:
     def neighbours(self, item: str) -> Neighbours | None:
         """The export's item-to-item neighbours of ``item`` (best first), if any."""
         return self.export.neighbours.get(item)
+
+
+# -- item vectors learned in the stream --------------------------------------------------------
+#
+# Between trainings the export's candidate vectors would stay as trained, and an item added
+# since has none.  The stream knows, for every item, which items it co-occurs with (the item
+# model's rows).  An item ``i`` on its own is a user: the user vector of "one interest, i"
+# (``s_i`` below) is what the export predicts for someone who just touched ``i``.  So each
+# co-occurrence of ``j`` with ``i`` is evidence that ``s_i . c_j`` should be high, and ``c_j``
+# takes the ridge step the implicit-ALS item solve takes, held to its prior (the export's vector,
+# or zero for an item the export lacks):
+#
+#     c_j = argmin_c  sum_i w_ji (s_i . c - 1)^2  +  p m |c - prior_j|^2
+#         = (S^T W S + p m I)^-1 (S^T w + p m prior_j)
+#
+# with ``w_ji`` the co-occurrence weight of ``j`` with ``i`` since the export took effect (the
+# ``online_vector_evidence`` heaviest), ``p`` = ``online_vector_prior`` and ``m`` the mean of
+# ``|s_i|^2`` over the export (so ``p`` is in co-occurrence weight: with ``sum w = p`` data and
+# prior weigh about alike).  Every other item's vector stays: one D x D solve per item whose
+# evidence changed, so the cost follows the event rate, not the catalog.
+
+
+def single_interest_vectors(model: EmbeddingModel) -> np.ndarray:
+    """Per export item ``i`` (row order), the user vector of a user whose one interest is ``i`` (weight 1), float64.
+
+    ``fold_in``: ``(1 + a) z_i / (1 + a c_i . z_i)`` with ``z_i = (G + l I)^-1 c_i``
+    (Sherman-Morrison on the fold-in's rank-one system: one solve for all
+    items); ``mean``: ``q_i``.
+    """
+    export = model.export
+    rule = export.user_vector
+    if rule.kind != "fold_in":
+        return export.query.astype(np.float64)
+    candidate = export.candidate.astype(np.float64)
+    system = model.gram.copy()
+    system[np.diag_indices_from(system)] += rule.regularization
+    z = np.linalg.solve(system, candidate.T).T
+    a = rule.confidence
+    return (1.0 + a) * z / (1.0 + a * np.einsum("ij,ij->i", candidate, z))[:, None]
+
+
+def online_item_vector(prior: np.ndarray, users: np.ndarray, weights: np.ndarray, strength: float) -> np.ndarray:
+    """``argmin_c sum_k weights_k (users_k . c - 1)^2 + strength |c - prior|^2`` (float64, ``D``)."""
+    users = np.asarray(users, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    system = (users.T * weights) @ users
+    system[np.diag_indices_from(system)] += strength
+    return np.linalg.solve(system, users.T @ weights + strength * np.asarray(prior, dtype=np.float64))
+
+
+class OnlineItemVectors:
+    """The candidate vectors of one export as moved by co-occurrence evidence (see the comment above).
+
+    :meth:`update` takes the evidence of the items whose evidence changed (item
+    -> (partner ids, weights), the item model's heaviest ``evidence`` entries
+    since the export took effect); :meth:`model` is the export with every
+    item's current vector.  A vector is a function of its item's latest
+    evidence only, so engines that apply the same evidence in different
+    batches hold the same vectors.
+    """
+
+    def __init__(self, base: EmbeddingModel, prior_strength: float) -> None:
+        self.base = base
+        self.prior_strength = prior_strength
+        self._singles: np.ndarray | None = None
+        self._scale = 1.0
+        self.vectors: dict[str, np.ndarray] = {}
+        self._model: EmbeddingModel | None = base
+
+    def _single_interest(self) -> np.ndarray:
+        if self._singles is None:
+            self._singles = single_interest_vectors(self.base)
+            norms = np.einsum("ij,ij->i", self._singles, self._singles)
+            self._scale = float(norms.mean()) if len(norms) else 1.0
+        return self._singles
+
+    def update(self, evidence: Mapping[str, tuple[Sequence[str], Sequence[float]]]) -> None:
+        """Recompute the vectors of ``evidence``'s items (sorted by id: the result does not depend on the mapping's order)."""
+        if not evidence:
+            return
+        singles = self._single_interest()
+        rows = self.base.rows
+        base_size = len(self.base.export.item_ids)
+        for item in sorted(evidence):
+            partners, weights = evidence[item]
+            keep = [(rows[i], float(w)) for i, w in zip(partners, weights) if w > 0 and i != item and i in rows and rows[i] < base_size]
+            known = item in rows and rows[item] < base_size
+            if not keep:
+                self.vectors.pop(item, None)  # no usable evidence: the export's vector, or none
+                continue
+            prior = self.base.export.candidate[rows[item]].astype(np.float64) if known else np.zeros(self.base.export.dim)
+            index = np.fromiter((k for k, _ in keep), dtype=np.intp, count=len(keep))
+            w = np.fromiter((v for _, v in keep), dtype=np.float64, count=len(keep))
+            self.vectors[item] = online_item_vector(prior, singles[index], w, self.prior_strength * self._scale).astype(np.float32)
+        self._model = None
+
+    def model(self) -> EmbeddingModel:
+        """The export with the current online vectors (rebuilt only after an update)."""
+        if self._model is None:
+            self._model = self.base.with_item_vectors(self.vectors) if self.vectors else self.base
+        return self._model

@@ -30,6 +30,13 @@ Semantics (shared by every engine; the Flink job is tested against this):
    window is scored with one version (the switch is atomic for readers), and
    a version set after its window closed is used from the next window that
    closes.
+7. Online item vectors (``online_item_vectors``, while a version is in
+   effect): the co-occurrence weights since
+   the version took effect are kept as a second item model (its *evidence*),
+   reset when the window holding a switch closes (before that window's
+   deltas); at each refresh the evidence rows of the changed items move
+   their vectors (:class:`transforms.embedding.OnlineItemVectors`), which
+   every list scored from then on uses.
 6. Experiment controls (:meth:`ReferenceEngine.control_experiment`, see
    :mod:`transforms.experiments`) take effect like a catalog upsert: at the
    close of the window holding their ``ts`` (controls of one window by
@@ -55,7 +62,7 @@ from transforms.blend import CONTEXTS, DEFAULT_USER_SHARDS, ShardBlend, memo_key
 from transforms.config import ModelConfig, event_weights
 from transforms.content import ContentIndex
 from transforms.cooccurrence import ItemModel
-from transforms.embedding import EmbeddingModel
+from transforms.embedding import EmbeddingModel, OnlineItemVectors
 from transforms.events import EventBatch, Rejection, split_feedback
 from transforms.experiments import ExperimentControl, ExperimentRecord, apply_control, control_order, score_by_variant
 from transforms.profile import ItemContribution, UserProfile, apply_window, scorable
@@ -75,6 +82,8 @@ class WindowOutput:
 
     window_end_ms: int
     neighbours: dict[str, Neighbours] = field(default_factory=dict)
+    # Online item vectors' evidence rows that changed at this window's refresh (see item 7 above).
+    evidence: dict[str, Neighbours] = field(default_factory=dict)
     content: dict[str, Neighbours] = field(default_factory=dict)
     catalog: list[CatalogItem] = field(default_factory=list)
     trending_global: Neighbours | None = None
@@ -160,6 +169,11 @@ class ReferenceEngine:
         self.model = ScoringModel(neighbours=self.items.neighbours, content={}, facts={}, embeddings=embeddings, variant_neighbours=self.items.variant_neighbours)
         # (effective from, version), oldest first; the first entry is in effect from the start.
         self._embedding_versions: list[tuple[int, EmbeddingModel | None]] = [(FROM_START_MS, embeddings)]
+        # Online item vectors: the evidence (co-occurrence since the version in effect took
+        # effect) and the vectors it moved, for that version (None: no evidence is kept).
+        self.evidence: ItemModel | None = None
+        self.online: OnlineItemVectors | None = None
+        self._evidence_for: EmbeddingModel | None = None
         self._window: int | None = None
         self._contribution = ItemContribution()
         self._dirty: dict[str, None] = {}
@@ -281,9 +295,30 @@ class ReferenceEngine:
         current = self.embeddings_at(time_ms)
         self._embedding_versions = [(e, m) for e, m in self._embedding_versions if e >= time_ms]
         self._embedding_versions.insert(0, (FROM_START_MS, current))
-        changed = current is not self.model.embeddings
-        self.model.embeddings = current
+        previous = self.model.embeddings
+        changed = (previous.export if previous is not None else None) is not (current.export if current is not None else None)
+        self.model.embeddings = self._served(current)
         return changed
+
+    def served_embeddings(self, time_ms: int) -> EmbeddingModel | None:
+        """The version in effect at ``time_ms`` as lists use it: with its online item vectors, when kept."""
+        return self._served(self.embeddings_at(time_ms))
+
+    def _served(self, embeddings: EmbeddingModel | None) -> EmbeddingModel | None:
+        """``embeddings`` with its online item vectors, when they are kept for it."""
+        if embeddings is not None and self.online is not None and self._evidence_for is embeddings:
+            return self.online.model()
+        return embeddings
+
+    def _track_evidence(self, end: int) -> None:
+        """Before window ending at ``end`` applies its deltas: evidence for the version in effect then (reset on a switch)."""
+        current = self.embeddings_at(end)
+        if current is self._evidence_for and (self.evidence is not None or current is None):
+            return
+        self._evidence_for = current
+        keep = current is not None and self.config.online_item_vectors
+        self.evidence = ItemModel(self.config) if keep else None
+        self.online = OnlineItemVectors(current, self.config.online_vector_prior) if keep else None
 
     def close_replayed_window(self, window: int, contribution: ItemContribution, events: int, profiles: Mapping[str, UserProfile | None]) -> None:
         """Close ``window`` for a caller that replays users itself (the backfill, in parallel):
@@ -318,7 +353,7 @@ class ReferenceEngine:
         The embedding version is the one in effect at ``now_ms``.
         """
         model = self.model
-        embeddings = self.embeddings_at(now_ms)
+        embeddings = self.served_embeddings(now_ms)
         if embeddings is not model.embeddings:
             model = dataclasses.replace(model, embeddings=embeddings)
         exclude = exclude or {}
@@ -419,8 +454,11 @@ class ReferenceEngine:
                 self.on_window(out)
 
     def _refresh(self, out: WindowOutput, end: int) -> None:
-        """Recompute changed neighbours and (after new events) trending as of ``end``."""
+        """Recompute changed neighbours, online item vectors and (after new events) trending as of ``end``."""
         out.neighbours = self.items.refresh()
+        if self.evidence is not None:
+            out.evidence = self.evidence.refresh_rows(self.config.online_vector_evidence)
+            self.online.update(out.evidence)
         if self._events_since_refresh:
             out.trending_global, out.trending_by_category = self.trending.lists(end, self.model.top_category)
             self.model.trending_global = out.trending_global
@@ -438,6 +476,10 @@ class ReferenceEngine:
             self._apply_catalog(due, out)
         c = self._contribution
         self.items.apply_window(c.items, c.item_weights, c.pair_a, c.pair_b, c.pair_weights)
+        if self.score_users is not False:
+            self._track_evidence(end)
+            if self.evidence is not None:
+                self.evidence.apply_window(c.items, c.item_weights, c.pair_a, c.pair_b, c.pair_weights)
         self.trending.add(c.trend_items, c.trend_ts, c.trend_weights)
         self._events_since_refresh += self._events_in_window
         slot = self.clock.refresh_slot(end)

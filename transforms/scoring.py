@@ -202,12 +202,11 @@ def _attribution(embeddings: EmbeddingModel, strongest: list[tuple[str, float]],
     (query = candidate vectors) it is the interest-weighted similarity of the
     two items, which names the item that best explains ``j`` without a solve per item.
     """
-    sources = [(i, v) for i, v in strongest if i in embeddings.rows]
+    keep, query = embeddings.query_vectors([i for i, _ in strongest])
+    sources = [strongest[k] for k in keep]
     if not sources or not items:
         return [PICKED_FOR_YOU] * len(items)
-    export = embeddings.export
-    query = export.query[[embeddings.rows[i] for i, _ in sources]].astype(np.float64)
-    candidate = export.candidate[[embeddings.rows[j] for j in items]].astype(np.float64)
+    candidate = embeddings.candidate_vectors(items)
     terms = np.array([v for _, v in sources])[:, None] * (query @ candidate.T)
     best = terms.argmax(axis=0)  # the first (strongest) source on ties
     positive = terms[best, np.arange(len(items))] > 0

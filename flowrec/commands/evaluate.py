@@ -18,6 +18,7 @@ it can be passed back with ``--model-config``.  See
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -39,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--train", type=Path, default=None, help="training file from another tool (user,item,rating/weight,timestamp); needs --test")
     source.add_argument("--test", type=Path, default=None, help="test file matching --train")
     source.add_argument("--catalog", type=Path, default=None, help="catalog JSON lines (categories and content) for a file dataset")
+    source.add_argument(
+        "--catalog-at-first-event",
+        action="store_true",
+        help="each catalog item takes effect at its first event (no catalog look-ahead: a catalog derived from the events themselves, as the Taobao sample's)",
+    )
     parser.add_argument("--protocol", choices=PROTOCOLS, default="msr", help="evaluation protocol (default msr; ignored with --train/--test)")
     parser.add_argument("--k", type=int, default=10, help="list length evaluated (default 10)")
     parser.add_argument("--algorithms", default=None, help=f"comma-separated subset of: {','.join(ALGORITHMS)} (default all)")
@@ -103,6 +109,10 @@ def main(args: argparse.Namespace) -> int:
             dataset = harness.Dataset(name=f"{args.train.name}+{args.test.name}", events=fixed[0], catalog=catalog)
         else:
             dataset = harness.load_dataset(args.dataset, settings.datasets_dir, args.catalog)
+        if args.catalog_at_first_event:
+            from evaluation.blend_study import catalog_at_first_event
+
+            dataset = dataclasses.replace(dataset, catalog=catalog_at_first_event(dataset.catalog, dataset.events))
         report = harness.evaluate(
             dataset,
             args.protocol,
