@@ -4,10 +4,11 @@
   in ascending order).  ``has_id`` marks the items among some user's
   positive interests: only they get a learned id embedding; the others are placed by their
   side features alone, exactly as at export time.
-* **Side features** per item: the content tokens of
-  :func:`transforms.content.item_tokens` (title words, every category-path
-  prefix, brand, tags) that occur in at least ``min_feature_items`` items, plus
-  a price bucket within the item's top category (quantiles of log price).
+* **Side features** per item: the tokens of
+  :func:`transforms.content.feature_tokens` (title words, every category-path
+  prefix, brand, tags, and a price bucket within the item's top category by
+  quantiles of log price) that occur in at least ``min_feature_items`` items.
+  Serving tokenises a new item with the same function and the exported edges.
 * **Interests.**  Each user's events (time order) go through
   :func:`transforms.profile.apply_user_events` with the model config — the
   same code the job runs — and the positive interests are decayed to the
@@ -31,7 +32,7 @@ import numpy as np
 
 from transforms.catalog import CatalogItem
 from transforms.config import ModelConfig, event_weights
-from transforms.content import item_tokens
+from transforms.content import feature_bag, price_bucket_edges
 from transforms.events import FORGET, EventBatch
 from transforms.profile import ItemContribution, apply_user_events, group_by_user
 
@@ -42,11 +43,17 @@ PAD = -1  # row index of an empty sequence slot
 
 @dataclass(frozen=True, eq=False)
 class ItemFeatures:
-    """Side-feature bags: item row ``r`` has features ``indices[indptr[r]:indptr[r + 1]]`` (names in ``names``)."""
+    """Side-feature bags: item row ``r`` has features ``indices[indptr[r]:indptr[r + 1]]`` (names in ``names``).
 
-    names: tuple[str, ...]
+    ``price_edges`` are the price bucket edges the tokens were made with
+    (:func:`transforms.content.price_bucket_edges`); the export carries them
+    and the vectors of ``names``, so serving can place a new item the same way.
+    """
+
+    names: tuple[str, ...]  # ascending
     indptr: np.ndarray  # int64, (items + 1,)
     indices: np.ndarray  # int64
+    price_edges: Mapping[str, np.ndarray]
 
     def of(self, row: int) -> list[str]:
         return [self.names[k] for k in self.indices[self.indptr[row]:self.indptr[row + 1]]]
@@ -107,30 +114,11 @@ def item_vocabulary(events: EventBatch, catalog: Sequence[CatalogItem]) -> np.nd
     return np.array(sorted(ids), dtype=object)
 
 
-def price_bucket_edges(catalog: Sequence[CatalogItem], buckets: int) -> dict[str, np.ndarray]:
-    """Per top category, the inner quantile edges of log(1 + price) splitting its priced items into ``buckets``."""
-    prices: dict[str, list[float]] = {}
-    for item in catalog:
-        if item.price == item.price:  # not NaN
-            prices.setdefault(item.top_category, []).append(float(np.log1p(item.price)))
-    inner = np.linspace(0.0, 1.0, buckets + 1)[1:-1]
-    return {top: np.quantile(np.array(values), inner) for top, values in prices.items()}
-
-
-def feature_tokens(item: CatalogItem, edges: Mapping[str, np.ndarray]) -> list[str]:
-    """Content tokens of ``item`` plus ``price:<top>:<bucket>`` when it has a price."""
-    tokens = item_tokens(item)
-    cut = edges.get(item.top_category)
-    if item.price == item.price and cut is not None:
-        tokens.append(f"price:{item.top_category}:{int(np.searchsorted(cut, np.log1p(item.price), side='right'))}")
-    return tokens
-
-
 def build_item_features(item_ids: np.ndarray, catalog: Sequence[CatalogItem], min_items: int, buckets: int) -> ItemFeatures:
     """Feature bags for ``item_ids`` (items missing from the catalog get none); rare tokens are dropped."""
     latest = {c.item_id: c for c in catalog}
     edges = price_bucket_edges(latest.values(), buckets)
-    bags = [sorted(set(feature_tokens(latest[item], edges))) if item in latest else [] for item in item_ids.tolist()]
+    bags = [feature_bag(latest[item], edges) if item in latest else [] for item in item_ids.tolist()]
     counts: dict[str, int] = {}
     for bag in bags:
         for token in bag:
@@ -141,7 +129,7 @@ def build_item_features(item_ids: np.ndarray, catalog: Sequence[CatalogItem], mi
     indptr = np.zeros(len(bags) + 1, dtype=np.int64)
     indptr[1:] = np.cumsum([len(b) for b in indices])
     flat = np.fromiter((k for b in indices for k in b), dtype=np.int64, count=int(indptr[-1]))
-    return ItemFeatures(names=names, indptr=indptr, indices=flat)
+    return ItemFeatures(names=names, indptr=indptr, indices=flat, price_edges=edges)
 
 
 def pad_windows(windows: Sequence[Sequence[int]], length: int) -> np.ndarray:

@@ -3,7 +3,8 @@
 **Item towers (FISM / YouTube-DNN shape).**  Item ``i`` has a query vector
 ``q_i`` (as part of a user's history) and a candidate vector ``c_i`` (as a
 recommendation), each the sum of an id embedding (items with training data
-only) and the mean of its side-feature embeddings.  ``q_i`` ends in a
+only) and the mean of its side-feature embeddings (:meth:`ItemTowers.feature_vectors`
+exports the latter, so serving places new items the same way).  ``q_i`` ends in a
 constant 1 and ``c_i`` in the item's bias ``b_i``, so for the served user
 vector ``u = sum v_i q_i / sum v_i`` (whose last entry is then 1),
 ``u . c_j = u' . c'_j + b_j``: a popularity bias inside a plain dot product.
@@ -88,6 +89,25 @@ class ItemTowers(nn.Module):
             query = query + self.query_features(self.feature_indices, self.feature_offsets)
         ones = torch.ones(query.shape[0], 1, dtype=query.dtype)
         return torch.cat([query, ones], dim=1), candidate
+
+    def feature_vectors(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per feature, its ``(query, candidate)`` rows (float32, ``(features, dim + 1)``); None without features.
+
+        An item without an id embedding gets the mean of its features' rows,
+        as :meth:`forward` computes it: every query row carries the constant 1
+        (so their mean does), and with ``shared`` towers the query rows are the
+        candidate rows.  This is the export's ``features.parquet``
+        (:mod:`state.embeddings`), read by
+        :meth:`transforms.embedding.EmbeddingModel.cold_vectors`.
+        """
+        if not self.use_features:
+            return None
+        with torch.no_grad():
+            candidate = self.candidate_features.weight.detach().cpu().numpy().astype(np.float32)
+            if self.shared:
+                return candidate.copy(), candidate
+            query = self.query_features.weight.detach().cpu().numpy().astype(np.float32)
+        return np.hstack([query, np.ones((query.shape[0], 1), dtype=np.float32)]), candidate
 
 
 def user_vectors(query: torch.Tensor, owner: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor, n_users: int) -> torch.Tensor:

@@ -11,7 +11,9 @@ Steps (:func:`train_and_export`):
 3. With ``refit_full``, train both again on all events for their best epoch
    counts (the validation numbers reported are those of step 2).
 4. Export query/candidate vectors of every catalog item (items without
-   training events from their side features alone), the sequence weights, the
+   training events from their side features alone), the side-feature vectors
+   and price bucket edges (so serving places items that join later the same
+   way), the sequence weights, the
    ANN item neighbours and their measured recall, the faiss index and the
    final state dicts, as ``<out>/<version>/`` with the version named by the
    passed-in time.
@@ -36,7 +38,7 @@ from learn.config import TrainConfig
 from learn.data import TrainingData, item_vocabulary, prepare
 from learn.models import ItemTowers, SequenceEncoder, sequence_arrays
 from learn.trainer import LoopResult, Validation, fingerprint, fit_encoder, fit_towers, vectors
-from state.embeddings import EmbeddingExport, UserVectorRule, write_export
+from state.embeddings import EmbeddingExport, FeatureVectors, UserVectorRule, write_export
 from transforms.catalog import CatalogItem
 from transforms.config import ModelConfig
 from transforms.events import EventBatch
@@ -142,6 +144,15 @@ def train_models(
     )
 
 
+def export_features(models: TrainedModels) -> FeatureVectors | None:
+    """The towers' side-feature vectors with their token names and price edges (None when trained without features)."""
+    rows = models.towers.feature_vectors()
+    if rows is None:
+        return None
+    features = models.data.features
+    return FeatureVectors(names=np.array(features.names, dtype=object), query=rows[0], candidate=rows[1], price_edges=features.price_edges)
+
+
 def user_vector_rule(config: TrainConfig) -> UserVectorRule:
     """The serving rule the towers were trained for."""
     if config.user_vector == "fold_in":
@@ -204,6 +215,7 @@ def export_models(
         sequence=None if models.encoder is None else sequence_arrays(models.encoder),
         meta=meta,
         user_vector=user_vector_rule(config),
+        features=export_features(models),
     )
     with tempfile.TemporaryDirectory(prefix="flowrec-train-") as scratch:
         extra = {INDEX_FILE: Path(scratch) / INDEX_FILE, TOWERS_FILE: Path(scratch) / TOWERS_FILE}

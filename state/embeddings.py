@@ -21,7 +21,25 @@ file                        content (schema :data:`EXPORT_SCHEMA`)
 ``sequence.npz``            optional: the sequence model's weights as named float32 arrays
                             (``numpy.savez``, no pickles); the names are the trainer's
                             documented layout
+``features.parquet``        optional: ``feature`` (string, one row per side-feature token the
+                            model knows), ``query`` and ``candidate`` (fixed-size lists of
+                            ``dim`` float32); the manifest's ``features`` entry names the file
+                            and holds the price bucket edges (see :class:`FeatureVectors`)
 ==========================  ==================================================================
+
+**Cold items.**  An item the model has no id embedding for is placed by its
+side features alone: its query and candidate vectors are the means of the
+``features.parquet`` rows of its known feature tokens
+(:meth:`transforms.embedding.EmbeddingModel.cold_vectors`).  The rows are
+stored so that the mean *is* the model's vector: under the ``mean`` rule every
+query row ends in the constant 1 (so the mean does too), and under
+``fold_in`` the query rows are the candidate rows.  The manifest entry is
+``"features": {"file": "features.parquet", "tokens": N, "price_edges":
+{TOP: [e1, ...]}}``: per top category, the ascending inner quantile edges of
+log(1 + price) the tokens ``price:<top>:<bucket>`` were made with
+(:func:`transforms.content.feature_tokens`).  An export without the file
+(written before it existed, or trained without side features) places no
+item by features.
 
 Other files (an ANN index, trainer checkpoints) may sit beside them and are
 named in ``files``.  :func:`write_export` writes into a temporary sibling and
@@ -53,6 +71,7 @@ MANIFEST = "manifest.json"
 ITEMS_FILE = "items.parquet"
 NEIGHBOURS_FILE = "neighbours.parquet"
 SEQUENCE_FILE = "sequence.npz"
+FEATURES_FILE = "features.parquet"
 # Versions sort as strings; the trainer names them by training time, e.g. "20261130T051500Z".
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -100,6 +119,40 @@ class UserVectorRule:
             raise ExportError(f"bad user_vector entry {data!r}: {exc}") from exc
 
 
+@dataclass(frozen=True, eq=False)
+class FeatureVectors:
+    """The side-feature vectors of an export: a bag of known tokens places an item as the mean of their rows.
+
+    ``query[k]`` and ``candidate[k]`` belong to token ``names[k]`` and follow the
+    layout of the item vectors (module doc: the constant 1 of a ``mean``-rule
+    query row is stored in every row).  ``price_edges[top]`` are the ascending
+    bucket edges of the price tokens of top category ``top``.
+    """
+
+    names: np.ndarray  # object array of distinct str, shape (n,)
+    query: np.ndarray  # float32, shape (n, dim)
+    candidate: np.ndarray  # float32, shape (n, dim)
+    price_edges: Mapping[str, np.ndarray] = field(default_factory=dict)  # float64, ascending
+
+    def __post_init__(self) -> None:
+        n = len(self.names)
+        if self.query.ndim != 2 or self.query.shape[0] != n or self.candidate.shape != self.query.shape:
+            raise ExportError(f"feature vector shapes {self.query.shape} / {self.candidate.shape} do not match {n} features")
+        names = self.names.tolist()
+        if not all(isinstance(name, str) and name for name in names) or len(set(names)) != n:
+            raise ExportError("feature names must be distinct non-empty strings")
+        if not (np.isfinite(self.query).all() and np.isfinite(self.candidate).all()):
+            raise ExportError("feature vectors must be finite")
+        for top, edges in self.price_edges.items():
+            edges = np.asarray(edges)
+            if not isinstance(top, str) or edges.ndim != 1 or not np.isfinite(edges).all() or np.any(np.diff(edges) < 0):
+                raise ExportError(f"price edges of {top!r} must be a list of ascending finite numbers")
+
+    @property
+    def dim(self) -> int:
+        return int(self.query.shape[1])
+
+
 @dataclass(frozen=True)
 class EmbeddingExport:
     """One version of learned item embeddings, as the job and the evaluation read it.
@@ -117,6 +170,8 @@ class EmbeddingExport:
     sequence: Mapping[str, np.ndarray] | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
     user_vector: UserVectorRule = UserVectorRule()
+    # Side-feature vectors that place items without an id embedding (None: the export places none).
+    features: FeatureVectors | None = None
 
     def __post_init__(self) -> None:
         if not VERSION_PATTERN.match(self.version):
@@ -124,6 +179,8 @@ class EmbeddingExport:
         n = len(self.item_ids)
         if self.query.ndim != 2 or self.query.shape[0] != n or self.candidate.shape != self.query.shape:
             raise ExportError(f"vector shapes {self.query.shape} / {self.candidate.shape} do not match {n} items")
+        if self.features is not None and self.features.dim != self.dim:
+            raise ExportError(f"feature vectors have {self.features.dim} entries, item vectors {self.dim}")
 
     @property
     def dim(self) -> int:
@@ -138,6 +195,57 @@ def _vectors(matrix: np.ndarray) -> pa.FixedSizeListArray:
 def _matrix(column: pa.ChunkedArray, dim: int) -> np.ndarray:
     flat = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
     return np.asarray(flat, dtype=np.float32).reshape(-1, dim)
+
+
+# Manifest keys the reader interprets; every other key is the export's meta.
+_MANIFEST_KEYS = ("schema", "version", "dim", "items", "files", "user_vector", "features")
+
+
+def _feature_entry(features: FeatureVectors) -> dict[str, Any]:
+    edges = {top: np.asarray(features.price_edges[top], dtype=np.float64).tolist() for top in sorted(features.price_edges)}
+    return {"file": FEATURES_FILE, "tokens": len(features.names), "price_edges": edges}
+
+
+def _checked_matrix(table: pa.Table, name: str, dim: int, where: Path) -> np.ndarray:
+    """Column ``name`` of a feature table as a float32 ``(rows, dim)`` matrix; ExportError unless it is one."""
+    column = table.column(name)
+    kind = column.type
+    if not (pa.types.is_fixed_size_list(kind) and kind.list_size == dim and pa.types.is_floating(kind.value_type)):
+        raise ExportError(f"{where}: column {name} must be fixed-size lists of {dim} floats, not {kind}")
+    chunk = column.combine_chunks()
+    if chunk.null_count or chunk.flatten().null_count:
+        raise ExportError(f"{where}: column {name} has missing values")
+    return _matrix(column, dim)
+
+
+def _read_features(path: Path, manifest: Mapping[str, Any], dim: int) -> FeatureVectors:
+    """The export's :class:`FeatureVectors` (its file is listed in ``files``); ExportError when malformed."""
+    where = path / FEATURES_FILE
+    entry = manifest.get("features")
+    if not isinstance(entry, Mapping) or entry.get("file") != FEATURES_FILE or not isinstance(entry.get("price_edges"), Mapping):
+        raise ExportError(f"{path}: {FEATURES_FILE} needs a manifest entry features = {{file, tokens, price_edges}}, got {entry!r}")
+    edges: dict[str, np.ndarray] = {}
+    for top, values in entry["price_edges"].items():
+        if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ExportError(f"{path}: price edges of {top!r} must be a list of numbers, got {values!r}")
+        edges[top] = np.array(values, dtype=np.float64)
+    try:
+        table = pq.read_table(where)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ExportError(f"{path}: unreadable {FEATURES_FILE}: {exc}") from exc
+    missing = [name for name in ("feature", "query", "candidate") if name not in table.column_names]
+    if missing:
+        raise ExportError(f"{where}: missing column(s) {', '.join(missing)}")
+    names = table.column("feature")
+    if not pa.types.is_string(names.type) or names.null_count:
+        raise ExportError(f"{where}: column feature must be strings without nulls, not {names.type}")
+    if entry.get("tokens") != table.num_rows:
+        raise ExportError(f"{where}: {table.num_rows} rows, the manifest says {entry.get('tokens')!r}")
+    query, candidate = _checked_matrix(table, "query", dim, where), _checked_matrix(table, "candidate", dim, where)
+    try:
+        return FeatureVectors(names=np.array(names.to_pylist(), dtype=object), query=query, candidate=candidate, price_edges=edges)
+    except ExportError as exc:
+        raise ExportError(f"{where}: {exc}") from exc
 
 
 def write_export(root: str | Path, export: EmbeddingExport, extra_files: Mapping[str, Path] = {}) -> Path:
@@ -164,12 +272,19 @@ def write_export(root: str | Path, export: EmbeddingExport, extra_files: Mapping
         if export.sequence is not None:
             np.savez(tmp / SEQUENCE_FILE, **{k: np.asarray(v, np.float32) for k, v in export.sequence.items()})
             files.append(SEQUENCE_FILE)
+        described: dict[str, Any] = {}
+        if export.features is not None:
+            features = export.features
+            table = pa.table({"feature": pa.array(features.names.tolist(), pa.string()), "query": _vectors(features.query), "candidate": _vectors(features.candidate)})
+            pq.write_table(table, tmp / FEATURES_FILE)
+            files.append(FEATURES_FILE)
+            described["features"] = _feature_entry(features)
         for name, path in extra_files.items():
             shutil.copyfile(path, tmp / name)
             files.append(name)
         manifest = {
             **export.meta, "schema": EXPORT_SCHEMA, "version": export.version, "dim": export.dim,
-            "items": len(export.item_ids), "user_vector": export.user_vector.to_dict(), "files": files,
+            "items": len(export.item_ids), "user_vector": export.user_vector.to_dict(), **described, "files": files,
         }
         (tmp / MANIFEST).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
         # mkdtemp makes the folder private; the job (perhaps another user) reads it.
@@ -213,7 +328,8 @@ def read_export(path: str | Path) -> EmbeddingExport:
     if SEQUENCE_FILE in manifest.get("files", ()):
         with np.load(path / SEQUENCE_FILE, allow_pickle=False) as npz:
             sequence = {k: npz[k] for k in npz.files}
-    meta = {k: v for k, v in manifest.items() if k not in ("schema", "version", "dim", "items", "files", "user_vector")}
+    features = _read_features(path, manifest, dim) if FEATURES_FILE in manifest.get("files", ()) else None
+    meta = {k: v for k, v in manifest.items() if k not in _MANIFEST_KEYS}
     return EmbeddingExport(
         version=str(manifest["version"]),
         item_ids=np.array(items.column("item").to_pylist(), dtype=object),
@@ -223,6 +339,7 @@ def read_export(path: str | Path) -> EmbeddingExport:
         sequence=sequence,
         meta=meta,
         user_vector=UserVectorRule.from_dict(manifest.get("user_vector")),
+        features=features,
     )
 
 

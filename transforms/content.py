@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -85,6 +85,39 @@ def item_tokens(item: CatalogItem) -> list[str]:
         if tag:
             tokens.append("tag:" + tag)
     return tokens
+
+
+def price_bucket_edges(catalog: Iterable[CatalogItem], buckets: int) -> dict[str, np.ndarray]:
+    """Per top category, the inner quantile edges of log(1 + price) splitting its priced items into ``buckets``.
+
+    The learned embeddings' price feature (:func:`feature_tokens`): the trainer
+    computes the edges on its catalog and the export carries them, so serving
+    buckets a new item's price with the very same edges.
+    """
+    prices: dict[str, list[float]] = {}
+    for item in catalog:
+        if item.price == item.price:  # not NaN
+            prices.setdefault(item.top_category, []).append(float(np.log1p(item.price)))
+    inner = np.linspace(0.0, 1.0, buckets + 1)[1:-1]
+    return {top: np.quantile(np.array(values), inner) for top, values in prices.items()}
+
+
+def feature_tokens(item: CatalogItem, edges: Mapping[str, np.ndarray]) -> list[str]:
+    """Side-feature tokens of the learned embeddings: :func:`item_tokens` plus ``price:<top>:<bucket>`` when priced.
+
+    The bucket is the number of ``edges[top]`` (:func:`price_bucket_edges`)
+    at or below log(1 + price); a top category without edges gets no price token.
+    """
+    tokens = item_tokens(item)
+    cut = edges.get(item.top_category)
+    if item.price == item.price and cut is not None:
+        tokens.append(f"price:{item.top_category}:{int(np.searchsorted(cut, np.log1p(item.price), side='right'))}")
+    return tokens
+
+
+def feature_bag(item: CatalogItem, edges: Mapping[str, np.ndarray]) -> list[str]:
+    """The distinct :func:`feature_tokens` of ``item``, sorted: the bag whose embeddings the item towers average."""
+    return sorted(set(feature_tokens(item, edges)))
 
 
 def _row_blocks(row_work: np.ndarray, budget: int) -> Iterator[tuple[int, int]]:

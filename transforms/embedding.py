@@ -30,6 +30,16 @@ the item's bias, so the user vector's last entry is 1 and ``u . c_j``
 includes ``b_j``.  Under ``fold_in`` the last entry is learned like the
 others, and the export's query vectors are its candidate vectors.
 
+**Cold items.**  An item without an id embedding (one that joined the
+catalog after training, or had no positive interest in it) gets the vectors
+the trained towers give it from its side features alone: the bag of its
+distinct :func:`transforms.content.feature_tokens` (price bucketed with the
+export's edges), of which the tokens the export knows are averaged
+(:meth:`EmbeddingModel.cold_vectors`, layout in :mod:`state.embeddings`).
+An item none of whose tokens is known gets what the towers give an empty
+bag: a zero candidate vector, and a zero query vector whose last entry is the
+constant 1 under the ``mean`` rule.
+
 **Sequence model.**  ``export.sequence`` (when present) holds the weights of a
 SASRec-style encoder that turns the user's recent items (oldest first) into a
 user vector in the same space; :func:`sequence_forward` is its forward pass.
@@ -58,12 +68,15 @@ window (the window holds only the past, so no causal mask is needed).
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
 from state.embeddings import EmbeddingExport
 from transforms.similarity import top_k
+
+if TYPE_CHECKING:  # the catalog module imports the scorer (through experiments), which imports this one
+    from transforms.catalog import CatalogItem
 
 Neighbours = tuple[np.ndarray, np.ndarray]
 LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default, which the trainer uses
@@ -130,6 +143,23 @@ def fold_in(gram: np.ndarray, candidates: np.ndarray, weights: np.ndarray, confi
     return np.linalg.solve(system, rows.T @ positive)
 
 
+def bag_means(vectors: np.ndarray, bags: Sequence[Sequence[int]]) -> np.ndarray:
+    """``mean(vectors[bag])`` for every bag of row indices, float32 ``(len(bags), D)``; an empty bag gives a zero row.
+
+    Sums in float64, so the result does not depend on the order of a bag.
+    """
+    out = np.zeros((len(bags), vectors.shape[1]), dtype=np.float32)
+    sizes = np.fromiter((len(bag) for bag in bags), dtype=np.int64, count=len(bags))
+    filled = np.flatnonzero(sizes)
+    if not filled.size:
+        return out
+    rows = np.fromiter((k for bag in bags for k in bag), dtype=np.intp, count=int(sizes.sum()))
+    starts = np.cumsum(sizes) - sizes
+    sums = np.add.reduceat(vectors[rows].astype(np.float64), starts[filled], axis=0)
+    out[filled] = (sums / sizes[filled, None]).astype(np.float32)
+    return out
+
+
 class EmbeddingModel:
     """An export made ready for scoring: an id -> row index and the matrices.
 
@@ -155,6 +185,9 @@ class EmbeddingModel:
         if export.user_vector.kind == "fold_in":
             candidate = export.candidate.astype(np.float64)
             self.gram = candidate.T @ candidate
+        # feature token -> row of ``export.features`` (empty without them).
+        features = export.features
+        self.feature_rows: dict[str, int] = {} if features is None else {name: k for k, name in enumerate(features.names.tolist())}
         # Items whose candidate vector was learned in the stream (see with_item_vectors).
         self.online_items = 0
 
@@ -172,6 +205,7 @@ class EmbeddingModel:
         model = object.__new__(EmbeddingModel)
         model.export = self.export
         model.gram = self.gram
+        model.feature_rows = self.feature_rows
         base = self.export.item_ids
         known = sorted(item for item in vectors if item in self.rows and self.rows[item] < len(base))
         new = sorted(item for item in vectors if item not in self.rows or self.rows[item] >= len(base))
@@ -237,6 +271,35 @@ class EmbeddingModel:
             return None
         rows = rows[-weights["position"].shape[0]:]
         return sequence_forward(weights, self._query(np.array(rows, dtype=np.intp)))
+
+    def cold_vectors(self, items: Sequence[CatalogItem]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(candidate, query, known)`` of catalog records placed by their side features alone (module doc).
+
+        Row ``k`` holds the vectors the trained towers give an item without an
+        id embedding whose catalog record is ``items[k]``, in the export's
+        layout (float32, ``(len(items), dim)``); ``known[k]`` is True when at
+        least one of its feature tokens is known to the export (otherwise the
+        row is the empty bag's: zero, apart from the ``mean`` rule's constant
+        query entry).  An export without feature vectors knows no token.  The
+        ids of ``items`` play no part: an item the export has a vector for is
+        placed by its features all the same.
+        """
+        # Imported here: transforms.content needs transforms.catalog, which imports this module (through the scorer).
+        from transforms.content import feature_bag
+
+        features = self.export.features
+        bags: list[list[int]] = [[] for _ in items]
+        if features is not None:
+            known_rows = self.feature_rows
+            bags = [[known_rows[t] for t in feature_bag(item, features.price_edges) if t in known_rows] for item in items]
+            candidate, query = bag_means(features.candidate, bags), bag_means(features.query, bags)
+        else:
+            candidate = np.zeros((len(items), self.export.dim), dtype=np.float32)
+            query = candidate.copy()
+        known = np.fromiter((bool(bag) for bag in bags), dtype=bool, count=len(bags))
+        if self.export.user_vector.kind == "mean":
+            query[~known, -1] = 1.0
+        return candidate, query, known
 
     def scan(self, vector: np.ndarray) -> np.ndarray:
         """``vector . c_j`` for every item of the model, in its row order (:attr:`ids`).

@@ -124,6 +124,17 @@ def test_a_new_item_lands_next_to_its_category_mates(trained, planted):
     assert min(t - u for t, u in zip(trained_margins, untrained_margins)) > 0.1, (trained_margins, untrained_margins)
 
 
+def test_the_refitted_export_places_its_featured_only_items_as_serving_does(trained, planted):
+    _, catalog = planted
+    model = EmbeddingModel(read_export(trained[1].path))
+    new = [item for item in catalog if item.item_id.startswith("n")]  # no events: features only
+    candidate, query, known = model.cold_vectors(new)
+    rows = [model.rows[item.item_id] for item in new]
+    assert known.all()
+    np.testing.assert_allclose(candidate, model.export.candidate[rows], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(query, model.export.query[rows], rtol=1e-5, atol=1e-7)
+
+
 def test_resume_continues_from_the_checkpoint(planted, tmp_path):
     events, catalog = planted
     config = SMALL.replace(epochs=4, sequence=False, refit_full=False)

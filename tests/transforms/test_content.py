@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from transforms.catalog import CatalogItem
-from transforms.content import ContentIndex, item_tokens, top_k_positions
+from transforms.content import ContentIndex, feature_bag, feature_tokens, item_tokens, price_bucket_edges, top_k_positions
 
 # The board.  Tokens per item (N = 5 items):
 #   a: red, shoe, cat:fashion, cat:fashion/shoes, brand:acme
@@ -201,3 +201,18 @@ def test_top_k_positions_with_tie_keys():
     assert top_k_positions(scores, 2, tie_keys=keys).tolist() == [1, 2]
     assert top_k_positions(scores, 3, tie_keys=keys).tolist() == [1, 2, 3]
     assert top_k_positions(scores, 4, tie_keys=keys).tolist() == [1, 2, 3, 0]
+
+
+def test_feature_tokens_add_a_price_bucket_within_the_top_category():
+    # log(1 + price) of 0, 1, 3, 7 is 0, ln 2, 2 ln 2, 3 ln 2: two buckets split at the median 1.5 ln 2.
+    shop = [CatalogItem(item_id=f"s{k}", category="shop/sub", price=float(2**k - 1)) for k in range(4)]
+    edges = price_bucket_edges(shop + [CatalogItem(item_id="free", category="other")], buckets=2)
+    assert list(edges) == ["shop"]  # a top category without a priced item has no edges
+    np.testing.assert_allclose(edges["shop"], [1.5 * math.log(2)])
+    assert [feature_tokens(item, edges)[-1] for item in shop] == ["price:shop:0", "price:shop:0", "price:shop:1", "price:shop:1"]
+    at_edge = CatalogItem(item_id="e", category="shop", price=2 ** 1.5 - 1)  # exactly on the edge: the upper bucket
+    assert feature_tokens(at_edge, {"shop": np.array([math.log1p(at_edge.price)])}) == ["cat:shop", "price:shop:1"]
+    unpriced = CatalogItem(item_id="u", title="Red red", category="shop")
+    assert feature_tokens(unpriced, edges) == ["red", "red", "cat:shop"]
+    assert feature_bag(unpriced, edges) == ["cat:shop", "red"]
+    assert feature_tokens(CatalogItem(item_id="o", category="other", price=5.0), edges) == ["cat:other"]
