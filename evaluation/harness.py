@@ -94,6 +94,8 @@ TEMPORAL_RATIO = 0.8
 ENGINE_CHUNK = 5000
 USERCF_NEIGHBOURS = 50
 RESULT_METRICS = M.ALL_METRICS
+# Reported only by the prequential protocol: the share of hits on items first touched that day.
+PREQUENTIAL_METRICS = ("new_item_hit_share",)
 
 
 class EvaluationError(ValueError):
@@ -703,6 +705,7 @@ class AlgorithmResult:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: _finite(self.metrics.get(name)) for name in RESULT_METRICS}
+        out.update((name, _finite(self.metrics[name])) for name in PREQUENTIAL_METRICS if name in self.metrics)
         if self.error is not None:
             out["error"] = self.error
         out["latency_ms"] = {q: _finite(v) for q, v in self.latency_ms.items()}

@@ -4,7 +4,7 @@ Dataflow (element shapes in brackets)::
 
     events [chunk str] -> parse-events [Bundle of EventSlice (one per window) per user shard | Tick | BootRecord]
         -> event-time (watermarks) -> key by user shard -> user-state (profiles and attribution) [Bundle of UserSnapshot]
-             side: item-deltas [Bundle of ItemDelta] -> key by item shard -> item-model [Bundle of ModelUpdate]
+             side: item-deltas [Bundle of ItemDelta] (+ content's [Bundle of EvidenceReset]) -> key by item shard -> item-model [Bundle of ModelUpdate]
              side: trend-deltas [Bundle of TrendDelta] -------------------> trending [Bundle of ModelUpdate]
              side: attributed [AttributionCounts] -> key 0 -> metrics [SinkBatch of HashWrite]
              side: stats [SinkBatch: counters, attribution's dead letters] -> job-stats
@@ -53,6 +53,7 @@ from pipelines.messages import Bundle, Tick
 from pipelines.operators import (
     ATTRIBUTED,
     DEAD_LETTERS,
+    EVIDENCE_RESETS,
     FACTS,
     ITEM_DELTAS,
     SPONSORSHIPS,
@@ -155,17 +156,10 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
 
     attributed = _metrics(_side_output(users, ATTRIBUTED, p), sink) if settings.attribution else None
 
-    items = (
-        _side_output(users, ITEM_DELTAS, p)
-        .key_by(lambda d: d.shard, key_type=Types.INT())
-        .process(ItemModelOperator(config, settings.item_shards, ttls), output_type=PICKLED)
-        .name("item-model")
-        .uid("item-model")
-        .set_parallelism(p)
-    )
-    # [Bundle of ModelUpdate: neighbours]; side: writes [SinkBatch]
-    sink.attach(_side_output(items, WRITES, p), "item-neighbours", p)
-    model_updates = items
+    item_deltas = _side_output(users, ITEM_DELTAS, p)
+    model_updates = None
+    # Whether embedding switches reach the item model (online item vectors' evidence restarts at each).
+    evidence_resets = config.online_item_vectors and (settings.embeddings is not None or config.weight_embedding > 0 or config.weight_sequence > 0)
     # Extracted at 1, the parallelism of trending and of content's facts it is united with
     # (a union's key extraction takes a forward edge from each input).
     trend_input = users.get_side_output(TREND_DELTAS)
@@ -196,7 +190,7 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
             .uid("drop-catalog-heartbeats")
             .set_parallelism(1)
             .key_by(lambda item: 0, key_type=Types.INT())
-            .process(ContentOperator(config, ttls), output_type=PICKLED)
+            .process(ContentOperator(config, ttls, settings.item_shards if evidence_resets else 0), output_type=PICKLED)
             .name("content")
             .uid("content")
             .set_parallelism(1)
@@ -206,7 +200,23 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
         trend_input = trend_input.union(content.get_side_output(FACTS))
         if attributed is not None:
             _ad_spend(attributed, content.get_side_output(SPONSORSHIPS), sink, config)
-        model_updates = model_updates.union(content)
+        model_updates = content
+        if evidence_resets:
+            # An embedding switch, to every item shard [Bundle of EvidenceReset]: round-robin to the
+            # item deltas' parallelism (the item model orders them by window, so arrival order is free).
+            resets = content.get_side_output(EVIDENCE_RESETS).map(lambda r: r, output_type=PICKLED).name("evidence-resets").uid("evidence-resets").set_parallelism(p)
+            item_deltas = item_deltas.union(resets)
+
+    items = (
+        item_deltas.key_by(lambda d: d.shard, key_type=Types.INT())
+        .process(ItemModelOperator(config, settings.item_shards, ttls, evidence_from_start=settings.embeddings is not None), output_type=PICKLED)
+        .name("item-model")
+        .uid("item-model")
+        .set_parallelism(p)
+    )
+    # [Bundle of ModelUpdate: neighbours, online-vector evidence]; side: writes [SinkBatch]
+    sink.attach(_side_output(items, WRITES, p), "item-neighbours", p)
+    model_updates = items if model_updates is None else model_updates.union(items)
 
     if retire_spool:
         delay_ms = retention_delay_ms(settings.spool_retention_s, settings.checkpoint_interval_ms)

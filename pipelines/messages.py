@@ -103,6 +103,15 @@ class UserSnapshot(NamedTuple):
     last_ts: dict  # user -> latest event time, for freshness
 
 
+class EvidenceReset(NamedTuple):
+    """An embedding switch as an item shard sees it: from ``window`` on, the online item vectors'
+    evidence counts for the new version (``active``: there is one; see ``ModelConfig.online_item_vectors``)."""
+
+    window: int
+    shard: int
+    active: bool
+
+
 class ModelUpdate(NamedTuple):
     """Versioned model entries for the scorer: key -> encoded value, produced by ``window``."""
 

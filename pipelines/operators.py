@@ -15,6 +15,7 @@ rescale the copy is empty and is rebuilt from managed state on first use.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import time
@@ -39,6 +40,7 @@ from pipelines.bootstrap import (
 from pipelines.messages import (
     AttributionCounts,
     Bundle,
+    EvidenceReset,
     EventSlice,
     FactsUpdate,
     ItemDelta,
@@ -65,6 +67,7 @@ from state.schemas import (
     decode_blend_learner,
     decode_blend_memo,
     decode_embedding_ref,
+    decode_evidence,
     decode_experiment_record,
     decode_experiment_ref,
     decode_facts,
@@ -78,6 +81,7 @@ from state.schemas import (
     encode_blend_learner,
     encode_blend_memo,
     encode_embedding_ref,
+    encode_evidence,
     encode_experiment_record,
     encode_experiment_ref,
     encode_facts,
@@ -97,7 +101,7 @@ from transforms.catalog import CatalogItem, EmbeddingSwitch, parse_catalog_lines
 from transforms.config import ModelConfig, event_weights
 from transforms.content import ContentIndex
 from transforms.cooccurrence import ItemModel, sum_by_key
-from transforms.embedding import EmbeddingModel
+from transforms.embedding import EmbeddingModel, OnlineItemVectors
 from transforms.engine import content_neighbours
 from transforms.events import EventBatch, parse_json_lines, split_feedback
 from transforms.livemetrics import minute_start
@@ -110,8 +114,12 @@ from transforms.windows import WindowClock
 log = logging.getLogger(__name__)
 
 LONG_MAX = 2**63 - 1
+# The scorer's online item vectors: models kept (by newest evidence version); cached vectors are
+# pruned to the broadcast state's versions when they outgrow this many times what was live.
+ONLINE_MODELS_KEPT = 4
+ONLINE_CACHE_FACTOR = 2
 # SinkBatch.stats entries that are set (HSET), not added: the last closed window, the embeddings in use.
-GAUGES = ("last_window_ts", "embeddings_version")
+GAUGES = ("last_window_ts", "embeddings_version", "embeddings_online_items")
 # Gauges named per shard: the blend each user shard serves ("blend.home.{shard}.setting", ".weight_cf"...).
 BLEND_GAUGE_PREFIX = "blend."
 
@@ -129,6 +137,7 @@ SPONSORSHIPS = OutputTag("sponsorships", Types.PICKLED_BYTE_ARRAY())
 WRITES = OutputTag("writes", Types.PICKLED_BYTE_ARRAY())
 STATS = OutputTag("stats", Types.PICKLED_BYTE_ARRAY())
 ATTRIBUTED = OutputTag("attributed", Types.PICKLED_BYTE_ARRAY())
+EVIDENCE_RESETS = OutputTag("evidence-resets", Types.PICKLED_BYTE_ARRAY())
 
 
 def model_descriptor() -> MapStateDescriptor:
@@ -802,12 +811,25 @@ class ItemModelOperator(KeyedProcessFunction):
     block plus a log of changes, one entry per timer pass whatever it closed
     (:class:`state.itemstate.ItemModelStore`), and is read back after a
     restore or rescale.
+
+    Online item vectors (``online_item_vectors``): a second model of the same
+    kind, the *evidence*, holds the co-occurrence since the embedding version
+    in use took effect (``evidence-block``, ``evidence-log``,
+    ``evidence-meta``, whose meta adds ``since``, the switch's window, -1 for
+    the job's start, and ``active``).  Content sends each shard an
+    :class:`EvidenceReset` when a switch takes effect; it clears the evidence
+    at its window, before that window's deltas (as the reference engine
+    does).  At each refresh the changed items' heaviest
+    ``online_vector_evidence`` entries go to the scorer as ``o:`` entries,
+    which it turns into vectors (:class:`transforms.embedding.OnlineItemVectors`).
     """
 
-    def __init__(self, config: ModelConfig, item_shards: int, ttls: Ttls) -> None:
+    def __init__(self, config: ModelConfig, item_shards: int, ttls: Ttls, evidence_from_start: bool = False) -> None:
         self.config = config
         self.item_shards = item_shards
         self.ttls = ttls
+        # Whether the job starts with an embedding version (settings.embeddings): evidence is kept from the start.
+        self.evidence_from_start = evidence_from_start
 
     def open(self, runtime_context) -> None:
         self.pending = PendingByWindow(_bytes_map(runtime_context, "pending"))
@@ -819,6 +841,12 @@ class ItemModelOperator(KeyedProcessFunction):
             self.config, _bytes_value(runtime_context, "items-block"), _bytes_map(runtime_context, "items-log"), self.meta, self.rows, self.counts
         )
         self.models: dict[int, tuple[ItemModel, dict]] = {}
+        self.evidence_store: ItemModelStore | None = None
+        if self.config.online_item_vectors:
+            self.evidence_store = ItemModelStore(
+                self.config, _bytes_value(runtime_context, "evidence-block"), _bytes_map(runtime_context, "evidence-log"), _bytes_value(runtime_context, "evidence-meta")
+            )
+        self.evidence: dict[int, tuple[ItemModel, dict]] = {}
 
     def process_element(self, value: Bundle | BootRecord, ctx) -> Iterable:
         if isinstance(value, BootRecord):
@@ -828,11 +856,18 @@ class ItemModelOperator(KeyedProcessFunction):
             ctx.timer_service().register_event_time_timer(LONG_MAX)
             yield from boot_model_updates(entries)
             return
+        deltas = False
         for delta in value.parts:
+            if isinstance(delta, EvidenceReset):
+                # No timer of its own: it changes nothing until deltas follow, and the
+                # timer of their window takes it first (pending windows close in order).
+                self.pending.add(delta.window, encode_pending("reset", delta.window, {"a": delta.active}))
+                continue
             payload = {"e": delta.events, "i": delta.items, "n": delta.item_weights, "a": delta.pair_a, "b": delta.pair_b, "w": delta.pair_weights}
             self.pending.add(delta.window, encode_pending("item", delta.window, payload))
             ctx.timer_service().register_event_time_timer(WindowClock.of(self.config).timer(delta.window))
-        if value.parts:
+            deltas = True
+        if deltas:
             ctx.timer_service().register_event_time_timer(LONG_MAX)
 
     def _model(self, shard: int) -> tuple[ItemModel, dict]:
@@ -842,48 +877,89 @@ class ItemModelOperator(KeyedProcessFunction):
             loaded = self.models[shard] = self.store.load(owns=lambda item: shard_of(item, shards) == shard)
         return loaded
 
+    def _evidence(self, shard: int) -> tuple[ItemModel, dict] | None:
+        """The shard's evidence model and meta (None: online item vectors are off)."""
+        if self.evidence_store is None:
+            return None
+        loaded = self.evidence.get(shard)
+        if loaded is None:
+            shards = self.item_shards
+            model, meta = self.evidence_store.load(owns=lambda item: shard_of(item, shards) == shard)
+            meta.setdefault("since", -1)
+            meta.setdefault("active", self.evidence_from_start)
+            loaded = self.evidence[shard] = (model, meta)
+        return loaded
+
     def on_timer(self, timestamp: int, ctx) -> Iterable:
-        model, meta = self._model(ctx.get_current_key())
+        shard = ctx.get_current_key()
+        model, meta = self._model(shard)
         updates: list[ModelUpdate] = []
         writes: list = []
         if timestamp == LONG_MAX:
-            self._refresh(model, meta["end"], updates, writes)
+            self._refresh(shard, model, meta["end"], updates, writes)
         else:
             for window, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending):
-                self._close(model, meta, window, raws, updates, writes)
+                self._close(shard, model, meta, window, raws, updates, writes)
         self.store.save(model, meta)
+        evidence = self._evidence(shard)
+        if evidence is not None:
+            self.evidence_store.save(*evidence)
         if updates:
             yield Bundle(0, updates)
         if writes:
             yield WRITES, SinkBatch(writes=writes)
 
-    def _close(self, model: ItemModel, meta: dict, window: int, raws: list[bytes], updates: list, writes: list) -> None:
+    def _close(self, shard: int, model: ItemModel, meta: dict, window: int, raws: list[bytes], updates: list, writes: list) -> None:
         """Apply one window's deltas; at the first close of a refresh slot, refresh the changed neighbours."""
         end = WindowClock.of(self.config).end(window)
-        deltas = [decode_pending(raw)[2] for raw in raws]
-        model.apply_window(
+        pending = [decode_pending(raw) for raw in raws]
+        resets = [payload for kind, _, payload in pending if kind == "reset"]
+        if resets:
+            self._reset_evidence(shard, window, bool(resets[-1]["a"]))
+        deltas = [payload for kind, _, payload in pending if kind != "reset"]
+        if not deltas:
+            return  # a window with no events closes nothing (as in the reference engine)
+        columns = (
             [i for d in deltas for i in d["i"]],
             [w for d in deltas for w in d["n"]],
             [a for d in deltas for a in d["a"]],
             [b for d in deltas for b in d["b"]],
             [w for d in deltas for w in d["w"]],
         )
+        model.apply_window(*columns)
+        evidence = self._evidence(shard)
+        if evidence is not None and evidence[1]["active"]:
+            evidence[0].apply_window(*columns)
         meta["end"] = end
         slot = WindowClock.of(self.config).refresh_slot(end)
         if slot != meta["slot"]:
             meta["slot"] = slot
-            self._refresh(model, end, updates, writes)
+            self._refresh(shard, model, end, updates, writes)
 
-    def _refresh(self, model: ItemModel, end: int, updates: list, writes: list) -> None:
-        changed = model.refresh()
-        if not changed:
+    def _reset_evidence(self, shard: int, window: int, active: bool) -> None:
+        """An embedding switch took effect at ``window``: evidence starts anew (and is kept only if ``active``)."""
+        if self.evidence_store is None:
             return
+        shards = self.item_shards
+        self.evidence_store.clear()
+        meta = self.evidence_store.meta()
+        meta.update(since=window, active=active)
+        self.evidence[shard] = (ItemModel(self.config, owns=lambda item: shard_of(item, shards) == shard), meta)
+
+    def _refresh(self, shard: int, model: ItemModel, end: int, updates: list, writes: list) -> None:
+        changed = model.refresh()
         window = WindowClock.of(self.config).window_of(end - 1)  # the window ending at `end`
         entries = [("n:" + item, encode_scored(ids, sims)) for item, (ids, sims) in changed.items()]
         for measure, lists in model.variant_neighbours.items():
             # The same items' lists by each variant measure (experiments; not written to Redis).
             entries += [(variant_neighbours_prefix(measure) + item, encode_scored(*lists[item])) for item in changed]
-        updates.append(ModelUpdate(window, entries))
+        evidence = self._evidence(shard)
+        if evidence is not None and evidence[1]["active"]:
+            since = evidence[1]["since"]
+            rows = evidence[0].refresh_rows(self.config.online_vector_evidence)
+            entries += [("o:" + item, encode_evidence(since, ids, weights)) for item, (ids, weights) in rows.items()]
+        if entries:
+            updates.append(ModelUpdate(window, entries))
         writes += [neighbour_write(KeyKind.ITEM_NEIGHBOURS, item, end, nb, self.ttls.item_s) for item, nb in changed.items()]
 
 
@@ -900,16 +976,19 @@ class ContentOperator(KeyedProcessFunction):
     It also times the catalog input's embedding switches: like an upsert, a
     switch takes effect when its window closes (a late one in the open
     window), as the ``e:`` model entry (the newest switch of the window wins;
-    equal times: the last to arrive).  Experiment controls are timed the same
+    equal times: the last to arrive), and, with ``online_item_vectors``, as
+    an :class:`EvidenceReset` to each of the ``item_shards`` item shards on
+    the ``EVIDENCE_RESETS`` side output.  Experiment controls are timed the same
     way and applied in order to the running experiment (managed state
     ``experiment``; :func:`transforms.experiments.apply_control`): the
     experiment in effect goes to the scorer as the ``x:`` model entry, its
     record to Redis, and a refused control to the dead letters.
     """
 
-    def __init__(self, config: ModelConfig, ttls: Ttls) -> None:
+    def __init__(self, config: ModelConfig, ttls: Ttls, item_shards: int = 0) -> None:
         self.config = config
         self.ttls = ttls
+        self.item_shards = item_shards
 
     def open(self, runtime_context) -> None:
         self.pending = PendingByWindow(_bytes_map(runtime_context, "pending"))
@@ -972,6 +1051,9 @@ class ContentOperator(KeyedProcessFunction):
         if switches:
             newest = max(enumerate(switches), key=lambda ks: (ks[1].ts, ks[0]))[1]
             yield ModelUpdate(window, [("e:", encode_embedding_ref(newest.path))])
+            if self.config.online_item_vectors:
+                for shard in range(self.item_shards):
+                    yield EVIDENCE_RESETS, Bundle(shard, [EvidenceReset(window, shard, bool(newest.path))])
         if controls:
             yield from self._control_experiment(window, end, controls)
         if not due:
@@ -1188,6 +1270,14 @@ class _VersionedView:
         return _ABSENT
 
 
+def _version_window(mirror: dict, key: str, window: int) -> int:
+    """The window of ``key``'s latest version produced in a window <= ``window`` (-1: none, the job's start)."""
+    for version in reversed(mirror.get(key) or []):
+        if version[0] <= window:
+            return version[0]
+    return -1
+
+
 def variant_neighbours_prefix(measure: str) -> str:
     """The broadcast key prefix of the item neighbour lists by variant measure ``measure`` (main lists: ``n:``)."""
     return f"n~{measure}:"
@@ -1200,6 +1290,8 @@ def _decode_model_value(key: str, raw: bytes):
         return decode_sponsored(raw)
     if key == "x:":  # a one-tuple: a decoded None would read as "not decoded yet"
         return (decode_experiment_ref(raw),)
+    if key.startswith("o:"):
+        return decode_evidence(raw)
     return decode_embedding_ref(raw) if key == "e:" else decode_scored(raw)
 
 
@@ -1223,6 +1315,13 @@ class Scorer(KeyedBroadcastProcessFunction):
     read from it (a path every TaskManager reads) on first use and cached.  A
     version that cannot be read is logged and counted
     (``embedding_load_failures``) and the last readable one stays in use.
+    Online item vectors: the item model's ``o:`` entries (evidence since the
+    version took effect, tagged with that switch's window) move the version's
+    vectors (:class:`transforms.embedding.OnlineItemVectors`, kept in memory
+    and rebuilt from the broadcast state after a restore or a switch); each
+    window applies the entries produced up to it, so the vectors a window is
+    scored with are those of the item model's refreshes up to it, whatever
+    else this instance scored.
 
     Blend learning (``blend_learning``, :mod:`transforms.blend`): the shard's
     learners by context (``blend-learners``) and each user's latest memos
@@ -1248,6 +1347,9 @@ class Scorer(KeyedBroadcastProcessFunction):
         self.embedding_failures = metrics.counter("embedding_load_failures")
         self.embeddings_path: str | None = None
         self.embeddings: EmbeddingModel | None = None
+        # Online item vectors of the version in use (see _online).
+        self.online: OnlineItemVectors | None = None
+        self.online_since: int | None = None
         self.codes = ItemCodes()
         if self.config.blend_learning:
             self.blend_learners = _bytes_map(runtime_context, "blend-learners")  # context -> learner
@@ -1269,6 +1371,59 @@ class Scorer(KeyedBroadcastProcessFunction):
             self.embeddings_path = path
         return self.embeddings
 
+    def _online(self, mirror: dict, base: EmbeddingModel, since: int, window: int) -> EmbeddingModel:
+        """``base`` with the online item vectors of the evidence visible at ``window`` for the switch at ``since``.
+
+        One watermark step may score a window after a later one (each key's
+        timer closes its due windows in order, key after key), so models are
+        kept by the newest evidence version they include (a few, most recent
+        first) and vectors by evidence version; the broadcast state does not
+        change between the timers of one step.
+        """
+        if self.online is None or self.online.base is not base or self.online_since != since:
+            self.online = OnlineItemVectors(base, self.config.online_vector_prior)
+            self.online_since = since
+            self.online_vectors: dict[tuple[str, int], np.ndarray | None] = {}
+            self.online_models: dict[int, EmbeddingModel] = {}
+            self.online_prune_at = 10_000
+            self.online_windows = sorted({version[0] for key, versions in mirror.items() if key.startswith("o:") for version in versions})
+        newest = bisect.bisect_right(self.online_windows, window)
+        model_key = self.online_windows[newest - 1] if newest else -1
+        model = self.online_models.get(model_key)
+        if model is not None:
+            return model
+        vectors: dict[str, np.ndarray] = {}
+        for key, versions in mirror.items():
+            if not key.startswith("o:"):
+                continue
+            version = next((v for v in reversed(versions) if v[0] <= window), None)
+            if version is None:
+                continue
+            cached = (key, version[0])
+            if cached not in self.online_vectors:
+                if version[2] is None:
+                    version[2] = decode_evidence(version[1])
+                evidence_since, partners, weights = version[2]
+                self.online_vectors[cached] = self.online.vector_of(key[2:], partners, weights) if evidence_since == since else None
+            vector = self.online_vectors[cached]
+            if vector is not None:
+                vectors[key[2:]] = vector
+        model = base.with_item_vectors(vectors) if vectors else base
+        self.online_models[model_key] = model
+        while len(self.online_models) > ONLINE_MODELS_KEPT:
+            self.online_models.pop(min(self.online_models))
+        return model
+
+    def _prune_online(self, mirror: dict) -> None:
+        """Forget cached vectors and windows of evidence versions the broadcast state no longer holds."""
+        if self.online is None:
+            return
+        live = {(key, version[0]) for key, versions in mirror.items() if key.startswith("o:") for version in versions}
+        self.online_vectors = {k: v for k, v in self.online_vectors.items() if k in live}
+        self.online_windows = sorted({w for _, w in live})
+        self.online_models = {}
+        self.online_prune_at = ONLINE_CACHE_FACTOR * len(self.online_vectors) + 10_000
+
     def _mirror(self, ctx) -> dict:
         if self.mirror is None:
             self.mirror = {}
@@ -1285,10 +1440,13 @@ class Scorer(KeyedBroadcastProcessFunction):
         # A bundle may carry a version of one key per window of a long sparse stretch:
         # add them all, then prune and write each key once (not once per version).
         touched: dict[str, None] = {}
+        online_windows: set[int] = set()
         for update in unbundled(value):
             for key, raw in update.entries:
                 mirror.setdefault(key, []).append([update.window, raw, None])
                 touched[key] = None
+                if key.startswith("o:") and self.online is not None:
+                    online_windows.add(update.window)
         for key in touched:
             versions = sorted(mirror[key], key=lambda v: v[0])  # stable: equal windows keep arrival order
             # Versions older than the newest one already visible to every open window are dead.
@@ -1297,6 +1455,13 @@ class Scorer(KeyedBroadcastProcessFunction):
                 versions = versions[visible[-1]:]
             mirror[key] = versions
             state.put(key, encode_versions([(w, p) for w, p, _ in versions]))
+        if online_windows:
+            # A new evidence version changes the model of every window from its own on.
+            self.online_windows = sorted(set(self.online_windows) | online_windows)
+            first = min(online_windows)
+            self.online_models = {k: m for k, m in self.online_models.items() if k < first}
+            if len(self.online_vectors) > self.online_prune_at:
+                self._prune_online(mirror)
 
     def process_element(self, value: Bundle, ctx) -> Iterable:
         # A snapshot waits for its scoring window (the window itself unless score_interval_ms
@@ -1339,13 +1504,16 @@ class Scorer(KeyedBroadcastProcessFunction):
             return None
         mirror = self._mirror(ctx)
         view = _VersionedView(mirror, "", window)
+        embeddings = self._embeddings(view.get("e:", self.initial_embeddings))
+        if embeddings is not None and self.config.online_item_vectors:
+            embeddings = self._online(mirror, embeddings, _version_window(mirror, "e:", window), window)
         model = ScoringModel(
             neighbours=_VersionedView(mirror, "n:", window),
             content=_VersionedView(mirror, "c:", window),
             trending_global=view.get("t:", (np.empty(0, dtype=object), np.empty(0))),
             trending_by_category=_VersionedView(mirror, "tc:", window),
             facts=_VersionedView(mirror, "f:", window),
-            embeddings=self._embeddings(view.get("e:", self.initial_embeddings)),
+            embeddings=embeddings,
             sponsored=view.get("a:", {}),
             codes=self.codes,
             variant_neighbours={m: _VersionedView(mirror, variant_neighbours_prefix(m), window) for m in self.config.extra_similarities()},
@@ -1373,6 +1541,7 @@ class Scorer(KeyedBroadcastProcessFunction):
         stats = {"user_lists": len(latest), "last_window_ts": end, **blend_stats}
         if model.embeddings is not None:
             stats["embeddings_version"] = model.embeddings.version
+            stats["embeddings_online_items"] = model.embeddings.online_items
         return SinkBatch(writes=writes, stats=stats, lags_ms=lags)
 
 

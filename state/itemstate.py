@@ -152,6 +152,12 @@ class ItemModelStore:
         log.info("item model: migrated %d rows and %d counts from the row layout to a columnar block", len(rows), len(counts))
         return model, meta
 
+    def clear(self) -> None:
+        """Drop the whole model: block, log and meta (the next :meth:`load` gives an empty model)."""
+        self.block.clear()
+        self.log.clear()
+        self.meta_state.clear()
+
     def save(self, model: ItemModel, meta: dict[str, Any]) -> None:
         """After a timer pass: its changes as one log entry (or a new block when the log outgrows it), and the meta."""
         if model.has_changes():

@@ -24,6 +24,9 @@ catalog facts               k top category, s in stock
 sponsored bids              b {item: bid} of every sponsored item (the scorer's ``a:`` entry)
 sponsorships                s {item: [bid, campaign]} of every sponsored item (ad spend)
 embedding version           e path of the export version directory
+item evidence               w since window (the embedding switch it counts from; -1: the
+                            job's start), i [partner item], s [co-occurrence weight]: an
+                            item's heaviest co-occurrences for online item vectors
 blend learner               k settings key, g [gain per setting], c served setting, n observations
 blend memo                  t scored ms, k settings key, i [item], r [[index into i] per setting]
 experiment in effect        d the running experiment's declaration (null: none)
@@ -292,6 +295,17 @@ def decode_embedding_ref(raw: bytes) -> str:
     if not isinstance(path, str):
         raise SchemaError("embedding version path must be a string")
     return path
+
+
+def encode_evidence(since_window: int, ids: np.ndarray | list, weights: np.ndarray | list) -> bytes:
+    """An item's online-vector evidence (the scorer's ``o:`` entry): partners and weights since ``since_window``."""
+    return orjson.dumps({"v": LIST_VERSION, "w": int(since_window), "i": list(ids), "s": [float(w) for w in weights]})
+
+
+@_shape_checked
+def decode_evidence(raw: bytes) -> tuple[int, np.ndarray, np.ndarray]:
+    d = _load(raw, (LIST_VERSION,))
+    return int(d["w"]), np.array(d["i"], dtype=object), np.array(d["s"], dtype=np.float64)
 
 
 def encode_experiment_ref(experiment: Experiment | None) -> bytes:

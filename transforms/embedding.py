@@ -386,12 +386,15 @@ def online_item_vector(prior: np.ndarray, users: np.ndarray, weights: np.ndarray
 class OnlineItemVectors:
     """The candidate vectors of one export as moved by co-occurrence evidence (see the comment above).
 
-    :meth:`update` takes the evidence of the items whose evidence changed (item
-    -> (partner ids, weights), the item model's heaviest ``evidence`` entries
-    since the export took effect); :meth:`model` is the export with every
-    item's current vector.  A vector is a function of its item's latest
-    evidence only, so engines that apply the same evidence in different
-    batches hold the same vectors.
+    An item's vector is a function of its latest evidence alone
+    (:meth:`vector_of`: partner ids and weights, the item model's heaviest
+    entries since the export took effect), so engines that see the same
+    evidence hold the same vectors whatever batches they apply it in.
+    :meth:`update` then :meth:`model` keep the current vectors of an engine
+    that moves forward in time (the reference engine); the job's scorer,
+    which may score earlier windows after later ones within one watermark
+    step, calls :meth:`vector_of` per evidence version and builds models with
+    :meth:`EmbeddingModel.with_item_vectors`.
     """
 
     def __init__(self, base: EmbeddingModel, prior_strength: float) -> None:
@@ -409,25 +412,30 @@ class OnlineItemVectors:
             self._scale = float(norms.mean()) if len(norms) else 1.0
         return self._singles
 
-    def update(self, evidence: Mapping[str, tuple[Sequence[str], Sequence[float]]]) -> None:
-        """Recompute the vectors of ``evidence``'s items (sorted by id: the result does not depend on the mapping's order)."""
-        if not evidence:
-            return
+    def vector_of(self, item: str, partners: Sequence[str], weights: Sequence[float]) -> np.ndarray | None:
+        """``item``'s vector given its evidence (float32); None when no partner is usable (the export's own vector, or none)."""
         singles = self._single_interest()
         rows = self.base.rows
         base_size = len(self.base.export.item_ids)
+        keep = [(rows[i], float(w)) for i, w in zip(partners, weights) if w > 0 and i != item and i in rows and rows[i] < base_size]
+        if not keep:
+            return None
+        known = item in rows and rows[item] < base_size
+        prior = self.base.export.candidate[rows[item]].astype(np.float64) if known else np.zeros(self.base.export.dim)
+        index = np.fromiter((k for k, _ in keep), dtype=np.intp, count=len(keep))
+        w = np.fromiter((v for _, v in keep), dtype=np.float64, count=len(keep))
+        return online_item_vector(prior, singles[index], w, self.prior_strength * self._scale).astype(np.float32)
+
+    def update(self, evidence: Mapping[str, tuple[Sequence[str], Sequence[float]]]) -> None:
+        """Recompute the vectors of ``evidence``'s items (their latest evidence; the mapping's order plays no part)."""
         for item in sorted(evidence):
-            partners, weights = evidence[item]
-            keep = [(rows[i], float(w)) for i, w in zip(partners, weights) if w > 0 and i != item and i in rows and rows[i] < base_size]
-            known = item in rows and rows[item] < base_size
-            if not keep:
-                self.vectors.pop(item, None)  # no usable evidence: the export's vector, or none
-                continue
-            prior = self.base.export.candidate[rows[item]].astype(np.float64) if known else np.zeros(self.base.export.dim)
-            index = np.fromiter((k for k, _ in keep), dtype=np.intp, count=len(keep))
-            w = np.fromiter((v for _, v in keep), dtype=np.float64, count=len(keep))
-            self.vectors[item] = online_item_vector(prior, singles[index], w, self.prior_strength * self._scale).astype(np.float32)
-        self._model = None
+            vector = self.vector_of(item, *evidence[item])
+            if vector is None:
+                self.vectors.pop(item, None)
+            else:
+                self.vectors[item] = vector
+        if evidence:
+            self._model = None
 
     def model(self) -> EmbeddingModel:
         """The export with the current online vectors (rebuilt only after an update)."""

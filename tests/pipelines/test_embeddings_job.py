@@ -46,3 +46,25 @@ def test_job_switches_embedding_versions_like_the_reference(redis_url, tmp_path:
     assert differences(job, reference_content(events, catalog, settings, embeddings=switches[:1])) != []
     stats = redis.Redis.from_url(redis_url).hgetall("flowrec:v1:stats")
     assert stats[b"embeddings_version"] == b"20261130T010000Z"
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_job_moves_item_vectors_online_like_the_reference(redis_url, tmp_path: Path, parallelism: int):
+    """The export lacks a fifth of the items (as if they came after the training): with online item
+    vectors the job gives them vectors from their co-occurrences and moves the others, as the engine does."""
+    events, catalog = small_shop()
+    items = sorted({c.item_id for c in catalog} | set(events.item.tolist()))
+    trained = [item for k, item in enumerate(items) if k % 5]
+    export = write_export(tmp_path / "exports", random_export(trained, "20261130T000000Z", seed=3, user_vector=UserVectorRule("fold_in", 1.0, 5.0)))
+    config = Settings().model.replace(weight_embedding=0.7, embedding_candidates=20)
+    settings = Settings(parallelism=parallelism, restart_attempts=0, model=config, embeddings=tmp_path / "exports")
+    run_job(CollectionSource(list(pack_chunks(event_lines(events), 200)), list(pack_chunks(catalog_lines(catalog), 50))), settings, redis_url)
+    job = results(redis_url)
+
+    switches = [(FROM_START_MS, EmbeddingModel(read_export(export)))]
+    assert differences(job, reference_content(events, catalog, settings, embeddings=switches)) == []
+    # The online vectors shaped the lists: the engine without them differs.
+    static = Settings(parallelism=parallelism, model=config.replace(online_item_vectors=False), embeddings=tmp_path / "exports")
+    assert differences(job, reference_content(events, catalog, static, embeddings=switches)) != []
+    stats = redis.Redis.from_url(redis_url).hgetall("flowrec:v1:stats")
+    assert int(stats[b"embeddings_online_items"]) > 0

@@ -25,6 +25,7 @@ def _scorer() -> Scorer:
     scorer = Scorer(ModelConfig(), Ttls(60, 60), record_freshness=False)
     scorer.mirror = None
     scorer.closed_window = -1
+    scorer.online = None
     return scorer
 
 

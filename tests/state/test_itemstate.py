@@ -137,3 +137,22 @@ def test_unknown_versions_and_bad_columns_are_refused():
         decode_item_state(orjson.dumps({**good, "rc": [7]}))
     with pytest.raises(SchemaError, match="not JSON"):
         decode_item_state(b"\x00")
+
+
+def test_clear_drops_block_log_and_meta():
+    """The online vectors' evidence restarts at an embedding switch: after clear() a load is an empty model."""
+    rng = random.Random(5)
+    block, log, meta = stores()
+    store = ItemModelStore(CONFIG, block, log, meta)
+    model, state_meta = store.load(owns=lambda item: True)
+    for _ in range(30):
+        model.apply_window(*random_window(rng))
+        store.save(model, state_meta)
+    assert maps_from_state(store.load(owns=lambda item: True)[0].to_state())[1]  # rows were saved
+    store.clear()
+    empty, fresh_meta = store.load(owns=lambda item: True)
+    assert len(empty.vocab) == 0 and fresh_meta["seq"] == 0 and fresh_meta["block_bytes"] == 0
+    # What follows a clear is logged and restored as usual.
+    empty.apply_window(["a"], [1.0], ["a"], ["b"], [2.0])
+    store.save(empty, fresh_meta)
+    same_model(store.load(owns=lambda item: True)[0], empty)

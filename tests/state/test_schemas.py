@@ -8,6 +8,7 @@ import pytest
 
 from state.schemas import (
     SchemaError,
+    decode_evidence,
     decode_facts,
     decode_ids,
     decode_profile,
@@ -16,6 +17,7 @@ from state.schemas import (
     decode_sponsored,
     decode_sponsorships,
     decode_versions,
+    encode_evidence,
     encode_facts,
     encode_ids,
     encode_profile,
@@ -86,6 +88,14 @@ def test_row_scored_ids_facts_round_trips():
         decode_sponsored(b'{"v": 1, "b": [1]}')
 
 
+def test_item_evidence_round_trips_exactly():
+    since, ids, weights = decode_evidence(encode_evidence(-1, np.array(["b", "a"], dtype=object), np.array([3.0, 0.1 + 0.2])))
+    assert since == -1 and ids.dtype == object and ids.tolist() == ["b", "a"] and weights.tolist() == [3.0, 0.1 + 0.2]
+    assert decode_evidence(encode_evidence(8_500_000_123, [], []))[0] == 8_500_000_123
+    with pytest.raises(SchemaError):
+        decode_evidence(b'{"v": 1, "i": ["a"], "s": [1.0]}')  # no since window
+
+
 def test_versions_round_trip():
     versions = [(17, encode_scored(["a"], [1.0])), (18, encode_facts("toys", True))]
     decoded = decode_versions(encode_versions(versions))
@@ -96,7 +106,7 @@ def test_versions_round_trip():
 
 @pytest.mark.parametrize(
     "decode",
-    [decode_profile, decode_row, decode_scored, decode_ids, decode_versions, decode_facts, decode_sponsored, decode_sponsorships],
+    [decode_profile, decode_row, decode_scored, decode_ids, decode_versions, decode_facts, decode_sponsored, decode_sponsorships, decode_evidence],
     ids=lambda f: f.__name__,
 )
 @pytest.mark.parametrize("raw", [b'{"v": 99, "i": [], "s": []}', b'{"i": []}', b"[1, 2]", b'"text"', b'{"v": "1"}'], ids=["v99", "no-v", "list", "string", "v-as-string"])

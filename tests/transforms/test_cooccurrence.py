@@ -324,3 +324,18 @@ def test_vectorised_merge_matches_row_by_row(windows, owned):
         assert {a: dict(zip(*row)) for a, row in got_rows.items()} == rows
         for codes, _ in model.rows.values():
             assert codes.tolist() == sorted(codes.tolist())
+
+
+def test_refresh_rows_gives_the_heaviest_entries_of_changed_rows_once():
+    """What the online item vectors read: each changed row's heaviest entries (ties: smaller id), then nothing until rows change."""
+    model = ItemModel(ModelConfig())
+    model.apply_window([], [], ["a", "a", "a", "a", "b"], ["x", "w", "y", "z", "x"], [1.0, 2.0, 2.0, 5.0, 1.0])
+    rows = model.refresh_rows(3)
+    assert {item: (ids.tolist(), weights.tolist()) for item, (ids, weights) in rows.items()} == {
+        "a": (["z", "w", "y"], [5.0, 2.0, 2.0]),
+        "b": (["x"], [1.0]),
+    }
+    assert model.refresh_rows(3) == {}
+    model.apply_window([], [], ["b"], ["x"], [2.0])
+    (only,) = model.refresh_rows(3).items()
+    assert only[0] == "b" and only[1][1].tolist() == [3.0]

@@ -402,3 +402,51 @@ def run_with(rows, config, until_ms):
     engine.process(batch(rows))
     engine.finish()
     return [o for o in outputs if o.window_end_ms == until_ms and o.users][0].users
+
+
+def _fold_in_export(version: str, seed: int):
+    """A fold_in export of A, B, C, D in 3 dimensions (random, fixed): no item N."""
+    from state.embeddings import EmbeddingExport, UserVectorRule
+    from transforms.embedding import EmbeddingModel
+
+    rng = np.random.default_rng(seed)
+    ids = np.array(["A", "B", "C", "D"], dtype=object)
+    candidate = rng.normal(size=(4, 3)).astype(np.float32)
+    return EmbeddingModel(EmbeddingExport(version=version, item_ids=ids, query=candidate, candidate=candidate, user_vector=UserVectorRule("fold_in", 1.0, 1.0)))
+
+
+# Shoppers view A then N (an item the export lacks) in windows 0 and 1; u9 views only A in window 3.
+NEW_ITEM_STREAM = [("u1", "A", "view", 10), ("u1", "N", "view", 20), ("u2", "A", "view", 110), ("u2", "N", "view", 120), ("u9", "A", "view", 310)]
+
+
+@pytest.mark.parametrize("online", [True, False])
+def test_online_item_vectors_list_an_item_the_export_lacks(online):
+    config = EMBEDDING_ONLY.replace(online_item_vectors=online, top_n=4)
+    outputs: list[WindowOutput] = []
+    engine = ReferenceEngine(config, CATALOG, on_window=outputs.append, embeddings=_fold_in_export("v1", seed=0))
+    engine.process(batch(NEW_ITEM_STREAM))
+    engine.finish()
+    windows = by_end(outputs)
+    listed = [item for item, _, _ in home(windows[400], "u9")]
+    if online:
+        # N's evidence at the refreshes closing T0+100 and T0+400 (T0+200 is in the first's slot): A, weight 1 then 2.
+        assert windows[100].evidence["N"][0].tolist() == ["A"] and windows[400].evidence["N"][1].tolist() == [2.0]
+        # A's row holds N, but only export items are partners (their users are the export's): A keeps its vector.
+        assert "N" in listed and engine.served_embeddings(T0 + 400).online_items == 1
+    else:
+        assert windows[400].evidence == {} and engine.evidence is None
+        assert "N" not in listed
+
+
+def test_online_evidence_restarts_at_an_embedding_switch():
+    config = EMBEDDING_ONLY.replace(top_n=4)
+    first, second = _fold_in_export("v1", seed=0), _fold_in_export("v2", seed=1)
+    engine = ReferenceEngine(config, CATALOG, embeddings=first)
+    engine.set_embeddings(second, effective_ms=T0 + 250)  # the window [T0+200, T0+300) closes with it
+    engine.process(batch(NEW_ITEM_STREAM))
+    engine.finish()
+    # Only the window after the switch counts for v2: u9's view of A pairs with nothing, so no row has evidence.
+    assert engine.online.base is second
+    assert all(len(engine.evidence.rows.get(code, ((), ()))[0]) == 0 for code in range(len(engine.evidence.vocab)))
+    # Before the switch the same stream had given N evidence under v1 (the previous test).
+    assert engine.served_embeddings(T0 + 400) is second
