@@ -158,6 +158,7 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
 
     item_deltas = _side_output(users, ITEM_DELTAS, p)
     model_updates = None
+    start_embeddings = initial_embeddings(settings)
     # Whether embedding switches reach the item model (online item vectors' evidence restarts at each).
     evidence_resets = config.online_item_vectors and (settings.embeddings is not None or config.weight_embedding > 0 or config.weight_sequence > 0)
     # Extracted at 1, the parallelism of trending and of content's facts it is united with
@@ -190,7 +191,7 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
             .uid("drop-catalog-heartbeats")
             .set_parallelism(1)
             .key_by(lambda item: 0, key_type=Types.INT())
-            .process(ContentOperator(config, ttls, settings.item_shards if evidence_resets else 0), output_type=PICKLED)
+            .process(ContentOperator(config, ttls, settings.item_shards if evidence_resets else 0, embeddings=start_embeddings), output_type=PICKLED)
             .name("content")
             .uid("content")
             .set_parallelism(1)
@@ -242,7 +243,7 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
     scored = (
         users.key_by(lambda s: s.shard, key_type=Types.INT())
         .connect(model_updates.broadcast(model_descriptor()))
-        .process(Scorer(config, ttls, record_freshness=settings.record_freshness, embeddings=initial_embeddings(settings)), output_type=PICKLED)
+        .process(Scorer(config, ttls, record_freshness=settings.record_freshness, embeddings=start_embeddings), output_type=PICKLED)
         .name("scorer")
         .uid("scorer")
         .set_parallelism(p)

@@ -66,6 +66,7 @@ from state.schemas import (
     decode_attribution,
     decode_blend_learner,
     decode_blend_memo,
+    decode_cold_prior,
     decode_embedding_ref,
     decode_evidence,
     decode_experiment_record,
@@ -80,6 +81,7 @@ from state.schemas import (
     encode_attribution,
     encode_blend_learner,
     encode_blend_memo,
+    encode_cold_prior,
     encode_embedding_ref,
     encode_evidence,
     encode_experiment_record,
@@ -118,6 +120,8 @@ LONG_MAX = 2**63 - 1
 # pruned to the broadcast state's versions when they outgrow this many times what was live.
 ONLINE_MODELS_KEPT = 4
 ONLINE_CACHE_FACTOR = 2
+# Broadcast entries the online item vectors read: evidence (item model) and cold priors (content).
+ONLINE_PREFIXES = ("o:", "v:")
 # SinkBatch.stats entries that are set (HSET), not added: the last closed window, the embeddings in use.
 GAUGES = ("last_window_ts", "embeddings_version", "embeddings_online_items")
 # Gauges named per shard: the blend each user shard serves ("blend.home.{shard}.setting", ".weight_cf"...).
@@ -978,21 +982,31 @@ class ContentOperator(KeyedProcessFunction):
     window), as the ``e:`` model entry (the newest switch of the window wins;
     equal times: the last to arrive), and, with ``online_item_vectors``, as
     an :class:`EvidenceReset` to each of the ``item_shards`` item shards on
-    the ``EVIDENCE_RESETS`` side output.  Experiment controls are timed the same
+    the ``EVIDENCE_RESETS`` side output.  With online item vectors it also
+    sends the scorer the *cold prior* (``v:``, the vector the version's
+    feature towers give an item's catalog record) of every catalog item the
+    version in effect lacks: all of them when a version takes effect, then
+    each upserted one; the version in effect is managed state
+    (``embeddings``: path and the window it took effect, -1 from the start,
+    ``embeddings`` given by the job).  Experiment controls are timed the same
     way and applied in order to the running experiment (managed state
     ``experiment``; :func:`transforms.experiments.apply_control`): the
     experiment in effect goes to the scorer as the ``x:`` model entry, its
     record to Redis, and a refused control to the dead letters.
     """
 
-    def __init__(self, config: ModelConfig, ttls: Ttls, item_shards: int = 0) -> None:
+    def __init__(self, config: ModelConfig, ttls: Ttls, item_shards: int = 0, embeddings: str | None = None) -> None:
         self.config = config
         self.ttls = ttls
         self.item_shards = item_shards
+        self.initial_embeddings = embeddings
 
     def open(self, runtime_context) -> None:
         self.pending = PendingByWindow(_bytes_map(runtime_context, "pending"))
         self.items = _bytes_map(runtime_context, "catalog")
+        self.embeddings_state = _bytes_value(runtime_context, "embeddings")
+        self.online: OnlineItemVectors | None = None
+        self.online_path: str | None = None
         self.experiment = _bytes_value(runtime_context, "experiment")
         self.catalog: dict[str, CatalogItem] | None = None
 
@@ -1054,9 +1068,13 @@ class ContentOperator(KeyedProcessFunction):
             if self.config.online_item_vectors:
                 for shard in range(self.item_shards):
                     yield EVIDENCE_RESETS, Bundle(shard, [EvidenceReset(window, shard, bool(newest.path))])
+                self.embeddings_state.update(orjson.dumps({"v": 1, "path": newest.path, "since": window}))
         if controls:
             yield from self._control_experiment(window, end, controls)
         if not due:
+            priors = self._cold_priors(window, switched=bool(switches), due=due)
+            if priors:
+                yield ModelUpdate(window, priors)
             return
         sponsorship_changed = False
         for item in due:
@@ -1070,6 +1088,7 @@ class ContentOperator(KeyedProcessFunction):
         facts = {i.item_id: (i.top_category, i.in_stock) for i in due}
         entries = [("c:" + item, encode_scored(ids, sims)) for item, (ids, sims) in content.items()]
         entries += [("f:" + item, encode_facts(*fact)) for item, fact in facts.items()]
+        entries += self._cold_priors(window, switched=bool(switches), due=due)
         if sponsorship_changed:
             # The whole set of sponsored items and bids, as one entry: the scorer ranks ads among all of them.
             entries.append(("a:", encode_sponsored(sponsored_bids(self.catalog.values()))))
@@ -1079,6 +1098,28 @@ class ContentOperator(KeyedProcessFunction):
         writes = [catalog_write(i) for i in due]
         writes += [neighbour_write(KeyKind.CONTENT_NEIGHBOURS, item, end, nb, self.ttls.item_s) for item, nb in content.items()]
         yield WRITES, SinkBatch(writes=writes)
+
+    def _cold_priors(self, window: int, switched: bool, due: list[CatalogItem]) -> list[tuple[str, bytes]]:
+        """``v:`` entries of the items the version in effect lacks: every catalog item after a switch, else the upserted ones."""
+        if not self.config.online_item_vectors or (not switched and not due):
+            return []
+        raw = self.embeddings_state.value()
+        kept = orjson.loads(raw) if raw else {"path": self.initial_embeddings, "since": -1}
+        path, since = kept["path"], kept["since"]
+        if not path:
+            return []
+        if path != self.online_path:
+            self.online_path = path
+            try:
+                self.online = OnlineItemVectors(EmbeddingModel(read_export(path)), self.config.online_vector_prior)
+            except (ExportError, OSError, ValueError) as exc:
+                # The scorer counts the failure (embedding_load_failures); items it lacks get no prior.
+                log.error("cannot read embeddings %s for cold priors: %s", path, exc)
+                self.online = None
+        if self.online is None:
+            return []
+        records = list(self.catalog.values()) if switched else due
+        return [("v:" + item, encode_cold_prior(since, vector)) for item, vector in sorted(self.online.cold_priors(records).items())]
 
     def _control_experiment(self, window: int, end: int, controls: list[ExperimentControl]) -> Iterable:
         """Apply one window's experiment controls (by ts, then arrival) to the running experiment."""
@@ -1292,6 +1333,8 @@ def _decode_model_value(key: str, raw: bytes):
         return (decode_experiment_ref(raw),)
     if key.startswith("o:"):
         return decode_evidence(raw)
+    if key.startswith("v:"):
+        return decode_cold_prior(raw)
     return decode_embedding_ref(raw) if key == "e:" else decode_scored(raw)
 
 
@@ -1372,42 +1415,44 @@ class Scorer(KeyedBroadcastProcessFunction):
         return self.embeddings
 
     def _online(self, mirror: dict, base: EmbeddingModel, since: int, window: int) -> EmbeddingModel:
-        """``base`` with the online item vectors of the evidence visible at ``window`` for the switch at ``since``.
+        """``base`` with the online item vectors of the ``o:`` evidence and ``v:`` cold priors visible at
+        ``window`` for the version that took effect at ``since``.
 
         One watermark step may score a window after a later one (each key's
         timer closes its due windows in order, key after key), so models are
-        kept by the newest evidence version they include (a few, most recent
-        first) and vectors by evidence version; the broadcast state does not
-        change between the timers of one step.
+        kept by the newest entry version they include (a few) and vectors by
+        the versions of their inputs; the broadcast state does not change
+        between the timers of one step.
         """
         if self.online is None or self.online.base is not base or self.online_since != since:
             self.online = OnlineItemVectors(base, self.config.online_vector_prior)
             self.online_since = since
-            self.online_vectors: dict[tuple[str, int], np.ndarray | None] = {}
+            self.online_vectors: dict[tuple[str, int, int], np.ndarray | None] = {}
             self.online_models: dict[int, EmbeddingModel] = {}
             self.online_prune_at = 10_000
-            self.online_windows = sorted({version[0] for key, versions in mirror.items() if key.startswith("o:") for version in versions})
+            online_keys = [key for key in mirror if key.startswith(ONLINE_PREFIXES)]
+            self.online_windows = sorted({version[0] for key in online_keys for version in mirror[key]})
+            self.online_items = {key[2:] for key in online_keys}
         newest = bisect.bisect_right(self.online_windows, window)
         model_key = self.online_windows[newest - 1] if newest else -1
         model = self.online_models.get(model_key)
         if model is not None:
             return model
+        evidence = _VersionedView(mirror, "o:", window)
+        priors = _VersionedView(mirror, "v:", window)
         vectors: dict[str, np.ndarray] = {}
-        for key, versions in mirror.items():
-            if not key.startswith("o:"):
-                continue
-            version = next((v for v in reversed(versions) if v[0] <= window), None)
-            if version is None:
-                continue
-            cached = (key, version[0])
+        for item in sorted(self.online_items):
+            found = evidence.get(item)
+            found = found if found is not None and found[0] == since else None
+            prior = priors.get(item)
+            prior = prior if prior is not None and prior[0] == since else None
+            cached = (item, _version_window(mirror, "o:" + item, window) if found else -1, _version_window(mirror, "v:" + item, window) if prior else -1)
             if cached not in self.online_vectors:
-                if version[2] is None:
-                    version[2] = decode_evidence(version[1])
-                evidence_since, partners, weights = version[2]
-                self.online_vectors[cached] = self.online.vector_of(key[2:], partners, weights) if evidence_since == since else None
+                partners, weights = (found[1], found[2]) if found else ((), ())
+                self.online_vectors[cached] = self.online.vector_of(item, partners, weights, cold_prior=prior[1] if prior else None)
             vector = self.online_vectors[cached]
             if vector is not None:
-                vectors[key[2:]] = vector
+                vectors[item] = vector
         model = base.with_item_vectors(vectors) if vectors else base
         self.online_models[model_key] = model
         while len(self.online_models) > ONLINE_MODELS_KEPT:
@@ -1415,12 +1460,14 @@ class Scorer(KeyedBroadcastProcessFunction):
         return model
 
     def _prune_online(self, mirror: dict) -> None:
-        """Forget cached vectors and windows of evidence versions the broadcast state no longer holds."""
+        """Forget cached vectors and windows of entry versions the broadcast state no longer holds."""
         if self.online is None:
             return
-        live = {(key, version[0]) for key, versions in mirror.items() if key.startswith("o:") for version in versions}
-        self.online_vectors = {k: v for k, v in self.online_vectors.items() if k in live}
-        self.online_windows = sorted({w for _, w in live})
+        live_windows = {key: {version[0] for version in versions} for key, versions in mirror.items() if key.startswith(ONLINE_PREFIXES)}
+        self.online_vectors = {
+            k: v for k, v in self.online_vectors.items() if (k[1] == -1 or k[1] in live_windows.get("o:" + k[0], ())) and (k[2] == -1 or k[2] in live_windows.get("v:" + k[0], ()))
+        }
+        self.online_windows = sorted({w for windows in live_windows.values() for w in windows})
         self.online_models = {}
         self.online_prune_at = ONLINE_CACHE_FACTOR * len(self.online_vectors) + 10_000
 
@@ -1445,8 +1492,9 @@ class Scorer(KeyedBroadcastProcessFunction):
             for key, raw in update.entries:
                 mirror.setdefault(key, []).append([update.window, raw, None])
                 touched[key] = None
-                if key.startswith("o:") and self.online is not None:
+                if key.startswith(ONLINE_PREFIXES) and self.online is not None:
                     online_windows.add(update.window)
+                    self.online_items.add(key[2:])
         for key in touched:
             versions = sorted(mirror[key], key=lambda v: v[0])  # stable: equal windows keep arrival order
             # Versions older than the newest one already visible to every open window are dead.

@@ -27,6 +27,8 @@ embedding version           e path of the export version directory
 item evidence               w since window (the embedding switch it counts from; -1: the
                             job's start), i [partner item], s [co-occurrence weight]: an
                             item's heaviest co-occurrences for online item vectors
+cold prior                  w since window (as above), c [float]: the candidate vector the
+                            export's feature towers give an item it lacks
 blend learner               k settings key, g [gain per setting], c served setting, n observations
 blend memo                  t scored ms, k settings key, i [item], r [[index into i] per setting]
 experiment in effect        d the running experiment's declaration (null: none)
@@ -306,6 +308,17 @@ def encode_evidence(since_window: int, ids: np.ndarray | list, weights: np.ndarr
 def decode_evidence(raw: bytes) -> tuple[int, np.ndarray, np.ndarray]:
     d = _load(raw, (LIST_VERSION,))
     return int(d["w"]), np.array(d["i"], dtype=object), np.array(d["s"], dtype=np.float64)
+
+
+def encode_cold_prior(since_window: int, vector: np.ndarray) -> bytes:
+    """An item's cold prior (the scorer's ``v:`` entry): its feature-tower vector under the version in effect since ``since_window``."""
+    return orjson.dumps({"v": LIST_VERSION, "w": int(since_window), "c": [float(x) for x in vector]})
+
+
+@_shape_checked
+def decode_cold_prior(raw: bytes) -> tuple[int, np.ndarray]:
+    d = _load(raw, (LIST_VERSION,))
+    return int(d["w"]), np.array(d["c"], dtype=np.float32)
 
 
 def encode_experiment_ref(experiment: Experiment | None) -> bytes:

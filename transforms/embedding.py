@@ -68,7 +68,7 @@ window (the window holds only the past, so no causal mask is needed).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -386,15 +386,17 @@ def online_item_vector(prior: np.ndarray, users: np.ndarray, weights: np.ndarray
 class OnlineItemVectors:
     """The candidate vectors of one export as moved by co-occurrence evidence (see the comment above).
 
-    An item's vector is a function of its latest evidence alone
-    (:meth:`vector_of`: partner ids and weights, the item model's heaviest
-    entries since the export took effect), so engines that see the same
-    evidence hold the same vectors whatever batches they apply it in.
-    :meth:`update` then :meth:`model` keep the current vectors of an engine
-    that moves forward in time (the reference engine); the job's scorer,
-    which may score earlier windows after later ones within one watermark
-    step, calls :meth:`vector_of` per evidence version and builds models with
-    :meth:`EmbeddingModel.with_item_vectors`.
+    An item's vector is a function of its latest evidence and, for an item
+    the export lacks, its latest *cold prior* alone (:meth:`vector_of`; the
+    evidence is the item model's heaviest entries since the export took
+    effect, the prior the vector the export's feature towers give its catalog
+    record, :meth:`EmbeddingModel.cold_vectors`), so engines that see the same
+    inputs hold the same vectors whatever batches they apply them in.
+    :meth:`update`, :meth:`set_priors` then :meth:`model` keep the current
+    vectors of an engine that moves forward in time (the reference engine);
+    the job's scorer, which may score earlier windows after later ones within
+    one watermark step, calls :meth:`vector_of` per version of the inputs and
+    builds models with :meth:`EmbeddingModel.with_item_vectors`.
     """
 
     def __init__(self, base: EmbeddingModel, prior_strength: float) -> None:
@@ -402,6 +404,8 @@ class OnlineItemVectors:
         self.prior_strength = prior_strength
         self._singles: np.ndarray | None = None
         self._scale = 1.0
+        self.evidence: dict[str, tuple[Sequence[str], Sequence[float]]] = {}
+        self.priors: dict[str, np.ndarray] = {}
         self.vectors: dict[str, np.ndarray] = {}
         self._model: EmbeddingModel | None = base
 
@@ -412,33 +416,68 @@ class OnlineItemVectors:
             self._scale = float(norms.mean()) if len(norms) else 1.0
         return self._singles
 
-    def vector_of(self, item: str, partners: Sequence[str], weights: Sequence[float]) -> np.ndarray | None:
-        """``item``'s vector given its evidence (float32); None when no partner is usable (the export's own vector, or none)."""
-        singles = self._single_interest()
+    def knows(self, item: str) -> bool:
+        """Whether the export has its own vector for ``item``."""
+        row = self.base.rows.get(item)
+        return row is not None and row < len(self.base.export.item_ids)
+
+    def cold_priors(self, records: Sequence["CatalogItem"]) -> dict[str, np.ndarray]:
+        """Cold priors of the catalog records of items the export lacks (those with a known feature; latest record wins)."""
+        latest = {record.item_id: record for record in records if not self.knows(record.item_id)}
+        if not latest:
+            return {}
+        items = sorted(latest)
+        candidate, _, known = self.base.cold_vectors([latest[item] for item in items])
+        return {item: candidate[k] for k, item in enumerate(items) if known[k]}
+
+    def vector_of(
+        self, item: str, partners: Sequence[str] = (), weights: Sequence[float] = (), cold_prior: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        """``item``'s vector (float32) from its evidence and, if the export lacks it, its cold prior (else zero).
+
+        None when it is the export's own vector (no usable partner), or when
+        an item the export lacks has neither a usable partner nor a prior.
+        """
         rows = self.base.rows
         base_size = len(self.base.export.item_ids)
         keep = [(rows[i], float(w)) for i, w in zip(partners, weights) if w > 0 and i != item and i in rows and rows[i] < base_size]
+        known = self.knows(item)
+        if known:
+            prior = self.base.export.candidate[rows[item]]
+        else:
+            prior = cold_prior
         if not keep:
-            return None
-        known = item in rows and rows[item] < base_size
-        prior = self.base.export.candidate[rows[item]].astype(np.float64) if known else np.zeros(self.base.export.dim)
+            return None if known or prior is None else np.asarray(prior, dtype=np.float32)
+        singles = self._single_interest()
+        prior = np.zeros(self.base.export.dim) if prior is None else np.asarray(prior, dtype=np.float64)
         index = np.fromiter((k for k, _ in keep), dtype=np.intp, count=len(keep))
         w = np.fromiter((v for _, v in keep), dtype=np.float64, count=len(keep))
         return online_item_vector(prior, singles[index], w, self.prior_strength * self._scale).astype(np.float32)
 
     def update(self, evidence: Mapping[str, tuple[Sequence[str], Sequence[float]]]) -> None:
-        """Recompute the vectors of ``evidence``'s items (their latest evidence; the mapping's order plays no part)."""
-        for item in sorted(evidence):
-            vector = self.vector_of(item, *evidence[item])
+        """New evidence of some items (their latest; the mapping's order plays no part)."""
+        self.evidence.update(evidence)
+        self._recompute(evidence)
+
+    def set_priors(self, priors: Mapping[str, np.ndarray]) -> None:
+        """New cold priors of some items the export lacks (see :meth:`cold_priors`)."""
+        self.priors.update(priors)
+        self._recompute(priors)
+
+    def _recompute(self, items: Iterable[str]) -> None:
+        changed = False
+        for item in sorted(items):
+            vector = self.vector_of(item, *self.evidence.get(item, ((), ())), cold_prior=self.priors.get(item))
             if vector is None:
-                self.vectors.pop(item, None)
+                changed |= self.vectors.pop(item, None) is not None
             else:
                 self.vectors[item] = vector
-        if evidence:
+                changed = True
+        if changed:
             self._model = None
 
     def model(self) -> EmbeddingModel:
-        """The export with the current online vectors (rebuilt only after an update)."""
+        """The export with the current online vectors (rebuilt only after a change)."""
         if self._model is None:
             self._model = self.base.with_item_vectors(self.vectors) if self.vectors else self.base
         return self._model

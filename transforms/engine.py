@@ -36,7 +36,9 @@ Semantics (shared by every engine; the Flink job is tested against this):
    reset when the window holding a switch closes (before that window's
    deltas); at each refresh the evidence rows of the changed items move
    their vectors (:class:`transforms.embedding.OnlineItemVectors`), which
-   every list scored from then on uses.
+   every list scored from then on uses.  An item the version lacks starts
+   from its *cold prior*, the vector the version's feature towers give its
+   catalog record (set when the version takes effect, and at each upsert).
 6. Experiment controls (:meth:`ReferenceEngine.control_experiment`, see
    :mod:`transforms.experiments`) take effect like a catalog upsert: at the
    close of the window holding their ``ts`` (controls of one window by
@@ -319,6 +321,8 @@ class ReferenceEngine:
         keep = current is not None and self.config.online_item_vectors
         self.evidence = ItemModel(self.config) if keep else None
         self.online = OnlineItemVectors(current, self.config.online_vector_prior) if keep else None
+        if self.online is not None:
+            self.online.set_priors(self.online.cold_priors(list(self.catalog.values())))
 
     def close_replayed_window(self, window: int, contribution: ItemContribution, events: int, profiles: Mapping[str, UserProfile | None]) -> None:
         """Close ``window`` for a caller that replays users itself (the backfill, in parallel):
@@ -411,6 +415,9 @@ class ReferenceEngine:
         self.model.content.update(content)
         out.content.update(content)
         out.catalog.extend(items)
+        if self.online is not None:
+            # Items the export lacks start from what their features say (item 7 of the module doc).
+            self.online.set_priors(self.online.cold_priors(items))
 
     def _apply_controls(self, before_ms: int | None) -> None:
         """Apply the experiment controls stamped before ``before_ms`` (all when None), window by window.
@@ -553,6 +560,7 @@ class ReferenceEngine:
         """A window with no events of its own that closes an interval: only lists change."""
         end = self.clock.end(window)
         out = WindowOutput(window_end_ms=end)
+        self._track_evidence(end)
         if self._switch_embeddings(end):
             out.embeddings_version = "" if self.model.embeddings is None else self.model.embeddings.version
         self._score(out, window)

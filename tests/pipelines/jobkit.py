@@ -15,13 +15,14 @@ from flowrec.config import Settings
 from flowrec.localredis import LocalRedis
 from pipelines.flink_env import create_environment, stop_with_savepoint
 from pipelines.job import RedisJobSink, build_job
-from state.embeddings import EmbeddingExport, UserVectorRule
+from state.embeddings import EmbeddingExport, FeatureVectors, UserVectorRule
 from state.keys import KeyKind, redis_key
 from state.metrics import read_ads_day, read_experiment_totals, read_minutes
 from state.store import RedisStore
 from state.writes import Ttls, final_writes
 from transforms.attribution import Recount
 from transforms.catalog import CatalogItem
+from transforms.content import feature_bag
 from transforms.embedding import EmbeddingModel
 from transforms.engine import ReferenceEngine, replay
 from transforms.events import EventBatch
@@ -138,10 +139,14 @@ def differences(job: dict[bytes, bytes], reference: dict[bytes, bytes], toleranc
     return out
 
 
-def random_export(items: list[str], version: str, seed: int, dim: int = 8, user_vector: UserVectorRule = UserVectorRule()) -> EmbeddingExport:
+def random_export(
+    items: list[str], version: str, seed: int, dim: int = 8, user_vector: UserVectorRule = UserVectorRule(), features: list[CatalogItem] = ()
+) -> EmbeddingExport:
     """Vectors with no meaning (this test checks the plumbing, not the quality), exact neighbours.
 
     Under the fold_in rule the query vectors are the candidate vectors, as the trainer exports them.
+    ``features``: catalog records whose feature tokens get vectors too (what places an item the
+    export lacks, :meth:`transforms.embedding.EmbeddingModel.cold_vectors`).
     """
     rng = np.random.default_rng(seed)
     ids = np.array(sorted(items), dtype=object)
@@ -156,8 +161,21 @@ def random_export(items: list[str], version: str, seed: int, dim: int = 8, user_
         others = np.delete(ids, k)
         best = top_k(scores, others, 5)
         neighbours[item] = (others[best], scores[best])
+    vectors = None
+    if features:
+        tokens = np.array(sorted({t for record in features for t in feature_bag(record, {})}), dtype=object)
+        token_candidate = rng.normal(size=(len(tokens), dim)).astype(np.float32)
+        token_query = token_candidate if user_vector.kind == "fold_in" else rng.normal(size=(len(tokens), dim)).astype(np.float32)
+        vectors = FeatureVectors(names=tokens, query=token_query, candidate=token_candidate)
     return EmbeddingExport(
-        version=version, item_ids=ids, query=query, candidate=candidate, neighbours=neighbours, meta={"model": {"name": "random"}}, user_vector=user_vector
+        version=version,
+        item_ids=ids,
+        query=query,
+        candidate=candidate,
+        neighbours=neighbours,
+        meta={"model": {"name": "random"}},
+        user_vector=user_vector,
+        features=vectors,
     )
 
 

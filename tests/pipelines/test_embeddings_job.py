@@ -51,11 +51,15 @@ def test_job_switches_embedding_versions_like_the_reference(redis_url, tmp_path:
 @pytest.mark.parametrize("parallelism", [1, 2])
 def test_job_moves_item_vectors_online_like_the_reference(redis_url, tmp_path: Path, parallelism: int):
     """The export lacks a fifth of the items (as if they came after the training): with online item
-    vectors the job gives them vectors from their co-occurrences and moves the others, as the engine does."""
+    vectors the job gives them vectors from their features and co-occurrences and moves the others,
+    as the engine does."""
     events, catalog = small_shop()
     items = sorted({c.item_id for c in catalog} | set(events.item.tolist()))
     trained = [item for k, item in enumerate(items) if k % 5]
-    export = write_export(tmp_path / "exports", random_export(trained, "20261130T000000Z", seed=3, user_vector=UserVectorRule("fold_in", 1.0, 5.0)))
+    # Its feature vectors place the items it lacks (cold priors) before their co-occurrences move them.
+    export = write_export(
+        tmp_path / "exports", random_export(trained, "20261130T000000Z", seed=3, user_vector=UserVectorRule("fold_in", 1.0, 5.0), features=catalog)
+    )
     config = Settings().model.replace(weight_embedding=0.7, embedding_candidates=20)
     settings = Settings(parallelism=parallelism, restart_attempts=0, model=config, embeddings=tmp_path / "exports")
     run_job(CollectionSource(list(pack_chunks(event_lines(events), 200)), list(pack_chunks(catalog_lines(catalog), 50))), settings, redis_url)

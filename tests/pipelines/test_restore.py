@@ -14,10 +14,24 @@ import redis
 from flowrec.config import Settings
 from pipelines.sources import FileReplaySource
 from state.keys import KeyKind, redis_key
-from tests.pipelines.jobkit import catalog_lines, differences, events_counted, metric_differences, metrics_of, reference_content, results, run_job, run_until_savepoint
+from state.embeddings import UserVectorRule, read_export, write_export
+from tests.pipelines.jobkit import (
+    catalog_lines,
+    differences,
+    events_counted,
+    metric_differences,
+    metrics_of,
+    random_export,
+    reference_content,
+    results,
+    run_job,
+    run_until_savepoint,
+)
 from tests.transforms.test_attribution import SECRET
 from transforms.attribution import recount
 from transforms.config import ModelConfig
+from transforms.embedding import EmbeddingModel
+from transforms.engine import FROM_START_MS
 from transforms.events import EventBatch, parse_records
 from transforms.experiments import assign, parse_experiment
 from transforms.recid import RecId, encode_rec_id
@@ -26,17 +40,25 @@ from transforms.synthetic import generate_shop
 pytestmark = [pytest.mark.flink, pytest.mark.faults]
 
 
-@pytest.mark.parametrize("backend, learned_blend", [("hashmap", False), ("rocksdb", False), ("hashmap", True)])
-def test_stop_with_savepoint_and_restore_gives_the_uninterrupted_result(backend, learned_blend, redis_url, tmp_path: Path):
-    """With a learned blend (blend_learning) the scorer's learners and memos are restored too."""
+@pytest.mark.parametrize("backend, learned_blend, embeddings", [("hashmap", False, False), ("rocksdb", False, False), ("hashmap", True, False), ("hashmap", False, True)])
+def test_stop_with_savepoint_and_restore_gives_the_uninterrupted_result(backend, learned_blend, embeddings, redis_url, tmp_path: Path):
+    """With a learned blend (blend_learning) the scorer's learners and memos are restored too; with
+    embeddings (an export lacking some items) the online item vectors' evidence and entries."""
     catalog, stream = generate_shop(users=150, items=100, events=6000, seed=11)
     events = EventBatch.concat(list(stream))
+    switches = []
+    if embeddings:
+        items = sorted({c.item_id for c in catalog} | set(events.item.tolist()))
+        export = write_export(tmp_path / "exports", random_export([i for k, i in enumerate(items) if k % 4], "20261130T000000Z", seed=2, user_vector=UserVectorRule("fold_in", 1.0, 5.0)))
+        switches = [(FROM_START_MS, EmbeddingModel(read_export(export)))]
     events_file = tmp_path / "events.jsonl"
     events_file.write_bytes(events.to_jsonl())
     catalog_file = tmp_path / "catalog.jsonl"
     catalog_file.write_text("\n".join(catalog_lines(catalog)) + "\n")
-    model = ModelConfig(blend_learning=learned_blend, blend_margin=0.0)
-    settings = Settings(parallelism=2, restart_attempts=0, state_backend=backend, checkpoint_dir=str(tmp_path / "checkpoints"), model=model)
+    model = ModelConfig(blend_learning=learned_blend, blend_margin=0.0, weight_embedding=0.7 if embeddings else 0.0)
+    settings = Settings(
+        parallelism=2, restart_attempts=0, state_backend=backend, checkpoint_dir=str(tmp_path / "checkpoints"), model=model, embeddings=tmp_path / "exports" if embeddings else None
+    )
     # Small chunks make the replay long enough to stop in the middle.
     source = FileReplaySource([events_file], catalog_file, chunk_size=10, workdir=tmp_path / "replay")
 
@@ -48,7 +70,9 @@ def test_stop_with_savepoint_and_restore_gives_the_uninterrupted_result(backend,
 
     run_job(source, settings, redis_url, restore=savepoint)
     assert int(client.hget(stats, "events")) >= len(events)
-    assert differences(results(redis_url), reference_content(events, catalog, settings)) == []
+    assert differences(results(redis_url), reference_content(events, catalog, settings, embeddings=switches)) == []
+    if embeddings:
+        assert int(client.hget(stats, "embeddings_online_items")) > 0
 
 
 def with_impressions(records: list[dict], secret: str, seed: int, share: float = 0.8) -> list[dict]:

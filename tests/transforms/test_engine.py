@@ -450,3 +450,30 @@ def test_online_evidence_restarts_at_an_embedding_switch():
     assert all(len(engine.evidence.rows.get(code, ((), ()))[0]) == 0 for code in range(len(engine.evidence.vocab)))
     # Before the switch the same stream had given N evidence under v1 (the previous test).
     assert engine.served_embeddings(T0 + 400) is second
+
+
+def test_an_item_the_export_lacks_starts_from_its_features():
+    """D has no events and no vector in the export: its catalog record's feature vectors place it (the cold prior)."""
+    from state.embeddings import EmbeddingExport, FeatureVectors, UserVectorRule
+    from transforms.content import feature_bag
+    from transforms.embedding import EmbeddingModel
+
+    rng = np.random.default_rng(4)
+    tokens = np.array(sorted({t for c in CATALOG for t in feature_bag(c, {})}), dtype=object)
+    token_vectors = rng.normal(size=(len(tokens), 3)).astype(np.float32)
+    ids = np.array(["A", "B", "C"], dtype=object)
+    candidate = rng.normal(size=(3, 3)).astype(np.float32)
+    export = EmbeddingExport(
+        "v1", ids, candidate, candidate, user_vector=UserVectorRule("fold_in", 1.0, 1.0), features=FeatureVectors(tokens, token_vectors, token_vectors)
+    )
+    model = EmbeddingModel(export)
+    for online in (True, False):
+        engine = ReferenceEngine(EMBEDDING_ONLY.replace(online_item_vectors=online), CATALOG, embeddings=model)
+        engine.process(batch([("u1", "A", "view", 10)]))
+        engine.finish()
+        served = engine.served_embeddings(T0 + 100)
+        if online:
+            expected = model.cold_vectors([CATALOG[3]])[0][0]
+            np.testing.assert_array_equal(served.candidate_vectors(["D"])[0], expected)
+        else:
+            assert "D" not in served.rows
