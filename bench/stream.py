@@ -33,7 +33,9 @@ With embeddings (``--embeddings EXPORT_ROOT``)
     The replay also runs with the learned-embedding components on
     (``--embedding-weights``), interleaved with the plain runs; the result
     under ``<mode>+embeddings`` gives its rate, ``ratio_to_plain`` and the extra
-    CPU per user list.  Train the export on the same shop first, e.g.
+    CPU per user list.  It runs with the online item vectors (the default) and,
+    as ``<mode>+embeddings-static``, without them: ``online_rate_ratio`` and
+    ``online_cpu_ratio`` are their cost.  Train the export on the same shop first, e.g.
     ``flowrec generate`` with the same sizes and seed, then ``flowrec train``.
 
 Naive design (``naive_events_per_s``)
@@ -300,7 +302,7 @@ def _settings(spec: dict[str, Any], **changes: Any):
         model = model.replace(window_ms=spec["window_ms"])
     shards: dict[str, Any] = {name: spec[name] for name in ("user_shards", "item_shards") if spec.get(name)}
     if spec.get("embeddings"):
-        model = model.replace(weight_embedding=spec["weight_embedding"], weight_sequence=spec["weight_sequence"])
+        model = model.replace(weight_embedding=spec["weight_embedding"], weight_sequence=spec["weight_sequence"], online_item_vectors=spec.get("online_item_vectors", True))
         shards["embeddings"] = Path(spec["embeddings"])
     return Settings(
         **shards,
@@ -850,7 +852,10 @@ def main(args: argparse.Namespace) -> int:
         variants: list[tuple[str, dict[str, Any]]] = [("", {})]
         if args.embeddings is not None:
             w_embedding, w_sequence = (float(w) for w in args.embedding_weights.split(","))
-            variants.append(("+embeddings", {"embeddings": str(args.embeddings.resolve()), "weight_embedding": w_embedding, "weight_sequence": w_sequence}))
+            embedded = {"embeddings": str(args.embeddings.resolve()), "weight_embedding": w_embedding, "weight_sequence": w_sequence}
+            # With the online item vectors (the default) and without them: their cost is the ratio of the two.
+            variants.append(("+embeddings", {**embedded, "online_item_vectors": True}))
+            variants.append(("+embeddings-static", {**embedded, "online_item_vectors": False}))
         for mode in args.modes if "replay" in args.parts else ():
             runs: dict[str, list] = {suffix: [] for suffix, _ in variants}
             for r in range(repeats):
@@ -874,6 +879,9 @@ def main(args: argparse.Namespace) -> int:
                 plain, embedded = by_mode[mode], by_mode[mode + "+embeddings"]
                 embedded["ratio_to_plain"] = embedded["events_per_s"] / plain["events_per_s"] if plain["events_per_s"] and embedded["events_per_s"] else None
                 embedded["extra_cpu_us_per_list"] = (embedded["cpu_us_per_event"] - plain["cpu_us_per_event"]) / max(embedded["scorings_per_event"], 1e-9)
+                static = by_mode[mode + "+embeddings-static"]
+                embedded["online_rate_ratio"] = embedded["events_per_s"] / static["events_per_s"] if static["events_per_s"] and embedded["events_per_s"] else None
+                embedded["online_cpu_ratio"] = embedded["cpu_us_per_event"] / static["cpu_us_per_event"] if static["cpu_us_per_event"] else None
         main_mode = args.modes[0]
         naive_runs = []
         for r in range(repeats if "naive" in args.parts else 0):
@@ -968,6 +976,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"  whole job ({mode:7s})   {v['events_per_s']:12,.0f} events/s   {v['cpu_us_per_event']:8,.0f} CPU us/event   ({v['scorings_per_event']:.3f} user lists per event)")
         if "ratio_to_plain" in v:
             print(f"      with embeddings: {v['ratio_to_plain']:.2f}x the plain rate, {v['extra_cpu_us_per_list']:,.0f} CPU us more per user list")
+            if v.get("online_rate_ratio"):
+                print(f"      online item vectors on vs off: {v['online_rate_ratio']:.2f}x the rate, {v['online_cpu_ratio']:.2f}x the CPU per event")
     if naive is not None:
         ratio = f"ratio {result['ratio_to_naive']:.1f}x (CPU {result['cpu_ratio_to_naive']:.1f}x)" if result["ratio_to_naive"] else ""
         print(f"  naive design           {naive:12,.0f} events/s   {naive_cpu:8,.0f} CPU us/event   {ratio}")
