@@ -184,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.blend_study", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, help="ml-100k, taobao, or a CSV/JSON-lines event file")
     parser.add_argument("--datasets-dir", type=Path, default=Path("../shared/datasets"))
+    parser.add_argument("--catalog", type=Path, help="catalog JSON lines for an event-file data set (e.g. from `flowrec generate`)")
     parser.add_argument("--model-config", type=Path, help="model config JSON (default: the defaults)")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--shards", default="8,4,2,1", help="user shard counts to simulate the learner with")
@@ -194,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shards = [int(s) for s in args.shards.split(",")]
         if any(s <= 0 for s in shards):
             raise ValueError("shard counts must be positive")
-        dataset = load_dataset(args.dataset, args.datasets_dir)
+        dataset = load_dataset(args.dataset, args.datasets_dir, args.catalog)
     except Exception as exc:  # noqa: BLE001 - a clear one-line error for the command line
         print(f"error: {exc}", file=sys.stderr)
         return 2

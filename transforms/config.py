@@ -132,7 +132,10 @@ class ModelConfig:
     # of a few weight settings (the configured weights, and "lean on" each configured part:
     # that part's weight raised to `blend_lean` times the configured total), credited
     # prequentially with what users touch after each list.  False: the configured weights, fixed.
-    blend_learning: bool = False
+    # On by default: no fixed weights are right for every shop (content leads on the Taobao
+    # sample, co-occurrence on generated shops, where the fixed blend trails it), and the
+    # learner is what keeps the blend at or above its best part; see README "A learned blend".
+    blend_learning: bool = True
     blend_lean: float = 3.0
     # Settings' gains halve every this many credited lists; a setting replaces the served one
     # only when ahead by more than `blend_margin` (in DCG gain: 1.0 = one hit at the top).

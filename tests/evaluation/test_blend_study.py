@@ -20,7 +20,7 @@ def _dataset(tmp_path) -> harness.Dataset:
 def test_a_recorded_setting_scores_what_the_harness_row_with_those_weights_scores(tmp_path):
     pytest.importorskip("transforms.engine")
     dataset = _dataset(tmp_path)
-    config = harness.ModelConfig()
+    config = harness.ModelConfig(blend_learning=False)  # the harness row with fixed weights
     observations = blend_study.record(dataset.events, dataset.catalog, config)
     rows = ["flowrec", "flowrec-cf", "flowrec-content"]
     report = harness.evaluate(dataset, "prequential", k=3, algorithms=rows, config=config)

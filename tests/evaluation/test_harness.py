@@ -443,7 +443,8 @@ def test_prequential_reports_the_learned_blend_weights_per_window(tmp_path, caps
     for entry in windows:
         assert sum(entry["settings"].values()) >= 1
         assert set(entry["weights"]) >= {"weight_cf", "weight_content", "weight_category", "weight_popularity"}
-    code, out, _ = run_cli(capsys, "--dataset", str(path), "--protocol", "prequential", "--algorithms", "flowrec", "--json")
+    config.write_text(json.dumps({"blend_learning": False}))
+    code, out, _ = run_cli(capsys, "--dataset", str(path), "--protocol", "prequential", "--algorithms", "flowrec", "--model-config", str(config), "--json")
     assert "blend_weights" not in json.loads(out)
 
 
