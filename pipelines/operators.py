@@ -820,11 +820,12 @@ class ItemModelOperator(KeyedProcessFunction):
     kind, the *evidence*, holds the co-occurrence since the embedding version
     in use took effect (``evidence-block``, ``evidence-log``,
     ``evidence-meta``, whose meta adds ``since``, the switch's window, -1 for
-    the job's start, and ``active``).  Content sends each shard an
+    the job's start, and ``active``; its ``slot`` is the online-vector slot).  Content sends each shard an
     :class:`EvidenceReset` when a switch takes effect; it clears the evidence
     at its window, before that window's deltas (as the reference engine
-    does).  At each refresh the changed items' heaviest
-    ``online_vector_evidence`` entries go to the scorer as ``o:`` entries,
+    does).  At the first refresh of each ``online_vector_refresh_ms`` slot
+    (and at the end of a bounded input) the heaviest ``online_vector_evidence``
+    entries of the items whose evidence changed go to the scorer as ``o:`` entries,
     which it turns into vectors (:class:`transforms.embedding.OnlineItemVectors`).
     """
 
@@ -900,7 +901,7 @@ class ItemModelOperator(KeyedProcessFunction):
         updates: list[ModelUpdate] = []
         writes: list = []
         if timestamp == LONG_MAX:
-            self._refresh(shard, model, meta["end"], updates, writes)
+            self._refresh(shard, model, meta["end"], updates, writes, final=True)
         else:
             for window, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending):
                 self._close(shard, model, meta, window, raws, updates, writes)
@@ -950,7 +951,7 @@ class ItemModelOperator(KeyedProcessFunction):
         meta.update(since=window, active=active)
         self.evidence[shard] = (ItemModel(self.config, owns=lambda item: shard_of(item, shards) == shard), meta)
 
-    def _refresh(self, shard: int, model: ItemModel, end: int, updates: list, writes: list) -> None:
+    def _refresh(self, shard: int, model: ItemModel, end: int, updates: list, writes: list, final: bool = False) -> None:
         changed = model.refresh()
         window = WindowClock.of(self.config).window_of(end - 1)  # the window ending at `end`
         entries = [("n:" + item, encode_scored(ids, sims)) for item, (ids, sims) in changed.items()]
@@ -958,7 +959,9 @@ class ItemModelOperator(KeyedProcessFunction):
             # The same items' lists by each variant measure (experiments; not written to Redis).
             entries += [(variant_neighbours_prefix(measure) + item, encode_scored(*lists[item])) for item in changed]
         evidence = self._evidence(shard)
-        if evidence is not None and evidence[1]["active"]:
+        slot = WindowClock.of(self.config).vector_slot(end)
+        if evidence is not None and evidence[1]["active"] and (final or slot != evidence[1]["slot"]):
+            evidence[1]["slot"] = slot
             since = evidence[1]["since"]
             rows = evidence[0].refresh_rows(self.config.online_vector_evidence)
             entries += [("o:" + item, encode_evidence(since, ids, weights)) for item, (ids, weights) in rows.items()]

@@ -128,6 +128,10 @@ class ModelConfig:
     online_item_vectors: bool = True
     online_vector_prior: float = 10.0
     online_vector_evidence: int = 50
+    # Vectors move at the first model refresh of each slot of this much event time (and at
+    # the end of a bounded input): one solve per changed item per slot, not per refresh
+    # (0: at every model refresh).
+    online_vector_refresh_ms: int = 60_000
     # Blend weights learned online (transforms.blend): per user shard, the engines serve the best
     # of a few weight settings (the configured weights, and "lean on" each configured part:
     # that part's weight raised to `blend_lean` times the configured total), credited
@@ -210,6 +214,7 @@ class ModelConfig:
             "weight_sequence": self.weight_sequence,
             "embedding_candidates": self.embedding_candidates,
             "blend_margin": self.blend_margin,
+            "online_vector_refresh_ms": self.online_vector_refresh_ms,
         }
         for name, value in non_negative.items():
             if value < 0:

@@ -176,6 +176,8 @@ class ReferenceEngine:
         self.evidence: ItemModel | None = None
         self.online: OnlineItemVectors | None = None
         self._evidence_for: EmbeddingModel | None = None
+        self._evidence_tracked = False
+        self._vector_slot: int | None = None
         self._window: int | None = None
         self._contribution = ItemContribution()
         self._dirty: dict[str, None] = {}
@@ -258,8 +260,8 @@ class ReferenceEngine:
             self._close_catalog_windows(None)
         if self._last_end:
             out = WindowOutput(window_end_ms=self._last_end)
-            self._refresh(out, self._last_end)
-            if self.on_window is not None and (out.neighbours or out.trending_global is not None):
+            self._refresh(out, self._last_end, final=True)
+            if self.on_window is not None and (out.neighbours or out.evidence or out.trending_global is not None):
                 self.on_window(out)
         if waiting is not None:
             self._close_scoring(waiting)
@@ -315,9 +317,11 @@ class ReferenceEngine:
     def _track_evidence(self, end: int) -> None:
         """Before window ending at ``end`` applies its deltas: evidence for the version in effect then (reset on a switch)."""
         current = self.embeddings_at(end)
-        if current is self._evidence_for and (self.evidence is not None or current is None):
+        if self._evidence_tracked and current is self._evidence_for:
             return
+        self._evidence_tracked = True
         self._evidence_for = current
+        self._vector_slot = None
         keep = current is not None and self.config.online_item_vectors
         self.evidence = ItemModel(self.config) if keep else None
         self.online = OnlineItemVectors(current, self.config.online_vector_prior) if keep else None
@@ -460,10 +464,13 @@ class ReferenceEngine:
             if self.on_window is not None:
                 self.on_window(out)
 
-    def _refresh(self, out: WindowOutput, end: int) -> None:
-        """Recompute changed neighbours, online item vectors and (after new events) trending as of ``end``."""
+    def _refresh(self, out: WindowOutput, end: int, final: bool = False) -> None:
+        """Recompute changed neighbours, online item vectors (first refresh of their slot, or ``final``)
+        and (after new events) trending as of ``end``."""
         out.neighbours = self.items.refresh()
-        if self.evidence is not None:
+        slot = self.clock.vector_slot(end)
+        if self.evidence is not None and (final or slot != self._vector_slot):
+            self._vector_slot = slot
             out.evidence = self.evidence.refresh_rows(self.config.online_vector_evidence)
             self.online.update(out.evidence)
         if self._events_since_refresh:

@@ -25,10 +25,12 @@ class WindowClock:
     window_ms: int
     refresh_ms: int
     score_interval_ms: int = 0
+    # Online item vectors move at most once per slot of this much event time (0: at every refresh).
+    vector_refresh_ms: int = 0
 
     @classmethod
     def of(cls, config: ModelConfig) -> "WindowClock":
-        return cls(config.window_ms, config.model_refresh_ms, config.score_interval_ms)
+        return cls(config.window_ms, config.model_refresh_ms, config.score_interval_ms, config.online_vector_refresh_ms)
 
     def window_of(self, ts):
         """The window holding event time ``ts`` (an int or an integer array)."""
@@ -53,6 +55,10 @@ class WindowClock:
     def refresh_slot(self, end: int) -> int:
         """The refresh slot of a window ending at ``end``."""
         return (end - 1) // self.refresh_ms
+
+    def vector_slot(self, end: int) -> int:
+        """The online-vector slot of a refresh at ``end``: evidence goes out at the first refresh of each."""
+        return (end - 1) // (self.vector_refresh_ms or self.refresh_ms)
 
     def score_window(self, window: int) -> int:
         """The window at whose close users active in ``window`` are scored (``window`` itself without an interval)."""

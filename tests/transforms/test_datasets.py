@@ -110,8 +110,13 @@ def test_taobao_mapping_and_skipped_rows(tmp_path: Path):
     # Header, "click", x3 -> by reason; extra/missing field -> "fields"; 3 bad times.
     assert loaded.skipped == {"fields": 2, "bad_id": 2, "unknown_behaviour": 1, "bad_timestamp": 3}
     assert loaded.skipped_total == 8
-    # One catalog entry per distinct item, category of its first row.
-    assert [(c.item_id, c.category) for c in loaded.catalog] == [("10", "c100"), ("11", "c100"), ("12", "c200")]
+    # One catalog entry per distinct item, category of its first row, entering at its first event
+    # (a catalog made from the events must not hold items before anyone touches them).
+    assert [(c.item_id, c.category, c.ts) for c in loaded.catalog] == [
+        ("10", "c100", 1_511_848_894_000),
+        ("11", "c100", 1_511_848_951_000),
+        ("12", "c200", 1_511_849_000_000),
+    ]
     # Every loaded event passes the event validator.
     assert parse_records(events.to_records()).rejections == []
     # The folder works as well as the file, and the 2-tuple API gives the same data.

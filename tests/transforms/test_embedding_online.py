@@ -33,12 +33,14 @@ def test_the_ridge_step_is_held_to_its_prior_and_pulled_by_its_evidence():
     rng = np.random.default_rng(3)
     users, prior = rng.normal(size=(3, 4)), rng.normal(size=4)  # fewer partners than dimensions: all can score 1
     weights = np.array([1.0, 2.0, 0.5])
-    c = online_item_vector(prior, users, weights, strength=4.0)
-    # The minimiser of sum_k w_k (s_k . c - 1)^2 + p |c - prior|^2: its gradient vanishes there.
-    gradient = 2 * (users.T * weights) @ (users @ c - 1.0) + 2 * 4.0 * (c - prior)
-    np.testing.assert_allclose(gradient, 0.0, atol=1e-10)
-    # No evidence weight: the prior itself; overwhelming evidence: every partner's user scores it 1.
-    np.testing.assert_allclose(online_item_vector(prior, users, weights * 0.0, strength=4.0), prior)
+    # The minimiser of sum_k w_k (s_k . c - 1)^2 + p |c - prior|^2: its gradient vanishes there,
+    # with fewer partners than dimensions and with more.
+    for s_k, w_k in ((users, weights), (rng.normal(size=(9, 4)), rng.uniform(0.5, 3.0, size=9))):
+        c = online_item_vector(prior, s_k, w_k, strength=4.0)
+        gradient = 2 * (s_k.T * w_k) @ (s_k @ c - 1.0) + 2 * 4.0 * (c - prior)
+        np.testing.assert_allclose(gradient, 0.0, atol=1e-9)
+    # Negligible evidence weight: the prior; overwhelming evidence: every partner's user scores it 1.
+    np.testing.assert_allclose(online_item_vector(prior, users, weights * 1e-12, strength=4.0), prior, atol=1e-9)
     np.testing.assert_allclose(users @ online_item_vector(prior, users, weights * 1e9, strength=4.0), 1.0, atol=1e-6)
 
 

@@ -421,7 +421,7 @@ NEW_ITEM_STREAM = [("u1", "A", "view", 10), ("u1", "N", "view", 20), ("u2", "A",
 
 @pytest.mark.parametrize("online", [True, False])
 def test_online_item_vectors_list_an_item_the_export_lacks(online):
-    config = EMBEDDING_ONLY.replace(online_item_vectors=online, top_n=4)
+    config = EMBEDDING_ONLY.replace(online_item_vectors=online, top_n=4, online_vector_refresh_ms=0)
     outputs: list[WindowOutput] = []
     engine = ReferenceEngine(config, CATALOG, on_window=outputs.append, embeddings=_fold_in_export("v1", seed=0))
     engine.process(batch(NEW_ITEM_STREAM))
@@ -477,3 +477,18 @@ def test_an_item_the_export_lacks_starts_from_its_features():
             np.testing.assert_array_equal(served.candidate_vectors(["D"])[0], expected)
         else:
             assert "D" not in served.rows
+
+
+def test_online_vectors_move_once_per_vector_slot_and_at_the_end():
+    """With online_vector_refresh_ms 1 s, the refresh closing T0+400 (same slot as T0+100) holds N's new
+    evidence back; the end of input sends it."""
+    config = EMBEDDING_ONLY.replace(top_n=4, online_vector_refresh_ms=1000)
+    outputs: list[WindowOutput] = []
+    engine = ReferenceEngine(config, CATALOG, on_window=outputs.append, embeddings=_fold_in_export("v1", seed=0))
+    engine.process(batch(NEW_ITEM_STREAM))
+    engine.finish()
+    *closed, final = outputs  # the end of input's refresh comes last, with the last window's time
+    windows = by_end(closed)
+    assert windows[100].evidence["N"][1].tolist() == [1.0]
+    assert windows[400].evidence == {} and windows[400].neighbours  # the model refreshed, the vectors did not
+    assert final.window_end_ms == T0 + 400 and final.evidence["N"][1].tolist() == [2.0]
