@@ -2,14 +2,17 @@
 
 Usage::
 
-    python -m evaluation.online_vectors --dataset taobao --catalog-at-first-event
-    python -m evaluation.online_vectors --dataset events.jsonl --catalog catalog.jsonl
+    python -m evaluation.online_vectors --dataset taobao
+    python -m evaluation.online_vectors --dataset events.jsonl --catalog catalog.jsonl --train-days 3
 
-Embeddings are trained at the start of each UTC day on every earlier event
-(:class:`evaluation.harness.TrainedEmbeddings`, needs PyTorch) and shared by
-both replays, so the two differ only in ``online_item_vectors``: between
-trainings, co-occurrences move the exported vectors and place the items the
-export lacks (:class:`transforms.embedding.OnlineItemVectors`).  Rows: the
+By default embeddings are trained at the start of each UTC day on every
+earlier event (:class:`evaluation.harness.TrainedEmbeddings`, needs PyTorch)
+and shared by both replays.  With ``--train-days N`` one export is trained on
+the first ``N`` days (and the catalog items known by then) and the lists of
+the days after are evaluated: the life of an export between two trainings.
+The two replays differ only in ``online_item_vectors``: between trainings the
+items the export lacks get vectors from their features and co-occurrences
+(:class:`transforms.embedding.OnlineItemVectors`).  Rows: the
 embedding component alone (``flowrec-embedding``) and the blend with it
 (``flowrec`` with ``weight_embedding``).  Columns: HR@k and nDCG@k, and the
 share of hits on items first touched the day they were hit (newer than the
@@ -24,6 +27,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from evaluation import harness
 from flowrec.config import Settings
 from evaluation.blend_study import catalog_at_first_event
@@ -33,25 +38,36 @@ from transforms.datasets import DatasetMissing
 ROWS = ("flowrec-embedding", "flowrec")
 
 
-def compare(dataset: harness.Dataset, config: ModelConfig, k: int, seed: int, max_events: int | None, progress: bool = False) -> dict:
-    """Both replays (online vectors on, off) with one embedding source; ``{"on": {row: metrics}, "off": ...}``."""
-    embeddings = harness.TrainedEmbeddings(dataset.catalog, seed=seed)
+def compare(dataset: harness.Dataset, config: ModelConfig, k: int, seed: int, train_days: float | None = None) -> dict:
+    """Both replays (online vectors on, off) with the same embeddings; ``{"on": {row: metrics}, "off": ...}``.
+
+    ``train_days``: one export trained on the first days, the lists after them evaluated
+    (else: retrained at each day's start, every list evaluated).
+    """
+    ordered = dataset.events.sorted_by_time()
+    evaluate_from = None
+    embeddings: harness.EmbeddingSource = harness.TrainedEmbeddings(dataset.catalog, seed=seed)
+    if train_days is not None:
+        evaluate_from = int(ordered.ts[0] + train_days * harness.DAY_MS)
+        train = ordered.take(np.flatnonzero(ordered.ts < evaluate_from))
+        embeddings = _Fixed(embeddings.model_for(train, config))
     out: dict = {}
     for label, online in (("on", True), ("off", False)):
-        report = harness.evaluate(
-            dataset,
-            "prequential",
-            k=k,
-            algorithms=ROWS,
-            config=config.replace(online_item_vectors=online),
-            seed=seed,
-            progress=progress,
-            max_events=max_events,
-            embeddings=embeddings,
-        )
-        results = report.to_json()["results"]
-        out[label] = {row: {m: results[row].get(m) for m in ("hr", "ndcg", "new_item_hit_share", "coverage", "evaluated")} for row in ROWS}
+        row_config = config.replace(online_item_vectors=online)
+        learners = harness.make_learners(ROWS, row_config, dataset.catalog, seed=seed, embeddings=embeddings)
+        results, _ = harness.evaluate_prequential(ordered, learners, k, dataset.catalog, evaluate_from_ms=evaluate_from)
+        out[label] = {row: {m: results[row].to_json().get(m) for m in ("hr", "ndcg", "new_item_hit_share", "coverage", "evaluated")} for row in ROWS}
     return out
+
+
+class _Fixed(harness.EmbeddingSource):
+    """One trained model for every list (the export between two trainings)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def model_for(self, train, config):
+        return self.model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-config", type=Path, default=None, help="model config JSON (default: the defaults)")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--max-events", type=int, default=None)
+    parser.add_argument("--train-days", type=float, default=None, help="one export trained on the first N days; the lists after them are evaluated")
     args = parser.parse_args(argv)
     datasets_dir = args.datasets_dir if args.datasets_dir is not None else Settings().datasets_dir
     try:
@@ -76,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = dataclasses.replace(dataset, catalog=catalog_at_first_event(dataset.catalog, dataset.events))
     config = ModelConfig.from_dict(json.loads(args.model_config.read_text())) if args.model_config else ModelConfig()
     config = config.replace(weight_embedding=args.weight_embedding)
-    print(json.dumps(compare(dataset, config, args.k, args.seed, args.max_events), indent=2))
+    print(json.dumps(compare(dataset, config, args.k, args.seed, args.train_days), indent=2))
     return 0
 
 

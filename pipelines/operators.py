@@ -1114,7 +1114,7 @@ class ContentOperator(KeyedProcessFunction):
         if path != self.online_path:
             self.online_path = path
             try:
-                self.online = OnlineItemVectors(EmbeddingModel(read_export(path)), self.config.online_vector_prior)
+                self.online = OnlineItemVectors.of(EmbeddingModel(read_export(path)), self.config)
             except (ExportError, OSError, ValueError) as exc:
                 # The scorer counts the failure (embedding_load_failures); items it lacks get no prior.
                 log.error("cannot read embeddings %s for cold priors: %s", path, exc)
@@ -1428,7 +1428,7 @@ class Scorer(KeyedBroadcastProcessFunction):
         between the timers of one step.
         """
         if self.online is None or self.online.base is not base or self.online_since != since:
-            self.online = OnlineItemVectors(base, self.config.online_vector_prior)
+            self.online = OnlineItemVectors.of(base, self.config)
             self.online_since = since
             self.online_vectors: dict[tuple[str, int, int], np.ndarray | None] = {}
             self.online_models: dict[int, EmbeddingModel] = {}

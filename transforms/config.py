@@ -119,17 +119,19 @@ class ModelConfig:
     # scan), besides the export's neighbours of the user's strongest items.
     embedding_candidates: int = 100
     # Item vectors learned in the stream (transforms.embedding.OnlineItemVectors), while an
-    # embedding export is in effect: each item's co-occurrences since the export in use took
-    # effect (its `online_vector_evidence` heaviest partners) move its candidate vector from
-    # the export's (an item the export lacks starts from zero), a ridge step toward the
-    # vector its partners' users would score 1, held to the prior with
-    # `online_vector_prior` (in co-occurrence weight: the evidence at which data and prior
-    # weigh alike).  False: the export's vectors only, until the next training.
+    # embedding export is in effect: an item the export lacks takes the co-occurrence-weighted
+    # mean of its partners' exported vectors (its `online_vector_evidence` heaviest since the
+    # export took effect), held to its cold prior (the export's feature vectors of its catalog
+    # record) with `online_vector_prior` of co-occurrence weight.  Items the export has keep
+    # their vectors unless `online_vector_known_prior` > 0 (moved the same way, held to the
+    # trained vector with that weight; measured to cost quality on generated shops, so 0).
+    # False: the export's vectors only, until the next training.
     online_item_vectors: bool = True
-    online_vector_prior: float = 10.0
+    online_vector_prior: float = 1.0
+    online_vector_known_prior: float = 0.0
     online_vector_evidence: int = 50
     # Vectors move at the first model refresh of each slot of this much event time (and at
-    # the end of a bounded input): one solve per changed item per slot, not per refresh
+    # the end of a bounded input): one update per changed item per slot, not per refresh
     # (0: at every model refresh).
     online_vector_refresh_ms: int = 60_000
     # Blend weights learned online (transforms.blend): per user shard, the engines serve the best
@@ -215,6 +217,7 @@ class ModelConfig:
             "embedding_candidates": self.embedding_candidates,
             "blend_margin": self.blend_margin,
             "online_vector_refresh_ms": self.online_vector_refresh_ms,
+            "online_vector_known_prior": self.online_vector_known_prior,
         }
         for name, value in non_negative.items():
             if value < 0:

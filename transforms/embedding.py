@@ -77,6 +77,7 @@ from transforms.similarity import top_k
 
 if TYPE_CHECKING:  # the catalog module imports the scorer (through experiments), which imports this one
     from transforms.catalog import CatalogItem
+    from transforms.config import ModelConfig
 
 Neighbours = tuple[np.ndarray, np.ndarray]
 LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default, which the trainer uses
@@ -337,50 +338,37 @@ class EmbeddingModel:
 
 # -- item vectors learned in the stream --------------------------------------------------------
 #
-# Between trainings the export's candidate vectors would stay as trained, and an item added
-# since has none.  The stream knows, for every item, which items it co-occurs with (the item
-# model's rows).  An item ``i`` on its own is a user: the user vector of "one interest, i"
-# (``s_i`` below) is what the export predicts for someone who just touched ``i``.  So each
-# co-occurrence of ``j`` with ``i`` is evidence that ``s_i . c_j`` should be high, and ``c_j``
-# takes the ridge step the implicit-ALS item solve takes, held to its prior (the export's vector,
-# or zero for an item the export lacks):
+# Between trainings an item added to the catalog has no vector, and the export's vectors stay as
+# trained.  The stream knows, for every item, which items it co-occurs with (the item model's
+# rows).  An item is like the items it is touched with, so an item ``j`` takes the
+# co-occurrence-weighted mean of its partners' candidate vectors, held to its prior:
 #
-#     c_j = argmin_c  sum_i w_ji (s_i . c - 1)^2  +  p m |c - prior_j|^2
-#         = (S^T W S + p m I)^-1 (S^T w + p m prior_j)
+#     c_j = (p prior_j + sum_i w_ji c_i) / (p + sum_i w_ji)
 #
 # with ``w_ji`` the co-occurrence weight of ``j`` with ``i`` since the export took effect (the
-# ``online_vector_evidence`` heaviest), ``p`` = ``online_vector_prior`` and ``m`` the mean of
-# ``|s_i|^2`` over the export (so ``p`` is in co-occurrence weight: with ``sum w = p`` data and
-# prior weigh about alike).  Every other item's vector stays: one D x D solve per item whose
-# evidence changed, so the cost follows the event rate, not the catalog.
+# ``online_vector_evidence`` heaviest partners the export knows), ``c_i`` their exported vectors.
+# Under the fold-in rule query vectors are the candidate vectors, so ``j`` then scores like its
+# partners for the users whose interests lie near them, on the export's own scale.  An item the
+# export lacks starts from its cold prior (the feature towers' vector of its catalog record, or
+# zero) with ``p`` = ``online_vector_prior``; an item the export has keeps its trained vector
+# unless ``online_vector_known_prior`` > 0, which moves it the same way held by that much weight.
+#
+# Measured (prequential on a generated shop, export trained on its first 3 days, HR@10 of the
+# embedding component alone over the next 4: without online vectors 0.3225): this rule for new
+# items 0.3554; also moving known items 0.3374 (known prior 100) and 0.2949 (20).  A ridge step
+# toward "the user of one partner scores j at 1" did worse: new items only 0.3322, all items
+# 0.0889-0.3004 over prior strengths 10-1000 (with the negatives of every item as curvature or
+# not): its target is not on the trained scores' scale.  Hence new items only, by default.
 
 
-def single_interest_vectors(model: EmbeddingModel) -> np.ndarray:
-    """Per export item ``i`` (row order), the user vector of a user whose one interest is ``i`` (weight 1), float64.
+def online_item_vector(prior: np.ndarray, partners: np.ndarray, weights: np.ndarray, strength: float) -> np.ndarray:
+    """``(strength * prior + sum_k weights_k partners_k) / (strength + sum weights)``, float64 (``D``).
 
-    ``fold_in``: ``(1 + a) z_i / (1 + a c_i . z_i)`` with ``z_i = (G + l I)^-1 c_i``
-    (Sherman-Morrison on the fold-in's rank-one system: one solve for all
-    items); ``mean``: ``q_i``.
+    Summed in partner order, so the same evidence gives the same bits in every engine.
     """
-    export = model.export
-    rule = export.user_vector
-    if rule.kind != "fold_in":
-        return export.query.astype(np.float64)
-    candidate = export.candidate.astype(np.float64)
-    system = model.gram.copy()
-    system[np.diag_indices_from(system)] += rule.regularization
-    z = np.linalg.solve(system, candidate.T).T
-    a = rule.confidence
-    return (1.0 + a) * z / (1.0 + a * np.einsum("ij,ij->i", candidate, z))[:, None]
-
-
-def online_item_vector(prior: np.ndarray, users: np.ndarray, weights: np.ndarray, strength: float) -> np.ndarray:
-    """``argmin_c sum_k weights_k (users_k . c - 1)^2 + strength |c - prior|^2`` (float64, ``D``)."""
-    users = np.asarray(users, dtype=np.float64)
     weights = np.asarray(weights, dtype=np.float64)
-    system = (users.T * weights) @ users
-    system[np.diag_indices_from(system)] += strength
-    return np.linalg.solve(system, users.T @ weights + strength * np.asarray(prior, dtype=np.float64))
+    total = (np.asarray(partners, dtype=np.float64) * weights[:, None]).sum(axis=0)
+    return (strength * np.asarray(prior, dtype=np.float64) + total) / (strength + float(weights.sum()))
 
 
 class OnlineItemVectors:
@@ -399,22 +387,22 @@ class OnlineItemVectors:
     builds models with :meth:`EmbeddingModel.with_item_vectors`.
     """
 
-    def __init__(self, base: EmbeddingModel, prior_strength: float) -> None:
+    def __init__(self, base: EmbeddingModel, prior_strength: float, known_prior_strength: float = 0.0) -> None:
         self.base = base
         self.prior_strength = prior_strength
-        self._singles: np.ndarray | None = None
-        self._scale = 1.0
+        # 0: items the export has keep their trained vectors.
+        self.known_prior_strength = known_prior_strength
         self.evidence: dict[str, tuple[Sequence[str], Sequence[float]]] = {}
         self.priors: dict[str, np.ndarray] = {}
         self.vectors: dict[str, np.ndarray] = {}
+        # Items whose vector changed since the last model() (applied to it then).
+        self._changed: set[str] = set()
         self._model: EmbeddingModel | None = base
 
-    def _single_interest(self) -> np.ndarray:
-        if self._singles is None:
-            self._singles = single_interest_vectors(self.base)
-            norms = np.einsum("ij,ij->i", self._singles, self._singles)
-            self._scale = float(norms.mean()) if len(norms) else 1.0
-        return self._singles
+    @classmethod
+    def of(cls, base: EmbeddingModel, config: "ModelConfig") -> "OnlineItemVectors":
+        """The online vectors of ``base`` with ``config``'s prior strengths."""
+        return cls(base, config.online_vector_prior, config.online_vector_known_prior)
 
     def knows(self, item: str) -> bool:
         """Whether the export has its own vector for ``item``."""
@@ -433,26 +421,26 @@ class OnlineItemVectors:
     def vector_of(
         self, item: str, partners: Sequence[str] = (), weights: Sequence[float] = (), cold_prior: np.ndarray | None = None
     ) -> np.ndarray | None:
-        """``item``'s vector (float32) from its evidence and, if the export lacks it, its cold prior (else zero).
+        """``item``'s vector (float32) from its evidence and its prior (see the comment above).
 
-        None when it is the export's own vector (no usable partner), or when
-        an item the export lacks has neither a usable partner nor a prior.
+        None when the item keeps the export's vector (it has one, and known items do not
+        move or no partner is usable), or when an item the export lacks has neither a
+        usable partner nor a cold prior.
         """
+        known = self.knows(item)
+        if known and self.known_prior_strength <= 0:
+            return None
         rows = self.base.rows
         base_size = len(self.base.export.item_ids)
         keep = [(rows[i], float(w)) for i, w in zip(partners, weights) if w > 0 and i != item and i in rows and rows[i] < base_size]
-        known = self.knows(item)
-        if known:
-            prior = self.base.export.candidate[rows[item]]
-        else:
-            prior = cold_prior
+        prior = self.base.export.candidate[rows[item]] if known else cold_prior
         if not keep:
             return None if known or prior is None else np.asarray(prior, dtype=np.float32)
-        singles = self._single_interest()
-        prior = np.zeros(self.base.export.dim) if prior is None else np.asarray(prior, dtype=np.float64)
+        prior = np.zeros(self.base.export.dim) if prior is None else prior
         index = np.fromiter((k for k, _ in keep), dtype=np.intp, count=len(keep))
         w = np.fromiter((v for _, v in keep), dtype=np.float64, count=len(keep))
-        return online_item_vector(prior, singles[index], w, self.prior_strength * self._scale).astype(np.float32)
+        strength = self.known_prior_strength if known else self.prior_strength
+        return online_item_vector(prior, self.base.export.candidate[index], w, strength).astype(np.float32)
 
     def update(self, evidence: Mapping[str, tuple[Sequence[str], Sequence[float]]]) -> None:
         """New evidence of some items (their latest; the mapping's order plays no part)."""
@@ -465,19 +453,36 @@ class OnlineItemVectors:
         self._recompute(priors)
 
     def _recompute(self, items: Iterable[str]) -> None:
-        changed = False
         for item in sorted(items):
             vector = self.vector_of(item, *self.evidence.get(item, ((), ())), cold_prior=self.priors.get(item))
             if vector is None:
-                changed |= self.vectors.pop(item, None) is not None
+                if self.vectors.pop(item, None) is not None:
+                    self._changed.add(item)
             else:
                 self.vectors[item] = vector
-                changed = True
-        if changed:
-            self._model = None
+                self._changed.add(item)
 
     def model(self) -> EmbeddingModel:
-        """The export with the current online vectors (rebuilt only after a change)."""
-        if self._model is None:
+        """The export with the current online vectors.
+
+        The same rows as :meth:`EmbeddingModel.with_item_vectors` of all of
+        them, kept up to date in place: a change of an item that has a row
+        rewrites that row; only an item gaining or losing a row of its own
+        (one the export lacks) rebuilds the model.  So a model handed out
+        earlier changes with it: score with it before the next update.
+        """
+        changed, self._changed = self._changed, set()
+        model = self._model
+        if model is None or model is self.base:
+            if self.vectors:
+                self._model = self.base.with_item_vectors(self.vectors)
+            return self._model if self._model is not None else self.base
+        if any(not self.knows(item) and ((item in self.vectors) != (item in model.rows)) for item in changed):
             self._model = self.base.with_item_vectors(self.vectors) if self.vectors else self.base
-        return self._model
+            return self._model
+        for item in changed:
+            row = model.rows[item]
+            vector = self.vectors.get(item)
+            model.candidate[row] = vector if vector is not None else self.base.export.candidate[row]
+        model.online_items = len(self.vectors)
+        return model

@@ -324,7 +324,7 @@ class ReferenceEngine:
         self._vector_slot = None
         keep = current is not None and self.config.online_item_vectors
         self.evidence = ItemModel(self.config) if keep else None
-        self.online = OnlineItemVectors(current, self.config.online_vector_prior) if keep else None
+        self.online = OnlineItemVectors.of(current, self.config) if keep else None
         if self.online is not None:
             self.online.set_priors(self.online.cold_priors(list(self.catalog.values())))
 

@@ -1,5 +1,5 @@
-"""Item vectors learned in the stream: the single-interest user vectors, the ridge step held to its
-prior, and a model with moved and added vectors that scores like any export."""
+"""Item vectors learned in the stream: the co-occurrence-weighted mean held to its prior, items the
+export lacks placed by their partners, and a model with added vectors that scores like any export."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from state.embeddings import EmbeddingExport, UserVectorRule
-from transforms.embedding import EmbeddingModel, OnlineItemVectors, fold_in, online_item_vector, single_interest_vectors
+from transforms.config import ModelConfig
+from transforms.embedding import EmbeddingModel, OnlineItemVectors, fold_in, online_item_vector
 
 FOLD_IN = UserVectorRule("fold_in", confidence=2.0, regularization=3.0)
 
@@ -20,50 +21,52 @@ def _export(n: int = 12, dim: int = 5, seed: int = 0, rule: UserVectorRule = FOL
     return EmbeddingExport("v1", ids, query, candidate, user_vector=rule)
 
 
-def test_single_interest_vectors_are_the_user_vector_of_one_interest():
-    model = EmbeddingModel(_export())
-    singles = single_interest_vectors(model)
-    for k, item in enumerate(model.ids.tolist()):
-        np.testing.assert_allclose(singles[k], model.user_vector([(item, 1.0)]), rtol=1e-9, atol=1e-12)
-    mean = EmbeddingModel(_export(rule=UserVectorRule()))
-    np.testing.assert_allclose(single_interest_vectors(mean), mean.export.query.astype(np.float64))
+def test_the_mean_is_held_to_its_prior_by_its_strength():
+    prior, partners = np.array([1.0, 0.0]), np.array([[0.0, 2.0], [0.0, 4.0]])
+    # (p prior + sum w c) / (p + sum w): with p = 2, w = (1, 1): ((2, 0) + (0, 6)) / 4.
+    np.testing.assert_allclose(online_item_vector(prior, partners, np.array([1.0, 1.0]), 2.0), [0.5, 1.5])
+    # Overwhelming evidence: the weighted mean of the partners; none to speak of: the prior.
+    np.testing.assert_allclose(online_item_vector(prior, partners, np.array([1e9, 3e9]), 2.0), [0.0, 3.5], atol=1e-8)
+    np.testing.assert_allclose(online_item_vector(prior, partners, np.array([1e-9, 1e-9]), 2.0), prior, atol=1e-8)
 
 
-def test_the_ridge_step_is_held_to_its_prior_and_pulled_by_its_evidence():
-    rng = np.random.default_rng(3)
-    users, prior = rng.normal(size=(3, 4)), rng.normal(size=4)  # fewer partners than dimensions: all can score 1
-    weights = np.array([1.0, 2.0, 0.5])
-    # The minimiser of sum_k w_k (s_k . c - 1)^2 + p |c - prior|^2: its gradient vanishes there,
-    # with fewer partners than dimensions and with more.
-    for s_k, w_k in ((users, weights), (rng.normal(size=(9, 4)), rng.uniform(0.5, 3.0, size=9))):
-        c = online_item_vector(prior, s_k, w_k, strength=4.0)
-        gradient = 2 * (s_k.T * w_k) @ (s_k @ c - 1.0) + 2 * 4.0 * (c - prior)
-        np.testing.assert_allclose(gradient, 0.0, atol=1e-9)
-    # Negligible evidence weight: the prior; overwhelming evidence: every partner's user scores it 1.
-    np.testing.assert_allclose(online_item_vector(prior, users, weights * 1e-12, strength=4.0), prior, atol=1e-9)
-    np.testing.assert_allclose(users @ online_item_vector(prior, users, weights * 1e9, strength=4.0), 1.0, atol=1e-6)
-
-
-def test_a_new_item_takes_a_vector_from_its_partners_and_a_known_one_moves_from_the_export():
+def test_an_item_the_export_lacks_takes_its_partners_vectors_and_known_ones_stay():
     export = _export()
     model = EmbeddingModel(export)
     online = OnlineItemVectors(model, prior_strength=1.0)
-    online.update({"new": (["i01", "i02"], [6.0, 2.0]), "i05": (["i01"], [30.0]), "i07": (["unknown", "i07"], [5.0, 5.0])})
+    online.update({"new": (["i01", "i02", "unknown"], [6.0, 2.0, 9.0]), "i05": (["i01"], [30.0]), "lone": (["unknown"], [5.0])})
     moved = online.model()
-    assert moved.online_items == 2 and "i07" not in online.vectors  # no usable partner: the export's vector stays
-    # The new item is appended; rows and ids agree; the export's own rows are untouched but i05's.
+    # Known items keep their trained vectors by default; an item with no usable partner and no prior has none.
+    assert set(online.vectors) == {"new"} and moved.online_items == 1
+    expected = (6.0 * export.candidate[1].astype(np.float64) + 2.0 * export.candidate[2]) / (1.0 + 8.0)
+    np.testing.assert_allclose(moved.candidate_vectors(["new"])[0], expected, rtol=1e-6)
+    # The new item is appended; rows and ids agree; the export's rows are untouched.
     assert moved.ids.tolist() == export.item_ids.tolist() + ["new"] and moved.rows["new"] == len(export.item_ids)
-    unchanged = [k for k in range(len(export.item_ids)) if k != 5]
-    np.testing.assert_array_equal(moved.candidate[unchanged], export.candidate[unchanged])
-    # Someone who just touched i01 is predicted to like the items i01 co-occurs with more than before.
+    np.testing.assert_array_equal(moved.candidate[: len(export.item_ids)], export.candidate)
+    # Someone who just touched i01 is offered the item bought with it.
     just_i01 = model.user_vector([("i01", 1.0)])
-    assert moved.scan(just_i01)[moved.rows["i05"]] > model.scan(just_i01)[5]
     assert moved.scan(just_i01)[moved.rows["new"]] > np.median(model.scan(just_i01))
-    assert "new" in moved.top(just_i01, 3)[0].tolist()
     # A user whose interest is the new item gets a vector (fold_in reads its learned row).
     assert moved.user_vector([("new", 1.0)]) is not None and model.user_vector([("new", 1.0)]) is None
     # The base model is not changed by building another.
     assert "new" not in model.rows and model.candidate is export.candidate
+
+
+def test_known_items_move_when_asked_and_a_cold_prior_places_a_new_item_before_any_evidence():
+    export = _export(seed=2)
+    config = ModelConfig(online_vector_known_prior=3.0, online_vector_prior=2.0)
+    online = OnlineItemVectors.of(EmbeddingModel(export), config)
+    cold = np.full(export.dim, 0.5, dtype=np.float32)
+    online.set_priors({"fresh": cold})
+    np.testing.assert_array_equal(online.model().candidate_vectors(["fresh"])[0], cold)
+    online.update({"i05": (["i01"], [1.0]), "fresh": (["i03"], [2.0])})
+    expected = (3.0 * export.candidate[5].astype(np.float64) + export.candidate[1]) / 4.0
+    np.testing.assert_allclose(online.model().candidate_vectors(["i05"])[0], expected, rtol=1e-6)
+    np.testing.assert_allclose(online.model().candidate_vectors(["fresh"])[0], (2.0 * cold + 2.0 * export.candidate[3]) / 4.0, rtol=1e-6)
+    # The model was updated in place (a known row) and rebuilt (a new row): same rows as one built from scratch.
+    scratch = EmbeddingModel(export).with_item_vectors(online.vectors)
+    np.testing.assert_array_equal(online.model().candidate, scratch.candidate)
+    assert online.model().rows == scratch.rows
 
 
 def test_a_vector_depends_on_the_latest_evidence_only():
