@@ -48,11 +48,11 @@ def test_job_switches_embedding_versions_like_the_reference(redis_url, tmp_path:
     assert stats[b"embeddings_version"] == b"20261130T010000Z"
 
 
-@pytest.mark.parametrize("parallelism", [1, 2])
-def test_job_moves_item_vectors_online_like_the_reference(redis_url, tmp_path: Path, parallelism: int):
+@pytest.mark.parametrize("parallelism, known_prior", [(1, 0.0), (2, 5.0)])
+def test_job_moves_item_vectors_online_like_the_reference(redis_url, tmp_path: Path, parallelism: int, known_prior: float):
     """The export lacks a fifth of the items (as if they came after the training): with online item
-    vectors the job gives them vectors from their features and co-occurrences and moves the others,
-    as the engine does."""
+    vectors the job gives them vectors from their features and co-occurrences (and, at parallelism
+    2, with online_vector_known_prior, moves the others), as the engine does."""
     events, catalog = small_shop()
     items = sorted({c.item_id for c in catalog} | set(events.item.tolist()))
     trained = [item for k, item in enumerate(items) if k % 5]
@@ -60,7 +60,7 @@ def test_job_moves_item_vectors_online_like_the_reference(redis_url, tmp_path: P
     export = write_export(
         tmp_path / "exports", random_export(trained, "20261130T000000Z", seed=3, user_vector=UserVectorRule("fold_in", 1.0, 5.0), features=catalog)
     )
-    config = Settings().model.replace(weight_embedding=0.7, embedding_candidates=20)
+    config = Settings().model.replace(weight_embedding=0.7, embedding_candidates=20, online_vector_known_prior=known_prior, online_vector_refresh_ms=0)
     settings = Settings(parallelism=parallelism, restart_attempts=0, model=config, embeddings=tmp_path / "exports")
     run_job(CollectionSource(list(pack_chunks(event_lines(events), 200)), list(pack_chunks(catalog_lines(catalog), 50))), settings, redis_url)
     job = results(redis_url)
