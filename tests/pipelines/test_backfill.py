@@ -52,7 +52,7 @@ from transforms.synthetic import generate_shop
 CONFIG = ModelConfig(blend_learning=False)
 # Refresh slots of a minute: the cutoff then falls inside a slot, with rows changed since the
 # last refresh (dirty) and trending weights not yet listed, which the continuation must pick up.
-SLOW_REFRESH = ModelConfig(model_refresh_ms=60_000)
+SLOW_REFRESH = CONFIG.replace(model_refresh_ms=60_000)
 
 
 @pytest.fixture(scope="module")
