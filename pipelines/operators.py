@@ -1303,23 +1303,24 @@ class _VersionedView:
         return default if found is _ABSENT else found
 
     def _lookup(self, name: str):
-        key = self.prefix + name
-        versions = self.mirror.get(key)
-        if versions:
-            for version in reversed(versions):
-                if version[0] <= self.window:
-                    if version[2] is None:  # decoded on first use: most versions are never read
-                        version[2] = _decode_model_value(key, version[1])
-                    return version[2]
-        return _ABSENT
+        version = _latest_version(self.mirror, self.prefix + name, self.window)
+        return _ABSENT if version is None else version[2]
+
+
+def _latest_version(mirror: dict, key: str, window: int) -> list | None:
+    """``key``'s latest version ``[window, raw, decoded]`` produced in a window <= ``window``, decoded (None: none)."""
+    for version in reversed(mirror.get(key) or []):
+        if version[0] <= window:
+            if version[2] is None:  # decoded on first use: most versions are never read
+                version[2] = _decode_model_value(key, version[1])
+            return version
+    return None
 
 
 def _version_window(mirror: dict, key: str, window: int) -> int:
     """The window of ``key``'s latest version produced in a window <= ``window`` (-1: none, the job's start)."""
-    for version in reversed(mirror.get(key) or []):
-        if version[0] <= window:
-            return version[0]
-    return -1
+    version = _latest_version(mirror, key, window)
+    return -1 if version is None else version[0]
 
 
 def variant_neighbours_prefix(measure: str) -> str:
@@ -1441,18 +1442,16 @@ class Scorer(KeyedBroadcastProcessFunction):
         model = self.online_models.get(model_key)
         if model is not None:
             return model
-        evidence = _VersionedView(mirror, "o:", window)
-        priors = _VersionedView(mirror, "v:", window)
         vectors: dict[str, np.ndarray] = {}
         for item in sorted(self.online_items):
-            found = evidence.get(item)
-            found = found if found is not None and found[0] == since else None
-            prior = priors.get(item)
-            prior = prior if prior is not None and prior[0] == since else None
-            cached = (item, _version_window(mirror, "o:" + item, window) if found else -1, _version_window(mirror, "v:" + item, window) if prior else -1)
+            # Each input's latest version at the window, if it counts from this version's switch.
+            found, prior = (_latest_version(mirror, prefix + item, window) for prefix in ONLINE_PREFIXES)
+            found = found if found is not None and found[2][0] == since else None
+            prior = prior if prior is not None and prior[2][0] == since else None
+            cached = (item, found[0] if found else -1, prior[0] if prior else -1)
             if cached not in self.online_vectors:
-                partners, weights = (found[1], found[2]) if found else ((), ())
-                self.online_vectors[cached] = self.online.vector_of(item, partners, weights, cold_prior=prior[1] if prior else None)
+                partners, weights = (found[2][1], found[2][2]) if found else ((), ())
+                self.online_vectors[cached] = self.online.vector_of(item, partners, weights, cold_prior=prior[2][1] if prior else None)
             vector = self.online_vectors[cached]
             if vector is not None:
                 vectors[item] = vector
