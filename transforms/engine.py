@@ -34,8 +34,9 @@ Semantics (shared by every engine; the Flink job is tested against this):
    effect): the co-occurrence weights since
    the version took effect are kept as a second item model (its *evidence*),
    reset when the window holding a switch closes (before that window's
-   deltas); at each refresh the evidence rows of the changed items move
-   their vectors (:class:`transforms.embedding.OnlineItemVectors`), which
+   deltas); at the first refresh of each ``online_vector_refresh_ms`` slot
+   (and at the end of a bounded input) the evidence rows of the items changed
+   since move their vectors (:class:`transforms.embedding.OnlineItemVectors`), which
    every list scored from then on uses.  An item the version lacks starts
    from its *cold prior*, the vector the version's feature towers give its
    catalog record (set when the version takes effect, and at each upsert).
