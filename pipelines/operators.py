@@ -1012,11 +1012,13 @@ class ContentOperator(KeyedProcessFunction):
         self.online_path: str | None = None
         self.experiment = _bytes_value(runtime_context, "experiment")
         self.catalog: dict[str, CatalogItem] | None = None
+        self.index: ContentIndex | None = None  # of self.catalog
 
     def process_element(self, item: CatalogItem | EmbeddingSwitch | ExperimentControl | BootRecord, ctx) -> Iterable:
         if isinstance(item, BootRecord):
             entries = load_content_state(item, self.items)
             self.catalog = None
+            self.index = None
             yield from boot_model_updates(entries)
             windows = [w for w, key, _ in entries if key == "a:"]
             if windows:
@@ -1085,7 +1087,9 @@ class ContentOperator(KeyedProcessFunction):
             sponsorship_changed |= sponsored_bids([item]) != sponsored_bids([previous] if previous is not None else [])
             self.catalog[item.item_id] = item
             self.items.put(item.item_id, item.to_json())
-        index = ContentIndex.build(list(self.catalog.values()))
+        # Kept in memory between windows (derived from the catalog state, rebuilt after a restore):
+        # an upsert tokenises only the upserted items.
+        index = self.index = ContentIndex.build(list(self.catalog.values())) if self.index is None else self.index.upsert(due)
         changed = sorted({i.item_id for i in due})
         content = content_neighbours(index, changed, self.config.content_neighbours)
         facts = {i.item_id: (i.top_category, i.in_stock) for i in due}

@@ -136,6 +136,28 @@ def _row_blocks(row_work: np.ndarray, budget: int) -> Iterator[tuple[int, int]]:
         start = end
 
 
+def _latest(items: Sequence[CatalogItem], caller: str) -> dict[str, CatalogItem]:
+    """``items`` by id, the later one winning (catalog upsert semantics)."""
+    latest: dict[str, CatalogItem] = {}
+    for item in items:
+        if not isinstance(item, CatalogItem):
+            raise TypeError(f"ContentIndex.{caller} expects CatalogItem, got {type(item).__name__}")
+        latest[item.item_id] = item
+    return latest
+
+
+def _count_matrix(rows: np.ndarray, columns: np.ndarray, shape: tuple[int, int], counts: np.ndarray | None = None) -> sp.csr_matrix:
+    """Term counts in canonical CSR (duplicates summed, indices sorted): ``counts`` for the first
+    entries (kept counts), 1 for each of the rest (one token occurrence each)."""
+    data = np.ones(columns.size)
+    if counts is not None:
+        data[: counts.size] = counts
+    matrix = sp.coo_matrix((data, (rows, columns)), shape=shape).tocsr()
+    matrix.sum_duplicates()
+    matrix.sort_indices()
+    return matrix
+
+
 @dataclass(frozen=True, eq=False)  # numpy/scipy fields: identity equality
 class ContentIndex:
     """TF-IDF vectors of a catalog and cosine neighbour queries over them.
@@ -152,6 +174,10 @@ class ContentIndex:
     matrix: sp.csr_matrix
     items: Mapping[str, CatalogItem]
     sublinear_tf: bool = False
+    # The raw term counts (same shape and layout as ``matrix``) and the tokens in column order:
+    # what :meth:`upsert` keeps, so it tokenises only the upserted items.
+    counts: sp.csr_matrix | None = None
+    terms: np.ndarray | None = None
 
     @classmethod
     def build(cls, items: Sequence[CatalogItem], sublinear_tf: bool = False) -> "ContentIndex":
@@ -160,13 +186,8 @@ class ContentIndex:
         Cost: O(total tokens) to tokenise and build the sparse matrix, plus sorting the
         item ids and the vocabulary.
         """
-        latest: dict[str, CatalogItem] = {}
-        for item in items:
-            if not isinstance(item, CatalogItem):
-                raise TypeError(f"ContentIndex.build expects CatalogItem, got {type(item).__name__}")
-            latest[item.item_id] = item
+        latest = _latest(items, "build")
         item_ids = np.array(sorted(latest), dtype=object)
-
         first_seen: dict[str, int] = {}
         term_codes: list[int] = []
         row_of_term: list[int] = []
@@ -176,21 +197,70 @@ class ContentIndex:
                 row_of_term.append(row)
         # Columns in sorted token order, so the matrix (and the summation order of every
         # dot product) does not depend on the order in which items arrived.
-        tokens_sorted = sorted(first_seen)
+        terms = np.array(sorted(first_seen), dtype=object)
         column_of_code = np.empty(len(first_seen), dtype=np.int64)
-        for column, token in enumerate(tokens_sorted):
+        for column, token in enumerate(terms.tolist()):
             column_of_code[first_seen[token]] = column
-        vocabulary = {token: column for column, token in enumerate(tokens_sorted)}
-
-        n_items, n_terms = item_ids.size, len(tokens_sorted)
         columns = column_of_code[np.asarray(term_codes, dtype=np.int64)] if term_codes else np.empty(0, np.int64)
-        counts = sp.coo_matrix(
-            (np.ones(columns.size), (np.asarray(row_of_term, dtype=np.int64), columns)),
-            shape=(n_items, n_terms),
-        ).tocsr()  # duplicates summed: data = term counts
-        counts.sum_duplicates()
-        counts.sort_indices()
+        counts = _count_matrix(np.asarray(row_of_term, dtype=np.int64), columns, (item_ids.size, terms.size))
+        return cls._weighted(item_ids, terms, counts, latest, sublinear_tf)
 
+    def upsert(self, items: Sequence[CatalogItem]) -> "ContentIndex":
+        """A new index with ``items`` added or replaced; this index is left unchanged.
+
+        Equal to :meth:`build` of the merged catalog (the same arrays, bit for bit:
+        tests/transforms/test_content.py).  A single upsert changes N and possibly
+        document frequencies, and so the idf and norm of every row; those are
+        recomputed from the kept term counts in O(entries) array work, while only the
+        upserted items are tokenised (a full rebuild tokenised the whole catalog in
+        Python at every upsert: 33 ms per upsert on a 7.6k-item catalog).
+        """
+        upserted = _latest(items, "upsert")
+        if self.counts is None or self.terms is None:
+            return ContentIndex.build([*self.items.values(), *upserted.values()], sublinear_tf=self.sublinear_tf)
+        merged = dict(self.items)
+        merged.update(upserted)
+        # Rows: the old items not upserted keep their counts; ids new to the index are inserted in order.
+        old_ids = self.item_ids
+        keep_row = np.ones(old_ids.size, dtype=bool)
+        replaced = [row for row in map(self.row_of, upserted) if row is not None]
+        keep_row[replaced] = False
+        added_ids = np.array(sorted(i for i in upserted if i not in self.items), dtype=object)
+        item_ids = np.insert(old_ids, np.searchsorted(old_ids, added_ids), added_ids) if added_ids.size else old_ids
+        # Columns: the tokens the kept rows still use, plus the upserted items' tokens, sorted.
+        kept = self.counts[np.flatnonzero(keep_row)]
+        used = np.zeros(self.terms.size, dtype=bool)
+        used[kept.indices] = True
+        kept_terms = self.terms[used]
+        tokens = {item_id: item_tokens(item) for item_id, item in upserted.items()}
+        every_column = bool(used.all())
+        known = self.vocabulary if every_column else set(kept_terms.tolist())
+        fresh = np.array(sorted({t for ts in tokens.values() for t in ts if t not in known}), dtype=object)
+        at = np.searchsorted(kept_terms, fresh) if fresh.size else np.empty(0, dtype=np.intp)
+        terms = np.insert(kept_terms, at, fresh) if fresh.size else kept_terms
+        # An old column's new place: its rank among the used columns, moved right by the fresh tokens before it.
+        used_rank = np.cumsum(used) - 1
+        kept_column = used_rank + np.searchsorted(at, used_rank, side="right")
+        same_columns = every_column and not fresh.size
+        vocabulary = self.vocabulary if same_columns else {token: column for column, token in enumerate(terms.tolist())}
+        # Entries: the kept rows' (moved) plus the upserted items' (tokenised now).
+        kept_rows = np.flatnonzero(keep_row)
+        row_shift = np.searchsorted(np.searchsorted(old_ids, added_ids), kept_rows, side="right") if added_ids.size else 0
+        rows = [np.repeat(kept_rows + row_shift, np.diff(kept.indptr))]
+        columns = [kept_column[kept.indices]]
+        for item_id, bag in tokens.items():
+            row = int(np.searchsorted(item_ids, item_id))
+            rows.append(np.full(len(bag), row, dtype=np.int64))
+            columns.append(np.fromiter(map(vocabulary.__getitem__, bag), dtype=np.int64, count=len(bag)))
+        counts = _count_matrix(np.concatenate(rows).astype(np.int64), np.concatenate(columns), (item_ids.size, terms.size), kept.data)
+        return ContentIndex._weighted(item_ids, terms, counts, merged, self.sublinear_tf, vocabulary)
+
+    @classmethod
+    def _weighted(
+        cls, item_ids: np.ndarray, terms: np.ndarray, counts: sp.csr_matrix, items: Mapping[str, CatalogItem], sublinear_tf: bool, vocabulary: Mapping[str, int] | None = None
+    ) -> "ContentIndex":
+        """The index of ``counts`` (canonical CSR: sorted, summed): smooth idf, tf (raw or sublinear), rows L2-normalised."""
+        n_items, n_terms = counts.shape
         df = np.bincount(counts.indices, minlength=n_terms).astype(np.float64)
         idf = np.log((1.0 + n_items) / (1.0 + df)) + 1.0
         tf = 1.0 + np.log(counts.data) if sublinear_tf else counts.data
@@ -202,26 +272,14 @@ class ContentIndex:
         log.debug("content index: %d items, %d terms, %d entries", n_items, n_terms, matrix.nnz)
         return cls(
             item_ids=item_ids,
-            vocabulary=vocabulary,
+            vocabulary=vocabulary if vocabulary is not None else {token: column for column, token in enumerate(terms.tolist())},
             idf=idf,
             matrix=matrix,
-            items=latest,
+            items=items,
             sublinear_tf=sublinear_tf,
+            counts=counts,
+            terms=terms,
         )
-
-    def upsert(self, items: Sequence[CatalogItem]) -> "ContentIndex":
-        """A new index with ``items`` added or replaced; this index is left unchanged.
-
-        This is a full rebuild, O(total tokens of the catalog): a single upsert changes N
-        and possibly document frequencies, and so the idf and norm of every row — an exact
-        incremental update would touch every row anyway.
-        """
-        merged = dict(self.items)
-        for item in items:
-            if not isinstance(item, CatalogItem):
-                raise TypeError(f"ContentIndex.upsert expects CatalogItem, got {type(item).__name__}")
-            merged[item.item_id] = item
-        return ContentIndex.build(list(merged.values()), sublinear_tf=self.sublinear_tf)
 
     def __len__(self) -> int:
         return int(self.item_ids.size)

@@ -415,7 +415,8 @@ class ReferenceEngine:
             sponsored.update(sponsored_bids([item]))
         # A new mapping, not an update in place: lists already handed out keep the bids they were scored with.
         self.model.sponsored = sponsored
-        self.content_index = ContentIndex.build(list(self.catalog.values()))
+        # Incremental: only the upserted items are tokenised (equal to a rebuild of the whole catalog).
+        self.content_index = ContentIndex.build(list(self.catalog.values())) if self.content_index is None else self.content_index.upsert(items)
         content = content_neighbours(self.content_index, sorted({i.item_id for i in items}), self.config.content_neighbours)
         self.model.content.update(content)
         out.content.update(content)
@@ -458,8 +459,13 @@ class ReferenceEngine:
             window = clock.window_of(self._pending_catalog[0].ts)
             if before_window is not None and window >= before_window:
                 return
-            due = [c for c in self._pending_catalog if clock.window_of(c.ts) == window]
-            self._pending_catalog = self._pending_catalog[len(due):]
+            # The pending upserts are in ts order: the window's are a prefix (scanning them all
+            # for every window cost O(pending^2) on a catalog that grows all day).
+            count = 0
+            while count < len(self._pending_catalog) and clock.window_of(self._pending_catalog[count].ts) == window:
+                count += 1
+            due = self._pending_catalog[:count]
+            self._pending_catalog = self._pending_catalog[count:]
             out = WindowOutput(window_end_ms=clock.end(window))
             self._apply_catalog(due, out)
             if self.on_window is not None:

@@ -111,8 +111,14 @@ def results(url: str) -> dict[bytes, bytes]:
     try:
         keys = [k for k in client.keys("*") if not any(m in k for m in MONITORING) and METRICS not in k]
         out = dict(zip(keys, client.mget(keys))) if keys else {}
-        for key in [k for k, v in out.items() if v is None and client.type(k) == b"set"]:
-            out[key] = orjson.dumps(sorted(m.decode() for m in client.smembers(key)))  # compared as a JSON list
+        for key in [k for k, v in out.items() if v is None]:
+            kind = client.type(key)
+            if kind == b"set":
+                out[key] = orjson.dumps(sorted(m.decode() for m in client.smembers(key)))  # compared as a JSON list
+            elif kind == b"none":
+                del out[key]  # a running job deleted it between KEYS and MGET: absent, as the next read will see
+            else:
+                raise AssertionError(f"{key!r} is a Redis {kind.decode()}; results() reads strings and sets")
         return out
     finally:
         client.close()

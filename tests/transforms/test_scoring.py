@@ -240,3 +240,38 @@ def test_filters_reach_past_the_first_cut():
     assert [i.item for i in lists.home] == [items[k] for k in capped[:5]]
     assert [round(i.score, 9) for i in lists.home] == [round((60 - k) / 60, 9) for k in capped[:5]]
     assert all(i.reason.text == "because you viewed A" for i in lists.home)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batched_cart_lists_equal_the_one_cart_formula(seed):
+    """The scorer's cart lists, scored as one batch, equal cart_complements (the API's formula) per user:
+    random lists with ties, zero and negative similarities, missing lists, overlapping carts."""
+    from transforms.complements import cart_complements, ranked
+    from transforms.scoring import score_users
+
+    rng = np.random.default_rng(seed)
+    items = [f"i{k:02d}" for k in range(40)]
+    facts = {i: (("books", "toys")[k % 2], True) for k, i in enumerate(items)}
+
+    def table():
+        out = {}
+        for item in items:
+            if rng.random() < 0.2:
+                continue  # no list
+            partners = rng.choice(items, size=int(rng.integers(0, 8)), replace=False)
+            sims = np.round(rng.uniform(-0.2, 1.0, len(partners)), 1)  # rounded: ties, zeros, negatives
+            order = np.argsort(-sims, kind="stable")
+            out[item] = (np.array(partners[order], dtype=object), sims[order])
+        return out
+
+    model = make_model(neighbours=table(), content=table(), trending_global=nb(), trending_by_category={}, facts=facts)
+    config = CONFIG.replace(weight_content=float(rng.choice([0.0, 0.3, 1.0])), top_n=40, exclude_seen=False)
+    profiles = []
+    for _ in range(30):
+        cart = {str(i): 1 for i in rng.choice(items, size=int(rng.integers(0, 5)), replace=False)}
+        profiles.append(make_profile(cart=cart, interests={"A": 1.0}, last_action={"A": VIEW}))
+    batch = score_users(profiles, 0, model, config)
+    for profile, lists in zip(profiles, batch):
+        scores, sources = cart_complements(list(profile.cart), model.neighbours, model.content, config.weight_cf, config.weight_content)
+        expected = [(j, round(scores[j], 9), f"goes with {sources[j]} in your cart") for j in ranked(scores)]
+        assert rounded(lists.cart) == expected
