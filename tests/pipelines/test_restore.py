@@ -44,7 +44,7 @@ pytestmark = [pytest.mark.flink, pytest.mark.faults]
 def test_stop_with_savepoint_and_restore_gives_the_uninterrupted_result(backend, learned_blend, embeddings, redis_url, tmp_path: Path):
     """With a learned blend (blend_learning) the scorer's learners and memos are restored too; with
     embeddings (an export lacking some items) the online item vectors' evidence and entries."""
-    catalog, stream = generate_shop(users=150, items=100, events=6000, seed=11)
+    catalog, stream = generate_shop(users=150, items=100, events=3000, seed=11)
     events = EventBatch.concat(list(stream))
     switches = []
     if embeddings:
