@@ -406,7 +406,7 @@ class ReferenceEngine:
         self.events_applied += len(events)
 
     def _apply_catalog(self, items: list[CatalogItem], out: WindowOutput) -> None:
-        """Upsert items, rebuild the content index, recompute the changed items' content neighbours."""
+        """Upsert items into the catalog and the content index, recompute the changed items' content neighbours."""
         sponsored = dict(self.model.sponsored)
         for item in items:
             self.catalog[item.item_id] = item
