@@ -15,6 +15,7 @@ from flowrec.config import Settings
 from flowrec.localredis import LocalRedis
 from pipelines.flink_env import create_environment, stop_with_savepoint
 from pipelines.job import RedisJobSink, build_job
+from pipelines.operators import BLEND_GAUGE_PREFIX
 from state.embeddings import EmbeddingExport, FeatureVectors, UserVectorRule
 from state.keys import KeyKind, redis_key
 from state.metrics import read_ads_day, read_experiment_totals, read_minutes
@@ -55,6 +56,15 @@ def dead_letter_reasons(url: str) -> list[str]:
     client = redis.Redis.from_url(url)
     try:
         return sorted(orjson.loads(fields[b"record"])["reason"] for _, fields in client.xrange(redis_key(KeyKind.DEAD_LETTER)))
+    finally:
+        client.close()
+
+
+def counters(url: str) -> dict[str, int]:
+    """The job's stats hash without the learned blend's gauges (``blend.*``: settings and weights per shard)."""
+    client = redis.Redis.from_url(url)
+    try:
+        return {k.decode(): int(v) for k, v in client.hgetall(redis_key(KeyKind.STATS)).items() if not k.startswith(BLEND_GAUGE_PREFIX.encode())}
     finally:
         client.close()
 

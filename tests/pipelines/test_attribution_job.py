@@ -13,7 +13,7 @@ import redis
 from flowrec.config import Settings
 from pipelines.sources import CollectionSource, FileReplaySource, pack_chunks
 from state.keys import KeyKind, redis_key
-from tests.pipelines.jobkit import dead_letter_reasons, events_counted, metric_differences, metrics_of, run_job, run_until_savepoint
+from tests.pipelines.jobkit import counters, dead_letter_reasons, events_counted, metric_differences, metrics_of, run_job, run_until_savepoint
 from tests.transforms.test_attribution import SECRET, random_log
 from transforms.attribution import recount
 from transforms.events import parse_records
@@ -50,15 +50,6 @@ def test_metrics_equal_the_recount(parallelism, disorder_ms, redis_url):
     assert dead_letter_reasons(redis_url) == sorted(r.reason for r in expected.rejections)
 
 
-def stats_of(url: str) -> dict[str, int]:
-    client = redis.Redis.from_url(url)
-    try:
-        # Counters and numeric gauges; text gauges (the learned blend's setting per shard) are skipped.
-        return {k.decode(): int(float(v)) for k, v in client.hgetall(redis_key(KeyKind.STATS)).items() if not k.endswith(b".setting")}
-    finally:
-        client.close()
-
-
 @pytest.mark.parametrize("parallelism", [1, 2])
 def test_impressions_read_after_their_clicks_are_attributed_late(parallelism, redis_url):
     """Every impression is read 20 minutes of event time after it was shown (a spool file read late), so the
@@ -69,7 +60,7 @@ def test_impressions_read_after_their_clicks_are_attributed_late(parallelism, re
     late = sorted(log, key=lambda r: r["ts"] + (delay if r["event_type"] == "impression" else 0))
     settings = Settings(parallelism=parallelism, restart_attempts=0, rec_id_secret=SECRET)
     run_job(CollectionSource(list(pack_chunks([orjson.dumps(r).decode() for r in late], 10))), settings, redis_url)
-    stats = stats_of(redis_url)
+    stats = counters(redis_url)
     assert stats.get("attribution_late", 0) > 0 and stats.get("attribution_replays", 0) > 0, f"nothing arrived late: {stats}"
     assert stats.get("attribution_too_late", 0) == 0
     expected = recount(log, settings.model, SECRET)

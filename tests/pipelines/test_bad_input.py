@@ -13,7 +13,7 @@ from flowrec.config import Settings
 from pipelines.sources import FileReplaySource
 from state.keys import KeyKind, redis_key
 from tests.pipelines.bad_events import bad_lines
-from tests.pipelines.jobkit import catalog_lines, differences, reference_content, results, run_job
+from tests.pipelines.jobkit import catalog_lines, counters, differences, reference_content, results, run_job
 from transforms.events import EventBatch, parse_json_lines
 from transforms.synthetic import generate_shop
 
@@ -49,8 +49,7 @@ def test_job_dead_letters_bad_records_and_applies_the_good_ones(redis_url, tmp_p
     run_job(FileReplaySource([events_file], catalog_file, chunk_size=100, workdir=tmp_path / "replay"), settings, redis_url)
 
     client = redis.Redis.from_url(redis_url)
-    # Counters (the learned blend's gauges, blend.*, hold settings and weights).
-    stats = {k.decode(): int(v) for k, v in client.hgetall(redis_key(KeyKind.STATS)).items() if not k.startswith(b"blend.")}
+    stats = counters(redis_url)
     assert stats["events"] == len(events)
     assert stats["dead_letters"] == len(bad)
     # The same counts, added per minute of the sink's clock for the dashboard, add up to the totals.
