@@ -7,9 +7,11 @@ Builds the state of the shop ``flowrec bench stream`` replays (same generator,
 seed and time compression) with the reference engine (no lists), then times
 :func:`transforms.experiments.score_by_variant` - the step the reference
 engine and the job's Scorer call - for ``--lists`` users cut into batches of
-each size, in four settings: plain; a running two-variant experiment (50/50,
+each size, in five settings: plain; a running two-variant experiment (50/50,
 the treatment with another content weight); 5% of the items sponsored (the
-ads lists); and both.  Prints process CPU µs per list, the least of
+ads lists); both; and ``learned``, the default product's path with the blend
+learned online (:func:`transforms.blend.score_and_learn`: the lists plus every
+blend setting's memo, crediting the memos of the pass before).  Prints process CPU µs per list, the least of
 ``--runs`` (the machine's other load moves wall-clock times far more),
 per batch size and setting.  ``--profile FILE`` writes a cProfile of one
 pass over every setting at the largest batch size instead.  Building the
@@ -29,6 +31,7 @@ from typing import Callable
 
 import orjson
 
+from transforms.blend import score_and_learn
 from transforms.config import ModelConfig
 from transforms.experiments import parse_experiment, score_by_variant
 from transforms.scoring import ItemCodes
@@ -53,12 +56,15 @@ def build_state(users: int, items: int, events: int, seed: int, event_rate: floa
     return engine, catalog, now
 
 
+LEARNED = "learned"
+
+
 def settings(catalog) -> dict[str, tuple[dict[str, float], object]]:
-    """name -> (sponsored bids, experiment)."""
+    """name -> (sponsored bids, experiment); the learned blend's setting has neither."""
     every = round(1 / SPONSORED_SHARE)
     sponsored = {c.item_id: 1.0 + k % 5 for k, c in enumerate(catalog) if k % every == 0}
     experiment = parse_experiment(EXPERIMENT)
-    return {"plain": ({}, None), "experiment": ({}, experiment), "ads": (sponsored, None), "experiment+ads": (sponsored, experiment)}
+    return {"plain": ({}, None), "experiment": ({}, experiment), "ads": (sponsored, None), "experiment+ads": (sponsored, experiment), LEARNED: ({}, None)}
 
 
 def least_cpu_us_per_list(run: Callable[[], int], runs: int) -> float:
@@ -109,20 +115,29 @@ def main(argv: list[str] | None = None) -> int:
     users = sorted(all_profiles)[: args.lists]
     profiles = [scorable(all_profiles[u]) for u in users]
     config = ModelConfig()
+    if not config.blend_learning:
+        config = config.replace(blend_learning=True)
+    fixed = config.replace(blend_learning=False)
     cases = settings(catalog)
+    previous: dict = {}  # the learned setting's memos of its last pass, by memo key
 
-    def one_pass(size: int, sponsored: dict, experiment) -> int:
+    def one_pass(size: int, sponsored: dict, experiment, learned: bool = False) -> int:
         model.sponsored = sponsored
         for start in range(0, len(users), size):
-            score_by_variant(users[start : start + size], profiles[start : start + size], now, model, config, experiment)
+            batch_users, batch_profiles = users[start : start + size], profiles[start : start + size]
+            if learned:
+                _, _, memos = score_and_learn(batch_users, batch_profiles, now, model, config, {}, previous)
+                previous.update((key, memo) for key, memo in memos.items() if memo is not None)
+            else:
+                score_by_variant(batch_users, batch_profiles, now, model, fixed, experiment)
         return len(users)
 
     with threadpool_limits(1, "blas"):
         if args.profile:
             profiler = cProfile.Profile()
             profiler.enable()
-            for sponsored, experiment in cases.values():
-                one_pass(max(batches), sponsored, experiment)
+            for name, (sponsored, experiment) in cases.items():
+                one_pass(max(batches), sponsored, experiment, name == LEARNED)
             profiler.disable()
             profiler.dump_stats(args.profile)
             return 0
@@ -130,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         for size in batches:
             row: dict = {"batch": size}
             for name, (sponsored, experiment) in cases.items():
-                row[f"{name}_us_per_list"] = round(least_cpu_us_per_list(lambda: one_pass(size, sponsored, experiment), args.runs), 1)
+                row[f"{name}_us_per_list"] = round(least_cpu_us_per_list(lambda: one_pass(size, sponsored, experiment, name == LEARNED), args.runs), 1)
             rows.append(row)
     result = {"users": args.users, "items": args.items, "events": args.events, "lists": len(users), "rows": rows}
     if args.json:

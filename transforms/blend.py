@@ -49,12 +49,16 @@ import functools
 import math
 import zlib
 from dataclasses import dataclass, field
-from typing import Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from transforms.config import ModelConfig
+from transforms.cooccurrence import group_starts, rank_within, row_thresholds
 from transforms.profile import UserProfile
+
+if TYPE_CHECKING:
+    from transforms.scoring import PartEntries
 
 # The blend's parts, in the order of settings' scales; ``learned`` is the embedding and sequence
 # components together (they are scaled alike).
@@ -212,59 +216,86 @@ def rewards(memo: BlendMemo, profile: UserProfile, now_ms: int, key: str, config
 def memos(
     users: Sequence[str],
     profiles: Sequence[UserProfile | None],
-    row: np.ndarray,
-    item: np.ndarray,
-    part: np.ndarray,
-    value: np.ndarray,
+    entries: "PartEntries",
     settings: Sequence[BlendSetting],
     served: BlendSetting,
     now_ms: int,
     k: int,
 ) -> dict[str, BlendMemo]:
-    """Each listed user's :class:`BlendMemo` from the scorer's part entries (one per row, item and part).
+    """Each listed user's :class:`BlendMemo` from the scorer's part entries
+    (:class:`transforms.scoring.PartEntries`: one per row, item and part).
 
-    ``value`` is weighted by ``served`` (the setting the lists were scored
-    with); ``part`` indexes :data:`PARTS`.  Rows without entries (cold users)
-    get no memo: every setting gives them the same list.  Items the user
-    already touched are left out; ties rank by item id, as the lists do.
+    The values are weighted by ``served`` (the setting the lists were scored
+    with).  Rows without entries (cold users) get no memo: every setting gives
+    them the same list.  Items the user already touched are left out; ties
+    rank by item id, as the lists do.  The whole batch is ranked at once; a
+    row's memo depends only on its own entries, in their order.
     """
     out: dict[str, BlendMemo] = {}
-    if len(row) == 0:
+    if len(entries.row) == 0:
         return out
     key = settings_key(settings)
     base = np.asarray(served.scale, dtype=np.float64)
     # Each setting's multiplier of the served values, per part: setting scale / served scale.
     ratios = np.array([[s / b if b > 0 else 0.0 for s, b in zip(setting.scale, base.tolist())] for setting in settings], dtype=np.float64)
-    order = np.argsort(row, kind="stable")
-    row, item, part, value = row[order], item[order], part[order], value[order]
-    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
-    ends = np.r_[starts[1:], len(row)]
-    for start, end in zip(starts.tolist(), ends.tolist()):
-        r = int(row[start])
+    # One group per (row, item), in (row, item id) order; each group's part sums run in entry order.
+    width = np.int64(int(entries.rank.max()) + 1)
+    names = np.empty(int(width), dtype=object)
+    names[entries.rank] = entries.item
+    entry_key = np.asarray(entries.row, dtype=np.int64) * width + entries.rank
+    order = np.argsort(entry_key, kind="stable")
+    entry_key = entry_key[order]
+    bounds = group_starts(entry_key)
+    group_key = entry_key[bounds[:-1]]
+    table = np.zeros((len(group_key), len(PARTS)), dtype=np.float64)
+    np.add.at(table, (np.repeat(np.arange(len(group_key)), np.diff(bounds)), entries.part[order]), entries.value[order])
+    # Leave out rows without a profile, and items the user touched.
+    group_row = group_key // width
+    present = np.unique(group_key % width).tolist()
+    rank_of = dict(zip(names[present].tolist(), present))
+    listed = np.zeros(len(profiles), dtype=bool)
+    touched = []
+    for r in np.unique(group_row).tolist():
         profile = profiles[r]
-        if profile is None:
-            continue
-        ids, inverse = np.unique(item[start:end], return_inverse=True)  # sorted ids: ties by item id
-        table = np.zeros((len(ids), len(PARTS)), dtype=np.float64)
-        np.add.at(table, (inverse, part[start:end]), value[start:end])
-        fresh = np.fromiter((i not in profile.interests for i in ids.tolist()), dtype=bool, count=len(ids))
-        ids, table = ids[fresh], table[fresh]
-        if not len(ids):
-            continue
-        scores = table @ ratios.T  # items x settings
-        ranked = []
-        for s in range(len(settings)):
-            column = scores[:, s]
-            best = np.lexsort((np.arange(len(ids)), -column))  # score desc, then id asc (ids are sorted)
-            best = best[column[best] > 0][:k]
-            ranked.append(best)
-        used = np.unique(np.concatenate(ranked)) if ranked else np.empty(0, dtype=np.intp)
-        position = {int(i): n for n, i in enumerate(used.tolist())}
+        if profile is not None:
+            listed[r] = True
+            touched.extend(r * int(width) + rank_of[i] for i in profile.interests if i in rank_of)
+    keep = listed[group_row] & ~np.isin(group_key, np.asarray(touched, dtype=np.int64))
+    table, group_key = table[keep], group_key[keep]
+    if not len(group_key):
+        return out
+    group_row = group_key // width
+    # Every setting's score of every group, summed over parts in PARTS order.
+    scores = np.zeros((len(group_key), len(settings)), dtype=np.float64)
+    for p in range(len(PARTS)):
+        scores += table[:, p : p + 1] * ratios[:, p]
+    # Per setting, each row's k best positive scores (ties: item id): cut at the row's k-th score, then sorted.
+    picked_key, picked_group = [], []
+    for s in range(len(settings)):
+        column = scores[:, s]
+        cut = np.flatnonzero((column > 0) & (column >= row_thresholds(group_row, column, k)))
+        cut = cut[np.lexsort((group_key[cut], -column[cut], group_row[cut]))]
+        cut = cut[rank_within(group_row[cut]) < k]
+        picked_key.append(group_row[cut] * len(settings) + s)
+        picked_group.append(cut)
+    pick_key = np.concatenate(picked_key)
+    pick_group = np.concatenate(picked_group)
+    order = np.argsort(pick_key, kind="stable")  # by (row, setting), rank order kept
+    pick_key, pick_group = pick_key[order], pick_group[order]
+    # A row's memo items: the union of its settings' picks, in item id order; picks point into it.
+    used = np.unique(group_key[pick_group])
+    pick = np.searchsorted(used, group_key[pick_group])
+    used_row = used // width
+    used_names = names[used % width].tolist()
+    memo_rows = np.unique(group_row)  # every row with an item it has not touched gets a memo, even an empty one
+    used_bounds = np.searchsorted(used_row, np.stack([memo_rows, memo_rows + 1], axis=1)).tolist()
+    for r, (lo, hi) in zip(memo_rows.tolist(), used_bounds):
+        cuts = np.searchsorted(pick_key, np.arange(r * len(settings), (r + 1) * len(settings) + 1)).tolist()
         out[users[r]] = BlendMemo(
             now_ms,
             key,
-            tuple(ids[used].tolist()),
-            tuple(tuple(position[int(i)] for i in best.tolist()) for best in ranked),
+            tuple(used_names[lo:hi]),
+            tuple(tuple((pick[cuts[s] : cuts[s + 1]] - lo).tolist()) for s in range(len(settings))),
         )
     return out
 
@@ -396,7 +427,7 @@ def score_and_learn(
     served_configs = {c: table.configs[c][current[c].current] for c in CONTEXTS}
     entries: list = []
     lists = score_users(list(profiles), now_ms, model, served_configs["home"], part_entries=entries, cart_config=served_configs["cart"])
-    found = {"home": memos(users, profiles, *entries[0], settings["home"], served["home"], now_ms, config.blend_k) if entries else {}}
+    found = {"home": memos(users, profiles, entries[0], settings["home"], served["home"], now_ms, config.blend_k) if entries else {}}
     found["cart"] = cart_memos(users, profiles, model, config, settings["cart"], now_ms, config.blend_k)
     stepped: dict[str, BlendLearner] = {}
     new: dict[str, BlendMemo | None] = {}

@@ -37,6 +37,8 @@ class Vocabulary:
         self.ids: list[str] = []
         self._array: np.ndarray | None = None
         self._keys: tuple[np.ndarray, np.ndarray] | None = None
+        self._by_id = np.empty(0, dtype=np.int64)  # codes in id order (id_rank's inverse)
+        self._rank = np.empty(0, dtype=np.int64)
         self.encode(list(ids))
 
     def encode(self, ids: Sequence[str]) -> np.ndarray:
@@ -79,6 +81,23 @@ class Vocabulary:
                 k2 = np.concatenate([self._keys[1], k2])
             self._keys = (k1, k2)
         return self._keys
+
+    def id_rank(self) -> np.ndarray:
+        """Each code's position in the ids' string order (exact; ids are unique, so no ties).
+
+        Kept as the vocabulary grows: only the new ids are sorted, then merged
+        by binary search, so a new item costs O(log n) comparisons and O(n) integer work.
+        """
+        n = len(self.ids)
+        if len(self._rank) != n:
+            ids = self.array()
+            new = np.arange(len(self._rank), n, dtype=np.int64)
+            new = new[np.argsort(ids[new], kind="stable")]
+            at = np.searchsorted(ids[self._by_id], ids[new])
+            self._by_id = np.insert(self._by_id, at, new)
+            self._rank = np.empty(n, dtype=np.int64)
+            self._rank[self._by_id] = np.arange(n, dtype=np.int64)
+        return self._rank
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -131,6 +150,44 @@ def merge_row(codes: np.ndarray, weights: np.ndarray, new_codes: np.ndarray, new
         return codes, weights
     missing = ~found
     return np.insert(codes, pos[missing], new_codes[missing]), np.insert(weights, pos[missing], new_weights[missing])
+
+
+def row_thresholds(row: np.ndarray, value: np.ndarray, want: int) -> np.ndarray:
+    """Per entry, its row's ``want``-th largest value (-inf for a row with fewer entries); ``row`` ascending.
+
+    Rows are laid out in a padded matrix per power-of-two length class, so the
+    partition works on whole rows at once and no class pads a short row to a long one.
+    """
+    bounds = group_starts(row)
+    starts, lengths = bounds[:-1], np.diff(bounds)
+    per_row = np.full(len(starts), -np.inf)
+    long_rows = np.flatnonzero(lengths > want)
+    if len(long_rows):
+        width_class = np.ceil(np.log2(lengths[long_rows])).astype(np.int64)
+        for c in np.unique(width_class).tolist():
+            members = long_rows[width_class == c]
+            width = int(lengths[members].max())
+            matrix = np.full((len(members), width), -np.inf)
+            member_lengths = lengths[members]
+            member_row = np.repeat(np.arange(len(members)), member_lengths)
+            column = np.arange(len(member_row)) - np.repeat(np.cumsum(member_lengths) - member_lengths, member_lengths)
+            source = np.repeat(starts[members], member_lengths) + column
+            matrix[member_row, column] = value[source]
+            per_row[members] = np.partition(matrix, width - want, axis=1)[:, width - want]
+    return np.repeat(per_row, lengths)
+
+
+def rank_within(group: np.ndarray) -> np.ndarray:
+    """Each entry's position among the earlier entries of its group (0 for the first), order kept."""
+    if len(group) == 0:
+        return np.empty(0, dtype=np.intp)
+    order = np.argsort(group, kind="stable")
+    sorted_group = group[order]
+    bounds = group_starts(sorted_group)
+    position = np.arange(len(group)) - np.repeat(bounds[:-1], np.diff(bounds))
+    out = np.empty(len(group), dtype=np.intp)
+    out[order] = position
+    return out
 
 
 def batch_top_k(row: np.ndarray, candidates: np.ndarray, scores: np.ndarray, k: int, vocab: "Vocabulary") -> list[tuple[int, np.ndarray]]:

@@ -78,7 +78,7 @@ from transforms.ads import AdPick, rank_ads
 from transforms.blend import PARTS
 from transforms.complements import cart_complements, goes_with
 from transforms.config import ModelConfig
-from transforms.cooccurrence import Vocabulary, group_starts
+from transforms.cooccurrence import Vocabulary, group_starts, rank_within, row_thresholds
 from transforms.embedding import EmbeddingModel
 from transforms.events import EVENT_TYPES
 from transforms.profile import UserProfile, top_interests
@@ -310,6 +310,7 @@ class ItemCodes:
     def __init__(self) -> None:
         self.vocab = Vocabulary()
         self._lists: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._pools: dict[int, _ListPool] = {}  # by entry kind (_CF, _CONTENT)
         # Reasons by what determines them (kind, source code, action...): immutable values, so the
         # entries of every list may share them instead of rendering the same text again.
         self._reasons: dict[tuple, Reason] = {}
@@ -324,6 +325,17 @@ class ItemCodes:
             self._lists.clear()  # replaced lists would otherwise stay alive here
         self._lists[id(ids)] = (ids, codes)
         return codes
+
+    def lists(self, table: Mapping[str, Neighbours], kind: int, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The lists ``table`` holds for the item codes ``items``, as (pool codes, pool values, start, length) per item.
+
+        Each list is encoded once into a pool kept per ``kind`` and re-read only
+        when the table holds another list object for the item (a refresh).
+        """
+        pool = self._pools.get(kind)
+        if pool is None:
+            pool = self._pools[kind] = _ListPool()
+        return pool.lists(table, items, self)
 
     def of(self, items: Sequence[str]) -> np.ndarray:
         try:  # every item already coded (the usual case): one C-level pass
@@ -344,6 +356,76 @@ class ItemCodes:
         """Codes of the items that have one (an item without a code is in no list)."""
         code = self.vocab.code
         return [c for c in (code.get(i) for i in items) if c is not None]
+
+
+class _ListPool:
+    """Neighbour lists of one kind, encoded (item codes, float64 values) into one growing pool.
+
+    ``held[c]`` is the list object last read for item code ``c``; while the
+    table still holds that very object the pooled copy is current (held, it
+    cannot be freed and its id reused).  Replaced lists leave dead entries,
+    dropped by a compaction when they outnumber the live ones.
+    """
+
+    def __init__(self) -> None:
+        self.held: list[object] = []
+        self.start = np.zeros(0, dtype=np.int64)
+        self.length = np.zeros(0, dtype=np.int64)
+        self.codes = np.zeros(1024, dtype=np.int64)
+        self.values = np.zeros(1024, dtype=np.float64)
+        self.used = 0
+        self.live = 0
+
+    def lists(self, table: Mapping[str, Neighbours], items: np.ndarray, codes: "ItemCodes") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        width = len(codes.vocab)
+        if len(self.held) < width:
+            grow = width - len(self.held)
+            self.held.extend([None] * grow)
+            self.start = np.concatenate([self.start, np.zeros(grow, dtype=np.int64)])
+            self.length = np.concatenate([self.length, np.zeros(grow, dtype=np.int64)])
+        ids = codes.vocab.array()
+        held = self.held
+        get = table.get
+        changed = [(c, entry) for c, entry in zip(items.tolist(), map(get, ids[items].tolist())) if entry is not held[c]]
+        for c, entry in changed:
+            self._put(c, entry, codes)
+        if self.used > 2 * self.live + 4096:
+            self._compact()
+        return self.codes, self.values, self.start[items], self.length[items]
+
+    def _put(self, code: int, entry: Neighbours | None, codes: "ItemCodes") -> None:
+        self.held[code] = entry
+        self.live -= int(self.length[code])
+        n = 0 if entry is None else len(entry[0])
+        if n == 0:
+            self.length[code] = 0
+            return
+        self._reserve(n)
+        at = self.used
+        self.codes[at : at + n] = codes.of_list(entry[0])
+        self.values[at : at + n] = entry[1]
+        self.start[code], self.length[code] = at, n
+        self.used += n
+        self.live += n
+
+    def _reserve(self, n: int) -> None:
+        if self.used + n > len(self.codes):
+            size = max(2 * len(self.codes), self.used + n)
+            self.codes = np.concatenate([self.codes[: self.used], np.zeros(size - self.used, dtype=np.int64)])
+            self.values = np.concatenate([self.values[: self.used], np.zeros(size - self.used, dtype=np.float64)])
+
+    def _compact(self) -> None:
+        """Copy the live lists to a fresh pool (their order kept)."""
+        alive = np.flatnonzero(self.length > 0)
+        lengths = self.length[alive]
+        order = np.argsort(self.start[alive], kind="stable")
+        alive, lengths = alive[order], lengths[order]
+        new_start = np.cumsum(lengths) - lengths
+        source = np.repeat(self.start[alive] - new_start, lengths) + np.arange(int(lengths.sum()))
+        self.codes = np.concatenate([self.codes[source], np.zeros(1024, dtype=np.int64)])
+        self.values = np.concatenate([self.values[source], np.zeros(1024, dtype=np.float64)])
+        self.start[alive] = new_start
+        self.used = self.live = int(lengths.sum())
 
 
 @dataclass
@@ -415,19 +497,6 @@ def _row_normalised(long: _Long) -> _Long:
     return out
 
 
-def _list_table(lists: Sequence[Neighbours], codes: ItemCodes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Concatenated (codes, values) of lists, with each list's start and length."""
-    list_codes, list_values = [], []
-    for ids, values in lists:  # one pass: per list a dict lookup (codes) and usually no copy (values)
-        list_codes.append(codes.of_list(ids))
-        list_values.append(np.asarray(values, dtype=np.float64))
-    lengths = np.fromiter(map(len, list_codes), dtype=np.intp, count=len(lists))
-    starts = np.cumsum(lengths) - lengths
-    if not lists or not lengths.sum():
-        return np.empty(0, dtype=np.int64), np.empty(0), starts, lengths
-    return np.concatenate(list_codes), np.concatenate(list_values), starts, lengths
-
-
 def _neighbour_entries(
     pair_row: np.ndarray, pair_item: np.ndarray, pair_weight: np.ndarray, table: Mapping[str, Neighbours], kind: int, codes: ItemCodes
 ) -> _Long:
@@ -435,12 +504,7 @@ def _neighbour_entries(
     if len(pair_row) == 0:
         return _Long.empty()
     sources, pair_source = np.unique(pair_item, return_inverse=True)
-    ids = codes.vocab.array()
-    lists = []
-    for code in sources.tolist():
-        entry = table.get(ids[code])
-        lists.append(entry if entry is not None else (np.empty(0, dtype=object), np.empty(0)))
-    neighbour_codes, sims, starts, lengths = _list_table(lists, codes)
+    neighbour_codes, sims, starts, lengths = codes.lists(table, kind, sources)
     pair, index = _expand(pair_source, starts, lengths)
     return _Long(pair_row[pair], neighbour_codes[index], pair_weight[pair] * sims[index], np.full(len(pair), kind, dtype=np.int8), pair_item[pair])
 
@@ -772,7 +836,7 @@ def _top_n(blend: _Long, model: ScoringModel, config: ModelConfig, n: int, codes
     want = n if cap <= 0 else n * 4
     ranked: list[_Long] = []  # per round, the ranked entries of the rows that round completed
     while len(blend.row):
-        cut = blend.take(blend.value >= _row_thresholds(blend.row, blend.value, want))
+        cut = blend.take(blend.value >= row_thresholds(blend.row, blend.value, want))
         cut_sizes = np.bincount(cut.row, minlength=int(blend.row[-1]) + 1)
         cut = cut.take(allowed.mask(cut.code, config))
         chosen = _rank_cut(cut, model, n, cap, ids) if len(cut.row) else _Long.empty()
@@ -804,52 +868,14 @@ def _rank_cut(cut: _Long, model: ScoringModel, n: int, cap: int, ids: np.ndarray
     order = np.lexsort((id_rank[inverse], -cut.value, cut.row))
     if cap > 0:
         category = np.unique(np.array([model.top_category(i) for i in ids[candidates].tolist()], dtype=object), return_inverse=True)[1]
-        order = order[_rank_within(cut.row[order].astype(np.int64) * (int(category.max()) + 1) + category[inverse[order]]) < cap]
-    return cut.take(order[_rank_within(cut.row[order]) < n])
+        order = order[rank_within(cut.row[order].astype(np.int64) * (int(category.max()) + 1) + category[inverse[order]]) < cap]
+    return cut.take(order[rank_within(cut.row[order]) < n])
 
 
 def _row_bounds(ranked: _Long, rows: int) -> tuple[list[int], list[int]]:
     """Where each of ``rows`` rows' entries start and end in ``ranked`` (rows ascending)."""
     bounds = np.searchsorted(ranked.row, np.arange(rows + 1))
     return bounds[:-1].tolist(), bounds[1:].tolist()
-
-
-def _row_thresholds(row: np.ndarray, value: np.ndarray, want: int) -> np.ndarray:
-    """Per entry, its row's ``want``-th largest value (-inf for a row with fewer entries); ``row`` ascending.
-
-    Rows are laid out in a padded matrix per power-of-two length class, so the
-    partition works on whole rows at once and no class pads a short row to a long one.
-    """
-    bounds = group_starts(row)
-    starts, lengths = bounds[:-1], np.diff(bounds)
-    per_row = np.full(len(starts), -np.inf)
-    long_rows = np.flatnonzero(lengths > want)
-    if len(long_rows):
-        width_class = np.ceil(np.log2(lengths[long_rows])).astype(np.int64)
-        for c in np.unique(width_class).tolist():
-            members = long_rows[width_class == c]
-            width = int(lengths[members].max())
-            matrix = np.full((len(members), width), -np.inf)
-            member_lengths = lengths[members]
-            member_row = np.repeat(np.arange(len(members)), member_lengths)
-            column = np.arange(len(member_row)) - np.repeat(np.cumsum(member_lengths) - member_lengths, member_lengths)
-            source = np.repeat(starts[members], member_lengths) + column
-            matrix[member_row, column] = value[source]
-            per_row[members] = np.partition(matrix, width - want, axis=1)[:, width - want]
-    return np.repeat(per_row, lengths)
-
-
-def _rank_within(group: np.ndarray) -> np.ndarray:
-    """Each entry's position among the earlier entries of its group (0 for the first), order kept."""
-    if len(group) == 0:
-        return np.empty(0, dtype=np.intp)
-    order = np.argsort(group, kind="stable")
-    sorted_group = group[order]
-    bounds = group_starts(sorted_group)
-    position = np.arange(len(group)) - np.repeat(bounds[:-1], np.diff(bounds))
-    out = np.empty(len(group), dtype=np.intp)
-    out[order] = position
-    return out
 
 
 def _cart_lists(users: list[_Prepared], model: ScoringModel, config: ModelConfig, n: int, allowed: _Allowed) -> _Long:
@@ -880,13 +906,15 @@ class PartEntries(NamedTuple):
     """The home blend's weighted entries before the sum: one per (row, item, part), allowed items only.
 
     ``part`` indexes :data:`transforms.blend.PARTS`; the values are weighted
-    with the weights the batch was scored with.
+    with the weights the batch was scored with.  ``rank`` orders the items as
+    their ids do (equal ranks, equal ids), so item-id ties break without comparing strings.
     """
 
     row: np.ndarray
     item: np.ndarray  # item ids (object)
     part: np.ndarray
     value: np.ndarray
+    rank: np.ndarray
 
 
 # Each entry kind's part, as indexed by transforms.blend.PARTS (the cart's entries are no part of the home blend).
@@ -896,7 +924,7 @@ _KIND_PART = np.array([PARTS.index(p) for p in ("cf", "content", "recent", "cate
 def _part_entries(blend: _Long, allowed: _Allowed, config: ModelConfig, codes: ItemCodes) -> PartEntries:
     ids = codes.vocab.array()
     kept = blend.take(allowed.mask(blend.code, config))
-    return PartEntries(kept.row.copy(), ids[kept.code], _KIND_PART[kept.kind.astype(np.intp)], kept.value.copy())
+    return PartEntries(kept.row.copy(), ids[kept.code], _KIND_PART[kept.kind.astype(np.intp)], kept.value.copy(), codes.vocab.id_rank()[kept.code])
 
 
 def score_user(

@@ -12,6 +12,7 @@ from transforms.config import ModelConfig
 from transforms.engine import replay
 from transforms.events import EventBatch, parse_records
 from transforms.profile import UserProfile
+from transforms.scoring import PartEntries
 
 CONFIG = ModelConfig(weight_cf=1.0, weight_content=0.5, weight_category=0.0, weight_popularity=0.0, blend_learning=True, blend_margin=0.5)
 
@@ -63,7 +64,9 @@ def test_memo_ranks_each_setting_without_touched_items_and_ties_by_id():
     part = np.array([0, 0, 1, 1, 1, 1], dtype=np.intp)  # cf, cf, content x4
     # Weighted as served by the configured setting (cf 1.0, content 0.5).
     value = np.array([1.0, 0.8, 0.5, 0.4, 0.5, 0.4])
-    found = memos(["u"], [_profile([("seen", 1, 1.0)], {"seen": 1.0})], row, item, part, value, settings, settings[0], 100, k=3)
+    rank = np.unique(item, return_inverse=True)[1]  # item id order
+    entries = PartEntries(row, item, part, value, rank)
+    found = memos(["u"], [_profile([("seen", 1, 1.0)], {"seen": 1.0})], entries, settings, settings[0], 100, k=3)
     memo = found["u"]
     ranked = [[memo.items[i] for i in r] for r in memo.ranked]
     assert ranked[0] == ["a", "b", "c"]

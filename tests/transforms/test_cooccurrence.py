@@ -339,3 +339,14 @@ def test_refresh_rows_gives_the_heaviest_entries_of_changed_rows_once():
     model.apply_window([], [], ["b"], ["x"], [2.0])
     (only,) = model.refresh_rows(3).items()
     assert only[0] == "b" and only[1][1].tolist() == [3.0]
+
+
+@given(st.lists(st.lists(st.text(min_size=0, max_size=6), max_size=8), max_size=6))
+@settings(max_examples=200, deadline=None)
+def test_id_rank_is_the_string_order_of_the_ids_as_the_vocabulary_grows(parts):
+    vocab = Vocabulary()
+    for part in parts:
+        vocab.encode(part)
+        rank = vocab.id_rank()
+        assert [vocab.ids[c] for c in np.argsort(rank)] == sorted(vocab.ids)
+        assert sorted(rank.tolist()) == list(range(len(vocab)))

@@ -275,3 +275,33 @@ def test_batched_cart_lists_equal_the_one_cart_formula(seed):
         scores, sources = cart_complements(list(profile.cart), model.neighbours, model.content, config.weight_cf, config.weight_content)
         expected = [(j, round(scores[j], 9), f"goes with {sources[j]} in your cart") for j in ranked(scores)]
         assert rounded(lists.cart) == expected
+
+
+def test_item_codes_pool_reads_each_items_current_list_across_refreshes_and_compactions():
+    """The pooled lists equal the table's lists after every change: new, replaced, emptied and removed
+    lists, over enough churn to compact the pool many times (about 30k entries written against a
+    live size near 1k: a compaction whenever the pool passes twice the live entries plus 4,096)."""
+    from transforms.scoring import ItemCodes
+
+    rng = np.random.default_rng(3)
+    codes = ItemCodes()
+    names = [f"item{k}" for k in range(60)]
+    table: dict = {}
+    for step in range(400):
+        for name in rng.choice(names, size=int(rng.integers(1, 8)), replace=False).tolist():
+            roll = rng.random()
+            if roll < 0.15:
+                table.pop(name, None)
+            elif roll < 0.25:
+                table[name] = (np.empty(0, dtype=object), np.empty(0))
+            else:
+                size = int(rng.integers(1, 40))
+                table[name] = (np.array(rng.choice(names, size=size).tolist(), dtype=object), rng.random(size).astype(np.float32))
+        asked = rng.choice(names, size=int(rng.integers(1, 30))).tolist()
+        items = codes.of(asked)
+        pool_codes, pool_values, start, length = codes.lists(table, 0, items)
+        ids = codes.vocab.array()
+        for name, s, n in zip(asked, start.tolist(), length.tolist()):
+            want_ids, want_values = table.get(name, (np.empty(0, dtype=object), np.empty(0)))
+            assert ids[pool_codes[s : s + n]].tolist() == list(want_ids)
+            assert pool_values[s : s + n].tolist() == np.asarray(want_values, dtype=np.float64).tolist()
