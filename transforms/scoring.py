@@ -672,18 +672,16 @@ def score_users(
             relevance.setdefault(r, {})[ids[code]] = value
 
     ids = codes.vocab.array()
-    # Python lists once per batch: the per-entry loop below reads plain values, not numpy scalars.
+    # Each table's entries built in a few passes (reasons per distinct key, ScoredItems by map), then cut per row.
     tables = []
     for ranked in (top, carts):
         lo, hi = _row_bounds(ranked, len(users))
-        tables.append((lo, hi, ids[ranked.code].tolist(), ranked.value.tolist(), ranked.kind.tolist(), ranked.source.tolist()))
+        reasons = _reasons(ranked, users, ids, category_names, texts, codes)
+        tables.append((lo, hi, list(map(ScoredItem, ids[ranked.code].tolist(), ranked.value.tolist(), reasons))))
     out = []
     for row, user in enumerate(users):
         profile = user.profile
-        home, cart = (
-            [ScoredItem(item[k], value[k], _reason(kind[k], source[k], item[k], user, ids, category_names, texts, codes)) for k in range(lo[row], hi[row])]
-            for lo, hi, item, value, kind, source in tables
-        )
+        home, cart = (entries[lo[row] : hi[row]] for lo, hi, entries in tables)
         out.append(
             UserLists(
                 home=home,
@@ -726,24 +724,44 @@ def sponsored_relevance(
     return row[keep], code[keep], value[keep] / best[keep]
 
 
-def _reason(kind: int, source: int, item: str, user: _Prepared, ids: np.ndarray, categories: list[str], texts: list[Reason], codes: ItemCodes) -> Reason:
-    """The reason of a list entry, shared through ``codes``' cache (keyed by all it depends on)."""
-    if kind == _CF:
-        src = ids[source]
-        action = user.profile.last_action.get(src, 0)
-        return codes.reason((_CF, source, action), because_you, EVENT_TYPES[action], src)
-    if kind == _CONTENT:
-        return codes.reason((_CONTENT, source), _similar_to, ids[source])
-    if kind == _RECENT:
-        action = user.profile.last_action.get(item, 0)
-        return codes.reason((_RECENT, item, action), you_did_recently, EVENT_TYPES[action], item)
-    if kind == _CATEGORY:
-        return codes.reason((_CATEGORY, categories[source]), _trending_in, categories[source])
-    if kind == _POPULAR:
-        return codes.reason((_POPULAR, bool(user.strongest)), reason, "popular_now" if user.strongest else "trending_now")
-    if kind == _CART:
-        return codes.reason((_CART, source), goes_with, ids[source])
-    return texts[source]
+def _reasons(ranked: _Long, users: list[_Prepared], ids: np.ndarray, categories: list[str], texts: list[Reason], codes: ItemCodes) -> list[Reason]:
+    """The reason of each entry of ``ranked``, built once per distinct reason key in the batch
+    (and shared through ``codes``' cache, keyed by all a reason depends on)."""
+    if len(ranked.row) == 0:
+        return []
+    kind = ranked.kind.astype(np.int64)
+    # The user's latest action on the entry's source (cf) or on the item itself (recent).
+    action = np.zeros(len(kind), dtype=np.int64)
+    acted = np.flatnonzero((kind == _CF) | (kind == _RECENT))
+    if len(acted):
+        on = np.where(kind[acted] == _CF, ranked.source[acted], ranked.code[acted])
+        action[acted] = [users[r].profile.last_action.get(i, 0) for r, i in zip(ranked.row[acted].tolist(), ids[on].tolist())]
+    # One integer per distinct reason: kind, an item code / category / text index / cold flag, and the action.
+    subject = ranked.source.copy()
+    subject[kind == _RECENT] = ranked.code[kind == _RECENT]
+    popular = kind == _POPULAR
+    subject[popular] = np.array([bool(u.strongest) for u in users], dtype=np.int64)[ranked.row[popular]]
+    distinct, inverse = np.unique((kind << 56) | (subject << 4) | action, return_inverse=True)
+    built = []
+    for key in distinct.tolist():
+        k, subject_of, act = key >> 56, (key >> 4) & ((1 << 52) - 1), key & 15
+        if k == _CF:
+            src = ids[subject_of]
+            built.append(codes.reason((_CF, subject_of, act), because_you, EVENT_TYPES[act], src))
+        elif k == _CONTENT:
+            built.append(codes.reason((_CONTENT, subject_of), _similar_to, ids[subject_of]))
+        elif k == _RECENT:
+            item = ids[subject_of]
+            built.append(codes.reason((_RECENT, item, act), you_did_recently, EVENT_TYPES[act], item))
+        elif k == _CATEGORY:
+            built.append(codes.reason((_CATEGORY, categories[subject_of]), _trending_in, categories[subject_of]))
+        elif k == _POPULAR:
+            built.append(codes.reason((_POPULAR, bool(subject_of)), reason, "popular_now" if subject_of else "trending_now"))
+        elif k == _CART:
+            built.append(codes.reason((_CART, subject_of), goes_with, ids[subject_of]))
+        else:
+            built.append(texts[subject_of])
+    return list(map(built.__getitem__, inverse.tolist()))
 
 
 def _similar_to(item: str) -> Reason:
