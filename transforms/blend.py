@@ -269,33 +269,48 @@ def memos(
     scores = np.zeros((len(group_key), len(settings)), dtype=np.float64)
     for p in range(len(PARTS)):
         scores += table[:, p : p + 1] * ratios[:, p]
-    # Per setting, each row's k best positive scores (ties: item id): cut at the row's k-th score, then sorted.
+    return _ranked_memos(users, group_row, group_key, names[group_key % width], scores, key, now_ms, k)
+
+
+def _ranked_memos(
+    users: Sequence[str], group_row: np.ndarray, group_order: np.ndarray, group_name: np.ndarray, scores: np.ndarray, key: str, now_ms: int, k: int
+) -> dict[str, BlendMemo]:
+    """Memos from each candidate's score under every setting (``scores``: candidates x settings).
+
+    Candidates are one per (row, item), ``group_row`` ascending, ``group_order``
+    ordering a row's items as their ids do.  Each setting ranks a row's
+    positive scores (ties: item id) and keeps ``k``; every row with a
+    candidate gets a memo, even an empty one.
+    """
+    settings = scores.shape[1]
+    # Per setting, each row's k best: cut at the row's k-th score, then sorted.
     picked_key, picked_group = [], []
-    for s in range(len(settings)):
+    for s in range(settings):
         column = scores[:, s]
         cut = np.flatnonzero((column > 0) & (column >= row_thresholds(group_row, column, k)))
-        cut = cut[np.lexsort((group_key[cut], -column[cut], group_row[cut]))]
+        cut = cut[np.lexsort((group_order[cut], -column[cut], group_row[cut]))]
         cut = cut[rank_within(group_row[cut]) < k]
-        picked_key.append(group_row[cut] * len(settings) + s)
+        picked_key.append(group_row[cut] * settings + s)
         picked_group.append(cut)
     pick_key = np.concatenate(picked_key)
     pick_group = np.concatenate(picked_group)
     order = np.argsort(pick_key, kind="stable")  # by (row, setting), rank order kept
     pick_key, pick_group = pick_key[order], pick_group[order]
     # A row's memo items: the union of its settings' picks, in item id order; picks point into it.
-    used = np.unique(group_key[pick_group])
-    pick = np.searchsorted(used, group_key[pick_group])
-    used_row = used // width
-    used_names = names[used % width].tolist()
-    memo_rows = np.unique(group_row)  # every row with an item it has not touched gets a memo, even an empty one
+    used = np.unique(pick_group)  # candidates are in (row, item id) order
+    pick = np.searchsorted(used, pick_group)
+    used_row = group_row[used]
+    used_names = group_name[used].tolist()
+    memo_rows = np.unique(group_row)
     used_bounds = np.searchsorted(used_row, np.stack([memo_rows, memo_rows + 1], axis=1)).tolist()
+    out: dict[str, BlendMemo] = {}
     for r, (lo, hi) in zip(memo_rows.tolist(), used_bounds):
-        cuts = np.searchsorted(pick_key, np.arange(r * len(settings), (r + 1) * len(settings) + 1)).tolist()
+        cuts = np.searchsorted(pick_key, np.arange(r * settings, (r + 1) * settings + 1)).tolist()
         out[users[r]] = BlendMemo(
             now_ms,
             key,
             tuple(used_names[lo:hi]),
-            tuple(tuple((pick[cuts[s] : cuts[s + 1]] - lo).tolist()) for s in range(len(settings))),
+            tuple(tuple((pick[cuts[s] : cuts[s + 1]] - lo).tolist()) for s in range(settings)),
         )
     return out
 
@@ -348,28 +363,38 @@ def cart_memos(
     k: int,
 ) -> dict[str, BlendMemo]:
     """Each user's cart-list :class:`BlendMemo`: every setting's complements of the cart
-    (:func:`transforms.complements.cart_complements`), allowed items the user never touched, top ``k``."""
-    from transforms.complements import cart_complements
-    from transforms.scoring import item_allowed
+    (:func:`transforms.complements.cart_complements`: the same terms, summed in its order),
+    allowed items the user never touched, top ``k``.  The whole batch at once."""
+    from transforms.scoring import cart_terms, items_allowed
 
-    key = settings_key(settings)
-    out: dict[str, BlendMemo] = {}
-    for user, profile in zip(users, profiles):
-        if profile is None or not profile.cart:
-            continue
-        cart = list(profile.cart)
-        ranked_ids = []
-        for setting in settings:
-            weights = setting.weights(config)
-            scores, _ = cart_complements(cart, model.neighbours, model.content, weights["weight_cf"], weights["weight_content"])
-            fresh = [i for i in scores if i not in profile.interests and item_allowed(i, model, config)]
-            ranked_ids.append(sorted(fresh, key=lambda i: (-scores[i], i))[:k])
-        items = sorted({i for r in ranked_ids for i in r})
-        if not items:
-            continue
-        position = {i: n for n, i in enumerate(items)}
-        out[user] = BlendMemo(now_ms, key, tuple(items), tuple(tuple(position[i] for i in r) for r in ranked_ids))
-    return out
+    terms = cart_terms(profiles, model)
+    if len(terms.row) == 0:
+        return {}
+    # One candidate per (row, item), in (row, item id) order.
+    rank = model.codes.vocab.id_rank()
+    width = np.int64(len(rank))
+    candidates, first, term_candidate = np.unique(terms.row * width + rank[terms.code], return_index=True, return_inverse=True)
+    group_row = candidates // width
+    group_code = terms.code[first]
+    # Each setting's scores: the positive terms of its weights, added in the terms' order from 0.0 (as a dict would).
+    scores = np.zeros((len(candidates), len(settings)), dtype=np.float64)
+    for s, setting in enumerate(settings):
+        weights = setting.weights(config)
+        weight = np.where(terms.kind == 0, weights["weight_cf"], weights["weight_content"])
+        value = weight * terms.sim / terms.top
+        live = (weight > 0) & (value > 0)
+        scores[:, s] = np.bincount(term_candidate[live], weights=value[live], minlength=len(candidates))
+    # Only items the user never touched and the business filters allow.
+    touched = [
+        r * int(width) + int(rank[c])
+        for r in np.unique(group_row).tolist()
+        for c in model.codes.known(profiles[r].interests)
+    ]
+    keep = (scores > 0).any(axis=1) & ~np.isin(candidates, np.asarray(touched, dtype=np.int64)) & items_allowed(group_code, model, config)
+    if not keep.any():
+        return {}
+    ids = model.codes.vocab.array()
+    return _ranked_memos(users, group_row[keep], candidates[keep], ids[group_code[keep]], scores[keep], settings_key(settings), now_ms, k)
 
 
 class _SettingsTable(NamedTuple):

@@ -76,7 +76,7 @@ import numpy as np
 
 from transforms.ads import AdPick, rank_ads
 from transforms.blend import PARTS
-from transforms.complements import cart_complements, goes_with
+from transforms.complements import goes_with
 from transforms.config import ModelConfig
 from transforms.cooccurrence import Vocabulary, group_starts, rank_within, row_thresholds
 from transforms.embedding import EmbeddingModel
@@ -898,26 +898,77 @@ def _row_bounds(ranked: _Long, rows: int) -> tuple[list[int], list[int]]:
 
 def _cart_lists(users: list[_Prepared], model: ScoringModel, config: ModelConfig, n: int, allowed: _Allowed) -> _Long:
     """Complements of each row's cart (:func:`transforms.complements.cart_complements`, the one
-    formula the API uses too), without banned and disallowed items, ranked like the home list."""
+    formula the API uses too: the same terms, summed in its order, explained by the first largest
+    term's cart item), without banned and disallowed items, ranked like the home list."""
     codes = model.codes
-    rows: list[int] = []
-    items: list[str] = []
-    scores: list[float] = []
-    sources: list[str] = []
-    for row, user in enumerate(users):
-        if user.profile is None or not user.profile.cart:
-            continue
-        comp, comp_source = cart_complements(list(user.profile.cart), model.neighbours, model.content, config.weight_cf, config.weight_content)
-        for item, score in comp.items():
-            rows.append(row)
-            items.append(item)
-            scores.append(score)
-            sources.append(comp_source[item])
-    if not rows:
+    terms = cart_terms([user.profile for user in users], model)
+    weight = np.where(terms.kind == 0, config.weight_cf, config.weight_content)
+    value = weight * terms.sim / terms.top
+    live = (weight > 0) & (value > 0)
+    if not live.any():
         return _Long.empty()
-    entries = _Long(np.asarray(rows, dtype=np.intp), codes.of(items), np.asarray(scores, dtype=np.float64), np.full(len(rows), _CART, dtype=np.int8), codes.of(sources))
-    entries = _without_banned(entries, users, codes)
-    return _top_n(entries.take(entries.value > 0), model, config, n, codes, allowed)
+    entries = _Long(terms.row[live], terms.code[live], value[live], np.full(int(live.sum()), _CART, dtype=np.int8), terms.source[live])
+    width = len(codes.vocab)
+    # _grouped keeps each (row, item)'s first largest term, in (row, item) order; the sum runs in term order from 0.0.
+    grouped = _grouped(entries, width, "max")
+    group = np.unique(entries.row.astype(np.int64) * width + entries.code, return_inverse=True)[1]
+    grouped.value = np.bincount(group, weights=entries.value)
+    grouped = _without_banned(grouped, users, codes)
+    return _top_n(grouped.take(grouped.value > 0), model, config, n, codes, allowed)
+
+
+class CartTerms(NamedTuple):
+    """The terms of :func:`transforms.complements.cart_complements` for a batch of carts, in its order.
+
+    One entry per (row, cart item, kind, neighbour): kind 0 the collaborative list, 1 the content
+    list, of cart item ``source``; ``sim`` the neighbour's similarity and ``top`` its list's
+    largest (positive).  Entries run per row, in cart order, collaborative before content, each
+    list in its order; neighbours in the row's cart are left out.  A weighting ``w`` gives each
+    term ``w * sim / top`` as that function computes it.
+    """
+
+    row: np.ndarray
+    code: np.ndarray  # item codes (ItemCodes of the model)
+    kind: np.ndarray
+    sim: np.ndarray
+    top: np.ndarray
+    source: np.ndarray
+
+
+def cart_terms(profiles: Sequence[UserProfile | None], model: ScoringModel) -> CartTerms:
+    """Every cart's :class:`CartTerms` (rows without a profile or a cart have none)."""
+    codes = model.codes
+    rows, carts = [], []
+    for row, profile in enumerate(profiles):
+        if profile is not None and profile.cart:
+            cart = list(profile.cart)
+            rows.append(np.full(len(cart), row, dtype=np.int64))
+            carts.append(codes.of(cart))
+    if not rows:
+        empty = np.empty(0, dtype=np.int64)
+        return CartTerms(empty, empty, empty, np.empty(0), np.empty(0), empty)
+    pair_row, pair_code = np.concatenate(rows), np.concatenate(carts)
+    sources, pair_source = np.unique(pair_code, return_inverse=True)
+    found = []
+    for order, (kind, table) in enumerate(((_CF, model.neighbours), (_CONTENT, model.content))):
+        pool_codes, pool_values, starts, lengths = codes.lists(table, kind, sources)
+        list_of, index = _expand(np.arange(len(sources)), starts, lengths)
+        top = np.full(len(sources), -np.inf)
+        np.maximum.at(top, list_of, pool_values[index])
+        pair, index = _expand(pair_source, starts, lengths)
+        found.append((pair, np.full(len(pair), order, dtype=np.int64), pool_codes[index], pool_values[index], top[pair_source[pair]]))
+    pair, kind, code, sim, top = (np.concatenate(column) for column in zip(*found))
+    order = np.argsort(pair * 2 + kind, kind="stable")  # per cart item: collaborative, then content
+    pair, kind, code, sim, top = pair[order], kind[order], code[order], sim[order], top[order]
+    row = pair_row[pair]
+    width = np.int64(max(len(codes.vocab), 1))
+    keep = (top > 0) & ~np.isin(row * width + code, pair_row * width + pair_code)
+    return CartTerms(row[keep], code[keep], kind[keep], sim[keep], top[keep], pair_code[pair][keep])
+
+
+def items_allowed(codes: np.ndarray, model: ScoringModel, config: ModelConfig) -> np.ndarray:
+    """:func:`item_allowed` of each item code (each distinct item checked once)."""
+    return _Allowed(model, model.codes).mask(codes, config)
 
 
 class PartEntries(NamedTuple):
