@@ -247,8 +247,13 @@ def memos(
     entry_key = entry_key[order]
     bounds = group_starts(entry_key)
     group_key = entry_key[bounds[:-1]]
-    table = np.zeros((len(group_key), len(PARTS)), dtype=np.float64)
-    np.add.at(table, (np.repeat(np.arange(len(group_key)), np.diff(bounds)), entries.part[order]), entries.value[order])
+    # Per part, the sum of each group's entries from 0.0 in entry order (bincount adds in input order).
+    group = np.repeat(np.arange(len(group_key)), np.diff(bounds))
+    part, value = entries.part[order], entries.value[order]
+    table = np.zeros((len(PARTS), len(group_key)), dtype=np.float64)
+    for p in np.unique(part).tolist():
+        of_part = part == p
+        table[p] = np.bincount(group[of_part], weights=value[of_part], minlength=len(group_key))
     # Leave out rows without a profile, and items the user touched.
     group_row = group_key // width
     present = np.unique(group_key % width).tolist()
@@ -261,15 +266,19 @@ def memos(
             listed[r] = True
             touched.extend(r * int(width) + rank_of[i] for i in profile.interests if i in rank_of)
     keep = listed[group_row] & ~np.isin(group_key, np.asarray(touched, dtype=np.int64))
-    table, group_key = table[keep], group_key[keep]
+    table, group_key = table[:, keep], group_key[keep]
     if not len(group_key):
         return out
     group_row = group_key // width
-    # Every setting's score of every group, summed over parts in PARTS order.
-    scores = np.zeros((len(group_key), len(settings)), dtype=np.float64)
-    for p in range(len(PARTS)):
-        scores += table[:, p : p + 1] * ratios[:, p]
-    return _ranked_memos(users, group_row, group_key, names[group_key % width], scores, key, now_ms, k)
+    # Every setting's score of every group, summed over parts in PARTS order (an explicit sum, not a
+    # matrix product: a BLAS kernel may round differently by batch size, and a row's memo must not).
+    scores = np.zeros((len(settings), len(group_key)), dtype=np.float64)
+    term = np.empty(len(group_key), dtype=np.float64)
+    for s in range(len(settings)):
+        for p in range(len(PARTS)):
+            if ratios[s, p] != 0:
+                scores[s] += np.multiply(table[p], ratios[s, p], out=term)
+    return _ranked_memos(users, group_row, group_key, names[group_key % width], scores.T, key, now_ms, k)
 
 
 def _ranked_memos(

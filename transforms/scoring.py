@@ -69,6 +69,7 @@ items none of this runs.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
@@ -677,7 +678,8 @@ def score_users(
     for ranked in (top, carts):
         lo, hi = _row_bounds(ranked, len(users))
         reasons = _reasons(ranked, users, ids, category_names, texts, codes)
-        tables.append((lo, hi, list(map(ScoredItem, ids[ranked.code].tolist(), ranked.value.tolist(), reasons))))
+        # tuple.__new__ makes each ScoredItem in C (the NamedTuple's own __new__ is a Python function).
+        tables.append((lo, hi, list(map(tuple.__new__, itertools.repeat(ScoredItem), zip(ids[ranked.code].tolist(), ranked.value.tolist(), reasons)))))
     out = []
     for row, user in enumerate(users):
         profile = user.profile
