@@ -239,14 +239,15 @@ def memos(
     # Each setting's multiplier of the served values, per part: setting scale / served scale.
     ratios = np.array([[s / b if b > 0 else 0.0 for s, b in zip(setting.scale, base.tolist())] for setting in settings], dtype=np.float64)
     # One group per (row, item), in (row, item id) order; each group's part sums run in entry order.
-    width = np.int64(int(entries.rank.max()) + 1)
-    names = np.empty(int(width), dtype=object)
-    names[entries.rank] = entries.item
-    entry_key = np.asarray(entries.row, dtype=np.int64) * width + entries.rank
+    vocab = entries.vocab
+    rank = vocab.id_rank()
+    width = np.int64(len(rank))
+    entry_key = np.asarray(entries.row, dtype=np.int64) * width + rank[entries.code]
     order = np.argsort(entry_key, kind="stable")
     entry_key = entry_key[order]
     bounds = group_starts(entry_key)
     group_key = entry_key[bounds[:-1]]
+    group_code = entries.code[order[bounds[:-1]]]
     # Per part, the sum of each group's entries from 0.0 in entry order (bincount adds in input order).
     group = np.repeat(np.arange(len(group_key)), np.diff(bounds))
     part, value = entries.part[order], entries.value[order]
@@ -256,17 +257,16 @@ def memos(
         table[p] = np.bincount(group[of_part], weights=value[of_part], minlength=len(group_key))
     # Leave out rows without a profile, and items the user touched.
     group_row = group_key // width
-    present = np.unique(group_key % width).tolist()
-    rank_of = dict(zip(names[present].tolist(), present))
     listed = np.zeros(len(profiles), dtype=bool)
     touched = []
+    known = vocab.code
     for r in np.unique(group_row).tolist():
         profile = profiles[r]
         if profile is not None:
             listed[r] = True
-            touched.extend(r * int(width) + rank_of[i] for i in profile.interests if i in rank_of)
+            touched.extend(r * int(width) + int(rank[c]) for c in map(known.get, profile.interests) if c is not None)
     keep = listed[group_row] & ~np.isin(group_key, np.asarray(touched, dtype=np.int64))
-    table, group_key = table[:, keep], group_key[keep]
+    table, group_key, group_code = table[:, keep], group_key[keep], group_code[keep]
     if not len(group_key):
         return out
     group_row = group_key // width
@@ -278,16 +278,24 @@ def memos(
         for p in range(len(PARTS)):
             if ratios[s, p] != 0:
                 scores[s] += np.multiply(table[p], ratios[s, p], out=term)
-    return _ranked_memos(users, group_row, group_key, names[group_key % width], scores.T, key, now_ms, k)
+    return _ranked_memos(users, group_row, group_key, group_code, vocab.array(), scores.T, key, now_ms, k)
 
 
 def _ranked_memos(
-    users: Sequence[str], group_row: np.ndarray, group_order: np.ndarray, group_name: np.ndarray, scores: np.ndarray, key: str, now_ms: int, k: int
+    users: Sequence[str],
+    group_row: np.ndarray,
+    group_order: np.ndarray,
+    group_code: np.ndarray,
+    ids: np.ndarray,
+    scores: np.ndarray,
+    key: str,
+    now_ms: int,
+    k: int,
 ) -> dict[str, BlendMemo]:
     """Memos from each candidate's score under every setting (``scores``: candidates x settings).
 
     Candidates are one per (row, item), ``group_row`` ascending, ``group_order``
-    ordering a row's items as their ids do.  Each setting ranks a row's
+    ordering a row's items as their ids do; ``ids[group_code]`` are their items.  Each setting ranks a row's
     positive scores (ties: item id) and keeps ``k``; every row with a
     candidate gets a memo, even an empty one.
     """
@@ -309,7 +317,7 @@ def _ranked_memos(
     used = np.unique(pick_group)  # candidates are in (row, item id) order
     pick = np.searchsorted(used, pick_group)
     used_row = group_row[used]
-    used_names = group_name[used].tolist()
+    used_names = ids[group_code[used]].tolist()
     memo_rows = np.unique(group_row)
     used_bounds = np.searchsorted(used_row, np.stack([memo_rows, memo_rows + 1], axis=1)).tolist()
     out: dict[str, BlendMemo] = {}
@@ -402,8 +410,7 @@ def cart_memos(
     keep = (scores > 0).any(axis=1) & ~np.isin(candidates, np.asarray(touched, dtype=np.int64)) & items_allowed(group_code, model, config)
     if not keep.any():
         return {}
-    ids = model.codes.vocab.array()
-    return _ranked_memos(users, group_row[keep], candidates[keep], ids[group_code[keep]], scores[keep], settings_key(settings), now_ms, k)
+    return _ranked_memos(users, group_row[keep], candidates[keep], group_code[keep], model.codes.vocab.array(), scores[keep], settings_key(settings), now_ms, k)
 
 
 class _SettingsTable(NamedTuple):

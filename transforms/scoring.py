@@ -977,15 +977,20 @@ class PartEntries(NamedTuple):
     """The home blend's weighted entries before the sum: one per (row, item, part), allowed items only.
 
     ``part`` indexes :data:`transforms.blend.PARTS`; the values are weighted
-    with the weights the batch was scored with.  ``rank`` orders the items as
-    their ids do (equal ranks, equal ids), so item-id ties break without comparing strings.
+    with the weights the batch was scored with.  Items are codes of ``vocab``
+    (ids are looked up only where needed: a batch holds about a million entries).
     """
 
     row: np.ndarray
-    item: np.ndarray  # item ids (object)
+    code: np.ndarray
     part: np.ndarray
     value: np.ndarray
-    rank: np.ndarray
+    vocab: Vocabulary
+
+    @property
+    def item(self) -> np.ndarray:
+        """Each entry's item id."""
+        return self.vocab.array()[self.code]
 
 
 # Each entry kind's part, as indexed by transforms.blend.PARTS (the cart's entries are no part of the home blend).
@@ -993,9 +998,8 @@ _KIND_PART = np.array([PARTS.index(p) for p in ("cf", "content", "recent", "cate
 
 
 def _part_entries(blend: _Long, allowed: _Allowed, config: ModelConfig, codes: ItemCodes) -> PartEntries:
-    ids = codes.vocab.array()
     kept = blend.take(allowed.mask(blend.code, config))
-    return PartEntries(kept.row.copy(), ids[kept.code], _KIND_PART[kept.kind.astype(np.intp)], kept.value.copy(), codes.vocab.id_rank()[kept.code])
+    return PartEntries(kept.row.copy(), kept.code.copy(), _KIND_PART[kept.kind.astype(np.intp)], kept.value.copy(), codes.vocab)
 
 
 def score_user(

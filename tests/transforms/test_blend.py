@@ -12,6 +12,7 @@ from transforms.config import ModelConfig
 from transforms.engine import replay
 from transforms.events import EventBatch, parse_records
 from transforms.profile import UserProfile
+from transforms.cooccurrence import Vocabulary
 from transforms.scoring import PartEntries
 
 CONFIG = ModelConfig(weight_cf=1.0, weight_content=0.5, weight_category=0.0, weight_popularity=0.0, blend_learning=True, blend_margin=0.5)
@@ -64,8 +65,8 @@ def test_memo_ranks_each_setting_without_touched_items_and_ties_by_id():
     part = np.array([0, 0, 1, 1, 1, 1], dtype=np.intp)  # cf, cf, content x4
     # Weighted as served by the configured setting (cf 1.0, content 0.5).
     value = np.array([1.0, 0.8, 0.5, 0.4, 0.5, 0.4])
-    rank = np.unique(item, return_inverse=True)[1]  # item id order
-    entries = PartEntries(row, item, part, value, rank)
+    vocab = Vocabulary(["seen", "e", "d", "c", "b", "a"])  # codes in another order than the ids
+    entries = PartEntries(row, vocab.encode(item.tolist()), part, value, vocab)
     found = memos(["u"], [_profile([("seen", 1, 1.0)], {"seen": 1.0})], entries, settings, settings[0], 100, k=3)
     memo = found["u"]
     ranked = [[memo.items[i] for i in r] for r in memo.ranked]
