@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from transforms.config import ModelConfig
-from transforms.cooccurrence import group_starts, rank_within, row_thresholds
+from transforms.cooccurrence import Vocabulary, group_starts, rank_within, row_thresholds
 from transforms.profile import UserProfile
 
 if TYPE_CHECKING:
@@ -257,19 +257,11 @@ def memos(
         table[p] = np.bincount(group[of_part], weights=value[of_part], minlength=len(group_key))
     # Leave out rows without a profile, and items the user touched.
     group_row = group_key // width
-    listed = np.zeros(len(profiles), dtype=bool)
-    touched = []
-    known = vocab.code
-    for r in np.unique(group_row).tolist():
-        profile = profiles[r]
-        if profile is not None:
-            listed[r] = True
-            touched.extend(r * int(width) + int(rank[c]) for c in map(known.get, profile.interests) if c is not None)
-    keep = listed[group_row] & ~np.isin(group_key, np.asarray(touched, dtype=np.int64))
-    table, group_key, group_code = table[:, keep], group_key[keep], group_code[keep]
+    listed = np.array([profile is not None for profile in profiles], dtype=bool)
+    keep = listed[group_row] & ~np.isin(group_key, _touched_keys(group_row, profiles, vocab, rank))
+    table, group_key, group_row, group_code = table[:, keep], group_key[keep], group_row[keep], group_code[keep]
     if not len(group_key):
         return out
-    group_row = group_key // width
     # Every setting's score of every group, summed over parts in PARTS order (an explicit sum, not a
     # matrix product: a BLAS kernel may round differently by batch size, and a row's memo must not).
     scores = np.zeros((len(settings), len(group_key)), dtype=np.float64)
@@ -279,6 +271,23 @@ def memos(
             if ratios[s, p] != 0:
                 scores[s] += np.multiply(table[p], ratios[s, p], out=term)
     return _ranked_memos(users, group_row, group_key, group_code, vocab.array(), scores.T, key, now_ms, k)
+
+
+def _touched_keys(rows: np.ndarray, profiles: Sequence[UserProfile | None], vocab: Vocabulary, rank: np.ndarray) -> np.ndarray:
+    """``row * len(rank) + rank[item]`` of each item each of ``rows``' users touched (profile
+    interests; items without a code are in no list)."""
+    width = len(rank)
+    known = vocab.code
+    return np.asarray(
+        [
+            r * width + int(rank[c])
+            for r in np.unique(rows).tolist()
+            if profiles[r] is not None
+            for c in map(known.get, profiles[r].interests)
+            if c is not None
+        ],
+        dtype=np.int64,
+    )
 
 
 def _ranked_memos(
@@ -402,12 +411,8 @@ def cart_memos(
         live = (weight > 0) & (value > 0)
         scores[:, s] = np.bincount(term_candidate[live], weights=value[live], minlength=len(candidates))
     # Only items the user never touched and the business filters allow.
-    touched = [
-        r * int(width) + int(rank[c])
-        for r in np.unique(group_row).tolist()
-        for c in model.codes.known(profiles[r].interests)
-    ]
-    keep = (scores > 0).any(axis=1) & ~np.isin(candidates, np.asarray(touched, dtype=np.int64)) & items_allowed(group_code, model, config)
+    touched = _touched_keys(group_row, profiles, model.codes.vocab, rank)
+    keep = (scores > 0).any(axis=1) & ~np.isin(candidates, touched) & items_allowed(group_code, model, config)
     if not keep.any():
         return {}
     return _ranked_memos(users, group_row[keep], candidates[keep], group_code[keep], model.codes.vocab.array(), scores[keep], settings_key(settings), now_ms, k)

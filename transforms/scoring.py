@@ -851,7 +851,6 @@ def _top_n(blend: _Long, model: ScoringModel, config: ModelConfig, n: int, codes
     """
     if len(blend.row) == 0:
         return _Long.empty()
-    ids = codes.vocab.array()
     cap = config.max_per_category
     want = n if cap <= 0 else n * 4
     ranked: list[_Long] = []  # per round, the ranked entries of the rows that round completed
@@ -859,7 +858,7 @@ def _top_n(blend: _Long, model: ScoringModel, config: ModelConfig, n: int, codes
         cut = blend.take(blend.value >= row_thresholds(blend.row, blend.value, want))
         cut_sizes = np.bincount(cut.row, minlength=int(blend.row[-1]) + 1)
         cut = cut.take(allowed.mask(cut.code, config))
-        chosen = _rank_cut(cut, model, n, cap, ids) if len(cut.row) else _Long.empty()
+        chosen = _rank_cut(cut, model, n, cap, codes.vocab) if len(cut.row) else _Long.empty()
         # Rows short of n whose cut left items out go round again with a wider cut.
         bounds = group_starts(blend.row)
         rows = blend.row[bounds[:-1]]
@@ -879,15 +878,13 @@ def _top_n(blend: _Long, model: ScoringModel, config: ModelConfig, n: int, codes
     return out.take(np.argsort(out.row, kind="stable"))
 
 
-def _rank_cut(cut: _Long, model: ScoringModel, n: int, cap: int, ids: np.ndarray) -> _Long:
+def _rank_cut(cut: _Long, model: ScoringModel, n: int, cap: int, vocab: Vocabulary) -> _Long:
     """Each row's ``n`` best entries of ``cut`` (score desc, item id asc; at most ``cap`` per
     top category, 0: no cap), rows ascending, in rank order."""
-    candidates, inverse = np.unique(cut.code, return_inverse=True)
-    id_rank = np.empty(len(candidates), dtype=np.int64)
-    id_rank[np.argsort(ids[candidates], kind="stable")] = np.arange(len(candidates))  # item id order, exact
-    order = np.lexsort((id_rank[inverse], -cut.value, cut.row))
+    order = np.lexsort((vocab.id_rank()[cut.code], -cut.value, cut.row))
     if cap > 0:
-        category = np.unique(np.array([model.top_category(i) for i in ids[candidates].tolist()], dtype=object), return_inverse=True)[1]
+        candidates, inverse = np.unique(cut.code, return_inverse=True)
+        category = np.unique(np.array([model.top_category(i) for i in vocab.array()[candidates].tolist()], dtype=object), return_inverse=True)[1]
         order = order[rank_within(cut.row[order].astype(np.int64) * (int(category.max()) + 1) + category[inverse[order]]) < cap]
     return cut.take(order[rank_within(cut.row[order]) < n])
 
