@@ -11,6 +11,7 @@ from __future__ import annotations
 import zlib
 from typing import NamedTuple
 
+import numpy as np
 import orjson
 
 from state.schemas import SchemaError
@@ -23,6 +24,46 @@ PENDING_VERSION = 1
 def shard_of(key: str, shards: int) -> int:
     """Stable shard of a user or item id (CRC-32; the same in every process and release)."""
     return zlib.crc32(key.encode()) % shards
+
+
+class ShardCache:
+    """:func:`shard_of` of many ids at once, each distinct id hashed once.
+
+    A window's pairs repeat a few thousand items many times, and a chunk of
+    events repeats its users, so the shard of each id is kept (a pure
+    function of the id: a cache, not state; emptied past ``max_known`` ids).
+    """
+
+    def __init__(self, shards: int, max_known: int = 1_000_000) -> None:
+        self.shards = shards
+        self.max_known = max_known
+        self.known: dict[str, int] = {}
+
+    def of(self, ids: list[str]) -> np.ndarray:
+        """The shard of each id (int64), in order."""
+        if self.shards == 1:
+            return np.zeros(len(ids), dtype=np.int64)
+        new = set(ids).difference(self.known)
+        if len(self.known) + len(new) > self.max_known:
+            self.known.clear()
+            new = set(ids)
+        self.known.update((key, shard_of(key, self.shards)) for key in new)
+        return np.fromiter(map(self.known.__getitem__, ids), dtype=np.int64, count=len(ids))
+
+
+def split_pairs(pair_a: list[str], pair_b: list[str], pair_weights: list[float], shards: ShardCache) -> list[tuple[list, list, list]]:
+    """``(pair_a, pair_b, pair_weights)`` of each item shard (the shard of the pair's first item), in shard order.
+
+    Within each shard the pairs keep their order, which the item model's sums depend on."""
+    if shards.shards == 1:
+        return [(pair_a, pair_b, pair_weights)]
+    shard = shards.of(pair_a)
+    columns = [np.asarray(pair_a, dtype=object), np.asarray(pair_b, dtype=object), np.asarray(pair_weights, dtype=np.float64)]
+    out = []
+    for s in range(shards.shards):
+        index = np.flatnonzero(shard == s)
+        out.append(tuple(column[index].tolist() for column in columns))
+    return out
 
 
 class EventSlice(NamedTuple):

@@ -53,7 +53,9 @@ from pipelines.messages import (
     UserSnapshot,
     decode_pending,
     encode_pending,
+    ShardCache,
     shard_of,
+    split_pairs,
     unbundled,
 )
 from pipelines.spool_retention import SPOOL_FILES_READ
@@ -283,6 +285,7 @@ class ParseEvents(ProcessFunction):
         self.window_ms = window_ms
         self.user_shards = user_shards
         self.accept_boot = accept_boot
+        self.user_shard_of = ShardCache(user_shards)
 
     def open(self, runtime_context) -> None:
         tune_collector()
@@ -310,7 +313,7 @@ class ParseEvents(ProcessFunction):
         self.events_in.inc(len(events))
         events = events.sorted_by_time()
         windows = events.ts // self.window_ms
-        shards = np.fromiter((shard_of(u, self.user_shards) for u in events.user.tolist()), dtype=np.int64, count=len(events))
+        shards = self.user_shard_of.of(events.user.tolist())
         key = windows * self.user_shards + shards
         order = np.argsort(key, kind="stable")
         sorted_key = key[order]
@@ -430,6 +433,7 @@ class UserState(KeyedProcessFunction):
         self.config = config
         self.item_shards = item_shards
         self.user_ttl_ms = user_ttl_ms
+        self.item_shard_of = ShardCache(item_shards)
         self.sweep_every_ms = sweep_every_ms
         self.rec_id_secret = rec_id_secret
 
@@ -538,14 +542,9 @@ class UserState(KeyedProcessFunction):
             last_ts[user] = latest
         self.users_counter.inc(len(snapshots))
         counts = sum_by_key(contribution.items, contribution.item_weights)
-        by_shard: dict[int, tuple[list, list, list]] = {s: ([], [], []) for s in range(self.item_shards)}
-        for a, b, w in zip(contribution.pair_a, contribution.pair_b, contribution.pair_weights):
-            part = by_shard[shard_of(a, self.item_shards)]
-            part[0].append(a)
-            part[1].append(b)
-            part[2].append(w)
+        by_shard = split_pairs(contribution.pair_a, contribution.pair_b, contribution.pair_weights, self.item_shard_of)
         items, item_weights = list(counts.keys()), list(counts.values())
-        deltas = [ItemDelta(window, shard, len(events), items, item_weights, pa, pb, pw) for shard, (pa, pb, pw) in by_shard.items()]
+        deltas = [ItemDelta(window, shard, len(events), items, item_weights, pa, pb, pw) for shard, (pa, pb, pw) in enumerate(by_shard)]
         trend = TrendDelta(window, len(events), contribution.trend_items, contribution.trend_ts, contribution.trend_weights)
         return UserSnapshot(window, value.shard, snapshots, last_ts), deltas, trend, late
 

@@ -15,6 +15,7 @@ are the English ones; codes are part of the value schema: add, never rename.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Mapping, NamedTuple
 
 # Event type -> (code word, English verb) of the reasons that name a user's action.
@@ -72,6 +73,20 @@ class Reason(NamedTuple):
             if value:
                 out[name] = value
         return out
+
+
+@lru_cache(maxsize=1 << 16)
+def written_fields(found: Reason) -> dict[str, Any]:
+    """The fields a list entry carries for ``found``: ``"reason"`` (the text) and, unless it is
+    :data:`UNSTRUCTURED`, ``"why"`` (:meth:`Reason.fields`).
+
+    Cached per distinct reason (a list's reasons repeat across its entries and
+    across users): the returned dict and its ``"why"`` are shared, so merge
+    them into a new entry and never change them.
+    """
+    if found.code == UNSTRUCTURED:
+        return {"reason": found.text}
+    return {"reason": found.text, "why": found.fields()}
 
 
 def reason(code: str, item: str = "", category: str = "", note: str = "") -> Reason:

@@ -83,7 +83,7 @@ from transforms.cooccurrence import Vocabulary, group_starts, rank_within, row_t
 from transforms.embedding import EmbeddingModel
 from transforms.events import EVENT_TYPES
 from transforms.profile import UserProfile, top_interests
-from transforms.reasons import UNSTRUCTURED, Reason, because_you, reason, you_did_recently
+from transforms.reasons import Reason, because_you, reason, written_fields, you_did_recently
 from transforms.recid import NO_EXPERIMENT
 
 Neighbours = tuple[np.ndarray, np.ndarray]  # (item ids, similarities), best first
@@ -101,12 +101,9 @@ class ScoredItem(NamedTuple):
 
     def to_dict(self) -> dict:
         """``{"item", "score", "reason": English text, "why": {"code", "item"?, "category"?, "note"?}}``."""
-        out: dict = {"item": self.item, "score": self.score}
         if self.reason:
-            out["reason"] = self.reason.text
-            if self.reason.code != UNSTRUCTURED:
-                out["why"] = self.reason.fields()
-        return out
+            return {"item": self.item, "score": self.score, **written_fields(self.reason)}
+        return {"item": self.item, "score": self.score}
 
 
 @dataclass
