@@ -262,15 +262,33 @@ def memos(
     table, group_key, group_row, group_code = table[:, keep], group_key[keep], group_row[keep], group_code[keep]
     if not len(group_key):
         return out
-    # Every setting's score of every group, summed over parts in PARTS order (an explicit sum, not a
-    # matrix product: a BLAS kernel may round differently by batch size, and a row's memo must not).
-    scores = np.zeros((len(settings), len(group_key)), dtype=np.float64)
-    term = np.empty(len(group_key), dtype=np.float64)
-    for s in range(len(settings)):
-        for p in range(len(PARTS)):
-            if ratios[s, p] != 0:
-                scores[s] += np.multiply(table[p], ratios[s, p], out=term)
-    return _ranked_memos(users, group_row, group_key, group_code, vocab.array(), scores.T, key, now_ms, k)
+    return _ranked_memos(users, group_row, group_key, group_code, vocab.array(), setting_scores(table, ratios).T, key, now_ms, k)
+
+
+def setting_scores(table: np.ndarray, ratios: np.ndarray, chunk: int = 16_384) -> np.ndarray:
+    """Every setting's score of every candidate (settings x candidates): ``table`` (parts x candidates)
+    times ``ratios`` (settings x parts), summed over parts in :data:`PARTS` order from 0.0.
+
+    An explicit elementwise sum, not a matrix product: a BLAS kernel may round
+    differently by batch size, and a row's memo must not.  A candidate's score
+    depends only on its own column.  Worked in column blocks that stay in the
+    CPU cache (a batch has hundreds of thousands of candidates, and the
+    settings x parts passes over whole rows were bound by memory); a ratio of
+    exactly 1.0 adds the part as it is (``x * 1.0 == x``).
+    """
+    settings, parts = ratios.shape
+    width = table.shape[1]
+    scores = np.zeros((settings, width), dtype=np.float64)
+    plan = [[(p, float(ratios[s, p])) for p in range(parts) if ratios[s, p] != 0] for s in range(settings)]
+    term = np.empty(min(chunk, width), dtype=np.float64)
+    for lo in range(0, width, chunk):
+        hi = min(width, lo + chunk)
+        block, scratch = table[:, lo:hi], term[: hi - lo]
+        for s, terms in enumerate(plan):
+            out = scores[s, lo:hi]
+            for p, ratio in terms:
+                out += block[p] if ratio == 1.0 else np.multiply(block[p], ratio, out=scratch)
+    return scores
 
 
 def _touched_keys(rows: np.ndarray, profiles: Sequence[UserProfile | None], vocab: Vocabulary, rank: np.ndarray) -> np.ndarray:

@@ -178,3 +178,18 @@ def test_while_an_experiment_runs_its_variants_score_and_the_blend_learns_nothin
     # Stopped before the end: learning resumes and the chain still wins.
     after, _ = replay(events, config, catalog, experiments=[ExperimentStart(experiment, first - 1_000), ExperimentStop("e1", first + (last - first) // 3)], user_shards=2)
     assert any(learner.observations > 0 for shard in after.blend.values() for learner in shard.learners.values())
+
+
+@pytest.mark.parametrize("width", [0, 1, 7, 40, 1_000])
+def test_setting_scores_are_each_columns_sum_over_parts_in_order_whatever_the_block_size(width: int):
+    rng = np.random.default_rng(width)
+    table = rng.exponential(size=(6, width)) * rng.choice([0.0, 1e-9, 1.0, 1e6], size=(6, width))
+    ratios = np.array([[1.0] * 6, [4.65, 1, 1, 1, 1, 1], [1, 0.0, 15.5, 1, 1, 1], [1 / 3, 1, 1, 1, 0.0, 1], [1, 1, 1, 93.0, 1, 1e-300]])
+    expected = np.zeros((len(ratios), width))
+    for s in range(len(ratios)):
+        for p in range(6):
+            if ratios[s, p] != 0:
+                expected[s] = expected[s] + table[p] * ratios[s, p]
+    for chunk in (1, 3, 16, 16_384):
+        got = B.setting_scores(table, ratios, chunk=chunk)
+        assert got.shape == expected.shape and np.array_equal(got.view(np.int64), expected.view(np.int64))
