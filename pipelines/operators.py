@@ -46,6 +46,7 @@ from pipelines.messages import (
     FactsUpdate,
     ItemDelta,
     ModelUpdate,
+    ShardCache,
     SinkBatch,
     SponsorshipUpdate,
     Tick,
@@ -53,7 +54,6 @@ from pipelines.messages import (
     UserSnapshot,
     decode_pending,
     encode_pending,
-    ShardCache,
     shard_of,
     split_pairs,
     unbundled,
@@ -285,7 +285,8 @@ class ParseEvents(ProcessFunction):
         self.window_ms = window_ms
         self.user_shards = user_shards
         self.accept_boot = accept_boot
-        self.user_shard_of = ShardCache(user_shards)
+        # Users outnumber items: a smaller cache (a chunk's users are hashed once either way).
+        self.user_shard_of = ShardCache(user_shards, max_known=50_000)
 
     def open(self, runtime_context) -> None:
         tune_collector()
