@@ -8,7 +8,6 @@ keeps in managed state is encoded with an explicit, versioned JSON layout
 
 from __future__ import annotations
 
-import zlib
 from typing import NamedTuple
 
 import numpy as np
@@ -16,14 +15,16 @@ import orjson
 
 from state.schemas import SchemaError
 from state.store import Write
+from transforms.blend import user_shard
 from transforms.events import EventBatch
 
 PENDING_VERSION = 1
 
 
 def shard_of(key: str, shards: int) -> int:
-    """Stable shard of a user or item id (CRC-32; the same in every process and release)."""
-    return zlib.crc32(key.encode()) % shards
+    """Stable shard of a user or item id: the reference engine's :func:`transforms.blend.user_shard`
+    (CRC-32; the same in every process and release), so job and engine shard users alike."""
+    return user_shard(key, shards)
 
 
 class ShardCache:

@@ -83,7 +83,7 @@ DEFAULT_USER_SHARDS = 8
 
 
 def user_shard(user: str, shards: int) -> int:
-    """The user shard of ``user`` (CRC-32 of the id, as ``pipelines.messages.shard_of``)."""
+    """The user shard of ``user`` (CRC-32 of the id); the job shards users and items with it (``pipelines.messages.shard_of``)."""
     return zlib.crc32(user.encode()) % shards
 
 
