@@ -1179,11 +1179,21 @@ class ContentOperator(KeyedProcessFunction):
 class TrendingOperator(KeyedProcessFunction):
     """Single key: sliding-window trending, global and per top category.
 
-    State: the buckets, the catalog facts, meta (refresh slot, events since
-    the last refresh, changed items) and ``listed``, each listed item's
-    category as of the last refresh (the model files an item under a new
-    category only when it next changes, as the reference does; meta ``v`` 2
-    marks state that keeps ``listed``, v1 state falls back to the facts).
+    State: the buckets as of the last refresh, ``bucket-log`` (the trend
+    deltas applied since, in order), the catalog facts, meta (refresh slot,
+    events since the last refresh, changed items, ``log``: the next log
+    position) and ``listed``, each listed item's category as of the last
+    refresh (the model files an item under a new category only when it next
+    changes, as the reference does; meta ``v`` 2 marks state that keeps
+    ``listed``, v1 state falls back to the facts).
+
+    Why a log: a bucket spans ``trending_slide_ms`` and holds every item
+    active in it, so re-encoding the touched buckets at every window close
+    cost milliseconds per window at live rates.  A window now appends the
+    delta it already holds as bytes; the touched buckets are written, and the
+    log cleared, once per refresh.  A restore replays the log onto the
+    buckets in order, the additions the model made (state without a log, of
+    earlier releases, has its buckets complete).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -1196,12 +1206,16 @@ class TrendingOperator(KeyedProcessFunction):
         self.facts = _bytes_map(runtime_context, "facts")
         self.meta = _bytes_value(runtime_context, "meta")
         self.listed = runtime_context.get_map_state(MapStateDescriptor("listed", Types.STRING(), Types.STRING()))
+        self.bucket_log = runtime_context.get_map_state(MapStateDescriptor("bucket-log", Types.LONG(), Types.PICKLED_BYTE_ARRAY()))
         self.model: TrendingModel | None = None
         self.categories: dict[str, str] = {}
+        # Buckets changed since the last refresh (their state is the buckets' plus the log's deltas).
+        self.dirty_buckets: set[int] = set()
 
     def process_element(self, message, ctx) -> Iterable:
         if isinstance(message, BootRecord):
             entries = load_trending_state(message, self.buckets, self.facts, self.meta, self.listed)
+            self.bucket_log.clear()
             self.model = None
             ctx.timer_service().register_event_time_timer(LONG_MAX)
             yield from boot_model_updates(entries)
@@ -1217,7 +1231,9 @@ class TrendingOperator(KeyedProcessFunction):
 
     def _meta(self) -> dict:
         raw = self.meta.value()
-        return orjson.loads(raw) if raw else {"v": 2, "slot": None, "end": 0, "since": 0, "changed": []}
+        meta = orjson.loads(raw) if raw else {"v": 2, "slot": None, "end": 0, "since": 0, "changed": []}
+        meta.setdefault("log", 0)
+        return meta
 
     def _load(self) -> TrendingModel:
         if self.model is None:
@@ -1232,7 +1248,28 @@ class TrendingOperator(KeyedProcessFunction):
             else:  # v1 state did not keep the listed categories: file every item under its current one
                 listed = {item: self.categories.get(item, "") for values in buckets.values() for item in values}
             self.model = TrendingModel.from_state(self.config, TrendingState(buckets, None, meta["changed"], listed))
+            self.dirty_buckets = set()
+            for position in range(meta["log"]):
+                _, _, p = decode_pending(self.bucket_log.get(position))
+                self._add(self.model, p)
         return self.model
+
+    def _add(self, model: TrendingModel, trend: dict) -> None:
+        """Add a window's trend delta (a decoded "trend" payload) to the model; its buckets are now dirty."""
+        model.add(trend["i"], trend["t"], trend["w"])
+        slide = self.config.trending_slide_ms
+        self.dirty_buckets.update(t // slide for t in trend["t"])
+
+    def _write_buckets(self, model: TrendingModel, meta: dict) -> None:
+        """The dirty buckets still kept written to state and the log cleared (at a refresh)."""
+        kept = model.bucket_indices()
+        for bucket in self.dirty_buckets & kept:
+            values = model.bucket(bucket)
+            self.buckets.put(str(bucket), encode_scored(list(values.keys()), list(values.values())))
+        self.dirty_buckets = set()
+        if meta["log"]:
+            self.bucket_log.clear()
+            meta["log"] = 0
 
     def on_timer(self, timestamp: int, ctx) -> Iterable:
         model = self._load()
@@ -1255,7 +1292,6 @@ class TrendingOperator(KeyedProcessFunction):
         """Apply one window's facts and trend deltas; at the first close of a refresh slot, recompute the lists."""
         end = WindowClock.of(self.config).end(window)
         events_window = False
-        slide = self.config.trending_slide_ms
         for raw in raws:
             kind, _, p = decode_pending(raw)
             if kind == "facts":
@@ -1265,10 +1301,9 @@ class TrendingOperator(KeyedProcessFunction):
                 continue
             events_window = True
             meta["since"] += p["e"]
-            model.add(p["i"], p["t"], p["w"])
-            for bucket in {t // slide for t in p["t"]}:
-                values = model.bucket(bucket)
-                self.buckets.put(str(bucket), encode_scored(list(values.keys()), list(values.values())))
+            self._add(model, p)
+            self.bucket_log.put(meta["log"], raw)
+            meta["log"] += 1
         if events_window:
             meta["end"] = end
             slot = WindowClock.of(self.config).refresh_slot(end)
@@ -1282,6 +1317,7 @@ class TrendingOperator(KeyedProcessFunction):
         meta["since"] = 0
         # lists() re-files the changed items, including those whose buckets expire now.
         model.expire(end)
+        self._write_buckets(model, meta)
         refiled = model.changed_items()
         live = model.bucket_indices()
         global_list, per_category = model.lists(end, lambda item: self.categories.get(item, ""))
