@@ -112,7 +112,7 @@ from transforms.events import EventBatch, parse_json_lines, split_feedback
 from transforms.livemetrics import minute_start
 from transforms.experiments import ExperimentControl, ExperimentStart, ExperimentStop, apply_control, control_order, score_by_variant, validate_experiment_control
 from transforms.profile import ItemContribution, apply_window, group_by_user, scorable
-from transforms.scoring import ItemCodes, ScoringModel
+from transforms.scoring import AllowedMemo, ItemCodes, ScoringModel
 from transforms.trending import TrendingModel, TrendingState
 from transforms.windows import WindowClock
 
@@ -1463,6 +1463,10 @@ class Scorer(KeyedBroadcastProcessFunction):
         self.online: OnlineItemVectors | None = None
         self.online_since: int | None = None
         self.codes = ItemCodes()
+        # The business filters' results by item code, kept while the facts hold (a cache, rebuilt after a restore).
+        self.allowed = AllowedMemo()
+        self.watermark_before: int | None = None
+        self.watermark_now: int | None = None
         if self.config.blend_learning:
             self.blend_learners = _bytes_map(runtime_context, "blend-learners")  # context -> learner
             self.blend_memos = _bytes_map(runtime_context, "blend-memos")
@@ -1543,6 +1547,9 @@ class Scorer(KeyedBroadcastProcessFunction):
             self.mirror = {}
             for key, raw in ctx.get_broadcast_state(model_descriptor()).items():
                 self.mirror[key] = [[w, p, None] for w, p in decode_versions(raw)]
+                if key.startswith("f:"):
+                    for version in self.mirror[key]:
+                        self.allowed.fact_at(version[0])
         return self.mirror
 
     def process_broadcast_element(self, value: Bundle | ModelUpdate, ctx) -> None:
@@ -1559,6 +1566,8 @@ class Scorer(KeyedBroadcastProcessFunction):
             for key, raw in update.entries:
                 mirror.setdefault(key, []).append([update.window, raw, None])
                 touched[key] = None
+                if key.startswith("f:"):
+                    self.allowed.fact_at(update.window)
                 if key.startswith(ONLINE_PREFIXES) and self.online is not None:
                     online_windows.add(update.window)
                     self.online_items.add(key[2:])
@@ -1594,6 +1603,7 @@ class Scorer(KeyedBroadcastProcessFunction):
         return ()
 
     def on_timer(self, timestamp: int, ctx) -> Iterable:
+        self._note_watermark(ctx)
         due = take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending)
         batches = [self._score_window(window, raws, ctx) for window, raws in due]
         batches = [b for b in batches if b is not None]
@@ -1604,6 +1614,24 @@ class Scorer(KeyedBroadcastProcessFunction):
             for key, value in batch.stats.items():
                 stats[key] = value if is_gauge(key) else stats.get(key, 0) + value
         yield SinkBatch(writes=[w for b in batches for w in b.writes], stats=stats, lags_ms=[lag for b in batches for lag in b.lags_ms])
+
+    def _note_watermark(self, ctx) -> None:
+        """Track the watermark: once a newer one fires timers, every timer up to the one before has fired."""
+        try:
+            watermark = ctx.timer_service().current_watermark()
+        except Exception:  # noqa: BLE001 - a context without the watermark: nothing is known to be settled
+            return
+        if watermark != self.watermark_now:
+            self.watermark_before, self.watermark_now = self.watermark_now, watermark
+
+    def _settled_window(self) -> int | None:
+        """The last window no snapshot can come for any more (None: not known yet).
+
+        Snapshots come for windows user-state has not closed, later than the
+        scorer's watermark; and all timers up to the watermark before the
+        current one have fired, so no window they close is scored again.
+        """
+        return None if self.watermark_before is None else WindowClock.of(self.config).window_of_timer(self.watermark_before)
 
     def _score_window(self, window: int, raws: list[bytes], ctx) -> SinkBatch | None:
         """The lists of one window's users, scored with the model as of the window's close."""
@@ -1632,6 +1660,7 @@ class Scorer(KeyedBroadcastProcessFunction):
             sponsored=view.get("a:", {}),
             codes=self.codes,
             variant_neighbours={m: _VersionedView(mirror, variant_neighbours_prefix(m), window) for m in self.config.extra_similarities()},
+            allowed_memo=self.allowed.for_window(window, self._settled_window()),
         )
         users = sorted(latest)
         kept = [u for u in users if latest[u] is not None]

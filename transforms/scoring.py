@@ -68,6 +68,7 @@ items none of this runs.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import itertools
 from dataclasses import dataclass, field
@@ -128,6 +129,9 @@ class ScoringModel:
     # Neighbour lists by the measures of ModelConfig.variant_similarities (measure -> item -> list),
     # for experiments' variants (see with_similarity).
     variant_neighbours: Mapping[str, Mapping[str, Neighbours]] = field(default_factory=dict)
+    # The business filters' results by filter setting, per item code of ``codes``, kept by the caller
+    # while ``facts`` stay the same (see AllowedMemo); None: every batch checks its items afresh.
+    allowed_memo: dict | None = None
 
     def top_category(self, item: str) -> str:
         fact = self.facts.get(item)
@@ -807,14 +811,59 @@ def _without_banned(blend: _Long, users: list[_Prepared], codes: ItemCodes) -> _
     return blend.take(banned[at] != keys)
 
 
+class AllowedMemo:
+    """The business filters' results kept across batches for as long as the facts they read hold.
+
+    A scorer whose facts each take effect at a window (the job's broadcast
+    model: every fact version carries the window that produced it) keeps one
+    and passes :meth:`for_window` as ``ScoringModel.allowed_memo``.  The memo
+    serves the span of windows it was used for; it is emptied when a window
+    is scored that a fact took effect in, or before, since the span began
+    (:meth:`fact_at` is told of each fact version as it arrives), so every
+    item is checked against the facts as of the window it is scored for, as
+    a fresh memo per batch would.
+    """
+
+    def __init__(self) -> None:
+        self._memo: dict | None = None
+        self._first = self._last = 0  # the windows the memo has served
+        self._fact_windows: list[int] = []  # windows of the fact versions that may still matter, ascending
+
+    def fact_at(self, window: int) -> None:
+        """A fact version produced in ``window`` has arrived."""
+        if self._memo is not None and window <= self._last:
+            self._memo = None  # windows already served would have seen it
+        bisect.insort(self._fact_windows, window)
+
+    def for_window(self, window: int, settled: int | None = None) -> dict:
+        """The memo for scoring ``window`` (emptied if a fact differs between it and the windows served).
+
+        ``settled``: no window up to it will be scored again, so the facts of
+        those windows can be forgotten (None: all are kept).  Windows need not
+        come in order (a scorer's keys close their windows in turn).
+        """
+        changed = bisect.bisect_right(self._fact_windows, self._last)
+        if self._memo is None or window < self._first or (changed < len(self._fact_windows) and self._fact_windows[changed] <= window):
+            self._memo = {}
+            self._first = self._last = window
+        else:
+            self._last = max(self._last, window)
+        if settled is not None:
+            # The memo consults facts after its first window only, and a later memo starts after `settled`.
+            del self._fact_windows[: bisect.bisect_right(self._fact_windows, min(self._first, settled))]
+        return self._memo
+
+
 class _Allowed:
     """The business filters (:func:`item_allowed`) per item code, each item checked at most once
-    per batch and filter setting (the facts may change between batches, so it lives for one)."""
+    per filter setting: per batch, or while the model's ``allowed_memo`` is kept (the facts may
+    change between batches, so only the caller knows how long a result holds)."""
 
     def __init__(self, model: ScoringModel, codes: ItemCodes) -> None:
         self.model = model
         self.codes = codes
-        self._memo: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # filter setting -> (checked, allowed) by code
+        # filter setting -> (checked, allowed) by code
+        self._memo: dict[tuple, tuple[np.ndarray, np.ndarray]] = {} if model.allowed_memo is None else model.allowed_memo
 
     def mask(self, code: np.ndarray, config: ModelConfig) -> np.ndarray:
         """Whether each entry's item passes ``config``'s filters."""

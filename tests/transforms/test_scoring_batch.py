@@ -18,7 +18,7 @@ import pytest
 from transforms.config import ModelConfig
 from transforms.events import CLICK, PURCHASE, VIEW
 from transforms.profile import UserProfile
-from transforms.scoring import ScoringModel, score_user, score_users
+from transforms.scoring import AllowedMemo, ItemCodes, ScoringModel, items_allowed, score_user, score_users
 
 CONFIG = ModelConfig(half_life_ms=10**12, weight_cf=1.0, weight_content=0.3, weight_category=0.2, weight_popularity=0.05, weight_recent=0.1)
 
@@ -126,3 +126,67 @@ def test_interests_decayed_to_nothing_are_a_cold_start_not_a_crash():
     lists = score_user(profile, 10**9, model, config)
     assert lists.interests == [] and lists.categories == {}
     assert lists.home and {entry.reason.code for entry in lists.home} == {"trending_now"}
+
+
+# -- the business filters' memo kept across batches ----------------------------------------------
+
+
+def test_the_allowed_memo_holds_until_a_fact_takes_effect_in_the_windows_it_would_serve():
+    memo = AllowedMemo()
+    first = memo.for_window(5)
+    assert memo.for_window(6) is first  # no fact since: the same results hold
+    memo.fact_at(8)  # a fact of a later window: the memo still serves windows before it
+    assert memo.for_window(7) is first
+    assert memo.for_window(8) is not first  # window 8 reads the new fact
+    second = memo.for_window(8)
+    memo.fact_at(8)  # another version for a window already served
+    assert memo.for_window(9) is not second
+    third = memo.for_window(9)
+    assert memo.for_window(4) is not third  # an earlier window than any served: start afresh
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_items_allowed_with_a_kept_memo_equal_a_fresh_check_whatever_the_fact_arrivals(seed):
+    """Fact versions (item -> [(window, fact)]) arrive between rounds, some for windows already scored;
+    each round closes the windows up to its watermark in any order (as a scorer's keys do), and a
+    scoring sees the latest version of each fact produced in a window <= its own.  Half the seeds
+    tell the memo which windows are settled (those up to the round before), half do not."""
+    rng = random.Random(seed)
+    items = [f"i{k}" for k in range(40)]
+    versions: dict[str, list[tuple[int, tuple[str, bool]]]] = {}
+    config = ModelConfig(exclude_out_of_stock=True, deny_categories=("c2",))
+
+    class View:
+        def __init__(self, window):
+            self.window = window
+
+        def get(self, item, default=None):
+            seen = [fact for w, fact in versions.get(item, []) if w <= self.window]
+            return seen[-1] if seen else default
+
+    memo = AllowedMemo()
+    codes = ItemCodes()
+    before, watermark = None, 0
+    rejected = resets = scorings = 0
+    last_memo = None
+    for _ in range(150):
+        for _ in range(rng.randint(0, 3)):
+            item = rng.choice(items)
+            at = watermark + rng.randint(-6, 8)  # sometimes for a window already scored
+            versions.setdefault(item, []).append((at, (rng.choice(("c1", "c2", "c3")), rng.random() < 0.7)))
+            memo.fact_at(at)
+        before, watermark = watermark, watermark + rng.randint(1, 8)
+        windows = list(range(before + 1, watermark + 1))
+        rng.shuffle(windows)
+        for window in windows[: rng.randint(1, len(windows))]:
+            picked = codes.vocab.encode(rng.sample(items, 15))
+            kept_memo = memo.for_window(window, before if seed % 2 else None)
+            resets += kept_memo is not last_memo
+            scorings += 1
+            last_memo = kept_memo
+            kept = items_allowed(picked, ScoringModel(facts=View(window), codes=codes, allowed_memo=kept_memo), config)
+            fresh = items_allowed(picked, ScoringModel(facts=View(window), codes=codes), config)
+            assert kept.tolist() == fresh.tolist()
+            rejected += int((~fresh).sum())
+    assert rejected > 0  # the filters did reject items along the way
+    assert 1 < resets < scorings  # the memo was both kept and emptied
