@@ -402,8 +402,9 @@ class BootGate(KeyedProcessFunction):
 class UserState(KeyedProcessFunction):
     """Keyed by user shard: applies events to profiles, kept as a log of profile blocks.
 
-    Emits per slice: a UserSnapshot (to the scorer), ItemDeltas (one per item
-    shard), a TrendDelta; per bundle, counters (:data:`STATS`).  Late events —
+    Emits per slice a UserSnapshot (to the scorer); per window, when its timer
+    fires, the ItemDeltas (one per item shard) and the TrendDelta of every
+    slice of the window, and the counters (:data:`STATS`).  Late events —
     whose window the watermark has already closed — are counted and folded
     into the open window.  Users inactive for ``user_ttl_ms`` of event time
     are dropped by a sweep.
@@ -420,6 +421,16 @@ class UserState(KeyedProcessFunction):
     operator), and restored with ``--allow-non-restored-state`` it loses the
     impressions then in reach and the feedback of windows then open (see
     :mod:`pipelines.job`).
+
+    Why deltas wait for their window: a live input record (a socket line, a
+    Kafka message) carries a few events, and each record sent on to the item
+    model and trending costs several Python operator calls (side-output
+    extraction, key extraction, the operator, its pending state); one record
+    per window and user shard, whatever the number of input records, keeps
+    that cost per window.  They wait in the MapState ``outbox`` (window ->
+    the window's deltas and counters of each call, :func:`encode_pending`),
+    emitted and removed by the window's timer: the watermark that closes the
+    window downstream follows them, and a restore replays none twice.
 
     State: the MapState ``profile-log`` (block number -> profile block), laid
     out and cleaned by :class:`state.profile_log.ProfileLog`: one put per call
@@ -445,6 +456,7 @@ class UserState(KeyedProcessFunction):
         self.legacy_profiles = _bytes_map(runtime_context, "profiles")
         self.legacy_last_seen = runtime_context.get_map_state(MapStateDescriptor("last_seen", Types.STRING(), Types.LONG()))
         self.last_sweep = runtime_context.get_state(ValueStateDescriptor("last_sweep", Types.LONG()))
+        self.outbox = PendingByWindow(_bytes_map(runtime_context, "outbox"))
         self.logs: dict[int, ProfileLog] = {}
         metrics = runtime_context.get_metrics_group()
         self.late_counter = metrics.counter("late_events")
@@ -477,14 +489,14 @@ class UserState(KeyedProcessFunction):
         if isinstance(value, BootRecord):
             yield from self._boot(value)
             return
-        # One bundle in, one record out per downstream key: [Bundle of UserSnapshot],
-        # item deltas [Bundle of ItemDelta] per item shard, [Bundle of TrendDelta], counters
-        # and attribution's dead letters; and what attribution counted, per window.
+        # One bundle in: [Bundle of UserSnapshot] out; the item and trend deltas and counters
+        # into the outbox until their window's timer; what attribution counted (per window)
+        # and its counters and dead letters out at once.
+        clock = WindowClock.of(self.config)
         watermark = ctx.timer_service().current_watermark()
         profile_log = self._log(value.shard)
         snapshots: list[UserSnapshot] = []
-        deltas: dict[int, list[ItemDelta]] = {shard: [] for shard in range(self.item_shards)}
-        trends: list[TrendDelta] = []
+        held: dict[int, dict] = {}  # window -> this call's outbox payload for it
         feedback: list[tuple[int, EventBatch]] = []
         events_in = late = 0
         for piece in value.parts:
@@ -500,23 +512,60 @@ class UserState(KeyedProcessFunction):
                 continue
             snapshot, piece_deltas, trend, piece_late = self._apply(profile_log, piece, interactions, watermark)
             snapshots.append(snapshot)
-            for delta in piece_deltas:
-                deltas[delta.shard].append(delta)
-            trends.append(trend)
+            entry = held.setdefault(snapshot.window, {"d": [], "t": [], "s": {}})
+            entry["d"].append([[d.events, d.items, d.item_weights, d.pair_a, d.pair_b, d.pair_weights] for d in piece_deltas])
+            entry["t"].append([trend.events, trend.items, trend.ts, trend.weights])
             late += piece_late
         self._sweep(profile_log, value.max_ts)
         self._flush(profile_log)
         yield Bundle(value.shard, snapshots)
-        for shard, parts in deltas.items():
-            yield ITEM_DELTAS, Bundle(shard, parts)
-        yield TREND_DELTAS, Bundle(0, trends)
-        stats = SinkBatch(stats={"events": events_in, "late_events": late})
+        # The counters wait with the call's last window (the open one if it applied no events).
+        counted = max(held) if held else clock.open_window(watermark)
+        held.setdefault(counted, {"d": [], "t": [], "s": {}})["s"] = {"events": events_in, "late_events": late}
+        for window, payload in held.items():
+            self.outbox.add(window, encode_pending("outbox", window, payload))
+            ctx.timer_service().register_event_time_timer(clock.timer(window))
         if feedback:
             counts, attributed = self.attribution.attribute(feedback, watermark)
             for found in counts:
                 yield ATTRIBUTED, found
-            stats = SinkBatch(dead_letters=attributed.dead_letters, stats={**stats.stats, **attributed.stats})
-        yield STATS, stats
+            yield STATS, SinkBatch(dead_letters=attributed.dead_letters, stats=attributed.stats)
+
+    def on_timer(self, timestamp: int, ctx) -> Iterable:
+        # Every window due: [Bundle of ItemDelta] per item shard and [Bundle of TrendDelta]
+        # (a delta per window: its calls' deltas in order), and the counters.
+        deltas: dict[int, list[ItemDelta]] = {shard: [] for shard in range(self.item_shards)}
+        trends: list[TrendDelta] = []
+        stats: dict[str, int] = {}
+        for window, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.outbox):
+            shards = [[0, [], [], [], [], []] for _ in range(self.item_shards)]
+            trend = [0, [], [], []]
+            applied = False
+            for raw in raws:
+                _, _, payload = decode_pending(raw)
+                for name, count in payload["s"].items():
+                    stats[name] = stats.get(name, 0) + count
+                for piece in payload["d"]:
+                    applied = True
+                    for merged, delta in zip(shards, piece):
+                        merged[0] += delta[0]
+                        for column in range(1, 6):
+                            merged[column] += delta[column]
+                for piece in payload["t"]:
+                    trend[0] += piece[0]
+                    for column in range(1, 4):
+                        trend[column] += piece[column]
+            if applied:
+                for shard, merged in enumerate(shards):
+                    deltas[shard].append(ItemDelta(window, shard, *merged))
+                trends.append(TrendDelta(window, *trend))
+        for shard, parts in deltas.items():
+            if parts:
+                yield ITEM_DELTAS, Bundle(shard, parts)
+        if trends:
+            yield TREND_DELTAS, Bundle(0, trends)
+        if stats:
+            yield STATS, SinkBatch(stats=stats)
 
     def _apply(self, profile_log: ProfileLog, value: EventSlice, events: EventBatch, watermark: int) -> tuple[UserSnapshot, list[ItemDelta], TrendDelta, int]:
         """One window's events of this shard (``events``: its interactions): profiles updated, and what they add to the item model and trending."""

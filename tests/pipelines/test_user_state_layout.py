@@ -9,11 +9,14 @@ impressions alone emits.
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import orjson
 import pytest
 
 from pipelines.messages import Bundle, EventSlice, SinkBatch, UserSnapshot
-from pipelines.operators import ITEM_DELTAS, STATS, TREND_DELTAS, UserState
+from pipelines.operators import ITEM_DELTAS, STATS, TREND_DELTAS, PendingByWindow, UserState
 from state.profile_log import ProfileLog
 from state.schemas import SchemaError, encode_profile
 from transforms.config import ModelConfig
@@ -62,12 +65,23 @@ class _Counter:
 
 
 class _Ctx:
-    class _Timers:
-        def current_watermark(self):
-            return LONG_MIN
+    """Timer service of one key: the watermark the test sets and the timers registered."""
+
+    def __init__(self, watermark: int = LONG_MIN) -> None:
+        self.watermark = watermark
+        self.timers: set[int] = set()
 
     def timer_service(self):
-        return self._Timers()
+        return self
+
+    def current_watermark(self):
+        return self.watermark
+
+    def register_event_time_timer(self, t: int) -> None:
+        self.timers.add(t)
+
+    def delete_event_time_timer(self, t: int) -> None:
+        self.timers.discard(t)
 
 
 def _operator(blocks: _Map, legacy_profiles: _Map | None = None, legacy_last_seen: _Map | None = None, ttl_ms: int = 10**12, sweep_every_ms: int = 3_600_000) -> UserState:
@@ -76,6 +90,7 @@ def _operator(blocks: _Map, legacy_profiles: _Map | None = None, legacy_last_see
     operator.legacy_profiles = legacy_profiles if legacy_profiles is not None else _Map()
     operator.legacy_last_seen = legacy_last_seen if legacy_last_seen is not None else _Map()
     operator.last_sweep = _Value()
+    operator.outbox = PendingByWindow(_Map())
     operator.logs = {}
     operator.late_counter = operator.users_counter = _Counter()
     operator.attribution = None  # attribution off (no rec_id secret)
@@ -206,7 +221,11 @@ def test_a_window_of_impressions_alone_goes_to_attribution_only():
     operator = _operator(_Map())
     operator.attribution = _RecordingAttribution()
     bundle = Bundle(0, [EventSlice(shown_w, 0, shown, int(shown.ts.max())), EventSlice(clicked_w, 0, clicked, int(clicked.ts.max()))], int(clicked.ts.max()))
-    out = list(operator.process_element(bundle, _Ctx()))
+    ctx = _Ctx()
+    out = list(operator.process_element(bundle, ctx))
+    assert ctx.timers == {clock.timer(clicked_w)}
+    ctx.watermark = clock.timer(clicked_w)
+    out += list(operator.on_timer(ctx.watermark, ctx))
     snapshots = [part.window for record in out if isinstance(record, Bundle) for part in record.parts]
     side = {}
     for tag, record in (r for r in out if not isinstance(r, Bundle)):
@@ -215,4 +234,91 @@ def test_a_window_of_impressions_alone_goes_to_attribution_only():
     assert {d.window for b in side[ITEM_DELTAS.tag_id] for d in b.parts} == {clicked_w}
     assert [d.window for b in side[TREND_DELTAS.tag_id] for d in b.parts] == [clicked_w]
     assert [window for window, _ in operator.attribution.fed] == [shown_w, clicked_w]
-    assert side[STATS.tag_id][0].stats["events"] == len(shown) + len(clicked)  # every row is counted in
+    assert sum(batch.stats.get("events", 0) for batch in side[STATS.tag_id]) == len(shown) + len(clicked)  # every row is counted in
+
+
+def _outputs(operator: UserState, bundles: list[Bundle], restart_every: int | None = None, blocks: _Map | None = None, outbox: _Map | None = None) -> list:
+    """Every output of the calls and of the timers as the watermark passes each bundle's windows (a new
+    operator on the same state every ``restart_every`` bundles), each as (tag or None, record)."""
+    clock = WindowClock.of(CONFIG)
+    blocks = blocks if blocks is not None else _Map()
+    outbox = outbox if outbox is not None else _Map()
+    ctx = _Ctx()
+    out: list = []
+
+    def opened() -> UserState:
+        fresh = _operator(blocks)
+        fresh.outbox = PendingByWindow(outbox)
+        return fresh
+
+    operator = opened()
+    for k, bundle in enumerate(bundles):
+        if restart_every and k and k % restart_every == 0:
+            operator = opened()
+        out += [(None, r) if isinstance(r, Bundle) else r for r in operator.process_element(bundle, ctx)]
+        # The watermark moves to the window before the bundle's last: a window stays open across calls.
+        watermark = clock.timer(max(p.window for p in bundle.parts) - 1)
+        if watermark > ctx.watermark:
+            ctx.watermark = watermark
+            for timer in sorted(t for t in ctx.timers if t <= watermark):
+                if timer in ctx.timers:
+                    ctx.timers.discard(timer)
+                    out += list(operator.on_timer(timer, ctx))
+    ctx.watermark = 2**63 - 1
+    for timer in sorted(ctx.timers):
+        if timer in ctx.timers:
+            ctx.timers.discard(timer)
+            out += list(operator.on_timer(timer, ctx))
+    return out
+
+
+def _per_window(outputs: list, tag) -> dict:
+    """The records of side output ``tag``, per (window, shard), in order: what the item model or trending sees."""
+    found: dict = {}
+    for out_tag, record in outputs:
+        if out_tag is tag:
+            for part in record.parts:
+                found.setdefault((part.window, getattr(part, "shard", 0)), []).append(part)
+    return found
+
+
+def test_a_windows_deltas_leave_once_when_it_closes_as_the_calls_made_them():
+    """Bundles of 40 events, windows open across several calls: each window's item deltas (per item shard)
+    and trend delta leave in one record when the watermark passes it, the calls' columns concatenated
+    in order, and the counters count every event once; a restart between calls changes nothing."""
+    shop = _events()
+    # About 20 events per 200 ms window, as a busy shop sends them, so windows span calls.
+    events = dataclasses.replace(shop, ts=int(shop.ts[0]) + np.arange(len(shop), dtype=np.int64) * 10)
+    bundles = _bundles(events, chunk=40)
+    outputs = _outputs(_operator(_Map()), bundles)
+    items = _per_window(outputs, ITEM_DELTAS)
+    trends = _per_window(outputs, TREND_DELTAS)
+    # What each call applied, per window (as the calls' deltas went out one record per call before).
+    expected: dict = {}
+    replay = _operator(_Map())
+    for bundle in bundles:
+        profile_log = replay._log(0)
+        for piece in bundle.parts:
+            interactions, _ = split_feedback(piece.events)
+            if len(interactions):
+                _, deltas, trend, _ = replay._apply(profile_log, piece, interactions, LONG_MIN)
+                for delta in deltas:
+                    expected.setdefault((delta.window, delta.shard), []).append(delta)
+                expected.setdefault((trend.window, "trend"), []).append(trend)
+    calls_per_window = max(len(v) for k, v in expected.items() if k[1] == "trend")
+    assert calls_per_window > 1  # the test needs windows spanning calls
+    assert set(items) == {k for k in expected if k[1] != "trend"}
+    for key, parts in items.items():
+        assert len(parts) == 1
+        made = expected[key]
+        assert parts[0].events == sum(d.events for d in made)
+        for column in ("items", "item_weights", "pair_a", "pair_b", "pair_weights"):
+            assert list(getattr(parts[0], column)) == [x for d in made for x in getattr(d, column)]
+    assert {w for w, _ in trends} == {w for w, kind in expected if kind == "trend"}
+    for (window, _), parts in trends.items():
+        made = expected[(window, "trend")]
+        assert len(parts) == 1 and parts[0].events == sum(t.events for t in made)
+        assert (list(parts[0].items), list(parts[0].ts), list(parts[0].weights)) == ([x for t in made for x in t.items], [x for t in made for x in t.ts], [x for t in made for x in t.weights])
+    assert sum(batch.stats.get("events", 0) for tag, batch in outputs if tag is STATS) == len(events)
+    # The same, with the operator restarted (memory lost, state kept) every third call.
+    assert _outputs(_operator(_Map()), bundles, restart_every=3) == outputs
