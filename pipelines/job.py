@@ -151,7 +151,8 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
         .uid("user-state")
         .set_parallelism(p)
     )
-    # [Bundle of UserSnapshot]; side: [Bundle of ItemDelta], [Bundle of TrendDelta], [AttributionCounts], counters and dead letters [SinkBatch]
+    # [Bundle of UserSnapshot] per call; side, per window as it closes: [Bundle of ItemDelta], [Bundle of TrendDelta],
+    # [AttributionCounts], counters [SinkBatch]; and dead letters [SinkBatch] per call
     sink.attach(_side_output(users, STATS, p), "job-stats", p)
 
     attributed = _metrics(_side_output(users, ATTRIBUTED, p), sink) if settings.attribution else None

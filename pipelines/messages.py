@@ -205,6 +205,16 @@ def encode_pending(kind: str, window: int, payload: dict) -> bytes:
     return orjson.dumps({"v": PENDING_VERSION, "k": kind, "w": window, "p": payload})
 
 
+def encode_attribution_counts(found: AttributionCounts) -> dict:
+    """``found`` as JSON-ready data (tuple keys as lists), for a pending message."""
+    return {"c": [[list(k), v] for k, v in found.counts.items()], "d": [[list(k), v] for k, v in found.ad_counts.items()], "w": found.window}
+
+
+def decode_attribution_counts(data: dict) -> AttributionCounts:
+    """The inverse of :func:`encode_attribution_counts`."""
+    return AttributionCounts({tuple(k): v for k, v in data["c"]}, {tuple(k): v for k, v in data["d"]}, data["w"])
+
+
 def decode_pending(raw: bytes) -> tuple[str, int, dict]:
     data = orjson.loads(raw)
     if data.get("v") != PENDING_VERSION:

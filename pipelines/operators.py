@@ -52,7 +52,9 @@ from pipelines.messages import (
     Tick,
     TrendDelta,
     UserSnapshot,
+    decode_attribution_counts,
     decode_pending,
+    encode_attribution_counts,
     encode_pending,
     shard_of,
     split_pairs,
@@ -414,8 +416,8 @@ class UserState(KeyedProcessFunction):
     outcomes, forgets; :func:`transforms.events.split_feedback`) go to
     :class:`FeedbackAttribution` on arrival, which emits what they counted as
     :class:`~pipelines.messages.AttributionCounts` (:data:`ATTRIBUTED`, one per
-    window) and adds its dead letters and counters to the bundle's
-    :data:`STATS` batch.  Its state is that of the ``attribution`` operator of
+    window, sent when that window closes) and counters (with the window's
+    :data:`STATS`); its dead letters leave at once.  Its state is that of the ``attribution`` operator of
     earlier releases (same state names, now under ``user-state``); a savepoint
     of that layout is refused by Flink (its ``attribution`` state has no
     operator), and restored with ``--allow-non-restored-state`` it loses the
@@ -428,7 +430,8 @@ class UserState(KeyedProcessFunction):
     extraction, key extraction, the operator, its pending state); one record
     per window and user shard, whatever the number of input records, keeps
     that cost per window.  They wait in the MapState ``outbox`` (window ->
-    the window's deltas and counters of each call, :func:`encode_pending`),
+    the window's deltas, attribution's counts and the counters of each call,
+    :func:`encode_pending`),
     emitted and removed by the window's timer: the watermark that closes the
     window downstream follows them, and a restore replays none twice.
 
@@ -512,28 +515,31 @@ class UserState(KeyedProcessFunction):
                 continue
             snapshot, piece_deltas, trend, piece_late = self._apply(profile_log, piece, interactions, watermark)
             snapshots.append(snapshot)
-            entry = held.setdefault(snapshot.window, {"d": [], "t": [], "s": {}})
+            entry = held.setdefault(snapshot.window, _outbox_entry())
             entry["d"].append([[d.events, d.items, d.item_weights, d.pair_a, d.pair_b, d.pair_weights] for d in piece_deltas])
             entry["t"].append([trend.events, trend.items, trend.ts, trend.weights])
             late += piece_late
         self._sweep(profile_log, value.max_ts)
         self._flush(profile_log)
         yield Bundle(value.shard, snapshots)
-        # The counters wait with the call's last window (the open one if it applied no events).
-        counted = max(held) if held else clock.open_window(watermark)
-        held.setdefault(counted, {"d": [], "t": [], "s": {}})["s"] = {"events": events_in, "late_events": late}
-        for window, payload in held.items():
-            self.outbox.add(window, encode_pending("outbox", window, payload))
-            ctx.timer_service().register_event_time_timer(clock.timer(window))
+        counters = {"events": events_in, "late_events": late}
         if feedback:
             counts, attributed = self.attribution.attribute(feedback, watermark)
             for found in counts:
-                yield ATTRIBUTED, found
-            yield STATS, SinkBatch(dead_letters=attributed.dead_letters, stats=attributed.stats)
+                held.setdefault(found.window, _outbox_entry())["a"].append(encode_attribution_counts(found))
+            counters.update(attributed.stats)
+            if attributed.dead_letters:  # bad input is reported at once
+                yield STATS, SinkBatch(dead_letters=attributed.dead_letters)
+        # The counters wait with the call's last window (the open one if it changed none).
+        held.setdefault(max(held) if held else clock.open_window(watermark), _outbox_entry())["s"] = counters
+        for window, payload in held.items():
+            self.outbox.add(window, encode_pending("outbox", window, payload))
+            ctx.timer_service().register_event_time_timer(clock.timer(window))
 
     def on_timer(self, timestamp: int, ctx) -> Iterable:
         # Every window due: [Bundle of ItemDelta] per item shard and [Bundle of TrendDelta]
-        # (a delta per window: its calls' deltas in order), and the counters.
+        # (a delta per window: its calls' deltas in order), what attribution counted
+        # [AttributionCounts] (each call's, in order), and the counters.
         deltas: dict[int, list[ItemDelta]] = {shard: [] for shard in range(self.item_shards)}
         trends: list[TrendDelta] = []
         stats: dict[str, int] = {}
@@ -545,6 +551,8 @@ class UserState(KeyedProcessFunction):
                 _, _, payload = decode_pending(raw)
                 for name, count in payload["s"].items():
                     stats[name] = stats.get(name, 0) + count
+                for found in payload["a"]:
+                    yield ATTRIBUTED, decode_attribution_counts(found)
                 for piece in payload["d"]:
                     applied = True
                     for merged, delta in zip(shards, piece):
@@ -622,6 +630,12 @@ class UserState(KeyedProcessFunction):
             profile_log.remove(user)
 
 
+def _outbox_entry() -> dict:
+    """One call's outbox payload for one window: item deltas (per slice, per item shard), trend deltas
+    (per slice), attribution's counts (encoded AttributionCounts) and the counters."""
+    return {"d": [], "t": [], "a": [], "s": {}}
+
+
 # -- attribution --------------------------------------------------------------------
 
 
@@ -643,8 +657,9 @@ class FeedbackAttribution:
     watermark; rows later than that are not attributed
     (``attribution_too_late``).  Feedback whose window the watermark has
     already closed is counted in ``attribution_late`` and applied in the open
-    window.  Everything is in managed state and its outputs leave with the
-    call that made them, so a restore replays them exactly once.
+    window.  Everything is in managed state, and its outputs wait in
+    user-state's outbox until their window closes (dead letters leave with
+    the call that made them), so a restore replays them exactly once.
 
     Produces, per window of a bundle, :class:`~pipelines.messages.AttributionCounts`
     tagged with that window (to the metrics aggregator and the ad spend; a

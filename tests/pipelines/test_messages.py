@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from pipelines.messages import ShardCache, shard_of, split_pairs
+from pipelines.messages import AttributionCounts, ShardCache, decode_attribution_counts, decode_pending, encode_attribution_counts, encode_pending, shard_of, split_pairs
 
 
 def _pairs(seed: int, n: int, items: int) -> tuple[list[str], list[str], list[float]]:
@@ -42,3 +42,10 @@ def test_split_pairs_keeps_each_shards_pairs_in_their_order(shards: int):
         assert got == expected
         assert all(type(v) is float for _, _, weights in got for v in weights)
     assert split_pairs([], [], [], ShardCache(3)) == [([], [], [])] * 3
+
+
+def test_attribution_counts_survive_the_outbox_encoding():
+    found = AttributionCounts({(60_000, "exp", "control", "home", 3, "clicks"): 2, (60_000, "", "", "cart", "all", "revenue"): 19.99}, {(86_400_000, "i1", "ad_clicks"): 1}, 42)
+    raw = encode_pending("outbox", 42, {"a": [encode_attribution_counts(found)]})
+    _, _, payload = decode_pending(raw)
+    assert decode_attribution_counts(payload["a"][0]) == found

@@ -15,8 +15,8 @@ import numpy as np
 import orjson
 import pytest
 
-from pipelines.messages import Bundle, EventSlice, SinkBatch, UserSnapshot
-from pipelines.operators import ITEM_DELTAS, STATS, TREND_DELTAS, PendingByWindow, UserState
+from pipelines.messages import AttributionCounts, Bundle, EventSlice, SinkBatch, UserSnapshot
+from pipelines.operators import ATTRIBUTED, ITEM_DELTAS, STATS, TREND_DELTAS, PendingByWindow, UserState
 from state.profile_log import ProfileLog
 from state.schemas import SchemaError, encode_profile
 from transforms.config import ModelConfig
@@ -204,7 +204,8 @@ class _RecordingAttribution:
 
     def attribute(self, feedback, watermark):
         self.fed += feedback
-        return [], SinkBatch()
+        # A count per window fed, and a counter, as FeedbackAttribution reports them.
+        return [AttributionCounts({(window, "", "", "home", "all", "fed"): len(rows)}, {}, window) for window, rows in feedback], SinkBatch(stats={"attribution_replays": 1})
 
 
 def test_a_window_of_impressions_alone_goes_to_attribution_only():
@@ -223,9 +224,11 @@ def test_a_window_of_impressions_alone_goes_to_attribution_only():
     bundle = Bundle(0, [EventSlice(shown_w, 0, shown, int(shown.ts.max())), EventSlice(clicked_w, 0, clicked, int(clicked.ts.max()))], int(clicked.ts.max()))
     ctx = _Ctx()
     out = list(operator.process_element(bundle, ctx))
-    assert ctx.timers == {clock.timer(clicked_w)}
+    # Only the snapshot leaves with the call; the rest waits for its window's timer.
+    assert [type(r) for r in out] == [Bundle]
+    assert ctx.timers == {clock.timer(shown_w), clock.timer(clicked_w)}
     ctx.watermark = clock.timer(clicked_w)
-    out += list(operator.on_timer(ctx.watermark, ctx))
+    out += list(operator.on_timer(clock.timer(shown_w), ctx))
     snapshots = [part.window for record in out if isinstance(record, Bundle) for part in record.parts]
     side = {}
     for tag, record in (r for r in out if not isinstance(r, Bundle)):
@@ -234,6 +237,8 @@ def test_a_window_of_impressions_alone_goes_to_attribution_only():
     assert {d.window for b in side[ITEM_DELTAS.tag_id] for d in b.parts} == {clicked_w}
     assert [d.window for b in side[TREND_DELTAS.tag_id] for d in b.parts] == [clicked_w]
     assert [window for window, _ in operator.attribution.fed] == [shown_w, clicked_w]
+    assert [(c.window, c.counts) for c in side[ATTRIBUTED.tag_id]] == [(w, {(w, "", "", "home", "all", "fed"): len(rows)}) for w, rows in ((shown_w, shown), (clicked_w, clicked))]
+    assert sum(batch.stats.get("attribution_replays", 0) for batch in side[STATS.tag_id]) == 1
     assert sum(batch.stats.get("events", 0) for batch in side[STATS.tag_id]) == len(shown) + len(clicked)  # every row is counted in
 
 
