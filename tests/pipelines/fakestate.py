@@ -18,6 +18,27 @@ class FakeMap(dict):
     def remove(self, key):
         self.pop(key, None)
 
+    def is_empty(self):
+        return not self
+
+
+class CountingMap(FakeMap):
+    """A MapState on a dict that counts its puts and its writes (puts and removes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.puts = 0
+        self.writes = 0
+
+    def put(self, key, value):
+        self.puts += 1
+        self.writes += 1
+        super().put(key, value)
+
+    def remove(self, key):
+        self.writes += 1
+        super().remove(key)
+
 
 class FakeValue:
     """A ValueState."""

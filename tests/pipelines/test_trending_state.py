@@ -10,7 +10,7 @@ import pytest
 from pipelines.messages import Bundle, FactsUpdate, ModelUpdate, SinkBatch, TrendDelta
 from pipelines.operators import WRITES, PendingByWindow, TrendingOperator
 from state.schemas import decode_scored
-from tests.pipelines.fakestate import FakeMap, FakeValue
+from tests.pipelines.fakestate import CountingMap, FakeValue
 from transforms.config import ModelConfig
 from transforms.trending import TrendingModel
 from transforms.windows import WindowClock
@@ -19,18 +19,6 @@ from transforms.windows import WindowClock
 # windows' deltas in its log, and buckets both fill across refreshes and expire.
 CONFIG = ModelConfig(window_ms=100, model_refresh_ms=500, trending_window_ms=4_000, trending_slide_ms=1_000, trending_size=5)
 CATEGORIES = ("shoes", "hats")
-
-
-class _Map(FakeMap):
-    """A MapState on a dict, counting puts per state."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.puts = 0
-
-    def put(self, key, value):
-        self.puts += 1
-        super().put(key, value)
 
 
 class _Ctx:
@@ -57,7 +45,7 @@ class _State:
     """Everything the operator keeps in managed state (survives a restart; the operator's memory does not)."""
 
     def __init__(self) -> None:
-        self.pending, self.buckets, self.facts, self.listed, self.bucket_log = _Map(), _Map(), _Map(), _Map(), _Map()
+        self.pending, self.buckets, self.facts, self.listed, self.bucket_log = CountingMap(), CountingMap(), CountingMap(), CountingMap(), CountingMap()
         self.meta = FakeValue()
 
 

@@ -18,6 +18,7 @@ import pytest
 from pipelines.messages import AttributionCounts, Bundle, EventSlice, SinkBatch, UserSnapshot
 from pipelines.operators import ATTRIBUTED, ITEM_DELTAS, STATS, TREND_DELTAS, PendingByWindow, UserState
 from state.profile_log import ProfileLog
+from tests.pipelines.fakestate import CountingMap
 from state.schemas import SchemaError, encode_profile
 from transforms.config import ModelConfig
 from transforms.engine import ReferenceEngine
@@ -27,25 +28,6 @@ from transforms.windows import WindowClock
 
 CONFIG = ModelConfig()
 LONG_MIN = -(2**63)
-
-
-class _Map(dict):
-    """A MapState on a dict, counting the calls that write."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes = 0
-
-    def put(self, key, value):
-        self.writes += 1
-        self[key] = value
-
-    def remove(self, key):
-        self.writes += 1
-        del self[key]
-
-    def is_empty(self):
-        return not self
 
 
 class _Value:
@@ -84,13 +66,13 @@ class _Ctx:
         self.timers.discard(t)
 
 
-def _operator(blocks: _Map, legacy_profiles: _Map | None = None, legacy_last_seen: _Map | None = None, ttl_ms: int = 10**12, sweep_every_ms: int = 3_600_000) -> UserState:
+def _operator(blocks: CountingMap, legacy_profiles: CountingMap | None = None, legacy_last_seen: CountingMap | None = None, ttl_ms: int = 10**12, sweep_every_ms: int = 3_600_000) -> UserState:
     operator = UserState(CONFIG, 2, ttl_ms, sweep_every_ms=sweep_every_ms)
     operator.blocks = blocks
-    operator.legacy_profiles = legacy_profiles if legacy_profiles is not None else _Map()
-    operator.legacy_last_seen = legacy_last_seen if legacy_last_seen is not None else _Map()
+    operator.legacy_profiles = legacy_profiles if legacy_profiles is not None else CountingMap()
+    operator.legacy_last_seen = legacy_last_seen if legacy_last_seen is not None else CountingMap()
     operator.last_sweep = _Value()
-    operator.outbox = PendingByWindow(_Map())
+    operator.outbox = PendingByWindow(CountingMap())
     operator.logs = {}
     operator.late_counter = operator.users_counter = _Counter()
     operator.attribution = None  # attribution off (no rec_id secret)
@@ -138,7 +120,7 @@ def test_one_put_per_call_and_a_restore_continues_exactly():
     events = _events()
     bundles = _bundles(events)
     half = len(bundles) // 2
-    blocks = _Map()
+    blocks = CountingMap()
     first = _operator(blocks)
     _run(first, bundles[:half])
     # A put per call (plus the removes of cleaned blocks), not a put per user.
@@ -158,13 +140,13 @@ def test_a_savepoint_of_the_per_user_layout_is_migrated():
     half = len(bundles) // 2
     before = EventBatch.concat([s.events for b in bundles[:half] for s in b.parts])
     # What the earlier release kept: a profile and a last-seen time per user.
-    legacy_profiles, legacy_last_seen = _Map(), _Map()
+    legacy_profiles, legacy_last_seen = CountingMap(), CountingMap()
     engine = ReferenceEngine(CONFIG, score_users=False)
     engine.process(before)
     for user, profile in engine.profiles.items():
         legacy_profiles[user] = encode_profile(profile)
         legacy_last_seen[user] = profile.last_ts
-    blocks = _Map()
+    blocks = CountingMap()
     operator = _operator(blocks, legacy_profiles, legacy_last_seen)
     _run(operator, bundles[half:])
     assert not legacy_profiles and not legacy_last_seen  # migrated, then cleared
@@ -174,9 +156,9 @@ def test_a_savepoint_of_the_per_user_layout_is_migrated():
 
 
 def test_a_per_user_value_of_an_unknown_version_is_refused_clearly():
-    legacy = _Map()
+    legacy = CountingMap()
     legacy["u1"] = orjson.dumps({"v": 99})
-    operator = _operator(_Map(), legacy)
+    operator = _operator(CountingMap(), legacy)
     with pytest.raises(SchemaError, match="cannot migrate user state of the per-user layout \\(user 'u1'\\)"):
         _run(operator, _bundles(_events())[:1])
 
@@ -184,7 +166,7 @@ def test_a_per_user_value_of_an_unknown_version_is_refused_clearly():
 def test_users_unseen_for_the_ttl_are_dropped_from_state():
     events = _events()
     bundles = _bundles(events)
-    blocks = _Map()
+    blocks = CountingMap()
     # Event time of the shop spans days: a one-hour TTL swept every 10 minutes drops most users.
     operator = _operator(blocks, ttl_ms=3_600_000, sweep_every_ms=600_000)
     _run(operator, bundles)
@@ -219,7 +201,7 @@ def test_a_window_of_impressions_alone_goes_to_attribution_only():
     shown = parse_records([{"user_id": "u1", "event_type": "impression", "rec_id": "r", "items": ["i1", "i2"], "ts": t0}]).events
     clicked = parse_records([{"user_id": "u1", "event_type": "click", "item_id": "i1", "ts": t0 + 2 * CONFIG.window_ms}]).events
     assert clock.window_of(int(clicked.ts[0])) == clicked_w
-    operator = _operator(_Map())
+    operator = _operator(CountingMap())
     operator.attribution = _RecordingAttribution()
     bundle = Bundle(0, [EventSlice(shown_w, 0, shown, int(shown.ts.max())), EventSlice(clicked_w, 0, clicked, int(clicked.ts.max()))], int(clicked.ts.max()))
     ctx = _Ctx()
@@ -242,12 +224,12 @@ def test_a_window_of_impressions_alone_goes_to_attribution_only():
     assert sum(batch.stats.get("events", 0) for batch in side[STATS.tag_id]) == len(shown) + len(clicked)  # every row is counted in
 
 
-def _outputs(operator: UserState, bundles: list[Bundle], restart_every: int | None = None, blocks: _Map | None = None, outbox: _Map | None = None) -> list:
+def _outputs(operator: UserState, bundles: list[Bundle], restart_every: int | None = None, blocks: CountingMap | None = None, outbox: CountingMap | None = None) -> list:
     """Every output of the calls and of the timers as the watermark passes each bundle's windows (a new
     operator on the same state every ``restart_every`` bundles), each as (tag or None, record)."""
     clock = WindowClock.of(CONFIG)
-    blocks = blocks if blocks is not None else _Map()
-    outbox = outbox if outbox is not None else _Map()
+    blocks = blocks if blocks is not None else CountingMap()
+    outbox = outbox if outbox is not None else CountingMap()
     ctx = _Ctx()
     out: list = []
 
@@ -295,12 +277,12 @@ def test_a_windows_deltas_leave_once_when_it_closes_as_the_calls_made_them():
     # About 20 events per 200 ms window, as a busy shop sends them, so windows span calls.
     events = dataclasses.replace(shop, ts=int(shop.ts[0]) + np.arange(len(shop), dtype=np.int64) * 10)
     bundles = _bundles(events, chunk=40)
-    outputs = _outputs(_operator(_Map()), bundles)
+    outputs = _outputs(_operator(CountingMap()), bundles)
     items = _per_window(outputs, ITEM_DELTAS)
     trends = _per_window(outputs, TREND_DELTAS)
     # What each call applied, per window (as the calls' deltas went out one record per call before).
     expected: dict = {}
-    replay = _operator(_Map())
+    replay = _operator(CountingMap())
     for bundle in bundles:
         profile_log = replay._log(0)
         for piece in bundle.parts:
@@ -326,4 +308,4 @@ def test_a_windows_deltas_leave_once_when_it_closes_as_the_calls_made_them():
         assert (list(parts[0].items), list(parts[0].ts), list(parts[0].weights)) == ([x for t in made for x in t.items], [x for t in made for x in t.ts], [x for t in made for x in t.weights])
     assert sum(batch.stats.get("events", 0) for tag, batch in outputs if tag is STATS) == len(events)
     # The same, with the operator restarted (memory lost, state kept) every third call.
-    assert _outputs(_operator(_Map()), bundles, restart_every=3) == outputs
+    assert _outputs(_operator(CountingMap()), bundles, restart_every=3) == outputs
