@@ -406,7 +406,7 @@ class UserState(KeyedProcessFunction):
 
     Emits per slice a UserSnapshot (to the scorer); per window, when its timer
     fires, the ItemDeltas (one per item shard) and the TrendDelta of every
-    slice of the window, and the counters (:data:`STATS`).  Late events —
+    slice of the window; per bundle, counters (:data:`STATS`).  Late events —
     whose window the watermark has already closed — are counted and folded
     into the open window.  Users inactive for ``user_ttl_ms`` of event time
     are dropped by a sweep.
@@ -416,8 +416,8 @@ class UserState(KeyedProcessFunction):
     outcomes, forgets; :func:`transforms.events.split_feedback`) go to
     :class:`FeedbackAttribution` on arrival, which emits what they counted as
     :class:`~pipelines.messages.AttributionCounts` (:data:`ATTRIBUTED`, one per
-    window, sent when that window closes) and counters (with the window's
-    :data:`STATS`); its dead letters leave at once.  Its state is that of the ``attribution`` operator of
+    window, sent when that window closes) and adds its dead letters and
+    counters to the bundle's :data:`STATS` batch.  Its state is that of the ``attribution`` operator of
     earlier releases (same state names, now under ``user-state``); a savepoint
     of that layout is refused by Flink (its ``attribution`` state has no
     operator), and restored with ``--allow-non-restored-state`` it loses the
@@ -430,7 +430,7 @@ class UserState(KeyedProcessFunction):
     extraction, key extraction, the operator, its pending state); one record
     per window and user shard, whatever the number of input records, keeps
     that cost per window.  They wait in the MapState ``outbox`` (window ->
-    the window's deltas, attribution's counts and the counters of each call,
+    the window's deltas and attribution's counts of each call,
     :func:`encode_pending`),
     emitted and removed by the window's timer: the watermark that closes the
     window downstream follows them, and a restore replays none twice.
@@ -492,9 +492,10 @@ class UserState(KeyedProcessFunction):
         if isinstance(value, BootRecord):
             yield from self._boot(value)
             return
-        # One bundle in: [Bundle of UserSnapshot] out; the item and trend deltas and counters
-        # into the outbox until their window's timer; what attribution counted (per window)
-        # and its counters and dead letters out at once.
+        # One bundle in: [Bundle of UserSnapshot] and counters with attribution's dead letters
+        # [SinkBatch] out; the item and trend deltas and what attribution counted (per window)
+        # into the outbox until their window's timer (the counters leave at once: "events" in
+        # the stats counts what the job has read, not what it has closed).
         clock = WindowClock.of(self.config)
         watermark = ctx.timer_service().current_watermark()
         profile_log = self._log(value.shard)
@@ -522,16 +523,13 @@ class UserState(KeyedProcessFunction):
         self._sweep(profile_log, value.max_ts)
         self._flush(profile_log)
         yield Bundle(value.shard, snapshots)
-        counters = {"events": events_in, "late_events": late}
+        stats = SinkBatch(stats={"events": events_in, "late_events": late})
         if feedback:
             counts, attributed = self.attribution.attribute(feedback, watermark)
             for found in counts:
                 held.setdefault(found.window, _outbox_entry())["a"].append(encode_attribution_counts(found))
-            counters.update(attributed.stats)
-            if attributed.dead_letters:  # bad input is reported at once
-                yield STATS, SinkBatch(dead_letters=attributed.dead_letters)
-        # The counters wait with the call's last window (the open one if it changed none).
-        held.setdefault(max(held) if held else clock.open_window(watermark), _outbox_entry())["s"] = counters
+            stats = SinkBatch(dead_letters=attributed.dead_letters, stats={**stats.stats, **attributed.stats})
+        yield STATS, stats
         for window, payload in held.items():
             self.outbox.add(window, encode_pending("outbox", window, payload))
             ctx.timer_service().register_event_time_timer(clock.timer(window))
@@ -539,18 +537,15 @@ class UserState(KeyedProcessFunction):
     def on_timer(self, timestamp: int, ctx) -> Iterable:
         # Every window due: [Bundle of ItemDelta] per item shard and [Bundle of TrendDelta]
         # (a delta per window: its calls' deltas in order), what attribution counted
-        # [AttributionCounts] (each call's, in order), and the counters.
+        # [AttributionCounts] (each call's, in order).
         deltas: dict[int, list[ItemDelta]] = {shard: [] for shard in range(self.item_shards)}
         trends: list[TrendDelta] = []
-        stats: dict[str, int] = {}
         for window, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.outbox):
             shards = [[0, [], [], [], [], []] for _ in range(self.item_shards)]
             trend = [0, [], [], []]
             applied = False
             for raw in raws:
                 _, _, payload = decode_pending(raw)
-                for name, count in payload["s"].items():
-                    stats[name] = stats.get(name, 0) + count
                 for found in payload["a"]:
                     yield ATTRIBUTED, decode_attribution_counts(found)
                 for piece in payload["d"]:
@@ -572,8 +567,6 @@ class UserState(KeyedProcessFunction):
                 yield ITEM_DELTAS, Bundle(shard, parts)
         if trends:
             yield TREND_DELTAS, Bundle(0, trends)
-        if stats:
-            yield STATS, SinkBatch(stats=stats)
 
     def _apply(self, profile_log: ProfileLog, value: EventSlice, events: EventBatch, watermark: int) -> tuple[UserSnapshot, list[ItemDelta], TrendDelta, int]:
         """One window's events of this shard (``events``: its interactions): profiles updated, and what they add to the item model and trending."""
@@ -632,8 +625,8 @@ class UserState(KeyedProcessFunction):
 
 def _outbox_entry() -> dict:
     """One call's outbox payload for one window: item deltas (per slice, per item shard), trend deltas
-    (per slice), attribution's counts (encoded AttributionCounts) and the counters."""
-    return {"d": [], "t": [], "a": [], "s": {}}
+    (per slice) and attribution's counts (encoded AttributionCounts)."""
+    return {"d": [], "t": [], "a": []}
 
 
 # -- attribution --------------------------------------------------------------------

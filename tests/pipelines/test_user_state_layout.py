@@ -206,8 +206,8 @@ def test_a_window_of_impressions_alone_goes_to_attribution_only():
     bundle = Bundle(0, [EventSlice(shown_w, 0, shown, int(shown.ts.max())), EventSlice(clicked_w, 0, clicked, int(clicked.ts.max()))], int(clicked.ts.max()))
     ctx = _Ctx()
     out = list(operator.process_element(bundle, ctx))
-    # Only the snapshot leaves with the call; the rest waits for its window's timer.
-    assert [type(r) for r in out] == [Bundle]
+    # The snapshot and the counters leave with the call; the deltas and counts wait for their window's timer.
+    assert [r.parts[0].window if isinstance(r, Bundle) else r[0].tag_id for r in out] == [clicked_w, STATS.tag_id]
     assert ctx.timers == {clock.timer(shown_w), clock.timer(clicked_w)}
     ctx.watermark = clock.timer(clicked_w)
     out += list(operator.on_timer(clock.timer(shown_w), ctx))
