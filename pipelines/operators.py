@@ -1313,13 +1313,10 @@ class TrendingOperator(KeyedProcessFunction):
 
     def _add(self, model: TrendingModel, trend: dict) -> None:
         """Add a window's trend delta (a decoded "trend" payload) to the model; its buckets are now dirty."""
-        model.add(trend["i"], trend["t"], trend["w"])
-        slide = self.config.trending_slide_ms
-        self.dirty_buckets.update(t // slide for t in trend["t"])
+        self.dirty_buckets |= model.add(trend["i"], trend["t"], trend["w"])
 
-    def _write_buckets(self, model: TrendingModel, meta: dict) -> None:
-        """The dirty buckets still kept written to state and the log cleared (at a refresh)."""
-        kept = model.bucket_indices()
+    def _write_buckets(self, model: TrendingModel, meta: dict, kept: set[int]) -> None:
+        """The dirty buckets still ``kept`` written to state and the log cleared (at a refresh)."""
         for bucket in self.dirty_buckets & kept:
             values = model.bucket(bucket)
             self.buckets.put(str(bucket), encode_scored(list(values.keys()), list(values.values())))
@@ -1374,9 +1371,9 @@ class TrendingOperator(KeyedProcessFunction):
         meta["since"] = 0
         # lists() re-files the changed items, including those whose buckets expire now.
         model.expire(end)
-        self._write_buckets(model, meta)
-        refiled = model.changed_items()
         live = model.bucket_indices()
+        self._write_buckets(model, meta, live)
+        refiled = model.changed_items()
         global_list, per_category = model.lists(end, lambda item: self.categories.get(item, ""))
         if meta["v"] < 2:  # v1 state: record every listed item once
             refiled |= model.listed_items()

@@ -88,15 +88,19 @@ class TrendingModel:
     def listed_items(self) -> set[str]:
         return set(self.category)
 
-    def add(self, items: Iterable[str], ts: Iterable[int], weights: Iterable[float]) -> None:
-        """Add positive event weights at their event times."""
+    def add(self, items: Iterable[str], ts: Iterable[int], weights: Iterable[float]) -> set[int]:
+        """Add positive event weights at their event times; the indices of the buckets they went to."""
         slide = self.config.trending_slide_ms
         totals = self.totals
+        touched: set[int] = set()
         for item, t, w in zip(items, ts, weights):
-            bucket = self.buckets.setdefault(t // slide, {})
+            index = t // slide
+            touched.add(index)
+            bucket = self.buckets.setdefault(index, {})
             bucket[item] = bucket.get(item, 0.0) + w
             totals[item] = totals.get(item, 0.0) + w
             self.changed.add(item)
+        return touched
 
     def expire(self, now_ms: int) -> None:
         """Drop buckets that no longer overlap ``[now - window, now)``."""

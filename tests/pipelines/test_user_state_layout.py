@@ -224,12 +224,12 @@ def test_a_window_of_impressions_alone_goes_to_attribution_only():
     assert sum(batch.stats.get("events", 0) for batch in side[STATS.tag_id]) == len(shown) + len(clicked)  # every row is counted in
 
 
-def _outputs(operator: UserState, bundles: list[Bundle], restart_every: int | None = None, blocks: CountingMap | None = None, outbox: CountingMap | None = None) -> list:
-    """Every output of the calls and of the timers as the watermark passes each bundle's windows (a new
-    operator on the same state every ``restart_every`` bundles), each as (tag or None, record)."""
+def _outputs(bundles: list[Bundle], restart_every: int | None = None) -> list:
+    """Every output of the calls and of the timers as the watermark passes each bundle's windows, of an
+    operator on fresh state (a new operator on the same state every ``restart_every`` bundles), each as
+    (tag or None, record)."""
     clock = WindowClock.of(CONFIG)
-    blocks = blocks if blocks is not None else CountingMap()
-    outbox = outbox if outbox is not None else CountingMap()
+    blocks, outbox = CountingMap(), CountingMap()
     ctx = _Ctx()
     out: list = []
 
@@ -277,7 +277,7 @@ def test_a_windows_deltas_leave_once_when_it_closes_as_the_calls_made_them():
     # About 20 events per 200 ms window, as a busy shop sends them, so windows span calls.
     events = dataclasses.replace(shop, ts=int(shop.ts[0]) + np.arange(len(shop), dtype=np.int64) * 10)
     bundles = _bundles(events, chunk=40)
-    outputs = _outputs(_operator(CountingMap()), bundles)
+    outputs = _outputs(bundles)
     items = _per_window(outputs, ITEM_DELTAS)
     trends = _per_window(outputs, TREND_DELTAS)
     # What each call applied, per window (as the calls' deltas went out one record per call before).
@@ -308,4 +308,4 @@ def test_a_windows_deltas_leave_once_when_it_closes_as_the_calls_made_them():
         assert (list(parts[0].items), list(parts[0].ts), list(parts[0].weights)) == ([x for t in made for x in t.items], [x for t in made for x in t.ts], [x for t in made for x in t.weights])
     assert sum(batch.stats.get("events", 0) for tag, batch in outputs if tag is STATS) == len(events)
     # The same, with the operator restarted (memory lost, state kept) every third call.
-    assert _outputs(_operator(CountingMap()), bundles, restart_every=3) == outputs
+    assert _outputs(bundles, restart_every=3) == outputs
