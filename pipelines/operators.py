@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 import numpy as np
 import orjson
 from pyflink.common import Types
-from pyflink.datastream import OutputTag
+from pyflink.datastream import OutputTag, TimeDomain
 from pyflink.datastream.functions import KeyedBroadcastProcessFunction, KeyedProcessFunction, ProcessFunction
 from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 
@@ -136,6 +136,15 @@ BLEND_GAUGE_PREFIX = "blend."
 def is_gauge(name: str) -> bool:
     """Whether a SinkBatch.stats entry is set (a gauge) rather than added (a counter)."""
     return name in GAUGES or name.startswith(BLEND_GAUGE_PREFIX)
+
+
+def merge_stats(into: dict, stats: dict) -> dict:
+    """``stats`` added to ``into`` (counters add up, gauges take the later value); returns ``into``."""
+    for key, value in stats.items():
+        into[key] = value if is_gauge(key) else into.get(key, 0) + value
+    return into
+
+
 TICK_PREFIX = "\x00tick:"
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.PICKLED_BYTE_ARRAY())
@@ -182,6 +191,108 @@ def tune_collector() -> None:
     """Set :data:`GC_THRESHOLDS` for this Python interpreter (every operator's ``open`` calls it:
     in thread mode they share the TaskManager's interpreter, in process mode each worker has its own)."""
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+# The longest a user-state call's counters wait before they leave for Redis (processing time).
+STATS_FLUSH_MS = 100
+
+
+class TimerMemo:
+    """The timers (event time, or processing time) this instance has registered, per key, until they fire.
+
+    Why: in thread mode every call from Python into Java (a state access, a
+    timer, a counter, an output) lets go of the interpreter lock, and taking it
+    back waits while any other operator's Python runs (up to the interpreter's
+    switch interval), so each such call on the per-record path delays the
+    record far more than the call costs.  Registering a timer Flink already
+    holds changes nothing, so each one is registered once.  The memo is only a
+    shortcut: after a restart it is empty and the first registration of each
+    timer is repeated, which Flink ignores.
+    """
+
+    def __init__(self, processing_time: bool = False) -> None:
+        self.processing_time = processing_time
+        self.registered: dict[int, set[int]] = {}
+
+    def register(self, ctx, key: int, timestamp: int) -> None:
+        """Register ``timestamp`` for ``key`` (the current key) unless it is already registered."""
+        timers = self.registered.setdefault(key, set())
+        if timestamp not in timers:
+            if self.processing_time:
+                ctx.timer_service().register_processing_time_timer(timestamp)
+            else:
+                ctx.timer_service().register_event_time_timer(timestamp)
+            timers.add(timestamp)
+
+    def pending(self, key: int) -> bool:
+        """Whether a timer of ``key`` is registered and has not fired."""
+        return bool(self.registered.get(key))
+
+    def forget(self, key: int, up_to: int) -> None:
+        """Timers of ``key`` up to ``up_to`` have fired or were deleted (the next registration must reach Flink)."""
+        timers = self.registered.get(key)
+        if timers:
+            self.registered[key] = {t for t in timers if t > up_to}
+
+
+class ValueByKey:
+    """A keyed ValueState read once per key and written through (see :class:`TimerMemo` for why)."""
+
+    def __init__(self, state) -> None:
+        self.state = state
+        self.values: dict[int, object] = {}
+
+    def get(self, key: int):
+        """The value for ``key``, the current key."""
+        if key not in self.values:
+            self.values[key] = self.state.value()
+        return self.values[key]
+
+    def set(self, key: int, value) -> None:
+        """Update the value for ``key``, the current key."""
+        self.values[key] = value
+        self.state.update(value)
+
+    def clear(self, key: int) -> None:
+        """Clear the value for ``key``, the current key."""
+        self.values[key] = None
+        self.state.clear()
+
+
+class MapByKey:
+    """A keyed MapState's entries, read from state once per key and entry and written through
+    (see :class:`TimerMemo` for why).  (Not ``put_all``: PyFlink 2.3's, in process mode, iterates
+    the dict it is given as if it held pairs, and fails.)
+
+    Every method takes the current key.  At most ``max_cached`` entries are
+    kept in memory (then the memory starts empty again).
+    """
+
+    def __init__(self, state, max_cached: int = 200_000) -> None:
+        self.state = state
+        self.max_cached = max_cached
+        self.cached: dict[tuple[int, str], bytes | None] = {}
+
+    def get(self, key: int, entry: str) -> bytes | None:
+        found = self.cached.get((key, entry), self)
+        if found is self:
+            if len(self.cached) >= self.max_cached:
+                self.cached.clear()
+            found = self.cached[(key, entry)] = self.state.get(entry)
+        return found
+
+    def put(self, key: int, entry: str, raw: bytes) -> None:
+        self.state.put(entry, raw)
+        self.cached[(key, entry)] = raw
+
+    def remove(self, key: int, entry: str) -> None:
+        if self.cached.get((key, entry), self) is not None:
+            self.state.remove(entry)
+            self.cached[(key, entry)] = None
+
+    def items(self, key: int):
+        """Every entry of ``key`` as stored."""
+        return self.state.items()
 
 
 class PendingByWindow:
@@ -252,12 +363,14 @@ def split_chunk(chunk: str) -> list[str]:
     return chunk.replace("\x1e", "\n").split("\n")
 
 
-def take_due_windows(ctx, timestamp: int, clock: WindowClock, pending: "PendingByWindow") -> list[tuple[int, list[bytes]]]:
+def take_due_windows(ctx, timestamp: int, clock: WindowClock, pending: "PendingByWindow", timers: tuple[TimerMemo, int] | None = None) -> list[tuple[int, list[bytes]]]:
     """The pending messages of every window whose timer the watermark has passed, per window, ascending.
 
     One timer pass closes them all (in order) and deletes their timers, so a burst
     of sparse windows costs one call and one scan of the pending state, not one per
     window.  Without a readable watermark it closes the timer's own window only.
+    ``timers``: the memo the timers were registered through and the current key,
+    told what fired and what was deleted.
     """
     firing = clock.window_of_timer(timestamp)
     try:
@@ -268,6 +381,9 @@ def take_due_windows(ctx, timestamp: int, clock: WindowClock, pending: "PendingB
     for window, _ in due:
         if window != firing:  # the firing timer is already gone
             ctx.timer_service().delete_event_time_timer(clock.timer(window))
+    if timers is not None:
+        memo, key = timers
+        memo.forget(key, max([timestamp] + [clock.timer(window) for window, _ in due]))
     return due
 
 
@@ -406,7 +522,9 @@ class UserState(KeyedProcessFunction):
 
     Emits per slice a UserSnapshot (to the scorer); per window, when its timer
     fires, the ItemDeltas (one per item shard) and the TrendDelta of every
-    slice of the window; per bundle, counters (:data:`STATS`).  Late events —
+    slice of the window; counters (:data:`STATS`) at the next timer of
+    either kind after the bundles that counted them, at most
+    :data:`STATS_FLUSH_MS` of processing time later.  Late events —
     whose window the watermark has already closed — are counted and folded
     into the open window.  Users inactive for ``user_ttl_ms`` of event time
     are dropped by a sweep.
@@ -416,8 +534,9 @@ class UserState(KeyedProcessFunction):
     outcomes, forgets; :func:`transforms.events.split_feedback`) go to
     :class:`FeedbackAttribution` on arrival, which emits what they counted as
     :class:`~pipelines.messages.AttributionCounts` (:data:`ATTRIBUTED`, one per
-    window, sent when that window closes) and adds its dead letters and
-    counters to the bundle's :data:`STATS` batch.  Its state is that of the ``attribution`` operator of
+    window, sent when that window closes) and adds its counters to the
+    bundle's; its dead letters leave with the call (and the counters held
+    so far with them).  Its state is that of the ``attribution`` operator of
     earlier releases (same state names, now under ``user-state``); a savepoint
     of that layout is refused by Flink (its ``attribution`` state has no
     operator), and restored with ``--allow-non-restored-state`` it loses the
@@ -433,7 +552,11 @@ class UserState(KeyedProcessFunction):
     the window's deltas and attribution's counts of each call,
     :func:`encode_pending`),
     emitted and removed by the window's timer: the watermark that closes the
-    window downstream follows them, and a restore replays none twice.
+    window downstream follows them, and a restore replays none twice.  The
+    counters of such calls wait too (ValueState ``held-stats``), for the
+    next timer: the window's, or a processing-time timer at most
+    :data:`STATS_FLUSH_MS` away, so a live job whose windows wait for the
+    events' own watermark still shows what it has read; they leave once.
 
     State: the MapState ``profile-log`` (block number -> profile block), laid
     out and cleaned by :class:`state.profile_log.ProfileLog`: one put per call
@@ -458,12 +581,17 @@ class UserState(KeyedProcessFunction):
         # The per-user layout of earlier releases, read once per shard to migrate it.
         self.legacy_profiles = _bytes_map(runtime_context, "profiles")
         self.legacy_last_seen = runtime_context.get_map_state(MapStateDescriptor("last_seen", Types.STRING(), Types.LONG()))
-        self.last_sweep = runtime_context.get_state(ValueStateDescriptor("last_sweep", Types.LONG()))
+        self.last_sweep = ValueByKey(runtime_context.get_state(ValueStateDescriptor("last_sweep", Types.LONG())))
         self.outbox = PendingByWindow(_bytes_map(runtime_context, "outbox"))
+        self.timers = TimerMemo()
+        self.held_stats = ValueByKey(_bytes_value(runtime_context, "held-stats"))
+        self.flush_timers = TimerMemo(processing_time=True)
         self.logs: dict[int, ProfileLog] = {}
         metrics = runtime_context.get_metrics_group()
         self.late_counter = metrics.counter("late_events")
         self.users_counter = metrics.counter("profiles_updated")
+        # Profiles updated since the last timer: the metric is told at timers, not per call (see TimerMemo).
+        self.users_updated = 0
         self.attribution = FeedbackAttribution(runtime_context, self.config, self.rec_id_secret) if self.rec_id_secret is not None else None
 
     def _log(self, shard: int) -> ProfileLog:
@@ -492,10 +620,10 @@ class UserState(KeyedProcessFunction):
         if isinstance(value, BootRecord):
             yield from self._boot(value)
             return
-        # One bundle in: [Bundle of UserSnapshot] and counters with attribution's dead letters
-        # [SinkBatch] out; the item and trend deltas and what attribution counted (per window)
-        # into the outbox until their window's timer (the counters leave at once: "events" in
-        # the stats counts what the job has read, not what it has closed).
+        # One bundle in: [Bundle of UserSnapshot] out; the item and trend deltas and what
+        # attribution counted (per window) into the outbox until their window's timer; the
+        # counters held until the next timer, or out at once [SinkBatch] with attribution's
+        # dead letters or when nothing waits for a window.
         clock = WindowClock.of(self.config)
         watermark = ctx.timer_service().current_watermark()
         profile_log = self._log(value.shard)
@@ -520,27 +648,57 @@ class UserState(KeyedProcessFunction):
             entry["d"].append([[d.events, d.items, d.item_weights, d.pair_a, d.pair_b, d.pair_weights] for d in piece_deltas])
             entry["t"].append([trend.events, trend.items, trend.ts, trend.weights])
             late += piece_late
-        self._sweep(profile_log, value.max_ts)
+        self._sweep(value.shard, profile_log, value.max_ts)
         self._flush(profile_log)
         yield Bundle(value.shard, snapshots)
-        stats = SinkBatch(stats={"events": events_in, "late_events": late})
+        stats = {"events": events_in, "late_events": late}
+        dead_letters: list = []
         if feedback:
-            counts, attributed = self.attribution.attribute(feedback, watermark)
+            counts, attributed = self.attribution.attribute(value.shard, feedback, watermark)
             for found in counts:
                 held.setdefault(found.window, _outbox_entry())["a"].append(encode_attribution_counts(found))
-            stats = SinkBatch(dead_letters=attributed.dead_letters, stats={**stats.stats, **attributed.stats})
-        yield STATS, stats
+            stats |= attributed.stats
+            dead_letters = attributed.dead_letters
         for window, payload in held.items():
             self.outbox.add(window, encode_pending("outbox", window, payload))
-            ctx.timer_service().register_event_time_timer(clock.timer(window))
+            self.timers.register(ctx, value.shard, clock.timer(window))
+        if held and not dead_letters:
+            self._hold_stats(ctx, value.shard, stats)
+        else:
+            # Nothing went to the outbox, so no window timer is sure to come: the counters leave now.
+            yield STATS, SinkBatch(dead_letters=dead_letters, stats=self._release_stats(value.shard, stats))
+
+    def _hold_stats(self, ctx, shard: int, stats: dict) -> None:
+        """Add the call's counters to the shard's held ones, to leave within ``STATS_FLUSH_MS`` of processing time."""
+        held = self.held_stats.get(shard)
+        self.held_stats.set(shard, orjson.dumps(merge_stats(orjson.loads(held) if held else {}, stats)))
+        if not self.flush_timers.pending(shard):
+            self.flush_timers.register(ctx, shard, ctx.timer_service().current_processing_time() + STATS_FLUSH_MS)
+
+    def _release_stats(self, shard: int, stats: dict) -> dict:
+        """The shard's held counters (cleared) with ``stats`` added."""
+        held = self.held_stats.get(shard)
+        if not held:
+            return stats
+        self.held_stats.clear(shard)
+        return merge_stats(orjson.loads(held), stats)
 
     def on_timer(self, timestamp: int, ctx) -> Iterable:
         # Every window due: [Bundle of ItemDelta] per item shard and [Bundle of TrendDelta]
         # (a delta per window: its calls' deltas in order), what attribution counted
         # [AttributionCounts] (each call's, in order).
+        key = ctx.get_current_key()
+        if self.users_updated:
+            self.users_counter.inc(self.users_updated)
+            self.users_updated = 0
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+            self.flush_timers.forget(key, timestamp)
+            if stats := self._release_stats(key, {}):
+                yield STATS, SinkBatch(stats=stats)
+            return
         deltas: dict[int, list[ItemDelta]] = {shard: [] for shard in range(self.item_shards)}
         trends: list[TrendDelta] = []
-        for window, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.outbox):
+        for window, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.outbox, (self.timers, key)):
             shards = [[0, [], [], [], [], []] for _ in range(self.item_shards)]
             trend = [0, [], [], []]
             applied = False
@@ -567,6 +725,8 @@ class UserState(KeyedProcessFunction):
                 yield ITEM_DELTAS, Bundle(shard, parts)
         if trends:
             yield TREND_DELTAS, Bundle(0, trends)
+        if stats := self._release_stats(key, {}):
+            yield STATS, SinkBatch(stats=stats)
 
     def _apply(self, profile_log: ProfileLog, value: EventSlice, events: EventBatch, watermark: int) -> tuple[UserSnapshot, list[ItemDelta], TrendDelta, int]:
         """One window's events of this shard (``events``: its interactions): profiles updated, and what they add to the item model and trending."""
@@ -591,7 +751,7 @@ class UserState(KeyedProcessFunction):
                 # A forgotten user's tombstone stays in state; the scorer deletes their keys.
                 snapshots[user] = None if scorable(profile) is None else raw
             last_ts[user] = latest
-        self.users_counter.inc(len(snapshots))
+        self.users_updated += len(snapshots)
         counts = sum_by_key(contribution.items, contribution.item_weights)
         by_shard = split_pairs(contribution.pair_a, contribution.pair_b, contribution.pair_weights, self.item_shard_of)
         items, item_weights = list(counts.keys()), list(counts.values())
@@ -611,12 +771,12 @@ class UserState(KeyedProcessFunction):
         elif record.kind == "trending":
             yield TREND_DELTAS, record
 
-    def _sweep(self, profile_log: ProfileLog, now_ms: int) -> None:
+    def _sweep(self, shard: int, profile_log: ProfileLog, now_ms: int) -> None:
         """Drop users not seen for ``user_ttl_ms`` of event time (at most once per sweep interval)."""
-        last = self.last_sweep.value()
+        last = self.last_sweep.get(shard)
         if last is not None and now_ms - last < self.sweep_every_ms:
             return
-        self.last_sweep.update(now_ms)
+        self.last_sweep.set(shard, now_ms)
         if last is None:
             return
         for user in profile_log.expired(now_ms, self.user_ttl_ms):
@@ -668,13 +828,13 @@ class FeedbackAttribution:
         self.secret = secret
         self.states = _bytes_map(runtime_context, "attribution")
         self.last_ms = runtime_context.get_map_state(MapStateDescriptor("attribution_last_ms", Types.STRING(), Types.LONG()))
-        self.last_sweep = runtime_context.get_state(ValueStateDescriptor("attribution_last_sweep", Types.LONG()))
-        # Decoded states, written through to managed state (rebuilt from it after a restore).
-        self.cache: dict[str, UserFeedback] = {}
+        self.last_sweep = ValueByKey(runtime_context.get_state(ValueStateDescriptor("attribution_last_sweep", Types.LONG())))
+        # Decoded states (None: the user has none), written through to managed state (rebuilt from it after a restore).
+        self.cache: dict[str, UserFeedback | None] = {}
         self.late_counter = runtime_context.get_metrics_group().counter("attribution_late")
 
-    def attribute(self, feedback: list[tuple[int, EventBatch]], watermark: int) -> tuple[list[AttributionCounts], SinkBatch]:
-        """One bundle's feedback rows of the current shard, per window (``(window, rows)``), at ``watermark``:
+    def attribute(self, shard: int, feedback: list[tuple[int, EventBatch]], watermark: int) -> tuple[list[AttributionCounts], SinkBatch]:
+        """One bundle's feedback rows of ``shard`` (the current key), per window (``(window, rows)``), at ``watermark``:
         the counts they changed, per window, and their dead letters and counters."""
         clock = WindowClock.of(self.config)
         by_window: dict[int, list[EventBatch]] = {}
@@ -693,7 +853,7 @@ class FeedbackAttribution:
                 counts.append(found)
         if late:
             self.late_counter.inc(late)
-        self._sweep(watermark)
+        self._sweep(shard, watermark)
         batch = _dead_letter_batch(rejections) if rejections else SinkBatch()
         return counts, SinkBatch(dead_letters=batch.dead_letters, stats={**{k: v for k, v in tallies.items() if v}, **batch.stats})
 
@@ -705,7 +865,7 @@ class FeedbackAttribution:
             before = self._state(user)
             result = feed(before, user, rows.take(index), watermark, self.config, self.secret)
             if result.state is None:
-                self.cache.pop(user, None)
+                self.cache[user] = None
                 if before is not None:
                     self.states.remove(user)
                     self.last_ms.remove(user)
@@ -725,19 +885,20 @@ class FeedbackAttribution:
         return AttributionCounts(counts, ad_counts, window) if counts or ad_counts else None
 
     def _state(self, user: str) -> UserFeedback | None:
-        state = self.cache.get(user)
-        if state is None and self.states.contains(user):
-            if len(self.cache) > 200_000:
-                self.cache.clear()
-            state = self.cache[user] = decode_attribution(self.states.get(user))
+        if user in self.cache:
+            return self.cache[user]
+        if len(self.cache) > 200_000:
+            self.cache.clear()
+        raw = self.states.get(user)
+        state = self.cache[user] = None if raw is None else decode_attribution(raw)
         return state
 
-    def _sweep(self, now_ms: int) -> None:
+    def _sweep(self, shard: int, now_ms: int) -> None:
         """Drop users nothing within the bound can need (at most once per attribution window of event time)."""
-        last = self.last_sweep.value()
+        last = self.last_sweep.get(shard)
         if last is not None and now_ms - last < self.config.attribution_window_ms:
             return
-        self.last_sweep.update(now_ms)
+        self.last_sweep.set(shard, now_ms)
         for user in [u for u, last_ms in self.last_ms.items() if expired(last_ms, now_ms, self.config)]:
             self.states.remove(user)
             self.last_ms.remove(user)
@@ -917,6 +1078,7 @@ class ItemModelOperator(KeyedProcessFunction):
     def open(self, runtime_context) -> None:
         tune_collector()
         self.pending = PendingByWindow(_bytes_map(runtime_context, "pending"))
+        self.timers = TimerMemo()
         # "rows" and "counts" hold the row layout of earlier releases (and of a bootstrap): migrated on first use.
         self.rows = _bytes_map(runtime_context, "rows")
         self.counts = runtime_context.get_map_state(MapStateDescriptor("counts", Types.STRING(), Types.DOUBLE()))
@@ -949,10 +1111,10 @@ class ItemModelOperator(KeyedProcessFunction):
                 continue
             payload = {"e": delta.events, "i": delta.items, "n": delta.item_weights, "a": delta.pair_a, "b": delta.pair_b, "w": delta.pair_weights}
             self.pending.add(delta.window, encode_pending("item", delta.window, payload))
-            ctx.timer_service().register_event_time_timer(WindowClock.of(self.config).timer(delta.window))
+            self.timers.register(ctx, value.shard, WindowClock.of(self.config).timer(delta.window))
             deltas = True
         if deltas:
-            ctx.timer_service().register_event_time_timer(LONG_MAX)
+            self.timers.register(ctx, value.shard, LONG_MAX)
 
     def _model(self, shard: int) -> tuple[ItemModel, dict]:
         loaded = self.models.get(shard)
@@ -980,9 +1142,10 @@ class ItemModelOperator(KeyedProcessFunction):
         updates: list[ModelUpdate] = []
         writes: list = []
         if timestamp == LONG_MAX:
+            self.timers.forget(shard, LONG_MAX)
             self._refresh(shard, model, meta["end"], updates, writes, final=True)
         else:
-            for window, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending):
+            for window, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending, (self.timers, shard)):
                 self._close(shard, model, meta, window, raws, updates, writes)
         self.store.save(model, meta)
         evidence = self._evidence(shard)
@@ -1268,6 +1431,7 @@ class TrendingOperator(KeyedProcessFunction):
         self.categories: dict[str, str] = {}
         # Buckets changed since the last refresh (their state is the buckets' plus the log's deltas).
         self.dirty_buckets: set[int] = set()
+        self.timers = TimerMemo()  # one key: 0
 
     def process_element(self, message, ctx) -> Iterable:
         if isinstance(message, BootRecord):
@@ -1282,9 +1446,9 @@ class TrendingOperator(KeyedProcessFunction):
                 raw = encode_pending("facts", part.window, {"f": part.facts})
             else:
                 raw = encode_pending("trend", part.window, {"e": part.events, "i": part.items, "t": part.ts, "w": part.weights})
-                ctx.timer_service().register_event_time_timer(LONG_MAX)
+                self.timers.register(ctx, 0, LONG_MAX)
             self.pending.add(part.window, raw)
-            ctx.timer_service().register_event_time_timer(WindowClock.of(self.config).timer(part.window))
+            self.timers.register(ctx, 0, WindowClock.of(self.config).timer(part.window))
 
     def _meta(self) -> dict:
         raw = self.meta.value()
@@ -1331,9 +1495,10 @@ class TrendingOperator(KeyedProcessFunction):
         updates: list[ModelUpdate] = []
         writes: list = []
         if timestamp == LONG_MAX:
+            self.timers.forget(0, LONG_MAX)
             self._lists(model, meta, meta["end"], updates, writes)
         else:
-            for window, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending):
+            for window, raws in take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending, (self.timers, 0)):
                 self._close(model, meta, window, raws, updates, writes)
         meta["changed"] = sorted(model.changed_items())
         self.meta.update(orjson.dumps(meta))
@@ -1506,6 +1671,7 @@ class Scorer(KeyedBroadcastProcessFunction):
     def open(self, runtime_context) -> None:
         tune_collector()
         self.pending = PendingByWindow(_bytes_map(runtime_context, "pending-users"))
+        self.timers = TimerMemo()
         self.mirror: dict | None = None
         self.closed_window = -1
         metrics = runtime_context.get_metrics_group()
@@ -1522,9 +1688,9 @@ class Scorer(KeyedBroadcastProcessFunction):
         self.watermark_before: int | None = None
         self.watermark_now: int | None = None
         if self.config.blend_learning:
-            self.blend_learners = _bytes_map(runtime_context, "blend-learners")  # context -> learner
-            self.blend_memos = _bytes_map(runtime_context, "blend-memos")
-            self.blend_swept = runtime_context.get_state(ValueStateDescriptor("blend-swept", Types.LONG()))
+            self.blend_learners = MapByKey(_bytes_map(runtime_context, "blend-learners"))  # context -> learner
+            self.blend_memos = MapByKey(_bytes_map(runtime_context, "blend-memos"))
+            self.blend_swept = ValueByKey(runtime_context.get_state(ValueStateDescriptor("blend-swept", Types.LONG())))
 
     def _embeddings(self, path: str | None) -> EmbeddingModel | None:
         """The model of export ``path``, read once; on a read error the previous one stays."""
@@ -1653,20 +1819,20 @@ class Scorer(KeyedBroadcastProcessFunction):
                 self.pending.drop_users_after(window, forgotten)
             payload = {"p": {u: (None if raw is None else raw.decode()) for u, raw in snapshot.profiles.items()}, "t": snapshot.last_ts}
             self.pending.add(window, encode_pending("users", window, payload))
-            ctx.timer_service().register_event_time_timer(clock.timer(window))
+            self.timers.register(ctx, value.shard, clock.timer(window))
         return ()
 
     def on_timer(self, timestamp: int, ctx) -> Iterable:
         self._note_watermark(ctx)
-        due = take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending)
-        batches = [self._score_window(window, raws, ctx) for window, raws in due]
+        shard = ctx.get_current_key()
+        due = take_due_windows(ctx, timestamp, WindowClock.of(self.config), self.pending, (self.timers, shard))
+        batches = [self._score_window(shard, window, raws, ctx) for window, raws in due]
         batches = [b for b in batches if b is not None]
         if not batches:
             return
         stats: dict = {}
         for batch in batches:
-            for key, value in batch.stats.items():
-                stats[key] = value if is_gauge(key) else stats.get(key, 0) + value
+            merge_stats(stats, batch.stats)
         yield SinkBatch(writes=[w for b in batches for w in b.writes], stats=stats, lags_ms=[lag for b in batches for lag in b.lags_ms])
 
     def _note_watermark(self, ctx) -> None:
@@ -1687,8 +1853,8 @@ class Scorer(KeyedBroadcastProcessFunction):
         """
         return None if self.watermark_before is None else WindowClock.of(self.config).window_of_timer(self.watermark_before)
 
-    def _score_window(self, window: int, raws: list[bytes], ctx) -> SinkBatch | None:
-        """The lists of one window's users, scored with the model as of the window's close."""
+    def _score_window(self, shard: int, window: int, raws: list[bytes], ctx) -> SinkBatch | None:
+        """The lists of one window of ``shard`` (the current key), scored with the model as of the window's close."""
         end = WindowClock.of(self.config).end(window)
         self.closed_window = max(self.closed_window, window)
         latest: dict[str, str | None] = {}
@@ -1722,14 +1888,14 @@ class Scorer(KeyedBroadcastProcessFunction):
         experiment = view.get("x:", (None,))[0]
         blend_stats: dict = {}
         if self.config.blend_learning and experiment is None:
-            scored, blend_stats = self._score_learning(ctx.get_current_key(), kept, profiles, [u for u in users if latest[u] is None], end, model)
+            scored, blend_stats = self._score_learning(shard, kept, profiles, [u for u in users if latest[u] is None], end, model)
         else:
             scored = dict(zip(kept, score_by_variant(kept, profiles, end, model, self.config, experiment)))
             if self.config.blend_learning:
                 # Lists an experiment scored teach the blend nothing (as in the reference engine).
                 for user in users:
                     for context in CONTEXTS:
-                        self.blend_memos.remove(memo_key(context, user))
+                        self.blend_memos.remove(shard, memo_key(context, user))
         writes = []
         for user in users:
             writes += user_writes(user, end, scored.get(user), self.ttls)
@@ -1747,26 +1913,26 @@ class Scorer(KeyedBroadcastProcessFunction):
         """One window of this shard with the blend learned (:func:`transforms.blend.score_and_learn`); (lists, gauges)."""
         learners = {}
         for context in CONTEXTS:
-            raw = self.blend_learners.get(context)
+            raw = self.blend_learners.get(shard, context)
             if raw is not None:
                 learners[context] = decode_blend_learner(raw)
         previous = {}
         for key in (memo_key(c, u) for u in users for c in CONTEXTS):
-            found = self.blend_memos.get(key)
+            found = self.blend_memos.get(shard, key)
             if found is not None:
                 previous[key] = decode_blend_memo(found)
         lists, learners, memos = score_and_learn(users, profiles, end, model, self.config, learners, previous)
         for context, learner in learners.items():
-            self.blend_learners.put(context, encode_blend_learner(learner))
+            self.blend_learners.put(shard, context, encode_blend_learner(learner))
         for key, memo in memos.items():
             if memo is not None:
-                self.blend_memos.put(key, encode_blend_memo(memo))
+                self.blend_memos.put(shard, key, encode_blend_memo(memo))
             elif key in previous:
-                self.blend_memos.remove(key)
+                self.blend_memos.remove(shard, key)
         for user in forgotten:
             for context in CONTEXTS:
-                self.blend_memos.remove(memo_key(context, user))
-        self._sweep_memos(end)
+                self.blend_memos.remove(shard, memo_key(context, user))
+        self._sweep_memos(shard, end)
         gauges: dict = {}
         for context in CONTEXTS:
             name, weights = served_weights(learners.get(context), self.config, context)
@@ -1774,16 +1940,16 @@ class Scorer(KeyedBroadcastProcessFunction):
             gauges.update((f"blend.{context}.{shard}.{field}", weight) for field, weight in weights.items())
         return dict(zip(users, lists)), gauges
 
-    def _sweep_memos(self, now_ms: int) -> None:
+    def _sweep_memos(self, shard: int, now_ms: int) -> None:
         """Drop memos older than ``blend_memo_ms`` (they earn nothing), at most once per that much event time."""
         horizon = self.config.blend_memo_ms
-        last = self.blend_swept.value()
+        last = self.blend_swept.get(shard)
         if last is not None and now_ms - last < horizon:
             return
-        self.blend_swept.update(now_ms)
-        expired = [user for user, raw in self.blend_memos.items() if now_ms - decode_blend_memo(raw).scored_ms > horizon]
-        for user in expired:
-            self.blend_memos.remove(user)
+        self.blend_swept.set(shard, now_ms)
+        expired = [key for key, raw in self.blend_memos.items(shard) if now_ms - decode_blend_memo(raw).scored_ms > horizon]
+        for key in expired:
+            self.blend_memos.remove(shard, key)
 
 
 # -- sink ----------------------------------------------------------------------------------

@@ -40,6 +40,30 @@ class CountingMap(FakeMap):
         super().remove(key)
 
 
+class RecordingMap(FakeMap):
+    """A MapState on a dict that records its calls, as ``(method, key)``, in ``calls``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple[str, object]] = []
+
+    def get(self, key):
+        self.calls.append(("get", key))
+        return super().get(key)
+
+    def contains(self, key):
+        self.calls.append(("contains", key))
+        return super().contains(key)
+
+    def put(self, key, value):
+        self.calls.append(("put", key))
+        super().put(key, value)
+
+    def remove(self, key):
+        self.calls.append(("remove", key))
+        super().remove(key)
+
+
 class FakeValue:
     """A ValueState."""
 

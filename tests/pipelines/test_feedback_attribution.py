@@ -8,12 +8,13 @@ import math
 import random
 
 from pipelines.operators import FeedbackAttribution
-from tests.transforms.test_attribution import SECRET, random_log
+from tests.transforms.test_attribution import SECRET, T0, random_log, rid, shown
+from state.schemas import decode_attribution
 from transforms.attribution import recount
 from transforms.config import ModelConfig
 from transforms.events import parse_records, split_feedback
 from transforms.windows import WindowClock
-from tests.pipelines.fakestate import FakeMap, FakeValue
+from tests.pipelines.fakestate import FakeMap, FakeValue, RecordingMap
 
 CONFIG = ModelConfig()
 
@@ -81,7 +82,7 @@ def test_fed_on_arrival_out_of_order_and_late_equals_the_recount():
             continue
         windows = feedback.ts // CONFIG.window_ms
         bundle = [(int(w), feedback.take(windows == w)) for w in sorted(set(windows.tolist()))]
-        found, batch = operator.attribute(bundle, watermark)
+        found, batch = operator.attribute(0, bundle, watermark)
         for piece in found:
             tagged = [w for w, _ in bundle if clock.timer(w) > watermark]
             # Each count is tagged with a window of the bundle, or with the open window when late.
@@ -112,3 +113,28 @@ def test_fed_on_arrival_out_of_order_and_late_equals_the_recount():
     assert replays > 0  # rows came before rows they sort after
     assert late > 0 and late == context.metrics.counters["attribution_late"].count  # the shuffle made feedback late, counted both ways
     assert context.maps["attribution"] and context.maps["attribution"].keys() == context.maps["attribution_last_ms"].keys()
+
+
+def test_a_users_state_is_read_from_flink_once_with_one_call():
+    """In thread mode each call into Java costs the interpreter lock: a user's state is read with one
+    call (absent or not), then kept; an operator opened again on the same state reads it back."""
+    context = FakeContext()
+    state = context.maps["attribution"] = RecordingMap()
+    calls = state.calls
+    clock = WindowClock.of(CONFIG)
+
+    def feed(operator: FeedbackAttribution, records: list[dict]) -> None:
+        _, rows = split_feedback(parse_records(records).events)
+        operator.attribute(0, [(clock.window_of(int(rows.ts.max())), rows)], int(rows.ts.min()) - 1)
+
+    operator = attribution(context)
+    token = rid("u1", "00000001")
+    feed(operator, [shown("u1", token, ["i1"], T0)])
+    for k in range(3):
+        feed(operator, [{"user_id": "u1", "item_id": "i1", "event_type": "click", "ts": T0 + 1 + k, "rec_id": token}])
+    assert [call for call in calls if call[0] != "put"] == [("get", "u1")]
+    calls.clear()
+    reopened = attribution(context)
+    feed(reopened, [{"user_id": "u1", "item_id": "i1", "event_type": "click", "ts": T0 + 10, "rec_id": token}])
+    assert [call for call in calls if call[0] != "put"] == [("get", "u1")]
+    assert reopened.cache["u1"] == decode_attribution(context.maps["attribution"]["u1"])

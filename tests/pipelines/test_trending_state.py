@@ -8,7 +8,7 @@ import random
 import pytest
 
 from pipelines.messages import Bundle, FactsUpdate, ModelUpdate, SinkBatch, TrendDelta
-from pipelines.operators import WRITES, PendingByWindow, TrendingOperator
+from pipelines.operators import PendingByWindow, TimerMemo, TrendingOperator, WRITES
 from state.schemas import decode_scored
 from tests.pipelines.fakestate import CountingMap, FakeValue
 from transforms.config import ModelConfig
@@ -57,6 +57,7 @@ def _operator(state: _State) -> TrendingOperator:
     operator.model = None
     operator.categories = {}
     operator.dirty_buckets = set()
+    operator.timers = TimerMemo()
     return operator
 
 

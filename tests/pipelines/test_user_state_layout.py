@@ -16,7 +16,9 @@ import orjson
 import pytest
 
 from pipelines.messages import AttributionCounts, Bundle, EventSlice, SinkBatch, UserSnapshot
-from pipelines.operators import ATTRIBUTED, ITEM_DELTAS, STATS, TREND_DELTAS, PendingByWindow, UserState
+from pyflink.datastream import TimeDomain
+
+from pipelines.operators import ATTRIBUTED, ITEM_DELTAS, STATS, STATS_FLUSH_MS, TREND_DELTAS, PendingByWindow, TimerMemo, UserState, ValueByKey
 from state.profile_log import ProfileLog
 from tests.pipelines.fakestate import CountingMap
 from state.schemas import SchemaError, encode_profile
@@ -40,6 +42,9 @@ class _Value:
     def update(self, value):
         self.value_ = value
 
+    def clear(self):
+        self.value_ = None
+
 
 class _Counter:
     def inc(self, n=1):
@@ -52,6 +57,24 @@ class _Ctx:
     def __init__(self, watermark: int = LONG_MIN) -> None:
         self.watermark = watermark
         self.timers: set[int] = set()
+        self.registrations = 0
+        self.processing_timers: set[int] = set()
+        self.processing_registrations = 0
+        self.now = 1_000
+        self.domain = TimeDomain.EVENT_TIME
+
+    def time_domain(self):
+        return self.domain
+
+    def current_processing_time(self) -> int:
+        return self.now
+
+    def register_processing_time_timer(self, t: int) -> None:
+        self.processing_registrations += 1
+        self.processing_timers.add(t)
+
+    def get_current_key(self) -> int:
+        return 0
 
     def timer_service(self):
         return self
@@ -60,6 +83,7 @@ class _Ctx:
         return self.watermark
 
     def register_event_time_timer(self, t: int) -> None:
+        self.registrations += 1
         self.timers.add(t)
 
     def delete_event_time_timer(self, t: int) -> None:
@@ -71,10 +95,14 @@ def _operator(blocks: CountingMap, legacy_profiles: CountingMap | None = None, l
     operator.blocks = blocks
     operator.legacy_profiles = legacy_profiles if legacy_profiles is not None else CountingMap()
     operator.legacy_last_seen = legacy_last_seen if legacy_last_seen is not None else CountingMap()
-    operator.last_sweep = _Value()
+    operator.last_sweep = ValueByKey(_Value())
     operator.outbox = PendingByWindow(CountingMap())
+    operator.timers = TimerMemo()
+    operator.held_stats = ValueByKey(_Value())
+    operator.flush_timers = TimerMemo(processing_time=True)
     operator.logs = {}
     operator.late_counter = operator.users_counter = _Counter()
+    operator.users_updated = 0
     operator.attribution = None  # attribution off (no rec_id secret)
     return operator
 
@@ -184,7 +212,7 @@ class _RecordingAttribution:
     def __init__(self) -> None:
         self.fed: list = []
 
-    def attribute(self, feedback, watermark):
+    def attribute(self, shard, feedback, watermark):
         self.fed += feedback
         # A count per window fed, and a counter, as FeedbackAttribution reports them.
         return [AttributionCounts({(window, "", "", "home", "all", "fed"): len(rows)}, {}, window) for window, rows in feedback], SinkBatch(stats={"attribution_replays": 1})
@@ -206,8 +234,8 @@ def test_a_window_of_impressions_alone_goes_to_attribution_only():
     bundle = Bundle(0, [EventSlice(shown_w, 0, shown, int(shown.ts.max())), EventSlice(clicked_w, 0, clicked, int(clicked.ts.max()))], int(clicked.ts.max()))
     ctx = _Ctx()
     out = list(operator.process_element(bundle, ctx))
-    # The snapshot and the counters leave with the call; the deltas and counts wait for their window's timer.
-    assert [r.parts[0].window if isinstance(r, Bundle) else r[0].tag_id for r in out] == [clicked_w, STATS.tag_id]
+    # The snapshot leaves with the call; the counters wait for the next timer, the deltas and counts for their window's.
+    assert [r.parts[0].window if isinstance(r, Bundle) else r[0].tag_id for r in out] == [clicked_w]
     assert ctx.timers == {clock.timer(shown_w), clock.timer(clicked_w)}
     ctx.watermark = clock.timer(clicked_w)
     out += list(operator.on_timer(clock.timer(shown_w), ctx))
@@ -224,18 +252,19 @@ def test_a_window_of_impressions_alone_goes_to_attribution_only():
     assert sum(batch.stats.get("events", 0) for batch in side[STATS.tag_id]) == len(shown) + len(clicked)  # every row is counted in
 
 
-def _outputs(bundles: list[Bundle], restart_every: int | None = None) -> list:
+def _outputs(bundles: list[Bundle], restart_every: int | None = None, ctx: _Ctx | None = None) -> list:
     """Every output of the calls and of the timers as the watermark passes each bundle's windows, of an
     operator on fresh state (a new operator on the same state every ``restart_every`` bundles), each as
-    (tag or None, record)."""
+    (tag or None, record); ``ctx`` is the timer service (a new one by default)."""
     clock = WindowClock.of(CONFIG)
-    blocks, outbox = CountingMap(), CountingMap()
-    ctx = _Ctx()
+    blocks, outbox, held_stats = CountingMap(), CountingMap(), _Value()
+    ctx = ctx if ctx is not None else _Ctx()
     out: list = []
 
     def opened() -> UserState:
         fresh = _operator(blocks)
         fresh.outbox = PendingByWindow(outbox)
+        fresh.held_stats = ValueByKey(held_stats)
         return fresh
 
     operator = opened()
@@ -259,6 +288,54 @@ def _outputs(bundles: list[Bundle], restart_every: int | None = None) -> list:
     return out
 
 
+def _dense_bundles() -> list[Bundle]:
+    """About 20 events per 200 ms window, as a busy shop sends them, in calls of 40 events: windows span calls."""
+    shop = _events()
+    events = dataclasses.replace(shop, ts=int(shop.ts[0]) + np.arange(len(shop), dtype=np.int64) * 10)
+    return _bundles(events, chunk=40)
+
+
+def test_each_windows_timer_is_registered_once_however_many_calls_it_spans():
+    """Calls into Flink cost the interpreter lock in thread mode: a window's timer is registered by its
+    first call only, every window still gets one (so each closes), and a restarted operator registers
+    again (its memo is empty; Flink ignores a timer it holds)."""
+    bundles = _dense_bundles()
+    windows = {p.window for b in bundles for p in b.parts}
+    ctx = _Ctx()
+    _outputs(bundles, ctx=ctx)
+    assert sum(len(b.parts) for b in bundles) > 1.4 * len(windows)  # windows span calls
+    assert ctx.registrations == len(windows)
+    assert not ctx.timers  # every registered timer fired
+    restarted = _Ctx()
+    _outputs(bundles, restart_every=3, ctx=restarted)
+    assert len(windows) < restarted.registrations <= len(windows) + len(bundles) // 3
+    assert not restarted.timers
+
+
+def test_counters_wait_for_the_next_timer_and_leave_once():
+    """A call that filled the outbox holds its counters (an output and a Redis round trip per input
+    record cost the interpreter lock): they leave with the next timer of either kind, added up, once;
+    a processing-time timer bounds the wait when no window closes."""
+    bundles = _dense_bundles()[:3]
+    operator = _operator(CountingMap())
+    ctx = _Ctx()
+    calls = [list(operator.process_element(bundle, ctx)) for bundle in bundles]
+    assert all(not [r for r in out if isinstance(r, tuple) and r[0] is STATS] for out in calls)
+    assert ctx.processing_timers == {1_000 + STATS_FLUSH_MS} and ctx.processing_registrations == 1  # one timer while counters wait
+    ctx.domain = TimeDomain.PROCESSING_TIME
+    flushed = list(operator.on_timer(1_000 + STATS_FLUSH_MS, ctx))
+    assert [batch.stats["events"] for tag, batch in flushed if tag is STATS] == [sum(len(p.events) for b in bundles for p in b.parts)]
+    assert list(operator.on_timer(1_000 + STATS_FLUSH_MS, ctx)) == []  # nothing twice
+    # Held again by the next call (a new timer: the last one fired), then released by a window's timer.
+    ctx.domain = TimeDomain.EVENT_TIME
+    more = _dense_bundles()[3]
+    list(operator.process_element(more, ctx))
+    assert ctx.processing_registrations == 2
+    ctx.watermark = 2**63 - 1
+    released = [batch.stats["events"] for timer in sorted(ctx.timers) for tag, batch in operator.on_timer(timer, ctx) if tag is STATS]
+    assert released == [sum(len(p.events) for p in more.parts)]
+
+
 def _per_window(outputs: list, tag) -> dict:
     """The records of side output ``tag``, per (window, shard), in order: what the item model or trending sees."""
     found: dict = {}
@@ -273,10 +350,7 @@ def test_a_windows_deltas_leave_once_when_it_closes_as_the_calls_made_them():
     """Bundles of 40 events, windows open across several calls: each window's item deltas (per item shard)
     and trend delta leave in one record when the watermark passes it, the calls' columns concatenated
     in order, and the counters count every event once; a restart between calls changes nothing."""
-    shop = _events()
-    # About 20 events per 200 ms window, as a busy shop sends them, so windows span calls.
-    events = dataclasses.replace(shop, ts=int(shop.ts[0]) + np.arange(len(shop), dtype=np.int64) * 10)
-    bundles = _bundles(events, chunk=40)
+    bundles = _dense_bundles()
     outputs = _outputs(bundles)
     items = _per_window(outputs, ITEM_DELTAS)
     trends = _per_window(outputs, TREND_DELTAS)
@@ -306,6 +380,6 @@ def test_a_windows_deltas_leave_once_when_it_closes_as_the_calls_made_them():
         made = expected[(window, "trend")]
         assert len(parts) == 1 and parts[0].events == sum(t.events for t in made)
         assert (list(parts[0].items), list(parts[0].ts), list(parts[0].weights)) == ([x for t in made for x in t.items], [x for t in made for x in t.ts], [x for t in made for x in t.weights])
-    assert sum(batch.stats.get("events", 0) for tag, batch in outputs if tag is STATS) == len(events)
+    assert sum(batch.stats.get("events", 0) for tag, batch in outputs if tag is STATS) == sum(len(p.events) for b in bundles for p in b.parts)
     # The same, with the operator restarted (memory lost, state kept) every third call.
     assert _outputs(bundles, restart_every=3) == outputs
