@@ -152,7 +152,8 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
         .set_parallelism(p)
     )
     # [Bundle of UserSnapshot] per call; side, per window as it closes: [Bundle of ItemDelta], [Bundle of TrendDelta],
-    # [AttributionCounts]; and counters and dead letters [SinkBatch] per call
+    # [AttributionCounts]; counters [SinkBatch] at user-state's next timer (at most STATS_FLUSH_MS later), or at
+    # once with a call's dead letters
     sink.attach(_side_output(users, STATS, p), "job-stats", p)
 
     attributed = _metrics(_side_output(users, ATTRIBUTED, p), sink) if settings.attribution else None

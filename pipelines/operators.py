@@ -102,7 +102,7 @@ from state.schemas import (
 from state.store import HashWrite
 from state.writes import Ttls, catalog_write, experiment_writes, keyable, neighbour_write, trending_write, user_writes
 from transforms.ads import Sponsorship, campaign_counts, sponsored_bids, sponsorships
-from transforms.attribution import UserFeedback, expired, feed
+from transforms.attribution import expired, feed
 from transforms.blend import CONTEXTS, memo_key, score_and_learn, served_weights
 from transforms.catalog import CatalogItem, EmbeddingSwitch, parse_catalog_lines, validate_catalog_record, validate_embedding_switch
 from transforms.config import ModelConfig, event_weights
@@ -261,29 +261,34 @@ class ValueByKey:
 
 class MapByKey:
     """A keyed MapState's entries, read from state once per key and entry and written through
-    (see :class:`TimerMemo` for why).  (Not ``put_all``: PyFlink 2.3's, in process mode, iterates
-    the dict it is given as if it held pairs, and fails.)
+    (see :class:`TimerMemo` for why), absence remembered too.  (Not ``put_all``: PyFlink 2.3's,
+    in process mode, iterates the dict it is given as if it held pairs, and fails.)
 
-    Every method takes the current key.  At most ``max_cached`` entries are
-    kept in memory (then the memory starts empty again).
+    Every method takes the current key.  Values are kept as ``decode`` makes
+    them from the stored bytes and stored as ``encode`` makes them (both the
+    identity by default).  At most ``max_cached`` entries are kept in memory
+    (then the memory starts empty again).
     """
 
-    def __init__(self, state, max_cached: int = 200_000) -> None:
+    def __init__(self, state, decode: Callable = lambda raw: raw, encode: Callable = lambda value: value, max_cached: int = 200_000) -> None:
         self.state = state
+        self.decode = decode
+        self.encode = encode
         self.max_cached = max_cached
-        self.cached: dict[tuple[int, str], bytes | None] = {}
+        self.cached: dict[tuple[int, str], object] = {}
 
-    def get(self, key: int, entry: str) -> bytes | None:
+    def get(self, key: int, entry: str):
         found = self.cached.get((key, entry), self)
         if found is self:
             if len(self.cached) >= self.max_cached:
                 self.cached.clear()
-            found = self.cached[(key, entry)] = self.state.get(entry)
+            raw = self.state.get(entry)
+            found = self.cached[(key, entry)] = None if raw is None else self.decode(raw)
         return found
 
-    def put(self, key: int, entry: str, raw: bytes) -> None:
-        self.state.put(entry, raw)
-        self.cached[(key, entry)] = raw
+    def put(self, key: int, entry: str, value) -> None:
+        self.state.put(entry, self.encode(value))
+        self.cached[(key, entry)] = value
 
     def remove(self, key: int, entry: str) -> None:
         if self.cached.get((key, entry), self) is not None:
@@ -826,11 +831,10 @@ class FeedbackAttribution:
     def __init__(self, runtime_context, config: ModelConfig, secret: str) -> None:
         self.config = config
         self.secret = secret
-        self.states = _bytes_map(runtime_context, "attribution")
+        # Decoded states, written through to managed state (rebuilt from it after a restore).
+        self.states = MapByKey(_bytes_map(runtime_context, "attribution"), decode_attribution, encode_attribution)
         self.last_ms = runtime_context.get_map_state(MapStateDescriptor("attribution_last_ms", Types.STRING(), Types.LONG()))
         self.last_sweep = ValueByKey(runtime_context.get_state(ValueStateDescriptor("attribution_last_sweep", Types.LONG())))
-        # Decoded states (None: the user has none), written through to managed state (rebuilt from it after a restore).
-        self.cache: dict[str, UserFeedback | None] = {}
         self.late_counter = runtime_context.get_metrics_group().counter("attribution_late")
 
     def attribute(self, shard: int, feedback: list[tuple[int, EventBatch]], watermark: int) -> tuple[list[AttributionCounts], SinkBatch]:
@@ -848,7 +852,7 @@ class FeedbackAttribution:
         rejections: list = []
         tallies = {"attribution_late": late, "attribution_duplicates": 0, "attribution_unattributed": 0, "attribution_too_late": 0, "attribution_replays": 0}
         for window in sorted(by_window):
-            found = self._feed(EventBatch.concat(by_window[window]), window, watermark, rejections, tallies)
+            found = self._feed(shard, EventBatch.concat(by_window[window]), window, watermark, rejections, tallies)
             if found is not None:
                 counts.append(found)
         if late:
@@ -857,21 +861,19 @@ class FeedbackAttribution:
         batch = _dead_letter_batch(rejections) if rejections else SinkBatch()
         return counts, SinkBatch(dead_letters=batch.dead_letters, stats={**{k: v for k, v in tallies.items() if v}, **batch.stats})
 
-    def _feed(self, rows: EventBatch, window: int, watermark: int, rejections: list, tallies: dict) -> AttributionCounts | None:
+    def _feed(self, shard: int, rows: EventBatch, window: int, watermark: int, rejections: list, tallies: dict) -> AttributionCounts | None:
         """Feed rows (any users of this shard) user by user; the counts they changed."""
         counts: dict = {}
         ad_counts: dict = {}
         for user, index in group_by_user(rows.user):
-            before = self._state(user)
+            before = self.states.get(shard, user)
             result = feed(before, user, rows.take(index), watermark, self.config, self.secret)
             if result.state is None:
-                self.cache[user] = None
                 if before is not None:
-                    self.states.remove(user)
+                    self.states.remove(shard, user)
                     self.last_ms.remove(user)
             else:
-                self.cache[user] = result.state
-                self.states.put(user, encode_attribution(result.state))
+                self.states.put(shard, user, result.state)
                 self.last_ms.put(user, result.state.last_ms)
             for key, amount in result.counts.items():
                 counts[key] = counts.get(key, 0) + amount
@@ -884,15 +886,6 @@ class FeedbackAttribution:
             tallies["attribution_replays"] += int(result.replayed)
         return AttributionCounts(counts, ad_counts, window) if counts or ad_counts else None
 
-    def _state(self, user: str) -> UserFeedback | None:
-        if user in self.cache:
-            return self.cache[user]
-        if len(self.cache) > 200_000:
-            self.cache.clear()
-        raw = self.states.get(user)
-        state = self.cache[user] = None if raw is None else decode_attribution(raw)
-        return state
-
     def _sweep(self, shard: int, now_ms: int) -> None:
         """Drop users nothing within the bound can need (at most once per attribution window of event time)."""
         last = self.last_sweep.get(shard)
@@ -900,9 +893,8 @@ class FeedbackAttribution:
             return
         self.last_sweep.set(shard, now_ms)
         for user in [u for u, last_ms in self.last_ms.items() if expired(last_ms, now_ms, self.config)]:
-            self.states.remove(user)
+            self.states.remove(shard, user)
             self.last_ms.remove(user)
-            self.cache.pop(user, None)
 
 
 class MetricsAggregator(KeyedProcessFunction):

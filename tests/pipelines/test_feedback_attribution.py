@@ -137,4 +137,4 @@ def test_a_users_state_is_read_from_flink_once_with_one_call():
     reopened = attribution(context)
     feed(reopened, [{"user_id": "u1", "item_id": "i1", "event_type": "click", "ts": T0 + 10, "rec_id": token}])
     assert [call for call in calls if call[0] != "put"] == [("get", "u1")]
-    assert reopened.cache["u1"] == decode_attribution(context.maps["attribution"]["u1"])
+    assert reopened.states.get(0, "u1") == decode_attribution(context.maps["attribution"]["u1"])
