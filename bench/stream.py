@@ -28,7 +28,10 @@ Sustained events/s (``events_per_s``)
     and every event has gone through scoring and the Redis sink at ``t_last``.
     ``scorings_per_event`` (user lists written / events) says how much scoring
     work the shop asks for: the job scores each user once per window in which
-    the user had events.
+    the user had events.  Each run's ``cpu_by_thread`` is the CPU seconds of the
+    measured span per thread name (:func:`thread_cpu`): in thread mode a Flink
+    task thread runs its operator chain's Python too, so this is the profile
+    per operator chain (``java:scorer -> redis``, ``java:user-state -> (``...).
 
 With embeddings (``--embeddings EXPORT_ROOT``)
     The replay also runs with the learned-embedding components on
@@ -141,6 +144,7 @@ HELP = "events/s, freshness at 100k and 1k events/s, memory and state size of th
 
 STATS_POLL_S = 0.02
 RSS_POLL_S = 0.1
+THREAD_POLL_S = 0.5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -220,6 +224,69 @@ def process_tree_usage(root: int) -> tuple[int, float]:
     return rss, cpu / ticks
 
 
+def thread_cpu(root: int) -> dict[str, float]:
+    """CPU seconds so far of every thread of ``root``'s process tree, summed by name (Linux /proc).
+
+    A name is ``"<process>:<thread>"`` as the kernel keeps them (15 characters;
+    digits shown as ``#``, so a task's subtask index and a pool's thread number
+    do not split it).  A Flink task thread is named after its operator chain
+    (``"java:scorer -> redis"``), so in thread mode this is CPU per chain,
+    Python included: the profile behind ``cpu_by_thread``.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    parents[int(entry.name)] = int(f.read().rsplit(b")", 1)[1].split()[1])
+            except OSError:
+                continue
+    out: dict[str, float] = {}
+    for pid in parents:
+        p = pid
+        while p > 1 and p != root:
+            p = parents.get(p, 0)
+        if p != root:
+            continue
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                process = f.read().strip()
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    name = f"{process}:{''.join('#' if c.isdigit() else c for c in f.read().strip())}"
+                with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+def cpu_by_thread_between(samples: list[tuple[float, dict[str, float]]], t0: float, t1: float, top: int = 12) -> dict[str, float]:
+    """CPU seconds per thread name from the last sample at or before ``t0`` to the first at or after
+    ``t1`` (of :func:`thread_cpu` samples, time ascending), the ``top`` largest; {} without both.
+
+    A name's total is its largest in that range: a task thread ends when its
+    input does (a bounded replay's user-state before the scorer's last
+    windows), and its CPU is then no longer in the later samples."""
+    first = max((k for k, (t, _) in enumerate(samples) if t <= t0), default=None)
+    last = min((k for k, (t, _) in enumerate(samples) if t >= t1), default=None)
+    if first is None or last is None:
+        return {}
+    start = samples[first][1]
+    peak: dict[str, float] = {}
+    for _, cpu in samples[first : last + 1]:
+        for name, value in cpu.items():
+            peak[name] = max(peak.get(name, 0.0), value)
+    used = {name: value - start.get(name, 0.0) for name, value in peak.items()}
+    return dict(sorted(((n, round(v, 2)) for n, v in used.items() if v > 0), key=lambda kv: -kv[1])[:top])
+
+
 class TreeSampler(threading.Thread):
     """Samples :func:`process_tree_usage` of this process every 100 ms: ``peak`` RSS and ``(t, cpu)`` samples."""
 
@@ -227,6 +294,8 @@ class TreeSampler(threading.Thread):
         super().__init__(daemon=True)
         self.peak = 0
         self.cpu: list[tuple[float, float]] = []
+        # Per thread name, every THREAD_POLL_S (a few ms of /proc reads each: not every RSS poll).
+        self.threads: list[tuple[float, dict[str, float]]] = []
         self._stop_event = threading.Event()
 
     def sample(self) -> None:
@@ -234,6 +303,8 @@ class TreeSampler(threading.Thread):
         rss, cpu = process_tree_usage(os.getpid())
         self.peak = max(self.peak, rss)
         self.cpu.append((now, cpu))
+        if not self.threads or now - self.threads[-1][0] >= THREAD_POLL_S or self._stop_event.is_set():
+            self.threads.append((now, thread_cpu(os.getpid())))
 
     def run(self) -> None:
         while not self._stop_event.is_set():
@@ -353,6 +424,7 @@ def child_replay(spec: dict[str, Any]) -> dict[str, Any]:
         "measured_s": t_last - t_first,
         "job_wall_s": wall,
         "peak_rss_bytes": peak,
+        "cpu_by_thread": cpu_by_thread_between(rss.threads, t_first, t_last),
     }
 
 
@@ -383,6 +455,7 @@ def child_naive(spec: dict[str, Any]) -> dict[str, Any]:
         "measured_s": t_last - t_first,
         "job_wall_s": wall,
         "peak_rss_bytes": peak,
+        "cpu_by_thread": cpu_by_thread_between(rss.threads, t_first, t_last),
     }
 
 
@@ -864,6 +937,8 @@ def main(args: argparse.Namespace) -> int:
                     _flush(server.url)
                     run = run_child({**base, **extra, "kind": "replay", "mode": mode, "redis_url": server.url, "events_path": str(shop.events_path), "catalog_path": str(shop.catalog_path)}, workdir, args.timeout_s)
                     say(f"  replay {mode}{suffix} #{r + 1}: {run['events_per_s']:,.0f} events/s, {run['cpu_us_per_event']:,.0f} CPU us/event ({run['events']} events, {run['user_lists']} lists, {run['measured_s']:.1f} s measured, {run['job_wall_s']:.1f} s job)")
+                    if run.get("cpu_by_thread"):
+                        say("    CPU s by thread: " + ", ".join(f"{name} {cpu:.1f}" for name, cpu in list(run["cpu_by_thread"].items())[:6]))
                     runs[suffix].append(run)
                     peaks.append(run["peak_rss_bytes"])
                     if redis_per_user is None:

@@ -5,7 +5,7 @@ Dataflow (element shapes in brackets)::
     events [chunk str] -> parse-events [Bundle of EventSlice (one per window) per user shard | Tick | BootRecord]
         -> event-time (watermarks) -> key by user shard -> user-state (profiles and attribution) [Bundle of UserSnapshot]
              side: item-deltas [Bundle of ItemDelta] (+ content's [Bundle of EvidenceReset]) -> key by item shard -> item-model [Bundle of ModelUpdate]
-             side: trend-deltas [Bundle of TrendDelta] -------------------> trending [Bundle of ModelUpdate]
+             side: trend-deltas [Bundle of TrendDelta] (+ content's facts) -> key 0 -> trending [Bundle of ModelUpdate]
              side: attributed [AttributionCounts] -> key 0 -> metrics [SinkBatch of HashWrite]
              side: stats [SinkBatch: counters, attribution's dead letters] -> job-stats
     catalog [chunk str] -> parse-catalog [CatalogItem | EmbeddingSwitch | ExperimentStart | ExperimentStop]
@@ -24,6 +24,16 @@ bootstrap gate: see :class:`pipelines.operators.BootGate`).
 Each operator is documented in :mod:`pipelines.operators`; the maths is in
 :mod:`transforms`.  Operators carry stable names and uids so savepoints
 survive upgrades.
+
+The event path has no Python operator of PyFlink's own: records bound for a
+keyed operator leave their producer as ``Row(key, value)``
+(:func:`pipelines.operators.keyed`) and are keyed in Java
+(:func:`keyed_stream`), and side outputs are taken as Flink keeps them
+(:func:`side_output`).  PyFlink's ``key_by`` and ``get_side_output`` each add
+a Python operator that unpickles and pickles every record again; heartbeats
+go on to user-state (which drops them) instead of through a filter.  Earlier
+releases had those operators (``drop-heartbeats`` and ``evidence-resets`` had
+uids); none holds state, so a savepoint of that layout restores.
 
 Attribution runs inside user-state (same key, the user shard: no feedback
 record crosses to another operator, and no window of it waits for a timer).
@@ -47,6 +57,8 @@ from typing import Protocol
 
 from pyflink.common import Duration, Types, WatermarkStrategy
 from pyflink.common.watermark_strategy import TimestampAssigner
+from pyflink.datastream import DataStream, KeyedStream, OutputTag
+from pyflink.java_gateway import get_gateway
 
 from flowrec.config import Settings
 from pipelines.messages import Bundle, Tick
@@ -56,6 +68,7 @@ from pipelines.operators import (
     EVIDENCE_RESETS,
     FACTS,
     ITEM_DELTAS,
+    KEYED,
     SPONSORSHIPS,
     STATS,
     TREND_DELTAS,
@@ -107,17 +120,48 @@ class _SliceTimestamps(TimestampAssigner):
         return value.max_ts if isinstance(value, Bundle) else value.ts
 
 
+class _KeyedTimestamps(_SliceTimestamps):
+    """Event time of a keyed record (:func:`pipelines.operators.keyed`): its value's."""
+
+    def extract_timestamp(self, value, record_timestamp: int) -> int:
+        return super().extract_timestamp(value[1], record_timestamp)
+
+
+def keyed_stream(rows: DataStream) -> KeyedStream:
+    """A stream of :data:`~pipelines.operators.KEYED` records keyed by their field 0, in Java.
+
+    What ``key_by`` builds behind its Python key-extraction operator (a
+    ``KeyByKeySelector`` on the Row's first field), without that operator:
+    the producer already emitted ``Row(key, value)``
+    (:func:`pipelines.operators.keyed`), and the keyed operator receives
+    ``value``.  The records go from the producer straight to the partitioner,
+    so each producer's records stay in order at any parallelism.
+    """
+    selector = get_gateway().jvm.KeyByKeySelector()
+    return KeyedStream(rows._j_data_stream.keyBy(selector, Types.ROW([Types.INT()]).get_java_type_info()), PICKLED, rows)
+
+
+def side_output(stream: DataStream, tag: OutputTag) -> DataStream:
+    """``stream``'s side output ``tag``, as Flink keeps it: no Python operator, at ``stream``'s parallelism.
+
+    PyFlink's ``get_side_output`` adds an identity map in Python (a Java/Python
+    crossing per record, at the default parallelism, fed round-robin); the
+    records are already of the tag's type.
+    """
+    return DataStream(stream._j_data_stream.getSideOutput(tag.get_java_output_tag()))
+
+
 def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None:
     """Add the flowrec dataflow to ``env``: ``source`` in, everything out through ``sink``.
 
-    The keyed operators (user state, item model, scorer), the extraction of
-    their side outputs and their sinks run at ``settings.parallelism``; parsing
-    (at the source's parallelism), trending (fed round-robin, its input
-    extracted at 1), content, metrics and ad spend at 1.  The default parallelism is 1 because PyFlink's ``key_by`` adds a
-    key-extracting Python operator at the default parallelism (or its input's):
-    at 1 behind a source at 1 it is fed over a forward edge and keeps each
-    user's events in order, at more it would be fed round-robin and could
-    reorder them.  No edge but trending's input is round-robin (tests/pipelines/test_job_graph.py).
+    The keyed operators (user state, item model, scorer) and the sinks of
+    their side outputs run at ``settings.parallelism``; parsing at the
+    source's parallelism; trending, content, metrics and ad spend at 1.  The
+    default parallelism is 1 because PyFlink's ``key_by`` (still used off the
+    event path, for low-volume streams) adds a key-extracting Python operator
+    at the default parallelism or its input's: fed round-robin it could
+    reorder a producer's records.  No edge is round-robin
+    (tests/pipelines/test_job_graph.py).
     """
     config = settings.model
     env.set_parallelism(1)
@@ -129,43 +173,39 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
     if inputs.boot is not None:
         events_in = _gate(events_in.union(inputs.boot.events), inputs.boot.event_lines, "bootstrap-gate")
     parsed = (
-        events_in.process(ParseEvents(config.window_ms, settings.user_shards, accept_boot=inputs.bootstrapped), output_type=PICKLED)
+        events_in.process(ParseEvents(config.window_ms, settings.user_shards, accept_boot=inputs.bootstrapped), output_type=KEYED)
         .name("parse-events")
         .uid("parse-events")
         .set_parallelism(inputs.parallelism)
     )
-    # [Bundle of EventSlice | Tick]; side: dead letters [SinkBatch], spool files read [str]
-    sink.attach(parsed.get_side_output(DEAD_LETTERS), "dead-letters")
-    # Only a spool input has files to retire: PyFlink adds a Python operator per side output taken.
+    # [keyed(user shard, Bundle of EventSlice | BootRecord | Tick)]; side: dead letters [SinkBatch], spool files read [str]
+    sink.attach(side_output(parsed, DEAD_LETTERS), "dead-letters", inputs.parallelism)
     retire_spool = inputs.spool_dir is not None and settings.spool_retention_s > 0
-    spool_files_read = parsed.get_side_output(SPOOL_FILES_READ) if retire_spool else None
-    event_time = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(settings.max_out_of_orderness_ms)).with_timestamp_assigner(_SliceTimestamps())
+    spool_files_read = side_output(parsed, SPOOL_FILES_READ) if retire_spool else None
+    event_time = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(settings.max_out_of_orderness_ms)).with_timestamp_assigner(_KeyedTimestamps())
     timed = parsed.assign_timestamps_and_watermarks(event_time).name("event-time").uid("event-time").set_parallelism(inputs.parallelism)
-    slices = timed.filter(lambda r: not isinstance(r, Tick)).name("drop-heartbeats").uid("drop-heartbeats").set_parallelism(inputs.parallelism)
-    # [Bundle of EventSlice | BootRecord] with event time
+    # The same, with event time (heartbeats go on to user-state, which drops them: a filter would cost every record a call)
 
     users = (
-        slices.key_by(lambda s: s.shard, key_type=Types.INT())
-        .process(UserState(config, settings.item_shards, settings.user_state_ttl_ms, rec_id_secret=settings.rec_id_secret if settings.attribution else None), output_type=PICKLED)
+        keyed_stream(timed)
+        .process(UserState(config, settings.item_shards, settings.user_state_ttl_ms, rec_id_secret=settings.rec_id_secret if settings.attribution else None), output_type=KEYED)
         .name("user-state")
         .uid("user-state")
         .set_parallelism(p)
     )
-    # [Bundle of UserSnapshot] per call; side, per window as it closes: [Bundle of ItemDelta], [Bundle of TrendDelta],
-    # [AttributionCounts]; counters [SinkBatch] at user-state's next timer (at most STATS_FLUSH_MS later), or at
-    # once with a call's dead letters
-    sink.attach(_side_output(users, STATS, p), "job-stats", p)
+    # [keyed(user shard, Bundle of UserSnapshot)] per call; side, per window as it closes: [keyed(item shard, Bundle of
+    # ItemDelta)], [keyed(0, Bundle of TrendDelta)], [AttributionCounts]; counters [SinkBatch] at user-state's next
+    # timer (at most STATS_FLUSH_MS later), or at once with a call's dead letters
+    sink.attach(side_output(users, STATS), "job-stats", p)
 
-    attributed = _metrics(_side_output(users, ATTRIBUTED, p), sink) if settings.attribution else None
+    attributed = _metrics(side_output(users, ATTRIBUTED), sink) if settings.attribution else None
 
-    item_deltas = _side_output(users, ITEM_DELTAS, p)
+    item_deltas = side_output(users, ITEM_DELTAS)
     model_updates = None
     start_embeddings = initial_embeddings(settings)
     # Whether embedding switches reach the item model (online item vectors' evidence restarts at each).
     evidence_resets = config.online_item_vectors and (settings.embeddings is not None or config.weight_embedding > 0 or config.weight_sequence > 0)
-    # Extracted at 1, the parallelism of trending and of content's facts it is united with
-    # (a union's key extraction takes a forward edge from each input).
-    trend_input = users.get_side_output(TREND_DELTAS)
+    trend_input = side_output(users, TREND_DELTAS)
 
     catalog_in = inputs.catalog
     if inputs.boot is not None:
@@ -177,9 +217,9 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
             catalog_in = _gate(catalog_in, inputs.boot.catalog_lines, "bootstrap-catalog-gate")
         catalog = catalog_in.process(ParseCatalog(accept_boot=inputs.bootstrapped), output_type=PICKLED).name("parse-catalog").uid("parse-catalog").set_parallelism(1)
         # [CatalogItem | EmbeddingSwitch | ExperimentStart | ExperimentStop]; side: dead letters, spool files read
-        sink.attach(catalog.get_side_output(DEAD_LETTERS), "catalog-dead-letters")
+        sink.attach(side_output(catalog, DEAD_LETTERS), "catalog-dead-letters")
         if retire_spool:
-            spool_files_read = spool_files_read.union(catalog.get_side_output(SPOOL_FILES_READ))
+            spool_files_read = spool_files_read.union(side_output(catalog, SPOOL_FILES_READ))
         # Live, the heartbeat moves the catalog's event time too, so upserts take
         # effect (and an idle catalog never holds back the event-time of the job).
         catalog_time = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(0)).with_timestamp_assigner(_SliceTimestamps())
@@ -198,27 +238,25 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
             .uid("content")
             .set_parallelism(1)
         )
-        # [ModelUpdate: content, facts, embeddings, experiment]; side: [FactsUpdate], writes [SinkBatch]
-        sink.attach(content.get_side_output(WRITES), "catalog")
-        trend_input = trend_input.union(content.get_side_output(FACTS))
+        # [ModelUpdate: content, facts, embeddings, experiment]; side: [keyed(0, FactsUpdate)], writes [SinkBatch]
+        sink.attach(side_output(content, WRITES), "catalog")
+        trend_input = trend_input.union(side_output(content, FACTS))
         if attributed is not None:
-            _ad_spend(attributed, content.get_side_output(SPONSORSHIPS), sink, config)
+            _ad_spend(attributed, side_output(content, SPONSORSHIPS), sink, config)
         model_updates = content
         if evidence_resets:
-            # An embedding switch, to every item shard [Bundle of EvidenceReset]: round-robin to the
-            # item deltas' parallelism (the item model orders them by window, so arrival order is free).
-            resets = content.get_side_output(EVIDENCE_RESETS).map(lambda r: r, output_type=PICKLED).name("evidence-resets").uid("evidence-resets").set_parallelism(p)
-            item_deltas = item_deltas.union(resets)
+            # An embedding switch, to every item shard [keyed(item shard, Bundle of EvidenceReset)].
+            item_deltas = item_deltas.union(side_output(content, EVIDENCE_RESETS))
 
     items = (
-        item_deltas.key_by(lambda d: d.shard, key_type=Types.INT())
+        keyed_stream(item_deltas)
         .process(ItemModelOperator(config, settings.item_shards, ttls, evidence_from_start=settings.embeddings is not None), output_type=PICKLED)
         .name("item-model")
         .uid("item-model")
         .set_parallelism(p)
     )
     # [Bundle of ModelUpdate: neighbours, online-vector evidence]; side: writes [SinkBatch]
-    sink.attach(_side_output(items, WRITES, p), "item-neighbours", p)
+    sink.attach(side_output(items, WRITES), "item-neighbours", p)
     model_updates = items if model_updates is None else model_updates.union(items)
 
     if retire_spool:
@@ -232,18 +270,18 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
         )
 
     trending = (
-        trend_input.key_by(lambda m: 0, key_type=Types.INT())
+        keyed_stream(trend_input)
         .process(TrendingOperator(config), output_type=PICKLED)
         .name("trending")
         .uid("trending")
         .set_parallelism(1)
     )
     # [Bundle of ModelUpdate: trending]; side: writes
-    sink.attach(trending.get_side_output(WRITES), "trending")
+    sink.attach(side_output(trending, WRITES), "trending")
     model_updates = model_updates.union(trending)
 
     scored = (
-        users.key_by(lambda s: s.shard, key_type=Types.INT())
+        keyed_stream(users)
         .connect(model_updates.broadcast(model_descriptor()))
         .process(Scorer(config, ttls, record_freshness=settings.record_freshness, embeddings=start_embeddings), output_type=PICKLED)
         .name("scorer")
@@ -252,18 +290,6 @@ def build_job(env, source: JobSource, sink: JobSink, settings: Settings) -> None
     )
     # [SinkBatch: user lists]
     sink.attach(scored, "user-lists", p)
-
-
-def _side_output(stream, tag, parallelism: int):
-    """``stream``'s side output ``tag``, extracted at ``parallelism`` (``stream``'s own).
-
-    PyFlink extracts a side output with a Python operator created at the
-    default parallelism (1); at ``stream``'s parallelism it is fed over a
-    forward edge instead of round-robin, so what follows (a key-extraction
-    operator, a sink) scales with the job and each producer's records stay in
-    order.
-    """
-    return stream.get_side_output(tag).set_parallelism(parallelism)
 
 
 def _metrics(attributed, sink: JobSink):

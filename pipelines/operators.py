@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 import orjson
-from pyflink.common import Types
+from pyflink.common import Row, Types
 from pyflink.datastream import OutputTag, TimeDomain
 from pyflink.datastream.functions import KeyedBroadcastProcessFunction, KeyedProcessFunction, ProcessFunction
 from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
@@ -147,15 +147,32 @@ def merge_stats(into: dict, stats: dict) -> dict:
 
 TICK_PREFIX = "\x00tick:"
 
+# The records of a stream that feeds a keyed operator: Row(key, value) (see keyed).
+KEYED = Types.ROW([Types.INT(), Types.PICKLED_BYTE_ARRAY()])
+
+
+def keyed(key: int, value) -> Row:
+    """``value`` with the key of the operator it goes to (a stream of :data:`KEYED` records).
+
+    The stream is keyed by field 0 in Java (:func:`pipelines.job.keyed_stream`)
+    and the keyed operator receives ``value``.  PyFlink's ``key_by`` would add
+    a Python operator that unpickles each record, calls the key selector and
+    pickles it again, and ``get_side_output`` an identity map doing the same:
+    on the event path those were most of a bundle's crossings between Java
+    and Python, each a wait for the interpreter lock in thread mode.
+    """
+    return Row(key, value)
+
+
 DEAD_LETTERS = OutputTag("dead-letters", Types.PICKLED_BYTE_ARRAY())
-ITEM_DELTAS = OutputTag("item-deltas", Types.PICKLED_BYTE_ARRAY())
-TREND_DELTAS = OutputTag("trend-deltas", Types.PICKLED_BYTE_ARRAY())
-FACTS = OutputTag("facts", Types.PICKLED_BYTE_ARRAY())
+ITEM_DELTAS = OutputTag("item-deltas", KEYED)
+TREND_DELTAS = OutputTag("trend-deltas", KEYED)
+FACTS = OutputTag("facts", KEYED)
 SPONSORSHIPS = OutputTag("sponsorships", Types.PICKLED_BYTE_ARRAY())
 WRITES = OutputTag("writes", Types.PICKLED_BYTE_ARRAY())
 STATS = OutputTag("stats", Types.PICKLED_BYTE_ARRAY())
 ATTRIBUTED = OutputTag("attributed", Types.PICKLED_BYTE_ARRAY())
-EVIDENCE_RESETS = OutputTag("evidence-resets", Types.PICKLED_BYTE_ARRAY())
+EVIDENCE_RESETS = OutputTag("evidence-resets", KEYED)
 
 
 def model_descriptor() -> MapStateDescriptor:
@@ -418,11 +435,14 @@ class ParseEvents(ProcessFunction):
         self.dead_letters = metrics.counter("dead_letters")
 
     def process_element(self, chunk: str, ctx) -> Iterable:
+        # [keyed(user shard, Bundle of EventSlice | BootRecord | Tick)]: a heartbeat goes on to user-state
+        # (shard 0, which ignores it) after moving event time, rather than through a filter every record pays for.
         if chunk.startswith(TICK_PREFIX):
-            yield Tick(int(chunk[len(TICK_PREFIX):]))
+            yield keyed(0, Tick(int(chunk[len(TICK_PREFIX):])))
             return
         if self.accept_boot and chunk.startswith(BOOT_PREFIX):
-            yield decode_boot_line(chunk)
+            record = decode_boot_line(chunk)
+            yield keyed(record.shard, record)
             return
         if chunk.startswith(END_PREFIX):
             yield from _spool_file_read(chunk)
@@ -450,7 +470,7 @@ class ParseEvents(ProcessFunction):
             by_shard.setdefault(shard, []).append(EventSlice(int(windows[rows[0]]), shard, part, int(part.ts.max())))
         for shard in sorted(by_shard):
             slices = sorted(by_shard[shard], key=lambda piece: piece.window)
-            yield Bundle(shard, slices, max(piece.max_ts for piece in slices))
+            yield keyed(shard, Bundle(shard, slices, max(piece.max_ts for piece in slices)))
 
 
 class ParseCatalog(ProcessFunction):
@@ -550,8 +570,8 @@ class UserState(KeyedProcessFunction):
 
     Why deltas wait for their window: a live input record (a socket line, a
     Kafka message) carries a few events, and each record sent on to the item
-    model and trending costs several Python operator calls (side-output
-    extraction, key extraction, the operator, its pending state); one record
+    model and trending costs Python operator calls (the operator, its
+    pending state) and a crossing between Java and Python; one record
     per window and user shard, whatever the number of input records, keeps
     that cost per window.  They wait in the MapState ``outbox`` (window ->
     the window's deltas and attribution's counts of each call,
@@ -621,7 +641,9 @@ class UserState(KeyedProcessFunction):
         for seq in removes:
             self.blocks.remove(seq)
 
-    def process_element(self, value: Bundle | BootRecord, ctx) -> Iterable:
+    def process_element(self, value: Bundle | BootRecord | Tick, ctx) -> Iterable:
+        if isinstance(value, Tick):
+            return  # a heartbeat: it has moved event time on its way here
         if isinstance(value, BootRecord):
             yield from self._boot(value)
             return
@@ -655,7 +677,7 @@ class UserState(KeyedProcessFunction):
             late += piece_late
         self._sweep(value.shard, profile_log, value.max_ts)
         self._flush(profile_log)
-        yield Bundle(value.shard, snapshots)
+        yield keyed(value.shard, Bundle(value.shard, snapshots))
         stats = {"events": events_in, "late_events": late}
         dead_letters: list = []
         if feedback:
@@ -727,9 +749,9 @@ class UserState(KeyedProcessFunction):
                 trends.append(TrendDelta(window, *trend))
         for shard, parts in deltas.items():
             if parts:
-                yield ITEM_DELTAS, Bundle(shard, parts)
+                yield ITEM_DELTAS, keyed(shard, Bundle(shard, parts))
         if trends:
-            yield TREND_DELTAS, Bundle(0, trends)
+            yield TREND_DELTAS, keyed(0, Bundle(0, trends))
         if stats := self._release_stats(key, {}):
             yield STATS, SinkBatch(stats=stats)
 
@@ -772,9 +794,9 @@ class UserState(KeyedProcessFunction):
             self._flush(profile_log)
             log.info("user shard %d: loaded %d profiles from the snapshot", record.shard, loaded)
         elif record.kind == "items":
-            yield ITEM_DELTAS, record
+            yield ITEM_DELTAS, keyed(record.shard, record)
         elif record.kind == "trending":
-            yield TREND_DELTAS, record
+            yield TREND_DELTAS, keyed(0, record)
 
     def _sweep(self, shard: int, profile_log: ProfileLog, now_ms: int) -> None:
         """Drop users not seen for ``user_ttl_ms`` of event time (at most once per sweep interval)."""
@@ -1307,7 +1329,7 @@ class ContentOperator(KeyedProcessFunction):
             yield ModelUpdate(window, [("e:", encode_embedding_ref(newest.path))])
             if self.config.online_item_vectors:
                 for shard in range(self.item_shards):
-                    yield EVIDENCE_RESETS, Bundle(shard, [EvidenceReset(window, shard, bool(newest.path))])
+                    yield EVIDENCE_RESETS, keyed(shard, Bundle(shard, [EvidenceReset(window, shard, bool(newest.path))]))
                 self.embeddings_state.update(orjson.dumps({"v": 1, "path": newest.path, "since": window}))
         if controls:
             yield from self._control_experiment(window, end, controls)
@@ -1336,7 +1358,7 @@ class ContentOperator(KeyedProcessFunction):
             entries.append(("a:", encode_sponsored(sponsored_bids(self.catalog.values()))))
             yield SPONSORSHIPS, _sponsorship_update(window, self.catalog.values())
         yield ModelUpdate(window, entries)
-        yield FACTS, FactsUpdate(window, facts)
+        yield FACTS, keyed(0, FactsUpdate(window, facts))
         writes = [catalog_write(i) for i in due]
         writes += [neighbour_write(KeyKind.CONTENT_NEIGHBOURS, item, end, nb, self.ttls.item_s) for item, nb in content.items()]
         yield WRITES, SinkBatch(writes=writes)

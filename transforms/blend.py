@@ -258,7 +258,7 @@ def memos(
     # Leave out rows without a profile, and items the user touched.
     group_row = group_key // width
     listed = np.array([profile is not None for profile in profiles], dtype=bool)
-    keep = listed[group_row] & ~np.isin(group_key, _touched_keys(group_row, profiles, vocab, rank))
+    keep = listed[group_row] & ~_sorted_member(group_key, _touched_keys(group_row, profiles, vocab, rank))
     table, group_key, group_row, group_code = table[:, keep], group_key[keep], group_row[keep], group_code[keep]
     if not len(group_key):
         return out
@@ -289,6 +289,19 @@ def setting_scores(table: np.ndarray, ratios: np.ndarray, chunk: int = 16_384) -
             for p, ratio in terms:
                 out += block[p] if ratio == 1.0 else np.multiply(block[p], ratio, out=scratch)
     return scores
+
+
+def _sorted_member(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """``np.isin(keys, wanted)`` for ``keys`` sorted ascending: a binary search per wanted key,
+    not a sort of both (``wanted``, the items users touched, is the smaller)."""
+    found = np.zeros(len(keys), dtype=bool)
+    if len(keys) == 0 or len(wanted) == 0:
+        return found
+    position = np.searchsorted(keys, wanted)
+    inside = position < len(keys)
+    position = position[inside]
+    found[position[keys[position] == wanted[inside]]] = True
+    return found
 
 
 def _touched_keys(rows: np.ndarray, profiles: Sequence[UserProfile | None], vocab: Vocabulary, rank: np.ndarray) -> np.ndarray:
@@ -328,10 +341,11 @@ def _ranked_memos(
     """
     settings = scores.shape[1]
     # Per setting, each row's k best: cut at the row's k-th score, then sorted.
+    thresholds = row_thresholds(group_row, scores, k)
     picked_key, picked_group = [], []
     for s in range(settings):
         column = scores[:, s]
-        cut = np.flatnonzero((column > 0) & (column >= row_thresholds(group_row, column, k)))
+        cut = np.flatnonzero((column > 0) & (column >= thresholds[:, s]))
         cut = cut[np.lexsort((group_order[cut], -column[cut], group_row[cut]))]
         cut = cut[rank_within(group_row[cut]) < k]
         picked_key.append(group_row[cut] * settings + s)
@@ -346,16 +360,13 @@ def _ranked_memos(
     used_row = group_row[used]
     used_names = ids[group_code[used]].tolist()
     memo_rows = np.unique(group_row)
-    used_bounds = np.searchsorted(used_row, np.stack([memo_rows, memo_rows + 1], axis=1)).tolist()
+    used_bounds = np.searchsorted(used_row, np.stack([memo_rows, memo_rows + 1], axis=1))
+    # Each pick as an index into its row's items; the picks of (row, setting) run from cuts[r, s] to cuts[r, s + 1].
+    local = (pick - used_bounds[np.searchsorted(memo_rows, pick_key // settings), 0]).tolist()
+    cuts = np.searchsorted(pick_key, memo_rows[:, None] * settings + np.arange(settings + 1)).tolist()
     out: dict[str, BlendMemo] = {}
-    for r, (lo, hi) in zip(memo_rows.tolist(), used_bounds):
-        cuts = np.searchsorted(pick_key, np.arange(r * settings, (r + 1) * settings + 1)).tolist()
-        out[users[r]] = BlendMemo(
-            now_ms,
-            key,
-            tuple(used_names[lo:hi]),
-            tuple(tuple((pick[cuts[s] : cuts[s + 1]] - lo).tolist()) for s in range(settings)),
-        )
+    for r, (lo, hi), row_cuts in zip(memo_rows.tolist(), used_bounds.tolist(), cuts):
+        out[users[r]] = BlendMemo(now_ms, key, tuple(used_names[lo:hi]), tuple(tuple(local[row_cuts[s] : row_cuts[s + 1]]) for s in range(settings)))
     return out
 
 

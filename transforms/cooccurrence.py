@@ -153,28 +153,35 @@ def merge_row(codes: np.ndarray, weights: np.ndarray, new_codes: np.ndarray, new
 
 
 def row_thresholds(row: np.ndarray, value: np.ndarray, want: int) -> np.ndarray:
-    """Per entry, its row's ``want``-th largest value (-inf for a row with fewer entries); ``row`` ascending.
+    """Per entry, its row's ``want``-th largest value (-inf for a row of at most ``want`` entries: it
+    keeps them all); ``row`` ascending.
 
-    Rows are laid out in a padded matrix per power-of-two length class, so the
-    partition works on whole rows at once and no class pads a short row to a long one.
+    ``value`` is one column (n,) or several (n, columns), each ranked on its
+    own: the result has ``value``'s shape.  Rows are laid out in a padded
+    matrix per power-of-two length class, so the partition works on whole
+    rows at once and no class pads a short row to a long one; the layout
+    depends on ``row`` alone, so several columns share it (the blend's
+    memos rank every setting's scores of the same candidates).
     """
+    columns = value.reshape(len(value), -1)
     bounds = group_starts(row)
     starts, lengths = bounds[:-1], np.diff(bounds)
-    per_row = np.full(len(starts), -np.inf)
+    per_row = np.full((len(starts), columns.shape[1]), -np.inf)
     long_rows = np.flatnonzero(lengths > want)
     if len(long_rows):
         width_class = np.ceil(np.log2(lengths[long_rows])).astype(np.int64)
         for c in np.unique(width_class).tolist():
             members = long_rows[width_class == c]
             width = int(lengths[members].max())
-            matrix = np.full((len(members), width), -np.inf)
+            # (column, row, position): each column's rows partitioned at once; filled through a flat view.
+            matrix = np.full((columns.shape[1], len(members), width), -np.inf)
             member_lengths = lengths[members]
             member_row = np.repeat(np.arange(len(members)), member_lengths)
             column = np.arange(len(member_row)) - np.repeat(np.cumsum(member_lengths) - member_lengths, member_lengths)
             source = np.repeat(starts[members], member_lengths) + column
-            matrix[member_row, column] = value[source]
-            per_row[members] = np.partition(matrix, width - want, axis=1)[:, width - want]
-    return np.repeat(per_row, lengths)
+            matrix.reshape(columns.shape[1], -1)[:, member_row * width + column] = columns[source].T
+            per_row[members] = np.partition(matrix, width - want, axis=2)[:, :, width - want].T
+    return np.repeat(per_row, lengths, axis=0).reshape(value.shape)
 
 
 def rank_within(group: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from transforms.config import ModelConfig
-from transforms.decay import forward_factor, initial_landmark, renormalise
+from transforms.decay import RENORMALISE_AFTER_HALF_LIVES, forward_factor, initial_landmark, renormalise
 from transforms.events import ADD_TO_CART, FORGET, PURCHASE, REMOVE_FROM_CART
 
 NO_ACTION = -1
@@ -111,6 +111,12 @@ def apply_user_events(
     variant_half_lives = config.extra_half_lives_ms()
     gap = config.session_gap_ms
     history_length = config.history_length
+    # Inlined below (the loop runs per event): renormalise's test and forward_factor's formula, the same arithmetic.
+    renormalise_after = RENORMALISE_AFTER_HALF_LIVES * half_life
+    prune_above = config.max_user_items + config.max_user_items // 4
+    add_item, add_item_weight = out.items.append, out.item_weights.append
+    add_trend_item, add_trend_ts, add_trend_weight = out.trend_items.append, out.trend_ts.append, out.trend_weights.append
+    add_a, add_b, add_pair_weight = out.pair_a.append, out.pair_b.append, out.pair_weights.append
     for item, code, t, w in zip(items, codes, ts, weights):
         if code == FORGET:
             until = t + config.max_clock_skew_ms
@@ -124,40 +130,46 @@ def apply_user_events(
             profile = UserProfile(landmark_ms=initial_landmark(t, half_life), last_ts=t, forgotten_until=None if profile is None else profile.forgotten_until)
         if variant_half_lives or profile.variant_interests:
             _add_variant_interests(profile, half_life, variant_half_lives, item, t, w)
-        landmark, scale = renormalise(profile.landmark_ms, t, half_life)
-        if scale != 1.0:
+        landmark = profile.landmark_ms
+        if t - landmark > renormalise_after:
+            landmark, scale = renormalise(landmark, t, half_life)
             profile.interests = {k: v * scale for k, v in profile.interests.items()}
             profile.landmark_ms = landmark
-        profile.last_ts = max(profile.last_ts, t)
+        if t > profile.last_ts:
+            profile.last_ts = t
         if w != 0.0:
-            profile.interests[item] = profile.interests.get(item, 0.0) + w * forward_factor(t, landmark, half_life)
+            interests = profile.interests
+            interests[item] = interests.get(item, 0.0) + w * 2.0 ** ((t - landmark) / half_life)
         if w > 0.0:
             profile.last_action[item] = code
-            out.items.append(item)
-            out.item_weights.append(w)
-            out.trend_items.append(item)
-            out.trend_ts.append(t)
-            out.trend_weights.append(w)
+            add_item(item)
+            add_item_weight(w)
+            add_trend_item(item)
+            add_trend_ts(t)
+            add_trend_weight(w)
             history = profile.history
+            repeated = False
             for other, other_ts, other_w in history:
-                if other != item and t - other_ts <= gap:
-                    pair_w = min(w, other_w)
-                    out.pair_a.append(item)
-                    out.pair_b.append(other)
-                    out.pair_weights.append(pair_w)
-                    out.pair_a.append(other)
-                    out.pair_b.append(item)
-                    out.pair_weights.append(pair_w)
-            history = [h for h in history if h[0] != item]
+                if other == item:
+                    repeated = True
+                elif t - other_ts <= gap:
+                    pair_w = w if w < other_w else other_w
+                    add_a(item)
+                    add_b(other)
+                    add_pair_weight(pair_w)
+                    add_a(other)
+                    add_b(item)
+                    add_pair_weight(pair_w)
+            history = [h for h in history if h[0] != item] if repeated else history[:]
             history.append((item, t, w))
-            profile.history = history[-history_length:]
+            profile.history = history[-history_length:] if len(history) > history_length else history
         if code == ADD_TO_CART:
             profile.cart[item] = t
-        elif code in (REMOVE_FROM_CART, PURCHASE):
+        elif code == REMOVE_FROM_CART or code == PURCHASE:
             profile.cart.pop(item, None)
         if code == PURCHASE:
             profile.purchased[item] = t
-        if len(profile.interests) > config.max_user_items + config.max_user_items // 4:
+        if len(profile.interests) > prune_above:
             _prune(profile, config.max_user_items)
     return profile
 

@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 import pytest
 
-from bench.stream import Sender, compress_time, process_tree_usage
+from bench.stream import Sender, compress_time, cpu_by_thread_between, process_tree_usage, thread_cpu
 from transforms.events import batch_from_columns
 
 
@@ -66,6 +66,45 @@ def test_process_tree_usage_counts_a_child():
         child.wait()
 
 
+def test_thread_cpu_names_a_busy_thread_of_a_child():
+    """A child's thread named like a Flink task (digits in its name) is found under the child's process name, digits as #."""
+    code = (
+        "import ctypes, threading, time\n"
+        "def spin():\n"
+        "    ctypes.CDLL(None).prctl(15, b'scorer -> 42', 0, 0, 0)\n"  # PR_SET_NAME: this thread's name
+        "    end = time.process_time() + 0.6\n"
+        "    while time.process_time() < end: pass\n"
+        "    time.sleep(30)\n"
+        "threading.Thread(target=spin, daemon=True).start(); time.sleep(30)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        import time
+
+        found: dict[str, float] = {}
+        for _ in range(100):
+            found = thread_cpu(os.getpid())
+            if found.get("python:scorer -> ##", 0) >= 0.5:
+                break
+            time.sleep(0.1)
+        assert found.get("python:scorer -> ##", 0) >= 0.5, found
+        assert all(":" in name for name in found)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_cpu_by_thread_between_takes_the_samples_around_the_span():
+    samples = [(0.0, {"a": 1.0}), (1.0, {"a": 2.0, "b": 0.5}), (2.0, {"a": 5.0, "b": 0.5, "c": 1.0}), (3.0, {"a": 9.0, "b": 0.5, "c": 1.0})]
+    # From the sample at or before 1.2 (t=1) to the first at or after 1.9 (t=2); "b" used nothing then.
+    assert cpu_by_thread_between(samples, 1.2, 1.9) == {"a": 3.0, "c": 1.0}
+    assert list(cpu_by_thread_between(samples, 0.0, 3.0, top=1)) == ["a"]
+    assert cpu_by_thread_between(samples, 1.0, 3.5) == {}  # no sample after the span
+    # A thread that ended (its name gone from the last sample) keeps what it used until then.
+    ended = samples[:2] + [(2.0, {"a": 5.0, "b": 2.5}), (3.0, {"a": 9.0})]
+    assert cpu_by_thread_between(ended, 1.0, 3.0) == {"a": 7.0, "b": 2.0}
+
+
 def test_bench_engine_prints_positive_numbers():
     result = _flowrec("bench", "engine", "--datasets", "shop", "--events", "3000", "--users", "200", "--items", "100", "--repeats", "1", "--json", timeout=300)
     shop = result["datasets"]["shop"]
@@ -103,3 +142,5 @@ def test_bench_stream_prints_positive_numbers():
     assert all(result["feedback"][name]["cpu_us_per_row"] > 0 for name in ("on", "off"))
     assert set(result["clusters"]) == {"1tm"} and result["clusters"]["1tm"]["runs"][0]["events"] > 0
     assert result["settings"]["state_backend"] == "rocksdb"
+    # The replay's CPU per thread: the JVM's task threads (operator chains) are among them.
+    assert any(name.startswith("java:") and cpu > 0 for name, cpu in result["by_mode"]["thread"]["runs"][0]["cpu_by_thread"].items())

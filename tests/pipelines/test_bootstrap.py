@@ -32,6 +32,7 @@ from pipelines.sources import DirectorySource, FileReplaySource, _catalog_time, 
 from state.profile_log import ProfileLog
 from state.store import RedisStore
 from state.writes import Ttls, final_writes
+from tests.pipelines.records import tagged
 from tests.pipelines.fakestate import FakeValue
 from tests.pipelines.jobkit import differences, event_lines, reference_content, results, run_job
 from tests.pipelines.test_backfill import SLOW_REFRESH, split_shop, write_inputs
@@ -180,7 +181,7 @@ def test_parsers_take_bootstrap_lines_only_in_a_bootstrapped_job(backfilled):
     *_, snap, _ = backfilled
     boot = prepare_bootstrap(snap, CONFIG, 4, 2)
     line = boot.event_lines[0]
-    record = next(iter(ParseEvents(CONFIG.window_ms, 4, accept_boot=True).process_element(line, None)))
+    _, record = tagged(next(iter(ParseEvents(CONFIG.window_ms, 4, accept_boot=True).process_element(line, None))))
     assert isinstance(record, BootRecord) and record.ts == boot.cutoff_ms - 1
     assert next(iter(ParseCatalog(accept_boot=True).process_element(boot.catalog_lines[0], None))).kind == "catalog"
     # Not bootstrapping: a bootstrap line is malformed input (no producer can inject state).
@@ -220,12 +221,12 @@ def test_user_state_loads_its_users_and_routes_the_rest(backfilled):
     routed = []
     user_records = 0
     for line in boot.event_lines:
-        record = next(iter(ParseEvents(CONFIG.window_ms, 4, True).process_element(line, None)))
+        _, record = tagged(next(iter(ParseEvents(CONFIG.window_ms, 4, True).process_element(line, None))))
         if record.kind == "users":
             user_records += 1
             state = states.setdefault(record.shard, {"blocks": _MapState(), "profiles": _MapState(), "last_seen": _MapState()})
             operator.blocks, operator.legacy_profiles, operator.legacy_last_seen = state["blocks"], state["profiles"], state["last_seen"]
-        routed += list(operator.process_element(record, None))
+        routed += [tagged(out) for out in operator.process_element(record, None)]
     snapshot = read_snapshot(snap)
     # In memory, and in the shards' logs as a restore reads them back.
     assert {u: operator.logs[s].encoded(u) for s in operator.logs for u in operator.logs[s].users()} == snapshot.profiles

@@ -35,16 +35,28 @@ def test_no_side_output_without_a_consumer():
 
 
 def test_side_outputs_scale_with_the_keyed_operators():
-    """At parallelism 2 nothing but trending's input (trending runs at 1) is fed round-robin: each
-    side output is extracted at its producer's parallelism (a forward edge keeps each producer's
-    records in order) and sinks follow it."""
+    """At parallelism 2 nothing is fed round-robin: side outputs stay at their producer's
+    parallelism (a forward edge keeps each producer's records in order) and sinks follow them."""
     nodes = plan(Settings(parallelism=2))
     by_id = {node["id"]: node for node in nodes}
-    (trending,) = [node for node in nodes if node["contents"] == "trending"]
-    feeds_trending = {p["id"] for p in trending["predecessors"]}
-    round_robin = [(by_id[p["id"]]["contents"], node["contents"]) for node in nodes for p in node.get("predecessors", []) if p["ship_strategy"] == "REBALANCE" and node["id"] not in feeds_trending]
+    round_robin = [(by_id[p["id"]]["contents"], node["contents"]) for node in nodes for p in node.get("predecessors", []) if p["ship_strategy"] == "REBALANCE"]
     assert round_robin == []
     assert all(node["parallelism"] == 2 for node in nodes if any(name in node["contents"] for name in ("redis-job-stats", "redis-item-neighbours", "user-state", "item-model", "scorer")))
+
+
+def test_the_event_path_has_no_python_operator_of_pyflinks_own():
+    """Between parsing and the keyed operators only the event-time assigner's operator is PyFlink's: no
+    key extraction (``_stream_key_by_map_operator``), no side-output identity map, no heartbeat filter.
+    Each would unpickle and pickle every record again, holding the interpreter lock."""
+    nodes = plan(Settings(parallelism=2))
+    by_id = {node["id"]: node for node in nodes}
+    keyed = {"user-state", "item-model", "trending"}
+    feeding = [by_id[p["id"]]["contents"] for node in nodes if node["contents"] in keyed for p in node["predecessors"]]
+    assert feeding and not any("_stream_key_by_map_operator" in name or name == "Map" for name in feeding), feeding
+    assert not any(node["contents"] == "drop-heartbeats" for node in nodes)
+    # The scorer's keyed input comes from user-state itself.
+    (scorer,) = [node for node in nodes if node["contents"] == "scorer"]
+    assert "user-state" in {by_id[p["id"]]["contents"] for p in scorer["predecessors"]}
 
 
 def test_attribution_adds_only_the_metrics_path():

@@ -20,6 +20,7 @@ from pyflink.datastream import TimeDomain
 
 from pipelines.operators import ATTRIBUTED, ITEM_DELTAS, STATS, STATS_FLUSH_MS, TREND_DELTAS, PendingByWindow, TimerMemo, UserState, ValueByKey
 from state.profile_log import ProfileLog
+from tests.pipelines.records import tagged
 from tests.pipelines.fakestate import CountingMap
 from state.schemas import SchemaError, encode_profile
 from transforms.config import ModelConfig
@@ -131,8 +132,8 @@ def _run(operator: UserState, bundles: list[Bundle]) -> dict[str, bytes | None]:
     """Feed the bundles; the latest snapshot bytes per user."""
     latest: dict[str, bytes | None] = {}
     for bundle in bundles:
-        for out in operator.process_element(bundle, _Ctx()):
-            if isinstance(out, Bundle) and out.parts and isinstance(out.parts[0], UserSnapshot):
+        for tag, out in map(tagged, operator.process_element(bundle, _Ctx())):
+            if tag is None and out.parts and isinstance(out.parts[0], UserSnapshot):
                 for snapshot in out.parts:
                     latest.update(snapshot.profiles)
     return latest
@@ -158,7 +159,7 @@ def test_one_put_per_call_and_a_restore_continues_exactly():
     latest = _run(second, bundles[half:])
     expected = _engine_profiles(events)
     assert {u: second.logs[0].encoded(u) for u in second.logs[0].users()} == expected
-    assert {u: raw for u, raw in latest.items()} == {u: expected[u] for u in latest}
+    assert latest and {u: raw for u, raw in latest.items()} == {u: expected[u] for u in latest}
     assert {u: raw for u, raw in ProfileLog.restore(blocks.items())._raw.items()} == expected
 
 
@@ -233,15 +234,15 @@ def test_a_window_of_impressions_alone_goes_to_attribution_only():
     operator.attribution = _RecordingAttribution()
     bundle = Bundle(0, [EventSlice(shown_w, 0, shown, int(shown.ts.max())), EventSlice(clicked_w, 0, clicked, int(clicked.ts.max()))], int(clicked.ts.max()))
     ctx = _Ctx()
-    out = list(operator.process_element(bundle, ctx))
+    out = [tagged(r) for r in operator.process_element(bundle, ctx)]
     # The snapshot leaves with the call; the counters wait for the next timer, the deltas and counts for their window's.
-    assert [r.parts[0].window if isinstance(r, Bundle) else r[0].tag_id for r in out] == [clicked_w]
+    assert [r.parts[0].window if tag is None else tag.tag_id for tag, r in out] == [clicked_w]
     assert ctx.timers == {clock.timer(shown_w), clock.timer(clicked_w)}
     ctx.watermark = clock.timer(clicked_w)
-    out += list(operator.on_timer(clock.timer(shown_w), ctx))
-    snapshots = [part.window for record in out if isinstance(record, Bundle) for part in record.parts]
+    out += [tagged(r) for r in operator.on_timer(clock.timer(shown_w), ctx)]
+    snapshots = [part.window for tag, record in out if tag is None for part in record.parts]
     side = {}
-    for tag, record in (r for r in out if not isinstance(r, Bundle)):
+    for tag, record in (r for r in out if r[0] is not None):
         side.setdefault(tag.tag_id, []).append(record)
     assert snapshots == [clicked_w]
     assert {d.window for b in side[ITEM_DELTAS.tag_id] for d in b.parts} == {clicked_w}
@@ -271,7 +272,7 @@ def _outputs(bundles: list[Bundle], restart_every: int | None = None, ctx: _Ctx 
     for k, bundle in enumerate(bundles):
         if restart_every and k and k % restart_every == 0:
             operator = opened()
-        out += [(None, r) if isinstance(r, Bundle) else r for r in operator.process_element(bundle, ctx)]
+        out += [tagged(r) for r in operator.process_element(bundle, ctx)]
         # The watermark moves to the window before the bundle's last: a window stays open across calls.
         watermark = clock.timer(max(p.window for p in bundle.parts) - 1)
         if watermark > ctx.watermark:
@@ -279,12 +280,12 @@ def _outputs(bundles: list[Bundle], restart_every: int | None = None, ctx: _Ctx 
             for timer in sorted(t for t in ctx.timers if t <= watermark):
                 if timer in ctx.timers:
                     ctx.timers.discard(timer)
-                    out += list(operator.on_timer(timer, ctx))
+                    out += [tagged(r) for r in operator.on_timer(timer, ctx)]
     ctx.watermark = 2**63 - 1
     for timer in sorted(ctx.timers):
         if timer in ctx.timers:
             ctx.timers.discard(timer)
-            out += list(operator.on_timer(timer, ctx))
+            out += [tagged(r) for r in operator.on_timer(timer, ctx)]
     return out
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from transforms import blend as B
-from transforms.blend import BlendLearner, BlendMemo, blend_settings, choose, learn, memos, rewards, settings_key
+from transforms.blend import BlendLearner, BlendMemo, _sorted_member, blend_settings, choose, learn, memos, rewards, settings_key
 from transforms.catalog import CatalogItem
 from transforms.config import ModelConfig
 from transforms.engine import replay
@@ -193,3 +193,11 @@ def test_setting_scores_are_each_columns_sum_over_parts_in_order_whatever_the_bl
     for chunk in (1, 3, 16, 16_384):
         got = B.setting_scores(table, ratios, chunk=chunk)
         assert got.shape == expected.shape and np.array_equal(got.view(np.int64), expected.view(np.int64))
+
+
+def test_sorted_member_is_isin_for_sorted_keys():
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        keys = np.unique(rng.integers(0, 200, size=rng.integers(0, 80)))
+        wanted = rng.integers(-5, 210, size=rng.integers(0, 40))
+        assert np.array_equal(_sorted_member(keys, wanted), np.isin(keys, wanted))

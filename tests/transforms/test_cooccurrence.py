@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transforms.config import ModelConfig
-from transforms.cooccurrence import ItemModel, Vocabulary, batch_top_k, group_starts, maps_from_state, merge_row, sum_pair_codes
+from transforms.cooccurrence import ItemModel, Vocabulary, batch_top_k, group_starts, maps_from_state, merge_row, row_thresholds, sum_pair_codes
 from transforms.similarity import pair_similarity
 
 ID_CHARS = "ABCZabcz0129_.:@-"
@@ -350,3 +350,27 @@ def test_id_rank_is_the_string_order_of_the_ids_as_the_vocabulary_grows(parts):
         rank = vocab.id_rank()
         assert [vocab.ids[c] for c in np.argsort(rank)] == sorted(vocab.ids)
         assert sorted(rank.tolist()) == list(range(len(vocab)))
+
+
+def test_row_thresholds_known_answers_one_column_and_several():
+    row = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    value = np.array([5.0, 1.0, 3.0, 2.0, 9.0, 4.0, 4.0, 1.0, 7.0])
+    # The 2nd largest of each row: row 0 -> 3, row 2 -> 4 (ties count twice); row 1 has no more
+    # entries than wanted, so no threshold to cut at (-inf: it keeps them all).
+    assert row_thresholds(row, value, 2).tolist() == [3.0] * 3 + [-np.inf] * 2 + [4.0] * 4
+    assert row_thresholds(row, value, 1).tolist() == [5.0] * 3 + [9.0] * 2 + [7.0] * 4
+    several = np.stack([value, -value, value * 0], axis=1)
+    assert row_thresholds(row, several, 2).shape == several.shape
+    assert row_thresholds(row, several, 2)[:, 1].tolist() == [-3.0] * 3 + [-np.inf] * 2 + [-4.0] * 4
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=30), st.integers(1, 12), st.integers(1, 4), st.integers(0, 2**31))
+def test_row_thresholds_of_several_columns_equal_each_column_alone(lengths, want, columns, seed):
+    rng = np.random.default_rng(seed)
+    row = np.repeat(np.arange(len(lengths)), lengths)
+    # Few distinct values: ties within a row are common.
+    value = rng.integers(0, 6, size=(len(row), columns)).astype(np.float64)
+    together = row_thresholds(row, value, want)
+    for c in range(columns):
+        assert np.array_equal(together[:, c], row_thresholds(row, value[:, c].copy(), want))
