@@ -413,7 +413,8 @@ def take_due_windows(ctx, timestamp: int, clock: WindowClock, pending: "PendingB
 
 
 class ParseEvents(ProcessFunction):
-    """Chunk of JSON lines -> per user shard, a Bundle of EventSlices (one per window); bad records -> dead letters.
+    """Chunk of JSON lines -> per user shard, a Bundle of EventSlices (one per window), keyed by the shard
+    (:func:`keyed`); bad records -> dead letters.
 
     A job started from a snapshot (``accept_boot``) also gets bootstrap lines,
     one per chunk, ahead of every event: each becomes a :class:`BootRecord`
@@ -545,7 +546,7 @@ class BootGate(KeyedProcessFunction):
 class UserState(KeyedProcessFunction):
     """Keyed by user shard: applies events to profiles, kept as a log of profile blocks.
 
-    Emits per slice a UserSnapshot (to the scorer); per window, when its timer
+    Emits per call a Bundle of UserSnapshots keyed by the shard (to the scorer); per window, when its timer
     fires, the ItemDeltas (one per item shard) and the TrendDelta of every
     slice of the window; counters (:data:`STATS`) at the next timer of
     either kind after the bundles that counted them, at most
