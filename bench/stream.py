@@ -195,12 +195,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # -- measurement helpers (child side) -------------------------------------------------------
 
 
-def process_tree_usage(root: int) -> tuple[int, float]:
-    """``(resident bytes, CPU seconds)`` of ``root`` and all its descendants (Linux /proc)."""
+def _process_tree(root: int) -> dict[int, list[bytes]]:
+    """The ``/proc/<pid>/stat`` fields after the command name of ``root`` and all its descendants (Linux)."""
     parents: dict[int, int] = {}
-    usage: dict[int, tuple[int, int]] = {}
-    page = os.sysconf("SC_PAGE_SIZE")
-    ticks = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, list[bytes]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -211,16 +209,26 @@ def process_tree_usage(root: int) -> tuple[int, float]:
             continue
         pid = int(entry.name)
         parents[pid] = int(fields[1])  # ppid (field 4 of stat)
-        # rss in pages (field 24); utime + stime in clock ticks (fields 14, 15)
-        usage[pid] = (int(fields[21]) * page, int(fields[11]) + int(fields[12]))
-    rss, cpu = 0, 0
-    for pid, (size, used) in usage.items():
+        stats[pid] = fields
+    tree = {}
+    for pid, fields in stats.items():
         p = pid
         while p > 1 and p != root:
             p = parents.get(p, 0)
         if p == root:
-            rss += size
-            cpu += used
+            tree[pid] = fields
+    return tree
+
+
+def process_tree_usage(root: int) -> tuple[int, float]:
+    """``(resident bytes, CPU seconds)`` of ``root`` and all its descendants (Linux /proc)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    ticks = os.sysconf("SC_CLK_TCK")
+    rss, cpu = 0, 0
+    for fields in _process_tree(root).values():
+        # rss in pages (field 24); utime + stime in clock ticks (fields 14, 15)
+        rss += int(fields[21]) * page
+        cpu += int(fields[11]) + int(fields[12])
     return rss, cpu / ticks
 
 
@@ -234,21 +242,8 @@ def thread_cpu(root: int) -> dict[str, float]:
     Python included: the profile behind ``cpu_by_thread``.
     """
     ticks = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/stat", "rb") as f:
-                    parents[int(entry.name)] = int(f.read().rsplit(b")", 1)[1].split()[1])
-            except OSError:
-                continue
     out: dict[str, float] = {}
-    for pid in parents:
-        p = pid
-        while p > 1 and p != root:
-            p = parents.get(p, 0)
-        if p != root:
-            continue
+    for pid in _process_tree(root):
         try:
             with open(f"/proc/{pid}/comm") as f:
                 process = f.read().strip()
