@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from transforms.config import ModelConfig
-from transforms.decay import RENORMALISE_AFTER_HALF_LIVES, forward_factor, initial_landmark, renormalise
+from transforms.decay import forward_factor, initial_landmark, renormalise
 from transforms.events import ADD_TO_CART, FORGET, PURCHASE, REMOVE_FROM_CART
 
 NO_ACTION = -1
@@ -111,8 +111,6 @@ def apply_user_events(
     variant_half_lives = config.extra_half_lives_ms()
     gap = config.session_gap_ms
     history_length = config.history_length
-    # Inlined below (the loop runs per event): renormalise's test and forward_factor's formula, the same arithmetic.
-    renormalise_after = RENORMALISE_AFTER_HALF_LIVES * half_life
     prune_above = config.max_user_items + config.max_user_items // 4
     add_item, add_item_weight = out.items.append, out.item_weights.append
     add_trend_item, add_trend_ts, add_trend_weight = out.trend_items.append, out.trend_ts.append, out.trend_weights.append
@@ -130,16 +128,15 @@ def apply_user_events(
             profile = UserProfile(landmark_ms=initial_landmark(t, half_life), last_ts=t, forgotten_until=None if profile is None else profile.forgotten_until)
         if variant_half_lives or profile.variant_interests:
             _add_variant_interests(profile, half_life, variant_half_lives, item, t, w)
-        landmark = profile.landmark_ms
-        if t - landmark > renormalise_after:
-            landmark, scale = renormalise(landmark, t, half_life)
+        landmark, scale = renormalise(profile.landmark_ms, t, half_life)
+        if scale != 1.0:
             profile.interests = {k: v * scale for k, v in profile.interests.items()}
             profile.landmark_ms = landmark
         if t > profile.last_ts:
             profile.last_ts = t
         if w != 0.0:
             interests = profile.interests
-            interests[item] = interests.get(item, 0.0) + w * 2.0 ** ((t - landmark) / half_life)
+            interests[item] = interests.get(item, 0.0) + w * forward_factor(t, landmark, half_life)
         if w > 0.0:
             profile.last_action[item] = code
             add_item(item)
