@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from transforms.config import ModelConfig
-from transforms.cooccurrence import Vocabulary, group_starts, rank_within, row_thresholds
+from transforms.cooccurrence import Vocabulary, group_starts, row_thresholds, run_positions, sorted_unique
 from transforms.profile import UserProfile
 
 if TYPE_CHECKING:
@@ -248,13 +248,11 @@ def memos(
     bounds = group_starts(entry_key)
     group_key = entry_key[bounds[:-1]]
     group_code = entries.code[order[bounds[:-1]]]
-    # Per part, the sum of each group's entries from 0.0 in entry order (bincount adds in input order).
-    group = np.repeat(np.arange(len(group_key)), np.diff(bounds))
-    part, value = entries.part[order], entries.value[order]
-    table = np.zeros((len(PARTS), len(group_key)), dtype=np.float64)
-    for p in np.unique(part).tolist():
-        of_part = part == p
-        table[p] = np.bincount(group[of_part], weights=value[of_part], minlength=len(group_key))
+    # Per (group, part), the sum of its entries from 0.0 in entry order: bincount adds each bin's
+    # weights in input order, so one count over (group, part) bins sums as one per part would.
+    parts = len(PARTS)
+    bins = np.repeat(np.arange(len(group_key)) * parts, np.diff(bounds)) + entries.part[order]
+    table = np.ascontiguousarray(np.bincount(bins, weights=entries.value[order], minlength=len(group_key) * parts).reshape(len(group_key), parts).T)
     # Leave out rows without a profile, and items the user touched.
     group_row = group_key // width
     listed = np.array([profile is not None for profile in profiles], dtype=bool)
@@ -309,10 +307,12 @@ def _touched_keys(rows: np.ndarray, profiles: Sequence[UserProfile | None], voca
     interests; items without a code are in no list)."""
     width = len(rank)
     known = vocab.code
+    present = np.zeros(len(profiles), dtype=bool)
+    present[rows] = True  # the distinct rows in ascending order, without a sort
     return np.asarray(
         [
             r * width + int(rank[c])
-            for r in np.unique(rows).tolist()
+            for r in np.flatnonzero(present).tolist()
             if profiles[r] is not None
             for c in map(known.get, profiles[r].interests)
             if c is not None
@@ -347,7 +347,7 @@ def _ranked_memos(
         column = scores[:, s]
         cut = np.flatnonzero((column > 0) & (column >= thresholds[:, s]))
         cut = cut[np.lexsort((group_order[cut], -column[cut], group_row[cut]))]
-        cut = cut[rank_within(group_row[cut]) < k]
+        cut = cut[run_positions(group_row[cut]) < k]  # sorted by row: a position in the row's run is its rank
         picked_key.append(group_row[cut] * settings + s)
         picked_group.append(cut)
     pick_key = np.concatenate(picked_key)
@@ -355,11 +355,13 @@ def _ranked_memos(
     order = np.argsort(pick_key, kind="stable")  # by (row, setting), rank order kept
     pick_key, pick_group = pick_key[order], pick_group[order]
     # A row's memo items: the union of its settings' picks, in item id order; picks point into it.
-    used = np.unique(pick_group)  # candidates are in (row, item id) order
+    used_mask = np.zeros(len(group_row), dtype=bool)
+    used_mask[pick_group] = True
+    used = np.flatnonzero(used_mask)  # the picked candidates, once each, in (row, item id) order
     pick = np.searchsorted(used, pick_group)
     used_row = group_row[used]
     used_names = ids[group_code[used]].tolist()
-    memo_rows = np.unique(group_row)
+    memo_rows = sorted_unique(group_row)
     used_bounds = np.searchsorted(used_row, np.stack([memo_rows, memo_rows + 1], axis=1))
     # Each pick as an index into its row's items; the picks of (row, setting) run from cuts[r, s] to cuts[r, s + 1].
     local = (pick - used_bounds[np.searchsorted(memo_rows, pick_key // settings), 0]).tolist()

@@ -152,6 +152,10 @@ def merge_row(codes: np.ndarray, weights: np.ndarray, new_codes: np.ndarray, new
     return np.insert(codes, pos[missing], new_codes[missing]), np.insert(weights, pos[missing], new_weights[missing])
 
 
+# Up to this many rows over the cut, row_thresholds partitions row by row.
+FEW_ROWS = 4
+
+
 def row_thresholds(row: np.ndarray, value: np.ndarray, want: int) -> np.ndarray:
     """Per entry, its row's ``want``-th largest value (-inf for a row of at most ``want`` entries: it
     keeps them all); ``row`` ascending.
@@ -168,7 +172,11 @@ def row_thresholds(row: np.ndarray, value: np.ndarray, want: int) -> np.ndarray:
     starts, lengths = bounds[:-1], np.diff(bounds)
     per_row = np.full((len(starts), columns.shape[1]), -np.inf)
     long_rows = np.flatnonzero(lengths > want)
-    if len(long_rows):
+    if 0 < len(long_rows) <= FEW_ROWS:
+        # A live window's batch of a user or two: a partition per row costs less than building the layout.
+        for r, start, length in zip(long_rows.tolist(), starts[long_rows].tolist(), lengths[long_rows].tolist()):
+            per_row[r] = np.partition(columns[start : start + length], length - want, axis=0)[length - want]
+    elif len(long_rows):
         width_class = np.ceil(np.log2(lengths[long_rows])).astype(np.int64)
         for c in np.unique(width_class).tolist():
             members = long_rows[width_class == c]
@@ -189,12 +197,21 @@ def rank_within(group: np.ndarray) -> np.ndarray:
     if len(group) == 0:
         return np.empty(0, dtype=np.intp)
     order = np.argsort(group, kind="stable")
-    sorted_group = group[order]
-    bounds = group_starts(sorted_group)
-    position = np.arange(len(group)) - np.repeat(bounds[:-1], np.diff(bounds))
     out = np.empty(len(group), dtype=np.intp)
-    out[order] = position
+    out[order] = run_positions(group[order])
     return out
+
+
+def run_positions(sorted_keys: np.ndarray) -> np.ndarray:
+    """:func:`rank_within` for keys already grouped (equal keys adjacent, as in a sorted array): each
+    entry's position in its run, without the sort."""
+    bounds = group_starts(sorted_keys)
+    return np.arange(len(sorted_keys)) - np.repeat(bounds[:-1], np.diff(bounds))
+
+
+def sorted_unique(sorted_keys: np.ndarray) -> np.ndarray:
+    """``np.unique`` of an array already sorted ascending, without the sort."""
+    return sorted_keys[group_starts(sorted_keys)[:-1]]
 
 
 def batch_top_k(row: np.ndarray, candidates: np.ndarray, scores: np.ndarray, k: int, vocab: "Vocabulary") -> list[tuple[int, np.ndarray]]:

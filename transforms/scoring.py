@@ -80,7 +80,7 @@ from transforms.ads import AdPick, rank_ads
 from transforms.blend import PARTS
 from transforms.complements import goes_with
 from transforms.config import ModelConfig
-from transforms.cooccurrence import Vocabulary, group_starts, rank_within, row_thresholds
+from transforms.cooccurrence import Vocabulary, group_starts, rank_within, row_thresholds, run_positions
 from transforms.embedding import EmbeddingModel
 from transforms.events import EVENT_TYPES
 from transforms.profile import UserProfile, top_interests
@@ -932,7 +932,7 @@ def _rank_cut(cut: _Long, model: ScoringModel, n: int, cap: int, vocab: Vocabula
         candidates, inverse = np.unique(cut.code, return_inverse=True)
         category = np.unique(np.array([model.top_category(i) for i in vocab.array()[candidates].tolist()], dtype=object), return_inverse=True)[1]
         order = order[rank_within(cut.row[order].astype(np.int64) * (int(category.max()) + 1) + category[inverse[order]]) < cap]
-    return cut.take(order[rank_within(cut.row[order]) < n])
+    return cut.take(order[run_positions(cut.row[order]) < n])  # rows ascending in rank order: a run position is the rank
 
 
 def _row_bounds(ranked: _Long, rows: int) -> tuple[list[int], list[int]]:

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transforms.config import ModelConfig
-from transforms.cooccurrence import ItemModel, Vocabulary, batch_top_k, group_starts, maps_from_state, merge_row, row_thresholds, sum_pair_codes
+from transforms import cooccurrence
+from transforms.cooccurrence import ItemModel, Vocabulary, batch_top_k, group_starts, maps_from_state, merge_row, rank_within, row_thresholds, run_positions, sorted_unique, sum_pair_codes
 from transforms.similarity import pair_similarity
 
 ID_CHARS = "ABCZabcz0129_.:@-"
@@ -374,3 +375,34 @@ def test_row_thresholds_of_several_columns_equal_each_column_alone(lengths, want
     together = row_thresholds(row, value, want)
     for c in range(columns):
         assert np.array_equal(together[:, c], row_thresholds(row, value[:, c].copy(), want))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=8), st.integers(1, 12), st.integers(1, 3), st.integers(0, 2**31))
+def test_row_thresholds_row_by_row_and_laid_out_give_each_rows_want_th_largest(lengths, want, columns, seed):
+    # A batch of few rows is partitioned row by row, a larger one in a padded layout: both must
+    # give each row's want-th largest value, the known answer from sorting the row.
+    rng = np.random.default_rng(seed)
+    row = np.repeat(np.arange(len(lengths)), lengths)
+    value = rng.integers(0, 6, size=(len(row), columns)).astype(np.float64)
+    starts = np.cumsum(lengths) - lengths
+    expected = np.full(value.shape, -np.inf)
+    for r, (start, length) in enumerate(zip(starts, lengths)):
+        if length > want:
+            expected[row == r] = np.sort(value[start : start + length], axis=0)[length - want]
+    assert np.array_equal(row_thresholds(row, value, want), expected)
+    laid_out = cooccurrence.FEW_ROWS
+    try:
+        cooccurrence.FEW_ROWS = 0
+        assert np.array_equal(row_thresholds(row, value, want), expected)
+    finally:
+        cooccurrence.FEW_ROWS = laid_out
+
+
+def test_run_positions_and_sorted_unique_of_a_sorted_array():
+    keys = np.array([2, 2, 5, 7, 7, 7, 9])
+    assert run_positions(keys).tolist() == [0, 1, 0, 0, 1, 2, 0]
+    assert run_positions(keys).tolist() == rank_within(keys).tolist()
+    assert sorted_unique(keys).tolist() == [2, 5, 7, 9]
+    assert run_positions(np.zeros(0, dtype=np.int64)).tolist() == []
+    assert sorted_unique(np.zeros(0, dtype=np.int64)).tolist() == []
