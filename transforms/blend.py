@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from transforms.config import ModelConfig
-from transforms.cooccurrence import Vocabulary, group_starts, row_thresholds, run_positions, sorted_unique
+from transforms.cooccurrence import Vocabulary, group_starts, may_reach_top, row_thresholds, run_positions, sorted_unique
 from transforms.profile import UserProfile
 
 if TYPE_CHECKING:
@@ -321,6 +321,10 @@ def _touched_keys(rows: np.ndarray, profiles: Sequence[UserProfile | None], voca
     )
 
 
+# Batches of more candidates than this are cut to those that may reach a top k before ranking.
+PRUNE_FROM = 2_048
+
+
 def _ranked_memos(
     users: Sequence[str],
     group_row: np.ndarray,
@@ -340,6 +344,13 @@ def _ranked_memos(
     candidate gets a memo, even an empty one.
     """
     settings = scores.shape[1]
+    memo_rows = sorted_unique(group_row)
+    if len(group_row) > PRUNE_FROM:
+        # Most candidates cannot reach any setting's top k: rank only those that may.
+        keep = may_reach_top(group_row, scores, k)
+        group_row, group_order, group_code, scores = group_row[keep], group_order[keep], group_code[keep], scores[keep]
+    if not len(group_row):
+        return {users[r]: BlendMemo(now_ms, key, (), ((),) * settings) for r in memo_rows.tolist()}
     # Per setting, each row's k best: cut at the row's k-th score, then sorted.
     thresholds = row_thresholds(group_row, scores, k)
     picked_key, picked_group = [], []
@@ -361,7 +372,6 @@ def _ranked_memos(
     pick = np.searchsorted(used, pick_group)
     used_row = group_row[used]
     used_names = ids[group_code[used]].tolist()
-    memo_rows = sorted_unique(group_row)
     used_bounds = np.searchsorted(used_row, np.stack([memo_rows, memo_rows + 1], axis=1))
     # Each pick as an index into its row's items; the picks of (row, setting) run from cuts[r, s] to cuts[r, s + 1].
     local = (pick - used_bounds[np.searchsorted(memo_rows, pick_key // settings), 0]).tolist()

@@ -192,6 +192,27 @@ def row_thresholds(row: np.ndarray, value: np.ndarray, want: int) -> np.ndarray:
     return np.repeat(per_row, lengths, axis=0).reshape(value.shape)
 
 
+def may_reach_top(row: np.ndarray, value: np.ndarray, want: int, block: int = 8) -> np.ndarray:
+    """Which entries can be among their row's ``want`` largest positive values in some column
+    (``value``: (n, columns); ``row`` ascending): a superset, cheap to find, that holds every one.
+
+    Each row is cut into runs of ``block`` entries; the ``want``-th largest run
+    maximum is a value at least ``want`` entries of the row reach, so no entry
+    below it, in that column, is among the row's ``want`` largest.  A row of at
+    most ``want`` runs keeps all its positive entries.  Ranking only the kept
+    entries gives the same ``want`` largest (ties included) as ranking all.
+    """
+    columns = np.ascontiguousarray(value.T)  # (columns, n): a column's pass reads memory in order
+    run_start = run_positions(row) % block == 0
+    starts = np.flatnonzero(run_start)
+    floor = row_thresholds(row[starts], np.maximum.reduceat(columns, starts, axis=1).T, want)
+    of_run = np.cumsum(run_start) - 1
+    keep = np.zeros(len(row), dtype=bool)
+    for c, column in enumerate(columns):
+        keep |= (column > 0) & (column >= floor[:, c][of_run])
+    return keep
+
+
 def rank_within(group: np.ndarray) -> np.ndarray:
     """Each entry's position among the earlier entries of its group (0 for the first), order kept."""
     if len(group) == 0:

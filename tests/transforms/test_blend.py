@@ -201,3 +201,26 @@ def test_sorted_member_is_isin_for_sorted_keys():
         keys = np.unique(rng.integers(0, 200, size=rng.integers(0, 80)))
         wanted = rng.integers(-5, 210, size=rng.integers(0, 40))
         assert np.array_equal(_sorted_member(keys, wanted), np.isin(keys, wanted))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_memos_ranking_only_the_candidates_that_may_reach_a_top_k_equal_ranking_all(seed, monkeypatch):
+    # A batch over the pruning size: many users and items, part values with ties.
+    rng = np.random.default_rng(seed)
+    settings = blend_settings(CONFIG)
+    users = [f"u{r}" for r in range(40)]
+    items = [f"i{c:03d}" for c in range(150)]
+    vocab = Vocabulary(items)
+    n = 9_000
+    row = np.sort(rng.integers(0, len(users), n))
+    code = rng.integers(0, len(items), n)
+    part = rng.integers(0, 2, n)
+    value = rng.integers(0, 8, n) / 4.0
+    entries = PartEntries(row, code, part, value, vocab)
+    profiles = [_profile([(items[r], 1, 1.0)], {items[r]: 1.0}) for r in range(len(users))]
+    monkeypatch.setattr(B, "PRUNE_FROM", 10**9)
+    everything = memos(users, profiles, entries, settings, settings[0], 100, k=5)
+    monkeypatch.setattr(B, "PRUNE_FROM", 0)
+    pruned = memos(users, profiles, entries, settings, settings[0], 100, k=5)
+    assert pruned == everything
+    assert len(everything) == len(users) and all(len(r) == 5 for m in everything.values() for r in m.ranked)

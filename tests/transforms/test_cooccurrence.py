@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from transforms.config import ModelConfig
 from transforms import cooccurrence
-from transforms.cooccurrence import ItemModel, Vocabulary, batch_top_k, group_starts, maps_from_state, merge_row, rank_within, row_thresholds, run_positions, sorted_unique, sum_pair_codes
+from transforms.cooccurrence import ItemModel, Vocabulary, batch_top_k, group_starts, maps_from_state, may_reach_top, merge_row, rank_within, row_thresholds, run_positions, sorted_unique, sum_pair_codes
 from transforms.similarity import pair_similarity
 
 ID_CHARS = "ABCZabcz0129_.:@-"
@@ -406,3 +406,24 @@ def test_run_positions_and_sorted_unique_of_a_sorted_array():
     assert sorted_unique(keys).tolist() == [2, 5, 7, 9]
     assert run_positions(np.zeros(0, dtype=np.int64)).tolist() == []
     assert sorted_unique(np.zeros(0, dtype=np.int64)).tolist() == []
+
+
+def test_may_reach_top_known_answer():
+    # One row of 12 entries in runs of 4: run maxima 9, 8, 7; the 2nd largest run maximum (8) is a
+    # value 2 entries reach, so everything below 8 goes; row 1 (2 entries, 1 run) keeps its positives.
+    row = np.array([0] * 12 + [1, 1])
+    value = np.array([9.0, 1, 2, 3, 8, 8, 0, 1, 7, 6, 5, 4, 0.0, 2.0])[:, None]
+    assert np.flatnonzero(may_reach_top(row, value, 2, block=4)).tolist() == [0, 4, 5, 13]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(1, 60), min_size=1, max_size=12), st.integers(1, 10), st.integers(1, 4), st.sampled_from([2, 4, 8]), st.integers(0, 2**31))
+def test_may_reach_top_keeps_every_entry_of_a_rows_top_positive_values(lengths, want, columns, block, seed):
+    rng = np.random.default_rng(seed)
+    row = np.repeat(np.arange(len(lengths)), lengths)
+    # Few distinct values, zeros and negatives among them: ties and non-positive entries are common.
+    value = rng.integers(-2, 6, size=(len(row), columns)).astype(np.float64)
+    kept = may_reach_top(row, value, want, block)
+    top = (value > 0) & (value >= row_thresholds(row, value, want))
+    assert not (top.any(axis=1) & ~kept).any()
+    assert not (kept & ~(value > 0).any(axis=1)).any()
