@@ -152,8 +152,12 @@ def merge_row(codes: np.ndarray, weights: np.ndarray, new_codes: np.ndarray, new
     return np.insert(codes, pos[missing], new_codes[missing]), np.insert(weights, pos[missing], new_weights[missing])
 
 
-# Up to this many rows over the cut, row_thresholds partitions row by row.
+# row_thresholds partitions row by row a batch of at most FEW_ROWS rows over the cut, and any row
+# longer than ROW_BY_ROW_FROM; the other rows are laid out in padded matrices.  Measured on rows of
+# 11-512 entries: row by row costs about 3 us a row plus its partition, the layout wins on rows
+# shorter than about 64 (the item model's), and loses up to 2x on longer ones (a user's candidates).
 FEW_ROWS = 4
+ROW_BY_ROW_FROM = 64
 
 
 def row_thresholds(row: np.ndarray, value: np.ndarray, want: int) -> np.ndarray:
@@ -161,25 +165,30 @@ def row_thresholds(row: np.ndarray, value: np.ndarray, want: int) -> np.ndarray:
     keeps them all); ``row`` ascending.
 
     ``value`` is one column (n,) or several (n, columns), each ranked on its
-    own: the result has ``value``'s shape.  Rows are laid out in a padded
-    matrix per power-of-two length class, so the partition works on whole
-    rows at once and no class pads a short row to a long one; the layout
-    depends on ``row`` alone, so several columns share it (the blend's
-    memos rank every setting's scores of the same candidates).
+    own: the result has ``value``'s shape.  Short rows are laid out in a
+    padded matrix per power-of-two length class, so the partition works on
+    whole rows at once and no class pads a short row to a long one; the
+    layout depends on ``row`` alone, so several columns share it (the blend's
+    memos rank every setting's scores of the same candidates).  Long rows,
+    and every row of a batch of a few, are partitioned one by one (see
+    :data:`ROW_BY_ROW_FROM`).
     """
     columns = value.reshape(len(value), -1)
     bounds = group_starts(row)
     starts, lengths = bounds[:-1], np.diff(bounds)
     per_row = np.full((len(starts), columns.shape[1]), -np.inf)
     long_rows = np.flatnonzero(lengths > want)
-    if 0 < len(long_rows) <= FEW_ROWS:
-        # A live window's batch of a user or two: a partition per row costs less than building the layout.
-        for r, start, length in zip(long_rows.tolist(), starts[long_rows].tolist(), lengths[long_rows].tolist()):
-            per_row[r] = np.partition(columns[start : start + length], length - want, axis=0)[length - want]
-    elif len(long_rows):
-        width_class = np.ceil(np.log2(lengths[long_rows])).astype(np.int64)
+    if len(long_rows) <= FEW_ROWS:
+        by_row, laid_out = long_rows, long_rows[:0]
+    else:
+        longer = lengths[long_rows] > ROW_BY_ROW_FROM
+        by_row, laid_out = long_rows[longer], long_rows[~longer]
+    for r, start, length in zip(by_row.tolist(), starts[by_row].tolist(), lengths[by_row].tolist()):
+        per_row[r] = np.partition(columns[start : start + length], length - want, axis=0)[length - want]
+    if len(laid_out):
+        width_class = np.ceil(np.log2(lengths[laid_out])).astype(np.int64)
         for c in np.unique(width_class).tolist():
-            members = long_rows[width_class == c]
+            members = laid_out[width_class == c]
             width = int(lengths[members].max())
             # (column, row, position): each column's rows partitioned at once; filled through a flat view.
             matrix = np.full((columns.shape[1], len(members), width), -np.inf)

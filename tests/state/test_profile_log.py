@@ -112,6 +112,27 @@ def test_get_decodes_once_and_put_keeps_the_callers_object():
     assert restored.get("nobody") is None
 
 
+def test_only_the_most_recently_used_profiles_stay_decoded_and_the_others_read_back_equal():
+    profile_log = ProfileLog(max_decoded=2)
+    profiles = {f"u{n}": _profile(20 + n) for n in range(5)}
+    for user, profile in profiles.items():
+        profile_log.put(user, profile, encode_profile(profile), profile.last_ts)
+    assert profile_log.decoded == 2
+    assert profile_log.get("u4") is profiles["u4"]  # among the two most recent: the caller's object
+    assert profile_log.get("u0") == profiles["u0"] and profile_log.get("u0") is not profiles["u0"]  # decoded again
+    assert profile_log.decoded == 2
+    # A profile read, changed in place and put back survives its decoded copy being dropped.
+    changed = profile_log.get("u1")
+    changed.last_ts += 1
+    for user in ("u2", "u3"):
+        profile_log.get(user)
+    profile_log.put("u1", changed, encode_profile(changed), changed.last_ts)
+    for user in ("u2", "u3", "u4"):
+        profile_log.get(user)
+    assert profile_log.get("u1") == changed and profile_log.get("u1").last_ts == profiles["u1"].last_ts + 1
+    assert ProfileLog.restore(profile_log.flush()[0]).get("u1") == changed
+
+
 def test_expired_users_and_removal_marks():
     profile_log = ProfileLog(max_ratio=1.0, slack_bytes=0)
     store = _Store()

@@ -378,10 +378,10 @@ def test_row_thresholds_of_several_columns_equal_each_column_alone(lengths, want
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(1, 40), min_size=1, max_size=8), st.integers(1, 12), st.integers(1, 3), st.integers(0, 2**31))
+@given(st.lists(st.integers(1, 150), min_size=1, max_size=12), st.integers(1, 12), st.integers(1, 3), st.integers(0, 2**31))
 def test_row_thresholds_row_by_row_and_laid_out_give_each_rows_want_th_largest(lengths, want, columns, seed):
-    # A batch of few rows is partitioned row by row, a larger one in a padded layout: both must
-    # give each row's want-th largest value, the known answer from sorting the row.
+    # Long rows and the rows of a batch of few are partitioned row by row, the others in a padded
+    # layout: every way must give each row's want-th largest value, the known answer from sorting the row.
     rng = np.random.default_rng(seed)
     row = np.repeat(np.arange(len(lengths)), lengths)
     value = rng.integers(0, 6, size=(len(row), columns)).astype(np.float64)
@@ -391,12 +391,14 @@ def test_row_thresholds_row_by_row_and_laid_out_give_each_rows_want_th_largest(l
         if length > want:
             expected[row == r] = np.sort(value[start : start + length], axis=0)[length - want]
     assert np.array_equal(row_thresholds(row, value, want), expected)
-    laid_out = cooccurrence.FEW_ROWS
+    chosen = cooccurrence.FEW_ROWS, cooccurrence.ROW_BY_ROW_FROM
     try:
-        cooccurrence.FEW_ROWS = 0
+        cooccurrence.FEW_ROWS, cooccurrence.ROW_BY_ROW_FROM = 0, 10**9  # all laid out
+        assert np.array_equal(row_thresholds(row, value, want), expected)
+        cooccurrence.ROW_BY_ROW_FROM = 0  # all row by row
         assert np.array_equal(row_thresholds(row, value, want), expected)
     finally:
-        cooccurrence.FEW_ROWS = laid_out
+        cooccurrence.FEW_ROWS, cooccurrence.ROW_BY_ROW_FROM = chosen
 
 
 def test_run_positions_and_sorted_unique_of_a_sorted_array():
