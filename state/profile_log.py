@@ -19,11 +19,12 @@ bootstrap, a migrated savepoint) is absorbed over several calls, not in one.
 
 Everything lives in memory too, encoded; the ``max_decoded`` most recently
 written or read profiles are also kept decoded (a decoded profile takes about
-five times its encoding, so keeping every user decoded would make the
-decoded copies most of a large shop's memory), and the others are decoded
-again when next read.  So the operator reads state only when it opens a shard: after a restore or a
-rescale, from the blocks; from a savepoint in the earlier per-user layout
-(MapStates ``profiles`` and ``last_seen``) by migrating it (:meth:`migrate`).
+five times its encoding, and keeping every user decoded grew memory with
+every user the shard ever saw), and the others are decoded again when next
+read.  So the operator reads state only when it opens a shard: after a
+restore or a rescale, from the blocks; from a savepoint in the earlier
+per-user layout (MapStates ``profiles`` and ``last_seen``) by migrating it
+(:meth:`migrate`).
 
 Pure Python: no Flink here; the operator moves :meth:`flush`'s puts and
 removes into its MapState.

@@ -304,15 +304,13 @@ def _sorted_member(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
 
 def _touched_keys(rows: np.ndarray, profiles: Sequence[UserProfile | None], vocab: Vocabulary, rank: np.ndarray) -> np.ndarray:
     """``row * len(rank) + rank[item]`` of each item each of ``rows``' users touched (profile
-    interests; items without a code are in no list)."""
+    interests; items without a code are in no list); ``rows`` ascending."""
     width = len(rank)
     known = vocab.code
-    present = np.zeros(len(profiles), dtype=bool)
-    present[rows] = True  # the distinct rows in ascending order, without a sort
     return np.asarray(
         [
             r * width + int(rank[c])
-            for r in np.flatnonzero(present).tolist()
+            for r in sorted_unique(rows).tolist()
             if profiles[r] is not None
             for c in map(known.get, profiles[r].interests)
             if c is not None
@@ -349,8 +347,6 @@ def _ranked_memos(
         # Most candidates cannot reach any setting's top k: rank only those that may.
         keep = may_reach_top(group_row, scores, k)
         group_row, group_order, group_code, scores = group_row[keep], group_order[keep], group_code[keep], scores[keep]
-    if not len(group_row):
-        return {users[r]: BlendMemo(now_ms, key, (), ((),) * settings) for r in memo_rows.tolist()}
     # Per setting, each row's k best: cut at the row's k-th score, then sorted.
     thresholds = row_thresholds(group_row, scores, k)
     picked_key, picked_group = [], []

@@ -173,7 +173,7 @@ def row_thresholds(row: np.ndarray, value: np.ndarray, want: int) -> np.ndarray:
     and every row of a batch of a few, are partitioned one by one (see
     :data:`ROW_BY_ROW_FROM`).
     """
-    columns = value.reshape(len(value), -1)
+    columns = value[:, None] if value.ndim == 1 else value  # (n, columns), n may be 0
     bounds = group_starts(row)
     starts, lengths = bounds[:-1], np.diff(bounds)
     per_row = np.full((len(starts), columns.shape[1]), -np.inf)
@@ -194,7 +194,7 @@ def row_thresholds(row: np.ndarray, value: np.ndarray, want: int) -> np.ndarray:
             matrix = np.full((columns.shape[1], len(members), width), -np.inf)
             member_lengths = lengths[members]
             member_row = np.repeat(np.arange(len(members)), member_lengths)
-            column = np.arange(len(member_row)) - np.repeat(np.cumsum(member_lengths) - member_lengths, member_lengths)
+            column = run_positions(member_row)
             source = np.repeat(starts[members], member_lengths) + column
             matrix.reshape(columns.shape[1], -1)[:, member_row * width + column] = columns[source].T
             per_row[members] = np.partition(matrix, width - want, axis=2)[:, :, width - want].T

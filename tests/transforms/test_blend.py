@@ -224,3 +224,9 @@ def test_memos_ranking_only_the_candidates_that_may_reach_a_top_k_equal_ranking_
     pruned = memos(users, profiles, entries, settings, settings[0], 100, k=5)
     assert pruned == everything
     assert len(everything) == len(users) and all(len(r) == 5 for m in everything.values() for r in m.ranked)
+    # No positive score anywhere: the cut keeps nothing, and every user still gets an empty memo.
+    flat = PartEntries(row, code, part, np.zeros(n), vocab)
+    empty = memos(users, profiles, flat, settings, settings[0], 100, k=5)
+    assert empty == {u: BlendMemo(100, settings_key(settings), (), ((),) * len(settings)) for u in users}
+    monkeypatch.setattr(B, "PRUNE_FROM", 10**9)
+    assert memos(users, profiles, flat, settings, settings[0], 100, k=5) == empty

@@ -365,13 +365,24 @@ def test_row_thresholds_known_answers_one_column_and_several():
     assert row_thresholds(row, several, 2)[:, 1].tolist() == [-3.0] * 3 + [-np.inf] * 2 + [-4.0] * 4
 
 
+def _rows_of(lengths: list[int], columns: int, seed: int, low: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the given lengths (row ascending) and random values from few distinct ones, so ties
+    within a row are common: (row, value of shape (entries, columns))."""
+    rng = np.random.default_rng(seed)
+    row = np.repeat(np.arange(len(lengths)), lengths)
+    return row, rng.integers(low, 6, size=(len(row), columns)).astype(np.float64)
+
+
+def test_row_thresholds_of_no_entries_is_empty_in_the_values_shape():
+    nothing = np.zeros(0, dtype=np.int64)
+    assert row_thresholds(nothing, np.zeros(0), 3).shape == (0,)
+    assert row_thresholds(nothing, np.zeros((0, 4)), 3).shape == (0, 4)
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.integers(1, 40), min_size=1, max_size=30), st.integers(1, 12), st.integers(1, 4), st.integers(0, 2**31))
 def test_row_thresholds_of_several_columns_equal_each_column_alone(lengths, want, columns, seed):
-    rng = np.random.default_rng(seed)
-    row = np.repeat(np.arange(len(lengths)), lengths)
-    # Few distinct values: ties within a row are common.
-    value = rng.integers(0, 6, size=(len(row), columns)).astype(np.float64)
+    row, value = _rows_of(lengths, columns, seed)
     together = row_thresholds(row, value, want)
     for c in range(columns):
         assert np.array_equal(together[:, c], row_thresholds(row, value[:, c].copy(), want))
@@ -382,9 +393,7 @@ def test_row_thresholds_of_several_columns_equal_each_column_alone(lengths, want
 def test_row_thresholds_row_by_row_and_laid_out_give_each_rows_want_th_largest(lengths, want, columns, seed):
     # Long rows and the rows of a batch of few are partitioned row by row, the others in a padded
     # layout: every way must give each row's want-th largest value, the known answer from sorting the row.
-    rng = np.random.default_rng(seed)
-    row = np.repeat(np.arange(len(lengths)), lengths)
-    value = rng.integers(0, 6, size=(len(row), columns)).astype(np.float64)
+    row, value = _rows_of(lengths, columns, seed)
     starts = np.cumsum(lengths) - lengths
     expected = np.full(value.shape, -np.inf)
     for r, (start, length) in enumerate(zip(starts, lengths)):
@@ -421,10 +430,8 @@ def test_may_reach_top_known_answer():
 @settings(max_examples=80, deadline=None)
 @given(st.lists(st.integers(1, 60), min_size=1, max_size=12), st.integers(1, 10), st.integers(1, 4), st.sampled_from([2, 4, 8]), st.integers(0, 2**31))
 def test_may_reach_top_keeps_every_entry_of_a_rows_top_positive_values(lengths, want, columns, block, seed):
-    rng = np.random.default_rng(seed)
-    row = np.repeat(np.arange(len(lengths)), lengths)
-    # Few distinct values, zeros and negatives among them: ties and non-positive entries are common.
-    value = rng.integers(-2, 6, size=(len(row), columns)).astype(np.float64)
+    # Zeros and negatives among the values: non-positive entries are common too.
+    row, value = _rows_of(lengths, columns, seed, low=-2)
     kept = may_reach_top(row, value, want, block)
     top = (value > 0) & (value >= row_thresholds(row, value, want))
     assert not (top.any(axis=1) & ~kept).any()
