@@ -24,10 +24,10 @@ $(INSTALLED_TEST): pyproject.toml | $(PY)
 	@touch $@ $(INSTALLED)
 
 setup: $(INSTALLED)
-	@deploy/bootstrap.sh java redis
+	@deploy/bootstrap.sh java redis jemalloc
 
 setup-test: $(INSTALLED_TEST)
-	@deploy/bootstrap.sh java redis chromium nginx
+	@deploy/bootstrap.sh java redis jemalloc chromium nginx
 
 demo: setup
 	$(VENV)/bin/flowrec demo

@@ -29,6 +29,8 @@
 #   FLOWREC_FLINK_TM_MEMORY    TaskManager process size [1536m]
 #   FLOWREC_FLINK_JM_MEMORY    JobManager process size [1024m]
 #   FLOWREC_FLINK_START_TIMEOUT seconds to wait for the TaskManager to register [90]
+#   FLOWREC_NATIVE_ALLOCATOR   auto | jemalloc | glibc | system [auto: jemalloc when
+#                              installed, else glibc's malloc tuned; see pipelines/flink_env.py]
 #
 # The effective settings of a started cluster are kept in <run dir>/cluster.env,
 # so `status` and `stop` (and `flowrec submit`) find it without repeating them.
@@ -80,6 +82,10 @@ export_flink_env() {
   local site
   site=$("$PYTHON" -c 'import os, site; print(os.pathsep.join(p for p in site.getsitepackages() if os.path.isdir(p)))')
   export PYTHONPATH="$REPO:$site${PYTHONPATH:+:$PYTHONPATH}"
+  # The JobManager's and TaskManagers' native allocator: jemalloc when installed (pipelines/flink_env.py, allocator_env).
+  local allocator
+  allocator=$("$PYTHON" -m pipelines.flink_env allocator-env) || die "cannot set up the native allocator (above)"
+  eval "$allocator"
 }
 
 rest_url() { echo "http://$BIND_HOST:$REST_PORT"; }

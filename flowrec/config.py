@@ -152,6 +152,9 @@ class Settings:
     checkpoint_interval_ms: int = 10_000
     checkpoint_dir: str | None = None
     state_backend: str = "hashmap"  # hashmap | rocksdb
+    # The native memory allocator the JVM that runs the job starts with (its Python in thread
+    # mode, RocksDB): auto | jemalloc | glibc | system (see pipelines.flink_env.allocator_env).
+    native_allocator: str = "auto"
     user_shards: int = 8
     item_shards: int = 4
     batch_size: int = 1000
@@ -202,6 +205,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "checkpoint-interval-ms": ("checkpoint_interval_ms", whole_number),
     "checkpoint-dir": ("checkpoint_dir", str),
     "state-backend": ("state_backend", str),
+    "native-allocator": ("native_allocator", str),
     "user-shards": ("user_shards", positive_number),
     "item-shards": ("item_shards", positive_number),
     "batch-size": ("batch_size", positive_number),
@@ -223,6 +227,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
 _CHOICES: dict[str, tuple[str, ...]] = {
     "execution_mode": ("thread", "process"),
     "state_backend": ("hashmap", "rocksdb"),
+    "native_allocator": ("auto", "jemalloc", "glibc", "system"),
 }
 # What each setting is, for --help (the default and the environment variable are added).
 _HELP: dict[str, str] = {
@@ -235,6 +240,7 @@ _HELP: dict[str, str] = {
     "checkpoint_interval_ms": "checkpoint every this many ms",
     "checkpoint_dir": "where checkpoints go (path or URI)",
     "state_backend": "Flink state backend",
+    "native_allocator": "native memory allocator of the JVM that runs the job (local mini-cluster, deploy/cluster.sh): jemalloc when installed (auto), glibc tuned, or the system's as it is",
     "user_shards": "key groups of users (fixed for a job's lifetime)",
     "item_shards": "key groups of items (fixed for a job's lifetime)",
     "batch_size": "events per Flink record (chunk)",

@@ -302,6 +302,11 @@ def _allowed(item: str, model: ScoringModel, config: ModelConfig) -> bool:
 _CF, _CONTENT, _RECENT, _CATEGORY, _POPULAR, _TEXT, _CART = range(7)
 
 
+# Trending lists whose codes ItemCodes keeps (the global list and one per category, a version
+# each; more only hold replaced versions alive).
+MAX_CACHED_LISTS = 8192
+
+
 class ItemCodes:
     """Dense integer codes for item ids, kept across batches by whoever scores.
 
@@ -318,12 +323,12 @@ class ItemCodes:
         self._reasons: dict[tuple, Reason] = {}
 
     def of_list(self, ids: np.ndarray) -> np.ndarray:
-        """Codes of a neighbour or trending list's ids (cached per list object)."""
+        """Codes of a trending list's ids (cached per list object: a window reads the same few lists for every user)."""
         hit = self._lists.get(id(ids))
         if hit is not None and hit[0] is ids:
             return hit[1]
         codes = self.vocab.encode(ids.tolist())
-        if len(self._lists) > 4 * len(self.vocab) + 4096:
+        if len(self._lists) >= MAX_CACHED_LISTS:
             self._lists.clear()  # replaced lists would otherwise stay alive here
         self._lists[id(ids)] = (ids, codes)
         return codes
@@ -404,7 +409,9 @@ class _ListPool:
             return
         self._reserve(n)
         at = self.used
-        self.codes[at : at + n] = codes.of_list(entry[0])
+        # Encoded here, not through of_list's cache: the pool is this list's cache, and of_list would
+        # keep every list ever pooled alive (up to four times the vocabulary of them, most replaced).
+        self.codes[at : at + n] = codes.vocab.encode(entry[0].tolist())
         self.values[at : at + n] = entry[1]
         self.start[code], self.length[code] = at, n
         self.used += n

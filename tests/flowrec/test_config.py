@@ -82,6 +82,7 @@ def test_model_config_file_from_flag_or_env(tmp_path):
     [
         ({"FLOWREC_EXECUTION_MODE": "cluster"}, "execution mode must be one of thread, process"),
         ({"FLOWREC_STATE_BACKEND": "memory"}, "state backend must be one of hashmap, rocksdb"),
+        ({"FLOWREC_NATIVE_ALLOCATOR": "tcmalloc"}, "native allocator must be one of auto, jemalloc, glibc, system"),
     ],
 )
 def test_bad_choices_in_the_environment_are_usage_errors(env, message):
@@ -89,7 +90,7 @@ def test_bad_choices_in_the_environment_are_usage_errors(env, message):
         load_settings(parse([]), env=env)
 
 
-@pytest.mark.parametrize("argv", [["--execution-mode", "fork"], ["--state-backend", "memory"], ["--redis-url", "localhost:6391"]])
+@pytest.mark.parametrize("argv", [["--execution-mode", "fork"], ["--state-backend", "memory"], ["--native-allocator", "tcmalloc"], ["--redis-url", "localhost:6391"]])
 def test_bad_flag_values_are_argparse_errors(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         parse(argv)

@@ -71,10 +71,10 @@ def test_value_by_key_reads_each_keys_state_once_and_writes_through():
     assert reads == [None]
 
 
-def test_map_by_key_reads_each_entry_once_writes_through_and_forgets_at_its_bound():
+def test_map_by_key_reads_each_entry_once_and_writes_through():
     state = RecordingMap(a=b"1")
     calls = state.calls
-    cached = MapByKey(state, max_cached=3)
+    cached = MapByKey(state, max_cached=10)
     assert cached.get(0, "a") == b"1" and cached.get(0, "a") == b"1"
     assert cached.get(0, "b") is None and cached.get(0, "b") is None  # absent: known after one call
     cached.put(0, "b", b"2")
@@ -84,8 +84,22 @@ def test_map_by_key_reads_each_entry_once_writes_through_and_forgets_at_its_boun
     cached.remove(0, "a")  # known absent: no call
     cached.remove(0, "z")  # unknown: asked of the state
     assert calls == [("get", "a"), ("get", "b"), ("put", "b"), ("put", "c"), ("remove", "a"), ("remove", "z")]
-    calls.clear()
-    # Over the bound the memory starts empty: values come from the state again, unchanged.
-    assert [cached.get(0, e) for e in ("c", "d", "b")] == [b"3", None, b"2"]
-    assert ("get", "b") in calls
     assert sorted(cached.items(0)) == [("b", b"2"), ("c", b"3")]
+
+
+def test_map_by_key_forgets_the_least_recently_used_entry_beyond_its_bound():
+    state = RecordingMap(a=b"1", b=b"2", c=b"3", d=b"4")
+    calls = state.calls
+    cached = MapByKey(state, max_cached=3)
+    for entry in ("a", "b", "c"):
+        cached.get(0, entry)
+    cached.get(0, "a")  # used again: now "b" is the least recently used
+    cached.get(0, "d")  # over the bound: "b" is forgotten
+    assert len(cached) == 3
+    calls.clear()
+    assert [cached.get(0, e) for e in ("a", "c", "d")] == [b"1", b"3", b"4"] and calls == []  # kept: no state call
+    cached.put(0, "e", b"5")  # a put is a use too: "a" goes
+    calls.clear()
+    assert cached.get(0, "b") == b"2" and cached.get(0, "a") == b"1"  # forgotten: read again, unchanged
+    assert calls == [("get", "b"), ("get", "a")]
+    assert len(cached) == 3

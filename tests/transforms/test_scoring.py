@@ -305,3 +305,35 @@ def test_item_codes_pool_reads_each_items_current_list_across_refreshes_and_comp
             want_ids, want_values = table.get(name, (np.empty(0, dtype=object), np.empty(0)))
             assert ids[pool_codes[s : s + n]].tolist() == list(want_ids)
             assert pool_values[s : s + n].tolist() == np.asarray(want_values, dtype=np.float64).tolist()
+
+
+def test_item_codes_keep_no_replaced_neighbour_list_alive():
+    """A list the table replaced is freed once nothing else holds it: the pool keeps codes, not the list
+    objects it read (a shop's lists are refreshed all day, and a cache of them grew with the catalog
+    times the refreshes).  Trending lists are the ones cached per list object, and at most
+    MAX_CACHED_LISTS of them."""
+    import gc
+    import weakref
+
+    from transforms.scoring import MAX_CACHED_LISTS, ItemCodes
+
+    codes = ItemCodes()
+    names = [f"item{k}" for k in range(50)]
+    items = codes.of(names)
+    replaced = []
+    for refresh in range(20):
+        table = {name: (np.array(names[k + 1 :] + names[: k + 1], dtype=object), np.linspace(1.0, 0.1, len(names))) for k, name in enumerate(names)}
+        codes.lists(table, 0, items)
+        replaced += [weakref.ref(ids) for ids, _ in table.values()]
+        del table
+    gc.collect()
+    alive = sum(ref() is not None for ref in replaced)
+    assert alive == len(names)  # the last refresh's lists, held by the pool's current entries; no earlier one
+
+    trending = [np.array(names, dtype=object) for _ in range(MAX_CACHED_LISTS + 10)]
+    refs = [weakref.ref(ids) for ids in trending]
+    for ids in trending:
+        assert codes.of_list(ids).tolist() == items.tolist()
+    del trending, ids
+    gc.collect()
+    assert sum(ref() is not None for ref in refs) <= MAX_CACHED_LISTS
