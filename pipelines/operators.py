@@ -66,7 +66,7 @@ from state.embeddings import ExportError, read_export
 from state.itemstate import ItemModelStore
 from state.keys import KeyKind
 from state.metrics import ADS_TTL_S, DAY_MS, DAYS, EXPERIMENTS, MINUTE_MS, MINUTES, RunningTotals, ads_field, format_value
-from state.profile_log import ProfileLog
+from state.profile_log import DecodedProfiles, ProfileLog
 from state.schemas import (
     decode_attribution,
     decode_blend_learner,
@@ -625,6 +625,8 @@ class UserState(KeyedProcessFunction):
         self.held_stats = ValueByKey(_bytes_value(runtime_context, "held-stats"))
         self.flush_timers = TimerMemo(processing_time=True)
         self.logs: dict[int, ProfileLog] = {}
+        # The most recently used profiles, decoded, of every shard this instance holds (one bound for all).
+        self.decoded = DecodedProfiles()
         metrics = runtime_context.get_metrics_group()
         self.late_counter = metrics.counter("late_events")
         self.users_counter = metrics.counter("profiles_updated")
@@ -636,7 +638,7 @@ class UserState(KeyedProcessFunction):
         """The shard's profiles; read from state the first time (the current key must be ``shard``)."""
         found = self.logs.get(shard)
         if found is None:
-            found = self.logs[shard] = ProfileLog.restore(self.blocks.items())
+            found = self.logs[shard] = ProfileLog.restore(self.blocks.items(), decoded=self.decoded)
             if not self.legacy_profiles.is_empty():
                 migrated = found.migrate(self.legacy_profiles.items(), dict(self.legacy_last_seen.items()))
                 self.legacy_profiles.clear()

@@ -17,11 +17,12 @@ older block can hold the user any more).  Carrying per call is bounded
 (``max_carry_bytes`` beyond what the call wrote), so a large old block (a
 bootstrap, a migrated savepoint) is absorbed over several calls, not in one.
 
-Everything lives in memory too, encoded; the ``max_decoded`` most recently
-written or read profiles are also kept decoded (a decoded profile takes about
-five times its encoding, and keeping every user decoded grew memory with
-every user the shard ever saw), and the others are decoded again when next
-read.  So the operator reads state only when it opens a shard: after a
+Everything lives in memory too, encoded; the most recently written or read
+profiles are also kept decoded, in a :class:`DecodedProfiles` that every shard
+of one operator instance shares (a decoded profile takes about five times its
+encoding: keeping every user decoded grew memory with every user the shard
+ever saw, and a bound per shard with the number of shards an instance holds),
+and the others are decoded again when next read.  So the operator reads state only when it opens a shard: after a
 restore or a rescale, from the blocks; from a savepoint in the earlier
 per-user layout (MapStates ``profiles`` and ``last_seen``) by migrating it
 (:meth:`migrate`).
@@ -42,21 +43,50 @@ log = logging.getLogger(__name__)
 
 # Users per block when many are written at once (a migration): keeps one value small.
 BLOCK_USERS = 5_000
-# Decoded profiles kept per shard (about 3.5 KB each on the bench shop, against 640 bytes encoded).
+# Decoded profiles kept per user-state instance, all its shards together (about 3.5 KB each on the
+# bench shop, against 640 bytes encoded).
 MAX_DECODED = 50_000
+
+
+class DecodedProfiles:
+    """The most recently used decoded profiles of one or more shards (a user belongs to one shard),
+    at most ``max_entries``: the least recently used is dropped first."""
+
+    def __init__(self, max_entries: int = MAX_DECODED) -> None:
+        self.max_entries = max_entries
+        self._profiles: dict[str, UserProfile] = {}  # least recently used first
+
+    def get(self, user: str) -> UserProfile | None:
+        profile = self._profiles.pop(user, None)
+        if profile is not None:
+            self._profiles[user] = profile
+        return profile
+
+    def keep(self, user: str, profile: UserProfile) -> None:
+        """Keep ``profile`` as the most recently used; beyond ``max_entries``, drop the least recently used."""
+        profiles = self._profiles
+        profiles.pop(user, None)
+        profiles[user] = profile
+        while len(profiles) > self.max_entries:
+            del profiles[next(iter(profiles))]
+
+    def drop(self, user: str) -> None:
+        self._profiles.pop(user, None)
+
+    def __len__(self) -> int:
+        return len(self._profiles)
 
 
 class ProfileLog:
     """A user shard's profiles: in memory, and the log of blocks that persists them."""
 
-    def __init__(self, max_ratio: float = 1.5, slack_bytes: int = 256 * 1024, max_carry_bytes: int = 1 << 20, max_decoded: int = MAX_DECODED) -> None:
+    def __init__(self, max_ratio: float = 1.5, slack_bytes: int = 256 * 1024, max_carry_bytes: int = 1 << 20, decoded: DecodedProfiles | None = None) -> None:
         self.max_ratio = max_ratio
         self.slack_bytes = slack_bytes
         self.max_carry_bytes = max_carry_bytes
-        self.max_decoded = max_decoded
         self._raw: dict[str, bytes] = {}  # user -> encoded profile (live users)
         self._last_seen: dict[str, int] = {}  # user -> last event time, ms (live users)
-        self._decoded: dict[str, UserProfile] = {}  # the most recently used decoded profiles, oldest first
+        self._decoded = DecodedProfiles() if decoded is None else decoded  # maybe shared with other shards
         self._home: dict[str, int] = {}  # user -> block holding their latest value or removal mark
         self._members: dict[int, list[str]] = {}  # block -> users it holds, in order
         self._sizes: dict[int, int] = {}  # block -> encoded bytes
@@ -93,7 +123,7 @@ class ProfileLog:
             except SchemaError as exc:
                 raise SchemaError(f"cannot migrate user state of the per-user layout (user {user!r}): {exc}") from exc
             self.put_encoded(user, last_seen.get(user, profile.last_ts), raw)
-            self._keep_decoded(user, profile)
+            self._decoded.keep(user, profile)
             count += 1
         return count
 
@@ -105,16 +135,8 @@ class ProfileLog:
             raw = self._raw.get(user)
             if raw is not None:
                 profile = decode_profile(raw)
-                self._keep_decoded(user, profile)
+                self._decoded.keep(user, profile)
         return profile
-
-    def _keep_decoded(self, user: str, profile: UserProfile) -> None:
-        """Keep ``profile`` decoded as the most recently used; beyond ``max_decoded``, drop the least recently used."""
-        decoded = self._decoded
-        decoded.pop(user, None)
-        decoded[user] = profile
-        while len(decoded) > self.max_decoded:
-            del decoded[next(iter(decoded))]
 
     def encoded(self, user: str) -> bytes | None:
         return self._raw.get(user)
@@ -151,7 +173,7 @@ class ProfileLog:
 
     @property
     def decoded(self) -> int:
-        """Profiles kept decoded (at most ``max_decoded``)."""
+        """Profiles kept decoded, of every shard sharing this log's :class:`DecodedProfiles`."""
         return len(self._decoded)
 
     # -- writes -----------------------------------------------------------------------
@@ -163,12 +185,12 @@ class ProfileLog:
         self._raw[user] = raw
         self._last_seen[user] = last_ts
         self._live_bytes += len(raw)
-        self._keep_decoded(user, profile)
+        self._decoded.keep(user, profile)
         self._changed[user] = None
 
     def put_encoded(self, user: str, last_ts: int, raw: bytes) -> None:
         """Set the user's encoded profile and last event time (decoded when first read)."""
-        self._decoded.pop(user, None)
+        self._decoded.drop(user)
         self._store(user, last_ts, raw)
         self._changed[user] = None
 
@@ -183,7 +205,7 @@ class ProfileLog:
             self._live_bytes -= len(old)
         if raw is None:
             self._last_seen.pop(user, None)
-            self._decoded.pop(user, None)
+            self._decoded.drop(user)
         else:
             self._raw[user] = raw
             self._last_seen[user] = last_ts

@@ -9,7 +9,7 @@ import struct
 import orjson
 import pytest
 
-from state.profile_log import BLOCK_USERS, ProfileLog
+from state.profile_log import BLOCK_USERS, DecodedProfiles, ProfileLog
 from state.schemas import SchemaError, decode_profile, decode_profile_block, encode_profile, encode_profile_block
 from transforms.config import ModelConfig
 from transforms.events import ADD_TO_CART, PURCHASE, VIEW
@@ -113,7 +113,7 @@ def test_get_decodes_once_and_put_keeps_the_callers_object():
 
 
 def test_only_the_most_recently_used_profiles_stay_decoded_and_the_others_read_back_equal():
-    profile_log = ProfileLog(max_decoded=2)
+    profile_log = ProfileLog(decoded=DecodedProfiles(2))
     profiles = {f"u{n}": _profile(20 + n) for n in range(5)}
     for user, profile in profiles.items():
         profile_log.put(user, profile, encode_profile(profile), profile.last_ts)
@@ -169,3 +169,19 @@ def test_migrating_the_per_user_layout():
     # A value of an unknown version is refused, naming the user, not carried on.
     with pytest.raises(SchemaError, match="cannot migrate user state of the per-user layout \\(user 'bad'\\): unsupported state value version 9"):
         ProfileLog().migrate([("bad", orjson.dumps({"v": 9}))], {})
+
+
+def test_the_shards_of_one_instance_share_one_bound_on_decoded_profiles():
+    """An instance holds several shards: their decoded profiles count against one bound, not one each
+    (a bound per shard kept eight times as many at the default eight user shards)."""
+    shared = DecodedProfiles(3)
+    shards = [ProfileLog(decoded=shared), ProfileLog(decoded=shared)]
+    profiles = {f"u{n}": _profile(30 + n) for n in range(6)}
+    for n, (user, profile) in enumerate(profiles.items()):
+        shards[n % 2].put(user, profile, encode_profile(profile), profile.last_ts)
+    assert len(shared) == 3 and shards[0].decoded == shards[1].decoded == 3
+    for n, (user, profile) in enumerate(profiles.items()):
+        assert shards[n % 2].get(user) == profile and user not in shards[1 - n % 2]
+    assert len(shared) == 3
+    shards[0].remove("u4")  # a removed user's decoded copy goes too
+    assert shards[0].get("u4") is None and shared.get("u4") is None
