@@ -123,6 +123,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -899,13 +900,22 @@ def _flush(url: str) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.child is not None:
         return child_main(args.child)
+    workdir = Path(tempfile.mkdtemp(prefix="flowrec-bench-stream-"))
+    try:
+        return _measure(args, workdir)
+    finally:
+        # The shop's files and every run's checkpoints: 140 MB for the default shop, GBs for a large one.
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _measure(args: argparse.Namespace, workdir: Path) -> int:
+    """Every part of the bench that ``args`` asks for, with its files in ``workdir``; prints the results."""
     from flowrec.localredis import LocalRedis
     from transforms.config import ModelConfig
 
     logging.getLogger("bench").setLevel(logging.INFO)
     repeats = max(1, args.repeats)
     live_repeats = max(1, args.live_repeats or repeats)
-    workdir = Path(tempfile.mkdtemp(prefix="flowrec-bench-stream-"))
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else (lambda *a: print(*a, flush=True))
     shop = prepare_shop(args, workdir)
     config = ModelConfig() if args.window_ms is None else ModelConfig(window_ms=args.window_ms)

@@ -17,8 +17,10 @@ from bench.stream import Sender, compress_time, cpu_by_thread_between, process_t
 from transforms.events import batch_from_columns
 
 
-def _flowrec(*args: str, timeout: float) -> dict:
+def _flowrec(*args: str, timeout: float, tmpdir: str | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWREC_") and k != "REDIS_URL"}
+    if tmpdir is not None:
+        env["TMPDIR"] = tmpdir
     out = subprocess.run([sys.executable, "-m", "flowrec.cli", *args], capture_output=True, text=True, timeout=timeout, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -119,9 +121,10 @@ def test_bench_engine_prints_positive_numbers():
 
 
 @pytest.mark.flink
-def test_bench_stream_prints_positive_numbers():
+def test_bench_stream_prints_positive_numbers(tmp_path):
     """Every part of the bench runs, at tiny sizes and on the RocksDB state backend: the sparse shop (20,000 events by default) and the
-    cluster part (by default a cluster of one and one of two TaskManagers) made this test take minutes."""
+    cluster part (by default a cluster of one and one of two TaskManagers) made this test take minutes.  It leaves none of its
+    files behind (the shop, the runs' checkpoints: GBs for a large shop)."""
     result = _flowrec(
         "bench", "stream", "--users", "100", "--items", "60", "--events", "2000", "--event-rate", "2000",
         "--naive-events", "100", "--modes", "thread", "--repeats", "1",
@@ -129,7 +132,9 @@ def test_bench_stream_prints_positive_numbers():
         "--sparse-events", "1000", "--sparse-users", "50", "--sparse-items", "40", "--cluster-taskmanagers", "1",
         "--state-backend", "rocksdb", "--json",
         timeout=900,
+        tmpdir=str(tmp_path),
     )
+    assert not list(tmp_path.glob("flowrec-bench-stream-*"))
     for key in ("events_per_s", "naive_events_per_s", "peak_rss_mb", "state_bytes_per_user", "redis_bytes_per_user"):
         assert result[key] > 0, key
     for key in ("freshness_ms", "freshness_1k_ms"):
