@@ -39,7 +39,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from flowrec.config import Settings
+from flowrec.config import Settings, UsageError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -136,7 +136,10 @@ def create_environment(settings: Settings, restore_from: str | None = None, extr
         conf["execution.state-recovery.path"] = restore_from if is_uri else Path(restore_from).resolve().as_uri()
     # The first Java object of a process starts the JVM (the mini-cluster, when run in-process): it
     # starts with the native allocator's variables, which this process does not keep.
-    jvm_env = allocator_env(settings.native_allocator, os.environ)
+    try:
+        jvm_env = allocator_env(settings.native_allocator, os.environ)
+    except ValueError as exc:
+        raise UsageError(f"--native-allocator: {exc}") from None
     with _environment(jvm_env):
         configuration = Configuration()
     if jvm_env:

@@ -39,6 +39,15 @@ def test_auto_tunes_glibc_without_jemalloc(jemalloc):
         allocator_env("jemalloc", {})
 
 
+def test_a_job_asking_for_missing_jemalloc_is_a_usage_error_before_any_jvm(jemalloc):
+    from flowrec.config import Settings, UsageError
+    from pipelines.flink_env import create_environment
+
+    jemalloc(False)
+    with pytest.raises(UsageError, match="--native-allocator: .*apt-get install libjemalloc2"):
+        create_environment(Settings(native_allocator="jemalloc"))
+
+
 def test_glibc_system_and_the_users_own_settings(jemalloc):
     jemalloc(True)
     assert allocator_env("glibc", {}) == GLIBC_MALLOC_ENV
