@@ -66,7 +66,8 @@ from state.embeddings import ExportError, read_export
 from state.itemstate import ItemModelStore
 from state.keys import KeyKind
 from state.metrics import ADS_TTL_S, DAY_MS, DAYS, EXPERIMENTS, MINUTE_MS, MINUTES, RunningTotals, ads_field, format_value
-from state.profile_log import DecodedProfiles, ProfileLog
+from state.profile_log import MAX_DECODED, ProfileLog
+from state.recent import RecentlyUsed
 from state.schemas import (
     decode_attribution,
     decode_blend_learner,
@@ -113,7 +114,7 @@ from transforms.engine import content_neighbours
 from transforms.events import EventBatch, parse_json_lines, split_feedback
 from transforms.livemetrics import minute_start
 from transforms.experiments import ExperimentControl, ExperimentStart, ExperimentStop, apply_control, control_order, score_by_variant, validate_experiment_control
-from transforms.profile import ItemContribution, apply_window, group_by_user, scorable
+from transforms.profile import ItemContribution, UserProfile, apply_window, group_by_user, scorable
 from transforms.scoring import AllowedMemo, ItemCodes, ScoringModel
 from transforms.trending import TrendingModel, TrendingState
 from transforms.windows import WindowClock
@@ -292,33 +293,24 @@ class MapByKey:
         self.state = state
         self.decode = decode
         self.encode = encode
-        self.max_cached = max_cached
-        self.cached: dict[tuple[int, str], object] = {}  # least recently used first
+        self.cached: RecentlyUsed[tuple[int, str], object] = RecentlyUsed(max_cached)
 
     def get(self, key: int, entry: str):
-        found = self.cached.pop((key, entry), self)
+        found = self.cached.get((key, entry), self)
         if found is self:
             raw = self.state.get(entry)
             found = None if raw is None else self.decode(raw)
-        self._keep((key, entry), found)
+            self.cached.keep((key, entry), found)
         return found
 
     def put(self, key: int, entry: str, value) -> None:
         self.state.put(entry, self.encode(value))
-        self._keep((key, entry), value)
+        self.cached.keep((key, entry), value)
 
     def remove(self, key: int, entry: str) -> None:
         if self.cached.get((key, entry), self) is not None:
             self.state.remove(entry)
-            self._keep((key, entry), None)
-
-    def _keep(self, cached_key: tuple[int, str], value) -> None:
-        """Remember ``value`` as the most recently used; beyond ``max_cached``, forget the least recently used."""
-        cached = self.cached
-        cached.pop(cached_key, None)
-        cached[cached_key] = value
-        if len(cached) > self.max_cached:
-            del cached[next(iter(cached))]
+            self.cached.keep((key, entry), None)
 
     def items(self, key: int):
         """Every entry of ``key`` as stored."""
@@ -626,7 +618,7 @@ class UserState(KeyedProcessFunction):
         self.flush_timers = TimerMemo(processing_time=True)
         self.logs: dict[int, ProfileLog] = {}
         # The most recently used profiles, decoded, of every shard this instance holds (one bound for all).
-        self.decoded = DecodedProfiles()
+        self.decoded: RecentlyUsed[str, UserProfile] = RecentlyUsed(MAX_DECODED)
         metrics = runtime_context.get_metrics_group()
         self.late_counter = metrics.counter("late_events")
         self.users_counter = metrics.counter("profiles_updated")

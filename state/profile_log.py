@@ -18,7 +18,7 @@ older block can hold the user any more).  Carrying per call is bounded
 bootstrap, a migrated savepoint) is absorbed over several calls, not in one.
 
 Everything lives in memory too, encoded; the most recently written or read
-profiles are also kept decoded, in a :class:`DecodedProfiles` that every shard
+profiles are also kept decoded, in a :class:`~state.recent.RecentlyUsed` that every shard
 of one operator instance shares (a decoded profile takes about five times its
 encoding: keeping every user decoded grew memory with every user the shard
 ever saw, and a bound per shard with the number of shards an instance holds),
@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 from typing import Iterable
 
+from state.recent import RecentlyUsed
 from state.schemas import SchemaError, decode_profile, decode_profile_block, encode_profile_block
 from transforms.profile import UserProfile
 
@@ -48,45 +49,16 @@ BLOCK_USERS = 5_000
 MAX_DECODED = 50_000
 
 
-class DecodedProfiles:
-    """The most recently used decoded profiles of one or more shards (a user belongs to one shard),
-    at most ``max_entries``: the least recently used is dropped first."""
-
-    def __init__(self, max_entries: int = MAX_DECODED) -> None:
-        self.max_entries = max_entries
-        self._profiles: dict[str, UserProfile] = {}  # least recently used first
-
-    def get(self, user: str) -> UserProfile | None:
-        profile = self._profiles.pop(user, None)
-        if profile is not None:
-            self._profiles[user] = profile
-        return profile
-
-    def keep(self, user: str, profile: UserProfile) -> None:
-        """Keep ``profile`` as the most recently used; beyond ``max_entries``, drop the least recently used."""
-        profiles = self._profiles
-        profiles.pop(user, None)
-        profiles[user] = profile
-        while len(profiles) > self.max_entries:
-            del profiles[next(iter(profiles))]
-
-    def drop(self, user: str) -> None:
-        self._profiles.pop(user, None)
-
-    def __len__(self) -> int:
-        return len(self._profiles)
-
-
 class ProfileLog:
     """A user shard's profiles: in memory, and the log of blocks that persists them."""
 
-    def __init__(self, max_ratio: float = 1.5, slack_bytes: int = 256 * 1024, max_carry_bytes: int = 1 << 20, decoded: DecodedProfiles | None = None) -> None:
+    def __init__(self, max_ratio: float = 1.5, slack_bytes: int = 256 * 1024, max_carry_bytes: int = 1 << 20, decoded: RecentlyUsed[str, UserProfile] | None = None) -> None:
         self.max_ratio = max_ratio
         self.slack_bytes = slack_bytes
         self.max_carry_bytes = max_carry_bytes
         self._raw: dict[str, bytes] = {}  # user -> encoded profile (live users)
         self._last_seen: dict[str, int] = {}  # user -> last event time, ms (live users)
-        self._decoded = DecodedProfiles() if decoded is None else decoded  # maybe shared with other shards
+        self._decoded = RecentlyUsed(MAX_DECODED) if decoded is None else decoded  # maybe shared with other shards
         self._home: dict[str, int] = {}  # user -> block holding their latest value or removal mark
         self._members: dict[int, list[str]] = {}  # block -> users it holds, in order
         self._sizes: dict[int, int] = {}  # block -> encoded bytes
@@ -173,7 +145,7 @@ class ProfileLog:
 
     @property
     def decoded(self) -> int:
-        """Profiles kept decoded, of every shard sharing this log's :class:`DecodedProfiles`."""
+        """Profiles kept decoded, of every shard sharing this log's cache of them."""
         return len(self._decoded)
 
     # -- writes -----------------------------------------------------------------------

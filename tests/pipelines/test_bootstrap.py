@@ -29,7 +29,8 @@ from pipelines.bootstrap import BOOT_PREFIX, BootRecord, prepare_bootstrap, read
 from pipelines.messages import ModelUpdate
 from pipelines.operators import ITEM_DELTAS, TICK_PREFIX, TREND_DELTAS, BootGate, ParseCatalog, ParseEvents, UserState, boot_model_updates
 from pipelines.sources import DirectorySource, FileReplaySource, _catalog_time, _event_time, _from_cutoff
-from state.profile_log import DecodedProfiles, ProfileLog
+from state.profile_log import MAX_DECODED, ProfileLog
+from state.recent import RecentlyUsed
 from state.store import RedisStore
 from state.writes import Ttls, final_writes
 from tests.pipelines.records import tagged
@@ -218,7 +219,7 @@ def test_user_state_loads_its_users_and_routes_the_rest(backfilled):
     # One state per user shard (the operator's current key), as Flink keys it.
     states: dict[int, dict[str, _MapState]] = {}
     operator.logs = {}
-    operator.decoded = DecodedProfiles()
+    operator.decoded = RecentlyUsed(MAX_DECODED)
     routed = []
     user_records = 0
     for line in boot.event_lines:

@@ -19,7 +19,8 @@ from pipelines.messages import AttributionCounts, Bundle, EventSlice, SinkBatch,
 from pyflink.datastream import TimeDomain
 
 from pipelines.operators import ATTRIBUTED, ITEM_DELTAS, STATS, STATS_FLUSH_MS, TREND_DELTAS, PendingByWindow, TimerMemo, UserState, ValueByKey
-from state.profile_log import DecodedProfiles, ProfileLog
+from state.profile_log import MAX_DECODED, ProfileLog
+from state.recent import RecentlyUsed
 from tests.pipelines.records import tagged
 from tests.pipelines.fakestate import CountingMap
 from state.schemas import SchemaError, encode_profile
@@ -102,7 +103,7 @@ def _operator(blocks: CountingMap, legacy_profiles: CountingMap | None = None, l
     operator.held_stats = ValueByKey(_Value())
     operator.flush_timers = TimerMemo(processing_time=True)
     operator.logs = {}
-    operator.decoded = DecodedProfiles()
+    operator.decoded = RecentlyUsed(MAX_DECODED)
     operator.late_counter = operator.users_counter = _Counter()
     operator.users_updated = 0
     operator.attribution = None  # attribution off (no rec_id secret)

@@ -9,7 +9,8 @@ import struct
 import orjson
 import pytest
 
-from state.profile_log import BLOCK_USERS, DecodedProfiles, ProfileLog
+from state.profile_log import BLOCK_USERS, ProfileLog
+from state.recent import RecentlyUsed
 from state.schemas import SchemaError, decode_profile, decode_profile_block, encode_profile, encode_profile_block
 from transforms.config import ModelConfig
 from transforms.events import ADD_TO_CART, PURCHASE, VIEW
@@ -113,7 +114,7 @@ def test_get_decodes_once_and_put_keeps_the_callers_object():
 
 
 def test_only_the_most_recently_used_profiles_stay_decoded_and_the_others_read_back_equal():
-    profile_log = ProfileLog(decoded=DecodedProfiles(2))
+    profile_log = ProfileLog(decoded=RecentlyUsed(2))
     profiles = {f"u{n}": _profile(20 + n) for n in range(5)}
     for user, profile in profiles.items():
         profile_log.put(user, profile, encode_profile(profile), profile.last_ts)
@@ -174,7 +175,7 @@ def test_migrating_the_per_user_layout():
 def test_the_shards_of_one_instance_share_one_bound_on_decoded_profiles():
     """An instance holds several shards: their decoded profiles count against one bound, not one each
     (a bound per shard kept eight times as many at the default eight user shards)."""
-    shared = DecodedProfiles(3)
+    shared = RecentlyUsed(3)
     shards = [ProfileLog(decoded=shared), ProfileLog(decoded=shared)]
     profiles = {f"u{n}": _profile(30 + n) for n in range(6)}
     for n, (user, profile) in enumerate(profiles.items()):
