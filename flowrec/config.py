@@ -223,11 +223,13 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "rec-id-secret": ("rec_id_secret", rec_id_secret),
     "attribution": ("attribution", yes_or_no),
 }
+# Native allocators the job's JVM can start with (pipelines.flink_env.allocator_env).
+NATIVE_ALLOCATORS = ("auto", "jemalloc", "glibc", "system")
 # The allowed values of the settings that have a fixed set.
 _CHOICES: dict[str, tuple[str, ...]] = {
     "execution_mode": ("thread", "process"),
     "state_backend": ("hashmap", "rocksdb"),
-    "native_allocator": ("auto", "jemalloc", "glibc", "system"),
+    "native_allocator": NATIVE_ALLOCATORS,
 }
 # What each setting is, for --help (the default and the environment variable are added).
 _HELP: dict[str, str] = {

@@ -39,7 +39,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from flowrec.config import Settings, UsageError
+from flowrec.config import NATIVE_ALLOCATORS, Settings, UsageError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,8 +95,8 @@ def allocator_env(choice: str, environ: Mapping[str, str]) -> dict[str, str]:
     ``system``: nothing.  An environment that already preloads jemalloc or
     sets any ``MALLOC_*`` variable is left as it is (the user chose).
     """
-    if choice not in ("auto", "jemalloc", "glibc", "system"):
-        raise ValueError(f"native allocator must be auto, jemalloc, glibc or system, not {choice!r}")
+    if choice not in NATIVE_ALLOCATORS:
+        raise ValueError(f"native allocator must be {', '.join(NATIVE_ALLOCATORS[:-1])} or {NATIVE_ALLOCATORS[-1]}, not {choice!r}")
     if choice == "system" or "jemalloc" in environ.get("LD_PRELOAD", "") or any(name.startswith("MALLOC_") for name in environ):
         return {}
     if choice in ("auto", "jemalloc"):
