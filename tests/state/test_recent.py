@@ -26,3 +26,31 @@ def test_a_kept_none_is_an_entry_not_an_absence():
     marker = object()
     cache.keep("gone", None)
     assert cache.get("gone", marker) is None and cache.get("never", marker) is marker
+
+
+def test_long_churn_keeps_exactly_the_most_recently_used_entries():
+    """Many more keys than the bound, read and kept in a random order (the shape of a large shop's users
+    passing through a cache): after every step the cache holds what a plain least-recently-used list holds."""
+    import random
+
+    rng = random.Random(3)
+    bound = 50
+    cache: RecentlyUsed[int, int] = RecentlyUsed(bound)
+    expected: list[int] = []  # least recently used first
+    values: dict[int, int] = {}
+    for step in range(20_000):
+        key = rng.randrange(400)
+        if rng.random() < 0.5:
+            found = cache.get(key)
+            assert found == (values[key] if key in expected else None), step
+            if key in expected:
+                expected.remove(key)
+                expected.append(key)
+        else:
+            cache.keep(key, step)
+            values[key] = step
+            if key in expected:
+                expected.remove(key)
+            expected.append(key)
+            del expected[:-bound]
+        assert len(cache) == len(expected)
