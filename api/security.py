@@ -18,6 +18,7 @@ import hashlib
 import logging
 import math
 import re
+from collections import OrderedDict
 from typing import Callable
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,9 @@ class FailedAuthThrottle:
         self.max_failures = max_failures
         self.window_ms = window_ms
         self.max_clients = max_clients
-        self._windows: dict[str, tuple[int, int]] = {}  # address -> (window start ms, failures in it)
+        # address -> (window start ms, failures in it), oldest window start first: the ended windows are
+        # a prefix, and forgetting takes entries from the front (O(1) each; see state.recent.RecentlyUsed).
+        self._windows: OrderedDict[str, tuple[int, int]] = OrderedDict()
 
     def retry_after_s(self, client: str) -> int | None:
         """Seconds until ``client`` may try again, or ``None`` when it is not throttled."""
@@ -78,17 +81,22 @@ class FailedAuthThrottle:
     def failed(self, client: str) -> None:
         """Count one wrong key from ``client``."""
         now = self.clock_ms()
-        start, failures = self._windows.pop(client, (now, 0))
+        start, failures = self._windows.get(client, (now, 0))
         if now - start >= self.window_ms:
+            # A new window: to the end, where the newest window starts are.
+            self._windows.pop(client, None)
             start, failures = now, 0
-        self._windows[client] = (start, failures + 1)  # re-inserted: the dict stays oldest-first
+        self._windows[client] = (start, failures + 1)
         if failures + 1 == self.max_failures:
             log.warning("%d wrong API keys from %s within %d s: its writes get 429 until the window ends", self.max_failures, client, self.window_ms // 1000)
         if len(self._windows) > self.max_clients:
             self._forget_some(now)
 
     def _forget_some(self, now: int) -> None:
-        for address in [a for a, (start, _) in self._windows.items() if now - start >= self.window_ms]:
-            del self._windows[address]
-        while len(self._windows) > self.max_clients:
-            del self._windows[next(iter(self._windows))]
+        """Drop ended windows, then the oldest live ones while more than ``max_clients`` are tracked."""
+        windows = self._windows
+        while windows:
+            start, _ = windows[oldest := next(iter(windows))]
+            if now - start < self.window_ms and len(windows) <= self.max_clients:
+                break
+            del windows[oldest]
