@@ -1,4 +1,5 @@
-"""The environment the job's JVM starts with: its native allocator (:func:`pipelines.flink_env.allocator_env`)."""
+"""The environment the job's JVM starts with: its native allocator (:func:`pipelines.flink_env.allocator_env`),
+and the Flink configuration flowrec sets (:func:`pipelines.flink_env.flink_configuration`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from pipelines import flink_env
-from pipelines.flink_env import GLIBC_MALLOC_ENV, allocator_env
+from flowrec.config import Settings
+from pipelines.flink_env import GLIBC_MALLOC_ENV, allocator_env, flink_configuration
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -89,3 +91,9 @@ print("jemalloc" in maps, "LD_PRELOAD" in os.environ)
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["True", "False"]
+
+
+def test_rocksdb_checkpoints_are_incremental():
+    """A RocksDB job uploads only the files written since its last checkpoint (the restore tests check the files)."""
+    assert flink_configuration(Settings(state_backend="rocksdb"))["execution.checkpointing.incremental"] == "true"
+    assert "execution.checkpointing.incremental" not in flink_configuration(Settings(state_backend="hashmap"))

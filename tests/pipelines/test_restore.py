@@ -59,12 +59,17 @@ def test_stop_with_savepoint_and_restore_gives_the_uninterrupted_result(backend,
     catalog_file.write_text("\n".join(catalog_lines(catalog)) + "\n")
     model = ModelConfig(blend_learning=learned_blend, blend_margin=0.0, weight_embedding=0.7 if embeddings else 0.0)
     settings = Settings(
-        parallelism=2, restart_attempts=0, state_backend=backend, checkpoint_dir=str(tmp_path / "checkpoints"), model=model, embeddings=tmp_path / "exports" if embeddings else None
+        parallelism=2, restart_attempts=0, state_backend=backend, checkpoint_dir=str(tmp_path / "checkpoints"), checkpoint_interval_ms=1000,
+        model=model, embeddings=tmp_path / "exports" if embeddings else None,
     )
     # Small chunks make the replay long enough to stop in the middle.
     source = FileReplaySource([events_file], catalog_file, chunk_size=10, workdir=tmp_path / "replay")
 
-    savepoint = run_until_savepoint(source, settings, redis_url, tmp_path / "savepoints", lambda client: events_counted(client) >= 1000)
+    def checkpointed() -> bool:
+        """On RocksDB, a checkpoint has uploaded files: incremental checkpoints put them in the job's shared directory (a full one does not)."""
+        return backend != "rocksdb" or any(f.is_file() for f in (tmp_path / "checkpoints").glob("*/shared/*"))
+
+    savepoint = run_until_savepoint(source, settings, redis_url, tmp_path / "savepoints", lambda client: events_counted(client) >= 1000 and checkpointed())
     client = redis.Redis.from_url(redis_url)
     stats = redis_key(KeyKind.STATS)
     processed = int(client.hget(stats, "events"))
