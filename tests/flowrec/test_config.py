@@ -90,6 +90,39 @@ def test_bad_choices_in_the_environment_are_usage_errors(env, message):
         load_settings(parse([]), env=env)
 
 
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        # Flink refused these only after the JVM had started, with a Java stack trace.
+        ("checkpoint-interval-ms", "0", ">= 10 \\(Flink's shortest checkpoint interval\\), got '0'"),
+        ("checkpoint-interval-ms", "5", ">= 10"),
+        ("max-out-of-orderness-ms", "-1", ">= 0"),
+        # A TTL of zero or less would have Redis drop each list as it is written.
+        ("user-ttl-s", "0", ">= 1"),
+        ("item-ttl-s", "-5", ">= 1"),
+        ("user-state-ttl-ms", "0", ">= 1"),
+        ("heartbeat-ms", "-10", ">= 0"),
+        ("restart-attempts", "-1", ">= 0"),
+        ("spool-retention-s", "-600", ">= 0"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_as_flags_and_in_the_environment(flag, value, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse([f"--{flag}", value])
+    assert exc.value.code == 2
+    assert re.search(f"--{flag}: expected a whole number {message}", capsys.readouterr().err)
+    env_name = "FLOWREC_" + flag.upper().replace("-", "_")
+    with pytest.raises(UsageError, match=f"{env_name}='{value}' is not valid: expected a whole number {message}"):
+        load_settings(parse([]), env={env_name: value})
+
+
+def test_the_bounds_admit_every_default_and_the_documented_zeroes():
+    defaults = Settings()
+    assert load_settings(parse([]), env={}) == defaults
+    settings = load_settings(parse(["--checkpoint-interval-ms", "10", "--heartbeat-ms", "0", "--spool-retention-s", "0", "--restart-attempts", "0"]), env={})
+    assert (settings.checkpoint_interval_ms, settings.heartbeat_ms, settings.spool_retention_s, settings.restart_attempts) == (10, 0, 0, 0)
+
+
 @pytest.mark.parametrize("argv", [["--execution-mode", "fork"], ["--state-backend", "memory"], ["--native-allocator", "tcmalloc"], ["--redis-url", "localhost:6391"]])
 def test_bad_flag_values_are_argparse_errors(argv, capsys):
     with pytest.raises(SystemExit) as exc:
