@@ -111,10 +111,10 @@ def yes_or_no(text: str) -> bool:
 
 def positive_number(text: str) -> int:
     """A setting that counts something there must be at least one of (parallelism, shards, batch size)."""
-    return whole_number_of_at_least(1)(text)
+    return whole_number_setting_at_least(1)(text)
 
 
-def whole_number_of_at_least(minimum: int, why: str = "") -> Callable[[str], int]:
+def whole_number_setting_at_least(minimum: int, why: str = "") -> Callable[[str], int]:
     """A whole-number setting of at least ``minimum`` (``why``: the reason, shown in the error); raises ValueError saying so.
 
     Settings parsers raise ValueError (a flag's becomes argparse's error, an environment
@@ -212,25 +212,25 @@ class Settings:
 _FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "redis-url": ("redis_url", redis_url),
     "namespace": ("namespace", key_namespace),
-    "user-ttl-s": ("user_ttl_s", whole_number_of_at_least(1)),
-    "item-ttl-s": ("item_ttl_s", whole_number_of_at_least(1)),
+    "user-ttl-s": ("user_ttl_s", whole_number_setting_at_least(1)),
+    "item-ttl-s": ("item_ttl_s", whole_number_setting_at_least(1)),
     "parallelism": ("parallelism", positive_number),
     "execution-mode": ("execution_mode", str),
-    "checkpoint-interval-ms": ("checkpoint_interval_ms", whole_number_of_at_least(10, " (Flink's shortest checkpoint interval)")),
+    "checkpoint-interval-ms": ("checkpoint_interval_ms", whole_number_setting_at_least(10, " (Flink's shortest checkpoint interval)")),
     "checkpoint-dir": ("checkpoint_dir", str),
     "state-backend": ("state_backend", str),
     "native-allocator": ("native_allocator", str),
     "user-shards": ("user_shards", positive_number),
     "item-shards": ("item_shards", positive_number),
     "batch-size": ("batch_size", positive_number),
-    "heartbeat-ms": ("heartbeat_ms", whole_number_of_at_least(0)),
-    "max-out-of-orderness-ms": ("max_out_of_orderness_ms", whole_number_of_at_least(0)),
-    "user-state-ttl-ms": ("user_state_ttl_ms", whole_number_of_at_least(1)),
-    "restart-attempts": ("restart_attempts", whole_number_of_at_least(0)),
+    "heartbeat-ms": ("heartbeat_ms", whole_number_setting_at_least(0)),
+    "max-out-of-orderness-ms": ("max_out_of_orderness_ms", whole_number_setting_at_least(0)),
+    "user-state-ttl-ms": ("user_state_ttl_ms", whole_number_setting_at_least(1)),
+    "restart-attempts": ("restart_attempts", whole_number_setting_at_least(0)),
     "record-freshness": ("record_freshness", yes_or_no),
     "datasets-dir": ("datasets_dir", Path),
     "spool-dir": ("spool_dir", Path),
-    "spool-retention-s": ("spool_retention_s", whole_number_of_at_least(0)),
+    "spool-retention-s": ("spool_retention_s", whole_number_setting_at_least(0)),
     "embeddings": ("embeddings", Path),
     "api-keys": ("api_keys", lambda text: tuple(k for k in text.split(",") if k)),
     "redis-deadline-ms": ("redis_deadline_ms", positive_number),
